@@ -1,0 +1,24 @@
+// Module entry: registers each family of the glue.
+#include <napi.h>
+#include "buffer.h"
+#include "devices.h"
+#include "errors.h"
+#include "ops.h"
+
+namespace slimopt {
+
+static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  registerErrors(env, exports);
+  registerDevices(env, exports);
+  exports.Set("NativeBuffer", NativeBuffer::Init(env));
+  registerTensorOps(env, exports);
+  registerAdamw(env, exports);
+  registerBench(env, exports);
+  return exports;
+}
+
+}  // namespace slimopt
+
+static Napi::Object InitSlimopt(Napi::Env env, Napi::Object exports) { return slimopt::Init(env, exports); }
+
+NODE_API_MODULE(slimopt, InitSlimopt)

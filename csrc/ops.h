@@ -1,0 +1,15 @@
+// Registration of the glue's function families, and argument helpers they share.
+#pragma once
+#include <napi.h>
+#include "../cuda/common.cuh"
+
+namespace slimopt {
+
+DType dtypeArg(Napi::Env env, Napi::Value v);
+int64_t countArg(Napi::Env env, Napi::Value v, const char* what);
+
+void registerTensorOps(Napi::Env env, Napi::Object exports);
+void registerAdamw(Napi::Env env, Napi::Object exports);
+void registerBench(Napi::Env env, Napi::Object exports);
+
+}  // namespace slimopt

@@ -1,0 +1,20 @@
+// Helpers the launchers share with runtime.cu (CUDA-side only; the glue never includes this).
+#pragma once
+#include <cuda_runtime.h>
+#include <string>
+#include "runtime.h"
+
+namespace slimopt {
+namespace gpu {
+
+// Selects dev on this thread and returns its one stream (created on first use).
+Status deviceStream(int dev, cudaStream_t* out, const char* what);
+// A Status for a CUDA error (classified; clears the thread's last error), or success.
+Status statusOf(cudaError_t e, const std::string& what);
+// A refused argument, as cudaErrorInvalidValue with our message.
+Status invalidArg(const std::string& what);
+// Multiprocessor count of dev (cached).
+int smCount(int dev);
+
+}  // namespace gpu
+}  // namespace slimopt

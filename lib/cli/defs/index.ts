@@ -1,0 +1,6 @@
+// Every benchmark `slimopt bench` knows, in the order they run. Add new definitions here.
+import { BenchDefinition } from "../registry";
+import { adamw } from "./adamw";
+import { adamwHostOverhead } from "./host_overhead";
+
+export const BENCHMARKS: BenchDefinition[] = [adamw, adamwHostOverhead];

@@ -1,0 +1,92 @@
+#!/usr/bin/env node
+// The `slimopt` command: info, bench, build, help. Usage errors exit with code 2, failures with 1.
+import { SlimoptError } from "../errors";
+import { intFlag, parseArgs, UsageError } from "./args";
+
+const HELP = `usage: slimopt <command> [options]
+
+commands:
+  info [--json]            the build, the devices, and which linear-algebra path is in use
+  bench [options]          benchmark the optimizer steps against the copy-bandwidth floor
+      --json               print one JSON document on stdout (progress goes to stderr)
+      --quick              fewer steps (3) and, on the CPU, a smaller workload
+      --device <d>         cpu, cuda or cuda:N (default: cuda:0 when a GPU is usable, else cpu)
+      --only <a,b:dtype>   run only these benchmarks (names, or name:dtype)
+      --steps <N>          timed steps per row (default 10; 3 with --quick)
+      --scale <S>          divide every workload dimension by S (default 1 on CUDA,
+                           8 on the CPU, 16 on the CPU with --quick)
+      --no-torch           do not run the PyTorch reference (bench/torch_baseline.py)
+      --list               list the benchmarks and exit
+  build [-- <cmake-js args>]   rebuild the native addon from source (needs CMake and a C++ compiler)
+  help                     this text
+`;
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  switch (cmd) {
+    case undefined:
+    case "help":
+    case "--help":
+    case "-h": {
+      if (cmd === undefined) {
+        process.stderr.write(HELP);
+        return 2;
+      }
+      process.stdout.write(HELP);
+      return 0;
+    }
+    case "info": {
+      const p = parseArgs(rest, { json: { value: false } }, "info");
+      if (p.positional.length || p.rest.length) throw new UsageError(`unexpected argument "${[...p.positional, ...p.rest][0]}"`);
+      const { runInfo } = await import("./info_cmd");
+      return runInfo(p.flags.has("json"));
+    }
+    case "bench": {
+      const p = parseArgs(rest, {
+        json: { value: false }, quick: { value: false }, device: { value: true }, only: { value: true },
+        steps: { value: true }, scale: { value: true }, "no-torch": { value: false }, list: { value: false },
+      }, "bench");
+      if (p.positional.length || p.rest.length) throw new UsageError(`unexpected argument "${[...p.positional, ...p.rest][0]}"`);
+      if (p.flags.has("list")) {
+        const { BENCHMARKS } = await import("./defs");
+        for (const d of BENCHMARKS) process.stdout.write(`${d.name.padEnd(22)} ${d.description}\n`);
+        return 0;
+      }
+      const only = p.flags.get("only");
+      const { runBench } = await import("./bench");
+      return runBench({
+        json: p.flags.has("json"),
+        quick: p.flags.has("quick"),
+        device: p.flags.get("device") as string | undefined,
+        only: typeof only === "string" ? only.split(",").map((s) => s.trim()).filter(Boolean) : undefined,
+        steps: p.flags.has("steps") ? intFlag(p, "steps", 10, 1, 100000) : undefined,
+        scale: p.flags.has("scale") ? intFlag(p, "scale", 1, 1, 4096) : undefined,
+        torch: !p.flags.has("no-torch"),
+      });
+    }
+    case "build": {
+      const p = parseArgs(rest, {}, "build");
+      if (p.positional.length) throw new UsageError(`unexpected argument "${p.positional[0]}" (pass cmake-js arguments after --)`);
+      const { runBuild } = await import("./build_cmd");
+      return runBuild(p.rest);
+    }
+    default:
+      throw new UsageError(`unknown command "${cmd}"`);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => { process.exitCode = code; },
+  (e: unknown) => {
+    if (e instanceof UsageError) {
+      process.stderr.write(`slimopt: ${e.message}\n(run \`slimopt help\` for usage)\n`);
+      process.exitCode = 2;
+    } else if (e instanceof SlimoptError) {
+      process.stderr.write(`slimopt: ${e.message}\n`);
+      process.exitCode = 1;
+    } else {
+      process.stderr.write(`slimopt: ${e instanceof Error ? e.stack ?? e.message : String(e)}\n`);
+      process.exitCode = 1;
+    }
+  },
+);

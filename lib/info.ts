@@ -1,0 +1,38 @@
+import { cudaDeviceCount, devices } from "./device";
+import { addonPath, native } from "./native";
+
+export interface SlimoptInfo {
+  version: string;
+  addon: string;
+  cudaCompiled: boolean;
+  cudaArchs: string;
+  buildFlags: string;
+  cuda: { usable: boolean; why: string };
+  devices: { id: string; name: string; computeCapability: string; totalMemory: number; lost: string | null }[];
+  cublas: string | null;
+  cusolver: string | null;
+  linearAlgebra: string;
+}
+
+/** What `slimopt info` prints: the build, the devices, and which library paths are in use. */
+export function info(): SlimoptInfo {
+  const nat = native();
+  const b = nat.buildInfo();
+  const { count, why } = cudaDeviceCount();
+  const cublas = nat.probeLibrary("SLIMOPT_CUBLAS", ["libcublas.so.13", "libcublas.so.12"]);
+  const cusolver = nat.probeLibrary("SLIMOPT_CUSOLVER", ["libcusolver.so.12", "libcusolver.so.11"]);
+  return {
+    version: require("../package.json").version,
+    addon: addonPath,
+    cudaCompiled: b.cudaCompiled,
+    cudaArchs: b.cudaArchs,
+    buildFlags: b.buildFlags,
+    cuda: { usable: count > 0, why: count > 0 ? "" : why },
+    devices: devices().map((d) => ({
+      id: d.toString(), name: d.name, computeCapability: d.computeCapability, totalMemory: d.totalMemory, lost: d.lost,
+    })),
+    cublas,
+    cusolver,
+    linearAlgebra: count === 0 ? "cpu" : cublas ? `cuBLAS (${cublas})` : "built-in kernels (cuBLAS not found)",
+  };
+}

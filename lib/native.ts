@@ -1,0 +1,87 @@
+// Loads the addon: a local build wins over the prebuilt binary shipped in the package.
+import * as fs from "fs";
+import * as path from "path";
+import { SlimoptError } from "./errors";
+
+/* eslint-disable @typescript-eslint/no-explicit-any */
+export interface NativeBufferHandle {
+  readonly ptr: bigint;
+  readonly bytes: number;
+  readonly device: number;
+  readonly disposed: boolean;
+  readonly owned: boolean;
+  dispose(): void;
+}
+
+export interface AdamwStepArgs {
+  lr: number; beta1: number; beta2: number; eps: number; weightDecay: number;
+  convention: number; stochasticRounding: boolean; skipNonFinite: boolean; seed: bigint;
+}
+
+export interface AdamwGroupHandle {
+  step(h: AdamwStepArgs): void;
+  dispose(): void;
+}
+
+export interface NativeAddon {
+  setErrorClass(c: unknown): void;
+  buildInfo(): { cudaCompiled: boolean; cudaArchs: string; buildFlags: string; napiVersion: number };
+  deviceCount(): { count: number; why: string };
+  deviceProps(dev: number): {
+    name: string; major: number; minor: number; totalMemory: number; multiprocessors: number;
+    l2Bytes: number; driverVersion: number; runtimeVersion: number;
+  };
+  memInfo(dev: number): { free: number; total: number };
+  stream(dev: number): bigint;
+  lostReason(dev: number): string | null;
+  synchronize(dev: number): Promise<void>;
+  NativeBuffer: new (device: number, bytes: number, ptr?: bigint) => NativeBufferHandle;
+  writeRaw(buf: NativeBufferHandle, byteOffset: number, src: ArrayBufferView): void;
+  writeFloat(buf: NativeBufferHandle, dtype: number, src: Float32Array): void;
+  readFloat(buf: NativeBufferHandle, dtype: number, n: number): Promise<Float32Array>;
+  readRaw(buf: NativeBufferHandle, dtype: number, n: number): Promise<ArrayBuffer>;
+  copyBuffer(dst: NativeBufferHandle, src: NativeBufferHandle, bytes: number): void;
+  convertBuffer(dst: NativeBufferHandle, dstType: number, src: NativeBufferHandle, srcType: number, n: number): void;
+  fillRandn(buf: NativeBufferHandle, dtype: number, n: number, seed: bigint, mean: number, std: number): void;
+  fillZero(buf: NativeBufferHandle, bytes: number): void;
+  AdamwGroup: new (device: number, tensors: unknown[][], counters: NativeBufferHandle, stateDtype: number,
+                   chunkSize: number) => AdamwGroupHandle;
+  probeLibrary(envVar: string, names: string[]): string | null;
+  copyKernel(dst: NativeBufferHandle, src: NativeBufferHandle, bytes: number): void;
+  newEvent(): unknown;
+  recordEvent(dev: number, ev: unknown): void;
+  elapsedMs(start: unknown, stop: unknown): number;
+}
+
+const root = path.resolve(__dirname, "..");
+
+/** Where the addon may be, in order of preference. */
+export function addonCandidates(): string[] {
+  const out: string[] = [];
+  if (process.env.SLIMOPT_ADDON) out.push(process.env.SLIMOPT_ADDON);
+  out.push(path.join(root, "build", "Release", "slimopt.node"));
+  out.push(path.join(root, "build", "cmake", "Release", "slimopt.node"));
+  const pre = path.join(root, "prebuilds", `${process.platform}-${process.arch}`);
+  if (fs.existsSync(pre)) {
+    for (const f of fs.readdirSync(pre).sort()) if (f.endsWith(".node")) out.push(path.join(pre, f));
+  }
+  return out;
+}
+
+let loaded: NativeAddon | undefined;
+export let addonPath = "";
+
+export function native(): NativeAddon {
+  if (loaded) return loaded;
+  const tried: string[] = [];
+  for (const p of addonCandidates()) {
+    if (!fs.existsSync(p)) { tried.push(p); continue; }
+    const m = { exports: {} as any };
+    process.dlopen(m, p);
+    loaded = m.exports as NativeAddon;
+    addonPath = p;
+    loaded.setErrorClass(SlimoptError);
+    return loaded;
+  }
+  throw new Error(`slimopt: no native addon found (looked in ${tried.join(", ")}); run \`npx slimopt build\``);
+}

@@ -1,0 +1,129 @@
+import { Device } from "../device";
+import { DType } from "../dtype";
+import { fail } from "../errors";
+import { Parameter } from "../parameter";
+import { Tensor } from "../tensor";
+import { AdamConvention, AdamGroupEngine } from "./adam_core";
+import { checkNumber, GroupOptions, Optimizer, ParamGroup, ParamGroupSpec } from "./optimizer";
+
+export interface AdamWOptions extends GroupOptions {
+  lr?: number;
+  betas?: [number, number];
+  eps?: number;
+  weightDecay?: number;
+  /** Storage of m and v: f32 (default) or bf16. The math is f32 either way. */
+  stateDtype?: "f32" | "bf16";
+  /** bf16 parameters: round the updated value stochastically instead of to nearest. */
+  stochasticRounding?: boolean;
+  /** Skip the whole group's step when a gradient holds NaN/Inf (default true). */
+  skipNonFinite?: boolean;
+  /** Key of the stochastic-rounding stream. */
+  seed?: number;
+}
+
+const DEFAULTS: Required<AdamWOptions> = {
+  lr: 1e-3, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 1e-2, stateDtype: "f32",
+  stochasticRounding: false, skipNonFinite: true, seed: 0,
+};
+
+export function validateAdamOptions(g: AdamWOptions, gi: number): void {
+  checkNumber(`group ${gi} lr`, g.lr, 0, Number.MAX_VALUE);
+  if (!Array.isArray(g.betas) || g.betas.length !== 2) fail("E_ARG", `group ${gi} betas must be [beta1, beta2]`);
+  checkNumber(`group ${gi} beta1`, g.betas[0], 0, 1, true);
+  checkNumber(`group ${gi} beta2`, g.betas[1], 0, 1, true);
+  checkNumber(`group ${gi} eps`, g.eps, 0, Number.MAX_VALUE);
+  checkNumber(`group ${gi} weightDecay`, g.weightDecay, 0, Number.MAX_VALUE);
+  if (g.stateDtype !== "f32" && g.stateDtype !== "bf16") fail("E_ARG", `group ${gi} stateDtype must be "f32" or "bf16"`);
+  if (!Number.isSafeInteger(g.seed) || (g.seed as number) < 0) fail("E_ARG", `group ${gi} seed must be a non-negative integer`);
+}
+
+/** AdamW with torch.optim.AdamW semantics; one fused multi-tensor launch per group per step. */
+export class AdamW extends Optimizer<AdamWOptions> {
+  private engines = new Map<ParamGroup<AdamWOptions>, AdamGroupEngine>();
+  private steps = 0;
+
+  constructor(params: Parameter[] | ParamGroupSpec<AdamWOptions>[], defaults: AdamWOptions = {}) {
+    super(params, { ...DEFAULTS, ...defaults });
+  }
+
+  protected validateGroup(g: ParamGroup<AdamWOptions>, gi: number): void {
+    validateAdamOptions(g, gi);
+  }
+
+  private engine(g: ParamGroup<AdamWOptions>, dev: Device): AdamGroupEngine {
+    let e = this.engines.get(g);
+    if (!e) {
+      e = new AdamGroupEngine(dev, g.stateDtype as DType);
+      this.engines.set(g, e);
+    }
+    return e;
+  }
+
+  step(): void {
+    this.validateAll();
+    // Allocate everything first so that an E_OOM leaves every group untouched.
+    const ready = this.paramGroups.map((g) => {
+      const e = this.engine(g, this.groupDevice(g));
+      e.prepare(g.params);
+      return e;
+    });
+    this.paramGroups.forEach((g, i) => {
+      ready[i].run({
+        lr: g.lr, beta1: g.betas![0], beta2: g.betas![1], eps: g.eps!, weightDecay: g.weightDecay!,
+        convention: AdamConvention.Torch, stochasticRounding: !!g.stochasticRounding,
+        skipNonFinite: g.skipNonFinite !== false, seed: BigInt(g.seed ?? 0),
+      });
+    });
+    this.steps++;
+  }
+
+  /** Steps skipped because of non-finite gradients (the largest count over the groups). */
+  async skippedSteps(): Promise<number> {
+    const per = await this.skippedStepsPerGroup();
+    return per.length ? Math.max(...per) : 0;
+  }
+
+  /** Skipped steps of each group. */
+  async skippedStepsPerGroup(): Promise<number[]> {
+    return Promise.all(this.paramGroups.map(async (g) => {
+      const e = this.engines.get(g);
+      if (!e) return 0;
+      const c = (await e.counters.toTypedArray()) as Int32Array;
+      return c[1];
+    }));
+  }
+
+  /** Completed (not skipped) steps of each group. */
+  async completedStepsPerGroup(): Promise<number[]> {
+    return Promise.all(this.paramGroups.map(async (g) => {
+      const e = this.engines.get(g);
+      if (!e) return 0;
+      return ((await e.counters.toTypedArray()) as Int32Array)[0];
+    }));
+  }
+
+  /** Calls of step() so far. */
+  get stepCalls(): number {
+    return this.steps;
+  }
+
+  /** @internal moments of a parameter (undefined before its first step) */
+  stateOf(p: Parameter): { expAvg: Tensor; expAvgSq: Tensor } | undefined {
+    for (const e of this.engines.values()) {
+      const m = e.expAvg.get(p);
+      if (m) return { expAvg: m, expAvgSq: e.expAvgSq.get(p)! };
+    }
+    return undefined;
+  }
+
+  protected stateTensors(): Tensor[] {
+    const out: Tensor[] = [];
+    for (const e of this.engines.values()) out.push(...e.tensors());
+    return out;
+  }
+
+  dispose(): void {
+    for (const e of this.engines.values()) e.dispose();
+    this.engines.clear();
+  }
+}
