@@ -4,7 +4,7 @@ import { fail } from "../errors";
 import { Parameter } from "../parameter";
 import { Tensor } from "../tensor";
 import { AdamConvention, AdamGroupEngine } from "./adam_core";
-import { checkNumber, GroupOptions, Optimizer, ParamGroup, ParamGroupSpec } from "./optimizer";
+import { checkNumber, GroupOptions, Optimizer, ParamGroup, ParamGroupSpec, StateDict } from "./optimizer";
 
 export interface AdamWOptions extends GroupOptions {
   lr?: number;
@@ -114,6 +114,67 @@ export class AdamW extends Optimizer<AdamWOptions> {
       if (m) return { expAvg: m, expAvgSq: e.expAvgSq.get(p)! };
     }
     return undefined;
+  }
+
+  stateDict(): StateDict {
+    const tensors: Record<string, Tensor> = {};
+    let i = 0;
+    this.paramGroups.forEach((g, gi) => {
+      const e = this.engines.get(g);
+      if (e) tensors[`group.${gi}.counters`] = e.counters;
+      for (const p of g.params) {
+        const m = e?.expAvg.get(p);
+        if (m) {
+          tensors[`param.${i}.exp_avg`] = m;
+          tensors[`param.${i}.exp_avg_sq`] = e!.expAvgSq.get(p)!;
+        }
+        i++;
+      }
+    });
+    return { ...this.stateDictBase("AdamW"), tensors };
+  }
+
+  loadStateDict(sd: StateDict): void {
+    this.checkStateDictBase(sd, "AdamW");
+    const want = (name: string, shape: readonly number[], dtype: string): Tensor | undefined => {
+      const t = sd.tensors[name];
+      if (t === undefined) return undefined;
+      if (!(t instanceof Tensor) || t.disposed || t.dtype !== dtype || t.numel !== shape.reduce((a, b) => a * b, 1))
+        fail("E_CHECKPOINT", `state tensor ${name} must be ${dtype} [${shape}]`);
+      return t;
+    };
+    // Validate everything before touching any state.
+    const plan: { g: ParamGroup<AdamWOptions>; counters?: Tensor; moments: [Parameter, Tensor, Tensor][] }[] = [];
+    let i = 0;
+    this.paramGroups.forEach((g, gi) => {
+      const counters = want(`group.${gi}.counters`, [2], "i32");
+      const moments: [Parameter, Tensor, Tensor][] = [];
+      for (const p of g.params) {
+        const m = want(`param.${i}.exp_avg`, p.shape, g.stateDtype!);
+        const v = want(`param.${i}.exp_avg_sq`, p.shape, g.stateDtype!);
+        if (!m !== !v) fail("E_CHECKPOINT", `parameter ${i} has only one of its two moments`);
+        if (m && !counters) fail("E_CHECKPOINT", `group ${gi} has moments but no step counters`);
+        if (m) moments.push([p, m, v!]);
+        i++;
+      }
+      if (counters && moments.length !== g.params.length) fail("E_CHECKPOINT", `group ${gi} lacks moments for some parameters`);
+      plan.push({ g, counters, moments });
+    });
+    for (const { g, counters, moments } of plan) {
+      const old = this.engines.get(g);
+      if (!counters) {
+        old?.dispose();
+        this.engines.delete(g);
+        continue;
+      }
+      const e = old ?? this.engine(g, this.groupDevice(g));
+      e.prepare(g.params);
+      e.counters.copyFrom(counters);
+      for (const [p, m, v] of moments) {
+        e.expAvg.get(p)!.copyFrom(m);
+        e.expAvgSq.get(p)!.copyFrom(v);
+      }
+    }
   }
 
   protected stateTensors(): Tensor[] {

@@ -22,6 +22,24 @@ export function checkNumber(name: string, x: unknown, lo: number, hi: number, hi
   return x;
 }
 
+/** An optimizer's whole state: named tensors (live references, not copies) plus JSON metadata.
+ *  Tensor names are stable: `group.<g>.<what>` and `param.<i>.<what>` (i: flat parameter order). */
+export interface StateDict {
+  optimizer: string;
+  /** Each group's options (without params), JSON-able. */
+  groups: Record<string, unknown>[];
+  /** Every parameter in flat order: name, shape, dtype, group index. */
+  params: { name: string; shape: number[]; dtype: string; group: number }[];
+  tensors: Record<string, Tensor>;
+}
+
+/** Group options as JSON (params left out), for state dicts and checkpoint metadata. */
+export function groupOptionsJson(g: { params: Parameter[] }): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(g)) if (k !== "params") out[k] = v;
+  return out;
+}
+
 /** Shared machinery: groups, validation before anything runs, zeroGrad, state accounting. */
 export abstract class Optimizer<O extends GroupOptions> {
   readonly paramGroups: ParamGroup<O>[];
@@ -90,6 +108,40 @@ export abstract class Optimizer<O extends GroupOptions> {
   /** Zeroes every gradient (enqueued on each device). */
   zeroGrad(): void {
     for (const g of this.paramGroups) for (const p of g.params) p.grad.zero();
+  }
+
+  /** The state as named tensors (live references) and metadata. */
+  abstract stateDict(): StateDict;
+
+  /** Restores a state dict: validated whole before anything changes (E_CHECKPOINT otherwise). */
+  abstract loadStateDict(sd: StateDict): void;
+
+  /** @internal metadata every state dict carries */
+  protected stateDictBase(name: string): Omit<StateDict, "tensors"> {
+    const params: StateDict["params"] = [];
+    this.paramGroups.forEach((g, gi) => {
+      for (const p of g.params) params.push({ name: p.name, shape: [...p.shape], dtype: p.dtype, group: gi });
+    });
+    return { optimizer: name, groups: this.paramGroups.map(groupOptionsJson), params };
+  }
+
+  /** @internal checks a state dict's metadata against this optimizer; throws E_CHECKPOINT */
+  protected checkStateDictBase(sd: StateDict, name: string): void {
+    const bad = (m: string): never => fail("E_CHECKPOINT", m);
+    if (sd === null || typeof sd !== "object") bad("state dict is not an object");
+    if (sd.optimizer !== name) bad(`state dict is for ${String(sd.optimizer)}, this optimizer is ${name}`);
+    const mine = this.stateDictBase(name);
+    if (!Array.isArray(sd.groups) || sd.groups.length !== mine.groups.length)
+      bad(`state dict has ${sd.groups?.length} groups, this optimizer ${mine.groups.length}`);
+    if (!Array.isArray(sd.params) || sd.params.length !== mine.params.length)
+      bad(`state dict has ${sd.params?.length} parameters, this optimizer ${mine.params.length}`);
+    mine.params.forEach((p, i) => {
+      const q = sd.params[i];
+      if (!q || q.group !== p.group || q.dtype !== p.dtype || !Array.isArray(q.shape) ||
+          q.shape.length !== p.shape.length || q.shape.some((s, k) => s !== p.shape[k]))
+        bad(`parameter ${i} (${p.name}): state dict has ${JSON.stringify(q)}, expected shape [${p.shape}] ${p.dtype} in group ${p.group}`);
+    });
+    if (sd.tensors === null || typeof sd.tensors !== "object") bad("state dict has no tensors");
   }
 
   /** Bytes of optimizer state held now, all devices. */
