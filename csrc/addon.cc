@@ -14,6 +14,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   registerTensorOps(env, exports);
   registerAdamw(env, exports);
   registerBench(env, exports);
+  registerQuant(env, exports);
   return exports;
 }
 

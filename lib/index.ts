@@ -6,3 +6,4 @@ export { Parameter, ParameterOptions } from "./parameter";
 export { Optimizer, GroupOptions, ParamGroup, ParamGroupSpec, StateDict } from "./optim/optimizer";
 export { AdamW, AdamWOptions } from "./optim/adamw";
 export { info, SlimoptInfo } from "./info";
+export * as quant from "./quant";

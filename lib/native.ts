@@ -23,6 +23,12 @@ export interface AdamwGroupHandle {
   dispose(): void;
 }
 
+/** A validated code map with its finder table (csrc/quant_map.cc). */
+export interface QuantMapHandle {
+  readonly size: number;
+  readonly tableBytes: number;
+}
+
 export interface NativeAddon {
   setErrorClass(c: unknown): void;
   buildInfo(): { cudaCompiled: boolean; cudaArchs: string; buildFlags: string; napiVersion: number };
@@ -46,6 +52,12 @@ export interface NativeAddon {
   fillZero(buf: NativeBufferHandle, bytes: number): void;
   AdamwGroup: new (device: number, tensors: unknown[][], counters: NativeBufferHandle, stateDtype: number,
                    chunkSize: number) => AdamwGroupHandle;
+  QuantMap: new (values: Float32Array) => QuantMapHandle;
+  quantizeBlockwise(x: NativeBufferHandle, dtype: number, n: number, codes: NativeBufferHandle, absmax: NativeBufferHandle,
+                    blockSize: number, map: QuantMapHandle): void;
+  dequantizeBlockwise(codes: NativeBufferHandle, absmax: NativeBufferHandle, n: number, out: NativeBufferHandle, dtype: number,
+                      blockSize: number, map: QuantMapHandle): void;
+  fillBytes(buf: NativeBufferHandle, value: number, bytes: number): void;
   probeLibrary(envVar: string, names: string[]): string | null;
   copyKernel(dst: NativeBufferHandle, src: NativeBufferHandle, bytes: number): void;
   newEvent(): unknown;
