@@ -15,6 +15,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   registerAdamw(env, exports);
   registerBench(env, exports);
   registerQuant(env, exports);
+  registerQAdam(env, exports);
   return exports;
 }
 

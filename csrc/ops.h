@@ -12,5 +12,6 @@ void registerTensorOps(Napi::Env env, Napi::Object exports);
 void registerAdamw(Napi::Env env, Napi::Object exports);
 void registerBench(Napi::Env env, Napi::Object exports);
 void registerQuant(Napi::Env env, Napi::Object exports);
+void registerQAdam(Napi::Env env, Napi::Object exports);
 
 }  // namespace slimopt

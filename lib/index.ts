@@ -6,4 +6,5 @@ export { Parameter, ParameterOptions } from "./parameter";
 export { Optimizer, GroupOptions, ParamGroup, ParamGroupSpec, StateDict } from "./optim/optimizer";
 export { AdamW, AdamWOptions } from "./optim/adamw";
 export { info, SlimoptInfo } from "./info";
+export { AdamW8bit, AdamW4bit, AdamW8bitOptions, AdamW4bitOptions } from "./optim/adamw8bit";
 export * as quant from "./quant";

@@ -29,6 +29,16 @@ export interface QuantMapHandle {
   readonly tableBytes: number;
 }
 
+export interface QAdamStepArgs {
+  lr: number; beta1: number; beta2: number; eps: number; weightDecay: number;
+  stochasticRounding: boolean; skipNonFinite: boolean; seed: bigint;
+}
+
+export interface QAdamGroupHandle {
+  step(h: QAdamStepArgs): void;
+  dispose(): void;
+}
+
 export interface NativeAddon {
   setErrorClass(c: unknown): void;
   buildInfo(): { cudaCompiled: boolean; cudaArchs: string; buildFlags: string; napiVersion: number };
@@ -58,6 +68,8 @@ export interface NativeAddon {
   dequantizeBlockwise(codes: NativeBufferHandle, absmax: NativeBufferHandle, n: number, out: NativeBufferHandle, dtype: number,
                       blockSize: number, map: QuantMapHandle): void;
   fillBytes(buf: NativeBufferHandle, value: number, bytes: number): void;
+  QAdamGroup: new (device: number, bits: number, tensors: unknown[][], counters: NativeBufferHandle, mapA: QuantMapHandle,
+                   mapB: QuantMapHandle) => QAdamGroupHandle;
   probeLibrary(envVar: string, names: string[]): string | null;
   copyKernel(dst: NativeBufferHandle, src: NativeBufferHandle, bytes: number): void;
   newEvent(): unknown;

@@ -1,0 +1,661 @@
+// AdamW8bit / AdamW4bit: one cooperative launch per group per step, every tensor of the group in
+// it (quantized ones and the small ones that keep f32 states).
+//
+// Work layout. The group is cut into tiles of 256 elements (a tensor's last tile partial), which
+// go round-robin to the warps of a persistent grid (occupancy x SMs blocks, all resident). A
+// quantization block (256 elements for 8 bits, 128 for 4) never crosses a tile, so one warp owns
+// whole blocks: it dequantizes m and v with the old absmax, runs the f32 Adam update, writes W,
+// reduces the block's new absmax of |m| and of v with warp shuffles (no shared memory, no
+// __syncthreads), and re-encodes. A lane holds its elements in registers as 16-byte slots (slot s
+// covers tile elements s*32*V + lane*V .. +V, V = 4 for f32 params, 8 for bf16/f16), so every
+// access of W, G and the codes is contiguous across the warp. Full tiles of 16-byte-aligned
+// tensors take that path; tails and unaligned tensors a guarded scalar one with the same layout.
+//
+// Why two phases. A step whose gradients hold NaN/Inf must leave every parameter and state of
+// the group untouched, decided on the device without a host sync; a block cannot know that before
+// every gradient has been seen. So, as in adamw.cu: phase 1 scans all gradients (each block a
+// contiguous range of tiles with 16-byte loads, a flag per block in scratch), a grid barrier,
+// then phase 2 updates if no block flagged. The scan costs one extra read of G (4 B/param for
+// f32, 2 for bf16, over the 16 / 10 the step itself moves). skipNonFinite = 0 skips phase 1;
+// one barrier then remains at the end, so that block 0 bumps the step after every block read it.
+//
+// The maps (values and finder tables) are staged in shared memory once per block; for v only the
+// non-negative half of its finder table is needed.
+#include <cooperative_groups.h>
+#include <cuda_pipeline_primitives.h>
+#include <cuda_runtime.h>
+#include <algorithm>
+#include <climits>
+#include <map>
+#include <mutex>
+#include <tuple>
+#include "internal.cuh"
+#include "quant_device.cuh"
+#include "quant_launchers.h"
+#include "stochastic_round.cuh"
+
+namespace slimopt {
+namespace gpu {
+
+namespace {
+
+namespace cg = cooperative_groups;
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr int kScanUnroll = 4;  // 16-byte gradient loads in flight per thread in the scan
+
+// Where a warp stages one tile (cp.async, see the kernel): per warp and stage, these byte offsets.
+constexpr int kStW = 0;        // W: 256 elements (1024 B f32, 512 B 16-bit)
+constexpr int kStG = 1024;     // G
+constexpr int kStCA = 2048;    // codes of m: 256 B (8 bits) or 128 B (4 bits)
+constexpr int kStCB = 2304;    // codes of v
+constexpr int kStAA = 2560;    // absmax of m: 1 (8 bits) or 2 (4 bits) floats
+constexpr int kStAB = 2568;    // absmax of v
+constexpr int kStageBytes = 2576;
+constexpr int kStages = 2;
+
+
+struct Params {
+  const QAdamTensor* tensors;
+  int32_t nTensors;
+  int64_t totalTiles;
+  const uint8_t* blobA;
+  const uint8_t* blobB;
+  QuantFinder fA, fB;
+  QAdamHyper hyper;
+  AdamwCounters* counters;
+  int32_t* flags;
+};
+
+// Shared memory: values of A and B, A's finder table (both signs), B's (non-negative half, plus
+// one entry so that every region is a multiple of 8 bytes).
+// Then each warp's staging buffers (kStages tiles, see stageTile).
+struct SmemLayout {
+  uint32_t valB, tabA, tabB, tabBBytes, stages, bytes;  // byte offsets (valA at 0), sizes
+};
+__host__ __device__ inline SmemLayout smemLayout(const QuantFinder& fA, const QuantFinder& fB) {
+  SmemLayout l;
+  l.valB = fA.nCodes * 4;
+  l.tabA = l.valB + fB.nCodes * 4;
+  l.tabB = l.tabA + fA.sideEntries * 8;
+  l.tabBBytes = ((fB.sideEntries + 1) * 4 + 7) & ~7u;
+  l.stages = (l.tabB + l.tabBBytes + 15) & ~15u;
+  l.bytes = l.stages + kWarps * kStages * kStageBytes;
+  return l;
+}
+
+struct Maps {
+  const float* valA;
+  const float* valB;
+  const uint32_t* tabA;
+  const uint32_t* tabB;
+  QuantFinder fA, fB;
+  uint32_t maskA, maskB;
+};
+
+struct Ctx {
+  AdamwScalars s;
+  uint64_t seed;
+  int32_t t;
+  bool stochastic;
+};
+
+// ---- phase 1: does [begin, end) of this gradient hold a NaN/Inf? (the whole block scans) ------
+
+// Non-finite <=> exponent all ones <=> (word & mask) + one carries into the lane's top bit; a
+// 32-bit word holds one f32 or two 16-bit values (no carry crosses the halves).
+__device__ __forceinline__ bool scanRange(const void* grad, DType gd, int64_t begin, int64_t end) {
+  const int es = dtypeSize(gd);
+  const uint32_t mask = gd == DType::F32 ? 0x7f800000u : gd == DType::BF16 ? 0x7f807f80u : 0x7c007c00u;
+  const uint32_t one = gd == DType::F32 ? 0x00800000u : gd == DType::BF16 ? 0x00800080u : 0x04000400u;
+  const uint32_t top = gd == DType::F32 ? 0x80000000u : 0x80008000u;
+  const int tid = threadIdx.x;
+  const uint8_t* p = static_cast<const uint8_t*>(grad) + begin * es;
+  uint32_t acc = 0;
+  if ((reinterpret_cast<uintptr_t>(p) & 15) == 0) {
+    const int64_t nv = (end - begin) * es / 16;
+    const uint4* q = reinterpret_cast<const uint4*>(p);
+    for (int64_t v0 = 0; v0 < nv; v0 += kScanUnroll * kThreads) {
+      uint4 x[kScanUnroll];
+#pragma unroll
+      for (int j = 0; j < kScanUnroll; ++j) {
+        const int64_t vi = v0 + j * kThreads + tid;
+        x[j] = vi < nv ? __ldg(q + vi) : make_uint4(0, 0, 0, 0);
+      }
+#pragma unroll
+      for (int j = 0; j < kScanUnroll; ++j)
+        acc |= ((x[j].x & mask) + one) | ((x[j].y & mask) + one) | ((x[j].z & mask) + one) | ((x[j].w & mask) + one);
+    }
+    begin += nv * 16 / es;
+  }
+  bool bad = (acc & top) != 0;
+  for (int64_t i = begin + tid; i < end; i += kThreads) bad |= !isFiniteFloat(loadAsFloat(grad, gd, i));
+  return bad;
+}
+
+// Index of the tensor holding `tile`: the last k with tileBegin[k] <= tile (empty tensors share
+// their successor's tileBegin and are skipped that way). Checks the previous hit first.
+__device__ __forceinline__ int findTensor(const QAdamTensor* T, int n, int64_t tile, int hint) {
+  const int64_t hb = __ldg(&T[hint].tileBegin);
+  const int64_t he = hint + 1 < n ? __ldg(&T[hint + 1].tileBegin) : LLONG_MAX;
+  if (hb <= tile && tile < he) return hint;
+  int lo = 0, hi = n - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (__ldg(&T[mid].tileBegin) <= tile) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+__device__ __forceinline__ DType dtypeOf(const QAdamTensor* T) {
+  return DType(__ldg(reinterpret_cast<const int32_t*>(&T->paramDtype)));
+}
+
+// ---- phase 2: one tile of a quantized tensor --------------------------------------------------
+
+// The codes of one slot (elements e0 .. e0+V), packed as stored: V bytes (8 bits) or V nibbles
+// (4 bits) in kWords 32-bit words; `full`: one aligned load, else bytewise and guarded.
+template <int kBits, int V>
+struct SlotCodes {
+  static constexpr int kWords = kBits == 8 ? V / 4 : 1;
+  uint32_t w[kWords];
+  __device__ __forceinline__ uint32_t get(int k) const {
+    return kBits == 8 ? (w[k / 4] >> (8 * (k % 4))) & 0xffu : (w[0] >> (4 * k)) & 0xfu;
+  }
+};
+
+template <int kBits, int V>
+__device__ __forceinline__ void loadCodes(const uint8_t* codes, int64_t e0, int64_t n, bool full, SlotCodes<kBits, V>& c) {
+  if (full) {
+    if constexpr (kBits == 8 && V == 8) {
+      const uint2 u = *reinterpret_cast<const uint2*>(codes + e0);
+      c.w[0] = u.x;
+      c.w[1] = u.y;
+    } else if constexpr (kBits == 8) {
+      c.w[0] = *reinterpret_cast<const uint32_t*>(codes + e0);
+    } else if constexpr (V == 8) {
+      c.w[0] = *reinterpret_cast<const uint32_t*>(codes + e0 / 2);
+    } else {
+      c.w[0] = *reinterpret_cast<const uint16_t*>(codes + e0 / 2);
+    }
+    return;
+  }
+#pragma unroll
+  for (int i = 0; i < SlotCodes<kBits, V>::kWords; ++i) c.w[i] = 0;
+  if constexpr (kBits == 8) {
+#pragma unroll
+    for (int k = 0; k < V; ++k)
+      if (e0 + k < n) c.w[k / 4] |= uint32_t(codes[e0 + k]) << (8 * (k % 4));
+  } else {
+#pragma unroll
+    for (int k = 0; k < V; k += 2)  // e0 is even: byte (e0+k)/2 holds elements e0+k, e0+k+1
+      if (e0 + k < n) c.w[0] |= uint32_t(codes[(e0 + k) >> 1]) << (4 * k);
+  }
+}
+
+template <int kBits, int V>
+__device__ __forceinline__ void storeCodes(uint8_t* codes, int64_t e0, int64_t n, bool full, const SlotCodes<kBits, V>& c) {
+  if (full) {
+    if constexpr (kBits == 8 && V == 8) {
+      *reinterpret_cast<uint2*>(codes + e0) = make_uint2(c.w[0], c.w[1]);
+    } else if constexpr (kBits == 8) {
+      *reinterpret_cast<uint32_t*>(codes + e0) = c.w[0];
+    } else if constexpr (V == 8) {
+      *reinterpret_cast<uint32_t*>(codes + e0 / 2) = c.w[0];
+    } else {
+      *reinterpret_cast<uint16_t*>(codes + e0 / 2) = uint16_t(c.w[0]);
+    }
+  } else if constexpr (kBits == 8) {
+#pragma unroll
+    for (int k = 0; k < V; ++k)
+      if (e0 + k < n) codes[e0 + k] = uint8_t(c.get(k));
+  } else {
+#pragma unroll
+    for (int k = 0; k < V; k += 2)  // past the end, a nibble is 0
+      if (e0 + k < n) codes[(e0 + k) >> 1] = uint8_t(c.get(k) | (e0 + k + 1 < n ? c.get(k + 1) << 4 : 0u));
+  }
+}
+
+// W of one slot. bf16 with stochastic rounding takes its random bits from `rnd` (16 per element,
+// two per word), drawn before the math so that Philox does not add to the registers live there.
+template <DType PT>
+__device__ __forceinline__ void storeParamSlot(const QAdamTensor& T, int64_t e0, bool full, const float (&w)[Vec16<PT>::N],
+                                               const uint32_t (&rnd)[Vec16<PT>::N / 2], bool sr) {
+  constexpr int V = Vec16<PT>::N;
+  if constexpr (PT == DType::BF16) {
+    if (sr) {
+      uint16_t h[V];
+#pragma unroll
+      for (int k = 0; k < V; ++k) h[k] = floatToBf16Stochastic(w[k], (rnd[k / 2] >> (16 * (k % 2))) & 0xffffu);
+      if (full) {
+        *reinterpret_cast<uint4*>(static_cast<uint16_t*>(T.param) + e0) =
+            make_uint4(uint32_t(h[0]) | (uint32_t(h[1]) << 16), uint32_t(h[2]) | (uint32_t(h[3]) << 16),
+                       uint32_t(h[4]) | (uint32_t(h[5]) << 16), uint32_t(h[6]) | (uint32_t(h[7]) << 16));
+      } else {
+#pragma unroll
+        for (int k = 0; k < V; ++k)
+          if (e0 + k < T.numel) static_cast<uint16_t*>(T.param)[e0 + k] = h[k];
+      }
+      return;
+    }
+  }
+  if (full) {
+    store16<PT>(T.param, e0, w);
+  } else {
+#pragma unroll
+    for (int k = 0; k < V; ++k)
+      if (e0 + k < T.numel) storeFromFloat(T.param, PT, e0 + k, w[k]);
+  }
+}
+
+// The stochastic-rounding bits of elements e0 .. e0+V (e0 a multiple of 4): srBits of each.
+template <int V>
+__device__ __forceinline__ void drawRounding(const QAdamTensor& T, int64_t e0, const Ctx& c, uint32_t (&rnd)[V / 2]) {
+#pragma unroll
+  for (int q = 0; q < V; q += 4) {
+    const Philox4 r = srBlock(c.seed, T.seedSalt, c.t, e0 + q);  // word k is element e0 + q + k
+    rnd[q / 2] = (r.v[0] & 0xffffu) | (r.v[1] << 16);
+    rnd[q / 2 + 1] = (r.v[2] & 0xffffu) | (r.v[3] << 16);
+  }
+}
+
+// Copies the tile at `base` of a quantized tensor (a full tile, 16-byte aligned) into a stage
+// with cp.async; every lane of the warp takes part. Completion: the caller's commit / wait.
+template <int kBits>
+__device__ __forceinline__ void stageTile(uint8_t* st, const QAdamTensor& T, int64_t base, int lane) {
+  constexpr int QB = kBits == 8 ? 256 : 128;
+  constexpr int kCodeBytes = kQuantTile * kBits / 8;
+  const int es = dtypeSize(T.paramDtype);
+  const int chunks = kQuantTile * es / 16;  // 64 (f32) or 32
+  const uint8_t* w = static_cast<const uint8_t*>(T.param) + base * es;
+  const uint8_t* g = static_cast<const uint8_t*>(T.grad) + base * es;
+  for (int i = lane; i < chunks; i += 32) {
+    __pipeline_memcpy_async(st + kStW + i * 16, w + i * 16, 16);
+    __pipeline_memcpy_async(st + kStG + i * 16, g + i * 16, 16);
+  }
+  if (lane < kCodeBytes / 16) {
+    __pipeline_memcpy_async(st + kStCA + lane * 16, static_cast<const uint8_t*>(T.stateA) + base * kBits / 8 + lane * 16, 16);
+    __pipeline_memcpy_async(st + kStCB + lane * 16, static_cast<const uint8_t*>(T.stateB) + base * kBits / 8 + lane * 16, 16);
+  }
+  if (lane < kQuantTile / QB) {
+    __pipeline_memcpy_async(st + kStAA + lane * 4, T.absmaxA + base / QB + lane, 4);
+    __pipeline_memcpy_async(st + kStAB + lane * 4, T.absmaxB + base / QB + lane, 4);
+  }
+}
+
+// One tile of a quantized tensor. `st`: the tile staged in shared memory (full and aligned:
+// 16-byte accesses); null: read global memory element by element, guarded (tails, unaligned).
+template <DType PT, int kBits>
+__device__ __forceinline__ void quantizedTile(const QAdamTensor& T, int64_t base, const Ctx& c, const Maps& mp,
+                                              int lane, const uint8_t* st) {
+  constexpr int V = Vec16<PT>::N;
+  constexpr int S = kQuantTile / (32 * V);  // slots per lane
+  constexpr int QB = kBits == 8 ? 256 : 128;
+  const int64_t n = T.numel;
+  const bool full = st != nullptr;
+  uint8_t* codesA = static_cast<uint8_t*>(T.stateA);
+  uint8_t* codesB = static_cast<uint8_t*>(T.stateB);
+
+  // Stochastic-rounding bits first, while little else is live (Philox needs a dozen registers).
+  const bool sr = PT == DType::BF16 && c.stochastic;
+  uint32_t rnd[S][V / 2];
+  if (sr) {
+#pragma unroll
+    for (int s = 0; s < S; ++s) drawRounding<V>(T, base + s * 32 * V + lane * V, c, rnd[s]);
+  }
+
+  float m[S][V], v[S][V], mxA[S], mxB[S];
+#pragma unroll
+  for (int s = 0; s < S; ++s) {
+    const int o = s * 32 * V + lane * V;  // the slot's first element in the tile
+    const int64_t e0 = base + o;
+    float w[V], g[V], amA, amB;
+    SlotCodes<kBits, V> ca, cb;
+    if (full) {
+      load16<PT>(st + kStW, o, w);
+      load16<PT>(st + kStG, o, g);
+      loadCodes<kBits, V>(st + kStCA, o, 0, true, ca);
+      loadCodes<kBits, V>(st + kStCB, o, 0, true, cb);
+      amA = reinterpret_cast<const float*>(st + kStAA)[o / QB];
+      amB = reinterpret_cast<const float*>(st + kStAB)[o / QB];
+    } else {
+#pragma unroll
+      for (int k = 0; k < V; ++k) {
+        const bool ok = e0 + k < n;
+        g[k] = ok ? loadAsFloat(T.grad, PT, e0 + k) : 0.0f;
+        w[k] = ok ? loadAsFloat(T.param, PT, e0 + k) : 0.0f;
+      }
+      loadCodes<kBits, V>(codesA, e0, n, false, ca);
+      loadCodes<kBits, V>(codesB, e0, n, false, cb);
+      const int64_t blk = (e0 < n ? e0 : base) / QB;  // a slot past the end reads a real block
+      amA = T.absmaxA[blk];
+      amB = T.absmaxB[blk];
+    }
+    mxA[s] = 0.0f;
+    mxB[s] = 0.0f;
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      m[s][k] = __fmul_rn(mp.valA[ca.get(k) & mp.maskA], amA);
+      v[s][k] = __fmul_rn(mp.valB[cb.get(k) & mp.maskB], amB);
+      w[k] = qadamElement(w[k], g[k], m[s][k], v[s][k], c.s);
+      if (!full && e0 + k >= n) m[s][k] = v[s][k] = 0.0f;  // past the end: no part of the max
+      mxA[s] = fmaxf(mxA[s], fabsf(m[s][k]));
+      mxB[s] = fmaxf(mxB[s], v[s][k]);
+    }
+    storeParamSlot<PT>(T, e0, full, w, rnd[s], sr);
+  }
+
+  // The new absmax of each block: over the lanes (and slots) that hold it.
+  if constexpr (QB >= 32 * V) {
+    constexpr int SPB = QB / (32 * V);
+#pragma unroll
+    for (int s0 = 0; s0 < S; s0 += SPB) {
+      float a = mxA[s0], b = mxB[s0];
+#pragma unroll
+      for (int j = 1; j < SPB; ++j) {
+        a = fmaxf(a, mxA[s0 + j]);
+        b = fmaxf(b, mxB[s0 + j]);
+      }
+      a = groupMax<32>(a);
+      b = groupMax<32>(b);
+#pragma unroll
+      for (int j = 0; j < SPB; ++j) {
+        mxA[s0 + j] = a;
+        mxB[s0 + j] = b;
+      }
+    }
+  } else {
+#pragma unroll
+    for (int s = 0; s < S; ++s) {
+      mxA[s] = groupMax<QB / V>(mxA[s]);
+      mxB[s] = groupMax<QB / V>(mxB[s]);
+    }
+  }
+
+#pragma unroll
+  for (int s = 0; s < S; ++s) {
+    const int64_t e0 = base + s * 32 * V + lane * V;
+    const float ia = quantInverse(mxA[s]), ib = quantInverse(mxB[s]);
+    SlotCodes<kBits, V> ca, cb;
+#pragma unroll
+    for (int i = 0; i < SlotCodes<kBits, V>::kWords; ++i) ca.w[i] = cb.w[i] = 0;
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      const int sh = kBits == 8 ? 8 * (k % 4) : 4 * k;
+      ca.w[kBits == 8 ? k / 4 : 0] |= quantFind<true>(__fmul_rn(m[s][k], ia), mp.fA, mp.tabA) << sh;
+      cb.w[kBits == 8 ? k / 4 : 0] |= quantFind<false>(__fmul_rn(v[s][k], ib), mp.fB, mp.tabB) << sh;
+    }
+    storeCodes<kBits, V>(codesA, e0, n, full, ca);
+    storeCodes<kBits, V>(codesB, e0, n, full, cb);
+    if ((e0 - base) % QB == 0 && e0 < n) {
+      T.absmaxA[e0 / QB] = mxA[s];
+      T.absmaxB[e0 / QB] = mxB[s];
+    }
+  }
+}
+
+// A tile of a small tensor with f32 states: the same math, unquantized (coalesced scalar).
+template <DType PT>
+__device__ __forceinline__ void plainTile(const QAdamTensor& T, int64_t base, const Ctx& c, int lane) {
+  float* ma = static_cast<float*>(T.stateA);
+  float* vb = static_cast<float*>(T.stateB);
+  const bool sr = PT == DType::BF16 && c.stochastic;
+#pragma unroll 4
+  for (int k = 0; k < kQuantTile / 32; ++k) {
+    const int64_t e = base + k * 32 + lane;
+    if (e >= T.numel) break;
+    float m = ma[e], v = vb[e];
+    const float w = qadamElement(loadAsFloat(T.param, PT, e), loadAsFloat(T.grad, PT, e), m, v, c.s);
+    ma[e] = m;
+    vb[e] = v;
+    if (sr) static_cast<uint16_t*>(T.param)[e] = floatToBf16Stochastic(w, srBits(srBlock(c.seed, T.seedSalt, c.t, e), e));
+    else storeFromFloat(T.param, PT, e, w);
+  }
+}
+
+template <int kBits>
+__device__ __forceinline__ void runTile(const QAdamTensor& T, int64_t base, const Ctx& c, const Maps& mp, int lane,
+                                        const uint8_t* st) {
+  switch (T.paramDtype) {
+    case DType::BF16:
+      if (T.quantized) quantizedTile<DType::BF16, kBits>(T, base, c, mp, lane, st);
+      else plainTile<DType::BF16>(T, base, c, lane);
+      break;
+    case DType::F16:
+      if (T.quantized) quantizedTile<DType::F16, kBits>(T, base, c, mp, lane, st);
+      else plainTile<DType::F16>(T, base, c, lane);
+      break;
+    default:
+      if (T.quantized) quantizedTile<DType::F32, kBits>(T, base, c, mp, lane, st);
+      else plainTile<DType::F32>(T, base, c, lane);
+      break;
+  }
+}
+
+// Stages the tile of tensor T at `base` if it takes the staged path (quantized, full, aligned).
+template <int kBits>
+__device__ __forceinline__ bool prefetchTile(uint8_t* st, const QAdamTensor& T, int64_t base, int lane) {
+  if (!T.quantized || !T.vectorOk || base + kQuantTile > T.numel) return false;
+  stageTile<kBits>(st, T, base, lane);
+  return true;
+}
+
+__device__ __forceinline__ QAdamTensor loadTensor(const QAdamTensor* T) {
+  QAdamTensor r;
+  r.param = T->param;
+  r.grad = T->grad;
+  r.stateA = T->stateA;
+  r.stateB = T->stateB;
+  r.absmaxA = T->absmaxA;
+  r.absmaxB = T->absmaxB;
+  r.numel = __ldg(&T->numel);
+  r.tileBegin = __ldg(&T->tileBegin);
+  r.paramDtype = dtypeOf(T);
+  r.quantized = __ldg(&T->quantized);
+  r.vectorOk = __ldg(&T->vectorOk);
+  r.seedSalt = __ldg(&T->seedSalt);
+  return r;
+}
+
+// ---- the kernel -------------------------------------------------------------------------------
+
+template <bool kCheck, int kBits>
+__global__ void __launch_bounds__(kThreads, 2) qadamKernel(const Params p) {
+  extern __shared__ uint2 sQAdam[];
+  __shared__ AdamwScalars sScalars;
+  __shared__ int32_t sStep;
+  cg::grid_group grid = cg::this_grid();
+  uint8_t* sm = reinterpret_cast<uint8_t*>(sQAdam);
+  const SmemLayout L = smemLayout(p.fA, p.fB);
+  stageToShared(sm, p.blobA, p.fA.nCodes * 4);
+  stageToShared(sm + L.valB, p.blobB, p.fB.nCodes * 4);
+  stageToShared(sm + L.tabA, p.blobA + p.fA.nCodes * 4, size_t(p.fA.sideEntries) * 8);
+  stageToShared(sm + L.tabB, p.blobB + p.fB.nCodes * 4, L.tabBBytes);
+  // Every block reads the step before the barrier; block 0 writes it only after.
+  if (threadIdx.x == 0) {
+    const int32_t t = p.counters->step + 1;
+    sStep = t;
+    sScalars = qadamScalars(p.hyper, t);
+  }
+
+  bool skip = false;
+  if (kCheck) {
+    const int64_t per = (p.totalTiles + gridDim.x - 1) / gridDim.x;
+    int64_t t0 = min(int64_t(blockIdx.x) * per, p.totalTiles);
+    const int64_t t1 = min(t0 + per, p.totalTiles);
+    bool bad = false;
+    int k = t0 < t1 ? findTensor(p.tensors, p.nTensors, t0, 0) : 0;
+    while (t0 < t1 && !bad && k < p.nTensors) {  // per-thread early out: no barrier in here
+      const QAdamTensor* T = p.tensors + k;
+      const int64_t tb = __ldg(&T->tileBegin), numel = __ldg(&T->numel);
+      const int64_t te = tb + (numel + kQuantTile - 1) / kQuantTile;
+      if (t0 < te) {
+        const int64_t segEnd = min(t1, te);
+        bad = scanRange(T->grad, dtypeOf(T), (t0 - tb) * kQuantTile, min((segEnd - tb) * kQuantTile, numel));
+        t0 = segEnd;
+      }
+      ++k;
+    }
+    bad = __syncthreads_or(bad);
+    if (threadIdx.x == 0) p.flags[blockIdx.x] = bad ? 1 : 0;
+    grid.sync();
+    int any = 0;
+    for (int i = threadIdx.x; i < int(gridDim.x); i += kThreads) any |= __ldcg(p.flags + i);
+    skip = __syncthreads_or(any) != 0;
+    if (blockIdx.x == 0 && threadIdx.x == 0) {
+      if (skip) p.counters->skipped += 1;
+      else p.counters->step += 1;
+    }
+  } else {
+    __syncthreads();
+  }
+
+  if (!skip) {
+    Ctx c;
+    c.s = sScalars;
+    c.t = sStep;
+    c.seed = p.hyper.seed;
+    c.stochastic = p.hyper.stochasticRounding != 0;
+    Maps mp;
+    mp.valA = reinterpret_cast<const float*>(sm);
+    mp.valB = reinterpret_cast<const float*>(sm + L.valB);
+    mp.tabA = reinterpret_cast<const uint32_t*>(sm + L.tabA);
+    mp.tabB = reinterpret_cast<const uint32_t*>(sm + L.tabB);
+    mp.fA = p.fA;
+    mp.fB = p.fB;
+    mp.maskA = p.fA.nCodes - 1;
+    mp.maskB = p.fB.nCodes - 1;
+    const int lane = threadIdx.x & 31;
+    const int64_t gw = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+    const int64_t nw = int64_t(gridDim.x) * kWarps;
+    const int64_t count = gw < p.totalTiles ? (p.totalTiles - 1 - gw) / nw + 1 : 0;
+    uint8_t* stages = sm + L.stages + (threadIdx.x >> 5) * (kStages * kStageBytes);
+    // Double buffering: while the warp computes tile j, the next tile's W, G, codes and absmax
+    // are on their way into the other stage (cp.async), so loads stay in flight through the math
+    // without holding registers. Tiles go in reverse: the last-scanned gradients are in L2.
+    int kCur = p.nTensors - 1, kPre = p.nTensors - 1;
+    uint32_t staged = 0;  // bit (j & 1): tile j went to its stage
+    if (count > 0) {
+      const int64_t t = gw + (count - 1) * nw;
+      kPre = findTensor(p.tensors, p.nTensors, t, kPre);
+      const QAdamTensor T = loadTensor(p.tensors + kPre);
+      if (prefetchTile<kBits>(stages + ((count - 1) & 1) * kStageBytes, T, (t - T.tileBegin) * kQuantTile, lane))
+        staged |= 1u << ((count - 1) & 1);
+    }
+    __pipeline_commit();
+    for (int64_t j = count - 1; j >= 0; --j) {
+      __syncwarp();  // every lane is done with the stage refilled now (read at iteration j + 2)
+      if (j > 0) {
+        const int64_t t = gw + (j - 1) * nw;
+        kPre = findTensor(p.tensors, p.nTensors, t, kPre);
+        const QAdamTensor T = loadTensor(p.tensors + kPre);
+        const uint32_t bit = 1u << ((j - 1) & 1);
+        staged &= ~bit;
+        if (prefetchTile<kBits>(stages + ((j - 1) & 1) * kStageBytes, T, (t - T.tileBegin) * kQuantTile, lane))
+          staged |= bit;
+      }
+      __pipeline_commit();
+      __pipeline_wait_prior(1);  // this lane's copies of tile j have landed
+      __syncwarp();              // and every other lane's
+      const int64_t t = gw + j * nw;
+      kCur = findTensor(p.tensors, p.nTensors, t, kCur);
+      const QAdamTensor T = loadTensor(p.tensors + kCur);
+      runTile<kBits>(T, (t - T.tileBegin) * kQuantTile, c, mp, lane,
+                     (staged >> (j & 1)) & 1u ? stages + (j & 1) * kStageBytes : nullptr);
+    }
+    __pipeline_wait_prior(0);
+  }
+
+  if (!kCheck) {
+    grid.sync();
+    if (blockIdx.x == 0 && threadIdx.x == 0) p.counters->step += 1;
+  }
+}
+
+// ---- launch ------------------------------------------------------------------------------------
+
+template <bool kCheck, int kBits>
+const void* kernelOf() {
+  return reinterpret_cast<const void*>(qadamKernel<kCheck, kBits>);
+}
+
+const void* pickKernel(bool check, int bits) {
+  if (bits == 8) return check ? kernelOf<true, 8>() : kernelOf<false, 8>();
+  return check ? kernelOf<true, 4>() : kernelOf<false, 4>();
+}
+
+// Largest co-resident grid of a kernel variant with `smem` dynamic bytes on a device (cached).
+int maxGrid(int dev, bool check, int bits, size_t smem) {
+  static std::mutex mu;
+  static std::map<std::tuple<int, bool, int, size_t>, int> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto key = std::make_tuple(dev, check, bits, smem);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  const void* k = pickKernel(check, bits);
+  if (smem > 48 * 1024 &&
+      cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  int occ = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, k, kThreads, smem) != cudaSuccess || occ <= 0) {
+    cudaGetLastError();
+    return 0;
+  }
+  const int g = occ * smCount(dev);
+  cache[key] = g;
+  return g;
+}
+
+}  // namespace
+
+int32_t qadamScratchInts(int dev) {
+  // An upper bound over the variants: the occupancy without dynamic shared memory.
+  int g = 1;
+  for (int bits : {8, 4})
+    for (bool check : {false, true}) g = std::max(g, maxGrid(dev, check, bits, 0));
+  return g;
+}
+
+Status qadamStep(int dev, const QAdamTensor* tensors, int32_t nTensors, int64_t totalTiles, const QAdamHyper& hyper,
+                 const void* mapA, const QuantFinder& fA, const void* mapB, const QuantFinder& fB,
+                 AdamwCounters* counters, int32_t* scratch) {
+  const uint32_t codes = hyper.bits == 8 ? 256u : hyper.bits == 4 ? 16u : 0u;
+  if (codes == 0) return invalidArg("qadamStep: bits must be 8 or 4");
+  if (fA.nCodes != codes || fB.nCodes != codes || !mapA || !mapB) return invalidArg("qadamStep: maps do not match bits");
+  if (nTensors < 0 || totalTiles < 0 || (totalTiles > 0 && (nTensors == 0 || !tensors)))
+    return invalidArg("qadamStep: bad tensor list");
+  if (!counters) return invalidArg("qadamStep: counters is null");
+  if (hyper.skipNonFinite && !scratch) return invalidArg("qadamStep: scratch is null");
+  cudaStream_t st;
+  Status ok = deviceStream(dev, &st, "qadamStep");
+  if (!ok.ok()) return ok;
+  const bool check = hyper.skipNonFinite != 0;
+  const SmemLayout L = smemLayout(fA, fB);
+  const int cap = maxGrid(dev, check, hyper.bits, L.bytes);
+  if (cap <= 0) return lastError("qadamStep (occupancy query)");
+  if (check && cap > qadamScratchInts(dev)) return invalidArg("qadamStep: scratch too small");
+
+  Params p;
+  p.tensors = tensors;
+  p.nTensors = nTensors;
+  p.totalTiles = totalTiles;
+  p.blobA = static_cast<const uint8_t*>(mapA);
+  p.blobB = static_cast<const uint8_t*>(mapB);
+  p.fA = fA;
+  p.fB = fB;
+  p.hyper = hyper;
+  p.counters = counters;
+  p.flags = scratch;
+  const int grid = int(std::max<int64_t>(1, std::min<int64_t>(cap, (totalTiles + kWarps - 1) / kWarps)));
+  void* args[] = {&p};
+  cudaError_t e = cudaLaunchCooperativeKernel(pickKernel(check, hyper.bits), grid, kThreads, args, L.bytes, st);
+  if (e != cudaSuccess) return statusOf(e, "launching qadamStep");
+  return lastError("qadamStep");
+}
+
+}  // namespace gpu
+}  // namespace slimopt
