@@ -9,7 +9,9 @@
 // __syncthreads), and re-encodes. A lane holds its elements in registers as 16-byte slots (slot s
 // covers tile elements s*32*V + lane*V .. +V, V = 4 for f32 params, 8 for bf16/f16), so every
 // access of W, G and the codes is contiguous across the warp. Full tiles of 16-byte-aligned
-// tensors take that path; tails and unaligned tensors a guarded scalar one with the same layout.
+// tensors are staged in shared memory with cp.async one tile ahead (the math of a tile takes
+// longer than the memory latency, so the next tile's loads stay in flight through it, without
+// holding registers); tails and unaligned tensors take a guarded scalar path, same layout.
 //
 // Why two phases. A step whose gradients hold NaN/Inf must leave every parameter and state of
 // the group untouched, decided on the device without a host sync; a block cannot know that before
@@ -54,7 +56,6 @@ constexpr int kStAA = 2560;    // absmax of m: 1 (8 bits) or 2 (4 bits) floats
 constexpr int kStAB = 2568;    // absmax of v
 constexpr int kStageBytes = 2576;
 constexpr int kStages = 2;
-
 
 struct Params {
   const QAdamTensor* tensors;
@@ -463,7 +464,7 @@ __device__ __forceinline__ QAdamTensor loadTensor(const QAdamTensor* T) {
 
 template <bool kCheck, int kBits>
 __global__ void __launch_bounds__(kThreads, 2) qadamKernel(const Params p) {
-  extern __shared__ uint2 sQAdam[];
+  extern __shared__ uint4 sQAdam[];  // 16-byte aligned: cp.async and 16-byte reads of the stages
   __shared__ AdamwScalars sScalars;
   __shared__ int32_t sStep;
   cg::grid_group grid = cg::this_grid();
