@@ -52,6 +52,24 @@ Status adamwStep(int, const AdamwTensor*, int32_t, int64_t, const AdamwHyper&, A
   return noCuda();
 }
 int32_t adamwScratchInts(int) { return 0; }
+size_t grassCubBytes(int, int64_t, Status* status) {
+  if (status) *status = noCuda();
+  return 0;
+}
+Status grassStep(int, const GrassTensor*, const GrassTensor*, int32_t, const GrassUnits&, const GrassHyper&,
+                 AdamwCounters*, void*, const GrassWorkspace&) {
+  return noCuda();
+}
+Status grassSelectOnly(int, const GrassTensor&, const GrassHyper&, void*, const GrassWorkspace&, int32_t*, float*) {
+  return noCuda();
+}
+Status grassGatherRows(int, void*, const void*, DType, int64_t, int64_t, const int32_t*, int64_t, const float*) {
+  return noCuda();
+}
+Status grassScatterRows(int, void*, DType, int64_t, int64_t, const int32_t*, int64_t, const void*, float,
+                        const float*) {
+  return noCuda();
+}
 Status copyKernel(int, void*, const void*, size_t) { return noCuda(); }
 Status eventCreate(void** ev) {
   if (ev) *ev = nullptr;

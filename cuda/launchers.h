@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include "adamw.cuh"
+#include "grass.cuh"
 #include "runtime.h"
 
 namespace slimopt {
@@ -21,6 +22,24 @@ Status convert(int dev, const void* src, DType srcType, void* dst, DType dstType
 Status adamwStep(int dev, const AdamwTensor* tensors, int32_t nTensors, int64_t totalChunks,
                  const AdamwHyper& hyper, AdamwCounters* counters, int32_t* scratch);
 int32_t adamwScratchInts(int dev);
+
+// Grass (cuda/grass.cuh). grassCubBytes: the radix-sort scratch for selections over up to
+// maxLines lines (part of the group's workspace). grassStep: one step of a group, all launches
+// enqueued (see grass.cu); deviceList is the device copy of hostList (whose pointers are device
+// pointers), units the totals of its *Begin prefixes; ws is laid out by L. grassSelectOnly: the
+// selection a refresh of T would make, into idxOut/rhoOut (device, T.rank each); changes nothing.
+size_t grassCubBytes(int dev, int64_t maxLines, Status* status);
+Status grassStep(int dev, const GrassTensor* deviceList, const GrassTensor* hostList, int32_t n,
+                 const GrassUnits& units, const GrassHyper& h, AdamwCounters* counters, void* ws,
+                 const GrassWorkspace& L);
+Status grassSelectOnly(int dev, const GrassTensor& T, const GrassHyper& h, void* ws, const GrassWorkspace& L,
+                       int32_t* idxOut, float* rhoOut);
+// out[j, :] = scale_j * src[idx_j, :] for j < count (src rows × cols; no scale: a copy).
+Status grassGatherRows(int dev, void* out, const void* src, DType d, int64_t rows, int64_t cols,
+                       const int32_t* idx, int64_t count, const float* scale);
+// dst[idx_j, :] += alpha * scale_j * src[j, :]; idx sorted, duplicates summed in order.
+Status grassScatterRows(int dev, void* dst, DType d, int64_t rows, int64_t cols, const int32_t* idx,
+                        int64_t count, const void* src, float alpha, const float* scale);
 
 // Bandwidth probe: dst = src over n bytes with 16-byte accesses (the copy the floor is set by).
 Status copyKernel(int dev, void* dst, const void* src, size_t bytes);

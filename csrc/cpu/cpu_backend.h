@@ -2,6 +2,7 @@
 #pragma once
 #include <cstdint>
 #include "../../cuda/adamw.cuh"
+#include "../../cuda/grass.cuh"
 
 namespace slimopt {
 namespace cpu {
@@ -11,6 +12,16 @@ void convert(const void* src, DType srcType, void* dst, DType dstType, int64_t n
 // Same contract as gpu::adamwStep, host pointers; tensors[i].chunkBegin is ignored.
 void adamwStep(const AdamwTensor* tensors, int32_t nTensors, const AdamwHyper& hyper,
                AdamwCounters* counters);
+// Grass (cuda/grass.cuh): same contracts as the gpu:: launchers, host pointers (the *Begin fields
+// and the units are ignored).
+void grassStep(GrassTensor* tensors, int32_t n, const GrassHyper& h, AdamwCounters* counters, void* ws,
+               const GrassWorkspace& L);
+void grassSelect(const GrassTensor& T, const GrassHyper& h, void* ws, const GrassWorkspace& L, int32_t* idxOut,
+                 float* rhoOut);
+void grassGatherRows(void* out, const void* src, DType d, int64_t rows, int64_t cols, const int32_t* idx,
+                     int64_t count, const float* scale);
+void grassScatterRows(void* dst, DType d, int64_t rows, int64_t cols, const int32_t* idx, int64_t count,
+                      const void* src, float alpha, const float* scale);
 // Runs fn(begin, end) over [0, n) split across the machine's cores (serial when n is small).
 void parallelFor(int64_t n, int64_t grain, void (*fn)(void* ctx, int64_t begin, int64_t end), void* ctx);
 
