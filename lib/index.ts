@@ -5,4 +5,5 @@ export { Tensor, tensor, zeros, randn, fromDevicePointer, manualSeed, TensorOpti
 export { Parameter, ParameterOptions } from "./parameter";
 export { Optimizer, GroupOptions, ParamGroup, ParamGroupSpec, StateDict } from "./optim/optimizer";
 export { AdamW, AdamWOptions } from "./optim/adamw";
+export { GrassAdamW, GrassOptions, GrassSelectMode, GrassSelectOptions, GrassView, grassSelect, grassView, gatherRows, scatterRows } from "./optim/grass";
 export { info, SlimoptInfo } from "./info";

@@ -23,6 +23,18 @@ export interface AdamwGroupHandle {
   dispose(): void;
 }
 
+export interface GrassStepArgs {
+  lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; scale: number;
+  skipNonFinite: boolean; refreshing: boolean; select: number; keepState: boolean; refreshIndex: number;
+}
+
+export interface GrassGroupHandle {
+  step(h: GrassStepArgs, grads: NativeBufferHandle[], compacts: (NativeBufferHandle | null)[]): void;
+  /** Bytes of the native workspace (refresh scratch, per-slot step sizes, device tensor lists). */
+  workspaceBytes(): number;
+  dispose(): void;
+}
+
 export interface NativeAddon {
   setErrorClass(c: unknown): void;
   buildInfo(): { cudaCompiled: boolean; cudaArchs: string; buildFlags: string; napiVersion: number };
@@ -46,6 +58,13 @@ export interface NativeAddon {
   fillZero(buf: NativeBufferHandle, bytes: number): void;
   AdamwGroup: new (device: number, tensors: unknown[][], counters: NativeBufferHandle, stateDtype: number,
                    chunkSize: number) => AdamwGroupHandle;
+  GrassGroup: new (device: number, tensors: unknown[][], counters: NativeBufferHandle) => GrassGroupHandle;
+  grassSelect(grad: NativeBufferHandle, rows: number, cols: number, dtype: number, mode: number, rank: number,
+              select: number, seed: bigint, refreshIndex: number, idx: NativeBufferHandle, rho: NativeBufferHandle): void;
+  grassGatherRows(out: NativeBufferHandle, src: NativeBufferHandle, rows: number, cols: number, dtype: number,
+                  idx: NativeBufferHandle, count: number, scale: NativeBufferHandle | null): void;
+  grassScatterRows(dst: NativeBufferHandle, rows: number, cols: number, dtype: number, idx: NativeBufferHandle,
+                   count: number, src: NativeBufferHandle, alpha: number, scale: NativeBufferHandle | null): void;
   probeLibrary(envVar: string, names: string[]): string | null;
   copyKernel(dst: NativeBufferHandle, src: NativeBufferHandle, bytes: number): void;
   newEvent(): unknown;
