@@ -211,8 +211,9 @@ static Status copy(int dev, void* dst, const void* src, size_t bytes, cudaMemcpy
 }
 
 Status copyHtoD(int dev, void* dst, const void* src, size_t bytes) {
-  // Synchronized: the source is pageable memory the caller may reuse as soon as we return.
-  return copy(dev, dst, src, bytes, cudaMemcpyHostToDevice, true, "copying host to device");
+  // No stream sync: from pageable memory, cudaMemcpyAsync returns once the source is staged, so
+  // the caller may reuse it, and the JS thread does not wait for the kernels enqueued before.
+  return copy(dev, dst, src, bytes, cudaMemcpyHostToDevice, false, "copying host to device");
 }
 Status copyDtoH(int dev, void* dst, const void* src, size_t bytes) {
   return copy(dev, dst, src, bytes, cudaMemcpyDeviceToHost, true, "copying device to host");
@@ -258,6 +259,8 @@ Status pointerCheck(int dev, const void* ptr) {
   }
   return Status();
 }
+
+Status statusFromCode(int code, const std::string& what) { return check(cudaError_t(code), what); }
 
 Status lastError(const char* what) {
   cudaError_t e = cudaGetLastError();
