@@ -87,6 +87,9 @@ Status useDevice(int dev, cudaStream_t* out, const char* op) {
 
 Status deviceStream(int dev, cudaStream_t* out, const char* what) { return useDevice(dev, out, what); }
 Status statusOf(cudaError_t e, const std::string& what) { return check(e, what); }
+// Declared in runtime.h and used by transfer.cu, but was never defined (the shared addon linked
+// with the symbol unresolved; a lazy bind would have failed at the first use).
+Status statusFromCode(int code, const std::string& what) { return check(cudaError_t(code), what); }
 Status invalidArg(const std::string& what) {
   Status s;
   s.code = int(cudaErrorInvalidValue);

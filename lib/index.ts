@@ -6,3 +6,5 @@ export { Parameter, ParameterOptions } from "./parameter";
 export { Optimizer, GroupOptions, ParamGroup, ParamGroupSpec, StateDict } from "./optim/optimizer";
 export { AdamW, AdamWOptions } from "./optim/adamw";
 export { info, SlimoptInfo } from "./info";
+export { GaLoreAdamW, GaLoreOptions, ProjType } from "./optim/galore";
+export { gemm, GemmOptions, setBuiltinLinalg, linalgPaths } from "./linalg";
