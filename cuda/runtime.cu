@@ -87,8 +87,6 @@ Status useDevice(int dev, cudaStream_t* out, const char* op) {
 
 Status deviceStream(int dev, cudaStream_t* out, const char* what) { return useDevice(dev, out, what); }
 Status statusOf(cudaError_t e, const std::string& what) { return check(e, what); }
-// Declared in runtime.h and used by transfer.cu, but was never defined (the shared addon linked
-// with the symbol unresolved; a lazy bind would have failed at the first use).
 Status statusFromCode(int code, const std::string& what) { return check(cudaError_t(code), what); }
 Status invalidArg(const std::string& what) {
   Status s;
@@ -262,8 +260,6 @@ Status pointerCheck(int dev, const void* ptr) {
   }
   return Status();
 }
-
-Status statusFromCode(int code, const std::string& what) { return check(cudaError_t(code), what); }
 
 Status lastError(const char* what) {
   cudaError_t e = cudaGetLastError();
