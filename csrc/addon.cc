@@ -13,6 +13,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeBuffer", NativeBuffer::Init(env));
   registerTensorOps(env, exports);
   registerAdamw(env, exports);
+  registerGalore(env, exports);
   registerGrass(env, exports);
   registerBench(env, exports);
   return exports;

@@ -52,6 +52,20 @@ Status adamwStep(int, const AdamwTensor*, int32_t, int64_t, const AdamwHyper&, A
   return noCuda();
 }
 int32_t adamwScratchInts(int) { return 0; }
+std::string blasPath() { return "none (built without CUDA)"; }
+std::string solverPath() { return "none (built without CUDA)"; }
+void setForceBuiltin(bool) {}
+bool forceBuiltin() { return false; }
+Status gemm(int, const GemmArgs&, GemmMode) { return noCuda(); }
+Status scanNonFinite(int, const void*, DType, int64_t, int32_t*) { return noCuda(); }
+Status galoreRefresh(int, const void*, DType, int64_t, int64_t, int64_t, bool, float*, bool, const int32_t*) {
+  return noCuda();
+}
+Status galoreStep(int, const GaloreTensor&, const GaloreHyper&, const AdamwCounters*, const int32_t*, float*,
+                  float*, float*, float*) {
+  return noCuda();
+}
+Status galoreFinish(int, AdamwCounters*, const int32_t*) { return noCuda(); }
 size_t grassCubBytes(int, int64_t, Status* status) {
   if (status) *status = noCuda();
   return 0;

@@ -39,8 +39,13 @@ namespace {
 
 namespace cg = cooperative_groups;
 
-constexpr int kThreads = 512;
-constexpr int kQuads = 2;          // quads per thread per pass: 8 elements, 8 loads in flight (f32)
+#ifndef SLIMOPT_ADAMW_THREADS
+#define SLIMOPT_ADAMW_THREADS 512
+#define SLIMOPT_ADAMW_QUADS 2
+#define SLIMOPT_ADAMW_MINBLOCKS 1
+#endif
+constexpr int kThreads = SLIMOPT_ADAMW_THREADS;
+constexpr int kQuads = SLIMOPT_ADAMW_QUADS;  // quads per thread per pass (f32: 4*kQuads loads in flight)
 constexpr int64_t kUnit = 16384;   // elements per unit of work (a multiple of 4 * kThreads)
 constexpr int kScanUnroll = 4;     // 16-byte gradient loads in flight per thread in the scan
 
@@ -272,7 +277,7 @@ __device__ __forceinline__ AdamwTensor loadTensor(const AdamwTensor* T) {
 }
 
 template <bool kCheck>
-__global__ void __launch_bounds__(kThreads, 2) adamwKernel(const Params p) {
+__global__ void __launch_bounds__(kThreads, SLIMOPT_ADAMW_MINBLOCKS) adamwKernel(const Params p) {
   __shared__ AdamwScalars sScalars;
   __shared__ int32_t sStep;
   cg::grid_group grid = cg::this_grid();

@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include "adamw.cuh"
+#include "galore.cuh"
 #include "grass.cuh"
 #include "runtime.h"
 
@@ -23,6 +24,28 @@ Status adamwStep(int dev, const AdamwTensor* tensors, int32_t nTensors, int64_t 
                  const AdamwHyper& hyper, AdamwCounters* counters, int32_t* scratch);
 int32_t adamwScratchInts(int dev);
 
+// ---- linear algebra and GaLore (cuda/linalg.cu, cuda/galore.cu) ----------------------------
+// Which GEMM / eigen-solver path serves dev: "cuBLAS (<path>)" or "built-in ..." (text for info).
+std::string blasPath();
+std::string solverPath();
+// Forces the built-in kernels even when cuBLAS/cuSOLVER load (also SLIMOPT_LINALG=builtin).
+void setForceBuiltin(bool force);
+bool forceBuiltin();
+// Row-major GEMM on dev (GemmArgs in galore.cuh; A, B f32; C f32 or bf16 for the built-in path).
+Status gemm(int dev, const GemmArgs& a, GemmMode mode);
+// flag |= any NaN/Inf in g[0..n) (flag is device memory, zeroed by the caller first).
+Status scanNonFinite(int dev, const void* g, DType t, int64_t n, int32_t* flag);
+// Exact top-r singular vectors of X into P with the sign rule (layout as cpu::topSingular). P is
+// kept when *flag != 0 (the group's step is skipped) or X is all zero; decided on the device.
+Status galoreRefresh(int dev, const void* X, DType xt, int64_t rows, int64_t cols, int64_t r, bool left,
+                     float* P, bool hasPrev, const int32_t* flag);
+// One GaLore step of one tensor; nothing changes when *flag != 0. sR: R-sized, sT: r x cols for
+// Full, sBig: rows x cols f32 when the parameter or gradient is not f32 (else may be null),
+// scalars: 2 floats of device memory (the epilogue's alpha, beta, written on the device).
+Status galoreStep(int dev, const GaloreTensor& T, const GaloreHyper& h, const AdamwCounters* counters,
+                  const int32_t* flag, float* sR, float* sT, float* sBig, float* scalars);
+// counters->step += 1 or counters->skipped += 1 by *flag.
+Status galoreFinish(int dev, AdamwCounters* counters, const int32_t* flag);
 // Grass (cuda/grass.cuh). grassCubBytes: the radix-sort scratch for selections over up to
 // maxLines lines (part of the group's workspace). grassStep: one step of a group, all launches
 // enqueued (see grass.cu); deviceList is the device copy of hostList (whose pointers are device

@@ -7,3 +7,5 @@ export { Optimizer, GroupOptions, ParamGroup, ParamGroupSpec, StateDict } from "
 export { AdamW, AdamWOptions } from "./optim/adamw";
 export { GrassAdamW, GrassOptions, GrassSelectMode, GrassSelectOptions, GrassView, grassSelect, grassView, gatherRows, scatterRows } from "./optim/grass";
 export { info, SlimoptInfo } from "./info";
+export { GaLoreAdamW, GaLoreOptions, ProjType } from "./optim/galore";
+export { gemm, GemmOptions, setBuiltinLinalg, linalgPaths } from "./linalg";

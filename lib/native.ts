@@ -58,6 +58,19 @@ export interface NativeAddon {
   fillZero(buf: NativeBufferHandle, bytes: number): void;
   AdamwGroup: new (device: number, tensors: unknown[][], counters: NativeBufferHandle, stateDtype: number,
                    chunkSize: number) => AdamwGroupHandle;
+  gemm(a: NativeBufferHandle, aType: number, b: NativeBufferHandle, bType: number, c: NativeBufferHandle, cType: number,
+       o: { m: number; n: number; k: number; transA: boolean; transB: boolean; alpha: number; beta: number; mode: number }): void;
+  galoreScan(flag: NativeBufferHandle, grads: [NativeBufferHandle, number, number][]): void;
+  galoreRefresh(g: NativeBufferHandle, gType: number, rows: number, cols: number, rank: number, left: boolean,
+                p: NativeBufferHandle, hasPrev: boolean, flag: NativeBufferHandle): void;
+  galoreStep(w: NativeBufferHandle, wType: number, g: NativeBufferHandle, gType: number, m: NativeBufferHandle,
+             v: NativeBufferHandle, pa: NativeBufferHandle, pb: NativeBufferHandle | null, side: number, rows: number,
+             cols: number, rank: number, counters: NativeBufferHandle, flag: NativeBufferHandle, sR: NativeBufferHandle,
+             sT: NativeBufferHandle | null, sBig: NativeBufferHandle | null, scalars: NativeBufferHandle | null,
+             h: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; scale: number; mode: number }): void;
+  galoreFinish(counters: NativeBufferHandle, flag: NativeBufferHandle): void;
+  linalgInfo(): { blas: string; solver: string; forceBuiltin: boolean };
+  setForceBuiltin(force: boolean): void;
   GrassGroup: new (device: number, tensors: unknown[][], counters: NativeBufferHandle) => GrassGroupHandle;
   grassSelect(grad: NativeBufferHandle, rows: number, cols: number, dtype: number, mode: number, rank: number,
               select: number, seed: bigint, refreshIndex: number, idx: NativeBufferHandle, rho: NativeBufferHandle): void;

@@ -48,6 +48,8 @@ export class Tensor {
   readonly numel: number;
   /** @internal */
   readonly handle: NativeBufferHandle;
+  // Mirrors the handle's state in JS so hot-path checks make no native call.
+  private freed = false;
 
   /** @internal use tensor(), zeros(), randn() or fromDevicePointer() */
   constructor(handle: NativeBufferHandle, shape: readonly number[], dtype: DType, dev: Device) {
@@ -71,7 +73,7 @@ export class Tensor {
   }
 
   get disposed(): boolean {
-    return this.handle.disposed;
+    return this.freed;
   }
 
   /** The address of the data (device memory for CUDA), for other native code. */
@@ -82,7 +84,7 @@ export class Tensor {
 
   /** @internal */
   assertLive(what = "tensor"): void {
-    if (this.handle.disposed) fail("E_DISPOSED", `${what} was disposed`);
+    if (this.freed) fail("E_DISPOSED", `${what} was disposed`);
   }
 
   /** Copies values in: a Tensor of the same numel (any device; converted if the dtype differs), or
@@ -184,7 +186,8 @@ export class Tensor {
 
   /** Frees the memory now (after the work already enqueued). Idempotent. */
   dispose(): void {
-    if (this.handle.disposed) return;
+    if (this.freed) return;
+    this.freed = true;
     registry.unregister(this);
     this.handle.dispose();
   }

@@ -40,6 +40,12 @@ export function groupOptionsJson(g: { params: Parameter[] }): Record<string, unk
   return out;
 }
 
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 /** Shared machinery: groups, validation before anything runs, zeroGrad, state accounting. */
 export abstract class Optimizer<O extends GroupOptions> {
   readonly paramGroups: ParamGroup<O>[];
@@ -82,22 +88,26 @@ export abstract class Optimizer<O extends GroupOptions> {
 
   /** Checks every parameter and gradient of every group; throws before anything is enqueued. */
   protected validateAll(): void {
-    this.paramGroups.forEach((g, gi) => {
-      if (!Array.isArray(g.params) || g.params.length === 0) fail("E_ARG", `group ${gi} has no parameters`);
+    const groups = this.paramGroups;
+    for (let gi = 0; gi < groups.length; gi++) {
+      const g = groups[gi];
+      const params = g.params;
+      if (!Array.isArray(params) || params.length === 0) fail("E_ARG", `group ${gi} has no parameters`);
       this.validateGroup(g, gi);
-      const dev = this.groupDevice(g);
-      for (const p of g.params) {
-        p.data.assertLive(`parameter ${p.name}`);
-        const gr = p.grad;
+      const dev = params[0].device;
+      for (let k = 0; k < params.length; k++) {
+        const p = params[k];
+        const data = p.data, gr = p.grad;
+        if (data.disposed) fail("E_DISPOSED", `parameter ${p.name} was disposed`);
         if (!(gr instanceof Tensor)) fail("E_ARG", `gradient of ${p.name} is not a Tensor`);
-        gr.assertLive(`gradient of ${p.name}`);
-        if (p.device !== dev || gr.device !== dev)
-          fail("E_DEVICE", `${p.name}: parameter on ${p.device}, gradient on ${gr.device}, group on ${dev}`);
-        if (gr.dtype !== p.dtype) fail("E_DTYPE", `gradient of ${p.name} is ${gr.dtype}, the parameter ${p.dtype}`);
-        if (gr.numel !== p.numel || gr.shape.length !== p.shape.length || gr.shape.some((s, i) => s !== p.shape[i]))
-          fail("E_SHAPE", `gradient of ${p.name} is [${gr.shape.join(", ")}], the parameter [${p.shape.join(", ")}]`);
+        if (gr.disposed) fail("E_DISPOSED", `gradient of ${p.name} was disposed`);
+        if (data.device !== dev || gr.device !== dev)
+          fail("E_DEVICE", `${p.name}: parameter on ${data.device}, gradient on ${gr.device}, group on ${dev}`);
+        if (gr.dtype !== data.dtype) fail("E_DTYPE", `gradient of ${p.name} is ${gr.dtype}, the parameter ${data.dtype}`);
+        if (gr.shape !== data.shape && !sameShape(gr.shape, data.shape))
+          fail("E_SHAPE", `gradient of ${p.name} is [${gr.shape.join(", ")}], the parameter [${data.shape.join(", ")}]`);
       }
-    });
+    }
   }
 
   abstract step(): void;

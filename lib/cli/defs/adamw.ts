@@ -14,7 +14,7 @@ function adamwCase(dtype: "f32" | "bf16", stateDtype: "f32" | "bf16") {
   return optimizerCase({
     name: "adamw",
     dtype,
-    variant: stateDtype === dtype ? undefined : `states ${stateDtype}`,
+    variant: `states ${stateDtype}`,
     torchRow: stateDtype === dtype ? `adamw:${dtype}` : undefined,
     // read W G m v, write W m v
     bytesPerParam: 3 * pSize + 4 * stateSize,
