@@ -11,7 +11,7 @@ import { native, GrassGroupHandle, NativeBufferHandle } from "../native";
 import { Parameter } from "../parameter";
 import { Tensor, tensor, zeros } from "../tensor";
 import { AdamConvention, AdamGroupEngine } from "./adam_core";
-import { checkNumber, GroupOptions, groupOptionsJson, Optimizer, ParamGroup, ParamGroupSpec, StateDict } from "./optimizer";
+import { checkNumber, GroupOptions, Optimizer, ParamGroup, ParamGroupSpec, StateDict } from "./optimizer";
 
 export type GrassSelectMode = "topk" | "multinomial" | "uniform";
 const SELECT_CODE: Record<GrassSelectMode, number> = { topk: 0, multinomial: 1, uniform: 2 };
@@ -446,8 +446,8 @@ export class GrassAdamW extends Optimizer<GrassOptions> {
   /** Tensors: group.<g>.counters (i32 [completed, skipped]); per projected parameter
    *  param.<i>.exp_avg / exp_avg_sq (compact shape, f32), indices (i32 [r]), rho (f32 [r]), ages
    *  (i32 [r]); per dense parameter of a rank group exp_avg, exp_avg_sq, ages [1]; per parameter
-   *  of a plain group exp_avg, exp_avg_sq. Each group's JSON carries `schedule`:
-   *  { calls, refreshes } (the refresh schedule and the key of the next refresh's draws). */
+   *  of a plain group exp_avg, exp_avg_sq. `groupState[g]` is { calls, refreshes }: the refresh
+   *  schedule and the key of the next refresh's draws. */
   stateDict(): StateDict {
     const tensors: Record<string, Tensor> = {};
     let i = 0;
@@ -473,11 +473,9 @@ export class GrassAdamW extends Optimizer<GrassOptions> {
         i++;
       }
     });
-    const base = this.stateDictBase("GrassAdamW");
-    base.groups = this.paramGroups.map((g) => ({
-      ...groupOptionsJson(g), schedule: { calls: this.calls, refreshes: this.refreshes.get(g) ?? 0 },
-    }));
-    return { ...base, tensors };
+    // The schedule position of each group travels as per-group state (not a tensor).
+    const groupState = this.paramGroups.map((g) => ({ calls: this.calls, refreshes: this.refreshes.get(g) ?? 0 }));
+    return { ...this.stateDictBase("GrassAdamW"), tensors, groupState } as StateDict;
   }
 
   /** Restores a state dict of a GrassAdamW with the same groups, shapes and ranks; validated whole
@@ -498,8 +496,8 @@ export class GrassAdamW extends Optimizer<GrassOptions> {
     let calls: number | undefined;
     let i = 0;
     this.paramGroups.forEach((g, gi) => {
-      const meta = sd.groups[gi] as { schedule?: { calls?: unknown; refreshes?: unknown } };
-      const sc = meta?.schedule;
+      const gs = (sd as StateDict & { groupState?: unknown[] }).groupState;
+      const sc = (Array.isArray(gs) ? gs[gi] : undefined) as { calls?: unknown; refreshes?: unknown } | undefined;
       if (!sc || !Number.isSafeInteger(sc.calls) || !Number.isSafeInteger(sc.refreshes) || (sc.calls as number) < 0 || (sc.refreshes as number) < 0)
         bad(`group ${gi} has no valid schedule { calls, refreshes }`);
       if (calls === undefined) calls = sc!.calls as number;
@@ -562,6 +560,11 @@ export class GrassAdamW extends Optimizer<GrassOptions> {
     });
     this.calls = calls ?? 0;
     this.compact.clear();
+  }
+
+  /** Options a checkpoint must agree on: they fix the state's layout. */
+  protected checkpointFixedOptions(): readonly string[] {
+    return ["rank"];
   }
 
   protected stateTensors(): Tensor[] {
