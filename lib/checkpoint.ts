@@ -215,7 +215,7 @@ export function parseHeaderText(text: string, dataBytes: number, file: string): 
     const nbytes = numel * DTYPE_SIZE[dtype];
     if (!Number.isSafeInteger(nbytes) || nbytes !== en - b)
       bad(file, `${tn}: ${st} ${JSON.stringify(shape)} needs ${nbytes} bytes, data_offsets [${b}, ${en}] hold ${en - b}`);
-    tensors.push({ name, dtype, shape: (shape as number[]).slice(), begin: b, end: en });
+    tensors.push({ name, dtype, shape: (shape as number[]).map((d) => d + 0 /* no -0 */), begin: b, end: en });
   }
   tensors.sort((a, b) => a.begin - b.begin || a.end - b.end);
   let pos = 0;
