@@ -306,28 +306,23 @@ export class SafetensorsReader {
     }
   }
 
-  /** The raw little-endian bytes of one tensor (a fresh buffer). */
-  async readBytes(t: TensorInfo): Promise<Uint8Array> {
-    if (!this.fh) fail("E_ARG", `${this.file}: reader is closed`);
-    const buf = hostBytes(t.end - t.begin, this.file);
-    try {
-      await readFully(this.fh!, buf, this.header.dataStart + t.begin, this.file);
-    } catch (e) {
-      throw ioError(this.file, "read it", e);
-    }
-    if (!LITTLE_ENDIAN) swapBytes(buf, DTYPE_SIZE[t.dtype]);
-    return buf;
-  }
-
-  /** One tensor, created on `dev`. */
+  /** One tensor, created on `dev`, read in chunks straight into its memory (no host buffer of
+   *  the tensor's size, so tensors above the 4 GiB a JS buffer may hold load too). */
   async readTensor(t: TensorInfo, dev: Device): Promise<Tensor> {
-    const bytes = await this.readBytes(t);
+    if (!this.fh) fail("E_ARG", `${this.file}: reader is closed`);
+    const n = t.end - t.begin;
     const out = Tensor.empty(t.shape, t.dtype, dev);
     try {
-      if (bytes.length > 0) native().writeRaw(out.handle, 0, bytes);
+      const chunk = hostBytes(Math.min(n, IO_CHUNK), this.file);
+      for (let off = 0; off < n; off += chunk.length) {
+        const view = chunk.subarray(0, Math.min(chunk.length, n - off));
+        await readFully(this.fh!, view, this.header.dataStart + t.begin + off, this.file);
+        if (!LITTLE_ENDIAN) swapBytes(view, DTYPE_SIZE[t.dtype]);
+        native().writeRaw(out.handle, off, view);
+      }
     } catch (e) {
       out.dispose();
-      throw e;
+      throw ioError(this.file, "read it", e);
     }
     return out;
   }

@@ -7,7 +7,7 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import {
-  AdamW, DType, inspectTensors, loadTensors, MAX_HEADER_BYTES, Parameter, saveTensors, SlimoptError, tensor, Tensor, zeros,
+  AdamW, DType, inspectTensors, loadTensors, MAX_HEADER_BYTES, Parameter, randn, saveTensors, SlimoptError, tensor, Tensor, zeros,
 } from "../lib";
 import {
   craft, fuzzLoad, makeParams, mutants, parseSafetensorsIndependently, rawBytes, resumeRoundTrip, setGrads,
@@ -72,6 +72,19 @@ describe("safetensors files", () => {
     expect(info.tensors.find((t) => t.name === "w.f32")).toEqual({ name: "w.f32", dtype: "f32", shape: [7, 13] });
     expect(info.metadata.note).toBe("hello");
     expect(tmpFiles(dir)).toEqual([]);
+  });
+
+  test("tensors larger than the 16 MiB I/O chunk round-trip", async () => {
+    const rec = {
+      small: randn([3], { device: "cpu", seed: 8 }),
+      odd: randn([8_388_617], { device: "cpu", seed: 9, dtype: "bf16" }),  // 16 MiB + 18 bytes
+    };
+    const file = path.join(dir, "big.safetensors");
+    await saveTensors(file, rec);
+    parseSafetensorsIndependently(fs.readFileSync(file));
+    const { tensors } = await loadTensors(file, { device: "cpu" });
+    for (const [k, t] of Object.entries(rec)) expect((await rawBytes(tensors[k])).equals(await rawBytes(t))).toBe(true);
+    fs.unlinkSync(file);
   });
 
   test("a file with no tensors and no metadata is valid both ways", async () => {
@@ -352,8 +365,9 @@ describe("fuzzed loader: mutated checkpoints never crash; always E_CHECKPOINT or
     test(`${c.name}: ${per} mutated files`, async () => {
       const tally = await fuzzLoad(c, c.dtypes[0], "cpu", dir, per, 1000 + ci);
       if (process.env.SLIMOPT_FUZZ_TALLY) console.log(c.name, tally);
-      // Data-byte flips (no checksum in the format) load, correctly.
-      expect(tally["flip data bytes"].loaded).toBeGreaterThan(0);
+      // Some mutants load (data-byte flips: the format has no checksum; harmless padding): the
+      // "correct load" branch is exercised too.
+      expect(Object.values(tally).some((t) => t.loaded > 0)).toBe(true);
     });
   }
 });

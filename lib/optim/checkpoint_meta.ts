@@ -147,7 +147,7 @@ export function planGroupOptions(current: Record<string, unknown>[], fromFile: R
     for (const [k, v] of Object.entries(curAll)) if (k !== "params" && v !== undefined) cur[k] = v;
     const fil = fromFile[gi];
     for (const k of Object.keys(fil))
-      if (!(k in cur)) bad(file, `group ${gi}: the checkpoint has option "${k}", this optimizer's group does not (different hyperparameter layout)`);
+      if (!Object.prototype.hasOwnProperty.call(cur, k)) bad(file, `group ${gi}: the checkpoint has option "${k}", this optimizer's group does not (different hyperparameter layout)`);
     const out: Record<string, unknown> = {};
     for (const [k, cv] of Object.entries(cur)) {
       if (!Object.prototype.hasOwnProperty.call(fil, k))
