@@ -44,6 +44,11 @@ Status memsetZero(int, void*, size_t) { return noCuda(); }
 Status synchronize(int) { return noCuda(); }
 Status pointerCheck(int, const void*) { return noCuda(); }
 Status lastError(const char*) { return Status(); }
+Status statusFromCode(int code, const std::string&) { return code == 0 ? Status() : noCuda(); }
+Status pinnedAlloc(size_t, void** out) { *out = nullptr; return noCuda(); }
+void pinnedFree(void*) {}
+Status copyDtoHAsync(int, void*, const void*, size_t, void** eventOut) { *eventOut = nullptr; return noCuda(); }
+Status eventWaitAndDestroy(void*) { return noCuda(); }
 
 Status fillRandn(int, void*, DType, int64_t, uint64_t, float, float) { return noCuda(); }
 Status convert(int, const void*, DType, void*, DType, int64_t) { return noCuda(); }

@@ -276,19 +276,20 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
         i++;
       }
     });
-    const base = this.stateDictBase("GaLoreAdamW");
-    // The schedule position and each projector's side travel in the group metadata.
-    base.groups = base.groups.map((o, gi) => {
+    // The schedule position and each projector's side travel as per-group state.
+    const groupState = meta.map((m, gi) => {
       const s = this.ranked.get(this.paramGroups[gi]);
       const sides = s ? this.paramGroups[gi].params.map((p) => (["right", "left", "full"] as const)[s.params.get(p)!.side]) : undefined;
-      return { ...o, ...meta[gi], ...(sides ? { projSides: sides } : {}) };
+      return { ...m, ...(sides ? { projSides: sides } : {}) };
     });
-    return { ...base, tensors };
+    return { ...this.stateDictBase("GaLoreAdamW"), tensors, groupState };
   }
 
   loadStateDict(sd: StateDict): void {
     this.checkStateDictBase(sd, "GaLoreAdamW");
+    const known = new Set<string>();
     const want = (name: string, shape: readonly number[], dtype: string): Tensor | undefined => {
+      known.add(name);
       const t = sd.tensors[name];
       if (t === undefined) return undefined;
       if (!(t instanceof Tensor) || t.disposed || t.dtype !== dtype || t.numel !== shape.reduce((a, b) => a * b, 1))
@@ -300,7 +301,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     let i = 0;
     this.paramGroups.forEach((g, gi) => {
       const counters = want(`group.${gi}.counters`, [2], "i32");
-      const meta = (sd.groups[gi] ?? {}) as { calls?: unknown; projSides?: unknown };
+      const meta = (sd.groupState?.[gi] ?? {}) as { calls?: unknown; projSides?: unknown };
       const items: Item[] = [];
       const ranked = this.isRanked(g);
       const calls = ranked ? Number(meta.calls ?? 0) : 0;
@@ -334,6 +335,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
       if (counters && items.length !== g.params.length) fail("E_CHECKPOINT", `group ${gi} lacks state for some parameters`);
       plan.push({ g, counters, items, calls });
     });
+    for (const name of Object.keys(sd.tensors)) if (!known.has(name)) fail("E_CHECKPOINT", `unexpected state tensor ${name}`);
     for (const { g, counters, items, calls } of plan) {
       if (this.isRanked(g)) {
         const old = this.ranked.get(g);
