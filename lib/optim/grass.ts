@@ -83,7 +83,6 @@ interface ParamState {
   indices?: Tensor;
   rho?: Tensor;
   ages: Tensor;
-  seed: bigint;
 }
 
 class GroupState {
@@ -91,6 +90,8 @@ class GroupState {
   readonly states = new Map<Parameter, ParamState>();
   handle?: GrassGroupHandle;
   handleKey: NativeBufferHandle[] = [];
+  /** The seeds the native group was built with (group seed and parameter seeds). */
+  seedKey = "";
   constructor(readonly device: Device) {
     this.counters = zeros([2], { dtype: "i32", device });
   }
@@ -306,7 +307,7 @@ export class GrassAdamW extends Optimizer<GrassOptions> {
         if (st.states.has(p)) continue;
         const view = grassView(p.shape, g.rank as number);
         const dev = st.device;
-        const s: Partial<ParamState> = { view, seed: paramSeed(p, g.seed as number, this.flatIndex(p)) };
+        const s: Partial<ParamState> = { view };
         const made: Tensor[] = [];
         try {
           const shape = compactShapeOf(view);
@@ -330,17 +331,22 @@ export class GrassAdamW extends Optimizer<GrassOptions> {
         key.push(p.data.handle, s.expAvg.handle, s.expAvgSq.handle, s.ages.handle);
         if (s.indices) key.push(s.indices.handle, s.rho!.handle);
       }
-      if (!st.handle || key.length !== st.handleKey.length || key.some((h, i) => h !== st!.handleKey[i])) {
+      // Seeds follow the current options (a checkpoint load may restore the group's seed).
+      let seedKey = String(g.seed);
+      for (const p of g.params) seedKey += `,${p.seed ?? ""}`;
+      if (!st.handle || seedKey !== st.seedKey || key.length !== st.handleKey.length || key.some((h, i) => h !== st!.handleKey[i])) {
         const entries = g.params.map((p) => {
           const s = st!.states.get(p)!;
           const v = s.view;
           return [p.data.handle, s.expAvg.handle, s.expAvgSq.handle, s.indices?.handle ?? null, s.rho?.handle ?? null,
-                  s.ages.handle, v.rows, v.cols, v.rank, MODE_CODE[v.kind], DTYPE_CODE[p.dtype], s.seed];
+                  s.ages.handle, v.rows, v.cols, v.rank, MODE_CODE[v.kind], DTYPE_CODE[p.dtype],
+                  paramSeed(p, g.seed as number, this.flatIndex(p))];
         });
         const h = new (native().GrassGroup)(st.device.index, entries, st.counters.handle);
         st.handle?.dispose();
         st.handle = h;
         st.handleKey = key;
+        st.seedKey = seedKey;
       }
     } catch (e) {
       for (const p of created) {
@@ -475,7 +481,7 @@ export class GrassAdamW extends Optimizer<GrassOptions> {
     });
     // The schedule position of each group travels as per-group state (not a tensor).
     const groupState = this.paramGroups.map((g) => ({ calls: this.calls, refreshes: this.refreshes.get(g) ?? 0 }));
-    return { ...this.stateDictBase("GrassAdamW"), tensors, groupState } as StateDict;
+    return { ...this.stateDictBase("GrassAdamW"), tensors, groupState };
   }
 
   /** Restores a state dict of a GrassAdamW with the same groups, shapes and ranks; validated whole
@@ -484,7 +490,9 @@ export class GrassAdamW extends Optimizer<GrassOptions> {
   loadStateDict(sd: StateDict): void {
     this.checkStateDictBase(sd, "GrassAdamW");
     const bad = (m: string): never => fail("E_CHECKPOINT", m);
+    const known = new Set<string>();
     const want = (name: string, numel: number, dtype: string): Tensor | undefined => {
+      known.add(name);
       const t = sd.tensors[name];
       if (t === undefined) return undefined;
       if (!(t instanceof Tensor) || t.disposed || t.dtype !== dtype || t.numel !== numel)
@@ -496,7 +504,7 @@ export class GrassAdamW extends Optimizer<GrassOptions> {
     let calls: number | undefined;
     let i = 0;
     this.paramGroups.forEach((g, gi) => {
-      const gs = (sd as StateDict & { groupState?: unknown[] }).groupState;
+      const gs = sd.groupState;
       const sc = (Array.isArray(gs) ? gs[gi] : undefined) as { calls?: unknown; refreshes?: unknown } | undefined;
       if (!sc || !Number.isSafeInteger(sc.calls) || !Number.isSafeInteger(sc.refreshes) || (sc.calls as number) < 0 || (sc.refreshes as number) < 0)
         bad(`group ${gi} has no valid schedule { calls, refreshes }`);
@@ -525,6 +533,7 @@ export class GrassAdamW extends Optimizer<GrassOptions> {
       if (counters && items.length !== g.params.length) bad(`group ${gi} lacks state for some parameters`);
       plan.push({ g, counters, items, schedule: { calls: sc!.calls as number, refreshes: sc!.refreshes as number } });
     });
+    for (const name of Object.keys(sd.tensors)) if (!known.has(name)) bad(`unexpected state tensor ${name}`);
     // Allocate first (a failure leaves everything as it was), then copy.
     const targets = plan.map(({ g, counters }) => {
       if (!counters) return undefined;
