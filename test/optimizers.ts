@@ -1,7 +1,7 @@
 // Every optimizer, for the suites that must hold for all of them (checkpoints first). When you add
 // an optimizer, append its cases here: the checkpoint round trips (CPU and CUDA), the fuzzing of
 // the loader and the refusal tests then cover it without further work.
-import { AdamW, DType, GaLoreAdamW, Optimizer, Parameter } from "../lib";
+import { AdamW, DType, GaLoreAdamW, GrassAdamW, Optimizer, Parameter } from "../lib";
 
 export interface OptimizerCase {
   /** Unique label, used in test names. */
@@ -48,5 +48,18 @@ export const OPTIMIZERS: OptimizerCase[] = [
       { params: p.filter((x) => x.shape.length >= 2), rank: 3, updateProjGap: 3, scale: 0.25 },
       { params: p.filter((x) => x.shape.length < 2) }], { lr: 1e-2, weightDecay: 0.05 }),
     dtypes: ["f32", "bf16"],
+  },
+  {
+    name: "GrassAdamW topk rank 3, gap 3",
+    // A rank group takes every tensor: matrices select rows/columns, 1-D tensors get plain Adam.
+    make: (p) => new GrassAdamW([{ params: p, rank: 3, updateProjGap: 3, scale: 0.5 }], { lr: 1e-2, weightDecay: 0.05, seed: 5 }),
+    dtypes: ["f32", "bf16"],
+  },
+  {
+    name: "GrassAdamW multinomial keepState, plain group",
+    make: (p) => new GrassAdamW([
+      { params: p.filter((x) => x.shape.length >= 2), rank: 4, updateProjGap: 2, select: "multinomial", keepState: true },
+      { params: p.filter((x) => x.shape.length < 2) }], { lr: 1e-2, weightDecay: 0.05, seed: 9 }),
+    dtypes: ["f32"],
   },
 ];
