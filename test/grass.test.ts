@@ -601,6 +601,10 @@ describe("gatherRows / scatterRows", () => {
       const o = await out.toFloat32Array();
       for (let j = 0; j < idx.length; j++)
         for (let k = 0; k < n; k++) expect(o[j * n + k]).toBe(roundTo(dtype, Math.fround(scale[j] * s[idx[j] * n + k])));
+      // Arrays made by the addon (another realm under jest) are accepted too.
+      const scaleFromAddon = await tensor(scale, [6], { device: "cpu" }).toFloat32Array();
+      const idxFromAddon = (await tensor(idx, [6], { device: "cpu" }).toTypedArray()) as Int32Array;
+      expect(await gatherRows(src, idxFromAddon, { scale: scaleFromAddon }).toFloat32Array()).toEqual(o);
       const dst = tensor(rng.normals(m * n), [m, n], { dtype, device: "cpu" });
       const d0 = await dst.toFloat32Array();
       const upd = tensor(rng.normals(6 * n), [6, n], { dtype, device: "cpu" });

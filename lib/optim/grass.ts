@@ -643,6 +643,11 @@ export async function grassSelect(g: Tensor, o: GrassSelectOptions): Promise<{ s
   }
 }
 
+/** A typed array's kind by its tag (arrays from another realm, such as the addon's, included). */
+function arrayKind(x: unknown): string {
+  return Object.prototype.toString.call(x).slice(8, -1);
+}
+
 function rowsOf(m: Tensor): [number, number] {
   if (m.shape.length < 1) fail("E_SHAPE", "a row operation needs a tensor of 1 or more dims");
   const rows = m.shape[0];
@@ -658,7 +663,7 @@ function indexTensor(rows: Int32Array | Tensor, limit: number, dev: Device, sort
     if (rows.device !== dev) fail("E_DEVICE", `row indices are on ${rows.device}, the matrix on ${dev}`);
     return { t: rows, owned: false };
   }
-  if (!(rows instanceof Int32Array)) fail("E_ARG", "row indices must be an Int32Array or an i32 tensor");
+  if (arrayKind(rows) !== "Int32Array") fail("E_ARG", "row indices must be an Int32Array or an i32 tensor");
   for (let j = 0; j < rows.length; j++) {
     if (rows[j] < 0 || rows[j] >= limit) fail("E_ARG", `row index ${rows[j]} at ${j} is outside [0, ${limit})`);
     if (sorted && j > 0 && rows[j] < rows[j - 1]) fail("E_ARG", "scatterRows needs sorted row indices (duplicates adjacent)");
@@ -674,7 +679,7 @@ function scaleTensor(scale: Float32Array | Tensor | undefined, count: number, de
     if (scale.device !== dev) fail("E_DEVICE", `scale is on ${scale.device}, the matrix on ${dev}`);
     return { t: scale, owned: false };
   }
-  if (!(scale instanceof Float32Array) || scale.length !== count) fail("E_SHAPE", `scale must be a Float32Array of ${count}`);
+  if (arrayKind(scale) !== "Float32Array" || scale.length !== count) fail("E_SHAPE", `scale must be a Float32Array of ${count}`);
   return { t: tensor(scale, [count], { device: dev }), owned: true };
 }
 
