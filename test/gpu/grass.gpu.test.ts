@@ -16,7 +16,7 @@ function expectCode(fn: () => unknown, code: string) {
 
 async function bits(t: Tensor): Promise<number[]> {
   const a = await t.toTypedArray();
-  if (a instanceof Float32Array) return Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length));
+  if (Object.prototype.toString.call(a) === "[object Float32Array]") return Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length));
   return Array.from(a);
 }
 const f32bits = (a: Float32Array) => Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length));
