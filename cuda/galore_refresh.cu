@@ -23,7 +23,7 @@
 //    descending order and Y = W Y2 = Q A; the residuals ||A q_i - theta_i q_i|| of the leading r
 //    are reduced on the device and their maximum (one scalar) read back: stop when it is
 //    <= 1e-6 theta_max, when it stalls at the f32 floor (<= 1e-4 theta_max and no longer halving),
-//    or after 40 iterations; else Z = orthonormalize(Y) and again. Orthonormalisation: rows
+//    or after 64 iterations; else Z = orthonormalize(Y) and again. Orthonormalisation: rows
 //    normalised, then E = D^-1/2 U^T from the k x k Gram (U D U^T) and Z = E Y, twice (as
 //    CholeskyQR2; the row scaling keeps the Gram well conditioned once the rows are nearly
 //    orthogonal, and rows lost to rounding are refilled at random before the second pass). The
@@ -139,7 +139,7 @@ Status solverFail(int code, const char* what) {
 
 constexpr int kJacobiThreads = 1024;
 constexpr int64_t kMaxBlock = 2048;  // k limit of the one-block Jacobi (k/2 rotations per round)
-constexpr int kMaxIters = 40, kWarmIters = 2;
+constexpr int kMaxIters = 64, kWarmIters = 2;
 
 // Status words at the start of the workspace (int32): 0 non-finite (or group flag), 1 non-zero,
 // 2 solver info, 3 max residual (float bits), 4 max Rayleigh quotient (float bits).
