@@ -63,7 +63,12 @@ void setForceBuiltin(bool) {}
 bool forceBuiltin() { return false; }
 Status gemm(int, const GemmArgs&, GemmMode) { return noCuda(); }
 Status scanNonFinite(int, const void*, DType, int64_t, int32_t*) { return noCuda(); }
-Status galoreRefresh(int, const void*, DType, int64_t, int64_t, int64_t, bool, float*, bool, const int32_t*) {
+Status galoreRefreshWorkspace(int, int64_t, int64_t, int64_t, bool, RefreshMethod, int64_t* floats) {
+  *floats = 0;
+  return noCuda();
+}
+Status galoreRefresh(int, const void*, DType, int64_t, int64_t, int64_t, bool, float*, bool, const int32_t*,
+                     RefreshMethod, GemmMode, float*, int64_t, float*) {
   return noCuda();
 }
 Status galoreStep(int, const GaloreTensor&, const GaloreHyper&, const AdamwCounters*, const int32_t*, float*,

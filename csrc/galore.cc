@@ -112,7 +112,10 @@ Napi::Value Scan(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// galoreRefresh(G, gType, rows, cols, rank, left, P, hasPrev, flag)
+// galoreRefresh(G, gType, rows, cols, rank, left, P, hasPrev, flag, method, mode, ws, xScratch)
+// method 0 svd (exact), 1 warm; mode 0 tf32, 1 strict (the warm path's GEMMs with G). ws: the
+// workspace galoreRefreshWorkspace() asked for (null on the CPU); xScratch: rows x cols f32 when G
+// is not f32 on CUDA. The CPU computes the exact vectors whatever the method.
 Napi::Value Refresh(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int dev = deviceOf(env, info[0]);
@@ -124,13 +127,40 @@ Napi::Value Refresh(const Napi::CallbackInfo& info) {
   auto* P = static_cast<float*>(bufArg(env, info[6], dev, size_t((left ? rows : cols) * r) * 4, "projector"));
   bool hasPrev = info[7].ToBoolean();
   auto* flag = static_cast<const int32_t*>(bufArg(env, info[8], dev, 4, "flag"));
+  int64_t method = info.Length() > 9 && !info[9].IsUndefined() ? countArg(env, info[9], "method") : 0;
+  if (method > 1) throwError(env, "E_ARG", "method must be 0 (svd) or 1 (warm)");
+  int64_t mode = info.Length() > 10 && !info[10].IsUndefined() ? countArg(env, info[10], "mode") : 1;
+  if (mode > 1) throwError(env, "E_ARG", "mode must be 0 (tf32) or 1 (strict f32)");
   if (dev == kCpu) {
     if (*flag == 0) cpu::topSingular(G, gt, rows, cols, r, left, P, hasPrev);
     return env.Undefined();
   }
-  gpu::Status st = gpu::galoreRefresh(dev, G, gt, rows, cols, r, left, P, hasPrev, flag);
+  int64_t need = 0;
+  gpu::Status st = gpu::galoreRefreshWorkspace(dev, rows, cols, r, left, RefreshMethod(method), &need);
+  if (!st.ok()) throwCuda(env, dev, st, "galoreRefresh");
+  auto* ws = static_cast<float*>(need > 0 ? bufArg(env, info[11], dev, size_t(need) * 4, "refresh workspace") : nullptr);
+  auto* xs = static_cast<float*>(gt != DType::F32 ? bufArg(env, info[12], dev, size_t(rows * cols) * 4, "scratch") : nullptr);
+  st = gpu::galoreRefresh(dev, G, gt, rows, cols, r, left, P, hasPrev, flag, RefreshMethod(method), GemmMode(mode),
+                          ws, need, xs);
   if (!st.ok()) throwCuda(env, dev, st, "galoreRefresh");
   return env.Undefined();
+}
+
+// galoreRefreshWorkspace(anyBufferOnTheDevice, rows, cols, rank, left, method): f32 elements of
+// device workspace a refresh needs (0 on the CPU).
+Napi::Value RefreshWorkspace(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int dev = deviceOf(env, info[0]);
+  int64_t rows = countArg(env, info[1], "rows"), cols = countArg(env, info[2], "cols"), r = countArg(env, info[3], "rank");
+  if (r < 1 || r > std::min(rows, cols)) throwError(env, "E_ARG", "rank must be in [1, min(rows, cols)]");
+  bool left = info[4].ToBoolean();
+  int64_t method = countArg(env, info[5], "method");
+  if (method > 1) throwError(env, "E_ARG", "method must be 0 (svd) or 1 (warm)");
+  if (dev == kCpu) return Napi::Number::New(env, 0);
+  int64_t need = 0;
+  gpu::Status st = gpu::galoreRefreshWorkspace(dev, rows, cols, r, left, RefreshMethod(method), &need);
+  if (!st.ok()) throwCuda(env, dev, st, "galoreRefreshWorkspace");
+  return Napi::Number::New(env, double(need));
 }
 
 // galoreStep(W, wType, G, gType, m, v, Pa, Pb, side, rows, cols, rank, counters, flag, sR, sT,
@@ -212,6 +242,7 @@ void registerGalore(Napi::Env env, Napi::Object exports) {
   exports.Set("gemm", Napi::Function::New(env, Gemm));
   exports.Set("galoreScan", Napi::Function::New(env, Scan));
   exports.Set("galoreRefresh", Napi::Function::New(env, Refresh));
+  exports.Set("galoreRefreshWorkspace", Napi::Function::New(env, RefreshWorkspace));
   exports.Set("galoreStep", Napi::Function::New(env, Step));
   exports.Set("galoreFinish", Napi::Function::New(env, Finish));
   exports.Set("linalgInfo", Napi::Function::New(env, LinalgInfo));

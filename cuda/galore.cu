@@ -20,10 +20,7 @@
 // kernel writes N = 0 and (alpha, beta) = (0, 1) instead: W is left as it was. A bf16 W takes
 // the cuBLAS product into sBig (the one f32 gradient-sized scratch) and a fused axpy kernel.
 //
-// The refresh (first version): G, P and the flag are copied to the host and cpu::topSingular
-// computes the exact vectors with the sign rule (double Gram + symmetric eigen), P copied back.
-// Exact and the same bits as the CPU backend, but synchronous and slow for large matrices;
-// cuSOLVER / an on-device eigen-solver is the next step (see the issue notes).
+// The refresh lives in galore_refresh.cu (on the device: cuSOLVER or the built-in eigen-solver).
 #include <cuda_runtime.h>
 #include <dlfcn.h>
 #include <algorithm>
@@ -292,9 +289,6 @@ std::string blasPath() {
   if (b) return "cuBLAS (" + b->path + ")";
   return forced() ? "built-in SIMT f32 GEMM (forced; no tensor cores)" : "built-in SIMT f32 GEMM (cuBLAS not found; no tensor cores)";
 }
-std::string solverPath() {
-  return "host: exact double Gram + symmetric eigen on the CPU (cuSOLVER not used yet)";
-}
 void setForceBuiltin(bool force) { forced(); gForce = force ? 1 : 0; }
 bool forceBuiltin() { return forced(); }
 
@@ -366,23 +360,6 @@ Status galoreStep(int dev, const GaloreTensor& T, const GaloreHyper& h, const Ad
     axpyKernel<<<gridFor(dev, m * n), 256, 0, st>>>(T.param, T.paramDtype, sBig, m * n, scalars, flag);
     ok = lastError("galore update (axpy)");
   }
-  return ok;
-}
-
-Status galoreRefresh(int dev, const void* X, DType xt, int64_t rows, int64_t cols, int64_t r, bool left, float* P,
-                     bool hasPrev, const int32_t* flag) {
-  int32_t f = 0;
-  Status ok = copyDtoH(dev, &f, flag, 4);
-  if (!ok.ok() || f != 0) return ok;
-  std::vector<uint8_t> hx(size_t(rows * cols) * dtypeSize(xt));
-  const size_t pn = size_t((left ? rows : cols) * r);
-  std::vector<float> hp(pn);
-  ok = copyDtoH(dev, hx.data(), X, hx.size());
-  if (ok.ok()) ok = copyDtoH(dev, hp.data(), P, pn * 4);
-  if (!ok.ok()) return ok;
-  if (!cpu::topSingular(hx.data(), xt, rows, cols, r, left, hp.data(), hasPrev)) return Status();
-  ok = copyHtoD(dev, P, hp.data(), pn * 4);
-  if (ok.ok()) ok = synchronize(dev);  // hp must outlive the copy
   return ok;
 }
 

@@ -22,6 +22,10 @@ struct GemmArgs {
   float alpha = 1.0f, beta = 0.0f;
 };
 
+// How a refresh computes the projector: the exact top-r singular vectors, or subspace iteration
+// started from the previous projector (a few GEMM passes; see cuda/galore_refresh.cu).
+enum class RefreshMethod : int32_t { Svd = 0, Warm = 1 };
+
 // GEMM precision on the GPU: TF32 tensor cores (default) or strict f32. The CPU is always f32.
 enum class GemmMode : int32_t { Tf32 = 0, Strict = 1 };
 

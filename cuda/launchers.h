@@ -35,10 +35,17 @@ bool forceBuiltin();
 Status gemm(int dev, const GemmArgs& a, GemmMode mode);
 // flag |= any NaN/Inf in g[0..n) (flag is device memory, zeroed by the caller first).
 Status scanNonFinite(int dev, const void* g, DType t, int64_t n, int32_t* flag);
-// Exact top-r singular vectors of X into P with the sign rule (layout as cpu::topSingular). P is
-// kept when *flag != 0 (the group's step is skipped) or X is all zero; decided on the device.
+// Top-r singular vectors of X into P with the sign rule (layout as cpu::topSingular), on the
+// device (cuda/galore_refresh.cu): Svd exact (cuSOLVER syevdx or the built-in subspace iteration on
+// the f32 Gram matrix), Warm started from P. P is kept when *flag != 0 (the group's step is
+// skipped) or X is all zero or not finite; decided on the device. ws: galoreRefreshWorkspace()
+// floats of device memory; xScratch: rows x cols f32 when X is not f32. `mode` is the precision of
+// the warm path's GEMMs with X (the exact path is strict f32 throughout).
+Status galoreRefreshWorkspace(int dev, int64_t rows, int64_t cols, int64_t r, bool left, RefreshMethod method,
+                              int64_t* floats);
 Status galoreRefresh(int dev, const void* X, DType xt, int64_t rows, int64_t cols, int64_t r, bool left,
-                     float* P, bool hasPrev, const int32_t* flag);
+                     float* P, bool hasPrev, const int32_t* flag, RefreshMethod method, GemmMode mode, float* ws,
+                     int64_t wsFloats, float* xScratch);
 // One GaLore step of one tensor; nothing changes when *flag != 0. sR: R-sized, sT: r x cols for
 // Full, sBig: rows x cols f32 when the parameter or gradient is not f32 (else may be null),
 // scalars: 2 floats of device memory (the epilogue's alpha, beta, written on the device).

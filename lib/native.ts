@@ -62,7 +62,10 @@ export interface NativeAddon {
        o: { m: number; n: number; k: number; transA: boolean; transB: boolean; alpha: number; beta: number; mode: number }): void;
   galoreScan(flag: NativeBufferHandle, grads: [NativeBufferHandle, number, number][]): void;
   galoreRefresh(g: NativeBufferHandle, gType: number, rows: number, cols: number, rank: number, left: boolean,
-                p: NativeBufferHandle, hasPrev: boolean, flag: NativeBufferHandle): void;
+                p: NativeBufferHandle, hasPrev: boolean, flag: NativeBufferHandle, method?: number, mode?: number,
+                ws?: NativeBufferHandle | null, xScratch?: NativeBufferHandle | null): void;
+  galoreRefreshWorkspace(onDevice: NativeBufferHandle, rows: number, cols: number, rank: number, left: boolean,
+                         method: number): number;
   galoreStep(w: NativeBufferHandle, wType: number, g: NativeBufferHandle, gType: number, m: NativeBufferHandle,
              v: NativeBufferHandle, pa: NativeBufferHandle, pb: NativeBufferHandle | null, side: number, rows: number,
              cols: number, rank: number, counters: NativeBufferHandle, flag: NativeBufferHandle, sR: NativeBufferHandle,

@@ -232,4 +232,21 @@ describe("GaLoreAdamW refusals change nothing", () => {
     expectCode(() => opt.step(), "E_SHAPE");
     expect(await snap()).toEqual(before);
   });
+
+  test('projector "warm" is accepted and is the exact refresh on the CPU; other values are E_ARG', async () => {
+    const rng = new Rng(77);
+    const w0 = rng.normals(30 * 20, 0.02);
+    const mk = (projector: string) => {
+      const p = new Parameter(tensor(w0, [30, 20], { device: "cpu" }));
+      return { p, o: new GaLoreAdamW([{ params: [p], rank: 4, updateProjGap: 2, projector: projector as "svd" }], { lr: 0.01 }) };
+    };
+    const a = mk("svd"), b = mk("warm");
+    for (let s = 0; s < 5; s++) {
+      const g = rng.normals(600);
+      a.p.grad.copyFrom(g); b.p.grad.copyFrom(g);
+      a.o.step(); b.o.step();
+    }
+    expect(await raw(b.p.data)).toEqual(await raw(a.p.data));
+    expectCode(() => mk("random"), "E_ARG");
+  });
 });

@@ -23,8 +23,12 @@ export interface GaLoreOptions extends AdamWOptions {
   /** α: the projected-back update is scaled by it. */
   scale?: number;
   projType?: ProjType;
-  /** "svd": exact top-r singular vectors (the only refresh implemented). */
-  projector?: "svd";
+  /** "svd" (default): the exact top-r singular vectors. "warm": on CUDA, subspace iteration started
+   *  from the previous projector (2 passes over the gradient, no Gram matrix, the GEMMs in
+   *  `precision`); exact only to the extent the top subspace moved little since the last refresh
+   *  (each vector's error shrinks like (lambda_{k+1}/lambda_i)^2 per refresh). The first refresh of
+   *  a tensor is always exact; the CPU always computes the exact vectors. */
+  projector?: "svd" | "warm";
   /** GPU GEMM precision of the projections: "tf32" (default) or "f32". */
   precision?: "tf32" | "f32";
 }
@@ -40,6 +44,8 @@ const enum Side { Right = 0, Left = 1, Full = 2 }
 interface LowRank {
   rows: number; cols: number; rank: number; side: Side;
   m: Tensor; v: Tensor; pA: Tensor; pB?: Tensor;
+  /** A refresh has been enqueued (the warm projector then starts from P). */
+  refreshed: boolean;
 }
 
 interface RankGroupState {
@@ -72,14 +78,29 @@ function rShape(s: Side, rows: number, cols: number, r: number): number[] {
   return s === Side.Right ? [rows, r] : s === Side.Left ? [r, cols] : [r, r];
 }
 
+/** The refresh workspace: n f32 elements on dev, for one step (the kernels initialise what they read). */
+function workspace(n: number, dev: Device): Tensor {
+  return zeros([n], { dtype: "f32", device: dev });
+}
+
 export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
   private engines = new Map<ParamGroup<GaLoreOptions>, AdamGroupEngine>();
   private ranked = new Map<ParamGroup<GaLoreOptions>, RankGroupState>();
   /** Per device: sR (largest R), sT (largest r x cols of a Full tensor), sBig (GPU, non-f32), scalars. */
   private scratch = new Map<Device, { sR?: Tensor; sT?: Tensor; sBig?: Tensor; scalars?: Tensor }>();
 
+  /** step() calls a new rank group starts from (see benchSkipFirstRefresh). */
+  private initialCalls = 0;
+
   constructor(params: Parameter[] | ParamGroupSpec<GaLoreOptions>[], defaults: GaLoreOptions = {}) {
     super(params, { ...DEFAULTS, ...defaults });
+  }
+
+  /** @internal For benchmarks of the steady step: rank groups created after this call do not
+   *  refresh at their first step (their projectors stay zeros until the next scheduled refresh).
+   *  GEMM timings do not depend on the values, so the step costs what a steady step costs. */
+  benchSkipFirstRefresh(): void {
+    this.initialCalls = 1;
   }
 
   protected validateGroup(g: ParamGroup<GaLoreOptions>, gi: number): void {
@@ -93,7 +114,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     checkNumber(`group ${gi} scale`, g.scale, 0, Number.MAX_VALUE);
     if (!PROJ_TYPES.includes(g.projType as ProjType))
       fail("E_ARG", `group ${gi} projType must be one of ${PROJ_TYPES.join(", ")}, got ${String(g.projType)}`);
-    if (g.projector !== "svd") fail("E_ARG", `group ${gi} projector must be "svd"`);
+    if (g.projector !== "svd" && g.projector !== "warm") fail("E_ARG", `group ${gi} projector must be "svd" or "warm"`);
     if (g.precision !== "tf32" && g.precision !== "f32") fail("E_ARG", `group ${gi} precision must be "tf32" or "f32"`);
     if (g.stateDtype !== "f32") fail("E_ARG", `group ${gi}: a rank group keeps f32 states`);
     if (g.stochasticRounding) fail("E_ARG", `group ${gi}: stochastic rounding is not available in a rank group`);
@@ -119,7 +140,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     try {
       const dev = this.groupDevice(g);
       const fresh = !st;
-      const s: RankGroupState = st ?? { device: dev, counters: alloc([2], "i32", dev), flag: alloc([1], "i32", dev), calls: 0, params: new Map() };
+      const s: RankGroupState = st ?? { device: dev, counters: alloc([2], "i32", dev), flag: alloc([1], "i32", dev), calls: this.initialCalls, params: new Map() };
       const added: Parameter[] = [];
       for (const p of g.params) {
         if (s.params.has(p)) continue;
@@ -131,6 +152,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
           m: alloc(rShape(side, rows, cols, r), "f32", dev), v: alloc(rShape(side, rows, cols, r), "f32", dev),
           pA: alloc(side === Side.Right ? [r, cols] : [rows, r], "f32", dev),
           pB: side === Side.Full ? alloc([r, cols], "f32", dev) : undefined,
+          refreshed: false,
         };
         s.params.set(p, lr);
         added.push(p);
@@ -170,6 +192,29 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     return e;
   }
 
+  /** The refresh method of a tensor now: 0 exact, 1 warm (only after a first refresh). */
+  private methodOf(g: ParamGroup<GaLoreOptions>, q: LowRank): number {
+    return g.projector === "warm" && q.refreshed ? 1 : 0;
+  }
+
+  /** f32 elements of device workspace the refreshes of this step need (0 on the CPU or when no
+   *  group refreshes now). The workspace lives for the step only (stream-ordered free). */
+  private refreshWorkspace(): Map<Device, number> {
+    const nat = native();
+    const need = new Map<Device, number>();
+    for (const g of this.paramGroups) {
+      const s = this.ranked.get(g);
+      if (!s || s.device.kind !== "cuda" || s.calls % (g.updateProjGap as number) !== 0) continue;
+      for (const q of s.params.values()) {
+        const sides = q.side === Side.Full ? [true, false] : [q.side === Side.Left];
+        for (const left of sides)
+          need.set(s.device, Math.max(need.get(s.device) ?? 0,
+            nat.galoreRefreshWorkspace(s.flag.handle, q.rows, q.cols, q.rank, left, this.methodOf(g, q))));
+      }
+    }
+    return need;
+  }
+
   step(): void {
     this.validateAll();
     // Allocate everything first so that an E_OOM leaves every group untouched.
@@ -179,6 +224,16 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
       e.prepare(g.params);
       return { g, engine: e };
     });
+    const ws = new Map<Device, Tensor>();
+    try {
+      for (const [dev, n] of this.refreshWorkspace()) if (n > 0) ws.set(dev, workspace(n, dev));
+      this.runPlans(plans, ws);
+    } finally {
+      for (const t of ws.values()) t.dispose();
+    }
+  }
+
+  private runPlans(plans: { g: ParamGroup<GaLoreOptions>; ranked?: RankGroupState; engine?: AdamGroupEngine }[], ws: Map<Device, Tensor>): void {
     const nat = native();
     for (const { g, ranked, engine } of plans) {
       if (engine) {
@@ -197,18 +252,23 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
         lr: g.lr, beta1: g.betas![0], beta2: g.betas![1], eps: g.eps!, weightDecay: g.weightDecay!,
         scale: g.scale as number, mode: g.precision === "f32" ? 1 : 0,
       };
+      const wsH = ws.get(s.device)?.handle ?? null;
+      const bigH = sc.sBig?.handle ?? null;
       for (const p of g.params) {
         const q = s.params.get(p)!;
         const gt = DTYPE_CODE[p.grad.dtype];
         if (refresh) {
           // hasPrev is always true: a never-refreshed P is zeros, whose dot products are 0, and
           // then the first-refresh rule (largest-magnitude entry positive) applies.
+          const method = this.methodOf(g, q);
           if (q.side === Side.Full) {
-            nat.galoreRefresh(p.grad.handle, gt, q.rows, q.cols, q.rank, true, q.pA.handle, true, s.flag.handle);
-            nat.galoreRefresh(p.grad.handle, gt, q.rows, q.cols, q.rank, false, q.pB!.handle, true, s.flag.handle);
+            nat.galoreRefresh(p.grad.handle, gt, q.rows, q.cols, q.rank, true, q.pA.handle, true, s.flag.handle, method, h.mode, wsH, bigH);
+            nat.galoreRefresh(p.grad.handle, gt, q.rows, q.cols, q.rank, false, q.pB!.handle, true, s.flag.handle, method, h.mode, wsH, bigH);
           } else {
-            nat.galoreRefresh(p.grad.handle, gt, q.rows, q.cols, q.rank, q.side === Side.Left, q.pA.handle, true, s.flag.handle);
+            nat.galoreRefresh(p.grad.handle, gt, q.rows, q.cols, q.rank, q.side === Side.Left, q.pA.handle, true, s.flag.handle,
+                              method, h.mode, wsH, bigH);
           }
+          q.refreshed = true;
         }
         nat.galoreStep(p.data.handle, DTYPE_CODE[p.dtype], p.grad.handle, gt, q.m.handle, q.v.handle, q.pA.handle,
                        q.pB?.handle ?? null, q.side, q.rows, q.cols, q.rank, s.counters.handle, s.flag.handle,
@@ -350,6 +410,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
         for (const it of items) {
           const q = s.params.get(it.p)!;
           q.m.copyFrom(it.m); q.v.copyFrom(it.v); q.pA.copyFrom(it.pa!);
+          q.refreshed = true;
           if (it.pb) q.pB!.copyFrom(it.pb);
         }
       } else {

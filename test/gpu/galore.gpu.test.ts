@@ -8,6 +8,35 @@ const suite = hasCuda ? describe : describe.skip;
 
 async function f32(t: Tensor): Promise<Float32Array> { return t.toFloat32Array(); }
 
+/** A gradient whose top q = r + 2 singular values are well separated (ratio 1.5 between
+ *  neighbours) over a 1e-3 noise floor: its exact singular vectors are stable to f32 rounding, so
+ *  the device's f32 solvers must match the CPU's double solver to 1e-5. */
+function separated(rng: Rng, rows: number, cols: number, r: number): Float32Array {
+  const q = Math.min(rows, cols, r + 2);
+  const L = rng.normals(rows * q), R = rng.normals(q * cols), g = rng.normals(rows * cols, 1e-3);
+  for (let j = 0; j < q; j++) {
+    const s = 1.5 ** -j / Math.sqrt(rows);
+    for (let i = 0; i < rows; i++) {
+      const a = s * L[i * q + j];
+      for (let c = 0; c < cols; c++) g[i * cols + c] += a * R[j * cols + c];
+    }
+  }
+  return g;
+}
+
+/** ||P1 P1^T - P2 P2^T||_F / ||P2 P2^T||_F for projectors with r orthonormal vectors (len each). */
+function subspaceErr(p1: Float32Array, p2: Float32Array, len: number, r: number, left: boolean): number {
+  const at = (p: Float32Array, i: number, j: number) => (left ? p[i * r + j] : p[j * len + i]);
+  // ||A||^2 of P P^T = r; ||P1P1^T - P2P2^T||^2 = 2r - 2||P1^T P2||^2.
+  let cross = 0;
+  for (let a = 0; a < r; a++) for (let b = 0; b < r; b++) {
+    let d = 0;
+    for (let i = 0; i < len; i++) d += at(p1, i, a) * at(p2, i, b);
+    cross += d * d;
+  }
+  return Math.sqrt(Math.max(0, 2 * r - 2 * cross) / r);
+}
+
 for (const builtin of [false, true]) {
   suite(`GaLore CUDA vs CPU (${builtin ? "built-in kernels forced" : "cuBLAS when present"})`, () => {
     beforeAll(() => setBuiltinLinalg(builtin));
@@ -50,7 +79,7 @@ for (const builtin of [false, true]) {
             const oc = new GaLoreAdamW(spec(pc, bc), opts), og = new GaLoreAdamW(spec(pg, bg), opts);
             for (let s = 0; s < 12; s++) {
               for (let k = 0; k < shapes.length; k++) {
-                const g = rng.normals(pc[k].numel);
+                const g = separated(rng, shapes[k][0], pc[k].numel / shapes[k][0], 5);
                 if (s === 8 && k === 1) g[7] = NaN;  // the group skips this refresh step whole
                 pc[k].grad.copyFrom(g); pg[k].grad.copyFrom(g);
               }
@@ -75,5 +104,71 @@ for (const builtin of [false, true]) {
         }
       }
     }
+
+    // The refresh alone: one step with gap 1 refreshes every step; P after the first step and after
+    // a later one (the sign rule against the previous P) against the CPU's exact solver.
+    for (const projector of ["svd", "warm"] as const) {
+      test.each([[600, 300, 32], [300, 600, 32], [257, 257, 7], [129, 64, 64]])(`refresh ${projector} %ix%i r=%i, separated spectrum: projector within 1e-5 of the exact one`, async (rows, cols, r) => {
+        const rng = new Rng(rows * 7 + cols + r);
+        for (const projType of ["std", "reverse_std"] as ProjType[]) {
+          const w = tensor(rng.normals(rows * cols, 0.02), [rows, cols], { device: "cpu" });
+          const pc = new Parameter(w), pg = new Parameter(tensor(await w.toFloat32Array(), [rows, cols], { device: "cuda" }));
+          const spec = (p: Parameter) => [{ params: [p], rank: r, updateProjGap: 1, projType, projector }];
+          const oc = new GaLoreAdamW(spec(pc), { lr: 1e-3, precision: "f32" }), og = new GaLoreAdamW(spec(pg), { lr: 1e-3, precision: "f32" });
+          const g0 = separated(rng, rows, cols, r);
+          for (let s = 0; s < 3; s++) {
+            // Slowly moving gradients: what the warm projector is for.
+            const g = g0.map((x, i) => x + (s === 0 ? 0 : 3e-4 * Math.sin(i * 0.37 + s)));
+            pc.grad.copyFrom(g); pg.grad.copyFrom(g);
+            oc.step(); og.step();
+            const sc = oc.stateOf(pc)!, sg = og.stateOf(pg)!;
+            const tol = projector === "svd" ? 1e-5 : 1e-4;
+            expect(relErr(await f32(sg.proj!), await f32(sc.proj!))).toBeLessThan(tol);
+          }
+          oc.dispose(); og.dispose(); pc.data.dispose(); pg.data.dispose();
+        }
+      });
+    }
+
+    test("refresh of a random (unseparated) gradient: the same subspace, and the update within 1e-3", async () => {
+      const rng = new Rng(99);
+      const [rows, cols, r] = [400, 160, 8];
+      for (const projType of ["std", "left"] as ProjType[]) {
+        const w = rng.normals(rows * cols, 0.02);
+        const pc = new Parameter(tensor(w, [rows, cols], { device: "cpu" })), pg = new Parameter(tensor(w, [rows, cols], { device: "cuda" }));
+        const spec = (p: Parameter) => [{ params: [p], rank: r, updateProjGap: 2, projType }];
+        const oc = new GaLoreAdamW(spec(pc), { lr: 1e-3, precision: "f32" }), og = new GaLoreAdamW(spec(pg), { lr: 1e-3, precision: "f32" });
+        for (let s = 0; s < 4; s++) {
+          const g = rng.normals(rows * cols);
+          pc.grad.copyFrom(g); pg.grad.copyFrom(g);
+          oc.step(); og.step();
+        }
+        const left = oc.stateOf(pc)!.side === "left";
+        const sub = subspaceErr(await f32(og.stateOf(pg)!.proj!), await f32(oc.stateOf(pc)!.proj!), left ? rows : cols, r, left);
+        expect(sub).toBeLessThan(1e-3);
+        const uc = (await f32(pc.data)).map((x, i) => x - w[i]), ug = (await f32(pg.data)).map((x, i) => x - w[i]);
+        expect(relErr(ug, uc)).toBeLessThan(1e-3);
+        oc.dispose(); og.dispose();
+      }
+    });
+
+    test("a zero or non-finite gradient at a refresh keeps the projector (bf16 gradient through the f32 scratch)", async () => {
+      const rng = new Rng(5);
+      const [rows, cols, r] = [96, 200, 6];
+      const pg = new Parameter(tensor(rng.normals(rows * cols, 0.02), [rows, cols], { device: "cuda", dtype: "bf16" }));
+      const og = new GaLoreAdamW([{ params: [pg], rank: r, updateProjGap: 1 }], { lr: 1e-3 });
+      pg.grad.copyFrom(separated(rng, rows, cols, r));
+      og.step();
+      const p0 = await f32(og.stateOf(pg)!.proj!);
+      expect(p0.some((x) => x !== 0)).toBe(true);
+      pg.grad.copyFrom(new Float32Array(rows * cols));
+      og.step();
+      expect(await f32(og.stateOf(pg)!.proj!)).toEqual(p0);
+      const bad = separated(rng, rows, cols, r); bad[17] = Infinity;
+      pg.grad.copyFrom(bad);
+      og.step();
+      expect(await f32(og.stateOf(pg)!.proj!)).toEqual(p0);
+      og.dispose();
+    });
   });
 }

@@ -1,6 +1,7 @@
 // Native check of the CUDA GaLore layer against the CPU backend, for machines with a GPU but no
 // Node (build: see test/native/run.sh). Exits non-zero on any mismatch.
 #include <cuda_runtime.h>
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -36,6 +37,19 @@ template <class T> std::vector<T> host(const T* p, size_t n) {
 static std::mt19937 rng(7);
 static std::vector<float> normals(size_t n, float s = 1) {
   std::normal_distribution<float> d(0, s); std::vector<float> v(n); for (auto& x : v) x = d(rng); return v;
+}
+
+// A gradient whose top singular values are well separated (ratio 1.5 between neighbours, r + 2
+// of them) over a small noise floor: the exact singular vectors are then stable to f32 rounding.
+static std::vector<float> separated(int64_t rows, int64_t cols, int64_t r) {
+  const int64_t q = std::min<int64_t>(std::min(rows, cols), r + 2);
+  auto L = normals(rows * q), R = normals(q * cols), g = normals(rows * cols, 1e-3f);
+  for (int64_t j = 0; j < q; ++j) {
+    const float s = std::pow(1.5f, -float(j));
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t c = 0; c < cols; ++c) g[i * cols + c] += s * L[i * q + j] * R[j * cols + c];
+  }
+  return g;
 }
 
 static void gemmCase(int64_t M, int64_t N, int64_t K, bool ta, bool tb, GemmMode mode, double tol) {
@@ -75,7 +89,7 @@ static void stepCase(int64_t rows, int64_t cols, int64_t r, GaloreSide side, DTy
   AdamwCounters* dc = dev(std::vector<AdamwCounters>{cc}); int32_t* df = dev(std::vector<int32_t>{0});
   GaloreHyper h{0.01f, 0.9f, 0.999f, 1e-6f, 0.01f, 0.25f, mode};
   for (int s = 0; s < 12; ++s) {
-    auto g = normals(mn);
+    auto g = separated(rows, cols, r);
     if (s == 6) g[mn / 2] = NAN;
     for (int64_t i = 0; i < mn; ++i) storeFromFloat(gh.data(), pt, i, g[i]);
     must(gpu::copyHtoD(0, dg, gh.data(), gh.size()), "grad");
@@ -87,7 +101,13 @@ static void stepCase(int64_t rows, int64_t cols, int64_t r, GaloreSide side, DTy
         float* P = side == GaloreSide::Full && k == 1 ? B.data() : A.data();
         float* dP = side == GaloreSide::Full && k == 1 ? dB : dA;
         if (!flag) cpu::topSingular(gh.data(), pt, rows, cols, r, left, P, true);
-        must(gpu::galoreRefresh(0, dg, pt, rows, cols, r, left, dP, true, df), "refresh");
+        int64_t wsn = 0;
+        must(gpu::galoreRefreshWorkspace(0, rows, cols, r, left, RefreshMethod::Svd, &wsn), "workspace");
+        void* ws = nullptr;
+        if (wsn > 0) must(gpu::alloc(0, size_t(wsn) * 4, &ws), "workspace alloc");
+        must(gpu::galoreRefresh(0, dg, pt, rows, cols, r, left, dP, true, df, RefreshMethod::Svd, mode,
+                                static_cast<float*>(ws), wsn, dBig), "refresh");
+        if (ws) gpu::release(0, ws);
       }
     }
     t.param = wh.data(); t.grad = gh.data(); t.expAvg = m.data(); t.expAvgSq = v.data(); t.projA = A.data(); t.projB = B.data();
@@ -114,7 +134,7 @@ static void stepCase(int64_t rows, int64_t cols, int64_t r, GaloreSide side, DTy
   if (cg[0].step != cc.step || cg[0].skipped != cc.skipped) { std::printf("  counters differ\n"); ++failures; }
   auto pg = host(dA, pa);
   char w2[180]; std::snprintf(w2, sizeof w2, "  projector of %s", what);
-  check(w2, relErr(pg, A), 1e-6);
+  check(w2, relErr(pg, A), 1e-5);
   for (void* p : std::initializer_list<void*>{dw, dg, dm, dv, dA, dB, dR, dT, dBig, dS, dc, df}) gpu::release(0, p);
 }
 
