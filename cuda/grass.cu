@@ -730,7 +730,7 @@ __global__ void __launch_bounds__(kT) scatterRowsKernel(void* __restrict__ dst, 
           const int64_t q = q0 + b * kT + threadIdx.x;
           if (q < nq) {
 #pragma unroll
-            for (int e = 0; e < 4; ++e) dq[b][e] = dq[b][e] + (0.0f + c * sq[b][e]);
+            for (int e = 0; e < 4; ++e) dq[b][e] = __fadd_rn(dq[b][e], __fadd_rn(0.0f, __fmul_rn(c, sq[b][e])));
             storeQuad<D>(dst, base + 4 * q, dq[b]);
           }
         }
@@ -739,8 +739,10 @@ __global__ void __launch_bounds__(kT) scatterRowsKernel(void* __restrict__ dst, 
     }
     for (int64_t i = threadIdx.x; i < n; i += kT) {
       float acc = 0.0f;
-      for (int64_t j = j0; j < j1; ++j) acc = acc + (alpha * (scale != nullptr ? scale[j] : 1.0f)) * ld<D>(src, j * n + i);
-      st<D>(dst, base + i, ld<D>(dst, base + i) + acc);
+      // Exactly rounded (no FMA contraction), so the sums are the CPU's bits.
+      for (int64_t j = j0; j < j1; ++j)
+        acc = __fadd_rn(acc, __fmul_rn(alpha * (scale != nullptr ? scale[j] : 1.0f), ld<D>(src, j * n + i)));
+      st<D>(dst, base + i, __fadd_rn(ld<D>(dst, base + i), acc));
     }
   }
 }
