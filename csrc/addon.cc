@@ -16,6 +16,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   registerGalore(env, exports);
   registerGrass(env, exports);
   registerBench(env, exports);
+  registerQuant(env, exports);
   return exports;
 }
 

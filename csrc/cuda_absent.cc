@@ -1,6 +1,7 @@
 // cuda/runtime.h and cuda/launchers.h when the addon is built without nvcc: the CPU backend works,
 // every CUDA call answers "not compiled", so the glue links and reports the same way either way.
 #include "../cuda/launchers.h"
+#include "../cuda/quant_launchers.h"
 #include "../cuda/runtime.h"
 
 namespace slimopt {
@@ -105,6 +106,20 @@ Status eventElapsedMs(void*, void*, float* ms) {
   return noCuda();
 }
 void eventDestroy(void*) {}
+
+Status quantizeBlockwise(int, const void*, DType, int64_t, uint8_t*, float*, int64_t, const void*, const QuantFinder&) {
+  return noCuda();
+}
+Status dequantizeBlockwise(int, const uint8_t*, const float*, int64_t, void*, DType, int64_t, const void*,
+                           const QuantFinder&) {
+  return noCuda();
+}
+Status qadamStep(int, const QAdamTensor*, int32_t, int64_t, const QAdamHyper&, const void*, const QuantFinder&,
+                 const void*, const QuantFinder&, AdamwCounters*, int32_t*) {
+  return noCuda();
+}
+int32_t qadamScratchInts(int) { return 0; }
+Status memsetBytes(int, void*, int, size_t) { return noCuda(); }
 
 }  // namespace gpu
 }  // namespace slimopt

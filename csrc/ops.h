@@ -13,5 +13,6 @@ void registerAdamw(Napi::Env env, Napi::Object exports);
 void registerGalore(Napi::Env env, Napi::Object exports);
 void registerGrass(Napi::Env env, Napi::Object exports);
 void registerBench(Napi::Env env, Napi::Object exports);
+void registerQuant(Napi::Env env, Napi::Object exports);
 
 }  // namespace slimopt

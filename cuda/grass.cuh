@@ -99,15 +99,7 @@ SLIMOPT_HD int64_t grassUpdateUnits(const GrassTensor& T) {
 }
 SLIMOPT_HD int64_t grassSlotUnits(const GrassTensor& T) { return grassCeilDiv(T.rank, kGrassThreads); }
 
-// ---- exactly rounded double arithmetic (no contraction on the device) --------------------------
-
-#if defined(__CUDA_ARCH__)
-#define SLIMOPT_DDIV(a, b) __ddiv_rn((a), (b))
-#define SLIMOPT_DSQRT(a) __dsqrt_rn(a)
-#else
-#define SLIMOPT_DDIV(a, b) ((a) / (b))
-#define SLIMOPT_DSQRT(a) __builtin_sqrt(a)
-#endif
+// Exactly rounded double arithmetic: SLIMOPT_DDIV / SLIMOPT_DSQRT from common.cuh.
 
 // b^t by binary exponentiation (the same products on both backends; pow() is not exactly rounded).
 SLIMOPT_HD double grassPowInt(double b, int32_t t) {

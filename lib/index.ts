@@ -10,3 +10,4 @@ export { info, SlimoptInfo } from "./info";
 export { GaLoreAdamW, GaLoreOptions, ProjType } from "./optim/galore";
 export { gemm, GemmOptions, setBuiltinLinalg, linalgPaths } from "./linalg";
 export { saveTensors, loadTensors, inspectTensors, LoadTensorsOptions, SAFETENSORS_DTYPE, MAX_HEADER_BYTES } from "./checkpoint";
+export * as quant from "./quant";

@@ -35,6 +35,12 @@ export interface GrassGroupHandle {
   dispose(): void;
 }
 
+/** A validated code map with its finder table (csrc/quant_map.cc). */
+export interface QuantMapHandle {
+  readonly size: number;
+  readonly tableBytes: number;
+}
+
 export interface NativeAddon {
   setErrorClass(c: unknown): void;
   buildInfo(): { cudaCompiled: boolean; cudaArchs: string; buildFlags: string; napiVersion: number };
@@ -81,6 +87,12 @@ export interface NativeAddon {
                   idx: NativeBufferHandle, count: number, scale: NativeBufferHandle | null): void;
   grassScatterRows(dst: NativeBufferHandle, rows: number, cols: number, dtype: number, idx: NativeBufferHandle,
                    count: number, src: NativeBufferHandle, alpha: number, scale: NativeBufferHandle | null): void;
+  QuantMap: new (values: Float32Array) => QuantMapHandle;
+  quantizeBlockwise(x: NativeBufferHandle, dtype: number, n: number, codes: NativeBufferHandle, absmax: NativeBufferHandle,
+                    blockSize: number, map: QuantMapHandle): void;
+  dequantizeBlockwise(codes: NativeBufferHandle, absmax: NativeBufferHandle, n: number, out: NativeBufferHandle, dtype: number,
+                      blockSize: number, map: QuantMapHandle): void;
+  fillBytes(buf: NativeBufferHandle, value: number, bytes: number): void;
   probeLibrary(envVar: string, names: string[]): string | null;
   copyKernel(dst: NativeBufferHandle, src: NativeBufferHandle, bytes: number): void;
   newEvent(): unknown;

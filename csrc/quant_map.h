@@ -1,0 +1,33 @@
+// QuantMap: a validated code map with its finder table, built once on the host and uploaded to
+// each CUDA device on first use there.
+#pragma once
+#include <napi.h>
+#include <map>
+#include "cpu/quant.h"
+
+namespace slimopt {
+
+class QuantMap : public Napi::ObjectWrap<QuantMap> {
+ public:
+  static Napi::Function Init(Napi::Env env);
+  // Unwraps argument v; throws E_ARG if it is no QuantMap.
+  static QuantMap* From(Napi::Env env, Napi::Value v, const char* what);
+
+  explicit QuantMap(const Napi::CallbackInfo& info);
+  ~QuantMap() override;
+
+  const cpu::QuantMapHost& host() const { return host_; }
+  int size() const { return int(host_.values.size()); }
+  // The map's blob on CUDA device dev (uploaded on the device's stream the first time); throws
+  // the mapped CUDA error on failure.
+  const void* deviceBlob(Napi::Env env, int dev);
+
+ private:
+  Napi::Value Size(const Napi::CallbackInfo& info);
+  Napi::Value TableBytes(const Napi::CallbackInfo& info);
+
+  cpu::QuantMapHost host_;
+  std::map<int, void*> device_;
+};
+
+}  // namespace slimopt

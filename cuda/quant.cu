@@ -1,0 +1,322 @@
+// Blockwise quantize / dequantize (cuda/quant.cuh says how a code is found).
+//
+// Quantize. One warp owns one unit: a tile of 256 elements (holding 256/blockSize whole blocks)
+// for blockSize <= 256, else one whole block. A lane holds its elements in registers as 16-byte
+// slots (slot s covers elements s*32*V + lane*V .. +V of the tile, V = 4 for f32, 8 for 16-bit),
+// so every warp access is contiguous and a block's max is a shuffle reduction over the lanes (and
+// slots) that hold it: no shared memory, no __syncthreads. A block larger than a tile is read
+// twice (max, then encode); the second read hits L1/L2, so DRAM still sees each byte once.
+// The finder table (both signs) is staged in shared memory once per thread block; the grid is
+// persistent (occupancy x SMs) so that staging is paid once per resident block.
+//
+// Dequantize. Element-parallel: each thread turns 4 (f32 out) or 8 (16-bit out) codes into one
+// 16-byte store, 4 such groups in flight per iteration.
+#include <cuda_runtime.h>
+#include <algorithm>
+#include "internal.cuh"
+#include "quant_device.cuh"
+#include "quant_launchers.h"
+
+namespace slimopt {
+namespace gpu {
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+
+template <DType D>
+struct Tile {
+  static constexpr int V = Vec16<D>::N;
+  static constexpr int S = kQuantTile / (32 * V);  // slots per lane: 2 (f32) or 1
+};
+
+// Elements [base, base + 256) as lane slots; past n (or when not `full`), scalar and guarded.
+template <DType D>
+__device__ __forceinline__ void loadTile(const void* x, int64_t base, int64_t n, bool full, int lane,
+                                         float (&v)[Tile<D>::S][Tile<D>::V]) {
+  constexpr int V = Tile<D>::V, S = Tile<D>::S;
+  if (full) {
+#pragma unroll
+    for (int s = 0; s < S; ++s) load16<D>(x, base + s * 32 * V + lane * V, v[s]);
+  } else {
+#pragma unroll
+    for (int s = 0; s < S; ++s)
+#pragma unroll
+      for (int k = 0; k < V; ++k) {
+        const int64_t e = base + s * 32 * V + lane * V + k;
+        v[s][k] = e < n ? loadAsFloat(x, D, e) : 0.0f;
+      }
+  }
+}
+
+// Codes of one slot: packed into one 4- or 8-byte store when `full`.
+template <int V>
+__device__ __forceinline__ void storeCodes(uint8_t* codes, int64_t e0, int64_t n, bool full, const uint32_t (&c)[V]) {
+  if (full) {
+    if constexpr (V == 4) {
+      *reinterpret_cast<uint32_t*>(codes + e0) = c[0] | (c[1] << 8) | (c[2] << 16) | (c[3] << 24);
+    } else {
+      *reinterpret_cast<uint2*>(codes + e0) = make_uint2(c[0] | (c[1] << 8) | (c[2] << 16) | (c[3] << 24),
+                                                         c[4] | (c[5] << 8) | (c[6] << 16) | (c[7] << 24));
+    }
+  } else {
+#pragma unroll
+    for (int k = 0; k < V; ++k)
+      if (e0 + k < n) codes[e0 + k] = uint8_t(c[k]);
+  }
+}
+
+template <DType D>
+__device__ __forceinline__ void encodeSlot(const float (&v)[Tile<D>::V], float inv, const QuantFinder& f,
+                                           const uint32_t* table, uint8_t* codes, int64_t e0, int64_t n, bool full) {
+  constexpr int V = Tile<D>::V;
+  uint32_t c[V];
+#pragma unroll
+  for (int k = 0; k < V; ++k) c[k] = quantFind(__fmul_rn(v[k], inv), f, table);
+  storeCodes<V>(codes, e0, n, full, c);
+}
+
+// blockSize <= 256: one tile, 256 / kBlock blocks.
+template <DType D, int kBlock>
+__device__ __forceinline__ void quantizeTile(const void* x, int64_t n, uint8_t* codes, float* absmax, int64_t base,
+                                             bool aligned, const QuantFinder& f, const uint32_t* table, int lane) {
+  constexpr int V = Tile<D>::V, S = Tile<D>::S;
+  const bool full = aligned && base + kQuantTile <= n;
+  float v[S][V];
+  loadTile<D>(x, base, n, full, lane, v);
+  float mx[S];
+#pragma unroll
+  for (int s = 0; s < S; ++s) {
+    mx[s] = 0.0f;
+#pragma unroll
+    for (int k = 0; k < V; ++k) mx[s] = fmaxf(mx[s], fabsf(v[s][k]));
+  }
+  if constexpr (kBlock >= 32 * V) {  // a block spans whole slots of the warp
+    constexpr int SPB = kBlock / (32 * V);
+#pragma unroll
+    for (int s0 = 0; s0 < S; s0 += SPB) {
+      float m = mx[s0];
+#pragma unroll
+      for (int j = 1; j < SPB; ++j) m = fmaxf(m, mx[s0 + j]);
+      m = groupMax<32>(m);
+#pragma unroll
+      for (int j = 0; j < SPB; ++j) mx[s0 + j] = m;
+    }
+  } else {  // a block is kBlock / V lanes of one slot
+    constexpr int L = kBlock / V;
+#pragma unroll
+    for (int s = 0; s < S; ++s) mx[s] = groupMax<L>(mx[s]);
+  }
+#pragma unroll
+  for (int s = 0; s < S; ++s) {
+    const int64_t e0 = base + s * 32 * V + lane * V;
+    encodeSlot<D>(v[s], quantInverse(mx[s]), f, table, codes, e0, n, full);
+    if ((e0 - base) % kBlock == 0 && e0 < n) absmax[e0 / kBlock] = mx[s];
+  }
+}
+
+// blockSize > 256: the warp reads its block twice (max, then encode).
+template <DType D, int kBlock>
+__device__ __forceinline__ void quantizeBlock(const void* x, int64_t n, uint8_t* codes, float* absmax, int64_t base,
+                                              bool aligned, const QuantFinder& f, const uint32_t* table, int lane) {
+  constexpr int V = Tile<D>::V, S = Tile<D>::S, T = kBlock / kQuantTile;
+  float mx = 0.0f;
+#pragma unroll 2
+  for (int t = 0; t < T; ++t) {
+    const int64_t tb = base + int64_t(t) * kQuantTile;
+    if (tb >= n) break;
+    float v[S][V];
+    loadTile<D>(x, tb, n, aligned && tb + kQuantTile <= n, lane, v);
+#pragma unroll
+    for (int s = 0; s < S; ++s)
+#pragma unroll
+      for (int k = 0; k < V; ++k) mx = fmaxf(mx, fabsf(v[s][k]));
+  }
+  mx = groupMax<32>(mx);
+  const float inv = quantInverse(mx);
+#pragma unroll 2
+  for (int t = 0; t < T; ++t) {
+    const int64_t tb = base + int64_t(t) * kQuantTile;
+    if (tb >= n) break;
+    const bool full = aligned && tb + kQuantTile <= n;
+    float v[S][V];
+    loadTile<D>(x, tb, n, full, lane, v);
+#pragma unroll
+    for (int s = 0; s < S; ++s) encodeSlot<D>(v[s], inv, f, table, codes, tb + s * 32 * V + lane * V, n, full);
+  }
+  if (lane == 0) absmax[base / kBlock] = mx;
+}
+
+template <DType D, int kBlock>
+__global__ void __launch_bounds__(kThreads, 4) quantizeKernel(const void* __restrict__ x, int64_t n,
+                                                           uint8_t* __restrict__ codes, float* __restrict__ absmax,
+                                                           const uint32_t* __restrict__ tableG, const QuantFinder f,
+                                                           bool aligned) {
+  extern __shared__ uint2 sQuantTable[];
+  uint32_t* table = reinterpret_cast<uint32_t*>(sQuantTable);
+  stageToShared(table, tableG, size_t(f.sideEntries) * 8);
+  __syncthreads();
+  constexpr int64_t kUnit = kBlock > kQuantTile ? kBlock : kQuantTile;
+  const int lane = threadIdx.x & 31;
+  const int64_t units = (n + kUnit - 1) / kUnit;
+  const int64_t nw = int64_t(gridDim.x) * kWarps;
+  for (int64_t u = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5); u < units; u += nw) {
+    if constexpr (kBlock <= kQuantTile) quantizeTile<D, kBlock>(x, n, codes, absmax, u * kUnit, aligned, f, table, lane);
+    else quantizeBlock<D, kBlock>(x, n, codes, absmax, u * kUnit, aligned, f, table, lane);
+  }
+}
+
+// ---- dequantize --------------------------------------------------------------------------------
+
+constexpr int kDeqUnroll = 4;
+
+template <DType D>
+__global__ void __launch_bounds__(kThreads) dequantizeKernel(const uint8_t* __restrict__ codes,
+                                                             const float* __restrict__ absmax, int64_t n,
+                                                             void* __restrict__ out, const float* __restrict__ valuesG,
+                                                             uint32_t nCodes, int shift, bool aligned) {
+  __shared__ float sVal[256];
+  for (uint32_t i = threadIdx.x; i < nCodes; i += blockDim.x) sVal[i] = __ldg(valuesG + i);
+  __syncthreads();
+  constexpr int V = Vec16<D>::N;
+  const uint32_t mask = nCodes - 1;
+  const int64_t nv = aligned ? n / V : 0;
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  for (; i < nv; i += kDeqUnroll * stride) {
+    uint32_t cw[kDeqUnroll][V / 4];
+    float am[kDeqUnroll];
+#pragma unroll
+    for (int j = 0; j < kDeqUnroll; ++j) {  // loads first: kDeqUnroll groups in flight
+      const int64_t q = i + j * stride;
+      if (q < nv) {
+        if constexpr (V == 4) {
+          cw[j][0] = __ldg(reinterpret_cast<const uint32_t*>(codes) + q);
+        } else {
+          const uint2 c2 = __ldg(reinterpret_cast<const uint2*>(codes) + q);
+          cw[j][0] = c2.x;
+          cw[j][1] = c2.y;
+        }
+        am[j] = __ldg(absmax + ((q * V) >> shift));
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kDeqUnroll; ++j) {
+      const int64_t q = i + j * stride;
+      if (q < nv) {
+        float o[V];
+#pragma unroll
+        for (int k = 0; k < V; ++k) o[k] = __fmul_rn(sVal[(cw[j][k / 4] >> (8 * (k % 4))) & mask], am[j]);
+        store16<D>(out, q * V, o);
+      }
+    }
+  }
+  for (int64_t e = nv * V + int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += stride)
+    storeFromFloat(out, D, e, __fmul_rn(sVal[codes[e] & mask], __ldg(absmax + (e >> shift))));
+}
+
+// ---- launch ------------------------------------------------------------------------------------
+
+template <typename K>
+int persistentGrid(int dev, K kernel, size_t smem, int64_t wantBlocks) {
+  int occ = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kernel, kThreads, smem) != cudaSuccess || occ <= 0) occ = 1;
+  cudaGetLastError();
+  return int(std::max<int64_t>(1, std::min<int64_t>(wantBlocks, int64_t(occ) * smCount(dev))));
+}
+
+template <DType D, int kBlock>
+Status launchQuantize(int dev, cudaStream_t st, const void* x, int64_t n, uint8_t* codes, float* absmax,
+                      const void* mapBlob, const QuantFinder& f) {
+  auto kernel = quantizeKernel<D, kBlock>;
+  const size_t smem = size_t(f.sideEntries) * 8;
+  if (smem > 48 * 1024) {
+    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+    if (e != cudaSuccess) return statusOf(e, "quantizeBlockwise (shared memory)");
+  }
+  constexpr int64_t kUnit = kBlock > kQuantTile ? kBlock : kQuantTile;
+  const int64_t units = (n + kUnit - 1) / kUnit;
+  const int grid = persistentGrid(dev, kernel, smem, (units + kWarps - 1) / kWarps);
+  const bool aligned = (reinterpret_cast<uintptr_t>(x) & 15) == 0 && (reinterpret_cast<uintptr_t>(codes) & 7) == 0;
+  const uint32_t* table = reinterpret_cast<const uint32_t*>(static_cast<const uint8_t*>(mapBlob) + size_t(f.nCodes) * 4);
+  kernel<<<grid, kThreads, smem, st>>>(x, n, codes, absmax, table, f, aligned);
+  return lastError("quantizeBlockwise");
+}
+
+template <DType D>
+Status quantizeByBlock(int dev, cudaStream_t st, const void* x, int64_t n, uint8_t* codes, float* absmax,
+                       int64_t blockSize, const void* mapBlob, const QuantFinder& f) {
+  switch (blockSize) {
+    case 64: return launchQuantize<D, 64>(dev, st, x, n, codes, absmax, mapBlob, f);
+    case 128: return launchQuantize<D, 128>(dev, st, x, n, codes, absmax, mapBlob, f);
+    case 256: return launchQuantize<D, 256>(dev, st, x, n, codes, absmax, mapBlob, f);
+    case 512: return launchQuantize<D, 512>(dev, st, x, n, codes, absmax, mapBlob, f);
+    case 1024: return launchQuantize<D, 1024>(dev, st, x, n, codes, absmax, mapBlob, f);
+    case 2048: return launchQuantize<D, 2048>(dev, st, x, n, codes, absmax, mapBlob, f);
+    case 4096: return launchQuantize<D, 4096>(dev, st, x, n, codes, absmax, mapBlob, f);
+    default: return invalidArg("quantizeBlockwise: blockSize must be a power of two in [64, 4096]");
+  }
+}
+
+template <DType D>
+Status launchDequantize(int dev, cudaStream_t st, const uint8_t* codes, const float* absmax, int64_t n, void* out,
+                        int shift, const void* mapBlob, const QuantFinder& f) {
+  constexpr int V = Vec16<D>::N;
+  auto kernel = dequantizeKernel<D>;
+  const int64_t groups = (n + V - 1) / V;
+  const int grid = persistentGrid(dev, kernel, 0, (groups + kThreads - 1) / kThreads);
+  const bool aligned = (reinterpret_cast<uintptr_t>(out) & 15) == 0 && (reinterpret_cast<uintptr_t>(codes) & 7) == 0;
+  kernel<<<grid, kThreads, 0, st>>>(codes, absmax, n, out, static_cast<const float*>(mapBlob), f.nCodes, shift, aligned);
+  return lastError("dequantizeBlockwise");
+}
+
+bool validBlock(int64_t b) { return b >= 64 && b <= 4096 && (b & (b - 1)) == 0; }
+bool validMap(const QuantFinder& f) { return (f.nCodes == 16 || f.nCodes == 256) && f.sideEntries > 0; }
+
+}  // namespace
+
+Status quantizeBlockwise(int dev, const void* x, DType dtype, int64_t n, uint8_t* codes, float* absmax,
+                         int64_t blockSize, const void* mapBlob, const QuantFinder& f) {
+  if (n < 0 || !validBlock(blockSize) || !validMap(f) || (n > 0 && (!x || !codes || !absmax || !mapBlob)))
+    return invalidArg("quantizeBlockwise: bad arguments");
+  if (n == 0) return Status();
+  cudaStream_t st;
+  Status ok = deviceStream(dev, &st, "quantizeBlockwise");
+  if (!ok.ok()) return ok;
+  switch (dtype) {
+    case DType::F32: return quantizeByBlock<DType::F32>(dev, st, x, n, codes, absmax, blockSize, mapBlob, f);
+    case DType::BF16: return quantizeByBlock<DType::BF16>(dev, st, x, n, codes, absmax, blockSize, mapBlob, f);
+    case DType::F16: return quantizeByBlock<DType::F16>(dev, st, x, n, codes, absmax, blockSize, mapBlob, f);
+    default: return invalidArg("quantizeBlockwise: input must be f32, bf16 or f16");
+  }
+}
+
+Status dequantizeBlockwise(int dev, const uint8_t* codes, const float* absmax, int64_t n, void* out, DType dtype,
+                           int64_t blockSize, const void* mapBlob, const QuantFinder& f) {
+  if (n < 0 || !validBlock(blockSize) || !validMap(f) || (n > 0 && (!out || !codes || !absmax || !mapBlob)))
+    return invalidArg("dequantizeBlockwise: bad arguments");
+  if (n == 0) return Status();
+  cudaStream_t st;
+  Status ok = deviceStream(dev, &st, "dequantizeBlockwise");
+  if (!ok.ok()) return ok;
+  int shift = 0;
+  while ((int64_t(1) << shift) < blockSize) ++shift;
+  switch (dtype) {
+    case DType::F32: return launchDequantize<DType::F32>(dev, st, codes, absmax, n, out, shift, mapBlob, f);
+    case DType::BF16: return launchDequantize<DType::BF16>(dev, st, codes, absmax, n, out, shift, mapBlob, f);
+    case DType::F16: return launchDequantize<DType::F16>(dev, st, codes, absmax, n, out, shift, mapBlob, f);
+    default: return invalidArg("dequantizeBlockwise: output must be f32, bf16 or f16");
+  }
+}
+
+Status memsetBytes(int dev, void* dst, int value, size_t bytes) {
+  if (bytes == 0) return Status();
+  cudaStream_t st;
+  Status ok = deviceStream(dev, &st, "memsetBytes");
+  if (!ok.ok()) return ok;
+  return statusOf(cudaMemsetAsync(dst, value, bytes, st), "memsetBytes");
+}
+
+}  // namespace gpu
+}  // namespace slimopt

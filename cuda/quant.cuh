@@ -1,0 +1,153 @@
+// Blockwise quantization: the code finder, the quantized-state layout and the per-element Adam
+// math of AdamW8bit/AdamW4bit, shared by the CUDA kernels and the CPU backend so that both
+// compute the same codes.
+//
+// Codes. A map is a sorted table of 16 or 256 f32 values in [-1, 1] (lib/quant.ts builds the
+// bitsandbytes dynamic maps). A value x (already divided by its block's absmax) is stored as the
+// index of the nearest map entry; at an exact tie, the entry of smaller magnitude (and, between
+// two of equal magnitude, the lower index). That is the definition both backends follow, checked
+// against a brute-force search in the tests.
+//
+// Finder. Instead of searching the map, the code is read off the float's bits: |x| is clamped to
+// [base, top], and (bits - base) >> 16 picks a bucket (128 buckets per binade, one table per sign).
+// The host builds the table so that each bucket holds at most one point where the code changes:
+// entry = [code above : 8][code at or below : 8][low 16 bits of the last |x| still below : 16].
+// One shared-memory load and one compare per element, and the result is the nearest code by
+// construction (the builder derives every entry from the brute-force definition).
+#pragma once
+#include <cmath>
+#include "adamw.cuh"
+#include "common.cuh"
+
+namespace slimopt {
+
+constexpr int kFinderShift = 16;  // 23 - 7 mantissa bits per bucket
+
+struct QuantFinder {
+  uint32_t baseBits;     // |x| bits of the first bucket (a binade's start); smaller |x| clamp here
+  uint32_t topBits;      // first |x| bits past the last binade; larger |x| (and NaN) clamp here
+  uint32_t sideEntries;  // table entries per sign; the entries of x < 0 follow those of x >= 0
+  uint32_t nCodes;       // 16 or 256
+};
+
+// A map as the kernels read it: nCodes values, then 2 * sideEntries table entries (u32), in one
+// allocation. mapBlobBytes() is its size.
+SLIMOPT_HD size_t mapBlobBytes(const QuantFinder& f) {
+  return size_t(f.nCodes) * 4 + size_t(f.sideEntries) * 8;
+}
+
+// kSigned = false skips the sign: for values known to be >= 0 (Adam's v), only the first half of
+// the table is needed.
+template <bool kSigned = true>
+SLIMOPT_HD uint32_t quantFind(float x, const QuantFinder& f, const uint32_t* table) {
+  const uint32_t u = floatBits(x);
+  uint32_t c = u & 0x7fffffffu;
+  c = c < f.baseBits ? f.baseBits : c;
+  c = c > f.topBits ? f.topBits : c;
+  uint32_t idx = (c - f.baseBits) >> kFinderShift;
+  if (kSigned) idx += (u >> 31) * f.sideEntries;
+  const uint32_t e = table[idx];
+  return (c & 0xffffu) > (e & 0xffffu) ? (e >> 24) : ((e >> 16) & 0xffu);
+}
+
+// Round-to-nearest ops that the CUDA compiler may not fuse (an FMA rounds once, the CPU twice), so
+// that codes, absmax and moments are the same bits on both backends. The CPU build uses
+// -ffp-contract=off.
+#if defined(__CUDA_ARCH__)
+#define SLIMOPT_FMUL(a, b) __fmul_rn((a), (b))
+#define SLIMOPT_FADD(a, b) __fadd_rn((a), (b))
+#define SLIMOPT_FRCP(a) __frcp_rn(a)
+#else
+#define SLIMOPT_FMUL(a, b) ((a) * (b))
+#define SLIMOPT_FADD(a, b) ((a) + (b))
+#define SLIMOPT_FRCP(a) (1.0f / (a))
+#endif
+
+// 1/absmax, or 0 for an all-zero block (its codes are then the code of 0).
+SLIMOPT_HD float quantInverse(float absmax) { return absmax > 0.0f ? SLIMOPT_FRCP(absmax) : 0.0f; }
+
+// ---- quantized Adam ----------------------------------------------------------------------------
+
+constexpr int kQuantTile = 256;  // elements per unit of work (one 8-bit block, two 4-bit blocks)
+
+SLIMOPT_HD int quantBlockSize(int bits) { return bits == 8 ? 256 : 128; }
+
+// One tensor of a quantized-Adam group. Quantized tensors hold codes (u8 for 8 bits, two codes
+// per byte for 4 bits, element 2j in the low nibble) and one f32 absmax per block and state;
+// tensors under minSize8bit hold f32 m and v (`quantized` = 0) and run the same math unquantized.
+struct QAdamTensor {
+  void* param;
+  const void* grad;      // same dtype as param
+  void* stateA;          // m: codes, or f32
+  void* stateB;          // v: codes, or f32
+  float* absmaxA;        // per block (quantized only)
+  float* absmaxB;
+  int64_t numel;
+  int64_t tileBegin;     // index of this tensor's first tile in the group
+  DType paramDtype;
+  int32_t quantized;
+  int32_t vectorOk;      // param and grad 16-byte aligned: full tiles use 16-byte accesses
+  uint32_t seedSalt;     // stochastic-rounding stream of this tensor (its index in the group)
+};
+
+struct QAdamHyper {
+  float lr, beta1, beta2, eps, weightDecay;
+  int32_t bits;                // 8 or 4
+  int32_t stochasticRounding;  // bf16 params only
+  int32_t skipNonFinite;
+  uint64_t seed;
+};
+
+// beta^t by squaring: exactly rounded double products on both backends, unlike pow().
+SLIMOPT_HD double powInt(double b, int32_t t) {
+  double r = 1.0;
+  while (t > 0) {
+    if (t & 1) r = SLIMOPT_DMUL(r, b);
+    b = SLIMOPT_DMUL(b, b);
+    t >>= 1;
+  }
+  return r;
+}
+
+// The scalars of step t (torch AdamW convention), the same bits on both backends.
+SLIMOPT_HD AdamwScalars qadamScalars(const QAdamHyper& h, int32_t t) {
+  const double bc1 = SLIMOPT_DADD(1.0, -powInt(double(h.beta1), t));
+  const double bc2 = SLIMOPT_DADD(1.0, -powInt(double(h.beta2), t));
+  AdamwScalars s;
+  s.lr = h.lr; s.beta1 = h.beta1; s.beta2 = h.beta2; s.eps = h.eps;
+  s.decayFactor = float(SLIMOPT_DADD(1.0, -SLIMOPT_DMUL(double(h.lr), double(h.weightDecay))));
+  s.convention = AdamConvention::Torch;
+  s.stepSize = float(SLIMOPT_DDIV(double(h.lr), bc1));
+  s.invSqrtBc2 = float(SLIMOPT_DDIV(1.0, SLIMOPT_DSQRT(bc2)));
+  return s;
+}
+
+// Adam's moments of one element, every op rounded on its own: the same bits on both backends, so
+// the codes (a function of m and v only) are too.
+SLIMOPT_HD void qadamMoments(float g, float& m, float& v, const AdamwScalars& s) {
+  m = SLIMOPT_FADD(SLIMOPT_FMUL(s.beta1, m), SLIMOPT_FMUL(1.0f - s.beta1, g));
+  v = SLIMOPT_FADD(SLIMOPT_FMUL(s.beta2, v), SLIMOPT_FMUL(SLIMOPT_FMUL(1.0f - s.beta2, g), g));
+}
+
+// The parameter update from the new moments (torch AdamW convention). On the device sqrt and the
+// division are the hardware approximations (a few ulp; the exact ones cost ~18 instructions per
+// element, a fifth of the step's arithmetic); W alone depends on them, never the states.
+SLIMOPT_HD float qadamParam(float w, float m, float v, const AdamwScalars& s) {
+#if defined(__CUDA_ARCH__)
+  float sq;
+  asm("sqrt.approx.f32 %0, %1;" : "=f"(sq) : "f"(v));
+  const float denom = fmaf(sq, s.invSqrtBc2, s.eps);
+  return fmaf(-s.stepSize, __fdividef(m, denom), w * s.decayFactor);
+#else
+  w = w * s.decayFactor;
+  const float denom = std::sqrt(v) * s.invSqrtBc2 + s.eps;
+  return w - s.stepSize * (m / denom);
+#endif
+}
+
+SLIMOPT_HD float qadamElement(float w, float g, float& m, float& v, const AdamwScalars& s) {
+  qadamMoments(g, m, v, s);
+  return qadamParam(w, m, v, s);
+}
+
+}  // namespace slimopt
