@@ -5,7 +5,7 @@ Runs the benchmark workload (the weight matrices of 4 LLaMA-7B decoder layers, 8
 parameters; every dimension // --scale when scaled) through torch.optim.AdamW(fused=True) on a
 CUDA device and prints one JSON document on stdout:
 
-    {"torch": "<version>", "device": "<name>", "cuda": "<version>", "results":
+    {"torch": "<version>", "device": "<name>", "cuda": "<version>", "copyGBps": <torch's copy_>, "results":
      [{"name": "adamw", "dtype": "f32", "stateDtype": "f32", "params": ..., "medianMs": ...,
        "minMs": ..., "maxMs": ..., "stateBytesPerParam": ...}, ...]}
 
@@ -85,6 +85,17 @@ def bench_adamw(torch, dtype_name, shapes, args):
     }
 
 
+def copy_bandwidth(torch, nbytes, reps, warmup):
+    """dst.copy_(src) over nbytes, (read + write) bytes / median time, GB/s: a cross-check of the
+    copy bandwidth slimopt measures with its own kernel (the floor of every row)."""
+    src = torch.empty(nbytes, dtype=torch.uint8, device="cuda").fill_(1)
+    dst = torch.empty_like(src)
+    times = time_steps(torch, lambda: dst.copy_(src), reps, warmup)
+    del src, dst
+    torch.cuda.empty_cache()
+    return 2 * nbytes / (statistics.median(times) * 1e6)
+
+
 ROWS = {"adamw": bench_adamw}
 
 
@@ -96,6 +107,7 @@ def main():
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--rows", default="adamw:f32,adamw:bf16", help="comma-separated name:dtype")
     ap.add_argument("--device", default="cuda:0")
+    ap.add_argument("--copy-bytes", type=int, default=2 << 30, help="0: no copy-bandwidth cross-check")
     args = ap.parse_args()
     if args.steps < 1 or args.warmup < 0 or args.scale < 1:
         ap.error("--steps >= 1, --warmup >= 0, --scale >= 1")
@@ -106,6 +118,7 @@ def main():
         return 1
     torch.cuda.set_device(torch.device(args.device))
     shapes = workload(args.layers, args.scale)
+    copy_gbps = copy_bandwidth(torch, args.copy_bytes, 20, 3) if args.copy_bytes > 0 else None
     results = []
     for row in [r for r in args.rows.split(",") if r]:
         name, _, dtype_name = row.partition(":")
@@ -118,6 +131,7 @@ def main():
         "cuda": torch.version.cuda,
         "device": torch.cuda.get_device_name(),
         "tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+        "copyGBps": copy_gbps,
         "results": results,
     }
     json.dump(doc, sys.stdout)

@@ -13,6 +13,8 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeBuffer", NativeBuffer::Init(env));
   registerTensorOps(env, exports);
   registerAdamw(env, exports);
+  registerGalore(env, exports);
+  registerGrass(env, exports);
   registerBench(env, exports);
   registerQuant(env, exports);
   registerQAdam(env, exports);

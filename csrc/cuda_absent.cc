@@ -45,6 +45,11 @@ Status memsetZero(int, void*, size_t) { return noCuda(); }
 Status synchronize(int) { return noCuda(); }
 Status pointerCheck(int, const void*) { return noCuda(); }
 Status lastError(const char*) { return Status(); }
+Status statusFromCode(int code, const std::string&) { return code == 0 ? Status() : noCuda(); }
+Status pinnedAlloc(size_t, void** out) { *out = nullptr; return noCuda(); }
+void pinnedFree(void*) {}
+Status copyDtoHAsync(int, void*, const void*, size_t, void** eventOut) { *eventOut = nullptr; return noCuda(); }
+Status eventWaitAndDestroy(void*) { return noCuda(); }
 
 Status fillRandn(int, void*, DType, int64_t, uint64_t, float, float) { return noCuda(); }
 Status convert(int, const void*, DType, void*, DType, int64_t) { return noCuda(); }
@@ -53,6 +58,43 @@ Status adamwStep(int, const AdamwTensor*, int32_t, int64_t, const AdamwHyper&, A
   return noCuda();
 }
 int32_t adamwScratchInts(int) { return 0; }
+std::string blasPath() { return "none (built without CUDA)"; }
+std::string solverPath() { return "none (built without CUDA)"; }
+void setForceBuiltin(bool) {}
+bool forceBuiltin() { return false; }
+Status gemm(int, const GemmArgs&, GemmMode) { return noCuda(); }
+Status scanNonFinite(int, const void*, DType, int64_t, int32_t*) { return noCuda(); }
+Status galoreRefreshWorkspace(int, int64_t, int64_t, int64_t, bool, RefreshMethod, int64_t* floats) {
+  *floats = 0;
+  return noCuda();
+}
+Status galoreRefresh(int, const void*, DType, int64_t, int64_t, int64_t, bool, float*, bool, const int32_t*,
+                     RefreshMethod, GemmMode, float*, int64_t, float*) {
+  return noCuda();
+}
+Status galoreStep(int, const GaloreTensor&, const GaloreHyper&, const AdamwCounters*, const int32_t*, float*,
+                  float*, float*, float*) {
+  return noCuda();
+}
+Status galoreFinish(int, AdamwCounters*, const int32_t*) { return noCuda(); }
+size_t grassCubBytes(int, int64_t, Status* status) {
+  if (status) *status = noCuda();
+  return 0;
+}
+Status grassStep(int, const GrassTensor*, const GrassTensor*, int32_t, const GrassUnits&, const GrassHyper&,
+                 AdamwCounters*, void*, const GrassWorkspace&) {
+  return noCuda();
+}
+Status grassSelectOnly(int, const GrassTensor&, const GrassHyper&, void*, const GrassWorkspace&, int32_t*, float*) {
+  return noCuda();
+}
+Status grassGatherRows(int, void*, const void*, DType, int64_t, int64_t, const int32_t*, int64_t, const float*) {
+  return noCuda();
+}
+Status grassScatterRows(int, void*, DType, int64_t, int64_t, const int32_t*, int64_t, const void*, float,
+                        const float*) {
+  return noCuda();
+}
 Status copyKernel(int, void*, const void*, size_t) { return noCuda(); }
 Status eventCreate(void** ev) {
   if (ev) *ev = nullptr;

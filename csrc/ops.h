@@ -10,6 +10,8 @@ int64_t countArg(Napi::Env env, Napi::Value v, const char* what);
 
 void registerTensorOps(Napi::Env env, Napi::Object exports);
 void registerAdamw(Napi::Env env, Napi::Object exports);
+void registerGalore(Napi::Env env, Napi::Object exports);
+void registerGrass(Napi::Env env, Napi::Object exports);
 void registerBench(Napi::Env env, Napi::Object exports);
 void registerQuant(Napi::Env env, Napi::Object exports);
 void registerQAdam(Napi::Env env, Napi::Object exports);

@@ -1,20 +1,23 @@
 // Multi-tensor AdamW: one cooperative launch per group per step.
 //
 // Work layout. The glue numbers the group's chunks (hyper.chunkSize elements, a tensor's last one
-// partial); this kernel cuts each chunk into units of at most kUnit elements and deals the units
-// round-robin to a persistent grid (occupancy x SMs blocks, all resident), so tiny and huge
-// tensors share one launch and the tail of the step is one small unit, not one chunk. A unit's
-// tensor is found by binary search over chunkBegin (checked against the previous hit first).
+// partial); this kernel cuts each chunk into units of at most kUnit elements. A persistent grid
+// (occupancy x SMs blocks, all resident) takes units in order from an atomic counter in scratch,
+// so the units in flight at any moment are neighbours in memory (a compact DRAM working set: a
+// static round-robin deal measured 4-10% slower on an H200, as a grid-stride copy is against a
+// flat one), tiny and huge tensors share one launch, and the tail of the step is one small unit.
+// A unit's tensor is found by binary search over chunkBegin (the previous hit is tried first).
 //
 // Why two phases. A step whose gradients hold any NaN/Inf must leave every parameter and state
-// of the group untouched, decided on the device without a host sync. A block cannot know that
-// before every other block has seen its gradients, so phase 1 scans all gradients (each block
-// its own units, a flag per block in scratch), a grid barrier, then phase 2 updates if no block
-// flagged. The cost is one extra read of G (4 of 28 B/param for f32), kept as cheap as possible:
-// 16-byte loads, one AND+ADD per 32-bit word (no float compare), and phase 2 walks its units in
-// reverse so what phase 1 read last is still in L2 (a whole small group is). With
-// skipNonFinite = 0 there is no scan: one pass, and one barrier at the end only so that block 0
-// bumps the step after every block has read it.
+// of the group untouched, decided on the device without a host sync. No block may write before
+// every gradient has been seen, so phase 1 scans all gradients (larger units dealt round-robin,
+// a flag per block in scratch), a grid barrier, then phase 2 updates if no block flagged. The
+// cost is one extra read of G (4 of 28 B/param for f32), kept as cheap as possible: 16-byte
+// loads, one AND+ADD per 32-bit word (no float compare), and phase 2 takes the units in reverse
+// order so that what phase 1 read last is still in L2 (a whole small group is). With
+// skipNonFinite = 0 there is no scan and one pass. Either way block 0 zeroes the unit counter
+// before the (one) grid barrier, so scratch needs no zeroing by the caller, and the step counter
+// is read by every block before that barrier and written by block 0 only after it.
 //
 // Element mapping. Each thread owns kQuads quads (4 consecutive elements) per pass, quad j at
 // (j*kThreads + tid): every warp access is contiguous whatever the dtype (16 B per lane for f32,
@@ -39,30 +42,62 @@ namespace {
 
 namespace cg = cooperative_groups;
 
-constexpr int kThreads = 512;
-constexpr int kQuads = 2;          // quads per thread per pass: 8 elements, 8 loads in flight (f32)
-constexpr int64_t kUnit = 16384;   // elements per unit of work (a multiple of 4 * kThreads)
-constexpr int kScanUnroll = 4;     // 16-byte gradient loads in flight per thread in the scan
+// Measured on an H200 (809.5M f32 params in 28 tensors, and 300 small mixed tensors): 256 threads
+// x 4 blocks per SM (64 registers) with one quad per thread per pass beat 512 x 1..2 blocks with
+// 1..4 quads (a block barrier per unit is hidden only when another block shares the SM); units
+// of 4096 elements beat 8192/16384 (a smaller DRAM working set); scan units of 32K elements with
+// 8 loads in flight per thread.
+constexpr int kThreads = 256;
+constexpr int kMinBlocks = 4;
+constexpr int kQuads = 1;             // quads per thread per pass
+constexpr int64_t kUnit = 4096;       // elements per unit of the update
+constexpr int64_t kScanUnit = 32768;  // elements per unit of the scan
+constexpr int kScanUnroll = 8;        // 16-byte gradient loads in flight per thread
 
 struct Params {
   const AdamwTensor* tensors;
   int32_t nTensors;
   int64_t unitsPerChunk;
   int64_t totalUnits;
+  int64_t scanUnitsPerChunk;
+  int64_t totalScanUnits;
   AdamwHyper hyper;
   AdamwCounters* counters;
-  int32_t* flags;
+  uint32_t* work;  // scratch[0]: phase 2's unit counter (scratch[1] unused)
+  int32_t* flags;  // scratch[2..]: one per block
 };
 
 // ---- quads: 4 consecutive elements as f32 --------------------------------------------------
+// Explicit global-space vector accesses: through void* the compiler emits generic LD/ST and
+// splits the vector stores into 32-bit ones (and __ldca/__stwb measured 7% slower for bf16).
+
+__device__ __forceinline__ float4 ld4(const float* p) {
+  float4 r;
+  asm("ld.global.v4.f32 {%0,%1,%2,%3}, [%4];" : "=f"(r.x), "=f"(r.y), "=f"(r.z), "=f"(r.w) : "l"(p));
+  return r;
+}
+__device__ __forceinline__ uint2 ld2(const uint16_t* p) {
+  uint2 r;
+  asm("ld.global.v2.u32 {%0,%1}, [%2];" : "=r"(r.x), "=r"(r.y) : "l"(p));
+  return r;
+}
+// The loads are plain (non-volatile) asm so the compiler may schedule them early: every element is
+// loaded once and stored once by the same thread, and a store depends on its own load's value.
+// The stores are volatile with a memory clobber: they keep program order.
+__device__ __forceinline__ void st4(float* p, float4 x) {
+  asm volatile("st.global.v4.f32 [%0], {%1,%2,%3,%4};" ::"l"(p), "f"(x.x), "f"(x.y), "f"(x.z), "f"(x.w) : "memory");
+}
+__device__ __forceinline__ void st2(uint16_t* p, uint2 x) {
+  asm volatile("st.global.v2.u32 [%0], {%1,%2};" ::"l"(p), "r"(x.x), "r"(x.y) : "memory");
+}
 
 template <DType D>
 __device__ __forceinline__ void loadQuad(const void* p, int64_t i, float x[4]) {
   if (D == DType::F32) {
-    float4 f = *reinterpret_cast<const float4*>(static_cast<const float*>(p) + i);
+    float4 f = ld4(static_cast<const float*>(p) + i);
     x[0] = f.x; x[1] = f.y; x[2] = f.z; x[3] = f.w;
   } else {
-    uint2 u = *reinterpret_cast<const uint2*>(static_cast<const uint16_t*>(p) + i);
+    uint2 u = ld2(static_cast<const uint16_t*>(p) + i);
     uint16_t h[4] = {uint16_t(u.x), uint16_t(u.x >> 16), uint16_t(u.y), uint16_t(u.y >> 16)};
 #pragma unroll
     for (int k = 0; k < 4; ++k) x[k] = D == DType::BF16 ? bf16ToFloat(h[k]) : f16ToFloat(h[k]);
@@ -73,13 +108,13 @@ __device__ __forceinline__ void storeHalfQuad(void* p, int64_t i, const uint16_t
   uint2 u;
   u.x = uint32_t(h[0]) | (uint32_t(h[1]) << 16);
   u.y = uint32_t(h[2]) | (uint32_t(h[3]) << 16);
-  *reinterpret_cast<uint2*>(static_cast<uint16_t*>(p) + i) = u;
+  st2(static_cast<uint16_t*>(p) + i, u);
 }
 
 template <DType D>
 __device__ __forceinline__ void storeQuad(void* p, int64_t i, const float x[4]) {
   if (D == DType::F32) {
-    *reinterpret_cast<float4*>(static_cast<float*>(p) + i) = make_float4(x[0], x[1], x[2], x[3]);
+    st4(static_cast<float*>(p) + i, make_float4(x[0], x[1], x[2], x[3]));
   } else {
     uint16_t h[4];
 #pragma unroll
@@ -249,13 +284,15 @@ __device__ __forceinline__ int findTensor(const AdamwTensor* T, int n, int64_t c
 }
 
 // Unit u -> (tensor, element range). Returns false when the unit is empty (past a tensor's end).
-__device__ __forceinline__ bool locate(const Params& p, int64_t u, int& k, int64_t& b, int64_t& e) {
-  const int64_t chunk = u / p.unitsPerChunk;
-  const int64_t off = (u - chunk * p.unitsPerChunk) * kUnit;
+// (Units of `size` elements, `perChunk` of them per chunk.)
+__device__ __forceinline__ bool locate(const Params& p, int64_t u, int64_t size, int64_t perChunk,
+                                       int& k, int64_t& b, int64_t& e) {
+  const int64_t chunk = u / perChunk;
+  const int64_t off = (u - chunk * perChunk) * size;
   k = findTensor(p.tensors, p.nTensors, chunk, k);
   const AdamwTensor& T = p.tensors[k];
   b = (chunk - __ldg(&T.chunkBegin)) * p.hyper.chunkSize + off;
-  e = min(b + min(kUnit, p.hyper.chunkSize - off), __ldg(&T.numel));
+  e = min(b + min(size, p.hyper.chunkSize - off), __ldg(&T.numel));
   return b < e;
 }
 
@@ -271,42 +308,60 @@ __device__ __forceinline__ AdamwTensor loadTensor(const AdamwTensor* T) {
   return r;
 }
 
+// Runs f(unit) for units taken in order from *counter (reverse: last unit first) until none is
+// left. Thread 0 fetches the next unit while the block works on the current one, so the atomic's
+// latency is hidden; a second block on the SM covers the barrier at each unit's end.
+template <typename F>
+__device__ __forceinline__ void forEachUnit(uint32_t* counter, int64_t total, bool reverse, F f) {
+  __shared__ uint32_t sNext;
+  if (threadIdx.x == 0) sNext = atomicAdd(counter, 1u);
+  __syncthreads();
+  int64_t u = sNext;
+  while (u < total) {
+    __syncthreads();  // everyone has read sNext
+    if (threadIdx.x == 0) sNext = atomicAdd(counter, 1u);
+    f(reverse ? total - 1 - u : u);
+    __syncthreads();
+    u = sNext;
+  }
+}
+
 template <bool kCheck>
-__global__ void __launch_bounds__(kThreads, 2) adamwKernel(const Params p) {
+__global__ void __launch_bounds__(kThreads, kMinBlocks) adamwKernel(const Params p) {
   __shared__ AdamwScalars sScalars;
   __shared__ int32_t sStep;
   cg::grid_group grid = cg::this_grid();
-  // Every block reads the step before the barrier; block 0 writes it only after.
   if (threadIdx.x == 0) {
     const int32_t t = p.counters->step + 1;
     sStep = t;
     sScalars = adamwScalars(p.hyper, t);
+    if (blockIdx.x == 0) p.work[0] = 0;  // phase 2's unit counter, used after the barrier
   }
-  const int64_t first = blockIdx.x, stride = gridDim.x;
-  const int64_t count = first < p.totalUnits ? (p.totalUnits - 1 - first) / stride + 1 : 0;
 
   bool skip = false;
   if (kCheck) {
+    // Phase 1: scan units dealt round-robin, no block barrier inside (a scan unit is a few
+    // 16-byte loads per thread: a barrier per unit would leave the SM idle at each one).
     bool bad = false;
     int k = 0;
-    for (int64_t j = 0; j < count && !bad; ++j) {  // per-thread early out: no barrier in here
+    for (int64_t u = blockIdx.x; u < p.totalScanUnits && !bad; u += gridDim.x) {
       int64_t b, e;
-      if (!locate(p, first + j * stride, k, b, e)) continue;
+      if (!locate(p, u, kScanUnit, p.scanUnitsPerChunk, k, b, e)) continue;
       const AdamwTensor* T = p.tensors + k;
       bad = scanRange(T->grad, DType(__ldg(reinterpret_cast<const int32_t*>(&T->gradDtype))), b, e);
     }
     bad = __syncthreads_or(bad);
     if (threadIdx.x == 0) p.flags[blockIdx.x] = bad ? 1 : 0;
-    grid.sync();
+    grid.sync();  // every block has read the step, zeroed counter, flags written
     int any = 0;
     for (int i = threadIdx.x; i < int(gridDim.x); i += kThreads) any |= __ldcg(p.flags + i);
     skip = __syncthreads_or(any) != 0;
-    if (blockIdx.x == 0 && threadIdx.x == 0) {
-      if (skip) p.counters->skipped += 1;
-      else p.counters->step += 1;
-    }
   } else {
-    __syncthreads();
+    grid.sync();  // every block has read the step; counter zeroed
+  }
+  if (blockIdx.x == 0 && threadIdx.x == 0) {
+    if (skip) p.counters->skipped += 1;
+    else p.counters->step += 1;
   }
 
   if (!skip) {
@@ -317,17 +372,14 @@ __global__ void __launch_bounds__(kThreads, 2) adamwKernel(const Params p) {
     c.stochastic = p.hyper.stochasticRounding != 0;
     const DType st = p.hyper.stateDtype;
     int k = p.nTensors - 1;
-    for (int64_t j = count - 1; j >= 0; --j) {  // reverse: the last-scanned gradients are in L2
+    // Reverse order after a scan: the gradients phase 1 read last are still in L2.
+    forEachUnit(p.work, p.totalUnits, kCheck, [&](int64_t u) {
       int64_t b, e;
-      if (!locate(p, first + j * stride, k, b, e)) continue;
-      const AdamwTensor T = loadTensor(p.tensors + k);
-      updateUnit(T, b, e, c, st);
-    }
-  }
-
-  if (!kCheck) {
-    grid.sync();
-    if (blockIdx.x == 0 && threadIdx.x == 0) p.counters->step += 1;
+      if (locate(p, u, kUnit, p.unitsPerChunk, k, b, e)) {
+        const AdamwTensor T = loadTensor(p.tensors + k);
+        updateUnit(T, b, e, c, st);
+      }
+    });
   }
 }
 
@@ -352,7 +404,7 @@ int maxGrid(int dev, bool check) {
 }  // namespace
 
 int32_t adamwScratchInts(int dev) {
-  return std::max(1, std::max(maxGrid(dev, true), maxGrid(dev, false)));
+  return 2 + std::max(1, std::max(maxGrid(dev, true), maxGrid(dev, false)));
 }
 
 Status adamwStep(int dev, const AdamwTensor* tensors, int32_t nTensors, int64_t totalChunks,
@@ -361,7 +413,7 @@ Status adamwStep(int dev, const AdamwTensor* tensors, int32_t nTensors, int64_t 
   if (nTensors < 0 || totalChunks < 0 || (totalChunks > 0 && (nTensors == 0 || !tensors)))
     return invalidArg("adamwStep: bad tensor list");
   if (!counters) return invalidArg("adamwStep: counters is null");
-  if (hyper.skipNonFinite && !scratch) return invalidArg("adamwStep: scratch is null");
+  if (!scratch) return invalidArg("adamwStep: scratch is null");
   if (hyper.stateDtype != DType::F32 && hyper.stateDtype != DType::BF16)
     return invalidArg("adamwStep: state dtype must be f32 or bf16");
   cudaStream_t st;
@@ -376,9 +428,12 @@ Status adamwStep(int dev, const AdamwTensor* tensors, int32_t nTensors, int64_t 
   p.nTensors = nTensors;
   p.unitsPerChunk = (hyper.chunkSize + kUnit - 1) / kUnit;
   p.totalUnits = totalChunks * p.unitsPerChunk;
+  p.scanUnitsPerChunk = (hyper.chunkSize + kScanUnit - 1) / kScanUnit;
+  p.totalScanUnits = totalChunks * p.scanUnitsPerChunk;
   p.hyper = hyper;
   p.counters = counters;
-  p.flags = scratch;
+  p.work = reinterpret_cast<uint32_t*>(scratch);
+  p.flags = scratch + 2;
   const int grid = int(std::max<int64_t>(1, std::min<int64_t>(cap, p.totalUnits)));
   void* args[] = {&p};
   cudaError_t e = check ? cudaLaunchCooperativeKernel((const void*)adamwKernel<true>, grid, kThreads, args, 0, st)

@@ -131,9 +131,13 @@ SLIMOPT_HD Philox4 philox4x32(uint64_t counterLo, uint64_t counterHi, uint64_t k
 #if defined(__CUDA_ARCH__)
 #define SLIMOPT_DMUL(a, b) __dmul_rn((a), (b))
 #define SLIMOPT_DADD(a, b) __dadd_rn((a), (b))
+#define SLIMOPT_DDIV(a, b) __ddiv_rn((a), (b))
+#define SLIMOPT_DSQRT(a) __dsqrt_rn(a)
 #else
 #define SLIMOPT_DMUL(a, b) ((a) * (b))
 #define SLIMOPT_DADD(a, b) ((a) + (b))
+#define SLIMOPT_DDIV(a, b) ((a) / (b))
+#define SLIMOPT_DSQRT(a) __builtin_sqrt(a)
 #endif
 
 // ln(x) for x in (0, 1], from + * / only. x = 2^e * m with m in [sqrt(1/2), sqrt(2));

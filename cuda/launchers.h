@@ -3,6 +3,8 @@
 #pragma once
 #include <cstdint>
 #include "adamw.cuh"
+#include "galore.cuh"
+#include "grass.cuh"
 #include "runtime.h"
 
 namespace slimopt {
@@ -21,6 +23,53 @@ Status convert(int dev, const void* src, DType srcType, void* dst, DType dstType
 Status adamwStep(int dev, const AdamwTensor* tensors, int32_t nTensors, int64_t totalChunks,
                  const AdamwHyper& hyper, AdamwCounters* counters, int32_t* scratch);
 int32_t adamwScratchInts(int dev);
+
+// ---- linear algebra and GaLore (cuda/linalg.cu, cuda/galore.cu) ----------------------------
+// Which GEMM / eigen-solver path serves dev: "cuBLAS (<path>)" or "built-in ..." (text for info).
+std::string blasPath();
+std::string solverPath();
+// Forces the built-in kernels even when cuBLAS/cuSOLVER load (also SLIMOPT_LINALG=builtin).
+void setForceBuiltin(bool force);
+bool forceBuiltin();
+// Row-major GEMM on dev (GemmArgs in galore.cuh; A, B f32; C f32 or bf16 for the built-in path).
+Status gemm(int dev, const GemmArgs& a, GemmMode mode);
+// flag |= any NaN/Inf in g[0..n) (flag is device memory, zeroed by the caller first).
+Status scanNonFinite(int dev, const void* g, DType t, int64_t n, int32_t* flag);
+// Top-r singular vectors of X into P with the sign rule (layout as cpu::topSingular), on the
+// device (cuda/galore_refresh.cu): Svd exact (cuSOLVER syevdx or the built-in subspace iteration on
+// the f32 Gram matrix), Warm started from P. P is kept when *flag != 0 (the group's step is
+// skipped) or X is all zero or not finite; decided on the device. ws: galoreRefreshWorkspace()
+// floats of device memory; xScratch: rows x cols f32 when X is not f32. `mode` is the precision of
+// the warm path's GEMMs with X (the exact path is strict f32 throughout).
+Status galoreRefreshWorkspace(int dev, int64_t rows, int64_t cols, int64_t r, bool left, RefreshMethod method,
+                              int64_t* floats);
+Status galoreRefresh(int dev, const void* X, DType xt, int64_t rows, int64_t cols, int64_t r, bool left,
+                     float* P, bool hasPrev, const int32_t* flag, RefreshMethod method, GemmMode mode, float* ws,
+                     int64_t wsFloats, float* xScratch);
+// One GaLore step of one tensor; nothing changes when *flag != 0. sR: R-sized, sT: r x cols for
+// Full, sBig: rows x cols f32 when the parameter or gradient is not f32 (else may be null),
+// scalars: 2 floats of device memory (the epilogue's alpha, beta, written on the device).
+Status galoreStep(int dev, const GaloreTensor& T, const GaloreHyper& h, const AdamwCounters* counters,
+                  const int32_t* flag, float* sR, float* sT, float* sBig, float* scalars);
+// counters->step += 1 or counters->skipped += 1 by *flag.
+Status galoreFinish(int dev, AdamwCounters* counters, const int32_t* flag);
+// Grass (cuda/grass.cuh). grassCubBytes: the radix-sort scratch for selections over up to
+// maxLines lines (part of the group's workspace). grassStep: one step of a group, all launches
+// enqueued (see grass.cu); deviceList is the device copy of hostList (whose pointers are device
+// pointers), units the totals of its *Begin prefixes; ws is laid out by L. grassSelectOnly: the
+// selection a refresh of T would make, into idxOut/rhoOut (device, T.rank each); changes nothing.
+size_t grassCubBytes(int dev, int64_t maxLines, Status* status);
+Status grassStep(int dev, const GrassTensor* deviceList, const GrassTensor* hostList, int32_t n,
+                 const GrassUnits& units, const GrassHyper& h, AdamwCounters* counters, void* ws,
+                 const GrassWorkspace& L);
+Status grassSelectOnly(int dev, const GrassTensor& T, const GrassHyper& h, void* ws, const GrassWorkspace& L,
+                       int32_t* idxOut, float* rhoOut);
+// out[j, :] = scale_j * src[idx_j, :] for j < count (src rows × cols; no scale: a copy).
+Status grassGatherRows(int dev, void* out, const void* src, DType d, int64_t rows, int64_t cols,
+                       const int32_t* idx, int64_t count, const float* scale);
+// dst[idx_j, :] += alpha * scale_j * src[j, :]; idx sorted, duplicates summed in order.
+Status grassScatterRows(int dev, void* dst, DType d, int64_t rows, int64_t cols, const int32_t* idx,
+                        int64_t count, const void* src, float alpha, const float* scale);
 
 // Bandwidth probe: dst = src over n bytes with 16-byte accesses (the copy the floor is set by).
 Status copyKernel(int dev, void* dst, const void* src, size_t bytes);

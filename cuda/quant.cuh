@@ -57,14 +57,10 @@ SLIMOPT_HD uint32_t quantFind(float x, const QuantFinder& f, const uint32_t* tab
 #define SLIMOPT_FMUL(a, b) __fmul_rn((a), (b))
 #define SLIMOPT_FADD(a, b) __fadd_rn((a), (b))
 #define SLIMOPT_FRCP(a) __frcp_rn(a)
-#define SLIMOPT_DDIV(a, b) __ddiv_rn((a), (b))
-#define SLIMOPT_DSQRT(a) __dsqrt_rn(a)
 #else
 #define SLIMOPT_FMUL(a, b) ((a) * (b))
 #define SLIMOPT_FADD(a, b) ((a) + (b))
 #define SLIMOPT_FRCP(a) (1.0f / (a))
-#define SLIMOPT_DDIV(a, b) ((a) / (b))
-#define SLIMOPT_DSQRT(a) std::sqrt(a)
 #endif
 
 // 1/absmax, or 0 for an all-zero block (its codes are then the code of 0).

@@ -87,6 +87,7 @@ Status useDevice(int dev, cudaStream_t* out, const char* op) {
 
 Status deviceStream(int dev, cudaStream_t* out, const char* what) { return useDevice(dev, out, what); }
 Status statusOf(cudaError_t e, const std::string& what) { return check(e, what); }
+Status statusFromCode(int code, const std::string& what) { return check(cudaError_t(code), what); }
 Status invalidArg(const std::string& what) {
   Status s;
   s.code = int(cudaErrorInvalidValue);
@@ -211,8 +212,9 @@ static Status copy(int dev, void* dst, const void* src, size_t bytes, cudaMemcpy
 }
 
 Status copyHtoD(int dev, void* dst, const void* src, size_t bytes) {
-  // Synchronized: the source is pageable memory the caller may reuse as soon as we return.
-  return copy(dev, dst, src, bytes, cudaMemcpyHostToDevice, true, "copying host to device");
+  // No stream sync: from pageable memory, cudaMemcpyAsync returns once the source is staged, so
+  // the caller may reuse it, and the JS thread does not wait for the kernels enqueued before.
+  return copy(dev, dst, src, bytes, cudaMemcpyHostToDevice, false, "copying host to device");
 }
 Status copyDtoH(int dev, void* dst, const void* src, size_t bytes) {
   return copy(dev, dst, src, bytes, cudaMemcpyDeviceToHost, true, "copying device to host");

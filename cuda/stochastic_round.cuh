@@ -12,6 +12,10 @@ namespace slimopt {
 SLIMOPT_HD Philox4 srBlock(uint64_t seed, uint32_t seedSalt, int32_t t, int64_t i) {
   return philox4x32(uint64_t(i) >> 2, (uint64_t(uint32_t(t)) << 32) | seedSalt, seed);
 }
-SLIMOPT_HD uint32_t srBits(const Philox4& r, int64_t i) { return r.v[i & 3] & 0xffffu; }
+// (Selects without indexing r.v by a run-time value, which would put r in local memory on the GPU.)
+SLIMOPT_HD uint32_t srBits(const Philox4& r, int64_t i) {
+  uint32_t w = (i & 2) ? ((i & 1) ? r.v[3] : r.v[2]) : ((i & 1) ? r.v[1] : r.v[0]);
+  return w & 0xffffu;
+}
 
 }  // namespace slimopt

@@ -14,6 +14,14 @@ export interface SlimoptInfo {
   linearAlgebra: string;
 }
 
+/** The GEMM and SVD-refresh paths GaLore uses now (cuBLAS or the built-in kernel; the solver). */
+function linearAlgebra(cuda: boolean): string {
+  const cpu = "CPU: blocked f32 GEMM, exact SVD (double Gram + symmetric eigen)";
+  if (!cuda) return cpu;
+  const l = native().linalgInfo();
+  return `GEMM: ${l.blas}; SVD refresh: ${l.solver}`;
+}
+
 /** What `slimopt info` prints: the build, the devices, and which library paths are in use. */
 export function info(): SlimoptInfo {
   const nat = native();
@@ -33,6 +41,6 @@ export function info(): SlimoptInfo {
     })),
     cublas,
     cusolver,
-    linearAlgebra: count === 0 ? "cpu" : cublas ? `cuBLAS (${cublas})` : "built-in kernels (cuBLAS not found)",
+    linearAlgebra: linearAlgebra(count > 0),
   };
 }

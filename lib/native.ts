@@ -23,6 +23,18 @@ export interface AdamwGroupHandle {
   dispose(): void;
 }
 
+export interface GrassStepArgs {
+  lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; scale: number;
+  skipNonFinite: boolean; refreshing: boolean; select: number; keepState: boolean; refreshIndex: number;
+}
+
+export interface GrassGroupHandle {
+  step(h: GrassStepArgs, grads: NativeBufferHandle[], compacts: (NativeBufferHandle | null)[]): void;
+  /** Bytes of the native workspace (refresh scratch, per-slot step sizes, device tensor lists). */
+  workspaceBytes(): number;
+  dispose(): void;
+}
+
 /** A validated code map with its finder table (csrc/quant_map.cc). */
 export interface QuantMapHandle {
   readonly size: number;
@@ -62,6 +74,29 @@ export interface NativeAddon {
   fillZero(buf: NativeBufferHandle, bytes: number): void;
   AdamwGroup: new (device: number, tensors: unknown[][], counters: NativeBufferHandle, stateDtype: number,
                    chunkSize: number) => AdamwGroupHandle;
+  gemm(a: NativeBufferHandle, aType: number, b: NativeBufferHandle, bType: number, c: NativeBufferHandle, cType: number,
+       o: { m: number; n: number; k: number; transA: boolean; transB: boolean; alpha: number; beta: number; mode: number }): void;
+  galoreScan(flag: NativeBufferHandle, grads: [NativeBufferHandle, number, number][]): void;
+  galoreRefresh(g: NativeBufferHandle, gType: number, rows: number, cols: number, rank: number, left: boolean,
+                p: NativeBufferHandle, hasPrev: boolean, flag: NativeBufferHandle, method?: number, mode?: number,
+                ws?: NativeBufferHandle | null, xScratch?: NativeBufferHandle | null): void;
+  galoreRefreshWorkspace(onDevice: NativeBufferHandle, rows: number, cols: number, rank: number, left: boolean,
+                         method: number): number;
+  galoreStep(w: NativeBufferHandle, wType: number, g: NativeBufferHandle, gType: number, m: NativeBufferHandle,
+             v: NativeBufferHandle, pa: NativeBufferHandle, pb: NativeBufferHandle | null, side: number, rows: number,
+             cols: number, rank: number, counters: NativeBufferHandle, flag: NativeBufferHandle, sR: NativeBufferHandle,
+             sT: NativeBufferHandle | null, sBig: NativeBufferHandle | null, scalars: NativeBufferHandle | null,
+             h: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; scale: number; mode: number }): void;
+  galoreFinish(counters: NativeBufferHandle, flag: NativeBufferHandle): void;
+  linalgInfo(): { blas: string; solver: string; forceBuiltin: boolean };
+  setForceBuiltin(force: boolean): void;
+  GrassGroup: new (device: number, tensors: unknown[][], counters: NativeBufferHandle) => GrassGroupHandle;
+  grassSelect(grad: NativeBufferHandle, rows: number, cols: number, dtype: number, mode: number, rank: number,
+              select: number, seed: bigint, refreshIndex: number, idx: NativeBufferHandle, rho: NativeBufferHandle): void;
+  grassGatherRows(out: NativeBufferHandle, src: NativeBufferHandle, rows: number, cols: number, dtype: number,
+                  idx: NativeBufferHandle, count: number, scale: NativeBufferHandle | null): void;
+  grassScatterRows(dst: NativeBufferHandle, rows: number, cols: number, dtype: number, idx: NativeBufferHandle,
+                   count: number, src: NativeBufferHandle, alpha: number, scale: NativeBufferHandle | null): void;
   QuantMap: new (values: Float32Array) => QuantMapHandle;
   quantizeBlockwise(x: NativeBufferHandle, dtype: number, n: number, codes: NativeBufferHandle, absmax: NativeBufferHandle,
                     blockSize: number, map: QuantMapHandle): void;

@@ -38,6 +38,12 @@ function checkDtype(d: unknown): DType {
   return d as DType;
 }
 
+/** The kind of a typed array, by its tag rather than instanceof: arrays made in another realm (a
+ *  vm context, a test sandbox, the addon) are the same kinds. */
+function arrayKind(x: unknown): string {
+  return Object.prototype.toString.call(x).slice(8, -1);
+}
+
 type Source = Tensor | Float32Array | Float64Array | Uint16Array | Uint8Array | Int32Array | number[];
 
 /** A row-major, contiguous array on one device. Owns its memory unless it wraps a foreign pointer. */
@@ -48,6 +54,8 @@ export class Tensor {
   readonly numel: number;
   /** @internal */
   readonly handle: NativeBufferHandle;
+  // Mirrors the handle's state in JS so hot-path checks make no native call.
+  private freed = false;
 
   /** @internal use tensor(), zeros(), randn() or fromDevicePointer() */
   constructor(handle: NativeBufferHandle, shape: readonly number[], dtype: DType, dev: Device) {
@@ -71,7 +79,7 @@ export class Tensor {
   }
 
   get disposed(): boolean {
-    return this.handle.disposed;
+    return this.freed;
   }
 
   /** The address of the data (device memory for CUDA), for other native code. */
@@ -82,7 +90,7 @@ export class Tensor {
 
   /** @internal */
   assertLive(what = "tensor"): void {
-    if (this.handle.disposed) fail("E_DISPOSED", `${what} was disposed`);
+    if (this.freed) fail("E_DISPOSED", `${what} was disposed`);
   }
 
   /** Copies values in: a Tensor of the same numel (any device; converted if the dtype differs), or
@@ -116,20 +124,21 @@ export class Tensor {
     const length = (src as ArrayLike<number>).length;
     if (length !== this.numel) fail("E_SHAPE", `copyFrom: ${length} values into a tensor of ${this.numel}`);
     if (isFloatType(this.dtype)) {
-      if (src instanceof Uint16Array) {
+      if (arrayKind(src) === "Uint16Array") {
         if (this.dtype === "f32") fail("E_DTYPE", "copyFrom: a Uint16Array holds bf16/f16 bits, not f32 values");
-        nat.writeRaw(this.handle, 0, src);
+        nat.writeRaw(this.handle, 0, src as Uint16Array);
         return this;
       }
       let f: Float32Array;
-      if (src instanceof Float32Array) f = src;
-      else if (src instanceof Float64Array || Array.isArray(src)) f = Float32Array.from(src as ArrayLike<number>);
+      const kind = arrayKind(src);
+      if (kind === "Float32Array") f = src as Float32Array;
+      else if (kind === "Float64Array" || Array.isArray(src)) f = Float32Array.from(src as ArrayLike<number>);
       else fail("E_DTYPE", `copyFrom: a ${src.constructor.name} cannot fill a ${this.dtype} tensor`);
       nat.writeFloat(this.handle, DTYPE_CODE[this.dtype], f);
       return this;
     }
-    if (this.dtype === "u8" && src instanceof Uint8Array) { nat.writeRaw(this.handle, 0, src); return this; }
-    if (this.dtype === "i32" && src instanceof Int32Array) { nat.writeRaw(this.handle, 0, src); return this; }
+    if (this.dtype === "u8" && arrayKind(src) === "Uint8Array") { nat.writeRaw(this.handle, 0, src as Uint8Array); return this; }
+    if (this.dtype === "i32" && arrayKind(src) === "Int32Array") { nat.writeRaw(this.handle, 0, src as Int32Array); return this; }
     if (Array.isArray(src)) {
       const arr = this.dtype === "u8" ? Uint8Array.from(src) : Int32Array.from(src);
       nat.writeRaw(this.handle, 0, arr);
@@ -184,7 +193,8 @@ export class Tensor {
 
   /** Frees the memory now (after the work already enqueued). Idempotent. */
   dispose(): void {
-    if (this.handle.disposed) return;
+    if (this.freed) return;
+    this.freed = true;
     registry.unregister(this);
     this.handle.dispose();
   }
@@ -204,7 +214,7 @@ export function tensor(data: Float32Array | Float64Array | Uint16Array | Uint8Ar
   const len = (data as { length?: unknown })?.length;
   if (typeof len !== "number") fail("E_ARG", "tensor() needs a typed array or an array of numbers");
   const sh = shape ?? [len];
-  const dtype = checkDtype(opts.dtype ?? (data instanceof Int32Array ? "i32" : data instanceof Uint8Array ? "u8" : "f32"));
+  const dtype = checkDtype(opts.dtype ?? (arrayKind(data) === "Int32Array" ? "i32" : arrayKind(data) === "Uint8Array" ? "u8" : "f32"));
   const n = checkShape(sh);
   if (n !== len) fail("E_SHAPE", `${len} values do not fill shape [${sh.join(", ")}]`);
   const t = Tensor.empty(sh, dtype, resolveDevice(opts.device));

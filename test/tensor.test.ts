@@ -132,3 +132,15 @@ describe("tensors on the CPU", () => {
     expectCode(() => fromDevicePointer(12345n, [4], { device: "cpu" }), "E_DEVICE");
   });
 });
+
+describe("typed arrays from another realm", () => {
+  test("a Float32Array made in a vm context fills a tensor like a local one", async () => {
+    const vm = require("vm");
+    const foreign = vm.runInNewContext("new Float32Array([1.5, -2, 3])") as Float32Array;
+    expect(foreign instanceof Float32Array).toBe(false);
+    const t = tensor(foreign, [3], { dtype: "bf16", device: "cpu" });
+    expect(Array.from(await t.toFloat32Array())).toEqual([1.5, -2, 3]);
+    const u = tensor(vm.runInNewContext("new Int32Array([4, 5])") as Int32Array, [2], { device: "cpu" });
+    expect(u.dtype).toBe("i32");
+  });
+});

@@ -21,7 +21,9 @@ export function formatInfo(i: SlimoptInfo): string {
     ["CUDA usable", i.cuda.usable ? "yes" : `no${i.cuda.why ? `: ${i.cuda.why}` : ""}`],
   ];
   i.devices.forEach((d, k) => {
-    const parts = [d.id.padEnd(7), d.name];
+    const cpus = d.id === "cpu" ? require("os").cpus() : [];
+    const name = d.id === "cpu" ? `${(cpus[0]?.model ?? "cpu").trim()}, ${cpus.length} cores` : d.name;
+    const parts = [d.id.padEnd(7), name];
     if (d.computeCapability) parts.push(`compute ${d.computeCapability}`);
     parts.push(fmtBytes(d.totalMemory));
     if (d.lost) parts.push(`LOST: ${d.lost}`);

@@ -14,7 +14,7 @@ commands:
       --only <a,b:dtype>   run only these benchmarks (names, or name:dtype)
       --steps <N>          timed steps per row (default 10; 3 with --quick)
       --scale <S>          divide every workload dimension by S (default 1 on CUDA,
-                           8 on the CPU, 16 on the CPU with --quick)
+                           4 on the CPU, 8 on the CPU with --quick)
       --no-torch           do not run the PyTorch reference (bench/torch_baseline.py)
       --list               list the benchmarks and exit
   build [-- <cmake-js args>]   rebuild the native addon from source (needs CMake and a C++ compiler)
@@ -85,7 +85,10 @@ main(process.argv.slice(2)).then(
       process.stderr.write(`slimopt: ${e.message}\n`);
       process.exitCode = 1;
     } else {
-      process.stderr.write(`slimopt: ${e instanceof Error ? e.stack ?? e.message : String(e)}\n`);
+      // The message says what to do (e.g. "no native addon found ... run `npx slimopt build`");
+      // the stack is for slimopt's developers.
+      const msg = e instanceof Error ? (process.env.SLIMOPT_DEBUG ? e.stack ?? e.message : e.message) : String(e);
+      process.stderr.write(`${msg.startsWith("slimopt") ? "" : "slimopt: "}${msg}\n`);
       process.exitCode = 1;
     }
   },

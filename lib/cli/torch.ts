@@ -17,6 +17,8 @@ export interface TorchRow {
 export interface TorchResult {
   torch: string;
   cuda?: string | null;
+  /** torch's dst.copy_(src) bandwidth, (read + write) GB/s: a cross-check of slimopt's copy kernel. */
+  copyGBps?: number | null;
   device: string;
   results: TorchRow[];
 }

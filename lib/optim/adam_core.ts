@@ -30,6 +30,7 @@ export class AdamGroupEngine {
   readonly expAvgSq = new Map<Parameter, Tensor>();
   private plan?: AdamwGroupHandle;
   private planKey: NativeBufferHandle[] = [];
+  private planParams: Parameter[] = [];
 
   constructor(dev: Device, stateDtype: DType) {
     this.device = dev;
@@ -40,6 +41,7 @@ export class AdamGroupEngine {
   /** Allocates moments for new parameters (zeros) and rebuilds the tensor list if any tensor of
    *  the group changed. Allocation failures throw before anything is enqueued. */
   prepare(params: Parameter[]): void {
+    if (this.plan && this.sameTensors(params)) return;
     const created: Tensor[] = [];
     try {
       for (const p of params) {
@@ -57,9 +59,6 @@ export class AdamGroupEngine {
       for (const p of params) if (created.includes(this.expAvg.get(p)!)) { this.expAvg.delete(p); this.expAvgSq.delete(p); }
       throw e;
     }
-    const key: NativeBufferHandle[] = [];
-    for (const p of params) key.push(p.data.handle, p.grad.handle, this.expAvg.get(p)!.handle, this.expAvgSq.get(p)!.handle);
-    if (this.plan && key.length === this.planKey.length && key.every((h, i) => h === this.planKey[i])) return;
     const entries = params.map((p) => [
       p.data.handle, p.grad.handle, this.expAvg.get(p)!.handle, this.expAvgSq.get(p)!.handle,
       p.numel, DTYPE_CODE[p.dtype], DTYPE_CODE[p.grad.dtype],
@@ -67,7 +66,19 @@ export class AdamGroupEngine {
     const plan = new (native().AdamwGroup)(this.device.index, entries, this.counters.handle, DTYPE_CODE[this.stateDtype], CHUNK);
     this.plan?.dispose();
     this.plan = plan;
-    this.planKey = key;
+    this.planParams = params.slice();
+    this.planKey = params.flatMap((p) => [p.data.handle, p.grad.handle]);
+  }
+
+  // The moments belong to the engine and never change under it; parameters and gradients may.
+  private sameTensors(params: Parameter[]): boolean {
+    const pp = this.planParams, key = this.planKey;
+    if (params.length !== pp.length) return false;
+    for (let i = 0; i < params.length; i++) {
+      const p = params[i];
+      if (p !== pp[i] || p.data.handle !== key[2 * i] || p.grad.handle !== key[2 * i + 1]) return false;
+    }
+    return true;
   }
 
   /** Enqueues one step of every tensor of the group: one launch on CUDA. */

@@ -136,11 +136,14 @@ export class AdamW extends Optimizer<AdamWOptions> {
 
   loadStateDict(sd: StateDict): void {
     this.checkStateDictBase(sd, "AdamW");
+    const known = new Set<string>();
     const want = (name: string, shape: readonly number[], dtype: string): Tensor | undefined => {
+      known.add(name);
+      if (!Object.prototype.hasOwnProperty.call(sd.tensors, name)) return undefined;
       const t = sd.tensors[name];
-      if (t === undefined) return undefined;
-      if (!(t instanceof Tensor) || t.disposed || t.dtype !== dtype || t.numel !== shape.reduce((a, b) => a * b, 1))
-        fail("E_CHECKPOINT", `state tensor ${name} must be ${dtype} [${shape}]`);
+      if (!(t instanceof Tensor) || t.disposed || t.dtype !== dtype || t.shape.length !== shape.length ||
+          t.shape.some((s, k) => s !== shape[k]))
+        fail("E_CHECKPOINT", `state tensor ${name} must be ${dtype} [${shape}], got ${t instanceof Tensor ? `${t.dtype} [${t.shape}]` : typeof t}`);
       return t;
     };
     // Validate everything before touching any state.
@@ -160,6 +163,8 @@ export class AdamW extends Optimizer<AdamWOptions> {
       if (counters && moments.length !== g.params.length) fail("E_CHECKPOINT", `group ${gi} lacks moments for some parameters`);
       plan.push({ g, counters, moments });
     });
+    for (const name of Object.keys(sd.tensors))
+      if (!known.has(name)) fail("E_CHECKPOINT", `unexpected state tensor ${name}`);
     for (const { g, counters, moments } of plan) {
       const old = this.engines.get(g);
       if (!counters) {

@@ -8,25 +8,28 @@ import { optimizerCase } from "./optimizer_case";
 
 const HYPER = { lr: 1e-3, betas: [0.9, 0.999] as [number, number], eps: 1e-8, weightDecay: 1e-2 };
 
-function adamwCase(dtype: "f32" | "bf16", stateDtype: "f32" | "bf16") {
+// skipNonFinite (default on) scans every gradient before any write: 4 (f32) or 2 (bf16) bytes per
+// parameter beyond the floor's count. The rows with the guard off show the update kernel alone.
+function adamwCase(dtype: "f32" | "bf16", stateDtype: "f32" | "bf16", skipNonFinite = true) {
   const stateSize = stateDtype === "f32" ? 4 : 2;
   const pSize = dtype === "f32" ? 4 : 2;
   return optimizerCase({
     name: "adamw",
     dtype,
-    variant: stateDtype === dtype ? undefined : `states ${stateDtype}`,
+    variant: `states ${stateDtype}${skipNonFinite ? "" : ", no NaN guard"}`,
     torchRow: stateDtype === dtype ? `adamw:${dtype}` : undefined,
     // read W G m v, write W m v
     bytesPerParam: 3 * pSize + 4 * stateSize,
     expectedStateBytesPerParam: 2 * stateSize,
     peakExtraBytesPerParam: 0,
-    options: { stateDtype, ...HYPER },
-    make: (params) => new AdamW(params, { ...HYPER, stateDtype } as AdamWOptions) as unknown as Optimizer<GroupOptions>,
+    options: { stateDtype, skipNonFinite, ...HYPER },
+    make: (params) => new AdamW(params, { ...HYPER, stateDtype, skipNonFinite } as AdamWOptions) as unknown as Optimizer<GroupOptions>,
   });
 }
 
 export const adamw: BenchDefinition = {
   name: "adamw",
   description: "fused multi-tensor AdamW step over the workload",
-  cases: () => [adamwCase("f32", "f32"), adamwCase("bf16", "f32"), adamwCase("bf16", "bf16")],
+  cases: () => [adamwCase("f32", "f32"), adamwCase("bf16", "f32"), adamwCase("bf16", "bf16"),
+                adamwCase("f32", "f32", false), adamwCase("bf16", "f32", false)],
 };

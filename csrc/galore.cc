@@ -1,0 +1,252 @@
+// GaLore glue: argument checks and dispatch to cpu:: or gpu:: (no math here). Every buffer is
+// checked for device and size before anything runs, so a bad call is refused, never a crash.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+#include <string>
+#include "buffer.h"
+#include "devices.h"
+#include "errors.h"
+#include "ops.h"
+#include "cpu/cpu_backend.h"
+#include "../cuda/launchers.h"
+
+namespace slimopt {
+
+namespace {
+
+// A live buffer on dev holding at least `bytes`.
+void* bufArg(Napi::Env env, Napi::Value v, int dev, size_t bytes, const char* what) {
+  NativeBuffer* b = NativeBuffer::From(env, v, what);
+  if (b->device() != dev) throwError(env, "E_DEVICE", std::string(what) + " is on another device");
+  if (b->bytes() < bytes) throwError(env, "E_SHAPE", std::string(what) + " is too small");
+  return b->data();
+}
+void* optBufArg(Napi::Env env, Napi::Value v, int dev, size_t bytes, const char* what) {
+  if (v.IsNull() || v.IsUndefined()) return nullptr;
+  return bufArg(env, v, dev, bytes, what);
+}
+int deviceOf(Napi::Env env, Napi::Value v) {
+  int dev = NativeBuffer::From(env, v, "buffer")->device();
+  ensureUsable(env, dev);
+  return dev;
+}
+double numField(Napi::Env env, Napi::Object o, const char* key) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsNumber()) throwError(env, "E_ARG", std::string(key) + " must be a number");
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!std::isfinite(d)) throwError(env, "E_ARG", std::string(key) + " must be finite");
+  return d;
+}
+int64_t intField(Napi::Env env, Napi::Object o, const char* key, int64_t lo) {
+  double d = numField(env, o, key);
+  if (d != std::floor(d) || d < double(lo) || d > 9.0e15) throwError(env, "E_ARG", std::string(key) + " is out of range");
+  return int64_t(d);
+}
+DType floatDtype(Napi::Env env, Napi::Value v) {
+  DType d = dtypeArg(env, v);
+  if (d != DType::F32 && d != DType::BF16 && d != DType::F16) throwError(env, "E_DTYPE", "expected f32, bf16 or f16");
+  return d;
+}
+GemmMode modeOf(Napi::Env env, Napi::Object o) {
+  int64_t m = intField(env, o, "mode", 0);
+  if (m > 1) throwError(env, "E_ARG", "mode must be 0 (tf32) or 1 (strict f32)");
+  return GemmMode(m);
+}
+
+// gemm(A, aType, B, bType, C, cType, { m, n, k, transA, transB, alpha, beta, mode })
+Napi::Value Gemm(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[6].IsObject()) throwError(env, "E_ARG", "gemm(A, aType, B, bType, C, cType, opts)");
+  int dev = deviceOf(env, info[4]);
+  Napi::Object o = info[6].As<Napi::Object>();
+  GemmArgs g;
+  g.M = intField(env, o, "m", 0); g.N = intField(env, o, "n", 0); g.K = intField(env, o, "k", 0);
+  g.transA = o.Get("transA").ToBoolean(); g.transB = o.Get("transB").ToBoolean();
+  g.alpha = float(numField(env, o, "alpha")); g.beta = float(numField(env, o, "beta"));
+  g.aType = floatDtype(env, info[1]); g.bType = floatDtype(env, info[3]); g.cType = floatDtype(env, info[5]);
+  GemmMode mode = modeOf(env, o);
+  if (dev != kCpu && (g.aType != DType::F32 || g.bType != DType::F32 || g.cType != DType::F32))
+    throwError(env, "E_DTYPE", "gemm on CUDA takes f32 operands");
+  g.lda = g.transA ? g.M : g.K;
+  g.ldb = g.transB ? g.K : g.N;
+  g.ldc = g.N;
+  g.A = bufArg(env, info[0], dev, size_t(g.M * g.K) * dtypeSize(g.aType), "A");
+  g.B = bufArg(env, info[2], dev, size_t(g.K * g.N) * dtypeSize(g.bType), "B");
+  g.C = bufArg(env, info[4], dev, size_t(g.M * g.N) * dtypeSize(g.cType), "C");
+  if (dev == kCpu) {
+    cpu::gemm(g);
+    return env.Undefined();
+  }
+  gpu::Status st = gpu::gemm(dev, g, mode);
+  if (!st.ok()) throwCuda(env, dev, st, "gemm");
+  return env.Undefined();
+}
+
+// galoreScan(flag, [[grad, dtype, numel], ...]): flag = any NaN/Inf in the gradients.
+Napi::Value Scan(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[1].IsArray()) throwError(env, "E_ARG", "galoreScan(flag, grads)");
+  int dev = deviceOf(env, info[0]);
+  auto* flag = static_cast<int32_t*>(bufArg(env, info[0], dev, 4, "flag"));
+  Napi::Array a = info[1].As<Napi::Array>();
+  struct G { const void* p; DType t; int64_t n; };
+  std::vector<G> gs;
+  for (uint32_t i = 0; i < a.Length(); ++i) {
+    Napi::Value e = a.Get(i);
+    if (!e.IsArray() || e.As<Napi::Array>().Length() != 3) throwError(env, "E_ARG", "malformed gradient entry");
+    Napi::Array x = e.As<Napi::Array>();
+    DType t = floatDtype(env, x.Get(1u));
+    int64_t n = countArg(env, x.Get(2u), "numel");
+    gs.push_back({bufArg(env, x.Get(0u), dev, size_t(n) * dtypeSize(t), "gradient"), t, n});
+  }
+  if (dev == kCpu) {
+    bool bad = false;
+    for (const G& g : gs) if (!bad) bad = cpu::anyNonFinite(g.p, g.t, g.n);
+    *flag = bad ? 1 : 0;
+    return env.Undefined();
+  }
+  gpu::Status st = gpu::memsetZero(dev, flag, 4);
+  for (const G& g : gs) if (st.ok()) st = gpu::scanNonFinite(dev, g.p, g.t, g.n, flag);
+  if (!st.ok()) throwCuda(env, dev, st, "galoreScan");
+  return env.Undefined();
+}
+
+// galoreRefresh(G, gType, rows, cols, rank, left, P, hasPrev, flag, method, mode, ws, xScratch)
+// method 0 svd (exact), 1 warm; mode 0 tf32, 1 strict (the warm path's GEMMs with G). ws: the
+// workspace galoreRefreshWorkspace() asked for (null on the CPU); xScratch: rows x cols f32 when G
+// is not f32 on CUDA. The CPU computes the exact vectors whatever the method.
+Napi::Value Refresh(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int dev = deviceOf(env, info[0]);
+  DType gt = floatDtype(env, info[1]);
+  int64_t rows = countArg(env, info[2], "rows"), cols = countArg(env, info[3], "cols"), r = countArg(env, info[4], "rank");
+  if (r < 1 || r > std::min(rows, cols)) throwError(env, "E_ARG", "rank must be in [1, min(rows, cols)]");
+  bool left = info[5].ToBoolean();
+  const void* G = bufArg(env, info[0], dev, size_t(rows * cols) * dtypeSize(gt), "gradient");
+  auto* P = static_cast<float*>(bufArg(env, info[6], dev, size_t((left ? rows : cols) * r) * 4, "projector"));
+  bool hasPrev = info[7].ToBoolean();
+  auto* flag = static_cast<const int32_t*>(bufArg(env, info[8], dev, 4, "flag"));
+  int64_t method = info.Length() > 9 && !info[9].IsUndefined() ? countArg(env, info[9], "method") : 0;
+  if (method > 1) throwError(env, "E_ARG", "method must be 0 (svd) or 1 (warm)");
+  int64_t mode = info.Length() > 10 && !info[10].IsUndefined() ? countArg(env, info[10], "mode") : 1;
+  if (mode > 1) throwError(env, "E_ARG", "mode must be 0 (tf32) or 1 (strict f32)");
+  if (dev == kCpu) {
+    if (*flag == 0) cpu::topSingular(G, gt, rows, cols, r, left, P, hasPrev);
+    return env.Undefined();
+  }
+  int64_t need = 0;
+  gpu::Status st = gpu::galoreRefreshWorkspace(dev, rows, cols, r, left, RefreshMethod(method), &need);
+  if (!st.ok()) throwCuda(env, dev, st, "galoreRefresh");
+  auto* ws = static_cast<float*>(need > 0 ? bufArg(env, info[11], dev, size_t(need) * 4, "refresh workspace") : nullptr);
+  auto* xs = static_cast<float*>(gt != DType::F32 ? bufArg(env, info[12], dev, size_t(rows * cols) * 4, "scratch") : nullptr);
+  st = gpu::galoreRefresh(dev, G, gt, rows, cols, r, left, P, hasPrev, flag, RefreshMethod(method), GemmMode(mode),
+                          ws, need, xs);
+  if (!st.ok()) throwCuda(env, dev, st, "galoreRefresh");
+  return env.Undefined();
+}
+
+// galoreRefreshWorkspace(anyBufferOnTheDevice, rows, cols, rank, left, method): f32 elements of
+// device workspace a refresh needs (0 on the CPU).
+Napi::Value RefreshWorkspace(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int dev = deviceOf(env, info[0]);
+  int64_t rows = countArg(env, info[1], "rows"), cols = countArg(env, info[2], "cols"), r = countArg(env, info[3], "rank");
+  if (r < 1 || r > std::min(rows, cols)) throwError(env, "E_ARG", "rank must be in [1, min(rows, cols)]");
+  bool left = info[4].ToBoolean();
+  int64_t method = countArg(env, info[5], "method");
+  if (method > 1) throwError(env, "E_ARG", "method must be 0 (svd) or 1 (warm)");
+  if (dev == kCpu) return Napi::Number::New(env, 0);
+  int64_t need = 0;
+  gpu::Status st = gpu::galoreRefreshWorkspace(dev, rows, cols, r, left, RefreshMethod(method), &need);
+  if (!st.ok()) throwCuda(env, dev, st, "galoreRefreshWorkspace");
+  return Napi::Number::New(env, double(need));
+}
+
+// galoreStep(W, wType, G, gType, m, v, Pa, Pb, side, rows, cols, rank, counters, flag, sR, sT,
+//            sBig, scalars, hyper{lr, beta1, beta2, eps, weightDecay, scale, mode})
+Napi::Value Step(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 19 || !info[18].IsObject()) throwError(env, "E_ARG", "galoreStep: bad arguments");
+  int dev = deviceOf(env, info[0]);
+  GaloreTensor T{};
+  T.paramDtype = floatDtype(env, info[1]);
+  T.gradDtype = floatDtype(env, info[3]);
+  int64_t side = countArg(env, info[8], "side");
+  if (side > 2) throwError(env, "E_ARG", "side must be 0, 1 or 2");
+  T.side = GaloreSide(side);
+  T.rows = countArg(env, info[9], "rows"); T.cols = countArg(env, info[10], "cols"); T.rank = countArg(env, info[11], "rank");
+  if (T.rank < 1 || T.rank > std::min(T.rows, T.cols)) throwError(env, "E_ARG", "rank must be in [1, min(rows, cols)]");
+  const size_t mn = size_t(T.rows * T.cols), rn = size_t(galoreRNumel(T));
+  T.param = bufArg(env, info[0], dev, mn * dtypeSize(T.paramDtype), "parameter");
+  T.grad = bufArg(env, info[2], dev, mn * dtypeSize(T.gradDtype), "gradient");
+  T.expAvg = static_cast<float*>(bufArg(env, info[4], dev, rn * 4, "exp_avg"));
+  T.expAvgSq = static_cast<float*>(bufArg(env, info[5], dev, rn * 4, "exp_avg_sq"));
+  const size_t pa = size_t(T.side == GaloreSide::Right ? T.rank * T.cols : T.rows * T.rank);
+  T.projA = static_cast<float*>(bufArg(env, info[6], dev, pa * 4, "projector"));
+  T.projB = T.side == GaloreSide::Full ? static_cast<float*>(bufArg(env, info[7], dev, size_t(T.rank * T.cols) * 4, "projector B")) : nullptr;
+  auto* counters = static_cast<AdamwCounters*>(bufArg(env, info[12], dev, sizeof(AdamwCounters), "counters"));
+  auto* flag = static_cast<int32_t*>(bufArg(env, info[13], dev, 4, "flag"));
+  auto* sR = static_cast<float*>(bufArg(env, info[14], dev, rn * 4, "scratch R"));
+  auto* sT = T.side == GaloreSide::Full ? static_cast<float*>(bufArg(env, info[15], dev, size_t(T.rank * T.cols) * 4, "scratch T")) : nullptr;
+  const bool needBig = dev != kCpu && (T.paramDtype != DType::F32 || T.gradDtype != DType::F32);
+  auto* sBig = static_cast<float*>(needBig ? bufArg(env, info[16], dev, mn * 4, "scratch") : optBufArg(env, info[16], dev, 0, "scratch"));
+  auto* scalars = static_cast<float*>(dev != kCpu ? bufArg(env, info[17], dev, 8, "scalars") : nullptr);
+  Napi::Object o = info[18].As<Napi::Object>();
+  GaloreHyper h{};
+  h.lr = float(numField(env, o, "lr")); h.beta1 = float(numField(env, o, "beta1")); h.beta2 = float(numField(env, o, "beta2"));
+  h.eps = float(numField(env, o, "eps")); h.weightDecay = float(numField(env, o, "weightDecay"));
+  h.scale = float(numField(env, o, "scale")); h.mode = modeOf(env, o);
+  if (dev == kCpu) {
+    cpu::galoreStep(T, h, counters, flag, sR, sT);
+    return env.Undefined();
+  }
+  gpu::Status st = gpu::galoreStep(dev, T, h, counters, flag, sR, sT, sBig, scalars);
+  if (!st.ok()) throwCuda(env, dev, st, "galoreStep");
+  return env.Undefined();
+}
+
+// galoreFinish(counters, flag)
+Napi::Value Finish(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int dev = deviceOf(env, info[0]);
+  auto* counters = static_cast<AdamwCounters*>(bufArg(env, info[0], dev, sizeof(AdamwCounters), "counters"));
+  auto* flag = static_cast<int32_t*>(bufArg(env, info[1], dev, 4, "flag"));
+  if (dev == kCpu) {
+    if (*flag) counters->skipped += 1;
+    else counters->step += 1;
+    return env.Undefined();
+  }
+  gpu::Status st = gpu::galoreFinish(dev, counters, flag);
+  if (!st.ok()) throwCuda(env, dev, st, "galoreFinish");
+  return env.Undefined();
+}
+
+Napi::Value LinalgInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("blas", gpu::blasPath());
+  o.Set("solver", gpu::solverPath());
+  o.Set("forceBuiltin", gpu::forceBuiltin());
+  return o;
+}
+
+Napi::Value SetForceBuiltin(const Napi::CallbackInfo& info) {
+  gpu::setForceBuiltin(info[0].ToBoolean());
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void registerGalore(Napi::Env env, Napi::Object exports) {
+  exports.Set("gemm", Napi::Function::New(env, Gemm));
+  exports.Set("galoreScan", Napi::Function::New(env, Scan));
+  exports.Set("galoreRefresh", Napi::Function::New(env, Refresh));
+  exports.Set("galoreRefreshWorkspace", Napi::Function::New(env, RefreshWorkspace));
+  exports.Set("galoreStep", Napi::Function::New(env, Step));
+  exports.Set("galoreFinish", Napi::Function::New(env, Finish));
+  exports.Set("linalgInfo", Napi::Function::New(env, LinalgInfo));
+  exports.Set("setForceBuiltin", Napi::Function::New(env, SetForceBuiltin));
+}
+
+}  // namespace slimopt

@@ -1,0 +1,367 @@
+// GaLore on CUDA: the GEMM layer (cuBLAS loaded at run time, or the built-in kernel), the fused
+// step (project, Adam on R, project back with the update applied to W), and the refresh.
+//
+// cuBLAS. Loaded with dlopen (SLIMOPT_CUBLAS, then libcublas.so.13, then .12) through the few
+// prototypes below, declared here because the build has no cuBLAS headers. Values from the
+// cuBLAS documentation: CUBLAS_OP_N 0, CUBLAS_OP_T 1; CUBLAS_POINTER_MODE_HOST 0, _DEVICE 1;
+// CUBLAS_DEFAULT_MATH 0, CUBLAS_TF32_TENSOR_OP_MATH 3 (cublasMath_t); CUBLAS_STATUS_SUCCESS 0.
+// Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: B and A swap places.
+//
+// Built-in GEMM (no cuBLAS, or SLIMOPT_LINALG=builtin / setForceBuiltin): a tiled SIMT f32 kernel,
+// 64x64 tile of C per 256-thread block, 4x4 per thread, K slices of 16 through shared memory. It
+// is strict f32 whatever the mode asked (no tensor cores yet; slower than cuBLAS TF32). Its
+// epilogue writes W <- beta W + alpha acc in W's dtype (f32 or bf16), alpha/beta read from device
+// memory when given, and it does nothing when the group's skip flag is set.
+//
+// The step. R = project(G) (GEMM into sR; a bf16 G is first converted into sBig), then one kernel
+// runs Adam on R in place (R becomes N) and writes the epilogue's alpha, beta to device memory
+// (they depend on the step count held on the device), then the project-back GEMM applies the
+// update and the decay in its epilogue. With cuBLAS the skip flag cannot stop a GEMM, so the Adam
+// kernel writes N = 0 and (alpha, beta) = (0, 1) instead: W is left as it was. A bf16 W takes
+// the cuBLAS product into sBig (the one f32 gradient-sized scratch) and a fused axpy kernel.
+//
+// The refresh lives in galore_refresh.cu (on the device: cuSOLVER or the built-in eigen-solver).
+#include <cuda_runtime.h>
+#include <dlfcn.h>
+#include <algorithm>
+#include <cstdlib>
+#include <mutex>
+#include <string>
+#include <vector>
+#include "../csrc/cpu/cpu_backend.h"
+#include "galore.cuh"
+#include "internal.cuh"
+#include "launchers.h"
+
+namespace slimopt {
+namespace gpu {
+
+namespace {
+
+// ---- cuBLAS at run time ---------------------------------------------------------------------
+
+typedef int (*CreateFn)(void**);
+typedef int (*SetStreamFn)(void*, cudaStream_t);
+typedef int (*SetMathModeFn)(void*, int);
+typedef int (*SetPointerModeFn)(void*, int);
+typedef int (*SgemmFn)(void*, int, int, int, int, int, const float*, const float*, int, const float*, int,
+                       const float*, float*, int);
+
+struct Cublas {
+  bool tried = false;
+  void* lib = nullptr;
+  std::string path;
+  CreateFn create = nullptr;
+  SetStreamFn setStream = nullptr;
+  SetMathModeFn setMathMode = nullptr;
+  SetPointerModeFn setPointerMode = nullptr;
+  SgemmFn sgemm = nullptr;
+  void* handles[64] = {};
+};
+
+std::mutex gBlasMutex;
+Cublas gBlas;
+int gForce = -1;  // -1: read SLIMOPT_LINALG once
+
+bool forced() {
+  if (gForce < 0) {
+    const char* e = std::getenv("SLIMOPT_LINALG");
+    gForce = (e != nullptr && std::string(e) == "builtin") ? 1 : 0;
+  }
+  return gForce == 1;
+}
+
+Cublas* cublas() {
+  std::lock_guard<std::mutex> lock(gBlasMutex);
+  if (!gBlas.tried) {
+    gBlas.tried = true;
+    std::vector<std::string> names;
+    const char* env = std::getenv("SLIMOPT_CUBLAS");
+    if (env != nullptr && *env != 0) names.push_back(env);
+    names.push_back("libcublas.so.13");
+    names.push_back("libcublas.so.12");
+    for (const std::string& n : names) {
+      void* h = dlopen(n.c_str(), RTLD_NOW | RTLD_LOCAL);
+      if (h == nullptr) continue;
+      gBlas.create = reinterpret_cast<CreateFn>(dlsym(h, "cublasCreate_v2"));
+      gBlas.setStream = reinterpret_cast<SetStreamFn>(dlsym(h, "cublasSetStream_v2"));
+      gBlas.setMathMode = reinterpret_cast<SetMathModeFn>(dlsym(h, "cublasSetMathMode"));
+      gBlas.setPointerMode = reinterpret_cast<SetPointerModeFn>(dlsym(h, "cublasSetPointerMode_v2"));
+      gBlas.sgemm = reinterpret_cast<SgemmFn>(dlsym(h, "cublasSgemm_v2"));
+      if (gBlas.create && gBlas.setStream && gBlas.setMathMode && gBlas.setPointerMode && gBlas.sgemm) {
+        gBlas.lib = h;
+        gBlas.path = n;
+        break;
+      }
+      dlclose(h);
+    }
+  }
+  return gBlas.lib != nullptr && !forced() ? &gBlas : nullptr;
+}
+
+// The device's handle, bound to its stream (created once; cublasCreate is slow).
+void* blasHandle(Cublas* b, int dev, cudaStream_t st) {
+  if (dev < 0 || dev >= 64) return nullptr;
+  std::lock_guard<std::mutex> lock(gBlasMutex);
+  if (b->handles[dev] == nullptr) {
+    void* h = nullptr;
+    if (b->create(&h) != 0) return nullptr;
+    if (b->setStream(h, st) != 0) return nullptr;
+    b->handles[dev] = h;
+  }
+  return b->handles[dev];
+}
+
+Status blasFail(int code, const char* what) {
+  Status s = invalidArg(std::string("cuBLAS status ") + std::to_string(code) + " in " + what);
+  s.name = "CUBLAS_ERROR";
+  return s;
+}
+
+// ---- built-in GEMM --------------------------------------------------------------------------
+
+constexpr int BM = 64, BN = 64, BK = 16, TM = 4, TN = 4;
+
+struct KGemm {
+  GemmArgs g;
+  const float* alphaBeta;  // device [alpha, beta] or null (then g.alpha/g.beta)
+  const int32_t* flag;     // skip everything when *flag != 0 (null: never)
+};
+
+__global__ void __launch_bounds__(256) gemmKernel(const KGemm k) {
+  if (k.flag != nullptr && *k.flag != 0) return;
+  const GemmArgs& g = k.g;
+  __shared__ float As[BK][BM + 4];
+  __shared__ float Bs[BK][BN + 4];
+  const int tid = threadIdx.x;
+  const int tx = tid % (BN / TN), ty = tid / (BN / TN);  // 16 x 16 threads
+  const int64_t i0 = int64_t(blockIdx.y) * BM, j0 = int64_t(blockIdx.x) * BN;
+  const float* A = static_cast<const float*>(g.A);
+  const float* B = static_cast<const float*>(g.B);
+  float acc[TM][TN] = {};
+  for (int64_t p0 = 0; p0 < g.K; p0 += BK) {
+    // Each of 256 threads loads 4 of the 64x16 A slice and 4 of the 16x64 B slice.
+    for (int e = tid; e < BM * BK; e += 256) {
+      int ii, pp;
+      if (g.transA) { ii = e % BM; pp = e / BM; } else { pp = e % BK; ii = e / BK; }  // coalesced either way
+      const int64_t i = i0 + ii, p = p0 + pp;
+      As[pp][ii] = (i < g.M && p < g.K) ? (g.transA ? A[p * g.lda + i] : A[i * g.lda + p]) : 0.0f;
+    }
+    for (int e = tid; e < BK * BN; e += 256) {
+      int jj, pp;
+      if (g.transB) { pp = e % BK; jj = e / BK; } else { jj = e % BN; pp = e / BN; }
+      const int64_t j = j0 + jj, p = p0 + pp;
+      Bs[pp][jj] = (j < g.N && p < g.K) ? (g.transB ? B[j * g.ldb + p] : B[p * g.ldb + j]) : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int pp = 0; pp < BK; ++pp) {
+      float a[TM], b[TN];
+#pragma unroll
+      for (int u = 0; u < TM; ++u) a[u] = As[pp][ty * TM + u];
+#pragma unroll
+      for (int u = 0; u < TN; ++u) b[u] = Bs[pp][tx * TN + u];
+#pragma unroll
+      for (int u = 0; u < TM; ++u)
+#pragma unroll
+        for (int w = 0; w < TN; ++w) acc[u][w] = fmaf(a[u], b[w], acc[u][w]);
+    }
+    __syncthreads();
+  }
+  const float alpha = k.alphaBeta ? k.alphaBeta[0] : g.alpha;
+  const float beta = k.alphaBeta ? k.alphaBeta[1] : g.beta;
+#pragma unroll
+  for (int u = 0; u < TM; ++u) {
+    const int64_t i = i0 + ty * TM + u;
+    if (i >= g.M) continue;
+#pragma unroll
+    for (int w = 0; w < TN; ++w) {
+      const int64_t j = j0 + tx * TN + w;
+      if (j >= g.N) continue;
+      const int64_t idx = i * g.ldc + j;
+      float out = alpha * acc[u][w];
+      if (beta != 0.0f) out += beta * loadAsFloat(g.C, g.cType, idx);
+      storeFromFloat(g.C, g.cType, idx, out);
+    }
+  }
+}
+
+Status builtinGemm(int dev, cudaStream_t st, const GemmArgs& g, const float* alphaBeta, const int32_t* flag) {
+  if (g.M <= 0 || g.N <= 0) return Status();
+  if (g.aType != DType::F32 || g.bType != DType::F32 || (g.cType != DType::F32 && g.cType != DType::BF16))
+    return invalidArg("gemm: the built-in kernel takes f32 A, B and f32/bf16 C");
+  if ((g.N + BN - 1) / BN > INT32_MAX || (g.M + BM - 1) / BM > 65535) return invalidArg("gemm: too large");
+  KGemm k{g, alphaBeta, flag};
+  dim3 grid(unsigned((g.N + BN - 1) / BN), unsigned((g.M + BM - 1) / BM));
+  gemmKernel<<<grid, 256, 0, st>>>(k);
+  return lastError("gemm (built-in)");
+}
+
+// The GEMM of every caller: cuBLAS when loaded (f32 C), else the built-in kernel.
+Status runGemm(int dev, const GemmArgs& g, GemmMode mode, const float* alphaBeta, const int32_t* flag) {
+  cudaStream_t st;
+  Status ok = deviceStream(dev, &st, "gemm");
+  if (!ok.ok()) return ok;
+  Cublas* b = cublas();
+  if (b == nullptr || g.cType != DType::F32 || g.aType != DType::F32 || g.bType != DType::F32)
+    return builtinGemm(dev, st, g, alphaBeta, flag);
+  if (g.M <= 0 || g.N <= 0) return Status();
+  if (g.M > INT32_MAX || g.N > INT32_MAX || g.K > INT32_MAX) return invalidArg("gemm: too large for cuBLAS");
+  void* h = blasHandle(b, dev, st);
+  if (h == nullptr) return blasFail(-1, "cublasCreate");
+  int rc = b->setMathMode(h, mode == GemmMode::Tf32 ? 3 : 0);
+  if (rc != 0) return blasFail(rc, "cublasSetMathMode");
+  rc = b->setPointerMode(h, alphaBeta ? 1 : 0);
+  if (rc != 0) return blasFail(rc, "cublasSetPointerMode");
+  const float* alpha = alphaBeta ? alphaBeta : &g.alpha;
+  const float* beta = alphaBeta ? alphaBeta + 1 : &g.beta;
+  if (g.K == 0) {  // cuBLAS with k = 0 scales C by beta: the same as ours
+  }
+  rc = b->sgemm(h, g.transB ? 1 : 0, g.transA ? 1 : 0, int(g.N), int(g.M), int(g.K), alpha,
+                static_cast<const float*>(g.B), int(g.ldb), static_cast<const float*>(g.A), int(g.lda), beta,
+                static_cast<float*>(g.C), int(g.ldc));
+  if (alphaBeta) b->setPointerMode(h, 0);
+  if (rc != 0) return blasFail(rc, "cublasSgemm");
+  return lastError("gemm (cuBLAS)");
+}
+
+// ---- elementwise kernels --------------------------------------------------------------------
+
+__global__ void scanKernel(const void* g, DType t, int64_t n, int32_t* flag) {
+  bool bad = false;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    bad |= !isFiniteFloat(loadAsFloat(g, t, i));
+  if (__syncthreads_or(bad) && threadIdx.x == 0) atomicOr(flag, 1);
+}
+
+// Adam on R in place (R becomes N), and the epilogue scalars. With the flag set: N = 0 and
+// (alpha, beta) = (0, 1), m and v untouched.
+__global__ void adamRKernel(float* r, float* m, float* v, int64_t n, GaloreHyper h, const AdamwCounters* counters,
+                            const int32_t* flag, float* scalars) {
+  const bool skip = *flag != 0;
+  const int64_t i0 = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i0 == 0) {
+    if (skip) { scalars[0] = 0.0f; scalars[1] = 1.0f; }
+    else galoreEpilogue(h, counters->step + 1, &scalars[0], &scalars[1]);
+  }
+  for (int64_t i = i0; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    if (skip) { r[i] = 0.0f; continue; }
+    float mi = m[i], vi = v[i];
+    r[i] = galoreAdamElement(r[i], mi, vi, h.beta1, h.beta2, h.eps);
+    m[i] = mi;
+    v[i] = vi;
+  }
+}
+
+// W <- beta W + alpha S (a bf16 or f16 W after a cuBLAS product into S).
+__global__ void axpyKernel(void* w, DType wt, const float* s, int64_t n, const float* scalars, const int32_t* flag) {
+  if (*flag != 0) return;
+  const float alpha = scalars[0], beta = scalars[1];
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    storeFromFloat(w, wt, i, beta * loadAsFloat(w, wt, i) + alpha * s[i]);
+}
+
+__global__ void finishKernel(AdamwCounters* c, const int32_t* flag) {
+  if (*flag != 0) c->skipped += 1;
+  else c->step += 1;
+}
+
+unsigned gridFor(int dev, int64_t n) {
+  int64_t b = (n + 255) / 256;
+  return unsigned(std::max<int64_t>(1, std::min<int64_t>(b, int64_t(smCount(dev)) * 8)));
+}
+
+GemmArgs mk(int64_t M, int64_t N, int64_t K, const void* A, int64_t lda, bool ta, const void* B, int64_t ldb, bool tb,
+            void* C, DType ct, int64_t ldc) {
+  GemmArgs g;
+  g.M = M; g.N = N; g.K = K;
+  g.A = A; g.lda = lda; g.transA = ta;
+  g.B = B; g.ldb = ldb; g.transB = tb;
+  g.C = C; g.cType = ct; g.ldc = ldc;
+  g.alpha = 1.0f; g.beta = 0.0f;
+  return g;
+}
+
+}  // namespace
+
+std::string blasPath() {
+  Cublas* b = cublas();
+  if (b) return "cuBLAS (" + b->path + ")";
+  return forced() ? "built-in SIMT f32 GEMM (forced; no tensor cores)" : "built-in SIMT f32 GEMM (cuBLAS not found; no tensor cores)";
+}
+void setForceBuiltin(bool force) { forced(); gForce = force ? 1 : 0; }
+bool forceBuiltin() { return forced(); }
+
+Status gemm(int dev, const GemmArgs& a, GemmMode mode) { return runGemm(dev, a, mode, nullptr, nullptr); }
+
+Status scanNonFinite(int dev, const void* g, DType t, int64_t n, int32_t* flag) {
+  cudaStream_t st;
+  Status ok = deviceStream(dev, &st, "scanNonFinite");
+  if (!ok.ok() || n <= 0) return ok;
+  scanKernel<<<gridFor(dev, n), 256, 0, st>>>(g, t, n, flag);
+  return lastError("scanNonFinite");
+}
+
+Status galoreFinish(int dev, AdamwCounters* counters, const int32_t* flag) {
+  cudaStream_t st;
+  Status ok = deviceStream(dev, &st, "galoreFinish");
+  if (!ok.ok()) return ok;
+  finishKernel<<<1, 1, 0, st>>>(counters, flag);
+  return lastError("galoreFinish");
+}
+
+Status galoreStep(int dev, const GaloreTensor& T, const GaloreHyper& h, const AdamwCounters* counters,
+                  const int32_t* flag, float* sR, float* sT, float* sBig, float* scalars) {
+  cudaStream_t st;
+  Status ok = deviceStream(dev, &st, "galoreStep");
+  if (!ok.ok()) return ok;
+  const int64_t m = T.rows, n = T.cols, r = T.rank;
+  const DType F = DType::F32;
+  const void* G = T.grad;
+  if (T.gradDtype != DType::F32) {
+    if (!sBig) return invalidArg("galoreStep: a non-f32 gradient needs the f32 scratch");
+    ok = convert(dev, T.grad, T.gradDtype, sBig, F, m * n);
+    if (!ok.ok()) return ok;
+    G = sBig;
+  }
+  const GemmMode mode = h.mode;
+  switch (T.side) {
+    case GaloreSide::Right: ok = runGemm(dev, mk(m, r, n, G, n, false, T.projA, n, true, sR, F, r), mode, nullptr, nullptr); break;
+    case GaloreSide::Left: ok = runGemm(dev, mk(r, n, m, T.projA, r, true, G, n, false, sR, F, n), mode, nullptr, nullptr); break;
+    case GaloreSide::Full:
+      ok = runGemm(dev, mk(r, n, m, T.projA, r, true, G, n, false, sT, F, n), mode, nullptr, nullptr);
+      if (ok.ok()) ok = runGemm(dev, mk(r, r, n, sT, n, false, T.projB, n, true, sR, F, r), mode, nullptr, nullptr);
+      break;
+  }
+  if (!ok.ok()) return ok;
+  const int64_t rn = galoreRNumel(T);
+  adamRKernel<<<gridFor(dev, rn), 256, 0, st>>>(sR, T.expAvg, T.expAvgSq, rn, h, counters, flag, scalars);
+  ok = lastError("galore Adam on R");
+  if (!ok.ok()) return ok;
+  // Project back into W (f32 W, or any W on the built-in path) or into sBig then axpy.
+  const bool viaScratch = T.paramDtype != DType::F32 && (cublas() != nullptr || T.paramDtype != DType::BF16);
+  void* C = viaScratch ? static_cast<void*>(sBig) : T.param;
+  const DType ct = viaScratch ? F : T.paramDtype;
+  if (viaScratch && !sBig) return invalidArg("galoreStep: a non-f32 parameter needs the f32 scratch");
+  GemmArgs back;
+  const float* ab = viaScratch ? nullptr : scalars;
+  switch (T.side) {
+    case GaloreSide::Right: back = mk(m, n, r, sR, r, false, T.projA, n, false, C, ct, n); break;
+    case GaloreSide::Left: back = mk(m, n, r, T.projA, r, false, sR, n, false, C, ct, n); break;
+    case GaloreSide::Full:
+      ok = runGemm(dev, mk(r, n, r, sR, r, false, T.projB, n, false, sT, F, n), mode, nullptr, nullptr);
+      if (!ok.ok()) return ok;
+      back = mk(m, n, r, T.projA, r, false, sT, n, false, C, ct, n);
+      break;
+  }
+  ok = runGemm(dev, back, mode, ab, flag);
+  if (!ok.ok()) return ok;
+  if (viaScratch) {
+    axpyKernel<<<gridFor(dev, m * n), 256, 0, st>>>(T.param, T.paramDtype, sBig, m * n, scalars, flag);
+    ok = lastError("galore update (axpy)");
+  }
+  return ok;
+}
+
+}  // namespace gpu
+}  // namespace slimopt

@@ -1,0 +1,74 @@
+// GaLore: the per-element math and the descriptors shared by the CUDA kernels and the CPU backend.
+// Layout conventions (row-major, W viewed as rows x cols, r = rank):
+//   side Right: P is r x cols (rows = right singular vectors), R = G P^T (rows x r), back(N) = N P
+//   side Left:  P is rows x r (cols = left singular vectors),  R = P^T G (r x cols), back(N) = P N
+//   side Full:  A rows x r (left), B r x cols (right),          R = A^T G B^T (r x r), back = A N B
+#pragma once
+#include <cmath>
+#include "adamw.cuh"
+
+namespace slimopt {
+
+enum class GaloreSide : int32_t { Right = 0, Left = 1, Full = 2 };
+
+// Row-major GEMM: C (M x N) = alpha * op(A) op(B) + beta * C. op(A) is M x K (A[i*lda+p], or
+// A[p*lda+i] when transA), op(B) is K x N (B[p*ldb+j], or B[j*ldb+p] when transB). With beta 0 C is
+// not read (it may hold garbage). A, B are f32 (the CPU also takes bf16/f16 A); C f32, bf16 or f16.
+struct GemmArgs {
+  int64_t M = 0, N = 0, K = 0;
+  const void* A = nullptr; DType aType = DType::F32; int64_t lda = 0; bool transA = false;
+  const void* B = nullptr; DType bType = DType::F32; int64_t ldb = 0; bool transB = false;
+  void* C = nullptr; DType cType = DType::F32; int64_t ldc = 0;
+  float alpha = 1.0f, beta = 0.0f;
+};
+
+// How a refresh computes the projector: the exact top-r singular vectors, or subspace iteration
+// started from the previous projector (a few GEMM passes; see cuda/galore_refresh.cu).
+enum class RefreshMethod : int32_t { Svd = 0, Warm = 1 };
+
+// GEMM precision on the GPU: TF32 tensor cores (default) or strict f32. The CPU is always f32.
+enum class GemmMode : int32_t { Tf32 = 0, Strict = 1 };
+
+// One parameter of a GaLore group. Pointers are device pointers for CUDA, host for the CPU.
+struct GaloreTensor {
+  void* param; DType paramDtype;
+  const void* grad; DType gradDtype;
+  float* expAvg;      // m, shaped like R
+  float* expAvgSq;    // v, shaped like R
+  float* projA;       // Right: P (r x cols). Left: P (rows x r). Full: A (rows x r)
+  float* projB;       // Full only: B (r x cols)
+  int64_t rows, cols, rank;
+  GaloreSide side;
+};
+
+struct GaloreHyper {
+  float lr, beta1, beta2, eps, weightDecay, scale;
+  GemmMode mode;
+};
+
+// Elements of R for a tensor.
+SLIMOPT_HD int64_t galoreRNumel(const GaloreTensor& t) {
+  return t.side == GaloreSide::Right ? t.rows * t.rank
+       : t.side == GaloreSide::Left ? t.rank * t.cols : t.rank * t.rank;
+}
+
+// Adam on one element of R in the GaLore convention: returns N = m / (sqrt(v) + eps); the bias
+// correction goes into the step size (adamwScalars with AdamConvention::Galore).
+SLIMOPT_HD float galoreAdamElement(float g, float& m, float& v, float beta1, float beta2, float eps) {
+  m = beta1 * m + (1.0f - beta1) * g;
+  v = beta2 * v + (1.0f - beta2) * g * g;
+  return m / (sqrtf(v) + eps);
+}
+
+// The two scalars of the project-back epilogue W <- beta*W + alpha*back(N) for step t:
+// W_new = (W - c back(N)) (1 - lr wd) with c = lr sqrt(bc2)/bc1 * scale.
+SLIMOPT_HD void galoreEpilogue(const GaloreHyper& h, int32_t t, float* alpha, float* beta) {
+  AdamwHyper a{};
+  a.lr = h.lr; a.beta1 = h.beta1; a.beta2 = h.beta2; a.eps = h.eps; a.weightDecay = h.weightDecay;
+  a.convention = AdamConvention::Galore;
+  AdamwScalars s = adamwScalars(a, t);
+  *beta = s.decayFactor;
+  *alpha = float(-double(s.stepSize) * double(h.scale) * double(s.decayFactor));
+}
+
+}  // namespace slimopt

@@ -1,0 +1,764 @@
+// GaLore projector refresh on the device: the exact top-r singular vectors of a gradient X
+// (rows x cols) with the sign rule of DESIGN §4, and a cheaper warm-started variant. Nothing of X
+// goes to the host.
+//
+// Shape of the computation. The Gram matrix of the smaller side (n = min(rows, cols)): A = X^T X
+// when cols <= rows, else X X^T, formed in strict f32 by the GEMM layer (cuBLAS when loaded, else
+// the built-in kernel). Its top-r eigenvectors are the singular vectors of that side; the other
+// side's are X v (or X^T u) with each vector renormalised, as cpu::topSingular does in double.
+// The sign rule is applied by the kernel that writes P, one block per vector: the dot product with
+// the previous projector's vector of the same index decides; where it is 0 (first refresh, P
+// zeros) the largest-magnitude entry (first on ties) is made positive.
+//
+// Eigen-solvers of A:
+//  * cuSOLVER (dlopen SLIMOPT_CUSOLVER, libcusolver.so.12, then .11; prototypes declared below
+//    because the build has no headers): cusolverDnSsyevdx with the index range [n-r+1, n], i.e.
+//    exactly the r largest eigenpairs (ascending in A's first r columns). Enum values from the
+//    cuSOLVER documentation: CUSOLVER_EIG_MODE_VECTOR 1; CUSOLVER_EIG_RANGE_I 1002;
+//    CUBLAS_FILL_MODE_LOWER 0; CUSOLVER_STATUS_SUCCESS 0. A column-major n x n A is the same bits as
+//    a row-major one (symmetric), and column j of the result is row j of our row-major buffer.
+//  * Built-in (no cuSOLVER, or forced): block subspace iteration on A with k = r + p vectors
+//    (p = clamp(r/4, 16, 64)), stored as rows (k x n). An iteration, from an orthonormal Z:
+//    Y2 = Z A; Rayleigh-Ritz H = Z Y2^T = W^T Theta W (k x k); Q = W Z are the Ritz vectors in
+//    descending order and Y = W Y2 = Q A; the residuals ||A q_i - theta_i q_i|| of the leading r
+//    are reduced on the device and their maximum (one scalar) read back: stop when it is
+//    <= 1e-6 theta_max, when it stalls at the f32 floor (<= 1e-4 theta_max and no longer halving),
+//    or after 64 iterations; else Z = orthonormalize(Y) and again. Orthonormalisation: rows
+//    normalised, then E = D^-1/2 U^T from the k x k Gram (U D U^T) and Z = E Y, twice (as
+//    CholeskyQR2; the row scaling keeps the Gram well conditioned once the rows are nearly
+//    orthogonal, and rows lost to rounding are refilled at random before the second pass). The
+//    k x k eigen-problems run in one 1024-thread block: cyclic Jacobi in round-robin order (k/2
+//    disjoint rotations per round, each 2x2 block of the matrix transformed by one thread), the
+//    matrix in shared memory when it fits. Exact to f32 rounding for separated singular values;
+//    k is limited to 2048 (beyond that, and without cuSOLVER, the exact host solver serves).
+//  * Warm ("warm" projector): the same iteration started from the previous projector (mapped to
+//    the Gram side through X where needed; zero or non-finite vectors replaced by random ones),
+//    a fixed 2 iterations (two applications of A, each with its Rayleigh-Ritz), with A applied
+//    implicitly as X^T (X Q) (no Gram matrix; those GEMMs use the group's precision, TF32 by
+//    default). Each vector's error shrinks like (lambda_{k+1}/lambda_i)^2 from where the
+//    previous projector left it (the basis is then re-sorted by Rayleigh-Ritz): near-exact when
+//    the gradient's top subspace moved little since the last refresh, a subspace approximation
+//    when it did. No host sync at all.
+//
+// A gradient with NaN/Inf, an all-zero gradient, the group's skip flag or a solver failure leave
+// P as it was: the writer kernel checks the device status words, nothing is decided on the host.
+#include <cuda_runtime.h>
+#include <dlfcn.h>
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <mutex>
+#include <string>
+#include <vector>
+#include "../csrc/cpu/cpu_backend.h"
+#include "galore.cuh"
+#include "internal.cuh"
+#include "launchers.h"
+
+namespace slimopt {
+namespace gpu {
+
+namespace {
+
+// ---- cuSOLVER at run time -------------------------------------------------------------------
+
+typedef int (*SolverCreateFn)(void**);
+typedef int (*SolverSetStreamFn)(void*, cudaStream_t);
+typedef int (*SyevdxBufferSizeFn)(void*, int, int, int, int, const float*, int, float, float, int, int, int*,
+                                  const float*, int*);
+typedef int (*SyevdxFn)(void*, int, int, int, int, float*, int, float, float, int, int, int*, float*, float*, int,
+                        int*);
+
+struct Cusolver {
+  bool tried = false;
+  void* lib = nullptr;
+  std::string path;
+  SolverCreateFn create = nullptr;
+  SolverSetStreamFn setStream = nullptr;
+  SyevdxBufferSizeFn bufferSize = nullptr;
+  SyevdxFn syevdx = nullptr;
+  void* handles[64] = {};
+};
+
+constexpr int kEigModeVector = 1, kEigRangeI = 1002, kFillLower = 0;
+
+std::mutex gSolverMutex;
+Cusolver gSolver;
+
+Cusolver* loadCusolver() {
+  std::lock_guard<std::mutex> lock(gSolverMutex);
+  if (!gSolver.tried) {
+    gSolver.tried = true;
+    std::vector<std::string> names;
+    const char* env = std::getenv("SLIMOPT_CUSOLVER");
+    if (env != nullptr && *env != 0) names.push_back(env);
+    names.push_back("libcusolver.so.12");
+    names.push_back("libcusolver.so.11");
+    for (const std::string& n : names) {
+      void* h = dlopen(n.c_str(), RTLD_NOW | RTLD_LOCAL);
+      if (h == nullptr) continue;
+      gSolver.create = reinterpret_cast<SolverCreateFn>(dlsym(h, "cusolverDnCreate"));
+      gSolver.setStream = reinterpret_cast<SolverSetStreamFn>(dlsym(h, "cusolverDnSetStream"));
+      gSolver.bufferSize = reinterpret_cast<SyevdxBufferSizeFn>(dlsym(h, "cusolverDnSsyevdx_bufferSize"));
+      gSolver.syevdx = reinterpret_cast<SyevdxFn>(dlsym(h, "cusolverDnSsyevdx"));
+      if (gSolver.create && gSolver.setStream && gSolver.bufferSize && gSolver.syevdx) {
+        gSolver.lib = h;
+        gSolver.path = n;
+        break;
+      }
+      dlclose(h);
+    }
+  }
+  return gSolver.lib != nullptr ? &gSolver : nullptr;
+}
+
+Cusolver* cusolver() {
+  Cusolver* s = loadCusolver();
+  return s != nullptr && !forceBuiltin() ? s : nullptr;
+}
+
+void* solverHandle(Cusolver* s, int dev, cudaStream_t st) {
+  if (dev < 0 || dev >= 64) return nullptr;
+  std::lock_guard<std::mutex> lock(gSolverMutex);
+  if (s->handles[dev] == nullptr) {
+    void* h = nullptr;
+    if (s->create(&h) != 0) return nullptr;
+    if (s->setStream(h, st) != 0) return nullptr;
+    s->handles[dev] = h;
+  }
+  return s->handles[dev];
+}
+
+Status solverFail(int code, const char* what) {
+  Status s = invalidArg(std::string("cuSOLVER status ") + std::to_string(code) + " in " + what);
+  s.name = "CUSOLVER_ERROR";
+  return s;
+}
+
+// ---- small kernels --------------------------------------------------------------------------
+
+constexpr int kJacobiThreads = 1024;
+constexpr int64_t kMaxBlock = 2048;  // k limit of the one-block Jacobi (k/2 rotations per round)
+constexpr int kMaxIters = 64, kWarmIters = 2;
+
+// Status words at the start of the workspace (int32): 0 non-finite (or group flag), 1 non-zero,
+// 2 solver info, 3 max residual (float bits), 4 max Rayleigh quotient (float bits).
+constexpr int kStatusWords = 8;
+
+SLIMOPT_HD uint64_t splitmix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+__device__ float hashNormal(uint64_t seed, uint64_t i) {
+  const uint64_t h = splitmix(seed ^ splitmix(i));
+  const float u1 = (float(uint32_t(h)) + 0.5f) * 2.3283064e-10f;
+  const float u2 = (float(uint32_t(h >> 32)) + 0.5f) * 2.3283064e-10f;
+  return sqrtf(-2.0f * logf(u1)) * cospif(2.0f * u2);
+}
+
+__global__ void checkKernel(const float* x, int64_t n, const int32_t* flag, int32_t* st) {
+  bool bad = false, nz = false;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const float v = x[i];
+    bad |= !isFiniteFloat(v);
+    nz |= v != 0.0f;
+  }
+  bad = __syncthreads_or(bad);
+  nz = __syncthreads_or(nz);
+  if (threadIdx.x == 0) {
+    if (bad) atomicOr(&st[0], 1);
+    if (nz) atomicOr(&st[1], 1);
+    if (blockIdx.x == 0 && flag != nullptr && *flag != 0) atomicOr(&st[0], 1);
+  }
+}
+
+// Rows [row0, rows) of Q (len columns) from the counter-based normal generator.
+__global__ void randomRowsKernel(float* Q, int64_t row0, int64_t rows, int64_t len, uint64_t seed) {
+  const int64_t n = (rows - row0) * len;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n; e += int64_t(gridDim.x) * blockDim.x)
+    Q[row0 * len + e] = hashNormal(seed, uint64_t(row0 * len + e));
+}
+
+// Qt[j][i] = P[i][j] (P is len x r, a left projector) for j < r.
+__global__ void transposeKernel(const float* P, int64_t len, int64_t r, float* Qt) {
+  const int64_t n = len * r;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t j = e / len, i = e % len;
+    Qt[e] = P[i * r + j];
+  }
+}
+
+template <int NT>
+__device__ double blockSum(double v, double* sh) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  __syncthreads();
+  if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = v;
+  __syncthreads();
+  double t = 0.0;
+  for (int w = 0; w < NT / 32; ++w) t += sh[w];
+  return t;
+}
+
+// Rows of Q (one block each) whose norm is zero or not finite get random entries: the warm
+// start's previous projector may be zeros, and an orthonormalisation pass may drop a row.
+__global__ void fixRowsKernel(float* Q, int64_t len, uint64_t seed) {
+  __shared__ double sh[8];
+  float* q = Q + blockIdx.x * len;
+  double s = 0.0;
+  for (int64_t i = threadIdx.x; i < len; i += 256) s += double(q[i]) * q[i];
+  s = blockSum<256>(s, sh);
+  if (s > 0.0 && s < 1e300) return;
+  for (int64_t i = threadIdx.x; i < len; i += 256) q[i] = hashNormal(seed, uint64_t(blockIdx.x * len + i));
+}
+
+// Each row of V (len entries) divided by its norm (left as is when the norm is 0).
+__global__ void normalizeRowsKernel(float* V, int64_t len) {
+  __shared__ double sh[8];
+  float* v = V + blockIdx.x * len;
+  double s = 0.0;
+  for (int64_t i = threadIdx.x; i < len; i += 256) s += double(v[i]) * v[i];
+  s = blockSum<256>(s, sh);
+  if (!(s > 0.0)) return;
+  const float inv = float(1.0 / sqrt(s));
+  for (int64_t i = threadIdx.x; i < len; i += 256) v[i] *= inv;
+}
+
+__device__ void atomicMaxNonNeg(int32_t* word, float v) {
+  // Non-negative floats order as their bit patterns; NaN (0x7fc00000) sorts above +inf.
+  atomicMax(word, int32_t(floatBits(v)));
+}
+
+// For row j < r of Qt (unit vectors) and Yt = Qt A: theta = q.y, res = ||y - theta q||.
+__global__ void residualKernel(const float* Qt, const float* Yt, int64_t len, int32_t* st) {
+  __shared__ double sh[8];
+  const float* q = Qt + blockIdx.x * len;
+  const float* y = Yt + blockIdx.x * len;
+  double t = 0.0;
+  for (int64_t i = threadIdx.x; i < len; i += 256) t += double(q[i]) * y[i];
+  t = blockSum<256>(t, sh);
+  double s = 0.0;
+  for (int64_t i = threadIdx.x; i < len; i += 256) { const double d = double(y[i]) - t * q[i]; s += d * d; }
+  s = blockSum<256>(s, sh);
+  if (threadIdx.x == 0) {
+    atomicMaxNonNeg(&st[3], float(sqrt(s)));
+    atomicMaxNonNeg(&st[4], float(fabs(t)));
+  }
+}
+
+// Writes vector j of V (row (reversed ? r-1-j : j), ld apart) into P with the sign rule: P is
+// left (len x r, P[i*r+j]) or right (r x len, P[j*len+i]). Does nothing when the status says the
+// gradient is unusable or the solver failed.
+__global__ void writeKernel(const float* V, int64_t ld, bool reversed, int64_t len, int64_t r, bool left, float* P,
+                            bool hasPrev, const int32_t* st, const int32_t* info) {
+  if (st[0] != 0 || st[1] == 0 || (info != nullptr && *info != 0)) return;
+  __shared__ double sh[8];
+  __shared__ float bestV[256];
+  __shared__ int64_t bestI[256];
+  const int64_t j = blockIdx.x;
+  const float* v = V + (reversed ? r - 1 - j : j) * ld;
+  auto at = [&](int64_t i) -> float& { return left ? P[i * r + j] : P[j * len + i]; };
+  double dot = 0.0;
+  float bv = -1.0f;
+  int64_t bi = 0;
+  for (int64_t i = threadIdx.x; i < len; i += 256) {
+    const float x = v[i];
+    if (hasPrev) dot += double(at(i)) * x;
+    if (fabsf(x) > bv) { bv = fabsf(x); bi = i; }  // ascending i per thread: first index on ties
+  }
+  dot = blockSum<256>(dot, sh);
+  bestV[threadIdx.x] = bv;
+  bestI[threadIdx.x] = bi;
+  __syncthreads();
+  for (int o = 128; o > 0; o >>= 1) {
+    if (threadIdx.x < o) {
+      const float ov = bestV[threadIdx.x + o];
+      const int64_t oi = bestI[threadIdx.x + o];
+      if (ov > bestV[threadIdx.x] || (ov == bestV[threadIdx.x] && oi < bestI[threadIdx.x])) {
+        bestV[threadIdx.x] = ov;
+        bestI[threadIdx.x] = oi;
+      }
+    }
+    __syncthreads();
+  }
+  const bool flip = dot != 0.0 ? dot < 0.0 : v[bestI[0]] < 0.0f;
+  for (int64_t i = threadIdx.x; i < len; i += 256) at(i) = flip ? -v[i] : v[i];
+}
+
+// ---- the one-block Jacobi eigen-solver of a k x k symmetric matrix ---------------------------
+
+struct JacobiArgs {
+  float* S;        // k x k (destroyed)
+  float* Ew;       // k x k work: its rows become the eigenvectors
+  float* E;        // k x k out: eigenvectors as rows by descending eigenvalue (times d^-1/2 if scale)
+  float* d;        // k out: eigenvalues, descending
+  int k;
+  int symmetrize;  // S <- (S + S^T) / 2 first (S = Q^T A Q formed by a GEMM is symmetric only to rounding)
+  int scale;       // E rows times 1/sqrt(d) (0 where d <= 1e-12 d_max): E Z is then orthonormal
+  int shared;      // S lives in dynamic shared memory during the sweeps
+  int maxSweeps;
+};
+
+// Circle-method seat of player s in round t of N players (N even): player 0 stays, the others turn.
+__device__ __forceinline__ int seat(int s, int t, int N) { return s == 0 ? 0 : 1 + (s - 1 + t) % (N - 1); }
+
+__global__ void __launch_bounds__(kJacobiThreads) jacobiKernel(const JacobiArgs a) {
+  extern __shared__ float dyn[];
+  __shared__ float cs[kMaxBlock / 2], sn[kMaxBlock / 2];
+  __shared__ int pp[kMaxBlock / 2], qq[kMaxBlock / 2];
+  __shared__ int rotated;
+  __shared__ float diagMax;
+  const int k = a.k, tid = threadIdx.x, nt = blockDim.x;
+  const int64_t kk = int64_t(k) * k;
+  float* S = a.shared ? dyn : a.S;
+  if (a.shared)
+    for (int64_t e = tid; e < kk; e += nt) S[e] = a.S[e];
+  for (int64_t e = tid; e < kk; e += nt) a.Ew[e] = (e / k == e % k) ? 1.0f : 0.0f;
+  __syncthreads();
+  if (a.symmetrize) {
+    for (int64_t e = tid; e < kk; e += nt) {
+      const int i = int(e / k), j = int(e % k);
+      if (i < j) {
+        const float v = 0.5f * (S[int64_t(i) * k + j] + S[int64_t(j) * k + i]);
+        S[int64_t(i) * k + j] = v;
+        S[int64_t(j) * k + i] = v;
+      }
+    }
+    __syncthreads();
+  }
+  if (tid == 0) {
+    float m = 0.0f;
+    for (int i = 0; i < k; ++i) m = fmaxf(m, fabsf(S[int64_t(i) * k + i]));
+    diagMax = m;
+  }
+  __syncthreads();
+  const float tiny = diagMax * 1e-30f + 1e-37f;
+  const int N = k + (k & 1), half = N / 2;
+  for (int sweep = 0; sweep < a.maxSweeps && k > 1; ++sweep) {
+    if (tid == 0) rotated = 0;
+    __syncthreads();
+    for (int t = 0; t < N - 1; ++t) {
+      for (int i = tid; i < half; i += nt) {
+        const int x = seat(i, t, N), y = seat(N - 1 - i, t, N);
+        const int p = min(x, y), q = max(x, y);
+        float c = 1.0f, s = 0.0f;
+        if (q < k) {
+          const double apq = S[int64_t(p) * k + q], app = S[int64_t(p) * k + p], aqq = S[int64_t(q) * k + q];
+          // Rotate unless a_pq is below f32 rounding of the two diagonal entries.
+          if (fabs(apq) > 6.0e-8 * sqrt(fabs(app * aqq)) && fabs(apq) > tiny) {
+            const double th = (aqq - app) / (2.0 * apq);
+            const double tt = (th >= 0.0 ? 1.0 : -1.0) / (fabs(th) + sqrt(th * th + 1.0));
+            const double cc = 1.0 / sqrt(tt * tt + 1.0);
+            c = float(cc);
+            s = float(tt * cc);
+            rotated = 1;
+          }
+        }
+        pp[i] = p; qq[i] = q; cs[i] = c; sn[i] = s;
+      }
+      __syncthreads();
+      // S <- J^T S J, one 2x2 block (pair i1 rows, pair i2 columns) per work item.
+      const int64_t blocks = int64_t(half) * half;
+      for (int64_t e = tid; e < blocks; e += nt) {
+        const int i1 = int(e / half), i2 = int(e % half);
+        const float s1 = sn[i1], s2 = sn[i2];
+        if (s1 == 0.0f && s2 == 0.0f) continue;
+        const float c1 = cs[i1], c2 = cs[i2];
+        const int p1 = pp[i1], q1 = qq[i1], p2 = pp[i2], q2 = qq[i2];
+        const bool h1 = q1 < k, h2 = q2 < k;
+        const float a00 = S[int64_t(p1) * k + p2];
+        const float a01 = h2 ? S[int64_t(p1) * k + q2] : 0.0f;
+        const float a10 = h1 ? S[int64_t(q1) * k + p2] : 0.0f;
+        const float a11 = h1 && h2 ? S[int64_t(q1) * k + q2] : 0.0f;
+        const float t00 = c1 * a00 - s1 * a10, t01 = c1 * a01 - s1 * a11;
+        const float t10 = s1 * a00 + c1 * a10, t11 = s1 * a01 + c1 * a11;
+        float m00 = c2 * t00 - s2 * t01, m01 = s2 * t00 + c2 * t01;
+        float m10 = c2 * t10 - s2 * t11, m11 = s2 * t10 + c2 * t11;
+        if (i1 == i2) { m01 = 0.0f; m10 = 0.0f; }  // the rotation's own off-diagonal pair is zero by design
+        S[int64_t(p1) * k + p2] = m00;
+        if (h2) S[int64_t(p1) * k + q2] = m01;
+        if (h1) S[int64_t(q1) * k + p2] = m10;
+        if (h1 && h2) S[int64_t(q1) * k + q2] = m11;
+      }
+      // Ew <- J^T Ew (rows p, q): the accumulated eigenvectors, as rows.
+      const int64_t items = int64_t(half) * k;
+      for (int64_t e = tid; e < items; e += nt) {
+        const int i = int(e / k), j = int(e % k);
+        const float s = sn[i];
+        if (s == 0.0f) continue;
+        const float c = cs[i];
+        const int64_t p = pp[i], q = qq[i];
+        const float ep = a.Ew[p * k + j], eq = a.Ew[q * k + j];
+        a.Ew[p * k + j] = c * ep - s * eq;
+        a.Ew[q * k + j] = s * ep + c * eq;
+      }
+      __syncthreads();
+    }
+    const bool again = rotated != 0;
+    __syncthreads();
+    if (!again) break;
+  }
+  // Sort descending (ties by index) and write out.
+  for (int i = tid; i < k; i += nt) {
+    const float di = S[int64_t(i) * k + i];
+    int rank = 0;
+    float dmax = di;
+    for (int j = 0; j < k; ++j) {
+      const float dj = S[int64_t(j) * k + j];
+      dmax = fmaxf(dmax, dj);
+      if (dj > di || (dj == di && j < i)) ++rank;
+    }
+    a.d[rank] = di;
+    float f = 1.0f;
+    if (a.scale) f = (di > 1e-12f * dmax && di > 0.0f) ? rsqrtf(di) : 0.0f;
+    const float* src = a.Ew + int64_t(i) * k;
+    float* dst = a.E + int64_t(rank) * k;
+    for (int j = 0; j < k; ++j) dst[j] = src[j] * f;
+  }
+}
+
+unsigned gridFor(int dev, int64_t n) {
+  int64_t b = (n + 255) / 256;
+  return unsigned(std::max<int64_t>(1, std::min<int64_t>(b, int64_t(smCount(dev)) * 8)));
+}
+
+GemmArgs mk(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, bool ta, const float* B, int64_t ldb,
+            bool tb, float* C, int64_t ldc) {
+  GemmArgs g;
+  g.M = M; g.N = N; g.K = K;
+  g.A = A; g.lda = lda; g.transA = ta;
+  g.B = B; g.ldb = ldb; g.transB = tb;
+  g.C = C; g.cType = DType::F32; g.ldc = ldc;
+  g.alpha = 1.0f; g.beta = 0.0f;
+  return g;
+}
+
+// ---- the plan: which path, and where everything lives in the workspace ----------------------
+
+struct Plan {
+  int64_t rows = 0, cols = 0, r = 0, n = 0, other = 0, k = 0;
+  bool colsSide = true;  // Gram X^T X (vectors of length cols)
+  bool same = true;      // the wanted side is the Gram side
+  bool gram = true;      // form A (svd); warm applies X^T X implicitly
+  bool solver = false;   // cuSOLVER syevdx
+  bool host = false;     // the exact host solver (k over the one-block Jacobi's limit, no cuSOLVER)
+  int lwork = 0;
+  int64_t oA = 0, oW = 0, oWork = 0, oQ = 0, oY = 0, oB = 0, oT = 0, oS = 0, oEw = 0, oE = 0, oD = 0, oU = 0, total = 0;
+};
+
+int64_t align64(int64_t x) { return (x + 63) / 64 * 64; }
+
+Status makePlan(int dev, int64_t rows, int64_t cols, int64_t r, bool left, RefreshMethod method, Plan* out) {
+  Plan p;
+  p.rows = rows; p.cols = cols; p.r = r;
+  p.colsSide = cols <= rows;
+  p.n = p.colsSide ? cols : rows;
+  p.other = p.colsSide ? rows : cols;
+  p.same = (!left) == p.colsSide;
+  p.gram = method == RefreshMethod::Svd;
+  Cusolver* s = p.gram && p.n <= 46340 ? cusolver() : nullptr;  // n*n must fit cuSOLVER's int lwork math
+  int64_t at = align64(kStatusWords);
+  auto take = [&](int64_t floats) { const int64_t o = at; at += align64(std::max<int64_t>(floats, 1)); return o; };
+  if (s != nullptr) {
+    cudaStream_t st;
+    Status ok = deviceStream(dev, &st, "galoreRefresh");
+    if (!ok.ok()) return ok;
+    void* h = solverHandle(s, dev, st);
+    if (h == nullptr) return solverFail(-1, "cusolverDnCreate");
+    int meig = 0, lwork = 0;
+    const int n = int(p.n);
+    int rc = s->bufferSize(h, kEigModeVector, kEigRangeI, kFillLower, n, nullptr, n, 0.0f, 0.0f, int(n - r + 1), n,
+                           &meig, nullptr, &lwork);
+    if (rc != 0) return solverFail(rc, "cusolverDnSsyevdx_bufferSize");
+    p.solver = true;
+    p.lwork = lwork;
+    p.oA = take(p.n * p.n);
+    p.oW = take(p.n);
+    p.oWork = take(lwork);
+  } else {
+    const int64_t extra = std::min<int64_t>(64, std::max<int64_t>(16, r / 4));
+    p.k = std::min(p.n, r + extra);
+    if (p.k > kMaxBlock) {
+      p.host = true;
+      *out = p;
+      out->total = 0;
+      return Status();
+    }
+    if (p.gram) p.oA = take(p.n * p.n);
+    p.oQ = take(p.k * p.n);
+    p.oY = take(p.k * p.n);
+    p.oB = take(p.k * p.n);
+    if (!p.gram) p.oT = take(p.k * p.other);
+    p.oS = take(p.k * p.k);
+    p.oEw = take(p.k * p.k);
+    p.oE = take(p.k * p.k);
+    p.oD = take(p.k);
+  }
+  if (!p.same) p.oU = take(r * p.other);
+  p.total = at;
+  *out = p;
+  return Status();
+}
+
+// The pre-cuSOLVER path, kept for ranks beyond the built-in solver's block limit: G and P to the
+// host, cpu::topSingular (double Gram + tred2/tql2), P back. Synchronous.
+Status hostRefresh(int dev, const void* X, DType xt, int64_t rows, int64_t cols, int64_t r, bool left, float* P,
+                   bool hasPrev, const int32_t* flag) {
+  int32_t f = 0;
+  Status ok = flag ? copyDtoH(dev, &f, flag, 4) : Status();
+  if (!ok.ok() || f != 0) return ok;
+  std::vector<uint8_t> hx(size_t(rows * cols) * dtypeSize(xt));
+  const size_t pn = size_t((left ? rows : cols) * r);
+  std::vector<float> hp(pn, 0.0f);
+  ok = copyDtoH(dev, hx.data(), X, hx.size());
+  if (ok.ok() && hasPrev) ok = copyDtoH(dev, hp.data(), P, pn * 4);
+  if (!ok.ok()) return ok;
+  if (!cpu::topSingular(hx.data(), xt, rows, cols, r, left, hp.data(), hasPrev)) return Status();
+  ok = copyHtoD(dev, P, hp.data(), pn * 4);
+  if (ok.ok()) ok = synchronize(dev);  // hp must outlive the copy
+  return ok;
+}
+
+class Refresher {
+ public:
+  Refresher(int dev, cudaStream_t st, const Plan& p, const float* X, float* ws, GemmMode applyMode)
+      : dev_(dev), st_(st), p_(p), X_(X), ws_(ws), applyMode_(applyMode) {}
+
+  Status jacobi(float* S, int k, bool symmetrize, bool scale) {
+    JacobiArgs a;
+    a.S = S; a.Ew = ws_ + p_.oEw; a.E = ws_ + p_.oE; a.d = ws_ + p_.oD;
+    a.k = k; a.symmetrize = symmetrize; a.scale = scale; a.maxSweeps = 30;
+    const size_t bytes = size_t(k) * k * 4;
+    int optin = 0;
+    cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev_);
+    // Static shared memory of the kernel is ~16.4 KB; keep a margin.
+    a.shared = bytes + 20 * 1024 <= size_t(optin) ? 1 : 0;
+    const size_t dyn = a.shared ? bytes : 0;
+    if (dyn > 48 * 1024) {
+      cudaError_t e = cudaFuncSetAttribute(jacobiKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(dyn));
+      if (e != cudaSuccess) { (void)cudaGetLastError(); a.shared = 0; }
+    }
+    jacobiKernel<<<1, kJacobiThreads, a.shared ? dyn : 0, st_>>>(a);
+    return lastError("galoreRefresh (Jacobi)");
+  }
+
+  // Yt (k x n) = Qt A: with the Gram matrix, or as (Qt X^T) X / (Qt X) X^T.
+  Status applyA(const float* Qt, float* Yt) {
+    const int64_t k = p_.k, n = p_.n, rows = p_.rows, cols = p_.cols;
+    if (p_.gram) return gemm(dev_, mk(k, n, n, Qt, n, false, ws_ + p_.oA, n, false, Yt, n), GemmMode::Strict);
+    float* T = ws_ + p_.oT;
+    Status ok;
+    if (p_.colsSide) {
+      ok = gemm(dev_, mk(k, rows, cols, Qt, cols, false, X_, cols, true, T, rows), applyMode_);
+      if (ok.ok()) ok = gemm(dev_, mk(k, cols, rows, T, rows, false, X_, cols, false, Yt, cols), applyMode_);
+    } else {
+      ok = gemm(dev_, mk(k, cols, rows, Qt, rows, false, X_, cols, false, T, cols), applyMode_);
+      if (ok.ok()) ok = gemm(dev_, mk(k, rows, cols, T, cols, false, X_, cols, true, Yt, rows), applyMode_);
+    }
+    return ok;
+  }
+
+  // One orthonormalisation pass, in place on Zt (k x n) with tmp: rows normalised (so that the
+  // k x k Gram is well conditioned once the rows are nearly orthogonal), S = Zt Zt^T = U D U^T,
+  // tmp = D^-1/2 U^T Zt (rows for D below 1e-12 D_max come out zero).
+  Status orthoPass(float* Zt, float* tmp) {
+    const int64_t k = p_.k, n = p_.n;
+    float* S = ws_ + p_.oS;
+    normalizeRowsKernel<<<unsigned(k), 256, 0, st_>>>(Zt, n);
+    Status ok = lastError("galoreRefresh (normalise)");
+    if (ok.ok()) ok = gemm(dev_, mk(k, k, n, Zt, n, false, Zt, n, true, S, k), GemmMode::Strict);
+    if (ok.ok()) ok = jacobi(S, int(k), true, true);
+    if (ok.ok()) ok = gemm(dev_, mk(k, n, k, ws_ + p_.oE, k, false, Zt, n, false, tmp, n), GemmMode::Strict);
+    return ok;
+  }
+  // Two passes (as CholeskyQR2), rows lost in the first (numerically dependent) replaced by random
+  // ones before the second, so the block keeps k directions. Result in Zt.
+  Status orthonormalize(float* Zt, float* tmp, uint64_t seed) {
+    Status ok = orthoPass(Zt, tmp);
+    if (!ok.ok()) return ok;
+    fixRowsKernel<<<unsigned(p_.k), 256, 0, st_>>>(tmp, p_.n, seed);
+    ok = lastError("galoreRefresh (refill)");
+    if (ok.ok()) ok = orthoPass(tmp, Zt);
+    return ok;
+  }
+
+  // Reads the status words (one small copy; the built-in svd path's only host sync per iteration).
+  Status readStatus(int32_t* out) { return copyDtoH(dev_, out, ws_, kStatusWords * 4); }
+
+  // The built-in iteration. Leaves the r leading eigenvectors as rows of *V (ld n, descending);
+  // *V = null when the gradient is unusable (P is then kept).
+  //   Z (orthonormal, k x n) -> Y2 = Z A -> Rayleigh-Ritz H = Z Y2^T = W^T Theta W ->
+  //   Q = W Z (Ritz vectors, descending), Y = W Y2 (= Q A) -> residuals of Q's first r rows ->
+  //   Z = orthonormalize(Y) for the next iteration.
+  Status iterate(bool warm, const float* P, bool left, bool hasPrev, const float** V) {
+    const int64_t k = p_.k, n = p_.n, r = p_.r;
+    float* Z = ws_ + p_.oQ;
+    float* Y2 = ws_ + p_.oY;
+    float* Q = ws_ + p_.oB;
+    int32_t* st = reinterpret_cast<int32_t*>(ws_);
+    uint64_t seed = 0x5eed0000ull + uint64_t(n) * 131 + uint64_t(k);
+    Status ok;
+    if (warm && hasPrev) {
+      // The previous projector, mapped to the Gram side; the k - r extra rows random.
+      if (p_.same) {
+        if (left) transposeKernel<<<gridFor(dev_, n * r), 256, 0, st_>>>(P, n, r, Z);
+        else ok = copyDtoD(dev_, Z, P, size_t(r * n) * 4);
+      } else if (p_.colsSide) {  // P left (rows x r): v = X^T u  ->  Z = P^T X
+        ok = gemm(dev_, mk(r, n, p_.rows, P, r, true, X_, p_.cols, false, Z, n), applyMode_);
+      } else {                   // P right (r x cols): u = X v  ->  Z = P X^T
+        ok = gemm(dev_, mk(r, n, p_.cols, P, p_.cols, false, X_, p_.cols, true, Z, n), applyMode_);
+      }
+      if (!ok.ok()) return ok;
+      if (k > r) randomRowsKernel<<<gridFor(dev_, (k - r) * n), 256, 0, st_>>>(Z, r, k, n, seed);
+      fixRowsKernel<<<unsigned(r), 256, 0, st_>>>(Z, n, seed + 1);
+    } else {
+      randomRowsKernel<<<gridFor(dev_, k * n), 256, 0, st_>>>(Z, 0, k, n, seed);
+    }
+    ok = lastError("galoreRefresh (start)");
+    if (ok.ok()) ok = orthonormalize(Z, Y2, seed + 2);
+    if (!ok.ok()) return ok;
+    double prevRes = INFINITY;
+    float* S = ws_ + p_.oS;
+    float* W = ws_ + p_.oE;
+    const int iters = warm ? kWarmIters : kMaxIters;
+    for (int it = 0;; ++it) {
+      ok = applyA(Z, Y2);
+      if (ok.ok()) ok = gemm(dev_, mk(k, k, n, Z, n, false, Y2, n, true, S, k), GemmMode::Strict);
+      if (ok.ok()) ok = jacobi(S, int(k), true, false);
+      if (ok.ok()) ok = gemm(dev_, mk(k, n, k, W, k, false, Z, n, false, Q, n), GemmMode::Strict);
+      if (ok.ok()) ok = gemm(dev_, mk(k, n, k, W, k, false, Y2, n, false, Z, n), GemmMode::Strict);  // Z := Y
+      if (!ok.ok()) return ok;
+      if (it + 1 >= iters) break;
+      if (!warm) {
+        ok = memsetZero(dev_, st + 3, 8);
+        if (!ok.ok()) return ok;
+        residualKernel<<<unsigned(r), 256, 0, st_>>>(Q, Z, n, st);
+        ok = lastError("galoreRefresh (residual)");
+        int32_t h[kStatusWords];
+        if (ok.ok()) ok = readStatus(h);
+        if (!ok.ok()) return ok;
+        if (h[0] != 0 || h[1] == 0) { *V = nullptr; return Status(); }  // P is kept: nothing to compute
+        const double res = bitsFloat(uint32_t(h[3])), th = bitsFloat(uint32_t(h[4]));
+        if (!std::isfinite(res) || !std::isfinite(th)) { *V = nullptr; return Status(); }
+        if (res <= 1e-6 * th) break;
+        if (it >= 4 && res <= 1e-4 * th && res > 0.5 * prevRes) break;  // the f32 floor
+        prevRes = res;
+      }
+      ok = orthonormalize(Z, Y2, seed + 3 + uint64_t(it));
+      if (!ok.ok()) return ok;
+    }
+    *V = Q;
+    return ok;
+  }
+
+ private:
+  int dev_;
+  cudaStream_t st_;
+  const Plan& p_;
+  const float* X_;
+  float* ws_;
+  GemmMode applyMode_;
+};
+
+}  // namespace
+
+std::string solverPath() {
+  Cusolver* s = loadCusolver();
+  if (s != nullptr && !forceBuiltin())
+    return "cuSOLVER syevdx (" + s->path + ") on the f32 Gram matrix, on the device";
+  return std::string("built-in: f32 Gram matrix + block subspace iteration with one-block Jacobi Rayleigh-Ritz, on the device") +
+         (s != nullptr ? " (forced)" : " (cuSOLVER not found)");
+}
+
+Status galoreRefreshWorkspace(int dev, int64_t rows, int64_t cols, int64_t r, bool left, RefreshMethod method,
+                              int64_t* floats) {
+  Plan p;
+  Status ok = makePlan(dev, rows, cols, r, left, method, &p);
+  *floats = ok.ok() ? p.total : 0;
+  return ok;
+}
+
+Status galoreRefresh(int dev, const void* X, DType xt, int64_t rows, int64_t cols, int64_t r, bool left, float* P,
+                     bool hasPrev, const int32_t* flag, RefreshMethod method, GemmMode mode, float* ws,
+                     int64_t wsFloats, float* xScratch) {
+  cudaStream_t st;
+  Status ok = deviceStream(dev, &st, "galoreRefresh");
+  if (!ok.ok()) return ok;
+  if (r < 1 || r > std::min(rows, cols)) return invalidArg("galoreRefresh: rank out of range");
+  Plan p;
+  ok = makePlan(dev, rows, cols, r, left, method, &p);
+  if (!ok.ok()) return ok;
+  if (p.host) return hostRefresh(dev, X, xt, rows, cols, r, left, P, hasPrev, flag);
+  if (ws == nullptr || wsFloats < p.total) return invalidArg("galoreRefresh: the workspace is too small");
+  const float* Xf = static_cast<const float*>(X);
+  if (xt != DType::F32) {
+    if (xScratch == nullptr) return invalidArg("galoreRefresh: a non-f32 gradient needs the f32 scratch");
+    ok = convert(dev, X, xt, xScratch, DType::F32, rows * cols);
+    if (!ok.ok()) return ok;
+    Xf = xScratch;
+  }
+  int32_t* stw = reinterpret_cast<int32_t*>(ws);
+  ok = memsetZero(dev, ws, kStatusWords * 4);
+  if (!ok.ok()) return ok;
+  checkKernel<<<gridFor(dev, rows * cols), 256, 0, st>>>(Xf, rows * cols, flag, stw);
+  ok = lastError("galoreRefresh (check)");
+  if (!ok.ok()) return ok;
+
+  const int64_t n = p.n;
+  if (p.gram) {
+    float* A = ws + p.oA;
+    ok = p.colsSide ? gemm(dev, mk(n, n, rows, Xf, cols, true, Xf, cols, false, A, n), GemmMode::Strict)
+                    : gemm(dev, mk(n, n, cols, Xf, cols, false, Xf, cols, true, A, n), GemmMode::Strict);
+    if (!ok.ok()) return ok;
+  }
+  const float* V = nullptr;  // r vectors of the Gram side, ld n
+  bool reversed = false;
+  const int32_t* info = nullptr;
+  if (p.solver) {
+    Cusolver* s = cusolver();
+    void* h = s ? solverHandle(s, dev, st) : nullptr;
+    if (h == nullptr) return solverFail(-1, "cusolverDnCreate");
+    // syevdx returns to the host anyway (meig is a host output): look at the gradient first, so an
+    // unusable one keeps P without a solver call that could fail on NaN.
+    int32_t h0[kStatusWords];
+    ok = copyDtoH(dev, h0, ws, sizeof h0);
+    if (!ok.ok()) return ok;
+    if (h0[0] != 0 || h0[1] == 0) return Status();
+    int meig = 0;
+    int32_t* dinfo = stw + 2;
+    const int in = int(n);
+    const int rc = s->syevdx(h, kEigModeVector, kEigRangeI, kFillLower, in, ws + p.oA, in, 0.0f, 0.0f, int(n - r + 1),
+                             in, &meig, ws + p.oW, ws + p.oWork, p.lwork, dinfo);
+    if (rc != 0) return solverFail(rc, "cusolverDnSsyevdx");
+    if (meig != int(r)) return solverFail(-2, "cusolverDnSsyevdx (fewer eigenpairs than asked)");
+    V = ws + p.oA;
+    reversed = true;  // ascending: the largest is the last
+    info = dinfo;
+  } else {
+    Refresher rf(dev, st, p, Xf, ws, mode);
+    ok = rf.iterate(method == RefreshMethod::Warm, P, left, hasPrev, &V);
+    if (!ok.ok()) return ok;
+    if (V == nullptr) return Status();  // unusable gradient: P kept
+  }
+  int64_t len = n, ld = n;
+  if (!p.same) {
+    // The other side: u = X v (Gram X^T X) or v = X^T u (Gram X X^T), renormalised.
+    float* U = ws + p.oU;
+    const GemmMode m = method == RefreshMethod::Svd ? GemmMode::Strict : mode;
+    ok = p.colsSide ? gemm(dev, mk(r, rows, cols, V, ld, false, Xf, cols, true, U, rows), m)
+                    : gemm(dev, mk(r, cols, rows, V, ld, false, Xf, cols, false, U, cols), m);
+    if (!ok.ok()) return ok;
+    len = p.other;
+    ld = p.other;
+    normalizeRowsKernel<<<unsigned(r), 256, 0, st>>>(U, len);
+    ok = lastError("galoreRefresh (normalise)");
+    if (!ok.ok()) return ok;
+    V = U;
+  }
+  writeKernel<<<unsigned(r), 256, 0, st>>>(V, ld, reversed, len, r, left, P, hasPrev, stw, info);
+  return lastError("galoreRefresh (write)");
+}
+
+}  // namespace gpu
+}  // namespace slimopt

@@ -1,0 +1,968 @@
+// Grass kernels: the per-step pipeline of a group (non-finite scan, per-slot step sizes, fused
+// gather + compact Adam + scatter), the refresh (line norms, top-k / uniform / multinomial
+// selection, moment remap) and the standalone gather-rows / scatter-rows. The math, the draws and
+// the reduction orders are in grass.cuh, shared with the CPU backend (csrc/cpu/grass.cc).
+//
+// A step is four launches in stream order, whatever the tensor count:
+//   memset(flag) -> scan (sets flag on a NaN/Inf in what the step reads)
+//   [refresh steps: per tensor, norms -> select -> remap -> commit; remap/commit check flag]
+//   -> prologue (per-slot step sizes and ages, the step/skip counters; checks flag)
+//   -> update (checks flag).
+// The skip is decided on the device with no host sync: every kernel that changes state reads the
+// flag the scan wrote (an earlier kernel on the same stream), so a skipped step changes nothing
+// but the skip counter, and a skipped refresh keeps the previous selection.
+//
+// Multi-tensor launches. Each tensor contributes units (a slot row, a tile of W rows, or a flat
+// chunk); the glue numbers them (GrassTensor::*Begin, an exclusive prefix) and a block finds its
+// tensor by binary search, as cuda/adamw.cu does. One block per unit (grid-strided past 2^20).
+//
+// Duplicates. Slots are sorted by line; a run of equal lines is handled by the block (Rows) or the
+// thread (Cols) that owns its first slot, which sums the run's updates in slot order: no float
+// atomics, so the result does not depend on scheduling. Indices out of range (a corrupt state
+// dict) are skipped, never dereferenced.
+//
+// Column mode works on W's rows: a unit is a tile of kGrassColRows rows of W, threads walk the
+// slots, so the compact gradient and the moments (m×r) are read contiguously and W/G at the
+// selected columns of each row (sorted, so a warp's accesses ascend). Nothing is transposed.
+#include <cub/device/device_radix_sort.cuh>
+#include <cuda_runtime.h>
+#include <algorithm>
+#include "grass.cuh"
+#include "internal.cuh"
+#include "launchers.h"
+
+namespace slimopt {
+namespace gpu {
+
+namespace {
+
+constexpr int kT = kGrassThreads;
+constexpr int64_t kMaxGrid = int64_t(1) << 20;
+
+// ---- loads and stores -------------------------------------------------------------------------
+
+template <DType D>
+__device__ __forceinline__ float ld(const void* p, int64_t i) { return loadAsFloat(p, D, i); }
+template <DType D>
+__device__ __forceinline__ void st(void* p, int64_t i, float x) { storeFromFloat(p, D, i, x); }
+
+// 4 consecutive elements (16 bytes for f32, 8 for 16-bit types); i % 4 == 0, base quad-aligned.
+template <DType D>
+__device__ __forceinline__ void loadQuad(const void* p, int64_t i, float x[4]) {
+  if (D == DType::F32) {
+    float4 f = *reinterpret_cast<const float4*>(static_cast<const float*>(p) + i);
+    x[0] = f.x; x[1] = f.y; x[2] = f.z; x[3] = f.w;
+  } else {
+    uint2 u = *reinterpret_cast<const uint2*>(static_cast<const uint16_t*>(p) + i);
+    uint16_t h[4] = {uint16_t(u.x), uint16_t(u.x >> 16), uint16_t(u.y), uint16_t(u.y >> 16)};
+#pragma unroll
+    for (int k = 0; k < 4; ++k) x[k] = D == DType::BF16 ? bf16ToFloat(h[k]) : f16ToFloat(h[k]);
+  }
+}
+template <DType D>
+__device__ __forceinline__ void storeQuad(void* p, int64_t i, const float x[4]) {
+  if (D == DType::F32) {
+    *reinterpret_cast<float4*>(static_cast<float*>(p) + i) = make_float4(x[0], x[1], x[2], x[3]);
+  } else {
+    uint16_t h[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) h[k] = D == DType::BF16 ? floatToBf16(x[k]) : floatToF16(x[k]);
+    uint2 u;
+    u.x = uint32_t(h[0]) | (uint32_t(h[1]) << 16);
+    u.y = uint32_t(h[2]) | (uint32_t(h[3]) << 16);
+    *reinterpret_cast<uint2*>(static_cast<uint16_t*>(p) + i) = u;
+  }
+}
+__device__ __forceinline__ void loadQuadF(const float* p, int64_t i, float x[4]) {
+  float4 f = *reinterpret_cast<const float4*>(p + i);
+  x[0] = f.x; x[1] = f.y; x[2] = f.z; x[3] = f.w;
+}
+__device__ __forceinline__ void storeQuadF(float* p, int64_t i, const float x[4]) {
+  *reinterpret_cast<float4*>(p + i) = make_float4(x[0], x[1], x[2], x[3]);
+}
+// Whether p can be read in quads of dtype d.
+__device__ __forceinline__ bool quadAligned(const void* p, DType d) {
+  return (reinterpret_cast<uintptr_t>(p) & uintptr_t(dtypeSize(d) * 4 - 1)) == 0;
+}
+
+// ---- multi-tensor bookkeeping -------------------------------------------------------------------
+
+enum class Field { ScanRefresh, ScanStep, Update, Slot };
+
+template <Field F>
+__device__ __forceinline__ int64_t beginOf(const GrassTensor* T, int k) {
+  switch (F) {
+    case Field::ScanRefresh: return __ldg(&T[k].scanBeginRefresh);
+    case Field::ScanStep: return __ldg(&T[k].scanBeginStep);
+    case Field::Update: return __ldg(&T[k].updateBegin);
+    default: return __ldg(&T[k].slotBegin);
+  }
+}
+
+// The last tensor whose first unit is <= u (tensors with no units share their successor's begin).
+template <Field F>
+__device__ __forceinline__ int findTensor(const GrassTensor* T, int n, int64_t u) {
+  int lo = 0, hi = n - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (beginOf<F>(T, mid) <= u) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+// The run of slots [j0, j1) holding line idx[j0] when j0 owns it (first of its run, line in
+// range); false otherwise. Every thread of a block computes the same answer.
+__device__ __forceinline__ bool ownedRun(const int32_t* idx, int64_t r, int64_t lines, int64_t j0,
+                                         int32_t* line, int64_t* j1) {
+  const int32_t x = idx[j0];
+  if (x < 0 || int64_t(x) >= lines) return false;
+  if (j0 > 0 && idx[j0 - 1] == x) return false;
+  int64_t e = j0 + 1;
+  while (e < r && idx[e] == x) ++e;
+  *line = x;
+  *j1 = e;
+  return true;
+}
+
+// ---- the non-finite scan ------------------------------------------------------------------------
+
+// Non-finite <=> exponent all ones <=> (word & mask) + one carries into the lane's top bit.
+__device__ __forceinline__ bool scanRange(const void* p, DType d, int64_t begin, int64_t end) {
+  const int es = dtypeSize(d);
+  const uint32_t mask = d == DType::F32 ? 0x7f800000u : d == DType::BF16 ? 0x7f807f80u : 0x7c007c00u;
+  const uint32_t one = d == DType::F32 ? 0x00800000u : d == DType::BF16 ? 0x00800080u : 0x04000400u;
+  const uint32_t top = d == DType::F32 ? 0x80000000u : 0x80008000u;
+  const uint8_t* b = static_cast<const uint8_t*>(p) + begin * es;
+  uint32_t acc = 0;
+  if ((reinterpret_cast<uintptr_t>(b) & 15) == 0) {
+    const int64_t nv = (end - begin) * es / 16;
+    const uint4* q = reinterpret_cast<const uint4*>(b);
+    for (int64_t v0 = 0; v0 < nv; v0 += 4 * kT) {
+      uint4 x[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int64_t vi = v0 + j * kT + threadIdx.x;
+        x[j] = vi < nv ? __ldg(q + vi) : make_uint4(0, 0, 0, 0);
+      }
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        acc |= ((x[j].x & mask) + one) | ((x[j].y & mask) + one) | ((x[j].z & mask) + one) |
+               ((x[j].w & mask) + one);
+    }
+    begin += nv * 16 / es;
+  }
+  bool bad = (acc & top) != 0;
+  for (int64_t i = begin + threadIdx.x; i < end; i += kT) bad |= !isFiniteFloat(loadAsFloat(p, d, i));
+  return bad;
+}
+
+__global__ void __launch_bounds__(kT) scanKernel(const GrassTensor* tensors, int n, int64_t units,
+                                                 int refreshing, int32_t* flag) {
+  for (int64_t u = blockIdx.x; u < units; u += gridDim.x) {
+    const int k = refreshing ? findTensor<Field::ScanRefresh>(tensors, n, u)
+                             : findTensor<Field::ScanStep>(tensors, n, u);
+    const GrassTensor& T = tensors[k];
+    const int64_t local = u - (refreshing ? T.scanBeginRefresh : T.scanBeginStep);
+    const DType d = T.paramDtype;
+    bool bad = false;
+    if (T.mode == GrassMode::Dense || refreshing) {
+      const int64_t b = local * kGrassFlatUnit;
+      bad = scanRange(T.grad, d, b, min(grassNumel(T), b + kGrassFlatUnit));
+    } else if (T.compact != nullptr) {
+      const int64_t b = local * kGrassFlatUnit;
+      bad = scanRange(T.compact, d, b, min(grassCompactNumel(T), b + kGrassFlatUnit));
+    } else if (T.mode == GrassMode::Rows) {
+      int32_t line;
+      int64_t j1;
+      if (ownedRun(T.indices, T.rank, T.rows, local, &line, &j1))
+        bad = scanRange(T.grad, d, int64_t(line) * T.cols, int64_t(line) * T.cols + T.cols);
+    } else {
+      const int64_t k0 = local * kGrassColRows, k1 = min(T.rows, k0 + kGrassColRows);
+      for (int64_t j = threadIdx.x; j < T.rank; j += kT) {
+        const int32_t c = T.indices[j];
+        if (c < 0 || int64_t(c) >= T.cols) continue;
+        for (int64_t k = k0; k < k1; ++k) bad |= !isFiniteFloat(loadAsFloat(T.grad, d, k * T.cols + c));
+      }
+    }
+    if (__syncthreads_or(bad) && threadIdx.x == 0) atomicOr(flag, 1);
+  }
+}
+
+// ---- prologue: per-slot step sizes, ages, counters -----------------------------------------------
+
+__global__ void __launch_bounds__(kT) prologueKernel(const GrassTensor* tensors, int n, int64_t units,
+                                                     GrassHyper h, const int32_t* flag,
+                                                     AdamwCounters* counters) {
+  const bool skip = *flag != 0;
+  if (blockIdx.x == 0 && threadIdx.x == 0) {
+    if (skip) counters->skipped += 1;
+    else counters->step += 1;
+  }
+  if (skip) return;
+  for (int64_t u = blockIdx.x; u < units; u += gridDim.x) {
+    const int k = findTensor<Field::Slot>(tensors, n, u);
+    const GrassTensor& T = tensors[k];
+    const int64_t j = (u - T.slotBegin) * kT + threadIdx.x;
+    if (j >= T.rank) continue;
+    const bool dense = T.mode == GrassMode::Dense;
+    const int32_t t = T.ages[j] + 1;
+    T.ages[j] = t;
+    T.coef[j] = grassCoef(h.lr, dense ? 1.0f : h.scale, dense ? 1.0f : T.rho[j], h.beta1, h.beta2, t);
+  }
+}
+
+// ---- update: fused gather + compact Adam + scatter ------------------------------------------------
+
+struct Step {
+  float beta1, beta2, eps, decay;
+};
+
+constexpr int kQuads = 2;  // quads per thread per pass: 8 independent 16-byte loads in flight (f32)
+
+// Rows mode, one owned row. The common case (a line selected once, n % 4 == 0, aligned) reads
+// W, G (or the compact row), m, v in quads; duplicates and odd shapes take the scalar loop.
+template <DType PT>
+__device__ __forceinline__ void updateRow(const GrassTensor& T, int64_t j0, const Step& s) {
+  int32_t line;
+  int64_t j1;
+  if (!ownedRun(T.indices, T.rank, T.rows, j0, &line, &j1)) return;
+  const int64_t n = T.cols;
+  void* const w = T.param;
+  const int64_t wBase = int64_t(line) * n;
+  const int tid = threadIdx.x;
+  if (j1 - j0 == 1) {
+    const void* g = T.compact != nullptr ? T.compact : T.grad;
+    const int64_t gBase = T.compact != nullptr ? j0 * n : wBase;
+    float* const m = T.expAvg + j0 * n;
+    float* const v = T.expAvgSq + j0 * n;
+    const float cf = T.coef[j0], rh = T.rho[j0];
+    if ((n & 3) == 0 && quadAligned(w, PT) && quadAligned(g, PT) && quadAligned(T.expAvg, DType::F32) &&
+        quadAligned(T.expAvgSq, DType::F32)) {
+      const int64_t nq = n >> 2;
+      for (int64_t q0 = 0; q0 < nq; q0 += kQuads * kT) {
+        float wq[kQuads][4], gq[kQuads][4], mq[kQuads][4], vq[kQuads][4];
+#pragma unroll
+        for (int a = 0; a < kQuads; ++a) {
+          const int64_t q = q0 + a * kT + tid;
+          if (q < nq) {
+            loadQuad<PT>(g, gBase + 4 * q, gq[a]);
+            loadQuad<PT>(w, wBase + 4 * q, wq[a]);
+            loadQuadF(m, 4 * q, mq[a]);
+            loadQuadF(v, 4 * q, vq[a]);
+          }
+        }
+#pragma unroll
+        for (int a = 0; a < kQuads; ++a) {
+          const int64_t q = q0 + a * kT + tid;
+          if (q < nq) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const float nn = grassAdam(rh * gq[a][e], mq[a][e], vq[a][e], s.beta1, s.beta2, s.eps);
+              const float acc = 0.0f + cf * nn;
+              wq[a][e] = (wq[a][e] - acc) * s.decay;
+            }
+            storeQuadF(m, 4 * q, mq[a]);
+            storeQuadF(v, 4 * q, vq[a]);
+            storeQuad<PT>(w, wBase + 4 * q, wq[a]);
+          }
+        }
+      }
+      return;
+    }
+  }
+  for (int64_t i = tid; i < n; i += kT) {
+    float wi = ld<PT>(w, wBase + i);
+    float acc = 0.0f;
+    for (int64_t j = j0; j < j1; ++j) {
+      const float gi = T.compact != nullptr ? ld<PT>(T.compact, j * n + i) : ld<PT>(T.grad, wBase + i);
+      float mi = T.expAvg[j * n + i], vi = T.expAvgSq[j * n + i];
+      const float nn = grassAdam(T.rho[j] * gi, mi, vi, s.beta1, s.beta2, s.eps);
+      T.expAvg[j * n + i] = mi;
+      T.expAvgSq[j * n + i] = vi;
+      acc = acc + T.coef[j] * nn;
+    }
+    st<PT>(w, wBase + i, (wi - acc) * s.decay);
+  }
+}
+
+// Cols mode, a tile of W rows; thread per owned slot run.
+template <DType PT>
+__device__ __forceinline__ void updateColTile(const GrassTensor& T, int64_t tile, const Step& s) {
+  const int64_t n = T.cols, r = T.rank;
+  const int64_t k0 = tile * kGrassColRows, k1 = min(T.rows, k0 + kGrassColRows);
+  for (int64_t j0 = threadIdx.x; j0 < r; j0 += kT) {
+    int32_t col;
+    int64_t j1;
+    if (!ownedRun(T.indices, r, n, j0, &col, &j1)) continue;
+    for (int64_t k = k0; k < k1; ++k) {
+      const int64_t wi = k * n + col;
+      float w = ld<PT>(T.param, wi);
+      float acc = 0.0f;
+      for (int64_t j = j0; j < j1; ++j) {
+        const int64_t ci = k * r + j;
+        const float g = T.compact != nullptr ? ld<PT>(T.compact, ci) : ld<PT>(T.grad, wi);
+        float mi = T.expAvg[ci], vi = T.expAvgSq[ci];
+        const float nn = grassAdam(T.rho[j] * g, mi, vi, s.beta1, s.beta2, s.eps);
+        T.expAvg[ci] = mi;
+        T.expAvgSq[ci] = vi;
+        acc = acc + T.coef[j] * nn;
+      }
+      st<PT>(T.param, wi, (w - acc) * s.decay);
+    }
+  }
+}
+
+// Dense mode: elements [b, e) of a flat tensor, one slot (coef[0]).
+template <DType PT>
+__device__ __forceinline__ void updateDense(const GrassTensor& T, int64_t b, int64_t e, const Step& s) {
+  const float cf = T.coef[0];
+  void* const w = T.param;
+  const void* const g = T.grad;
+  float* const m = T.expAvg;
+  float* const v = T.expAvgSq;
+  const int tid = threadIdx.x;
+  if ((b & 3) == 0 && quadAligned(w, PT) && quadAligned(g, PT) && quadAligned(m, DType::F32) &&
+      quadAligned(v, DType::F32)) {
+    const int64_t nq = (e - b) >> 2;
+    for (int64_t q0 = 0; q0 < nq; q0 += kQuads * kT) {
+      float wq[kQuads][4], gq[kQuads][4], mq[kQuads][4], vq[kQuads][4];
+#pragma unroll
+      for (int a = 0; a < kQuads; ++a) {
+        const int64_t q = q0 + a * kT + tid;
+        if (q < nq) {
+          const int64_t i = b + 4 * q;
+          loadQuad<PT>(g, i, gq[a]);
+          loadQuad<PT>(w, i, wq[a]);
+          loadQuadF(m, i, mq[a]);
+          loadQuadF(v, i, vq[a]);
+        }
+      }
+#pragma unroll
+      for (int a = 0; a < kQuads; ++a) {
+        const int64_t q = q0 + a * kT + tid;
+        if (q < nq) {
+          const int64_t i = b + 4 * q;
+#pragma unroll
+          for (int k = 0; k < 4; ++k) {
+            const float nn = grassAdam(gq[a][k], mq[a][k], vq[a][k], s.beta1, s.beta2, s.eps);
+            const float acc = 0.0f + cf * nn;
+            wq[a][k] = (wq[a][k] - acc) * s.decay;
+          }
+          storeQuadF(m, i, mq[a]);
+          storeQuadF(v, i, vq[a]);
+          storeQuad<PT>(w, i, wq[a]);
+        }
+      }
+    }
+    b += 4 * nq;
+  }
+  for (int64_t i = b + tid; i < e; i += kT) {
+    float mi = m[i], vi = v[i];
+    const float nn = grassAdam(ld<PT>(g, i), mi, vi, s.beta1, s.beta2, s.eps);
+    m[i] = mi;
+    v[i] = vi;
+    const float acc = 0.0f + cf * nn;
+    st<PT>(w, i, (ld<PT>(w, i) - acc) * s.decay);
+  }
+}
+
+template <DType PT>
+__device__ __forceinline__ void updateUnit(const GrassTensor& T, int64_t local, const Step& s) {
+  if (T.mode == GrassMode::Rows) {
+    updateRow<PT>(T, local, s);
+  } else if (T.mode == GrassMode::Cols) {
+    updateColTile<PT>(T, local, s);
+  } else {
+    const int64_t b = local * kGrassFlatUnit;
+    updateDense<PT>(T, b, min(grassNumel(T), b + kGrassFlatUnit), s);
+  }
+}
+
+__global__ void __launch_bounds__(kT, 3) updateKernel(const GrassTensor* tensors, int n, int64_t units,
+                                                   Step s, const int32_t* flag) {
+  if (*flag != 0) return;
+  for (int64_t u = blockIdx.x; u < units; u += gridDim.x) {
+    const int k = findTensor<Field::Update>(tensors, n, u);
+    const GrassTensor T = tensors[k];
+    const int64_t local = u - T.updateBegin;
+    switch (T.paramDtype) {
+      case DType::BF16: updateUnit<DType::BF16>(T, local, s); break;
+      case DType::F16: updateUnit<DType::F16>(T, local, s); break;
+      default: updateUnit<DType::F32>(T, local, s); break;
+    }
+  }
+}
+
+// ---- refresh: norms ------------------------------------------------------------------------------
+
+// Row norms: block per row; lane t sums (exactly rounded, in index order) the elements of quads
+// t, t+256, ...; then a fixed tree over the 256 lanes. The CPU backend sums in the same order.
+template <DType D>
+__global__ void __launch_bounds__(kGrassNormLanes) normsRowsKernel(const void* g, int64_t m, int64_t n,
+                                                                   double* norms) {
+  __shared__ double s[kGrassNormLanes];
+  const int tid = threadIdx.x;
+  for (int64_t row = blockIdx.x; row < m; row += gridDim.x) {
+    const int64_t base = row * n;
+    double acc = 0.0;
+    if ((n & 3) == 0 && quadAligned(g, D)) {
+      for (int64_t q = tid; q < (n >> 2); q += kGrassNormLanes) {
+        float x[4];
+        loadQuad<D>(g, base + 4 * q, x);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc = SLIMOPT_DADD(acc, SLIMOPT_DMUL(double(x[e]), double(x[e])));
+      }
+    } else {
+      for (int64_t q = tid; 4 * q < n; q += kGrassNormLanes) {
+        for (int e = 0; e < 4; ++e) {
+          const int64_t i = 4 * q + e;
+          if (i < n) {
+            const double x = double(ld<D>(g, base + i));
+            acc = SLIMOPT_DADD(acc, SLIMOPT_DMUL(x, x));
+          }
+        }
+      }
+    }
+    s[tid] = acc;
+    __syncthreads();
+    for (int off = kGrassNormLanes / 2; off > 0; off >>= 1) {
+      if (tid < off) s[tid] = SLIMOPT_DADD(s[tid], s[tid + off]);
+      __syncthreads();
+    }
+    if (tid == 0) norms[row] = SLIMOPT_DSQRT(s[0]);
+    __syncthreads();
+  }
+}
+
+// Column norms, pass 1: partial[s][c] = sum over rows [256 s, 256 s + 256) of G[k, c]^2, in row
+// order. Pass 2: norm[c] = sqrt(sum over s of partial[s][c]), in segment order.
+template <DType D>
+__global__ void __launch_bounds__(kT) normsColsPartialKernel(const void* g, int64_t m, int64_t n,
+                                                             double* partials) {
+  const int64_t c = int64_t(blockIdx.x) * kT + threadIdx.x;
+  const int64_t s = blockIdx.y;
+  if (c >= n) return;
+  const int64_t k1 = min(m, (s + 1) * kGrassColSegment);
+  double part = 0.0;
+  for (int64_t k = s * kGrassColSegment; k < k1; ++k) {
+    const double x = double(ld<D>(g, k * n + c));
+    part = SLIMOPT_DADD(part, SLIMOPT_DMUL(x, x));
+  }
+  partials[s * n + c] = part;
+}
+
+__global__ void __launch_bounds__(kT) normsColsFinishKernel(const double* partials, int64_t segs,
+                                                            int64_t n, double* norms) {
+  const int64_t c = int64_t(blockIdx.x) * kT + threadIdx.x;
+  if (c >= n) return;
+  double total = 0.0;
+  for (int64_t s = 0; s < segs; ++s) total = SLIMOPT_DADD(total, partials[s * n + c]);
+  norms[c] = SLIMOPT_DSQRT(total);
+}
+
+// ---- refresh: selection ----------------------------------------------------------------------------
+
+__global__ void __launch_bounds__(kT) iotaKernel(int32_t* vals, int64_t L) {
+  for (int64_t i = int64_t(blockIdx.x) * kT + threadIdx.x; i < L; i += int64_t(gridDim.x) * kT)
+    vals[i] = int32_t(i);
+}
+
+__global__ void __launch_bounds__(kT) uniformKeysKernel(uint64_t* keys, int32_t* vals, int64_t L,
+                                                        uint64_t seed, uint64_t refresh) {
+  for (int64_t i = int64_t(blockIdx.x) * kT + threadIdx.x; i < L; i += int64_t(gridDim.x) * kT) {
+    keys[i] = grassUniformKey(seed, refresh, i);
+    vals[i] = int32_t(i);
+  }
+}
+
+// counts[line] = 1 for the first r lines of the sorted order (distinct: vals is a permutation).
+__global__ void __launch_bounds__(kT) markKernel(const int32_t* sortedVals, int64_t r, int32_t* counts) {
+  const int64_t j = int64_t(blockIdx.x) * kT + threadIdx.x;
+  if (j < r) counts[sortedVals[j]] = 1;
+}
+
+// Inclusive prefix sums of the norms in the fixed order of grass.cuh: 1024 contiguous parts, each
+// summed in order; the parts' offsets in order by one thread; then each part again from its offset.
+__global__ void __launch_bounds__(kGrassScanParts) prefixKernel(const double* norms, int64_t L,
+                                                                double* prefix) {
+  __shared__ double part[kGrassScanParts];
+  const int t = threadIdx.x;
+  const int64_t chunk = grassCeilDiv(L, kGrassScanParts);
+  const int64_t b = min(L, t * chunk), e = min(L, b + chunk);
+  double acc = 0.0;
+  for (int64_t i = b; i < e; ++i) acc = SLIMOPT_DADD(acc, norms[i]);
+  part[t] = acc;
+  __syncthreads();
+  if (t == 0) {
+    double off = 0.0;
+    for (int i = 0; i < kGrassScanParts; ++i) {
+      const double p = part[i];
+      part[i] = off;
+      off = SLIMOPT_DADD(off, p);
+    }
+  }
+  __syncthreads();
+  double run = part[t];
+  for (int64_t i = b; i < e; ++i) {
+    run = SLIMOPT_DADD(run, norms[i]);
+    prefix[i] = run;
+  }
+}
+
+// Draw j: the line whose CDF interval holds u_j; multiplicities counted (integer atomics, so the
+// counts do not depend on the order).
+__global__ void __launch_bounds__(kT) drawKernel(const double* prefix, const double* norms, int64_t L,
+                                                 int64_t r, uint64_t seed, uint64_t refresh,
+                                                 int32_t* counts) {
+  const int64_t j = int64_t(blockIdx.x) * kT + threadIdx.x;
+  if (j >= r) return;
+  const int64_t i = grassPick(prefix, norms, L, grassDrawU(seed, refresh, j));
+  atomicAdd(counts + i, 1);
+}
+
+// Exclusive prefix sums of the counts (integers: exact in any order), same 1024-part layout.
+__global__ void __launch_bounds__(kGrassScanParts) countScanKernel(const int32_t* counts, int64_t L,
+                                                                   int32_t* offsets) {
+  __shared__ int32_t part[kGrassScanParts];
+  const int t = threadIdx.x;
+  const int64_t chunk = grassCeilDiv(L, kGrassScanParts);
+  const int64_t b = min(L, t * chunk), e = min(L, b + chunk);
+  int32_t acc = 0;
+  for (int64_t i = b; i < e; ++i) acc += counts[i];
+  part[t] = acc;
+  __syncthreads();
+  if (t == 0) {
+    int32_t off = 0;
+    for (int i = 0; i < kGrassScanParts; ++i) {
+      const int32_t p = part[i];
+      part[i] = off;
+      off += p;
+    }
+  }
+  __syncthreads();
+  int32_t run = part[t];
+  for (int64_t i = b; i < e; ++i) {
+    offsets[i] = run;
+    run += counts[i];
+  }
+}
+
+// The sorted selection: line i repeated counts[i] times at offsets[i], with its rho.
+__global__ void __launch_bounds__(kT) expandKernel(const int32_t* counts, const int32_t* offsets, int64_t L,
+                                                   int64_t r, GrassSelect sel, const double* norms,
+                                                   const double* prefix, int32_t* newIdx, float* newRho) {
+  const int64_t i = int64_t(blockIdx.x) * kT + threadIdx.x;
+  if (i >= L) return;
+  const int32_t c = counts[i];
+  if (c <= 0) return;
+  const bool multi = sel == GrassSelect::Multinomial;
+  const float rho = grassRho(sel, L, r, multi ? norms[i] : 0.0, multi ? prefix[L - 1] : 0.0);
+  const int32_t o = offsets[i];
+  for (int32_t k = 0; k < c && int64_t(o) + k < r; ++k) {
+    newIdx[o + k] = int32_t(i);
+    newRho[o + k] = rho;
+  }
+}
+
+// ---- refresh: remap and commit (all gated by the flag) --------------------------------------------
+
+// New slot j's source: the first old slot holding the same line (keepState), with the rho rescale
+// and the age to carry; -1 (reset) otherwise.
+__global__ void __launch_bounds__(kT) remapPrepKernel(const int32_t* oldIdx, const float* oldRho,
+                                                      const int32_t* oldAges, int64_t r, int keep,
+                                                      const int32_t* newIdx, const float* newRho,
+                                                      int32_t* srcSlot, float* srcScale, int32_t* newAges,
+                                                      const int32_t* flag) {
+  if (*flag != 0) return;
+  const int64_t j = int64_t(blockIdx.x) * kT + threadIdx.x;
+  if (j >= r) return;
+  int32_t src = -1;
+  if (keep) {
+    const int32_t x = newIdx[j];
+    int64_t lo = 0, hi = r;
+    while (lo < hi) {
+      const int64_t mid = (lo + hi) >> 1;
+      if (oldIdx[mid] < x) lo = mid + 1;
+      else hi = mid;
+    }
+    if (lo < r && oldIdx[lo] == x) src = int32_t(lo);
+  }
+  srcSlot[j] = src;
+  srcScale[j] = src >= 0 ? grassCarryScale(newRho[j], oldRho[src]) : 1.0f;
+  newAges[j] = src >= 0 ? oldAges[src] : 0;
+}
+
+// Rows: block per new slot row; staging[j, :] = old[src, :]·s (v·s²) or 0.
+__global__ void __launch_bounds__(kT) remapRowsKernel(const float* m, const float* v, int64_t r, int64_t len,
+                                                      const int32_t* srcSlot, const float* srcScale,
+                                                      float* sm, float* sv, const int32_t* flag) {
+  if (*flag != 0) return;
+  for (int64_t j = blockIdx.x; j < r; j += gridDim.x) {
+    const int32_t src = srcSlot[j];
+    const float s = srcScale[j], s2 = s * s;
+    for (int64_t i = threadIdx.x; i < len; i += kT) {
+      sm[j * len + i] = src >= 0 ? m[int64_t(src) * len + i] * s : 0.0f;
+      sv[j * len + i] = src >= 0 ? v[int64_t(src) * len + i] * s2 : 0.0f;
+    }
+  }
+}
+
+// Cols: block per W row k; staging[k, j] = old[k, src_j]·s or 0.
+__global__ void __launch_bounds__(kT) remapColsKernel(const float* m, const float* v, int64_t rows, int64_t r,
+                                                      const int32_t* srcSlot, const float* srcScale,
+                                                      float* sm, float* sv, const int32_t* flag) {
+  if (*flag != 0) return;
+  for (int64_t k = blockIdx.x; k < rows; k += gridDim.x) {
+    for (int64_t j = threadIdx.x; j < r; j += kT) {
+      const int32_t src = srcSlot[j];
+      const float s = srcScale[j];
+      sm[k * r + j] = src >= 0 ? m[k * r + src] * s : 0.0f;
+      sv[k * r + j] = src >= 0 ? v[k * r + src] * (s * s) : 0.0f;
+    }
+  }
+}
+
+__global__ void __launch_bounds__(kT) commitKernel(float* m, float* v, int64_t count, const float* sm,
+                                                   const float* sv, int32_t* idx, float* rho, int32_t* ages,
+                                                   int64_t r, const int32_t* newIdx, const float* newRho,
+                                                   const int32_t* newAges, const int32_t* flag) {
+  if (*flag != 0) return;
+  const int64_t stride = int64_t(gridDim.x) * kT;
+  for (int64_t i = int64_t(blockIdx.x) * kT + threadIdx.x; i < count; i += stride) {
+    m[i] = sm != nullptr ? sm[i] : 0.0f;
+    v[i] = sv != nullptr ? sv[i] : 0.0f;
+  }
+  for (int64_t i = int64_t(blockIdx.x) * kT + threadIdx.x; i < r; i += stride) {
+    idx[i] = newIdx[i];
+    rho[i] = newRho[i];
+    ages[i] = newAges[i];
+  }
+}
+
+// ---- standalone gather / scatter ------------------------------------------------------------------
+
+constexpr int kGatherRows = 2;  // rows per block: 8 quads in flight per thread for n = 4096 f32
+
+// out[j, :] = scale_j · src[idx_j, :] (scale 1 without a scale array), j in [0, count). With
+// n % 4 == 0 and aligned pointers each thread first loads kGatherRows × kU quads (8 × 16 bytes for
+// f32), then scales and stores them: many independent loads in flight per thread.
+template <DType D>
+__global__ void __launch_bounds__(kT) gatherRowsKernel(void* __restrict__ out, const void* __restrict__ src,
+                                                       int64_t rows, int64_t n, const int32_t* __restrict__ idx,
+                                                       int64_t count, const float* __restrict__ scale,
+                                                       int vec) {
+  constexpr int kU = 4;
+  const int tid = threadIdx.x;
+  for (int64_t j0 = int64_t(blockIdx.x) * kGatherRows; j0 < count; j0 += int64_t(gridDim.x) * kGatherRows) {
+    int64_t base[kGatherRows];
+    bool ok[kGatherRows];
+    float sc[kGatherRows];
+#pragma unroll
+    for (int a = 0; a < kGatherRows; ++a) {
+      const int64_t j = j0 + a;
+      const int32_t line = j < count ? idx[j] : -1;
+      ok[a] = line >= 0 && int64_t(line) < rows;
+      base[a] = ok[a] ? int64_t(line) * n : 0;
+      sc[a] = ok[a] && scale != nullptr ? scale[j] : 1.0f;
+    }
+    if (vec) {
+      const int64_t nq = n >> 2;
+      for (int64_t q0 = 0; q0 < nq; q0 += kU * kT) {
+        float x[kGatherRows][kU][4];
+#pragma unroll
+        for (int a = 0; a < kGatherRows; ++a)
+#pragma unroll
+          for (int b = 0; b < kU; ++b) {
+            const int64_t q = q0 + b * kT + tid;
+            if (ok[a] && q < nq) loadQuad<D>(src, base[a] + 4 * q, x[a][b]);
+          }
+#pragma unroll
+        for (int a = 0; a < kGatherRows; ++a)
+#pragma unroll
+          for (int b = 0; b < kU; ++b) {
+            const int64_t q = q0 + b * kT + tid;
+            if (ok[a] && q < nq) {
+#pragma unroll
+              for (int e = 0; e < 4; ++e) x[a][b][e] = sc[a] * x[a][b][e];
+              storeQuad<D>(out, (j0 + a) * n + 4 * q, x[a][b]);
+            }
+          }
+      }
+      continue;
+    }
+#pragma unroll
+    for (int a = 0; a < kGatherRows; ++a) {
+      if (!ok[a]) continue;
+      for (int64_t i = tid; i < n; i += kT) st<D>(out, (j0 + a) * n + i, sc[a] * ld<D>(src, base[a] + i));
+    }
+  }
+}
+
+// dst[idx_j, :] += alpha · scale_j · src[j, :], duplicates (adjacent: idx sorted) summed in slot
+// order by the block owning the run.
+template <DType D>
+__global__ void __launch_bounds__(kT) scatterRowsKernel(void* __restrict__ dst, int64_t rows, int64_t n,
+                                                        const int32_t* __restrict__ idx, int64_t count,
+                                                        const void* __restrict__ src, float alpha,
+                                                        const float* __restrict__ scale, int vec) {
+  for (int64_t j0 = blockIdx.x; j0 < count; j0 += gridDim.x) {
+    int32_t line;
+    int64_t j1;
+    if (!ownedRun(idx, count, rows, j0, &line, &j1)) continue;
+    const int64_t base = int64_t(line) * n;
+    if (vec && j1 - j0 == 1) {
+      const float c = alpha * (scale != nullptr ? scale[j0] : 1.0f);
+      const int64_t nq = n >> 2;
+      constexpr int kU = 4;
+      for (int64_t q0 = 0; q0 < nq; q0 += kU * kT) {
+        float dq[kU][4], sq[kU][4];
+#pragma unroll
+        for (int b = 0; b < kU; ++b) {
+          const int64_t q = q0 + b * kT + threadIdx.x;
+          if (q < nq) {
+            loadQuad<D>(src, j0 * n + 4 * q, sq[b]);
+            loadQuad<D>(dst, base + 4 * q, dq[b]);
+          }
+        }
+#pragma unroll
+        for (int b = 0; b < kU; ++b) {
+          const int64_t q = q0 + b * kT + threadIdx.x;
+          if (q < nq) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) dq[b][e] = __fadd_rn(dq[b][e], __fadd_rn(0.0f, __fmul_rn(c, sq[b][e])));
+            storeQuad<D>(dst, base + 4 * q, dq[b]);
+          }
+        }
+      }
+      continue;
+    }
+    for (int64_t i = threadIdx.x; i < n; i += kT) {
+      float acc = 0.0f;
+      // Exactly rounded (no FMA contraction), so the sums are the CPU's bits.
+      for (int64_t j = j0; j < j1; ++j)
+        acc = __fadd_rn(acc, __fmul_rn(alpha * (scale != nullptr ? scale[j] : 1.0f), ld<D>(src, j * n + i)));
+      st<D>(dst, base + i, __fadd_rn(ld<D>(dst, base + i), acc));
+    }
+  }
+}
+
+// ---- host side ----------------------------------------------------------------------------------------
+
+int gridOf(int64_t units) { return int(std::max<int64_t>(1, std::min<int64_t>(units, kMaxGrid))); }
+int blocksOf(int64_t items) { return gridOf(grassCeilDiv(items, kT)); }
+
+template <typename T>
+T* at(void* ws, size_t off) { return static_cast<T*>(static_cast<void*>(static_cast<uint8_t*>(ws) + off)); }
+
+// Line norms of T's full gradient into ws.norms.
+Status launchNorms(cudaStream_t st, const GrassTensor& T, void* ws, const GrassWorkspace& L) {
+  double* norms = at<double>(ws, L.norms);
+  const DType d = T.paramDtype;
+  if (T.mode == GrassMode::Rows) {
+    const int grid = gridOf(T.rows);
+    switch (d) {
+      case DType::BF16: normsRowsKernel<DType::BF16><<<grid, kGrassNormLanes, 0, st>>>(T.grad, T.rows, T.cols, norms); break;
+      case DType::F16: normsRowsKernel<DType::F16><<<grid, kGrassNormLanes, 0, st>>>(T.grad, T.rows, T.cols, norms); break;
+      default: normsRowsKernel<DType::F32><<<grid, kGrassNormLanes, 0, st>>>(T.grad, T.rows, T.cols, norms); break;
+    }
+    return lastError("grass row norms");
+  }
+  const int64_t segs = grassCeilDiv(T.rows, kGrassColSegment);
+  if (segs * T.cols > L.maxPartials || segs > 65535) return invalidArg("grass column norms: workspace too small");
+  double* partials = at<double>(ws, L.partials);
+  const dim3 grid(unsigned(grassCeilDiv(T.cols, kT)), unsigned(segs));
+  switch (d) {
+    case DType::BF16: normsColsPartialKernel<DType::BF16><<<grid, kT, 0, st>>>(T.grad, T.rows, T.cols, partials); break;
+    case DType::F16: normsColsPartialKernel<DType::F16><<<grid, kT, 0, st>>>(T.grad, T.rows, T.cols, partials); break;
+    default: normsColsPartialKernel<DType::F32><<<grid, kT, 0, st>>>(T.grad, T.rows, T.cols, partials); break;
+  }
+  normsColsFinishKernel<<<unsigned(grassCeilDiv(T.cols, kT)), kT, 0, st>>>(partials, segs, T.cols, norms);
+  return lastError("grass column norms");
+}
+
+// The new selection of T (sorted lines into ws.newIdx, their rho into ws.newRho). Changes no state.
+Status launchSelect(int dev, cudaStream_t st, const GrassTensor& T, const GrassHyper& h, void* ws,
+                    const GrassWorkspace& L) {
+  const int64_t lines = grassLines(T), r = T.rank;
+  if (lines > L.maxLines || r > L.maxRank || r < 1 || r > lines) return invalidArg("grass select: sizes exceed the workspace");
+  const int n = int(lines);
+  double* norms = at<double>(ws, L.norms);
+  double* prefix = at<double>(ws, L.prefix);
+  int32_t* valsA = at<int32_t>(ws, L.valsA);
+  int32_t* valsB = at<int32_t>(ws, L.valsB);
+  int32_t* counts = at<int32_t>(ws, L.counts);
+  int32_t* offsets = at<int32_t>(ws, L.offsets);
+  Status s;
+  if (h.select != GrassSelect::Uniform) {
+    s = launchNorms(st, T, ws, L);
+    if (!s.ok()) return s;
+  }
+  s = statusOf(cudaMemsetAsync(counts, 0, size_t(lines) * 4, st), "grass select (counts)");
+  if (!s.ok()) return s;
+  if (h.select == GrassSelect::Multinomial) {
+    prefixKernel<<<1, kGrassScanParts, 0, st>>>(norms, lines, prefix);
+    drawKernel<<<blocksOf(r), kT, 0, st>>>(prefix, norms, lines, r, T.seed, h.refreshIndex, counts);
+  } else {
+    size_t tb = L.cubBytes;
+    cudaError_t e;
+    if (h.select == GrassSelect::TopK) {
+      iotaKernel<<<blocksOf(lines), kT, 0, st>>>(valsA, lines);
+      e = cub::DeviceRadixSort::SortPairsDescending(at<void>(ws, L.cub), tb, norms, at<double>(ws, L.keysB),
+                                                    valsA, valsB, n, 0, 64, st);
+    } else {
+      uniformKeysKernel<<<blocksOf(lines), kT, 0, st>>>(at<uint64_t>(ws, L.keysA), valsA, lines, T.seed, h.refreshIndex);
+      e = cub::DeviceRadixSort::SortPairs(at<void>(ws, L.cub), tb, at<uint64_t>(ws, L.keysA),
+                                          at<uint64_t>(ws, L.keysB), valsA, valsB, n, 0, 64, st);
+    }
+    if (e != cudaSuccess) return statusOf(e, "grass select (radix sort)");
+    markKernel<<<blocksOf(r), kT, 0, st>>>(valsB, r, counts);
+  }
+  countScanKernel<<<1, kGrassScanParts, 0, st>>>(counts, lines, offsets);
+  expandKernel<<<blocksOf(lines), kT, 0, st>>>(counts, offsets, lines, r, h.select, norms, prefix,
+                                               at<int32_t>(ws, L.newIdx), at<float>(ws, L.newRho));
+  (void)dev;
+  return lastError("grass select");
+}
+
+// Replaces T's selection with ws.newIdx/newRho, remapping or resetting the moments; all gated.
+Status launchCommit(cudaStream_t st, const GrassTensor& T, const GrassHyper& h, void* ws,
+                    const GrassWorkspace& L) {
+  const int64_t r = T.rank, len = grassLineLen(T), count = grassCompactNumel(T);
+  const int32_t* flag = at<int32_t>(ws, L.flag);
+  const bool keep = h.keepState != 0;
+  if (keep && (!L.staging || count > L.maxCompact)) return invalidArg("grass commit: no staging for keepState");
+  int32_t* srcSlot = at<int32_t>(ws, L.srcSlot);
+  float* srcScale = at<float>(ws, L.srcScale);
+  int32_t* newAges = at<int32_t>(ws, L.newAges);
+  remapPrepKernel<<<blocksOf(r), kT, 0, st>>>(T.indices, T.rho, T.ages, r, keep ? 1 : 0, at<int32_t>(ws, L.newIdx),
+                                              at<float>(ws, L.newRho), srcSlot, srcScale, newAges, flag);
+  float* sm = nullptr;
+  float* sv = nullptr;
+  if (keep) {
+    sm = at<float>(ws, L.stagingM);
+    sv = at<float>(ws, L.stagingV);
+    if (T.mode == GrassMode::Rows)
+      remapRowsKernel<<<gridOf(r), kT, 0, st>>>(T.expAvg, T.expAvgSq, r, len, srcSlot, srcScale, sm, sv, flag);
+    else
+      remapColsKernel<<<gridOf(T.rows), kT, 0, st>>>(T.expAvg, T.expAvgSq, T.rows, r, srcSlot, srcScale, sm, sv, flag);
+  }
+  commitKernel<<<blocksOf(std::max(count, r)), kT, 0, st>>>(T.expAvg, T.expAvgSq, count, sm, sv, T.indices, T.rho,
+                                                            T.ages, r, at<int32_t>(ws, L.newIdx),
+                                                            at<float>(ws, L.newRho), newAges, flag);
+  return lastError("grass commit");
+}
+
+bool floatType(DType d) { return d == DType::F32 || d == DType::BF16 || d == DType::F16; }
+
+}  // namespace
+
+size_t grassCubBytes(int dev, int64_t maxLines, Status* status) {
+  *status = Status();
+  if (maxLines <= 0) return 0;
+  cudaStream_t st;
+  Status s = deviceStream(dev, &st, "grass workspace");
+  if (!s.ok()) { *status = s; return 0; }
+  const int n = int(maxLines);
+  size_t a = 0, b = 0;
+  cudaError_t e = cub::DeviceRadixSort::SortPairsDescending(nullptr, a, static_cast<const double*>(nullptr),
+                                                            static_cast<double*>(nullptr),
+                                                            static_cast<const int32_t*>(nullptr),
+                                                            static_cast<int32_t*>(nullptr), n, 0, 64, st);
+  if (e == cudaSuccess)
+    e = cub::DeviceRadixSort::SortPairs(nullptr, b, static_cast<const uint64_t*>(nullptr),
+                                        static_cast<uint64_t*>(nullptr), static_cast<const int32_t*>(nullptr),
+                                        static_cast<int32_t*>(nullptr), n, 0, 64, st);
+  if (e != cudaSuccess) { *status = statusOf(e, "grass workspace (radix sort size)"); return 0; }
+  return std::max(a, b);
+}
+
+Status grassStep(int dev, const GrassTensor* deviceList, const GrassTensor* hostList, int32_t n,
+                 const GrassUnits& units, const GrassHyper& h, AdamwCounters* counters, void* ws,
+                 const GrassWorkspace& L) {
+  if (n <= 0 || !deviceList || !hostList || !counters || !ws) return invalidArg("grassStep: bad arguments");
+  cudaStream_t st;
+  Status s = deviceStream(dev, &st, "grassStep");
+  if (!s.ok()) return s;
+  int32_t* flag = at<int32_t>(ws, L.flag);
+  s = statusOf(cudaMemsetAsync(flag, 0, sizeof(int32_t), st), "grassStep (flag)");
+  if (!s.ok()) return s;
+  if (h.skipNonFinite) {
+    const int64_t u = h.refreshing ? units.scanRefresh : units.scanStep;
+    scanKernel<<<gridOf(u), kT, 0, st>>>(deviceList, n, u, h.refreshing, flag);
+    s = lastError("grass scan");
+    if (!s.ok()) return s;
+  }
+  if (h.refreshing) {
+    for (int32_t k = 0; k < n; ++k) {
+      const GrassTensor& T = hostList[k];
+      if (T.mode == GrassMode::Dense) continue;
+      s = launchSelect(dev, st, T, h, ws, L);
+      if (!s.ok()) return s;
+      s = launchCommit(st, T, h, ws, L);
+      if (!s.ok()) return s;
+    }
+  }
+  prologueKernel<<<gridOf(units.slot), kT, 0, st>>>(deviceList, n, units.slot, h, flag, counters);
+  s = lastError("grass prologue");
+  if (!s.ok()) return s;
+  Step stp{h.beta1, h.beta2, h.eps, grassDecay(h.lr, h.weightDecay)};
+  updateKernel<<<gridOf(units.update), kT, 0, st>>>(deviceList, n, units.update, stp, flag);
+  return lastError("grass update");
+}
+
+Status grassSelectOnly(int dev, const GrassTensor& T, const GrassHyper& h, void* ws, const GrassWorkspace& L,
+                       int32_t* idxOut, float* rhoOut) {
+  if (T.mode == GrassMode::Dense) return invalidArg("grassSelectOnly: a dense tensor has no selection");
+  cudaStream_t st;
+  Status s = deviceStream(dev, &st, "grassSelect");
+  if (!s.ok()) return s;
+  s = launchSelect(dev, st, T, h, ws, L);
+  if (!s.ok()) return s;
+  s = statusOf(cudaMemcpyAsync(idxOut, at<int32_t>(ws, L.newIdx), size_t(T.rank) * 4, cudaMemcpyDeviceToDevice, st),
+               "grassSelect (copy out)");
+  if (!s.ok()) return s;
+  return statusOf(cudaMemcpyAsync(rhoOut, at<float>(ws, L.newRho), size_t(T.rank) * 4, cudaMemcpyDeviceToDevice, st),
+                  "grassSelect (copy out)");
+}
+
+Status grassGatherRows(int dev, void* out, const void* src, DType d, int64_t rows, int64_t cols,
+                       const int32_t* idx, int64_t count, const float* scale) {
+  if (!floatType(d)) return invalidArg("grassGatherRows: dtype must be f32, bf16 or f16");
+  if (count <= 0 || cols <= 0) return Status();
+  cudaStream_t st;
+  Status s = deviceStream(dev, &st, "gatherRows");
+  if (!s.ok()) return s;
+  const int es = dtypeSize(d);
+  const int vec = ((cols & 3) == 0 && (reinterpret_cast<uintptr_t>(out) & uintptr_t(4 * es - 1)) == 0 &&
+                   (reinterpret_cast<uintptr_t>(src) & uintptr_t(4 * es - 1)) == 0) ? 1 : 0;
+  const int grid = gridOf(grassCeilDiv(count, kGatherRows));
+  switch (d) {
+    case DType::BF16: gatherRowsKernel<DType::BF16><<<grid, kT, 0, st>>>(out, src, rows, cols, idx, count, scale, vec); break;
+    case DType::F16: gatherRowsKernel<DType::F16><<<grid, kT, 0, st>>>(out, src, rows, cols, idx, count, scale, vec); break;
+    default: gatherRowsKernel<DType::F32><<<grid, kT, 0, st>>>(out, src, rows, cols, idx, count, scale, vec); break;
+  }
+  return lastError("gatherRows");
+}
+
+Status grassScatterRows(int dev, void* dst, DType d, int64_t rows, int64_t cols, const int32_t* idx,
+                        int64_t count, const void* src, float alpha, const float* scale) {
+  if (!floatType(d)) return invalidArg("grassScatterRows: dtype must be f32, bf16 or f16");
+  if (count <= 0 || cols <= 0) return Status();
+  cudaStream_t st;
+  Status s = deviceStream(dev, &st, "scatterRows");
+  if (!s.ok()) return s;
+  const int es = dtypeSize(d);
+  const int vec = ((cols & 3) == 0 && (reinterpret_cast<uintptr_t>(dst) & uintptr_t(4 * es - 1)) == 0 &&
+                   (reinterpret_cast<uintptr_t>(src) & uintptr_t(4 * es - 1)) == 0) ? 1 : 0;
+  const int grid = gridOf(count);
+  switch (d) {
+    case DType::BF16: scatterRowsKernel<DType::BF16><<<grid, kT, 0, st>>>(dst, rows, cols, idx, count, src, alpha, scale, vec); break;
+    case DType::F16: scatterRowsKernel<DType::F16><<<grid, kT, 0, st>>>(dst, rows, cols, idx, count, src, alpha, scale, vec); break;
+    default: scatterRowsKernel<DType::F32><<<grid, kT, 0, st>>>(dst, rows, cols, idx, count, src, alpha, scale, vec); break;
+  }
+  return lastError("scatterRows");
+}
+
+}  // namespace gpu
+}  // namespace slimopt

@@ -1,0 +1,44 @@
+// The GEMM layer as tensors see it (tests, benchmarks), and the choice of linear-algebra path.
+import { DTYPE_CODE } from "./dtype";
+import { fail } from "./errors";
+import { native } from "./native";
+import { Tensor } from "./tensor";
+
+export interface GemmOptions {
+  transA?: boolean;
+  transB?: boolean;
+  alpha?: number;
+  beta?: number;
+  /** GPU precision: "tf32" (tensor cores, default) or "f32" (strict). The CPU is always f32. */
+  precision?: "tf32" | "f32";
+}
+
+/** c = alpha * op(a) op(b) + beta * c, row-major 2-D tensors on one device. */
+export function gemm(a: Tensor, b: Tensor, c: Tensor, o: GemmOptions = {}): void {
+  for (const [t, n] of [[a, "a"], [b, "b"], [c, "c"]] as [Tensor, string][]) {
+    if (!(t instanceof Tensor)) fail("E_ARG", `gemm: ${n} is not a Tensor`);
+    t.assertLive(`gemm operand ${n}`);
+    if (t.shape.length !== 2) fail("E_SHAPE", `gemm: ${n} must be 2-D, got [${t.shape}]`);
+  }
+  if (a.device !== b.device || a.device !== c.device) fail("E_DEVICE", "gemm: operands on different devices");
+  const [m, k] = o.transA ? [a.shape[1], a.shape[0]] : [a.shape[0], a.shape[1]];
+  const [k2, n] = o.transB ? [b.shape[1], b.shape[0]] : [b.shape[0], b.shape[1]];
+  if (k !== k2 || c.shape[0] !== m || c.shape[1] !== n)
+    fail("E_SHAPE", `gemm: [${m}x${k}] times [${k2}x${n}] into [${c.shape}]`);
+  const alpha = o.alpha ?? 1, beta = o.beta ?? 0;
+  if (!Number.isFinite(alpha) || !Number.isFinite(beta)) fail("E_ARG", "gemm: alpha and beta must be finite");
+  if (o.precision !== undefined && o.precision !== "tf32" && o.precision !== "f32") fail("E_ARG", "gemm: precision is tf32 or f32");
+  native().gemm(a.handle, DTYPE_CODE[a.dtype], b.handle, DTYPE_CODE[b.dtype], c.handle, DTYPE_CODE[c.dtype], {
+    m, n, k, transA: !!o.transA, transB: !!o.transB, alpha, beta, mode: o.precision === "f32" ? 1 : 0,
+  });
+}
+
+/** Forces the built-in CUDA kernels even where cuBLAS/cuSOLVER load (as SLIMOPT_LINALG=builtin). */
+export function setBuiltinLinalg(force: boolean): void {
+  native().setForceBuiltin(!!force);
+}
+
+/** Which GEMM and eigen-solver paths serve CUDA devices now. */
+export function linalgPaths(): { blas: string; solver: string; forceBuiltin: boolean } {
+  return native().linalgInfo();
+}

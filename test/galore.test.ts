@@ -1,0 +1,252 @@
+import { GaLoreAdamW, gemm, Parameter, tensor, zeros, SlimoptError, ProjType, Tensor } from "../lib";
+import { relErr, Rng } from "./reference";
+import { galoreRefStep, GaloreRef, newGaloreRef, RefSide, topVectors } from "./galore_reference";
+
+function expectCode(fn: () => unknown, code: string) {
+  let err: unknown;
+  try { fn(); } catch (e) { err = e; }
+  expect(err).toBeInstanceOf(SlimoptError);
+  expect((err as SlimoptError).code).toBe(code);
+}
+async function raw(t: Tensor): Promise<number[]> { return Array.from(await t.toTypedArray()); }
+
+describe("CPU GEMM against float64", () => {
+  test.each([[1, 1, 1], [7, 5, 3], [65, 257, 300], [130, 33, 513]])("M=%i N=%i K=%i, every transpose, alpha/beta", async (M, N, K) => {
+    const rng = new Rng(M * 1000 + N + K);
+    for (const transA of [false, true]) for (const transB of [false, true]) {
+      const a = rng.normals(M * K), b = rng.normals(K * N), c0 = rng.normals(M * N);
+      const A = tensor(a, transA ? [K, M] : [M, K], { device: "cpu" });
+      const B = tensor(b, transB ? [N, K] : [K, N], { device: "cpu" });
+      const C = tensor(c0, [M, N], { device: "cpu" });
+      gemm(A, B, C, { transA, transB, alpha: 0.5, beta: -2 });
+      const ref = new Float64Array(M * N);
+      for (let i = 0; i < M; i++) for (let j = 0; j < N; j++) {
+        let s = 0;
+        for (let p = 0; p < K; p++) s += (transA ? a[p * M + i] : a[i * K + p]) * (transB ? b[j * K + p] : b[p * N + j]);
+        ref[i * N + j] = 0.5 * s - 2 * c0[i * N + j];
+      }
+      expect(relErr(await C.toFloat32Array(), ref)).toBeLessThan(1e-6);
+      // beta 0 never reads C (NaN there must not leak).
+      C.copyFrom(new Float32Array(M * N).fill(NaN));
+      gemm(A, B, C, { transA, transB });
+      expect((await C.toFloat32Array()).every(Number.isFinite)).toBe(true);
+    }
+  });
+});
+
+const SIDE: Record<string, (rows: number, cols: number) => RefSide> = {
+  std: (r, c) => (r >= c ? "right" : "left"),
+  reverse_std: (r, c) => (r >= c ? "left" : "right"),
+  left: () => "left", right: () => "right", full: () => "full",
+};
+
+describe("GaLoreAdamW on the CPU against a float64 reference with an exact SVD", () => {
+  const shapes: number[][] = [[10, 6], [5, 9], [4, 3, 3]];
+  for (const projType of ["std", "reverse_std", "left", "right", "full"] as ProjType[]) {
+    test(`${projType}: shapes ${JSON.stringify(shapes)} rank 3, gap 4, 12 steps, plus a rank-less group`, async () => {
+      const rng = new Rng(projType.length * 31 + 7);
+      // full's R has only r*r = 9 elements: N = m/(sqrt(v)+eps) turns the f32 rounding of an element
+      // of R near 0 into a large relative error of that element of N (dN/dR up to (1-b1)/eps at the
+      // first step), which 9 elements do not average out; eps 1e-2 bounds that conditioning there.
+      const eps = projType === "full" ? 1e-2 : 1e-6;
+      const lr = 0.02, b1 = 0.9, b2 = 0.99, wd = 0.05, scale = 0.25, T = 4, r = 3;
+      // W of std 0.01: its f32 ulp (1e-9) stays far below the accumulated update compared.
+      const ps = shapes.map((s, i) => new Parameter(tensor(rng.normals(s.reduce((a, b) => a * b), 0.01), s, { device: "cpu" }), { name: `w${i}` }));
+      const bias = new Parameter(tensor(rng.normals(7), [7], { device: "cpu" }), { name: "b" });
+      const refs: GaloreRef[] = [];
+      for (const p of ps) {
+        const rows = p.shape[0], cols = p.numel / rows;
+        refs.push(newGaloreRef(await p.data.toFloat32Array(), rows, cols, r, SIDE[projType](rows, cols)));
+      }
+      const bRef = { w: Float64Array.from(await bias.data.toFloat32Array()), m: new Float64Array(7), v: new Float64Array(7) };
+      const w0 = await Promise.all(ps.map((p) => p.data.toFloat32Array()));
+      const opt = new GaLoreAdamW([{ params: ps, rank: r, updateProjGap: T, scale, projType }, { params: [bias] }],
+                                  { lr, betas: [b1, b2], eps, weightDecay: wd });
+      let prevA: Float32Array[] = [];
+      for (let step = 0; step < 12; step++) {
+        // Correlated gradients across steps (a fixed part plus noise): the sign rule matters.
+        for (let k = 0; k < ps.length; k++) {
+          const g = rng.normals(ps[k].numel, 1);
+          ps[k].grad.copyFrom(g);
+          galoreRefStep(refs[k], g, step % T === 0, step + 1, lr, b1, b2, eps, wd, scale);
+        }
+        const gb = rng.normals(7);
+        bias.grad.copyFrom(gb);
+        for (let i = 0; i < 7; i++) {  // plain Adam, GaLore convention
+          const t = step + 1;
+          bRef.m[i] = b1 * bRef.m[i] + (1 - b1) * gb[i];
+          bRef.v[i] = b2 * bRef.v[i] + (1 - b2) * gb[i] * gb[i];
+          const c = lr * Math.sqrt(1 - b2 ** t) / (1 - b1 ** t);
+          bRef.w[i] = (bRef.w[i] - c * bRef.m[i] / (Math.sqrt(bRef.v[i]) + eps)) * (1 - lr * wd);
+        }
+        opt.step();
+        if (step % T === 0) {
+          // The projectors equal the reference's (exact SVD + sign rule) at each refresh.
+          const now: Float32Array[] = [];
+          for (let k = 0; k < ps.length; k++) {
+            const st = opt.stateOf(ps[k])!;
+            const ref = refs[k];
+            expect(st.side).toBe(ref.side);
+            const pa = await st.proj!.toFloat32Array();
+            now.push(pa);
+            const vecA = ref.side === "right" ? ref.B! : ref.A!;
+            const { rows, cols } = ref;
+            const flatA = new Float64Array(pa.length);
+            for (let j = 0; j < r; j++) {
+              const len = ref.side === "right" ? cols : rows;
+              for (let i = 0; i < len; i++) flatA[ref.side === "right" ? j * cols + i : i * r + j] = vecA[j][i];
+            }
+            expect(relErr(pa, flatA)).toBeLessThan(1e-5);
+            if (ref.side === "full") {
+              const pb = await st.projB!.toFloat32Array();
+              const flatB = new Float64Array(pb.length);
+              for (let j = 0; j < r; j++) for (let i = 0; i < cols; i++) flatB[j * cols + i] = ref.B![j][i];
+              expect(relErr(pb, flatB)).toBeLessThan(1e-5);
+            }
+          }
+          prevA = now;
+        }
+      }
+      void prevA;
+      for (let k = 0; k < ps.length; k++) {
+        const w = await ps[k].data.toFloat32Array();
+        const dOut = Float64Array.from(w, (x, i) => x - w0[k][i]);
+        const dRef = Float64Array.from(refs[k].w, (x, i) => x - w0[k][i]);
+        expect(relErr(dOut, dRef)).toBeLessThan(1e-5);
+        const st = opt.stateOf(ps[k])!;
+        expect(relErr(await st.expAvg.toFloat32Array(), refs[k].m)).toBeLessThan(1e-5);
+        expect(relErr(await st.expAvgSq.toFloat32Array(), refs[k].v)).toBeLessThan(1e-5);
+      }
+      expect(relErr(await bias.data.toFloat32Array(), bRef.w)).toBeLessThan(1e-6);
+      expect(await opt.completedStepsPerGroup()).toEqual([12, 12]);
+      // State: m, v like R, plus P (and B for full), counters and flag; bias: m, v, counters.
+      let want = 7 * 8 + 8 + 8 + 4;
+      for (const ref of refs) {
+        const rn = ref.m.length;
+        want += 8 * rn + 4 * (ref.side === "right" ? r * ref.cols : ref.rows * r) + (ref.side === "full" ? 4 * r * ref.cols : 0);
+      }
+      expect(opt.stateBytes()).toBe(want);
+      opt.dispose();
+    });
+  }
+
+  test("the sign rule: a refresh on the negated gradient keeps the previous signs", async () => {
+    const rng = new Rng(3);
+    const p = new Parameter(tensor(rng.normals(60), [10, 6], { device: "cpu" }));
+    const opt = new GaLoreAdamW([{ params: [p], rank: 4, updateProjGap: 1 }], { lr: 1e-3 });
+    const g = rng.normals(60);
+    p.grad.copyFrom(g);
+    opt.step();
+    const first = await opt.stateOf(p)!.proj!.toFloat32Array();
+    // First refresh: each vector's largest-magnitude entry is positive.
+    const ref = topVectors(g, 10, 6, 4, false);
+    for (let j = 0; j < 4; j++) {
+      const row = first.slice(j * 6, j * 6 + 6);
+      let best = 0;
+      for (let i = 1; i < 6; i++) if (Math.abs(row[i]) > Math.abs(row[best])) best = i;
+      expect(row[best]).toBeGreaterThan(0);
+      expect(relErr(row, ref[j])).toBeLessThan(1e-5);
+    }
+    // -G has the same singular vectors up to sign; the rule keeps the previous ones.
+    p.grad.copyFrom(g.map((x) => -x));
+    opt.step();
+    const second = await opt.stateOf(p)!.proj!.toFloat32Array();
+    expect(relErr(second, first)).toBeLessThan(1e-5);
+    opt.dispose();
+  });
+
+  test("a non-finite gradient at a refresh keeps the projector and skips the step; a zero one keeps the projector", async () => {
+    const rng = new Rng(4);
+    const p = new Parameter(tensor(rng.normals(48), [8, 6], { device: "cpu" }));
+    const q = new Parameter(tensor(rng.normals(30), [5, 6], { device: "cpu" }));
+    const opt = new GaLoreAdamW([{ params: [p, q], rank: 2, updateProjGap: 2 }], { lr: 1e-2 });
+    p.grad.copyFrom(rng.normals(48)); q.grad.copyFrom(rng.normals(30));
+    opt.step(); opt.step();  // call 1: no refresh
+    const snap = async () => Promise.all([p, q].flatMap((x) => [raw(x.data), raw(opt.stateOf(x)!.expAvg), raw(opt.stateOf(x)!.expAvgSq), raw(opt.stateOf(x)!.proj!)]));
+    const before = await snap();
+    const g = rng.normals(48); g[17] = NaN;
+    p.grad.copyFrom(g); q.grad.copyFrom(rng.normals(30));
+    opt.step();  // call 2: refresh, but p's gradient holds a NaN
+    expect(await snap()).toEqual(before);
+    expect(await opt.skippedSteps()).toBe(1);
+    expect(await opt.completedStepsPerGroup()).toEqual([2]);
+    opt.step(); // call 3: no refresh (finite again after we fix it)
+    p.grad.zero(); q.grad.zero();
+    const projBefore = await Promise.all([p, q].map((x) => raw(opt.stateOf(x)!.proj!)));
+    opt.step();  // call 4: refresh on zero gradients: projectors kept, the step runs
+    expect(await Promise.all([p, q].map((x) => raw(opt.stateOf(x)!.proj!)))).toEqual(projBefore);
+    expect(await opt.completedStepsPerGroup()).toEqual([3]);
+    opt.dispose();
+  });
+
+  test("stateDict / loadStateDict round trip continues identically", async () => {
+    const rng = new Rng(12);
+    const mk = (w: Float32Array) => [new Parameter(tensor(w.slice(0, 63), [9, 7], { device: "cpu" })), new Parameter(tensor(w.slice(63, 68), [5], { device: "cpu" }))];
+    const w = rng.normals(68);
+    const a = mk(w), b = mk(w);
+    const spec = (ps: Parameter[]) => [{ params: [ps[0]], rank: 3, updateProjGap: 3, projType: "full" as ProjType }, { params: [ps[1]] }];
+    const oa = new GaLoreAdamW(spec(a), { lr: 0.01 }), ob = new GaLoreAdamW(spec(b), { lr: 0.01 });
+    const grads = Array.from({ length: 8 }, () => [rng.normals(63), rng.normals(5)]);
+    for (let s = 0; s < 4; s++) { a[0].grad.copyFrom(grads[s][0]); a[1].grad.copyFrom(grads[s][1]); oa.step(); }
+    for (let k = 0; k < 2; k++) b[k].data.copyFrom(a[k].data);
+    ob.loadStateDict(oa.stateDict());
+    for (let s = 4; s < 8; s++) for (const [ps, o] of [[a, oa], [b, ob]] as [Parameter[], GaLoreAdamW][]) {
+      ps[0].grad.copyFrom(grads[s][0]); ps[1].grad.copyFrom(grads[s][1]); o.step();
+    }
+    for (let k = 0; k < 2; k++) expect(await raw(b[k].data)).toEqual(await raw(a[k].data));
+    // A state dict with the wrong side is refused whole.
+    const sd = oa.stateDict();
+    const oc = new GaLoreAdamW([{ params: [b[0]], rank: 3, updateProjGap: 3, projType: "left" }, { params: [b[1]] }], { lr: 0.01 });
+    expectCode(() => oc.loadStateDict(sd), "E_CHECKPOINT");
+  });
+});
+
+describe("GaLoreAdamW refusals change nothing", () => {
+  test("constructor: rank <= 0 or > min(m, n), gap <= 0, a 1-D parameter in a rank group", () => {
+    const w = new Parameter(zeros([6, 4], { device: "cpu" }));
+    const b = new Parameter(zeros([4], { device: "cpu" }));
+    for (const rank of [0, -1, 5, 1.5, NaN]) expectCode(() => new GaLoreAdamW([{ params: [w], rank }]), "E_ARG");
+    for (const updateProjGap of [0, -3, 2.5]) expectCode(() => new GaLoreAdamW([{ params: [w], rank: 2, updateProjGap }]), "E_ARG");
+    expectCode(() => new GaLoreAdamW([{ params: [w, b], rank: 2 }]), "E_ARG");
+    expectCode(() => new GaLoreAdamW([{ params: [w], rank: 2, projType: "diag" as ProjType }]), "E_ARG");
+    expectCode(() => new GaLoreAdamW([{ params: [w], rank: 2, scale: -1 }]), "E_ARG");
+  });
+
+  test("options broken between steps -> E_ARG, parameters and states bit-identical", async () => {
+    const rng = new Rng(8);
+    const w = new Parameter(tensor(rng.normals(24), [6, 4], { device: "cpu" }));
+    const opt = new GaLoreAdamW([{ params: [w], rank: 2, updateProjGap: 2 }], { lr: 0.01 });
+    w.grad.copyFrom(rng.normals(24));
+    opt.step();
+    const st = opt.stateOf(w)!;
+    const snap = async () => Promise.all([raw(w.data), raw(st.expAvg), raw(st.expAvgSq), raw(st.proj!)]);
+    const before = await snap();
+    const g = opt.paramGroups[0];
+    for (const [k, v] of [["rank", 0], ["rank", 5], ["updateProjGap", 0], ["rank", 3]] as [string, number][]) {
+      const old = g[k];
+      g[k] = v;
+      expectCode(() => opt.step(), "E_ARG");
+      g[k] = old;
+    }
+    w.grad = zeros([4, 6], { device: "cpu" });
+    expectCode(() => opt.step(), "E_SHAPE");
+    expect(await snap()).toEqual(before);
+  });
+
+  test('projector "warm" is accepted and is the exact refresh on the CPU; other values are E_ARG', async () => {
+    const rng = new Rng(77);
+    const w0 = rng.normals(30 * 20, 0.02);
+    const mk = (projector: string) => {
+      const p = new Parameter(tensor(w0, [30, 20], { device: "cpu" }));
+      return { p, o: new GaLoreAdamW([{ params: [p], rank: 4, updateProjGap: 2, projector: projector as "svd" }], { lr: 0.01 }) };
+    };
+    const a = mk("svd"), b = mk("warm");
+    for (let s = 0; s < 5; s++) {
+      const g = rng.normals(600);
+      a.p.grad.copyFrom(g); b.p.grad.copyFrom(g);
+      a.o.step(); b.o.step();
+    }
+    expect(await raw(b.p.data)).toEqual(await raw(a.p.data));
+    expectCode(() => mk("random"), "E_ARG");
+  });
+});

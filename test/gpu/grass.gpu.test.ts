@@ -1,0 +1,238 @@
+// Grass on CUDA against the CPU backend on the same inputs. Selections must be identical (same
+// lines, bit-identical rho: both backends use the same exactly rounded orders); parameters and
+// moments agree to f32 accuracy. Skipped where no CUDA device exists.
+import { GrassAdamW, GrassSelectMode, grassSelect, gatherRows, scatterRows, devices, Parameter, tensor, zeros, DType, SlimoptError, Tensor } from "../../lib";
+import { relErr, Rng } from "../reference";
+
+const hasCuda = devices().length > 1;
+const suite = hasCuda ? describe : describe.skip;
+
+function expectCode(fn: () => unknown, code: string) {
+  let err: unknown;
+  try { fn(); } catch (e) { err = e; }
+  expect(err).toBeInstanceOf(SlimoptError);
+  expect((err as SlimoptError).code).toBe(code);
+}
+
+async function bits(t: Tensor): Promise<number[]> {
+  const a = await t.toTypedArray();
+  if (Object.prototype.toString.call(a) === "[object Float32Array]") return Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length));
+  return Array.from(a);
+}
+const f32bits = (a: Float32Array) => Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length));
+const tol = (d: DType) => (d === "f32" ? 1e-5 : 1e-2);
+
+suite("Grass selection: CUDA picks the same lines as the CPU", () => {
+  const shapes = [[7, 3], [3, 7], [4097, 65], [65, 4097], [300, 300], [70001, 3], [600, 5000], [33, 4, 9]];
+  for (const select of ["topk", "multinomial", "uniform"] as GrassSelectMode[]) {
+    for (const dtype of ["f32", "bf16"] as DType[]) {
+      test(`${select}, ${dtype}: shapes ${shapes.map((s) => s.join("×")).join(", ")}`, async () => {
+        const rng = new Rng(select.length * 7 + dtype.length);
+        for (const shape of shapes) {
+          const numel = shape.reduce((a, b) => a * b, 1);
+          const g = rng.normals(numel);
+          const gc = tensor(g, shape, { dtype, device: "cpu" });
+          const gg = tensor(g, shape, { dtype, device: "cuda" });
+          const lines = shape[0] >= numel / shape[0] ? shape[0] : numel / shape[0];
+          for (const rank of [1, Math.max(1, Math.floor(lines / 8)), lines]) {
+            for (const refreshIndex of [0, 5]) {
+              const a = await grassSelect(gc, { rank, select, seed: 17, refreshIndex });
+              const b = await grassSelect(gg, { rank, select, seed: 17, refreshIndex });
+              expect(b.side).toBe(a.side);
+              expect(Array.from(b.indices)).toEqual(Array.from(a.indices));
+              expect(f32bits(b.rho)).toEqual(f32bits(a.rho));
+            }
+          }
+          gc.dispose();
+          gg.dispose();
+        }
+      });
+    }
+  }
+});
+
+interface RunOpts { select: GrassSelectMode; keepState: boolean; dtype: DType; steps: number; K: number; seed: number;
+                    grad?: (name: string, n: number, step: number, rng: Rng) => Float32Array; poison?: { step: number; name: string } }
+
+/** Rows with n % 4 == 0 (quad path) and odd (scalar path), columns, a 3-D tensor, dense tensors
+ *  in the rank group, and a plain group; identical gradients on both backends. */
+async function run(o: RunOpts) {
+  const rng = new Rng(o.seed);
+  const shapes: Record<string, number[]> = {
+    quad: [257, 64], odd: [33, 19], cols: [48, 300], cube: [5, 6, 7], dense: [1000], tiny: [7], plain: [4097],
+  };
+  const names = Object.keys(shapes);
+  const mk = (device: string) => Object.fromEntries(names.map((nm, i) => {
+    const n = shapes[nm].reduce((a, b) => a * b, 1);
+    return [nm, new Parameter(tensor(new Rng(100 + i).normals(n, 0.2), shapes[nm], { dtype: o.dtype, device }), { name: nm })];
+  })) as Record<string, Parameter>;
+  const pc = mk("cpu"), pg = mk("cuda");
+  const spec = (p: Record<string, Parameter>) => [
+    { params: ["quad", "odd", "cols", "cube", "dense", "tiny"].map((nm) => p[nm]), rank: 13, updateProjGap: o.K, select: o.select,
+      keepState: o.keepState, scale: 0.5 },
+    { params: [p.plain], lr: 0.005 }];
+  const oc = new GrassAdamW(spec(pc), { lr: 0.02, weightDecay: 0.05, seed: o.seed });
+  const og = new GrassAdamW(spec(pg), { lr: 0.02, weightDecay: 0.05, seed: o.seed });
+  const w0 = Object.fromEntries(await Promise.all(names.map(async (nm) => [nm, await pc[nm].data.toFloat32Array()] as const)));
+  for (let s = 0; s < o.steps; s++) {
+    for (const nm of names) {
+      const n = pc[nm].numel;
+      const g = o.grad ? o.grad(nm, n, s, rng) : rng.normals(n, 1 + 0.1 * s);
+      if (o.poison && o.poison.step === s && o.poison.name === nm) g[n >> 1] = NaN;
+      pc[nm].grad.copyFrom(g);
+      pg[nm].grad.copyFrom(g);
+    }
+    const refreshing = oc.needsFullGrad(pc.quad);
+    oc.step();
+    og.step();
+    if (refreshing) {
+      for (const nm of ["quad", "odd", "cols", "cube"]) {
+        const a = oc.stateOf(pc[nm])!, b = og.stateOf(pg[nm])!;
+        expect(await bits(b.indices!)).toEqual(await bits(a.indices!));
+        expect(await bits(b.rho!)).toEqual(await bits(a.rho!));
+      }
+    }
+  }
+  for (const nm of names) {
+    const wc = await pc[nm].data.toFloat32Array(), wg = await pg[nm].data.toFloat32Array();
+    const dc = Float64Array.from(wc, (x, i) => x - w0[nm][i]);
+    const dg = Float64Array.from(wg, (x, i) => x - w0[nm][i]);
+    expect(relErr(dg, dc)).toBeLessThan(tol(o.dtype));
+    const a = oc.stateOf(pc[nm])!, b = og.stateOf(pg[nm])!;
+    expect(relErr(await b.expAvg.toFloat32Array(), await a.expAvg.toFloat32Array())).toBeLessThan(tol(o.dtype));
+    expect(relErr(await b.expAvgSq.toFloat32Array(), await a.expAvgSq.toFloat32Array())).toBeLessThan(tol(o.dtype));
+    if (a.ages) expect(await bits(b.ages!)).toEqual(await bits(a.ages));
+    if (a.indices) expect(await bits(b.indices!)).toEqual(await bits(a.indices));
+  }
+  expect(await og.skippedStepsPerGroup()).toEqual(await oc.skippedStepsPerGroup());
+  expect(await og.completedStepsPerGroup()).toEqual(await oc.completedStepsPerGroup());
+  expect(og.stateBytes() - og.workspaceBytes()).toBe(oc.stateBytes() - oc.workspaceBytes());
+  oc.dispose();
+  og.dispose();
+  for (const p of [...Object.values(pc), ...Object.values(pg)]) p.dispose();
+}
+
+suite("GrassAdamW on CUDA against the CPU backend", () => {
+  for (const select of ["topk", "multinomial", "uniform"] as GrassSelectMode[]) {
+    for (const keepState of [false, true]) {
+      test(`${select}, keepState ${keepState}, f32: 10 steps, refresh every 3`, async () => {
+        await run({ select, keepState, dtype: "f32", steps: 10, K: 3, seed: select.length + (keepState ? 50 : 0) });
+      });
+    }
+  }
+
+  test("bf16 parameters (multinomial, keepState) and f16 parameters (topk)", async () => {
+    await run({ select: "multinomial", keepState: true, dtype: "bf16", steps: 8, K: 3, seed: 61 });
+    await run({ select: "topk", keepState: false, dtype: "f16", steps: 8, K: 3, seed: 62 });
+  });
+
+  test("duplicate lines: a dominant row and column drawn many times", async () => {
+    await run({
+      select: "multinomial", keepState: true, dtype: "f32", steps: 6, K: 2, seed: 63,
+      grad: (name, n, step, rng) => {
+        const g = rng.normals(n, 0.01);
+        if (name === "quad") for (let k = 0; k < 64; k++) g[5 * 64 + k] = 2 + step;
+        if (name === "cols") for (let k = 0; k < 48; k++) g[k * 300 + 7] = -3;
+        return g;
+      },
+    });
+  });
+
+  test("a NaN skips the group on the device exactly as on the CPU (at a refresh and between)", async () => {
+    await run({ select: "topk", keepState: true, dtype: "f32", steps: 8, K: 3, seed: 64, poison: { step: 3, name: "quad" } });
+    await run({ select: "multinomial", keepState: false, dtype: "f32", steps: 8, K: 3, seed: 65, poison: { step: 4, name: "dense" } });
+  });
+
+  test("a larger matrix: 4096 × 1024, r = 512, and its transpose", async () => {
+    for (const shape of [[4096, 1024], [1024, 4096]]) {
+      const n = shape[0] * shape[1];
+      const rng = new Rng(shape[0]);
+      const w = rng.normals(n, 0.02);
+      const pc = new Parameter(tensor(w, shape, { device: "cpu" })), pg = new Parameter(tensor(w, shape, { device: "cuda" }));
+      const mk = (p: Parameter) => new GrassAdamW([{ params: [p], rank: 512, updateProjGap: 2, select: "multinomial", keepState: true }], { lr: 1e-3 });
+      const oc = mk(pc), og = mk(pg);
+      for (let s = 0; s < 4; s++) {
+        const g = rng.normals(n);
+        pc.grad.copyFrom(g); pg.grad.copyFrom(g);
+        oc.step(); og.step();
+      }
+      expect(await bits(og.stateOf(pg)!.indices!)).toEqual(await bits(oc.stateOf(pc)!.indices!));
+      const dc = Float64Array.from(await pc.data.toFloat32Array(), (x, i) => x - w[i]);
+      const dg = Float64Array.from(await pg.data.toFloat32Array(), (x, i) => x - w[i]);
+      expect(relErr(dg, dc)).toBeLessThan(1e-5);
+      oc.dispose(); og.dispose(); pc.dispose(); pg.dispose();
+    }
+  });
+
+  test("the compact-gradient path on CUDA equals the full path on CUDA", async () => {
+    const rng = new Rng(66);
+    const shapes = [[129, 32], [40, 120]];
+    const mk = () => shapes.map((s, i) => new Parameter(tensor(new Rng(i).normals(s[0] * s[1], 0.2), s, { device: "cuda" })));
+    const full = mk(), comp = mk();
+    const spec = { rank: 9, updateProjGap: 3, select: "multinomial" as const, keepState: true };
+    const A = new GrassAdamW([{ params: full, ...spec }], { lr: 0.01, seed: 2 });
+    const B = new GrassAdamW([{ params: comp, ...spec }], { lr: 0.01, seed: 2 });
+    for (let s = 0; s < 7; s++) {
+      for (let i = 0; i < shapes.length; i++) {
+        const [m, n] = shapes[i];
+        const g = rng.normals(m * n);
+        full[i].grad.copyFrom(g);
+        if (B.needsFullGrad(comp[i])) { comp[i].grad.copyFrom(g); continue; }
+        const rows = await B.selectedRows(comp[i]);
+        const r = rows.length;
+        const c = new Float32Array(r * (m >= n ? n : m));
+        if (m >= n) for (let j = 0; j < r; j++) for (let k = 0; k < n; k++) c[j * n + k] = g[rows[j] * n + k];
+        else for (let k = 0; k < m; k++) for (let j = 0; j < r; j++) c[k * r + j] = g[k * n + rows[j]];
+        comp[i].grad.copyFrom(new Float32Array(m * n).fill(NaN));
+        B.setCompactGrad(comp[i], tensor(c, B.compactShape(comp[i]), { device: "cuda" }), B.selectionEpoch(comp[i]));
+      }
+      A.step();
+      B.step();
+    }
+    for (let i = 0; i < shapes.length; i++) expect(await bits(comp[i].data)).toEqual(await bits(full[i].data));
+    expect(await B.skippedSteps()).toBe(0);
+    // Refusals on CUDA: a compact gradient on another device.
+    if (!B.needsFullGrad(comp[0])) expectCode(() => B.setCompactGrad(comp[0], zeros(B.compactShape(comp[0]), { device: "cpu" })), "E_DEVICE");
+  });
+});
+
+suite("gatherRows / scatterRows on CUDA against the CPU", () => {
+  test("11008 × 4096 f32, 512 and 2048 rows with rho; scatter with duplicates", async () => {
+    const [m, n] = [11008, 4096];
+    const rng = new Rng(81);
+    const src = new Float32Array(m * n);
+    for (let i = 0; i < src.length; i += 4099) src[i] = rng.normal();  // sparse values, cheap to draw
+    for (let i = 0; i < m; i++) src[i * n + (i % n)] = i;
+    const sc = tensor(src, [m, n], { device: "cpu" }), sg = tensor(src, [m, n], { device: "cuda" });
+    for (const count of [512, 2048]) {
+      const idx = Int32Array.from({ length: count }, () => Math.floor(rng.uniform() * m)).sort();
+      const rho = Float32Array.from({ length: count }, () => 0.5 + rng.uniform());
+      const oc = gatherRows(sc, idx, { scale: rho }), og = gatherRows(sg, idx, { scale: rho });
+      expect(await bits(og)).toEqual(await bits(oc));
+      const pc = gatherRows(sc, idx), pg = gatherRows(sg, idx);
+      expect(await bits(pg)).toEqual(await bits(pc));
+      const upd = tensor(rng.normals(count * n), [count, n], { device: "cpu" });
+      const updG = upd.clone("cuda");
+      scatterRows(sc, idx, upd, { alpha: -0.1, scale: rho });
+      scatterRows(sg, idx, updG, { alpha: -0.1, scale: rho });
+      expect(relErr(await sg.toFloat32Array(), await sc.toFloat32Array())).toBeLessThan(1e-7);
+      for (const t of [oc, og, pc, pg, upd, updG]) t.dispose();
+    }
+    sc.dispose(); sg.dispose();
+  });
+
+  test("bf16 and odd widths (scalar paths)", async () => {
+    const rng = new Rng(82);
+    for (const [m, n, dtype] of [[301, 37, "bf16"], [64, 36, "f16"], [50, 7, "f32"]] as [number, number, DType][]) {
+      const x = rng.normals(m * n);
+      const sc = tensor(x, [m, n], { dtype, device: "cpu" }), sg = tensor(x, [m, n], { dtype, device: "cuda" });
+      const idx = Int32Array.from([0, 1, 1, 5, 9, 9, 9, m - 1]);
+      const rho = Float32Array.from([1, 2, 3, 4, 5, 6, 7, 8]);
+      expect(await bits(gatherRows(sg, idx, { scale: rho }))).toEqual(await bits(gatherRows(sc, idx, { scale: rho })));
+      const u = rng.normals(8 * n);
+      scatterRows(sc, idx, tensor(u, [8, n], { dtype, device: "cpu" }), { scale: rho });
+      scatterRows(sg, idx, tensor(u, [8, n], { dtype, device: "cuda" }), { scale: rho });
+      expect(relErr(await sg.toFloat32Array(), await sc.toFloat32Array())).toBeLessThan(dtype === "f32" ? 1e-6 : 1e-2);
+    }
+  });
+});

@@ -1,0 +1,11 @@
+#!/bin/sh
+# Builds and runs the native CUDA-vs-CPU check of the Grass layer (no Node needed): selections,
+# steps, and gather-rows / scatter-rows bandwidth on 11008 x 4096 f32.
+set -e
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp}
+nvcc -std=c++17 -O3 -arch=sm_90 --expt-relaxed-constexpr -Xcompiler=-ffp-contract=off -I. \
+  -DSLIMOPT_CUDA_ARCHS='"90"' -DSLIMOPT_BUILD_FLAGS='"check"' \
+  test/native/grass_check.cu cuda/*.cu \
+  csrc/cpu/*.cc -o "$OUT/grass_check" -ldl -lpthread
+"$OUT/grass_check"
