@@ -338,6 +338,44 @@ describe("states", () => {
   });
 });
 
+test("save / load through a safetensors file: codes survive, the restored optimizer continues bit for bit", async () => {
+  const os = await import("os");
+  const path = await import("path");
+  const fs = await import("fs");
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "slimopt-q-"));
+  try {
+    for (const Opt of [AdamW8bit, AdamW4bit]) {
+      const rng = new Rng(31);
+      const w = rng.normals(6000, 0.1), w2 = rng.normals(50, 0.1);
+      const mk = () => [new Parameter(tensor(w, [60, 100], { device: "cpu" })), new Parameter(tensor(w2, [50], { device: "cpu" }))];
+      const [a1, b1] = mk(), [a2, b2] = mk();
+      const o1 = new Opt([a1, b1], { lr: 0.01 });
+      const o2 = new Opt([a2, b2], { lr: 0.05, minSize8bit: 4096 });
+      const gs = [rng.normals(6000, 0.01), rng.normals(50, 0.01)];
+      for (let s = 0; s < 3; s++) { a1.grad.copyFrom(gs[0]); b1.grad.copyFrom(gs[1]); o1.step(); }
+      const file = path.join(dir, `${Opt.name}.safetensors`);
+      await o1.save(file);
+      await o2.load(file);
+      expect(o2.paramGroups[0].lr).toBe(0.01);  // options restored
+      a2.data.copyFrom(a1.data);
+      b2.data.copyFrom(b1.data);
+      for (const [a, b, o] of [[a1, b1, o1], [a2, b2, o2]] as const) {
+        a.grad.copyFrom(gs[0]);
+        b.grad.copyFrom(gs[1]);
+        o.step();
+      }
+      expect(await raw(a2.data)).toEqual(await raw(a1.data));
+      expect(await raw(b2.data)).toEqual(await raw(b1.data));
+      expect(await raw(o2.stateOf(a2)!.m)).toEqual(await raw(o1.stateOf(a1)!.m));
+      // A checkpoint of another minSize8bit is refused before anything changes.
+      const o3 = new Opt([...mk()], { minSize8bit: 10 });
+      await expect(o3.load(file)).rejects.toMatchObject({ code: "E_CHECKPOINT" });
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 describe("non-finite gradients", () => {
   for (const [Opt, bad] of [[AdamW8bit, NaN], [AdamW8bit, Infinity], [AdamW4bit, -Infinity]] as const) {
     test(`${Opt.name}: a ${bad} skips that group's step whole (codes, absmax, f32 states, W); the other group steps`, async () => {

@@ -178,6 +178,11 @@ abstract class QuantizedAdamW extends Optimizer<AdamW8bitOptions> {
     validate(g, gi);
   }
 
+  /** minSize8bit decides which tensors hold codes: a checkpoint must agree on it. */
+  protected checkpointFixedOptions(): readonly string[] {
+    return ["minSize8bit"];
+  }
+
   private engine(g: ParamGroup<AdamW8bitOptions>): QAdamEngine {
     let e = this.engines.get(g);
     if (!e) {
