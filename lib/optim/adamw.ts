@@ -77,29 +77,8 @@ export class AdamW extends Optimizer<AdamWOptions> {
     this.steps++;
   }
 
-  /** Steps skipped because of non-finite gradients (the largest count over the groups). */
-  async skippedSteps(): Promise<number> {
-    const per = await this.skippedStepsPerGroup();
-    return per.length ? Math.max(...per) : 0;
-  }
-
-  /** Skipped steps of each group. */
-  async skippedStepsPerGroup(): Promise<number[]> {
-    return Promise.all(this.paramGroups.map(async (g) => {
-      const e = this.engines.get(g);
-      if (!e) return 0;
-      const c = (await e.counters.toTypedArray()) as Int32Array;
-      return c[1];
-    }));
-  }
-
-  /** Completed (not skipped) steps of each group. */
-  async completedStepsPerGroup(): Promise<number[]> {
-    return Promise.all(this.paramGroups.map(async (g) => {
-      const e = this.engines.get(g);
-      if (!e) return 0;
-      return ((await e.counters.toTypedArray()) as Int32Array)[0];
-    }));
+  protected countersOf(g: ParamGroup<AdamWOptions>): Tensor | undefined {
+    return this.engines.get(g)?.counters;
   }
 
   /** Calls of step() so far. */

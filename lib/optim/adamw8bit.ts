@@ -203,26 +203,8 @@ abstract class QuantizedAdamW extends Optimizer<AdamW8bitOptions> {
     this.paramGroups.forEach((g, i) => ready[i].run(g));
   }
 
-  /** Steps skipped because of non-finite gradients (the largest count over the groups). */
-  async skippedSteps(): Promise<number> {
-    const per = await this.skippedStepsPerGroup();
-    return per.length ? Math.max(...per) : 0;
-  }
-
-  /** Skipped steps of each group. */
-  async skippedStepsPerGroup(): Promise<number[]> {
-    return Promise.all(this.paramGroups.map(async (g) => {
-      const e = this.engines.get(g);
-      return e ? ((await e.counters.toTypedArray()) as Int32Array)[1] : 0;
-    }));
-  }
-
-  /** Completed (not skipped) steps of each group. */
-  async completedStepsPerGroup(): Promise<number[]> {
-    return Promise.all(this.paramGroups.map(async (g) => {
-      const e = this.engines.get(g);
-      return e ? ((await e.counters.toTypedArray()) as Int32Array)[0] : 0;
-    }));
+  protected countersOf(g: ParamGroup<AdamW8bitOptions>): Tensor | undefined {
+    return this.engines.get(g)?.counters;
   }
 
   /** @internal the states of a parameter (undefined before its first step): codes and absmax, or

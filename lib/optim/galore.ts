@@ -294,29 +294,10 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     }
   }
 
-  private countersOf(g: ParamGroup<GaLoreOptions>): Tensor | undefined {
+  protected countersOf(g: ParamGroup<GaLoreOptions>): Tensor | undefined {
     return this.isRanked(g) ? this.ranked.get(g)?.counters : this.engines.get(g)?.counters;
   }
 
-  /** Steps skipped because of non-finite gradients (the largest count over the groups). */
-  async skippedSteps(): Promise<number> {
-    const per = await this.skippedStepsPerGroup();
-    return per.length ? Math.max(...per) : 0;
-  }
-
-  async skippedStepsPerGroup(): Promise<number[]> {
-    return Promise.all(this.paramGroups.map(async (g) => {
-      const c = this.countersOf(g);
-      return c ? ((await c.toTypedArray()) as Int32Array)[1] : 0;
-    }));
-  }
-
-  async completedStepsPerGroup(): Promise<number[]> {
-    return Promise.all(this.paramGroups.map(async (g) => {
-      const c = this.countersOf(g);
-      return c ? ((await c.toTypedArray()) as Int32Array)[0] : 0;
-    }));
-  }
 
   /** @internal state of a parameter (undefined before its first step). */
   stateOf(p: Parameter): { expAvg: Tensor; expAvgSq: Tensor; proj?: Tensor; projB?: Tensor; side?: "right" | "left" | "full" } | undefined {

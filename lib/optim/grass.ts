@@ -410,29 +410,10 @@ export class GrassAdamW extends Optimizer<GrassOptions> {
 
   // ---- counters --------------------------------------------------------------------------------------
 
-  private countersOf(g: ParamGroup<GrassOptions>): Tensor | undefined {
+  protected countersOf(g: ParamGroup<GrassOptions>): Tensor | undefined {
     return this.grass.get(g)?.counters ?? this.engines.get(g)?.counters;
   }
 
-  /** Steps skipped because of non-finite gradients (the largest count over the groups). */
-  async skippedSteps(): Promise<number> {
-    const per = await this.skippedStepsPerGroup();
-    return per.length ? Math.max(...per) : 0;
-  }
-
-  async skippedStepsPerGroup(): Promise<number[]> {
-    return Promise.all(this.paramGroups.map(async (g) => {
-      const c = this.countersOf(g);
-      return c ? ((await c.toTypedArray()) as Int32Array)[1] : 0;
-    }));
-  }
-
-  async completedStepsPerGroup(): Promise<number[]> {
-    return Promise.all(this.paramGroups.map(async (g) => {
-      const c = this.countersOf(g);
-      return c ? ((await c.toTypedArray()) as Int32Array)[0] : 0;
-    }));
-  }
 
   /** @internal the state tensors of p (undefined before its first step) */
   stateOf(p: Parameter): { expAvg: Tensor; expAvgSq: Tensor; indices?: Tensor; rho?: Tensor; ages?: Tensor } | undefined {

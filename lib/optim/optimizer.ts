@@ -247,6 +247,33 @@ export abstract class Optimizer<O extends GroupOptions> {
     return plan;
   }
 
+  /** A group's on-device counters (int32 [completed steps, skipped steps]), or undefined before
+   *  its first step. */
+  protected abstract countersOf(g: ParamGroup<O>): Tensor | undefined;
+
+  /** Steps skipped because of non-finite gradients (the largest count over the groups). */
+  async skippedSteps(): Promise<number> {
+    const per = await this.skippedStepsPerGroup();
+    return per.length ? Math.max(...per) : 0;
+  }
+
+  /** Skipped steps of each group. */
+  skippedStepsPerGroup(): Promise<number[]> {
+    return this.readCounters(1);
+  }
+
+  /** Completed (not skipped) steps of each group. */
+  completedStepsPerGroup(): Promise<number[]> {
+    return this.readCounters(0);
+  }
+
+  private readCounters(slot: number): Promise<number[]> {
+    return Promise.all(this.paramGroups.map(async (g) => {
+      const c = this.countersOf(g);
+      return c ? ((await c.toTypedArray()) as Int32Array)[slot] : 0;
+    }));
+  }
+
   /** Bytes of optimizer state held now, all devices. */
   stateBytes(): number {
     let n = 0;
