@@ -94,14 +94,6 @@ class AdamwGroup : public Napi::ObjectWrap<AdamwGroup> {
     scratch_ = nullptr;
   }
 
-  static float num(Napi::Env env, Napi::Object h, const char* key) {
-    Napi::Value v = h.Get(key);
-    if (!v.IsNumber()) throwError(env, "E_ARG", std::string(key) + " must be a number");
-    float f = v.As<Napi::Number>().FloatValue();
-    if (!std::isfinite(f)) throwError(env, "E_ARG", std::string(key) + " must be finite");
-    return f;
-  }
-
   // step({ lr, beta1, beta2, eps, weightDecay, convention, stochasticRounding, skipNonFinite, seed })
   Napi::Value Step(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -109,12 +101,12 @@ class AdamwGroup : public Napi::ObjectWrap<AdamwGroup> {
     if (!info[0].IsObject()) throwError(env, "E_ARG", "step needs hyperparameters");
     Napi::Object h = info[0].As<Napi::Object>();
     AdamwHyper hp{};
-    hp.lr = num(env, h, "lr");
-    hp.beta1 = num(env, h, "beta1");
-    hp.beta2 = num(env, h, "beta2");
-    hp.eps = num(env, h, "eps");
-    hp.weightDecay = num(env, h, "weightDecay");
-    hp.convention = AdamConvention(int32_t(num(env, h, "convention")));
+    hp.lr = finiteFloatField(env, h, "lr");
+    hp.beta1 = finiteFloatField(env, h, "beta1");
+    hp.beta2 = finiteFloatField(env, h, "beta2");
+    hp.eps = finiteFloatField(env, h, "eps");
+    hp.weightDecay = finiteFloatField(env, h, "weightDecay");
+    hp.convention = AdamConvention(int32_t(finiteFloatField(env, h, "convention")));
     hp.stochasticRounding = h.Get("stochasticRounding").ToBoolean() ? 1 : 0;
     hp.skipNonFinite = h.Get("skipNonFinite").ToBoolean() ? 1 : 0;
     Napi::Value seed = h.Get("seed");

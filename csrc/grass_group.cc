@@ -33,14 +33,6 @@ uint64_t bigArg(Napi::Env env, Napi::Value v, const char* what) {
   return v.As<Napi::BigInt>().Uint64Value(&lossless);
 }
 
-float numArg(Napi::Env env, Napi::Object h, const char* key) {
-  Napi::Value v = h.Get(key);
-  if (!v.IsNumber()) throwError(env, "E_ARG", std::string(key) + " must be a number");
-  float f = v.As<Napi::Number>().FloatValue();
-  if (!std::isfinite(f)) throwError(env, "E_ARG", std::string(key) + " must be finite");
-  return f;
-}
-
 GrassSelect selectArg(Napi::Env env, Napi::Value v) {
   if (!v.IsNumber()) throwError(env, "E_ARG", "select must be a number code");
   int s = v.As<Napi::Number>().Int32Value();
@@ -284,12 +276,12 @@ class GrassGroup : public Napi::ObjectWrap<GrassGroup> {
       throwError(env, "E_ARG", "step(hyper, grads, compacts)");
     Napi::Object h = info[0].As<Napi::Object>();
     GrassHyper hp{};
-    hp.lr = numArg(env, h, "lr");
-    hp.beta1 = numArg(env, h, "beta1");
-    hp.beta2 = numArg(env, h, "beta2");
-    hp.eps = numArg(env, h, "eps");
-    hp.weightDecay = numArg(env, h, "weightDecay");
-    hp.scale = numArg(env, h, "scale");
+    hp.lr = finiteFloatField(env, h, "lr");
+    hp.beta1 = finiteFloatField(env, h, "beta1");
+    hp.beta2 = finiteFloatField(env, h, "beta2");
+    hp.eps = finiteFloatField(env, h, "eps");
+    hp.weightDecay = finiteFloatField(env, h, "weightDecay");
+    hp.scale = finiteFloatField(env, h, "scale");
     hp.skipNonFinite = h.Get("skipNonFinite").ToBoolean() ? 1 : 0;
     hp.refreshing = h.Get("refreshing").ToBoolean() ? 1 : 0;
     hp.keepState = h.Get("keepState").ToBoolean() ? 1 : 0;

@@ -7,6 +7,8 @@ namespace slimopt {
 
 DType dtypeArg(Napi::Env env, Napi::Value v);
 int64_t countArg(Napi::Env env, Napi::Value v, const char* what);
+// obj[key] as a finite float; E_ARG otherwise (hyperparameters of the step calls).
+float finiteFloatField(Napi::Env env, Napi::Object obj, const char* key);
 
 void registerTensorOps(Napi::Env env, Napi::Object exports);
 void registerAdamw(Napi::Env env, Napi::Object exports);

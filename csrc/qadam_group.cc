@@ -120,14 +120,6 @@ class QAdamGroup : public Napi::ObjectWrap<QAdamGroup> {
     scratch_ = nullptr;
   }
 
-  static float num(Napi::Env env, Napi::Object h, const char* key) {
-    Napi::Value v = h.Get(key);
-    if (!v.IsNumber()) throwError(env, "E_ARG", std::string(key) + " must be a number");
-    const float f = v.As<Napi::Number>().FloatValue();
-    if (!std::isfinite(f)) throwError(env, "E_ARG", std::string(key) + " must be finite");
-    return f;
-  }
-
   // step({ lr, beta1, beta2, eps, weightDecay, stochasticRounding, skipNonFinite, seed })
   Napi::Value Step(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -135,11 +127,11 @@ class QAdamGroup : public Napi::ObjectWrap<QAdamGroup> {
     if (!info[0].IsObject()) throwError(env, "E_ARG", "step needs hyperparameters");
     Napi::Object h = info[0].As<Napi::Object>();
     QAdamHyper hp{};
-    hp.lr = num(env, h, "lr");
-    hp.beta1 = num(env, h, "beta1");
-    hp.beta2 = num(env, h, "beta2");
-    hp.eps = num(env, h, "eps");
-    hp.weightDecay = num(env, h, "weightDecay");
+    hp.lr = finiteFloatField(env, h, "lr");
+    hp.beta1 = finiteFloatField(env, h, "beta1");
+    hp.beta2 = finiteFloatField(env, h, "beta2");
+    hp.eps = finiteFloatField(env, h, "eps");
+    hp.weightDecay = finiteFloatField(env, h, "weightDecay");
     hp.bits = bits_;
     hp.stochasticRounding = h.Get("stochasticRounding").ToBoolean() ? 1 : 0;
     hp.skipNonFinite = h.Get("skipNonFinite").ToBoolean() ? 1 : 0;

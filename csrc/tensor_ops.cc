@@ -1,5 +1,6 @@
 // Tensor data movement and fills: argument checks here, the work in the CPU backend or the CUDA
 // launchers.
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -24,6 +25,14 @@ int64_t countArg(Napi::Env env, Napi::Value v, const char* what) {
   double d = v.As<Napi::Number>().DoubleValue();
   if (!(d >= 0) || d > 9.0e15 || d != double(int64_t(d))) throwError(env, "E_ARG", std::string(what) + " out of range");
   return int64_t(d);
+}
+
+float finiteFloatField(Napi::Env env, Napi::Object obj, const char* key) {
+  Napi::Value v = obj.Get(key);
+  if (!v.IsNumber()) throwError(env, "E_ARG", std::string(key) + " must be a number");
+  float f = v.As<Napi::Number>().FloatValue();
+  if (!std::isfinite(f)) throwError(env, "E_ARG", std::string(key) + " must be finite");
+  return f;
 }
 
 static void needBytes(Napi::Env env, NativeBuffer* b, size_t bytes, const char* what) {
