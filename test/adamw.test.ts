@@ -1,5 +1,6 @@
 import { AdamW, Parameter, tensor, zeros, DType, SlimoptError } from "../lib";
 import { adamwRefStep, AdamRef, relErr, Rng, roundTo } from "./reference";
+import { expectCode } from "./helpers";
 
 const SIZES = [1, 7, 4097, 65537];
 const DTYPES: DType[] = ["f32", "bf16", "f16"];
@@ -175,13 +176,6 @@ describe("bad input is refused with its code and changes nothing", () => {
     p.grad.copyFrom(rng.normals(4097));
     const snap = async () => Promise.all([p, q].flatMap((x) => [raw(x.data), raw(opt.stateOf(x)!.expAvg), raw(opt.stateOf(x)!.expAvgSq)]));
     return { p, q, opt, snap, before: await snap() };
-  }
-
-  function expectCode(fn: () => unknown, code: string) {
-    let err: unknown;
-    try { fn(); } catch (e) { err = e; }
-    expect(err).toBeInstanceOf(SlimoptError);
-    expect((err as SlimoptError).code).toBe(code);
   }
 
   test("gradient of another shape -> E_SHAPE", async () => {

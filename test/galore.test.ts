@@ -1,13 +1,8 @@
 import { GaLoreAdamW, gemm, Parameter, tensor, zeros, SlimoptError, ProjType, Tensor } from "../lib";
 import { relErr, Rng } from "./reference";
 import { galoreRefStep, GaloreRef, newGaloreRef, RefSide, topVectors } from "./galore_reference";
+import { expectCode } from "./helpers";
 
-function expectCode(fn: () => unknown, code: string) {
-  let err: unknown;
-  try { fn(); } catch (e) { err = e; }
-  expect(err).toBeInstanceOf(SlimoptError);
-  expect((err as SlimoptError).code).toBe(code);
-}
 async function raw(t: Tensor): Promise<number[]> { return Array.from(await t.toTypedArray()); }
 
 describe("CPU GEMM against float64", () => {

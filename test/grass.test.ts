@@ -2,6 +2,7 @@
 // statistics, the compact-gradient path, skips, state dicts and refusals.
 import { GrassAdamW, GrassSelectMode, grassSelect, gatherRows, scatterRows, Parameter, tensor, zeros, DType, SlimoptError, Tensor } from "../lib";
 import { relErr, Rng, roundTo } from "./reference";
+import { expectCode } from "./helpers";
 
 // ---- float64 reference ------------------------------------------------------------------------------
 
@@ -125,13 +126,6 @@ function checkSelection(select: GrassSelectMode, kind: Kind, m: number, n: numbe
 async function f32(t: Tensor): Promise<Float32Array> { return t.toFloat32Array(); }
 async function i32(t: Tensor): Promise<Int32Array> { return (await t.toTypedArray()) as Int32Array; }
 async function raw(t: { toTypedArray(): Promise<ArrayLike<number>> }): Promise<number[]> { return Array.from(await t.toTypedArray()); }
-
-function expectCode(fn: () => unknown, code: string) {
-  let err: unknown;
-  try { fn(); } catch (e) { err = e; }
-  expect(err).toBeInstanceOf(SlimoptError);
-  expect((err as SlimoptError).code).toBe(code);
-}
 
 const H: Hyper = { lr: 0.02, b1: 0.9, b2: 0.99, eps: 1e-6, wd: 0.1, alpha: 0.5 };
 

@@ -2,16 +2,10 @@ import { quant, tensor, zeros, randn, SlimoptError, Tensor, DType } from "../lib
 import { native } from "../lib/native";
 import { Rng, roundTo } from "./reference";
 import { bnbDynamicMap, halfStep, nearestCode, refDequantize, refQuantize, toF32 } from "./quant_reference";
+import { expectCode } from "./helpers";
 
 // Math's functions aliased once: a global looked up inside jest's context costs ~100x in a hot loop.
 const { abs, floor } = Math;
-
-function expectCode(fn: () => unknown, code: string) {
-  let err: unknown;
-  try { fn(); } catch (e) { err = e; }
-  expect(err).toBeInstanceOf(SlimoptError);
-  expect((err as SlimoptError).code).toBe(code);
-}
 
 async function raw(t: Tensor): Promise<number[]> {
   return Array.from(await t.toTypedArray());

@@ -1,12 +1,6 @@
 import { devices, defaultDevice, device, tensor, zeros, randn, fromDevicePointer, SlimoptError, Tensor, info } from "../lib";
 import { Rng, roundBf16, roundF16 } from "./reference";
-
-function expectCode(fn: () => unknown, code: string) {
-  let err: unknown;
-  try { fn(); } catch (e) { err = e; }
-  expect(err).toBeInstanceOf(SlimoptError);
-  expect((err as SlimoptError).code).toBe(code);
-}
+import { expectCode } from "./helpers";
 
 describe("devices", () => {
   test("cpu is always listed and usable; no GPU is not an error", () => {

@@ -1,16 +1,10 @@
 // CUDA against the CPU backend on the same inputs. Skipped where no CUDA device exists.
 import { AdamW, devices, device, Parameter, randn, tensor, zeros, DType, SlimoptError, fromDevicePointer } from "../../lib";
 import { relErr, Rng } from "../reference";
+import { expectCode } from "../helpers";
 
 const hasCuda = devices().length > 1;
 const suite = hasCuda ? describe : describe.skip;
-
-function expectCode(fn: () => unknown, code: string) {
-  let err: unknown;
-  try { fn(); } catch (e) { err = e; }
-  expect(err).toBeInstanceOf(SlimoptError);
-  expect((err as SlimoptError).code).toBe(code);
-}
 
 async function bytesOf(t: { toTypedArray(): Promise<ArrayBufferView> }): Promise<Buffer> {
   const a = await t.toTypedArray();

@@ -3,16 +3,10 @@
 // moments agree to f32 accuracy. Skipped where no CUDA device exists.
 import { GrassAdamW, GrassSelectMode, grassSelect, gatherRows, scatterRows, devices, Parameter, tensor, zeros, DType, SlimoptError, Tensor } from "../../lib";
 import { relErr, Rng } from "../reference";
+import { expectCode } from "../helpers";
 
 const hasCuda = devices().length > 1;
 const suite = hasCuda ? describe : describe.skip;
-
-function expectCode(fn: () => unknown, code: string) {
-  let err: unknown;
-  try { fn(); } catch (e) { err = e; }
-  expect(err).toBeInstanceOf(SlimoptError);
-  expect((err as SlimoptError).code).toBe(code);
-}
 
 async function bits(t: Tensor): Promise<number[]> {
   const a = await t.toTypedArray();
