@@ -5,8 +5,8 @@ set -uo pipefail
 OUT="${OUT:-$PWD/gpu-out}"; mkdir -p "$OUT"
 source .device/gpu-env.sh
 export SLIMOPT_COMMIT="${SLIMOPT_COMMIT:-$(cat .device/commit 2>/dev/null || echo unknown)}"
-# cuBLAS/cuSOLVER from PyTorch's wheels, when the system has none (optional paths).
-for lib in cublas cusolver; do
+# cuBLAS/cuSOLVER/NCCL from PyTorch's wheels, when the system has none (optional paths).
+for lib in cublas cusolver nccl; do
   so=$(python3 - "$lib" <<'PY' 2>/dev/null
 import glob, os, sys, site
 for d in site.getsitepackages():

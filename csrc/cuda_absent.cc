@@ -1,6 +1,7 @@
 // cuda/runtime.h and cuda/launchers.h when the addon is built without nvcc: the CPU backend works,
 // every CUDA call answers "not compiled", so the glue links and reports the same way either way.
 #include "../cuda/launchers.h"
+#include "../cuda/nccl.h"
 #include "../cuda/quant_launchers.h"
 #include "../cuda/runtime.h"
 
@@ -120,6 +121,26 @@ Status qadamStep(int, const QAdamTensor*, int32_t, int64_t, const QAdamHyper&, c
 }
 int32_t qadamScratchInts(int) { return 0; }
 Status memsetBytes(int, void*, int, size_t) { return noCuda(); }
+
+// NCCL: never loaded without CUDA.
+std::string ncclPath(std::string* why) {
+  if (why) *why = kWhy;
+  return "";
+}
+int ncclVersion() { return 0; }
+Status ncclNewUniqueId(std::string*) { return noCuda(); }
+Status ncclCommInit(int, const std::string&, int, int, void** comm) {
+  if (comm) *comm = nullptr;
+  return noCuda();
+}
+Status ncclCommFree(void*) { return Status(); }
+Status ncclGroupBegin() { return noCuda(); }
+Status ncclGroupEnd() { return noCuda(); }
+Status ncclAllReduceOn(int, void*, const void*, void*, int64_t, DType, ReduceOp) { return noCuda(); }
+Status ncclReduceOn(int, void*, const void*, void*, int64_t, DType, ReduceOp, int) { return noCuda(); }
+Status ncclReduceScatterOn(int, void*, const void*, void*, int64_t, DType, ReduceOp) { return noCuda(); }
+Status ncclAllGatherOn(int, void*, const void*, void*, int64_t, DType) { return noCuda(); }
+Status ncclBroadcastOn(int, void*, const void*, void*, int64_t, DType, int) { return noCuda(); }
 
 }  // namespace gpu
 }  // namespace slimopt

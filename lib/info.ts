@@ -11,6 +11,8 @@ export interface SlimoptInfo {
   devices: { id: string; name: string; computeCapability: string; totalMemory: number; lost: string | null }[];
   cublas: string | null;
   cusolver: string | null;
+  /** NCCL for multi-GPU process groups (SLIMOPT_NCCL, then libnccl.so.2), or null. */
+  nccl: string | null;
   linearAlgebra: string;
 }
 
@@ -29,6 +31,7 @@ export function info(): SlimoptInfo {
   const { count, why } = cudaDeviceCount();
   const cublas = nat.probeLibrary("SLIMOPT_CUBLAS", ["libcublas.so.13", "libcublas.so.12"]);
   const cusolver = nat.probeLibrary("SLIMOPT_CUSOLVER", ["libcusolver.so.12", "libcusolver.so.11"]);
+  const nccl = nat.probeLibrary("SLIMOPT_NCCL", ["libnccl.so.2"]);
   return {
     version: require("../package.json").version,
     addon: addonPath,
@@ -41,6 +44,7 @@ export function info(): SlimoptInfo {
     })),
     cublas,
     cusolver,
+    nccl,
     linearAlgebra: linearAlgebra(count > 0),
   };
 }

@@ -110,6 +110,21 @@ export interface NativeAddon {
   newEvent(): unknown;
   recordEvent(dev: number, ev: unknown): void;
   elapsedMs(start: unknown, stop: unknown): number;
+  NcclComm: new (device: number, uniqueId: Uint8Array, worldSize: number, rank: number) => NcclCommHandle;
+  ncclInfo(): { path: string | null; version: number; why: string };
+  ncclUniqueId(): Uint8Array;
+  ncclGroupStart(): void;
+  ncclGroupEnd(): void;
+}
+
+/** One rank's NCCL communicator (csrc/nccl_comm.cc); counts are elements, op is 0 sum .. 4 avg. */
+export interface NcclCommHandle {
+  allReduce(send: NativeBufferHandle, recv: NativeBufferHandle, count: number, dtype: number, op: number): void;
+  reduce(send: NativeBufferHandle, recv: NativeBufferHandle, count: number, dtype: number, op: number, root: number): void;
+  reduceScatter(send: NativeBufferHandle, recv: NativeBufferHandle, recvCount: number, dtype: number, op: number): void;
+  allGather(send: NativeBufferHandle, recv: NativeBufferHandle, sendCount: number, dtype: number): void;
+  broadcast(send: NativeBufferHandle, recv: NativeBufferHandle, count: number, dtype: number, root: number): void;
+  dispose(): void;
 }
 
 const root = path.resolve(__dirname, "..");

@@ -31,6 +31,7 @@ export function formatInfo(i: SlimoptInfo): string {
   });
   rows.push(["cuBLAS", i.cublas ?? "not found"]);
   rows.push(["cuSOLVER", i.cusolver ?? "not found"]);
+  rows.push(["NCCL", i.nccl ?? "not found (multi-GPU process groups unavailable)"]);
   rows.push(["linear algebra", i.linearAlgebra]);
   const w = Math.max(...rows.map(([k]) => k.length));
   return `slimopt ${i.version}\n` + rows.map(([k, v]) => `  ${k.padEnd(w)}  ${v}`).join("\n") + "\n";

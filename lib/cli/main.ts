@@ -17,6 +17,7 @@ commands:
                            4 on the CPU, 8 on the CPU with --quick)
       --no-torch           do not run the PyTorch reference (bench/torch_baseline.py)
       --list               list the benchmarks and exit
+  launch -n <N> <script.js> [args]   run N processes, one per GPU, as ranks of a process group
   build [-- <cmake-js args>]   rebuild the native addon from source (needs CMake and a C++ compiler)
   help                     this text
 `;
@@ -63,6 +64,15 @@ async function main(argv: string[]): Promise<number> {
         scale: p.flags.has("scale") ? intFlag(p, "scale", 1, 1, 4096) : undefined,
         torch: !p.flags.has("no-torch"),
       });
+    }
+    case "launch": {
+      // Options before the script are launch's; everything after it is the script's.
+      const at = rest.findIndex((a, i) => !a.startsWith("-") && !(i > 0 && /^--?n$/.test(rest[i - 1])));
+      if (at < 0) throw new UsageError("launch: which script? (slimopt launch -n N script.js [args])");
+      const p = parseArgs(rest.slice(0, at), { n: { value: true } }, "launch");
+      const n = intFlag(p, "n", 1, 1, 64);
+      const { runLaunch } = await import("./launch_cmd");
+      return runLaunch(n, rest[at], rest.slice(at + 1));
     }
     case "build": {
       const p = parseArgs(rest, {}, "build");

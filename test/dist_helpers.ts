@@ -1,0 +1,87 @@
+// Shared by test/dist.test.ts (CPU) and test/gpu/dist.gpu.test.ts (CUDA): a world of one rank
+// through DistributedOptimizer must give the wrapped optimizer's bits, and the collectives of one
+// rank must be what they mean.
+import { DistributedOptimizer, DType, GroupOptions, Optimizer, ParamGroupSpec, Parameter, ProcessGroup, randn, tensor } from "../lib";
+import { makeParams, rawBytes, setGrads } from "./checkpoint_helpers";
+import { expectCode } from "./helpers";
+import { OPTIMIZERS } from "./optimizers";
+
+type AnyOptimizer = Optimizer<any>;  // eslint-disable-line @typescript-eslint/no-explicit-any
+
+/** Three steps (one with a NaN in a gradient) of every registered optimizer, plain and wrapped. */
+export async function worldOfOneMatchesPlain(pg: ProcessGroup, dev: string): Promise<void> {
+  for (const c of OPTIMIZERS) {
+    for (const dtype of c.dtypes as DType[]) {
+      for (const shardStates of [true, false]) {
+        const a = makeParams(dtype, dev, 300), b = makeParams(dtype, dev, 300);
+        const plain = c.make(a);
+        const wrapped = new DistributedOptimizer(pg, b,
+          (groups: ParamGroupSpec<GroupOptions>[]) => c.make(groups.flatMap((g) => g.params)) as AnyOptimizer,
+          { shardStates, bucketBytes: 4096 });
+        for (let s = 1; s <= 5; s++) {
+          setGrads(a, s);
+          setGrads(b, s);
+          plain.step();
+          wrapped.step();
+        }
+        for (let i = 0; i < a.length; i++) {
+          const [x, y] = [await rawBytes(a[i].data), await rawBytes(b[i].data)];
+          if (!x.equals(y)) throw new Error(`${c.name} ${dtype} shard=${shardStates}: parameter ${i} differs`);
+        }
+        expect(wrapped.stateBytes()).toBe(plain.stateBytes());
+        expect(await wrapped.skippedSteps()).toBe(await plain.skippedSteps());
+        expect(wrapped.bytesCommunicatedLastStep()).toBe(b.reduce((n, p) => n + p.grad.nbytes, 0));
+        plain.dispose();
+        wrapped.dispose();
+        for (const p of [...a, ...b]) { p.data.dispose(); p.grad.dispose(); }
+      }
+    }
+  }
+}
+
+/** Collectives of a world of one, and the refusals (nothing changes when refused). */
+export async function collectivesOfOne(pg: ProcessGroup, dev: string): Promise<void> {
+  const x = randn([37], { device: dev, seed: 1 });
+  const before = await x.toFloat32Array();
+  for (const op of ["sum", "avg", "max", "min", "prod"] as const) pg.allReduce(x, { op });
+  pg.broadcast(x, 0);
+  pg.reduce(x, 0, { op: "avg" });
+  expect(Array.from(await x.toFloat32Array())).toEqual(Array.from(before));
+  const out = randn([37], { device: dev, seed: 2 });
+  pg.allGather(out, x);
+  expect(Array.from(await out.toFloat32Array())).toEqual(Array.from(before));
+  const rs = randn([37], { device: dev, seed: 3 });
+  pg.reduceScatter(rs, x, { op: "sum" });
+  expect(Array.from(await rs.toFloat32Array())).toEqual(Array.from(before));
+  const h = tensor(Int32Array.from([3, -4, 5]), [3], { dtype: "i32", device: dev });
+  pg.allReduce(h, { op: "max" });
+  expect(Array.from(await h.toTypedArray() as Int32Array)).toEqual([3, -4, 5]);
+
+  const keep = await out.toFloat32Array();
+  expectCode(() => pg.broadcast(x, 1), "E_ARG");
+  expectCode(() => pg.reduce(x, -1), "E_ARG");
+  expectCode(() => pg.allReduce(x, { op: "mean" as never }), "E_ARG");
+  const small = randn([36], { device: dev, seed: 4 });
+  expectCode(() => pg.allGather(small, x), "E_SHAPE");
+  expectCode(() => pg.reduceScatter(small, x), "E_SHAPE");
+  const b16 = randn([37], { device: dev, seed: 5, dtype: "bf16" });
+  expectCode(() => pg.allGather(b16, x), "E_DTYPE");
+  expectCode(() => pg.allReduce({} as never), "E_ARG");
+  const gone = randn([37], { device: dev, seed: 6 });
+  gone.dispose();
+  expectCode(() => pg.allReduce(gone), "E_DISPOSED");
+  expect(Array.from(await out.toFloat32Array())).toEqual(Array.from(keep));
+  for (const t of [x, out, rs, h, small, b16]) t.dispose();
+}
+
+/** Refusals of the wrapper: nothing is built. */
+export function wrapperRefusals(pg: ProcessGroup, dev: string): void {
+  const ps = makeParams("f32", dev, 400);
+  const make = (g: ParamGroupSpec<GroupOptions>[]) => OPTIMIZERS[0].make(g.flatMap((x) => x.params)) as AnyOptimizer;
+  expectCode(() => new DistributedOptimizer({} as never, ps, make), "E_ARG");
+  expectCode(() => new DistributedOptimizer(pg, [], make), "E_ARG");
+  expectCode(() => new DistributedOptimizer(pg, ps, undefined as never), "E_ARG");
+  expectCode(() => new DistributedOptimizer(pg, ps, make, { bucketBytes: 0 }), "E_ARG");
+  expectCode(() => new DistributedOptimizer(pg, [{ params: [ps[0], {} as Parameter] }], make), "E_ARG");
+  for (const p of ps) { p.data.dispose(); p.grad.dispose(); }
+}
