@@ -28,6 +28,12 @@
 //   +pdl           programmatic dependent launch: griddepcontrol.wait before the first global
 //                  access (so correct whatever precedes), griddepcontrol.launch_dependents once the
 //                  loads are issued: the next launch's blocks get onto the SMs during this one's tail
+//   +pdlpf         +pdl, and before the wait a speculative index read (ld.cg) and an L2 prefetch of
+//                  the rows it names (scatter: and of the source rows): the next launch's DRAM
+//                  reads start during this one's tail; still exact whatever the previous grid wrote
+//                  (a prefetch is a hint; L2 is the point of coherence)
+// "correct" = bit-equal to the reference on set 0, on a set with duplicates and invalid indices,
+// and after 17 back-to-back launches (sets 0..7, that set, sets 8..15; scatter accumulates).
 #include <cuda_runtime.h>
 #include <algorithm>
 #include <cstdint>
@@ -90,6 +96,23 @@ __host__ __device__ __forceinline__ int64_t imin(int64_t a, int64_t b) { return 
 // ---- programmatic dependent launch ------------------------------------------------------------
 __device__ __forceinline__ void gridWait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
 __device__ __forceinline__ void gridLaunchDependents() { asm volatile("griddepcontrol.launch_dependents;" :::); }
+// Mode 2 ("pf"): before the wait, read the index speculatively (ld.global.cg: through L2 only, so
+// no stale L1 line survives) and prefetch the rows it names into L2. A prefetch is only a hint and
+// L2 is the device's point of coherence, so whatever the previous grid writes (W, the indices)
+// the loads after the wait see it: the speculation costs correctness nothing, and when the index
+// was not being rewritten (the usual case) the rows are already on their way from DRAM while the
+// previous grid drains.
+__device__ __forceinline__ int32_t ldcgIndex(const int32_t* p) {
+  int32_t v;
+  asm volatile("ld.global.cg.s32 %0, [%1];" : "=r"(v) : "l"(p));
+  return v;
+}
+__device__ __forceinline__ void prefetchL2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+// Prefetch bytes [b0, b1) of a row, one 128-byte line per thread per step.
+__device__ __forceinline__ void prefetchSpan(const float* row, int64_t b0, int64_t b1, int tid, int nthreads) {
+  const char* p = reinterpret_cast<const char*>(row);
+  for (int64_t b = b0 + int64_t(tid) * 128; b < b1; b += int64_t(nthreads) * 128) prefetchL2(p + b);
+}
 
 // ---- bulk copy (TMA, non-tensor) + mbarrier ---------------------------------------------------
 __device__ __forceinline__ uint32_t smemAddr(const void* p) { return uint32_t(__cvta_generic_to_shared(p)); }
@@ -258,13 +281,21 @@ __global__ void __launch_bounds__(kT) scatterCur(float* __restrict__ dst, int64_
 }
 
 // ---- chunked grid: block b -> (slot j = b / cpr, chunk c = b % cpr), chunk = T·Q quads ----------
-template <int T, int Q, int LDH, int STH, bool PDL, int MINB>
+// PDL: 0 = plain launch; 1 = griddepcontrol.wait first, launch_dependents after the loads;
+// 2 = as 1, plus the speculative index read and L2 prefetch before the wait.
+template <int T, int Q, int LDH, int STH, int PDL, int MINB>
 __global__ void __launch_bounds__(T, MINB) gatherChunk(float* __restrict__ out, const float* __restrict__ src,
                                                        int64_t rows, int64_t n, const int32_t* __restrict__ idx,
                                                        int64_t count, const float* __restrict__ scale, int cpr) {
-  if (PDL) gridWait();
   const int64_t j = blockIdx.x / cpr;
   const int c = int(blockIdx.x - j * cpr);
+  if (PDL == 2 && j < count) {
+    const int32_t guess = ldcgIndex(idx + j);
+    if (guess >= 0 && int64_t(guess) < rows)
+      prefetchSpan(src + int64_t(guess) * n, int64_t(c) * T * Q * 16, imin(n * 4, int64_t(c + 1) * T * Q * 16),
+                   threadIdx.x, T);
+  }
+  if (PDL) gridWait();
   if (j >= count) return;
   const int32_t line = idx[j];
   if (line < 0 || int64_t(line) >= rows) return;
@@ -283,14 +314,20 @@ __global__ void __launch_bounds__(T, MINB) gatherChunk(float* __restrict__ out, 
     if (q0 + k * T < nq) stq<STH>(o + q0 + k * T, scale4(x[k], sc));
 }
 
-template <int T, int Q, int LDH, int STH, bool PDL, int MINB>
+template <int T, int Q, int LDH, int STH, int PDL, int MINB>
 __global__ void __launch_bounds__(T, MINB) scatterChunk(float* __restrict__ dst, int64_t rows, int64_t n,
                                                         const int32_t* __restrict__ idx, int64_t count,
                                                         const float* __restrict__ src, float alpha,
                                                         const float* __restrict__ scale, int cpr) {
-  if (PDL) gridWait();
   const int64_t j0 = blockIdx.x / cpr;
   const int c = int(blockIdx.x - j0 * cpr);
+  if (PDL == 2 && j0 < count) {
+    const int64_t b0 = int64_t(c) * T * Q * 16, b1 = imin(n * 4, int64_t(c + 1) * T * Q * 16);
+    prefetchSpan(src + j0 * n, b0, b1, threadIdx.x, T);
+    const int32_t guess = ldcgIndex(idx + j0);
+    if (guess >= 0 && int64_t(guess) < rows) prefetchSpan(dst + int64_t(guess) * n, b0, b1, threadIdx.x, T);
+  }
+  if (PDL) gridWait();
   if (j0 >= count) return;
   int32_t line;
   int64_t j1;
@@ -647,23 +684,29 @@ unsigned long long diffCount(const float* a, const float* b, int64_t count, unsi
   return h;
 }
 
-bool verifyGather(const Variant& v, Bufs& B, const int32_t* idx, int r) {
+// The variant run on each index array in turn, back to back (so PDL overlap is exercised), against
+// the reference run the same way. Gather: the last output wins; scatter: the updates accumulate.
+bool verifyGather(const Variant& v, Bufs& B, const std::vector<const int32_t*>& idx, int r) {
   const int64_t cnt = int64_t(r) * kN;
   CK(cudaMemsetAsync(B.compact, 0xFF, cnt * 4, gStream));  // poison: NaN bits, compared bitwise
   CK(cudaMemsetAsync(B.compactRef, 0xFF, cnt * 4, gStream));
-  v.run(B.W, B.compact, idx, r, gStream);
-  gatherRef<<<unsigned((cnt + 255) / 256), 256, 0, gStream>>>(B.compactRef, B.W, kM, kN, idx, r, B.rho);
+  for (const int32_t* x : idx) v.run(B.W, B.compact, x, r, gStream);
+  CK(cudaGetLastError());
+  for (const int32_t* x : idx)
+    gatherRef<<<unsigned((cnt + 255) / 256), 256, 0, gStream>>>(B.compactRef, B.W, kM, kN, x, r, B.rho);
   CK(cudaGetLastError());
   return diffCount(B.compact, B.compactRef, cnt, B.diffs) == 0;
 }
 
-bool verifyScatter(const Variant& v, Bufs& B, const int32_t* idx, int r, float alpha) {
+bool verifyScatter(const Variant& v, Bufs& B, const std::vector<const int32_t*>& idx, int r, float alpha) {
   const int64_t cnt = int64_t(r) * kN, all = int64_t(kM) * kN;
   fillRandom<<<1024, 256, 0, gStream>>>(B.compact, cnt, 99u + r, 1e-3f);
   CK(cudaMemcpyAsync(B.Wv, B.W, all * 4, cudaMemcpyDeviceToDevice, gStream));
   CK(cudaMemcpyAsync(B.Wr, B.W, all * 4, cudaMemcpyDeviceToDevice, gStream));
-  v.run(B.Wv, B.compact, idx, r, gStream);
-  scatterRef<<<unsigned((cnt + 255) / 256), 256, 0, gStream>>>(B.Wr, kM, kN, idx, r, B.compact, alpha, B.rho);
+  for (const int32_t* x : idx) v.run(B.Wv, B.compact, x, r, gStream);
+  CK(cudaGetLastError());
+  for (const int32_t* x : idx)
+    scatterRef<<<unsigned((cnt + 255) / 256), 256, 0, gStream>>>(B.Wr, kM, kN, x, r, B.compact, alpha, B.rho);
   CK(cudaGetLastError());
   return diffCount(B.Wv, B.Wr, all, B.diffs) == 0 && diffCount(B.W, B.Wv, all, B.diffs) > 0;
 }
@@ -672,22 +715,22 @@ constexpr float kAlpha = -1e-3f;
 int cdiv(int64_t a, int64_t b) { return int((a + b - 1) / b); }
 
 // Gather / scatter variant factories.
-template <int T, int Q, int LDH, int STH, bool PDL, int MINB>
+template <int T, int Q, int LDH, int STH, int PDL, int MINB>
 Variant gChunk(const std::string& name, const Bufs& B) {
   auto* k = gatherChunk<T, Q, LDH, STH, PDL, MINB>;
   const float* rho = B.rho;
   return {name, reinterpret_cast<const void*>(k), [=](float* W, float* c, const int32_t* idx, int r, cudaStream_t s) {
             const int cpr = cdiv(kN / 4, T * Q);
-            launch(PDL, k, unsigned(r * cpr), T, s, c, W, int64_t(kM), int64_t(kN), idx, int64_t(r), rho, cpr);
+            launch(PDL != 0, k, unsigned(r * cpr), T, s, c, W, int64_t(kM), int64_t(kN), idx, int64_t(r), rho, cpr);
           }};
 }
-template <int T, int Q, int LDH, int STH, bool PDL, int MINB>
+template <int T, int Q, int LDH, int STH, int PDL, int MINB>
 Variant sChunk(const std::string& name, const Bufs& B) {
   auto* k = scatterChunk<T, Q, LDH, STH, PDL, MINB>;
   const float* rho = B.rho;
   return {name, reinterpret_cast<const void*>(k), [=](float* W, float* c, const int32_t* idx, int r, cudaStream_t s) {
             const int cpr = cdiv(kN / 4, T * Q);
-            launch(PDL, k, unsigned(r * cpr), T, s, W, int64_t(kM), int64_t(kN), idx, int64_t(r), (const float*)c,
+            launch(PDL != 0, k, unsigned(r * cpr), T, s, W, int64_t(kM), int64_t(kN), idx, int64_t(r), (const float*)c,
                    kAlpha, rho, cpr);
           }};
 }
@@ -718,7 +761,7 @@ Variant gTma(const std::string& name, const Bufs& B) {
   const float* rho = B.rho;
   return {name, reinterpret_cast<const void*>(k), [=](float* W, float* c, const int32_t* idx, int r, cudaStream_t s) {
             const int cpr = cdiv(kN * 4, CB);
-            launch(PDL, k, unsigned(r * cpr), T, s, c, W, int64_t(kM), int64_t(kN), idx, int64_t(r), rho, cpr);
+            launch(PDL != 0, k, unsigned(r * cpr), T, s, c, W, int64_t(kM), int64_t(kN), idx, int64_t(r), rho, cpr);
           }};
 }
 template <int CB, int T, bool PDL>
@@ -727,7 +770,7 @@ Variant sTma(const std::string& name, const Bufs& B) {
   const float* rho = B.rho;
   return {name, reinterpret_cast<const void*>(k), [=](float* W, float* c, const int32_t* idx, int r, cudaStream_t s) {
             const int cpr = cdiv(kN * 4, CB);
-            launch(PDL, k, unsigned(r * cpr), T, s, W, int64_t(kM), int64_t(kN), idx, int64_t(r), (const float*)c,
+            launch(PDL != 0, k, unsigned(r * cpr), T, s, W, int64_t(kM), int64_t(kN), idx, int64_t(r), (const float*)c,
                    kAlpha, rho, cpr);
           }};
 }
@@ -841,25 +884,29 @@ int main(int argc, char** argv) {
          launch(false, gatherCur, unsigned(cdiv(r, kGatherRows)), kT, s, c, (const float*)W, int64_t(kM), int64_t(kN),
                 idx, int64_t(r), (const float*)B.rho, 1);
        }},
-      gChunk<256, 4, LD_DEF, ST_DEF, false, 1>("row256x4", B),
-      gChunk<512, 2, LD_DEF, ST_DEF, false, 1>("row512x2", B),
-      gChunk<1024, 1, LD_DEF, ST_DEF, false, 1>("row1024x1", B),
-      gChunk<256, 2, LD_DEF, ST_DEF, false, 1>("chk8K t256 q2", B),
-      gChunk<128, 4, LD_DEF, ST_DEF, false, 1>("chk8K t128 q4", B),
-      gChunk<256, 1, LD_DEF, ST_DEF, false, 1>("chk4K t256 q1", B),
-      gChunk<128, 2, LD_DEF, ST_DEF, false, 1>("chk4K t128 q2", B),
-      gChunk<64, 4, LD_DEF, ST_DEF, false, 1>("chk4K t64 q4", B),
-      gChunk<128, 1, LD_DEF, ST_DEF, false, 1>("chk2K t128 q1", B),
-      gChunk<64, 1, LD_DEF, ST_DEF, false, 1>("chk1K t64 q1", B),
-      gChunk<256, 1, LD_CS, ST_DEF, false, 1>("chk4K t256 q1 +cs", B),
-      gChunk<256, 1, LD_NA, ST_DEF, false, 1>("chk4K t256 q1 +na", B),
-      gChunk<256, 1, LD_NC, ST_DEF, false, 1>("chk4K t256 q1 +nc", B),
-      gChunk<256, 1, LD_CS, ST_CS, false, 1>("chk4K t256 q1 +cs+stcs", B),
-      gChunk<128, 4, LD_CS, ST_DEF, false, 1>("chk8K t128 q4 +cs", B),
-      gChunk<256, 1, LD_DEF, ST_DEF, true, 1>("chk4K t256 q1 +pdl", B),
-      gChunk<256, 1, LD_CS, ST_DEF, true, 1>("chk4K t256 q1 +cs+pdl", B),
-      gChunk<128, 4, LD_DEF, ST_DEF, true, 1>("chk8K t128 q4 +pdl", B),
-      gChunk<512, 2, LD_DEF, ST_DEF, true, 1>("row512x2 +pdl", B),
+      gChunk<256, 4, LD_DEF, ST_DEF, 0, 1>("row256x4", B),
+      gChunk<512, 2, LD_DEF, ST_DEF, 0, 1>("row512x2", B),
+      gChunk<1024, 1, LD_DEF, ST_DEF, 0, 1>("row1024x1", B),
+      gChunk<256, 2, LD_DEF, ST_DEF, 0, 1>("chk8K t256 q2", B),
+      gChunk<128, 4, LD_DEF, ST_DEF, 0, 1>("chk8K t128 q4", B),
+      gChunk<256, 1, LD_DEF, ST_DEF, 0, 1>("chk4K t256 q1", B),
+      gChunk<128, 2, LD_DEF, ST_DEF, 0, 1>("chk4K t128 q2", B),
+      gChunk<64, 4, LD_DEF, ST_DEF, 0, 1>("chk4K t64 q4", B),
+      gChunk<128, 1, LD_DEF, ST_DEF, 0, 1>("chk2K t128 q1", B),
+      gChunk<64, 1, LD_DEF, ST_DEF, 0, 1>("chk1K t64 q1", B),
+      gChunk<256, 1, LD_CS, ST_DEF, 0, 1>("chk4K t256 q1 +cs", B),
+      gChunk<256, 1, LD_NA, ST_DEF, 0, 1>("chk4K t256 q1 +na", B),
+      gChunk<256, 1, LD_NC, ST_DEF, 0, 1>("chk4K t256 q1 +nc", B),
+      gChunk<256, 1, LD_CS, ST_CS, 0, 1>("chk4K t256 q1 +cs+stcs", B),
+      gChunk<128, 4, LD_CS, ST_DEF, 0, 1>("chk8K t128 q4 +cs", B),
+      gChunk<256, 1, LD_DEF, ST_DEF, 1, 1>("chk4K t256 q1 +pdl", B),
+      gChunk<256, 1, LD_CS, ST_DEF, 1, 1>("chk4K t256 q1 +cs+pdl", B),
+      gChunk<128, 4, LD_DEF, ST_DEF, 1, 1>("chk8K t128 q4 +pdl", B),
+      gChunk<512, 2, LD_DEF, ST_DEF, 1, 1>("row512x2 +pdl", B),
+      gChunk<256, 1, LD_DEF, ST_DEF, 2, 1>("chk4K t256 q1 +pdlpf", B),
+      gChunk<128, 4, LD_DEF, ST_DEF, 2, 1>("chk8K t128 q4 +pdlpf", B),
+      gChunk<512, 2, LD_DEF, ST_DEF, 2, 1>("row512x2 +pdlpf", B),
+      gChunk<256, 1, LD_CS, ST_DEF, 2, 1>("chk4K t256 q1 +cs+pdlpf", B),
       gWarp<8, LD_DEF, ST_DEF>("warp8 x8/SM", B, 8),
       gWarp<16, LD_DEF, ST_DEF>("warp16 x4/SM", B, 4),
       gWarp<8, LD_CS, ST_DEF>("warp8 x8/SM +cs", B, 8),
@@ -877,25 +924,29 @@ int main(int argc, char** argv) {
          launch(false, scatterCur, unsigned(r), kT, s, W, int64_t(kM), int64_t(kN), idx, int64_t(r), (const float*)c,
                 kAlpha, (const float*)B.rho, 1);
        }},
-      sChunk<256, 4, LD_DEF, ST_DEF, false, 1>("row256x4", B),
-      sChunk<512, 2, LD_DEF, ST_DEF, false, 1>("row512x2", B),
-      sChunk<1024, 1, LD_DEF, ST_DEF, false, 1>("row1024x1", B),
-      sChunk<256, 2, LD_DEF, ST_DEF, false, 1>("chk8K t256 q2", B),
-      sChunk<128, 4, LD_DEF, ST_DEF, false, 1>("chk8K t128 q4", B),
-      sChunk<256, 1, LD_DEF, ST_DEF, false, 1>("chk4K t256 q1", B),
-      sChunk<128, 2, LD_DEF, ST_DEF, false, 1>("chk4K t128 q2", B),
-      sChunk<64, 4, LD_DEF, ST_DEF, false, 1>("chk4K t64 q4", B),
-      sChunk<128, 1, LD_DEF, ST_DEF, false, 1>("chk2K t128 q1", B),
-      sChunk<256, 1, LD_DEF, ST_DEF, false, 8>("chk4K t256 q1 +lb8", B),
-      sChunk<256, 2, LD_DEF, ST_DEF, false, 8>("chk8K t256 q2 +lb8", B),
-      sChunk<256, 4, LD_DEF, ST_DEF, false, 4>("row256x4 +lb4", B),
-      sChunk<256, 1, LD_CS, ST_DEF, false, 1>("chk4K t256 q1 +cs", B),
-      sChunk<256, 1, LD_NA, ST_DEF, false, 1>("chk4K t256 q1 +na", B),
-      sChunk<256, 1, LD_NC, ST_DEF, false, 1>("chk4K t256 q1 +nc", B),
-      sChunk<256, 2, LD_CS, ST_DEF, false, 1>("chk8K t256 q2 +cs", B),
-      sChunk<256, 1, LD_DEF, ST_DEF, true, 1>("chk4K t256 q1 +pdl", B),
-      sChunk<256, 2, LD_DEF, ST_DEF, true, 1>("chk8K t256 q2 +pdl", B),
-      sChunk<256, 4, LD_DEF, ST_DEF, true, 1>("row256x4 +pdl", B),
+      sChunk<256, 4, LD_DEF, ST_DEF, 0, 1>("row256x4", B),
+      sChunk<512, 2, LD_DEF, ST_DEF, 0, 1>("row512x2", B),
+      sChunk<1024, 1, LD_DEF, ST_DEF, 0, 1>("row1024x1", B),
+      sChunk<256, 2, LD_DEF, ST_DEF, 0, 1>("chk8K t256 q2", B),
+      sChunk<128, 4, LD_DEF, ST_DEF, 0, 1>("chk8K t128 q4", B),
+      sChunk<256, 1, LD_DEF, ST_DEF, 0, 1>("chk4K t256 q1", B),
+      sChunk<128, 2, LD_DEF, ST_DEF, 0, 1>("chk4K t128 q2", B),
+      sChunk<64, 4, LD_DEF, ST_DEF, 0, 1>("chk4K t64 q4", B),
+      sChunk<128, 1, LD_DEF, ST_DEF, 0, 1>("chk2K t128 q1", B),
+      sChunk<256, 1, LD_DEF, ST_DEF, 0, 8>("chk4K t256 q1 +lb8", B),
+      sChunk<256, 2, LD_DEF, ST_DEF, 0, 8>("chk8K t256 q2 +lb8", B),
+      sChunk<256, 4, LD_DEF, ST_DEF, 0, 4>("row256x4 +lb4", B),
+      sChunk<256, 1, LD_CS, ST_DEF, 0, 1>("chk4K t256 q1 +cs", B),
+      sChunk<256, 1, LD_NA, ST_DEF, 0, 1>("chk4K t256 q1 +na", B),
+      sChunk<256, 1, LD_NC, ST_DEF, 0, 1>("chk4K t256 q1 +nc", B),
+      sChunk<256, 2, LD_CS, ST_DEF, 0, 1>("chk8K t256 q2 +cs", B),
+      sChunk<256, 1, LD_DEF, ST_DEF, 1, 1>("chk4K t256 q1 +pdl", B),
+      sChunk<256, 2, LD_DEF, ST_DEF, 1, 1>("chk8K t256 q2 +pdl", B),
+      sChunk<256, 4, LD_DEF, ST_DEF, 1, 1>("row256x4 +pdl", B),
+      sChunk<256, 1, LD_DEF, ST_DEF, 2, 1>("chk4K t256 q1 +pdlpf", B),
+      sChunk<256, 2, LD_DEF, ST_DEF, 2, 1>("chk8K t256 q2 +pdlpf", B),
+      sChunk<128, 4, LD_DEF, ST_DEF, 2, 1>("chk8K t128 q4 +pdlpf", B),
+      sChunk<256, 4, LD_DEF, ST_DEF, 2, 1>("row256x4 +pdlpf", B),
       sWarp<8, LD_DEF, ST_DEF>("warp8 x8/SM", B, 8),
       sWarp<4, LD_DEF, ST_DEF>("warp4 x8/SM", B, 8),
       sTma<8192, 128, false>("tma8K t128", B),
@@ -927,6 +978,10 @@ int main(int argc, char** argv) {
       const std::vector<int32_t> s = messySet(kM, r, 5u);
       CK(cudaMemcpy(B.messy, s.data(), size_t(r) * 4, cudaMemcpyHostToDevice));
     }
+    // 17 launches back to back: sets 0..7, the messy set, sets 8..15.
+    std::vector<const int32_t*> chain(B.sets, B.sets + 8);
+    chain.push_back(B.messy);
+    chain.insert(chain.end(), B.sets + 8, B.sets + kSets);
     fillRandom<<<1024, 256, 0, gStream>>>(B.compact, int64_t(r) * kN, 9u, 1e-3f);
     CK(cudaStreamSynchronize(gStream));
     const double gBytes = 2.0 * r * kN * 4, sBytes = 3.0 * r * kN * 4;
@@ -952,7 +1007,8 @@ int main(int argc, char** argv) {
     }
     for (const Variant& v : gathers) {
       if (!selected("gather", v.name) || !inPass(v.name)) continue;
-      const bool ok = verifyGather(v, B, B.sets[0], r) && verifyGather(v, B, B.messy, r);
+      const bool ok = verifyGather(v, B, {B.sets[0]}, r) && verifyGather(v, B, {B.messy}, r) &&
+                      verifyGather(v, B, chain, r);
       auto f = [&](int k, cudaStream_t s) { v.run(B.W, B.compact, B.sets[k], r, s); };
       cudaFuncAttributes a;
       CK(cudaFuncGetAttributes(&a, v.fn));
@@ -961,7 +1017,8 @@ int main(int argc, char** argv) {
     fillRandom<<<1024, 256, 0, gStream>>>(B.compact, int64_t(r) * kN, 9u, 1e-3f);
     for (const Variant& v : scatters) {
       if (!selected("scatter", v.name) || !inPass(v.name)) continue;
-      const bool ok = verifyScatter(v, B, B.sets[0], r, kAlpha) && verifyScatter(v, B, B.messy, r, kAlpha);
+      const bool ok = verifyScatter(v, B, {B.sets[0]}, r, kAlpha) && verifyScatter(v, B, {B.messy}, r, kAlpha) &&
+                      verifyScatter(v, B, chain, r, kAlpha);
       fillRandom<<<1024, 256, 0, gStream>>>(B.compact, int64_t(r) * kN, 9u, 1e-3f);
       auto f = [&](int k, cudaStream_t s) { v.run(B.W, B.compact, B.sets[k], r, s); };
       cudaFuncAttributes a;
