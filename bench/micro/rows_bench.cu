@@ -356,6 +356,101 @@ __global__ void __launch_bounds__(T, MINB) scatterChunk(float* __restrict__ dst,
   scatterRunScalar(dst, base, n, src, j0, j1, alpha, scale, i0, i1, T, threadIdx.x);
 }
 
+// ---- the port: cuda/grass.cu's kernels after this branch (f32 path), same constants -------------
+// (grid-strided over units, 32-bit unit division, speculative prefetch + PDL; the same code as
+// chk8K t128 q4 +pdlpf apart from the loop.)
+constexpr int kRowThreads = 128, kRowQuads = 4;
+constexpr int64_t kRowChunk = int64_t(kRowThreads) * kRowQuads * 4;
+__device__ __forceinline__ void rowUnit(int64_t u, int64_t cpr, int64_t* j, int64_t* c) {
+  if (((u | cpr) >> 32) == 0) {
+    const uint32_t q = uint32_t(u) / uint32_t(cpr);
+    *j = q;
+    *c = uint32_t(u) - q * uint32_t(cpr);
+  } else {
+    *j = u / cpr;
+    *c = u - *j * cpr;
+  }
+}
+__global__ void __launch_bounds__(kRowThreads) gatherPort(float* __restrict__ out, const float* __restrict__ src,
+                                                          int64_t rows, int64_t n, const int32_t* __restrict__ idx,
+                                                          int64_t count, const float* __restrict__ scale, int vec,
+                                                          int64_t cpr, int64_t units) {
+  if (blockIdx.x < units) {
+    int64_t j, c;
+    rowUnit(blockIdx.x, cpr, &j, &c);
+    const int32_t guess = ldcgIndex(idx + j);
+    if (guess >= 0 && int64_t(guess) < rows)
+      prefetchSpan(src + int64_t(guess) * n, c * kRowChunk * 4, imin(n, (c + 1) * kRowChunk) * 4, threadIdx.x,
+                   kRowThreads);
+  }
+  gridWait();
+  for (int64_t u = blockIdx.x; u < units; u += gridDim.x) {
+    int64_t j, c;
+    rowUnit(u, cpr, &j, &c);
+    const int32_t line = idx[j];
+    if (line < 0 || int64_t(line) >= rows) continue;
+    const float sc = scale != nullptr ? scale[j] : 1.0f;
+    const int64_t base = int64_t(line) * n, i0 = c * kRowChunk, i1 = imin(n, i0 + kRowChunk);
+    if (vec) {
+      const int64_t q0 = (i0 >> 2) + threadIdx.x, q1 = i1 >> 2;
+      float4 x[kRowQuads];
+#pragma unroll
+      for (int k = 0; k < kRowQuads; ++k)
+        if (q0 + k * kRowThreads < q1) x[k] = *reinterpret_cast<const float4*>(src + base + 4 * (q0 + k * kRowThreads));
+      gridLaunchDependents();
+#pragma unroll
+      for (int k = 0; k < kRowQuads; ++k)
+        if (q0 + k * kRowThreads < q1) *reinterpret_cast<float4*>(out + j * n + 4 * (q0 + k * kRowThreads)) = scale4(x[k], sc);
+      continue;
+    }
+    for (int64_t i = i0 + threadIdx.x; i < i1; i += kRowThreads) out[j * n + i] = sc * src[base + i];
+  }
+}
+__global__ void __launch_bounds__(kRowThreads) scatterPort(float* __restrict__ dst, int64_t rows, int64_t n,
+                                                           const int32_t* __restrict__ idx, int64_t count,
+                                                           const float* __restrict__ src, float alpha,
+                                                           const float* __restrict__ scale, int vec, int64_t cpr,
+                                                           int64_t units) {
+  if (blockIdx.x < units) {
+    int64_t j, c;
+    rowUnit(blockIdx.x, cpr, &j, &c);
+    const int64_t b0 = c * kRowChunk * 4, b1 = imin(n, (c + 1) * kRowChunk) * 4;
+    prefetchSpan(src + j * n, b0, b1, threadIdx.x, kRowThreads);
+    const int32_t guess = ldcgIndex(idx + j);
+    if (guess >= 0 && int64_t(guess) < rows) prefetchSpan(dst + int64_t(guess) * n, b0, b1, threadIdx.x, kRowThreads);
+  }
+  gridWait();
+  for (int64_t u = blockIdx.x; u < units; u += gridDim.x) {
+    int64_t j0, c;
+    rowUnit(u, cpr, &j0, &c);
+    int32_t line;
+    int64_t j1;
+    if (!ownedRun(idx, count, rows, j0, &line, &j1)) continue;
+    const int64_t base = int64_t(line) * n, i0 = c * kRowChunk, i1 = imin(n, i0 + kRowChunk);
+    if (vec && j1 - j0 == 1) {
+      const float cf = alpha * (scale != nullptr ? scale[j0] : 1.0f);
+      const int64_t q0 = (i0 >> 2) + threadIdx.x, q1 = i1 >> 2;
+      float4 sq[kRowQuads], dq[kRowQuads];
+#pragma unroll
+      for (int k = 0; k < kRowQuads; ++k) {
+        const int64_t q = q0 + k * kRowThreads;
+        if (q < q1) {
+          sq[k] = *reinterpret_cast<const float4*>(src + j0 * n + 4 * q);
+          dq[k] = *reinterpret_cast<const float4*>(dst + base + 4 * q);
+        }
+      }
+      gridLaunchDependents();
+#pragma unroll
+      for (int k = 0; k < kRowQuads; ++k) {
+        const int64_t q = q0 + k * kRowThreads;
+        if (q < q1) *reinterpret_cast<float4*>(dst + base + 4 * q) = axpy4(dq[k], cf, sq[k]);
+      }
+      continue;
+    }
+    scatterRunScalar(dst, base, n, src, j0, j1, alpha, scale, i0, i1, kRowThreads, threadIdx.x);
+  }
+}
+
 // ---- persistent grid, warp chunks of 32·Q quads ---------------------------------------------------
 template <int Q, int LDH, int STH>
 __global__ void __launch_bounds__(256) gatherWarp(float* __restrict__ out, const float* __restrict__ src, int64_t rows,
@@ -915,6 +1010,12 @@ int main(int argc, char** argv) {
       gTma<4096, 128, false>("tma4K t128", B),
       gTma<8192, 128, true>("tma8K t128 +pdl", B),
   };
+  gathers.push_back({"port (grass.cu, branch rows)", reinterpret_cast<const void*>(gatherPort),
+                     [&](float* W, float* c, const int32_t* idx, int r, cudaStream_t s) {
+                       const int64_t cpr = (kN + kRowChunk - 1) / kRowChunk, units = r * cpr;
+                       launch(true, gatherPort, unsigned(units), kRowThreads, s, c, (const float*)W, int64_t(kM),
+                              int64_t(kN), idx, int64_t(r), (const float*)B.rho, 1, cpr, units);
+                     }});
   gathers.push_back(gathers[0]);
   gathers.back().name = "cur (again: noise)";
 
@@ -954,6 +1055,12 @@ int main(int argc, char** argv) {
       sTma<8192, 256, false>("tma8K t256", B),
       sTma<4096, 128, true>("tma4K t128 +pdl", B),
   };
+  scatters.push_back({"port (grass.cu, branch rows)", reinterpret_cast<const void*>(scatterPort),
+                      [&](float* W, float* c, const int32_t* idx, int r, cudaStream_t s) {
+                        const int64_t cpr = (kN + kRowChunk - 1) / kRowChunk, units = r * cpr;
+                        launch(true, scatterPort, unsigned(units), kRowThreads, s, W, int64_t(kM), int64_t(kN), idx,
+                               int64_t(r), (const float*)c, kAlpha, (const float*)B.rho, 1, cpr, units);
+                      }});
   scatters.push_back(scatters[0]);
   scatters.back().name = "cur (again: noise)";
 
