@@ -231,7 +231,10 @@ suite("gatherRows / scatterRows on CUDA against the CPU", () => {
         Int32Array.from([-5, -1, 2, 3, 9, 10, 10, m - 1]),
         Int32Array.from([0, 1, 2, 3, 4, 5, 6, 7]),
       ];
+      // Indices and scales already on the device, so consecutive calls are kernel after kernel
+      // (no copy between them) and the overlap is exercised.
       const rho = Float32Array.from({ length: 8 }, () => 0.5 + rng.uniform());
+      const rhoG = tensor(rho, [8], { device: "cuda" });
       const idxOn = (s: Int32Array, device: "cpu" | "cuda") => tensor(s, [8], { dtype: "i32", device });
       const idxC = sets.map((s) => idxOn(s, "cpu")), idxG = sets.map((s) => idxOn(s, "cuda"));
       // Gathers back to back into one output: the last one wins; skipped rows keep what was there.
@@ -239,21 +242,21 @@ suite("gatherRows / scatterRows on CUDA against the CPU", () => {
       const outG = outC.clone("cuda");
       for (let k = 0; k < sets.length; k++) {
         gatherRows(sc, idxC[k], { scale: rho, out: outC });
-        gatherRows(sg, idxG[k], { scale: rho, out: outG });
+        gatherRows(sg, idxG[k], { scale: rhoG, out: outG });
       }
       expect(await bits(outG)).toEqual(await bits(outC));
       // Scatters back to back on overlapping rows, then a gather of the result.
       const upd = sets.map(() => rng.normals(8 * n));
+      const uc = upd.map((u) => tensor(u, [8, n], { dtype, device: "cpu" }));
+      const ug = upd.map((u) => tensor(u, [8, n], { dtype, device: "cuda" }));
       for (let k = 0; k < sets.length; k++) {
-        const uc = tensor(upd[k], [8, n], { dtype, device: "cpu" }), ug = tensor(upd[k], [8, n], { dtype, device: "cuda" });
-        scatterRows(sc, idxC[k], uc, { alpha: -0.25, scale: rho });
-        scatterRows(sg, idxG[k], ug, { alpha: -0.25, scale: rho });
-        uc.dispose(); ug.dispose();
+        scatterRows(sc, idxC[k], uc[k], { alpha: -0.25, scale: rho });
+        scatterRows(sg, idxG[k], ug[k], { alpha: -0.25, scale: rhoG });
       }
       const gc = gatherRows(sc, idxC[3]), gg = gatherRows(sg, idxG[3]);
       expect(await bits(gg)).toEqual(await bits(gc));
       expect(await bits(sg)).toEqual(await bits(sc));
-      for (const t of [sc, sg, outC, outG, gc, gg, ...idxC, ...idxG]) t.dispose();
+      for (const t of [sc, sg, outC, outG, gc, gg, rhoG, ...idxC, ...idxG, ...uc, ...ug]) t.dispose();
     }
   });
 
