@@ -641,103 +641,164 @@ __global__ void __launch_bounds__(kT) commitKernel(float* m, float* v, int64_t c
 }
 
 // ---- standalone gather / scatter ------------------------------------------------------------------
+//
+// Work unit: one chunk of one slot's row, kRowThreads × kRowQuads quads (4 elements each: 8 KiB of
+// f32 with the defaults), one block per unit (grid-strided past kMaxGrid); a slot's chunks are
+// adjacent units, so the addresses in flight stay close. Each thread first issues all its loads
+// (kRowQuads quads; scatter: of the update row and of W's row), then computes and stores. Many
+// small blocks, all resident at once for 512 rows of 4096, spread the ramp over every SM and
+// retire early; one block per row left most SMs waiting on a few long blocks (issue #6).
+// bench/micro/rows_bench.cu times the alternatives: these kernels are its gatherChunk /
+// scatterChunk<kRowThreads, kRowQuads, LD_DEF, ST_DEF, 2, 1> ("chk8K t128 q4 +pdlpf"); change the
+// constants below to the winning row of its table.
+//
+// Launch overlap (programmatic dependent launch, sm_90): the launchers allow the next kernel's
+// blocks to start while the previous kernel in the stream drains. Before griddepcontrol.wait
+// (which returns once the previous grid has completed and its writes are visible) a block only
+// reads its index through L2 (ld.cg, no L1 line to go stale) and prefetches the rows it names into
+// L2: hints, and L2 is the device's point of coherence, so the loads after the wait see whatever the
+// previous kernel wrote (W, the indices); when the index was not being rewritten (the usual case)
+// the rows are already coming from DRAM. Once its loads are issued a block calls
+// griddepcontrol.launch_dependents, so the next such launch can start the same way. Where the
+// previous kernel does not trigger early, or before sm_90, this is an ordinary launch.
+constexpr int kRowThreads = 128;
+constexpr int kRowQuads = 4;
+constexpr bool kRowOverlap = true;
+constexpr int64_t kRowChunk = int64_t(kRowThreads) * kRowQuads * 4;  // elements per unit
 
-constexpr int kGatherRows = 2;  // rows per block: 8 quads in flight per thread for n = 4096 f32
+__device__ __forceinline__ void gridDependencyWait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void gridLaunchDependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
+__device__ __forceinline__ int32_t loadIndexL2(const int32_t* p) {
+  int32_t v;
+  asm volatile("ld.global.cg.s32 %0, [%1];" : "=r"(v) : "l"(p));
+  return v;
+}
+// Prefetches bytes [b0, b1) of p into L2, one 128-byte line per thread per step.
+__device__ __forceinline__ void prefetchL2(const void* p, int64_t b0, int64_t b1) {
+  const char* c = static_cast<const char*>(p);
+  for (int64_t b = b0 + int64_t(threadIdx.x) * 128; b < b1; b += int64_t(kRowThreads) * 128)
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(c + b));
+}
+// Before the wait: prefetch unit u's chunk of row `guess` of src (when in range) into L2.
+__device__ __forceinline__ void prefetchChunk(const void* src, int es, int64_t rows, int64_t n, int32_t guess,
+                                              int64_t c) {
+  if (guess < 0 || int64_t(guess) >= rows) return;
+  const int64_t i0 = c * kRowChunk, i1 = min(n, i0 + kRowChunk);
+  prefetchL2(static_cast<const uint8_t*>(src) + int64_t(guess) * n * es, i0 * es, i1 * es);
+}
 
-// out[j, :] = scale_j · src[idx_j, :] (scale 1 without a scale array), j in [0, count). With
-// n % 4 == 0 and aligned pointers each thread first loads kGatherRows × kU quads (8 × 16 bytes for
-// f32), then scales and stores them: many independent loads in flight per thread.
-template <DType D>
-__global__ void __launch_bounds__(kT) gatherRowsKernel(void* __restrict__ out, const void* __restrict__ src,
-                                                       int64_t rows, int64_t n, const int32_t* __restrict__ idx,
-                                                       int64_t count, const float* __restrict__ scale,
-                                                       int vec) {
-  constexpr int kU = 4;
-  const int tid = threadIdx.x;
-  for (int64_t j0 = int64_t(blockIdx.x) * kGatherRows; j0 < count; j0 += int64_t(gridDim.x) * kGatherRows) {
-    int64_t base[kGatherRows];
-    bool ok[kGatherRows];
-    float sc[kGatherRows];
-#pragma unroll
-    for (int a = 0; a < kGatherRows; ++a) {
-      const int64_t j = j0 + a;
-      const int32_t line = j < count ? idx[j] : -1;
-      ok[a] = line >= 0 && int64_t(line) < rows;
-      base[a] = ok[a] ? int64_t(line) * n : 0;
-      sc[a] = ok[a] && scale != nullptr ? scale[j] : 1.0f;
-    }
-    if (vec) {
-      const int64_t nq = n >> 2;
-      for (int64_t q0 = 0; q0 < nq; q0 += kU * kT) {
-        float x[kGatherRows][kU][4];
-#pragma unroll
-        for (int a = 0; a < kGatherRows; ++a)
-#pragma unroll
-          for (int b = 0; b < kU; ++b) {
-            const int64_t q = q0 + b * kT + tid;
-            if (ok[a] && q < nq) loadQuad<D>(src, base[a] + 4 * q, x[a][b]);
-          }
-#pragma unroll
-        for (int a = 0; a < kGatherRows; ++a)
-#pragma unroll
-          for (int b = 0; b < kU; ++b) {
-            const int64_t q = q0 + b * kT + tid;
-            if (ok[a] && q < nq) {
-#pragma unroll
-              for (int e = 0; e < 4; ++e) x[a][b][e] = sc[a] * x[a][b][e];
-              storeQuad<D>(out, (j0 + a) * n + 4 * q, x[a][b]);
-            }
-          }
-      }
-      continue;
-    }
-#pragma unroll
-    for (int a = 0; a < kGatherRows; ++a) {
-      if (!ok[a]) continue;
-      for (int64_t i = tid; i < n; i += kT) st<D>(out, (j0 + a) * n + i, sc[a] * ld<D>(src, base[a] + i));
-    }
+// Unit u -> (slot j, chunk c) = (u / cpr, u % cpr); 32-bit division when u fits (always, in
+// practice): a 64-bit division per unit cost the scatter ~20 registers.
+__device__ __forceinline__ void rowUnit(int64_t u, int64_t cpr, int64_t* j, int64_t* c) {
+  if (((u | cpr) >> 32) == 0) {
+    const uint32_t q = uint32_t(u) / uint32_t(cpr);
+    *j = q;
+    *c = uint32_t(u) - q * uint32_t(cpr);
+  } else {
+    *j = u / cpr;
+    *c = u - *j * cpr;
   }
 }
 
-// dst[idx_j, :] += alpha · scale_j · src[j, :], duplicates (adjacent: idx sorted) summed in slot
-// order by the block owning the run.
+// out[j, :] = scale_j · src[idx_j, :] (scale 1 without a scale array), j in [0, count); rows
+// whose index is out of range are skipped (left as they were). vec: n % 4 == 0 and both pointers
+// quad-aligned. cpr = chunks per row, units = count · cpr.
 template <DType D>
-__global__ void __launch_bounds__(kT) scatterRowsKernel(void* __restrict__ dst, int64_t rows, int64_t n,
-                                                        const int32_t* __restrict__ idx, int64_t count,
-                                                        const void* __restrict__ src, float alpha,
-                                                        const float* __restrict__ scale, int vec) {
-  for (int64_t j0 = blockIdx.x; j0 < count; j0 += gridDim.x) {
-    int32_t line;
-    int64_t j1;
-    if (!ownedRun(idx, count, rows, j0, &line, &j1)) continue;
-    const int64_t base = int64_t(line) * n;
-    if (vec && j1 - j0 == 1) {
-      const float c = alpha * (scale != nullptr ? scale[j0] : 1.0f);
-      const int64_t nq = n >> 2;
-      constexpr int kU = 4;
-      for (int64_t q0 = 0; q0 < nq; q0 += kU * kT) {
-        float dq[kU][4], sq[kU][4];
+__global__ void __launch_bounds__(kRowThreads) gatherRowsKernel(void* __restrict__ out, const void* __restrict__ src,
+                                                                int64_t rows, int64_t n,
+                                                                const int32_t* __restrict__ idx, int64_t count,
+                                                                const float* __restrict__ scale, int vec, int64_t cpr,
+                                                                int64_t units) {
+  if (kRowOverlap && blockIdx.x < units) {
+    int64_t j, c;
+    rowUnit(blockIdx.x, cpr, &j, &c);
+    prefetchChunk(src, dtypeSize(D), rows, n, loadIndexL2(idx + j), c);
+  }
+  if (kRowOverlap) gridDependencyWait();
+  for (int64_t u = blockIdx.x; u < units; u += gridDim.x) {
+    int64_t j, c;
+    rowUnit(u, cpr, &j, &c);
+    const int32_t line = idx[j];
+    if (line < 0 || int64_t(line) >= rows) continue;
+    const float sc = scale != nullptr ? scale[j] : 1.0f;
+    const int64_t base = int64_t(line) * n, i0 = c * kRowChunk, i1 = min(n, i0 + kRowChunk);
+    if (vec) {
+      const int64_t q0 = (i0 >> 2) + threadIdx.x, q1 = i1 >> 2;
+      float x[kRowQuads][4];
 #pragma unroll
-        for (int b = 0; b < kU; ++b) {
-          const int64_t q = q0 + b * kT + threadIdx.x;
-          if (q < nq) {
-            loadQuad<D>(src, j0 * n + 4 * q, sq[b]);
-            loadQuad<D>(dst, base + 4 * q, dq[b]);
-          }
-        }
+      for (int k = 0; k < kRowQuads; ++k)
+        if (q0 + k * kRowThreads < q1) loadQuad<D>(src, base + 4 * (q0 + k * kRowThreads), x[k]);
+      if (kRowOverlap) gridLaunchDependents();
 #pragma unroll
-        for (int b = 0; b < kU; ++b) {
-          const int64_t q = q0 + b * kT + threadIdx.x;
-          if (q < nq) {
+      for (int k = 0; k < kRowQuads; ++k) {
+        if (q0 + k * kRowThreads >= q1) continue;
 #pragma unroll
-            for (int e = 0; e < 4; ++e) dq[b][e] = __fadd_rn(dq[b][e], __fadd_rn(0.0f, __fmul_rn(c, sq[b][e])));
-            storeQuad<D>(dst, base + 4 * q, dq[b]);
-          }
-        }
+        for (int e = 0; e < 4; ++e) x[k][e] = sc * x[k][e];
+        storeQuad<D>(out, j * n + 4 * (q0 + k * kRowThreads), x[k]);
       }
       continue;
     }
-    for (int64_t i = threadIdx.x; i < n; i += kT) {
+    for (int64_t i = i0 + threadIdx.x; i < i1; i += kRowThreads) st<D>(out, j * n + i, sc * ld<D>(src, base + i));
+  }
+}
+
+// dst[idx_j, :] += alpha · scale_j · src[j, :]. Duplicates (adjacent: idx sorted) are summed in
+// slot order by the blocks owning the run's first slot (one per chunk), exactly rounded, so the
+// result is the CPU backend's bits; out-of-range indices are skipped.
+template <DType D>
+__global__ void __launch_bounds__(kRowThreads) scatterRowsKernel(void* __restrict__ dst, int64_t rows, int64_t n,
+                                                                 const int32_t* __restrict__ idx, int64_t count,
+                                                                 const void* __restrict__ src, float alpha,
+                                                                 const float* __restrict__ scale, int vec,
+                                                                 int64_t cpr, int64_t units) {
+  if (kRowOverlap && blockIdx.x < units) {
+    int64_t j, c;
+    rowUnit(blockIdx.x, cpr, &j, &c);
+    const int es = dtypeSize(D);
+    const int64_t i0 = c * kRowChunk, i1 = min(n, i0 + kRowChunk);
+    prefetchL2(static_cast<const uint8_t*>(src) + j * n * es, i0 * es, i1 * es);
+    prefetchChunk(dst, es, rows, n, loadIndexL2(idx + j), c);
+  }
+  if (kRowOverlap) gridDependencyWait();
+  for (int64_t u = blockIdx.x; u < units; u += gridDim.x) {
+    int64_t j0, c;
+    rowUnit(u, cpr, &j0, &c);
+    int32_t line;
+    int64_t j1;
+    if (!ownedRun(idx, count, rows, j0, &line, &j1)) continue;
+    const int64_t base = int64_t(line) * n, i0 = c * kRowChunk, i1 = min(n, i0 + kRowChunk);
+    if (vec && j1 - j0 == 1) {
+      const float cf = alpha * (scale != nullptr ? scale[j0] : 1.0f);
+      const int64_t q0 = (i0 >> 2) + threadIdx.x, q1 = i1 >> 2;
+      float sq[kRowQuads][4], dq[kRowQuads][4];
+#pragma unroll
+      for (int k = 0; k < kRowQuads; ++k) {
+        const int64_t q = q0 + k * kRowThreads;
+        if (q < q1) {
+          loadQuad<D>(src, j0 * n + 4 * q, sq[k]);
+          loadQuad<D>(dst, base + 4 * q, dq[k]);
+        }
+      }
+      if (kRowOverlap) gridLaunchDependents();
+#pragma unroll
+      for (int k = 0; k < kRowQuads; ++k) {
+        const int64_t q = q0 + k * kRowThreads;
+        if (q >= q1) continue;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) dq[k][e] = __fadd_rn(dq[k][e], __fadd_rn(0.0f, __fmul_rn(cf, sq[k][e])));
+        storeQuad<D>(dst, base + 4 * q, dq[k]);
+      }
+      continue;
+    }
+    for (int64_t i = i0 + threadIdx.x; i < i1; i += kRowThreads) {
       float acc = 0.0f;
       // Exactly rounded (no FMA contraction), so the sums are the CPU's bits.
       for (int64_t j = j0; j < j1; ++j)
@@ -926,6 +987,29 @@ Status grassSelectOnly(int dev, const GrassTensor& T, const GrassHyper& h, void*
                   "grassSelect (copy out)");
 }
 
+// Launches a row kernel with programmatic stream serialization (see the standalone gather /
+// scatter above) where the device has it (sm_90+).
+template <typename... KArgs, typename... Args>
+Status launchRowKernel(int dev, void (*kernel)(KArgs...), int64_t units, cudaStream_t st, const char* what,
+                       Args... args) {
+  static int major[64] = {0};
+  if (dev >= 0 && dev < 64 && major[dev] == 0 &&
+      cudaDeviceGetAttribute(&major[dev], cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+    cudaGetLastError();
+    major[dev] = 1;
+  }
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(unsigned(gridOf(units)));
+  cfg.blockDim = dim3(unsigned(kRowThreads));
+  cfg.stream = st;
+  cfg.attrs = attr;
+  cfg.numAttrs = kRowOverlap && dev >= 0 && dev < 64 && major[dev] >= 9 ? 1 : 0;
+  return statusOf(cudaLaunchKernelEx(&cfg, kernel, KArgs(args)...), what);
+}
+
 Status grassGatherRows(int dev, void* out, const void* src, DType d, int64_t rows, int64_t cols,
                        const int32_t* idx, int64_t count, const float* scale) {
   if (!floatType(d)) return invalidArg("grassGatherRows: dtype must be f32, bf16 or f16");
@@ -936,13 +1020,12 @@ Status grassGatherRows(int dev, void* out, const void* src, DType d, int64_t row
   const int es = dtypeSize(d);
   const int vec = ((cols & 3) == 0 && (reinterpret_cast<uintptr_t>(out) & uintptr_t(4 * es - 1)) == 0 &&
                    (reinterpret_cast<uintptr_t>(src) & uintptr_t(4 * es - 1)) == 0) ? 1 : 0;
-  const int grid = gridOf(grassCeilDiv(count, kGatherRows));
+  const int64_t cpr = grassCeilDiv(cols, kRowChunk), units = count * cpr;
   switch (d) {
-    case DType::BF16: gatherRowsKernel<DType::BF16><<<grid, kT, 0, st>>>(out, src, rows, cols, idx, count, scale, vec); break;
-    case DType::F16: gatherRowsKernel<DType::F16><<<grid, kT, 0, st>>>(out, src, rows, cols, idx, count, scale, vec); break;
-    default: gatherRowsKernel<DType::F32><<<grid, kT, 0, st>>>(out, src, rows, cols, idx, count, scale, vec); break;
+    case DType::BF16: return launchRowKernel(dev, gatherRowsKernel<DType::BF16>, units, st, "gatherRows", out, src, rows, cols, idx, count, scale, vec, cpr, units);
+    case DType::F16: return launchRowKernel(dev, gatherRowsKernel<DType::F16>, units, st, "gatherRows", out, src, rows, cols, idx, count, scale, vec, cpr, units);
+    default: return launchRowKernel(dev, gatherRowsKernel<DType::F32>, units, st, "gatherRows", out, src, rows, cols, idx, count, scale, vec, cpr, units);
   }
-  return lastError("gatherRows");
 }
 
 Status grassScatterRows(int dev, void* dst, DType d, int64_t rows, int64_t cols, const int32_t* idx,
@@ -955,13 +1038,12 @@ Status grassScatterRows(int dev, void* dst, DType d, int64_t rows, int64_t cols,
   const int es = dtypeSize(d);
   const int vec = ((cols & 3) == 0 && (reinterpret_cast<uintptr_t>(dst) & uintptr_t(4 * es - 1)) == 0 &&
                    (reinterpret_cast<uintptr_t>(src) & uintptr_t(4 * es - 1)) == 0) ? 1 : 0;
-  const int grid = gridOf(count);
+  const int64_t cpr = grassCeilDiv(cols, kRowChunk), units = count * cpr;
   switch (d) {
-    case DType::BF16: scatterRowsKernel<DType::BF16><<<grid, kT, 0, st>>>(dst, rows, cols, idx, count, src, alpha, scale, vec); break;
-    case DType::F16: scatterRowsKernel<DType::F16><<<grid, kT, 0, st>>>(dst, rows, cols, idx, count, src, alpha, scale, vec); break;
-    default: scatterRowsKernel<DType::F32><<<grid, kT, 0, st>>>(dst, rows, cols, idx, count, src, alpha, scale, vec); break;
+    case DType::BF16: return launchRowKernel(dev, scatterRowsKernel<DType::BF16>, units, st, "scatterRows", dst, rows, cols, idx, count, src, alpha, scale, vec, cpr, units);
+    case DType::F16: return launchRowKernel(dev, scatterRowsKernel<DType::F16>, units, st, "scatterRows", dst, rows, cols, idx, count, src, alpha, scale, vec, cpr, units);
+    default: return launchRowKernel(dev, scatterRowsKernel<DType::F32>, units, st, "scatterRows", dst, rows, cols, idx, count, src, alpha, scale, vec, cpr, units);
   }
-  return lastError("scatterRows");
 }
 
 }  // namespace gpu

@@ -215,6 +215,51 @@ suite("gatherRows / scatterRows on CUDA against the CPU", () => {
     sc.dispose(); sg.dispose();
   });
 
+  // The row kernels split a row into chunks (cuda/grass.cu kRowChunk elements, one block each) and
+  // may overlap with the previous launch (programmatic dependent launch + speculative L2 prefetch):
+  // partial last chunks, widths of one chunk ± 1, index tensors with out-of-range entries
+  // (skipped), duplicate runs, and launches back to back on overlapping rows, all bit-exact.
+  test("chunk edges, invalid indices, duplicates, back-to-back launches: bit-exact", async () => {
+    const rng = new Rng(83);
+    const cases: [number, number, DType][] = [[37, 4100, "f32"], [29, 2047, "f32"], [23, 2049, "bf16"], [19, 2052, "f16"], [40, 4096, "f32"]];
+    for (const [m, n, dtype] of cases) {
+      const x = rng.normals(m * n);
+      const sc = tensor(x, [m, n], { dtype, device: "cpu" }), sg = tensor(x, [m, n], { dtype, device: "cuda" });
+      const sets = [
+        Int32Array.from([-1, 0, 3, 3, 3, 10, m - 1, m]),
+        Int32Array.from([1, 3, 4, 4, 10, 11, 12, m + 7]),
+        Int32Array.from([-5, -1, 2, 3, 9, 10, 10, m - 1]),
+        Int32Array.from([0, 1, 2, 3, 4, 5, 6, 7]),
+      ];
+      // Indices and scales already on the device, so consecutive calls are kernel after kernel
+      // (no copy between them) and the overlap is exercised.
+      const rho = Float32Array.from({ length: 8 }, () => 0.5 + rng.uniform());
+      const rhoG = tensor(rho, [8], { device: "cuda" });
+      const idxOn = (s: Int32Array, device: "cpu" | "cuda") => tensor(s, [8], { dtype: "i32", device });
+      const idxC = sets.map((s) => idxOn(s, "cpu")), idxG = sets.map((s) => idxOn(s, "cuda"));
+      // Gathers back to back into one output: the last one wins; skipped rows keep what was there.
+      const outC = tensor(rng.normals(8 * n), [8, n], { dtype, device: "cpu" });
+      const outG = outC.clone("cuda");
+      for (let k = 0; k < sets.length; k++) {
+        gatherRows(sc, idxC[k], { scale: rho, out: outC });
+        gatherRows(sg, idxG[k], { scale: rhoG, out: outG });
+      }
+      expect(await bits(outG)).toEqual(await bits(outC));
+      // Scatters back to back on overlapping rows, then a gather of the result.
+      const upd = sets.map(() => rng.normals(8 * n));
+      const uc = upd.map((u) => tensor(u, [8, n], { dtype, device: "cpu" }));
+      const ug = upd.map((u) => tensor(u, [8, n], { dtype, device: "cuda" }));
+      for (let k = 0; k < sets.length; k++) {
+        scatterRows(sc, idxC[k], uc[k], { alpha: -0.25, scale: rho });
+        scatterRows(sg, idxG[k], ug[k], { alpha: -0.25, scale: rhoG });
+      }
+      const gc = gatherRows(sc, idxC[3]), gg = gatherRows(sg, idxG[3]);
+      expect(await bits(gg)).toEqual(await bits(gc));
+      expect(await bits(sg)).toEqual(await bits(sc));
+      for (const t of [sc, sg, outC, outG, gc, gg, rhoG, ...idxC, ...idxG, ...uc, ...ug]) t.dispose();
+    }
+  });
+
   test("bf16 and odd widths (scalar paths)", async () => {
     const rng = new Rng(82);
     for (const [m, n, dtype] of [[301, 37, "bf16"], [64, 36, "f16"], [50, 7, "f32"]] as [number, number, DType][]) {
