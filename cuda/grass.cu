@@ -649,7 +649,8 @@ __global__ void __launch_bounds__(kT) commitKernel(float* m, float* v, int64_t c
 // small blocks, all resident at once for 512 rows of 4096, spread the ramp over every SM and
 // retire early; one block per row left most SMs waiting on a few long blocks (issue #6).
 // bench/micro/rows_bench.cu times the alternatives: these kernels are its gatherChunk /
-// scatterChunk<kRowThreads, kRowQuads, LD_DEF, ST_DEF, 2, 1> ("chk8K t128 q4 +pdlpf"); change the
+// scatterChunk<kRowThreads, kRowQuads, LD_DEF, ST_DEF, 2, 1> ("chk8K t128 q4 +pdlpf"; the gather
+// without the prefetch: "+pdl"); change the
 // constants below to the winning row of its table.
 //
 // Launch overlap (programmatic dependent launch, sm_90): the launchers allow the next kernel's
@@ -664,6 +665,9 @@ __global__ void __launch_bounds__(kT) commitKernel(float* m, float* v, int64_t c
 constexpr int kRowThreads = 128;
 constexpr int kRowQuads = 4;
 constexpr bool kRowOverlap = true;
+// The H200 run of rows_bench (2026-11-24) had the gather slightly faster without the prefetch
+// (512 rows 0.77 vs 0.74 of the floor, 2048 rows 0.86 vs 0.85) and the scatter faster with it.
+constexpr bool kGatherPrefetch = false;
 constexpr int64_t kRowChunk = int64_t(kRowThreads) * kRowQuads * 4;  // elements per unit
 
 __device__ __forceinline__ void gridDependencyWait() {
@@ -717,7 +721,7 @@ __global__ void __launch_bounds__(kRowThreads) gatherRowsKernel(void* __restrict
                                                                 const int32_t* __restrict__ idx, int64_t count,
                                                                 const float* __restrict__ scale, int vec, int64_t cpr,
                                                                 int64_t units) {
-  if (kRowOverlap && blockIdx.x < units) {
+  if (kRowOverlap && kGatherPrefetch && blockIdx.x < units) {
     int64_t j, c;
     rowUnit(blockIdx.x, cpr, &j, &c);
     prefetchChunk(src, dtypeSize(D), rows, n, loadIndexL2(idx + j), c);
