@@ -619,30 +619,46 @@ class Refresher {
   // the Gram side (rows of Z, ld ldz, any order), with Xh = X (Gram X^T X) or X^T (Gram X X^T):
   //   Y = Z Xh^T (k x other) -> Q = orthonormalize(Y) -> B = Q Xh (k x n) -> C = B B^T = E^T D E
   //   -> Gram-side vectors E B, other-side vectors E Q (rows, descending, normalised).
-  // Only the wanted side's r leading rows are formed; *V points at them (ld *ld). All GEMMs strict.
-  Status refine(const float* Z, int64_t ldz, bool zReversed, const float** V, int64_t* ld) {
+  // passes > 1 repeats it from E B (each pass also shrinks what lies outside the k vectors by
+  // sigma_{k+1}^2 / sigma_i^2). Only the wanted side's r leading rows are formed at the end; *V
+  // points at them (ld *ld). All GEMMs strict f32.
+  Status refine(const float* Z0, int64_t ldz, bool zReversed, int passes, const float** V, int64_t* ld) {
     const int64_t k = p_.k, n = p_.n, other = p_.other, rows = p_.rows, cols = p_.cols, r = p_.r;
     float* Q = ws_ + p_.oT;
     float* tmp = ws_ + p_.oL;
     float* B = ws_ + p_.oY;
     float* C = ws_ + p_.oS;
-    const GemmMode S = GemmMode::Strict;
-    Status ok = p_.colsSide ? gemm(dev_, mk(k, rows, cols, Z, ldz, false, X_, cols, true, Q, rows), S)
-                            : gemm(dev_, mk(k, cols, rows, Z, ldz, false, X_, cols, false, Q, cols), S);
-    if (ok.ok()) ok = orthonormalize(Q, tmp, 0x5eedf00dull + uint64_t(n) * 7 + uint64_t(k), other);
-    if (!ok.ok()) return ok;
-    ok = p_.colsSide ? gemm(dev_, mk(k, cols, rows, Q, rows, false, X_, cols, false, B, cols), S)
-                     : gemm(dev_, mk(k, rows, cols, Q, cols, false, X_, cols, true, B, rows), S);
-    if (ok.ok()) ok = gemm(dev_, mk(k, k, n, B, n, false, B, n, true, C, k), S);
-    if (ok.ok()) ok = jacobi(C, int(k), true, false);
-    if (!ok.ok()) return ok;
+    float* Zn = ws_ + p_.oQ;
     const float* E = ws_ + p_.oE;
-    float* out = p_.same ? ws_ + p_.oQ : tmp;
+    const GemmMode S = GemmMode::Strict;
+    const float* Z = Z0;
+    int64_t lz = ldz;
+    Status ok;
+    for (int pass = 0; pass < passes; ++pass) {
+      ok = p_.colsSide ? gemm(dev_, mk(k, rows, cols, Z, lz, false, X_, cols, true, Q, rows), S)
+                       : gemm(dev_, mk(k, cols, rows, Z, lz, false, X_, cols, false, Q, cols), S);
+      if (ok.ok()) ok = orthonormalize(Q, tmp, 0x5eedf00dull + uint64_t(n) * 7 + uint64_t(k) + uint64_t(pass), other);
+      if (!ok.ok()) return ok;
+      ok = p_.colsSide ? gemm(dev_, mk(k, cols, rows, Q, rows, false, X_, cols, false, B, cols), S)
+                       : gemm(dev_, mk(k, rows, cols, Q, cols, false, X_, cols, true, B, rows), S);
+      if (ok.ok()) ok = gemm(dev_, mk(k, k, n, B, n, false, B, n, true, C, k), S);
+      if (ok.ok()) ok = jacobi(C, int(k), true, false);
+      if (!ok.ok() || pass + 1 == passes) break;
+      ok = gemm(dev_, mk(k, n, k, E, k, false, B, n, false, Zn, n), S);
+      if (!ok.ok()) return ok;
+      normalizeRowsKernel<<<unsigned(k), 256, 0, st_>>>(Zn, n);
+      ok = lastError("galoreRefresh (normalise)");
+      if (!ok.ok()) return ok;
+      Z = Zn;
+      lz = n;
+    }
+    if (!ok.ok()) return ok;
+    float* out = p_.same ? Zn : tmp;
     const int64_t len = p_.same ? n : other;
     ok = gemm(dev_, mk(r, len, k, E, k, false, p_.same ? B : Q, len, false, out, len), S);
     if (!ok.ok()) return ok;
     if (p_.same) {  // E Q is orthonormal whatever the singular values; E B is not at the floor
-      floorRowsKernel<<<unsigned(r), 256, 0, st_>>>(out, len, Z, ldz, zReversed, k, ws_ + p_.oD);
+      floorRowsKernel<<<unsigned(r), 256, 0, st_>>>(out, len, Z0, ldz, zReversed, k, ws_ + p_.oD);
       ok = lastError("galoreRefresh (floor rows)");
       if (!ok.ok()) return ok;
     }
@@ -816,7 +832,9 @@ Status galoreRefresh(int dev, const void* X, DType xt, int64_t rows, int64_t col
   if (p.refine) {
     // Eigenvectors of the f32 Gram matrix are exact only to eps ||X||^2 / (lambda_i - lambda_j);
     // one Rayleigh-Ritz on X brings that to eps ||X|| / (sigma_i - sigma_j) (see the header).
-    ok = rf.refine(V, n, reversed, &V, &ld);
+    // One pass after cuSOLVER (its k vectors are exact eigenvectors of the f32 Gram); two after
+    // the built-in iteration, whose stopping test leaves the k-dimensional span less exact.
+    ok = rf.refine(V, n, reversed, p.solver ? 1 : 2, &V, &ld);
     if (!ok.ok()) return ok;
     len = ld;
     reversed = false;
