@@ -16,6 +16,9 @@
 // capture it, which the oversampling p ensures. Where a Ritz value is at the rounding floor
 // (sigma_j < 1e-3 sigma_1), the Gram side keeps the solver's vector (E B is noise there). Without
 // the refinement (k beyond the one-block Jacobi) the other side is X v (or X^T u) renormalised.
+// The refinement's k x k eigen-problems (two per orthonormalisation pass, one for C) use cuSOLVER
+// syevdx when the Gram went to cuSOLVER, else the one-block Jacobi. Passes: one after cuSOLVER,
+// two after the built-in iteration (its span is only as exact as its stopping test).
 // The sign rule is applied by the kernel that writes P, one block per vector: the dot product with
 // the previous projector's vector of the same index decides; where it is 0 (first refresh, P
 // zeros) the largest-magnitude entry (first on ties) is made positive.
@@ -152,7 +155,8 @@ constexpr int64_t kMaxBlock = 2048;  // k limit of the one-block Jacobi (k/2 rot
 constexpr int kMaxIters = 64, kWarmIters = 2;
 
 // Status words at the start of the workspace (int32): 0 non-finite (or group flag), 1 non-zero,
-// 2 solver info, 3 max residual (float bits), 4 max Rayleigh quotient (float bits).
+// 2 solver info, 3 max residual (float bits), 4 max Rayleigh quotient (float bits), 5 info of the
+// refinement's small cuSOLVER solves (folded into 2).
 constexpr int kStatusWords = 8;
 
 SLIMOPT_HD uint64_t splitmix(uint64_t x) {
@@ -234,6 +238,22 @@ __global__ void normalizeRowsKernel(float* V, int64_t len) {
   const float inv = float(1.0 / sqrt(s));
   for (int64_t i = threadIdx.x; i < len; i += 256) v[i] *= inv;
 }
+
+// cuSOLVER's k x k result (eigenvectors as rows, eigenvalues w ascending) in the Jacobi kernel's
+// output format: E rows by descending eigenvalue (times 1/sqrt(d) if scale, 0 where d is at the
+// floor), d descending. One block per row.
+__global__ void fromAscendingKernel(const float* V, const float* w, int64_t k, bool scale, float* E, float* d) {
+  const int64_t j = blockIdx.x, src = k - 1 - j;
+  const float dj = w[src], dmax = w[k - 1];
+  float f = 1.0f;
+  if (scale) f = (dj > 1e-12f * dmax && dj > 0.0f) ? rsqrtf(dj) : 0.0f;
+  if (threadIdx.x == 0) d[j] = dj;
+  for (int64_t i = threadIdx.x; i < k; i += blockDim.x) E[j * k + i] = V[src * k + i] * f;
+}
+
+// The solver's status word (2) keeps a failure of any small solve (word 5), so that the writer
+// leaves P as it was.
+__global__ void keepInfoKernel(int32_t* st) { if (st[5] != 0) st[2] = st[5]; }
 
 // Row j of Out takes the solver's vector j (row zReversed ? k-1-j : j of Z) where the Rayleigh-Ritz
 // value d[j] is at the rounding floor (<= 1e-6 d[0], singular value below 1e-3 of the largest):
@@ -467,8 +487,9 @@ struct Plan {
   bool host = false;     // the exact host solver (k over the one-block Jacobi's limit, no cuSOLVER)
   bool refine = false;   // the final two-sided Rayleigh-Ritz on X (k within the one-block Jacobi)
   int lwork = 0;
+  int smallLwork = 0;    // cuSOLVER workspace of the refinement's k x k eigen-problems
   int64_t oA = 0, oW = 0, oWork = 0, oQ = 0, oY = 0, oB = 0, oT = 0, oS = 0, oEw = 0, oE = 0, oD = 0, oU = 0,
-          oL = 0, total = 0;
+          oL = 0, oW2 = 0, oWork2 = 0, total = 0;
 };
 
 int64_t align64(int64_t x) { return (x + 63) / 64 * 64; }
@@ -506,6 +527,15 @@ Status makePlan(int dev, int64_t rows, int64_t cols, int64_t r, bool left, Refre
     p.oA = take(p.n * p.n);
     p.oW = take(p.n);
     p.oWork = take(lwork);
+    if (p.refine) {
+      // The refinement's k x k problems go to syevdx too (the one-block Jacobi is slow for large k).
+      const int kk = int(p.k);
+      rc = s->bufferSize(h, kEigModeVector, kEigRangeI, kFillLower, kk, nullptr, kk, 0.0f, 0.0f, 1, kk, &meig, nullptr,
+                         &p.smallLwork);
+      if (rc != 0) return solverFail(rc, "cusolverDnSsyevdx_bufferSize");
+      p.oW2 = take(p.k);
+      p.oWork2 = take(p.smallLwork);
+    }
   } else {
     if (p.k > kMaxBlock) {
       p.host = true;
@@ -574,6 +604,25 @@ class Refresher {
     return lastError("galoreRefresh (Jacobi)");
   }
 
+  // The refinement's k x k symmetric eigen-problems: cuSOLVER syevdx when the plan uses it (S's
+  // upper triangle, which is its column-major lower one), else the one-block Jacobi. Same outputs.
+  Status eigenSmall(float* S, bool scale) {
+    if (!p_.solver) return jacobi(S, int(p_.k), true, scale);
+    Cusolver* s = cusolver();
+    void* h = s ? solverHandle(s, dev_, st_) : nullptr;
+    if (h == nullptr) return solverFail(-1, "cusolverDnCreate");
+    const int k = int(p_.k);
+    int32_t* stw = reinterpret_cast<int32_t*>(ws_);
+    int meig = 0;
+    const int rc = s->syevdx(h, kEigModeVector, kEigRangeI, kFillLower, k, S, k, 0.0f, 0.0f, 1, k, &meig, ws_ + p_.oW2,
+                             ws_ + p_.oWork2, p_.smallLwork, stw + 5);
+    if (rc != 0) return solverFail(rc, "cusolverDnSsyevdx (refinement)");
+    if (meig != k) return solverFail(-2, "cusolverDnSsyevdx (refinement: fewer eigenpairs than asked)");
+    keepInfoKernel<<<1, 1, 0, st_>>>(stw);
+    fromAscendingKernel<<<unsigned(k), 256, 0, st_>>>(S, ws_ + p_.oW2, k, scale, ws_ + p_.oE, ws_ + p_.oD);
+    return lastError("galoreRefresh (small eigen)");
+  }
+
   // Yt (k x n) = Qt A: with the Gram matrix, or as (Qt X^T) X / (Qt X) X^T.
   Status applyA(const float* Qt, float* Yt) {
     const int64_t k = p_.k, n = p_.n, rows = p_.rows, cols = p_.cols;
@@ -599,7 +648,7 @@ class Refresher {
     normalizeRowsKernel<<<unsigned(k), 256, 0, st_>>>(Zt, len);
     Status ok = lastError("galoreRefresh (normalise)");
     if (ok.ok()) ok = gemm(dev_, mk(k, k, len, Zt, len, false, Zt, len, true, S, k), GemmMode::Strict);
-    if (ok.ok()) ok = jacobi(S, int(k), true, true);
+    if (ok.ok()) ok = eigenSmall(S, true);
     if (ok.ok()) ok = gemm(dev_, mk(k, len, k, ws_ + p_.oE, k, false, Zt, len, false, tmp, len), GemmMode::Strict);
     return ok;
   }
@@ -642,7 +691,7 @@ class Refresher {
       ok = p_.colsSide ? gemm(dev_, mk(k, cols, rows, Q, rows, false, X_, cols, false, B, cols), S)
                        : gemm(dev_, mk(k, rows, cols, Q, cols, false, X_, cols, true, B, rows), S);
       if (ok.ok()) ok = gemm(dev_, mk(k, k, n, B, n, false, B, n, true, C, k), S);
-      if (ok.ok()) ok = jacobi(C, int(k), true, false);
+      if (ok.ok()) ok = eigenSmall(C, false);
       if (!ok.ok() || pass + 1 == passes) break;
       ok = gemm(dev_, mk(k, n, k, E, k, false, B, n, false, Zn, n), S);
       if (!ok.ok()) return ok;
