@@ -4,8 +4,21 @@
 //
 // Shape of the computation. The Gram matrix of the smaller side (n = min(rows, cols)): A = X^T X
 // when cols <= rows, else X X^T, formed in strict f32 by the GEMM layer (cuBLAS when loaded, else
-// the built-in kernel). Its top-r eigenvectors are the singular vectors of that side; the other
-// side's are X v (or X^T u) with each vector renormalised, as cpu::topSingular does in double.
+// the built-in kernel). Its top k = r + p eigenvectors approximate the singular vectors of that
+// side, but only to eps ||X||^2 / (lambda_i - lambda_j) (f32 rounding of A, squared condition):
+// 1e-6..1e-2 for the smaller vectors of an ordinary spectrum, far from the exact SVD DESIGN §4
+// asks for. So a final two-sided Rayleigh-Ritz on X itself follows (strict f32 GEMMs, two passes
+// over X): with Xh = X (Gram side cols) or X^T, Y = Z Xh^T for the k vectors Z, Q = an orthonormal
+// basis of Y's rows, B = Q Xh (k x n), the small SVD of B from C = B B^T = E^T D E (one-block
+// Jacobi, relative accuracy); the Gram side's vectors are the rows of E B, the other side's those
+// of E Q (so no separate X v product). Each vector is then exact to about eps ||X|| / gap_sigma,
+// as a backward-stable f32 SVD (1e-7 for separated singular values), as long as the k vectors
+// capture it, which the oversampling p ensures. Where a Ritz value is at the rounding floor
+// (sigma_j < 1e-3 sigma_1), the Gram side keeps the solver's vector (E B is noise there). Without
+// the refinement (k beyond the one-block Jacobi) the other side is X v (or X^T u) renormalised.
+// The refinement's k x k eigen-problems (two per orthonormalisation pass, one for C) use cuSOLVER
+// syevdx when the Gram went to cuSOLVER, else the one-block Jacobi. Passes: one after cuSOLVER,
+// two after the built-in iteration (its span is only as exact as its stopping test).
 // The sign rule is applied by the kernel that writes P, one block per vector: the dot product with
 // the previous projector's vector of the same index decides; where it is 0 (first refresh, P
 // zeros) the largest-magnitude entry (first on ties) is made positive.
@@ -142,7 +155,8 @@ constexpr int64_t kMaxBlock = 2048;  // k limit of the one-block Jacobi (k/2 rot
 constexpr int kMaxIters = 64, kWarmIters = 2;
 
 // Status words at the start of the workspace (int32): 0 non-finite (or group flag), 1 non-zero,
-// 2 solver info, 3 max residual (float bits), 4 max Rayleigh quotient (float bits).
+// 2 solver info, 3 max residual (float bits), 4 max Rayleigh quotient (float bits), 5 info of the
+// refinement's small cuSOLVER solves (folded into 2).
 constexpr int kStatusWords = 8;
 
 SLIMOPT_HD uint64_t splitmix(uint64_t x) {
@@ -223,6 +237,34 @@ __global__ void normalizeRowsKernel(float* V, int64_t len) {
   if (!(s > 0.0)) return;
   const float inv = float(1.0 / sqrt(s));
   for (int64_t i = threadIdx.x; i < len; i += 256) v[i] *= inv;
+}
+
+// cuSOLVER's k x k result (eigenvectors as rows, eigenvalues w ascending) in the Jacobi kernel's
+// output format: E rows by descending eigenvalue (times 1/sqrt(d) if scale, 0 where d is at the
+// floor), d descending. One block per row.
+__global__ void fromAscendingKernel(const float* V, const float* w, int64_t k, bool scale, float* E, float* d) {
+  const int64_t j = blockIdx.x, src = k - 1 - j;
+  const float dj = w[src], dmax = w[k - 1];
+  float f = 1.0f;
+  if (scale) f = (dj > 1e-12f * dmax && dj > 0.0f) ? rsqrtf(dj) : 0.0f;
+  if (threadIdx.x == 0) d[j] = dj;
+  for (int64_t i = threadIdx.x; i < k; i += blockDim.x) E[j * k + i] = V[src * k + i] * f;
+}
+
+// The solver's status word (2) keeps a failure of any small solve (word 5), so that the writer
+// leaves P as it was.
+__global__ void keepInfoKernel(int32_t* st) { if (st[5] != 0) st[2] = st[5]; }
+
+// Row j of Out takes the solver's vector j (row zReversed ? k-1-j : j of Z) where the Rayleigh-Ritz
+// value d[j] is at the rounding floor (<= 1e-6 d[0], singular value below 1e-3 of the largest):
+// there E B is rounding noise, not orthogonal to the other rows, while the solver's vectors of a
+// (near) null space are orthonormal (and as arbitrary as any exact solver's).
+__global__ void floorRowsKernel(float* Out, int64_t len, const float* Z, int64_t ldz, bool zReversed, int64_t k,
+                                const float* d) {
+  const int64_t j = blockIdx.x;
+  if (d[j] > 1e-6f * d[0]) return;
+  const float* z = Z + (zReversed ? k - 1 - j : j) * ldz;
+  for (int64_t i = threadIdx.x; i < len; i += blockDim.x) Out[j * len + i] = z[i];
 }
 
 __device__ void atomicMaxNonNeg(int32_t* word, float v) {
@@ -443,8 +485,11 @@ struct Plan {
   bool gram = true;      // form A (svd); warm applies X^T X implicitly
   bool solver = false;   // cuSOLVER syevdx
   bool host = false;     // the exact host solver (k over the one-block Jacobi's limit, no cuSOLVER)
+  bool refine = false;   // the final two-sided Rayleigh-Ritz on X (k within the one-block Jacobi)
   int lwork = 0;
-  int64_t oA = 0, oW = 0, oWork = 0, oQ = 0, oY = 0, oB = 0, oT = 0, oS = 0, oEw = 0, oE = 0, oD = 0, oU = 0, total = 0;
+  int smallLwork = 0;    // cuSOLVER workspace of the refinement's k x k eigen-problems
+  int64_t oA = 0, oW = 0, oWork = 0, oQ = 0, oY = 0, oB = 0, oT = 0, oS = 0, oEw = 0, oE = 0, oD = 0, oU = 0,
+          oL = 0, oW2 = 0, oWork2 = 0, total = 0;
 };
 
 int64_t align64(int64_t x) { return (x + 63) / 64 * 64; }
@@ -457,6 +502,11 @@ Status makePlan(int dev, int64_t rows, int64_t cols, int64_t r, bool left, Refre
   p.other = p.colsSide ? rows : cols;
   p.same = (!left) == p.colsSide;
   p.gram = method == RefreshMethod::Svd;
+  // k = r + p vectors: the oversampling keeps the r-th vector's error set by its gap to the
+  // (k+1)-th rather than to the (r+1)-th, in the iteration and in the final Rayleigh-Ritz.
+  const int64_t extra = std::min<int64_t>(64, std::max<int64_t>(16, r / 4));
+  p.k = std::min(p.n, r + extra);
+  p.refine = p.k <= kMaxBlock;
   Cusolver* s = p.gram && p.n <= 46340 ? cusolver() : nullptr;  // n*n must fit cuSOLVER's int lwork math
   int64_t at = align64(kStatusWords);
   auto take = [&](int64_t floats) { const int64_t o = at; at += align64(std::max<int64_t>(floats, 1)); return o; };
@@ -468,7 +518,8 @@ Status makePlan(int dev, int64_t rows, int64_t cols, int64_t r, bool left, Refre
     if (h == nullptr) return solverFail(-1, "cusolverDnCreate");
     int meig = 0, lwork = 0;
     const int n = int(p.n);
-    int rc = s->bufferSize(h, kEigModeVector, kEigRangeI, kFillLower, n, nullptr, n, 0.0f, 0.0f, int(n - r + 1), n,
+    const int want = int(p.refine ? p.k : r);
+    int rc = s->bufferSize(h, kEigModeVector, kEigRangeI, kFillLower, n, nullptr, n, 0.0f, 0.0f, n - want + 1, n,
                            &meig, nullptr, &lwork);
     if (rc != 0) return solverFail(rc, "cusolverDnSsyevdx_bufferSize");
     p.solver = true;
@@ -476,9 +527,16 @@ Status makePlan(int dev, int64_t rows, int64_t cols, int64_t r, bool left, Refre
     p.oA = take(p.n * p.n);
     p.oW = take(p.n);
     p.oWork = take(lwork);
+    if (p.refine) {
+      // The refinement's k x k problems go to syevdx too (the one-block Jacobi is slow for large k).
+      const int kk = int(p.k);
+      rc = s->bufferSize(h, kEigModeVector, kEigRangeI, kFillLower, kk, nullptr, kk, 0.0f, 0.0f, 1, kk, &meig, nullptr,
+                         &p.smallLwork);
+      if (rc != 0) return solverFail(rc, "cusolverDnSsyevdx_bufferSize");
+      p.oW2 = take(p.k);
+      p.oWork2 = take(p.smallLwork);
+    }
   } else {
-    const int64_t extra = std::min<int64_t>(64, std::max<int64_t>(16, r / 4));
-    p.k = std::min(p.n, r + extra);
     if (p.k > kMaxBlock) {
       p.host = true;
       *out = p;
@@ -486,16 +544,19 @@ Status makePlan(int dev, int64_t rows, int64_t cols, int64_t r, bool left, Refre
       return Status();
     }
     if (p.gram) p.oA = take(p.n * p.n);
+  }
+  if (!p.solver || p.refine) {
     p.oQ = take(p.k * p.n);
     p.oY = take(p.k * p.n);
     p.oB = take(p.k * p.n);
-    if (!p.gram) p.oT = take(p.k * p.other);
     p.oS = take(p.k * p.k);
     p.oEw = take(p.k * p.k);
     p.oE = take(p.k * p.k);
     p.oD = take(p.k);
   }
-  if (!p.same) p.oU = take(r * p.other);
+  if (!p.gram || p.refine) p.oT = take(p.k * p.other);  // warm: X Q; refine: the other side's basis
+  if (p.refine) p.oL = take(p.k * p.other);
+  else if (!p.same) p.oU = take(r * p.other);
   p.total = at;
   *out = p;
   return Status();
@@ -543,6 +604,25 @@ class Refresher {
     return lastError("galoreRefresh (Jacobi)");
   }
 
+  // The refinement's k x k symmetric eigen-problems: cuSOLVER syevdx when the plan uses it (S's
+  // upper triangle, which is its column-major lower one), else the one-block Jacobi. Same outputs.
+  Status eigenSmall(float* S, bool scale) {
+    if (!p_.solver) return jacobi(S, int(p_.k), true, scale);
+    Cusolver* s = cusolver();
+    void* h = s ? solverHandle(s, dev_, st_) : nullptr;
+    if (h == nullptr) return solverFail(-1, "cusolverDnCreate");
+    const int k = int(p_.k);
+    int32_t* stw = reinterpret_cast<int32_t*>(ws_);
+    int meig = 0;
+    const int rc = s->syevdx(h, kEigModeVector, kEigRangeI, kFillLower, k, S, k, 0.0f, 0.0f, 1, k, &meig, ws_ + p_.oW2,
+                             ws_ + p_.oWork2, p_.smallLwork, stw + 5);
+    if (rc != 0) return solverFail(rc, "cusolverDnSsyevdx (refinement)");
+    if (meig != k) return solverFail(-2, "cusolverDnSsyevdx (refinement: fewer eigenpairs than asked)");
+    keepInfoKernel<<<1, 1, 0, st_>>>(stw);
+    fromAscendingKernel<<<unsigned(k), 256, 0, st_>>>(S, ws_ + p_.oW2, k, scale, ws_ + p_.oE, ws_ + p_.oD);
+    return lastError("galoreRefresh (small eigen)");
+  }
+
   // Yt (k x n) = Qt A: with the Gram matrix, or as (Qt X^T) X / (Qt X) X^T.
   Status applyA(const float* Qt, float* Yt) {
     const int64_t k = p_.k, n = p_.n, rows = p_.rows, cols = p_.cols;
@@ -559,28 +639,82 @@ class Refresher {
     return ok;
   }
 
-  // One orthonormalisation pass, in place on Zt (k x n) with tmp: rows normalised (so that the
-  // k x k Gram is well conditioned once the rows are nearly orthogonal), S = Zt Zt^T = U D U^T,
-  // tmp = D^-1/2 U^T Zt (rows for D below 1e-12 D_max come out zero).
-  Status orthoPass(float* Zt, float* tmp) {
-    const int64_t k = p_.k, n = p_.n;
+  // One orthonormalisation pass on the k rows of Zt (len entries each) into tmp: rows normalised
+  // (so that the k x k Gram is well conditioned once the rows are nearly orthogonal),
+  // S = Zt Zt^T = U D U^T, tmp = D^-1/2 U^T Zt (rows for D below 1e-12 D_max come out zero).
+  Status orthoPass(float* Zt, float* tmp, int64_t len) {
+    const int64_t k = p_.k;
     float* S = ws_ + p_.oS;
-    normalizeRowsKernel<<<unsigned(k), 256, 0, st_>>>(Zt, n);
+    normalizeRowsKernel<<<unsigned(k), 256, 0, st_>>>(Zt, len);
     Status ok = lastError("galoreRefresh (normalise)");
-    if (ok.ok()) ok = gemm(dev_, mk(k, k, n, Zt, n, false, Zt, n, true, S, k), GemmMode::Strict);
-    if (ok.ok()) ok = jacobi(S, int(k), true, true);
-    if (ok.ok()) ok = gemm(dev_, mk(k, n, k, ws_ + p_.oE, k, false, Zt, n, false, tmp, n), GemmMode::Strict);
+    if (ok.ok()) ok = gemm(dev_, mk(k, k, len, Zt, len, false, Zt, len, true, S, k), GemmMode::Strict);
+    if (ok.ok()) ok = eigenSmall(S, true);
+    if (ok.ok()) ok = gemm(dev_, mk(k, len, k, ws_ + p_.oE, k, false, Zt, len, false, tmp, len), GemmMode::Strict);
     return ok;
   }
   // Two passes (as CholeskyQR2), rows lost in the first (numerically dependent) replaced by random
   // ones before the second, so the block keeps k directions. Result in Zt.
-  Status orthonormalize(float* Zt, float* tmp, uint64_t seed) {
-    Status ok = orthoPass(Zt, tmp);
+  Status orthonormalize(float* Zt, float* tmp, uint64_t seed, int64_t len) {
+    Status ok = orthoPass(Zt, tmp, len);
     if (!ok.ok()) return ok;
-    fixRowsKernel<<<unsigned(p_.k), 256, 0, st_>>>(tmp, p_.n, seed);
+    fixRowsKernel<<<unsigned(p_.k), 256, 0, st_>>>(tmp, len, seed);
     ok = lastError("galoreRefresh (refill)");
-    if (ok.ok()) ok = orthoPass(tmp, Zt);
+    if (ok.ok()) ok = orthoPass(tmp, Zt, len);
     return ok;
+  }
+  Status orthonormalize(float* Zt, float* tmp, uint64_t seed) { return orthonormalize(Zt, tmp, seed, p_.n); }
+
+  // The final two-sided Rayleigh-Ritz on X itself (see the header): from k approximate vectors of
+  // the Gram side (rows of Z, ld ldz, any order), with Xh = X (Gram X^T X) or X^T (Gram X X^T):
+  //   Y = Z Xh^T (k x other) -> Q = orthonormalize(Y) -> B = Q Xh (k x n) -> C = B B^T = E^T D E
+  //   -> Gram-side vectors E B, other-side vectors E Q (rows, descending, normalised).
+  // passes > 1 repeats it from E B (each pass also shrinks what lies outside the k vectors by
+  // sigma_{k+1}^2 / sigma_i^2). Only the wanted side's r leading rows are formed at the end; *V
+  // points at them (ld *ld). All GEMMs strict f32.
+  Status refine(const float* Z0, int64_t ldz, bool zReversed, int passes, const float** V, int64_t* ld) {
+    const int64_t k = p_.k, n = p_.n, other = p_.other, rows = p_.rows, cols = p_.cols, r = p_.r;
+    float* Q = ws_ + p_.oT;
+    float* tmp = ws_ + p_.oL;
+    float* B = ws_ + p_.oY;
+    float* C = ws_ + p_.oS;
+    float* Zn = ws_ + p_.oQ;
+    const float* E = ws_ + p_.oE;
+    const GemmMode S = GemmMode::Strict;
+    const float* Z = Z0;
+    int64_t lz = ldz;
+    Status ok;
+    for (int pass = 0; pass < passes; ++pass) {
+      ok = p_.colsSide ? gemm(dev_, mk(k, rows, cols, Z, lz, false, X_, cols, true, Q, rows), S)
+                       : gemm(dev_, mk(k, cols, rows, Z, lz, false, X_, cols, false, Q, cols), S);
+      if (ok.ok()) ok = orthonormalize(Q, tmp, 0x5eedf00dull + uint64_t(n) * 7 + uint64_t(k) + uint64_t(pass), other);
+      if (!ok.ok()) return ok;
+      ok = p_.colsSide ? gemm(dev_, mk(k, cols, rows, Q, rows, false, X_, cols, false, B, cols), S)
+                       : gemm(dev_, mk(k, rows, cols, Q, cols, false, X_, cols, true, B, rows), S);
+      if (ok.ok()) ok = gemm(dev_, mk(k, k, n, B, n, false, B, n, true, C, k), S);
+      if (ok.ok()) ok = eigenSmall(C, false);
+      if (!ok.ok() || pass + 1 == passes) break;
+      ok = gemm(dev_, mk(k, n, k, E, k, false, B, n, false, Zn, n), S);
+      if (!ok.ok()) return ok;
+      normalizeRowsKernel<<<unsigned(k), 256, 0, st_>>>(Zn, n);
+      ok = lastError("galoreRefresh (normalise)");
+      if (!ok.ok()) return ok;
+      Z = Zn;
+      lz = n;
+    }
+    if (!ok.ok()) return ok;
+    float* out = p_.same ? Zn : tmp;
+    const int64_t len = p_.same ? n : other;
+    ok = gemm(dev_, mk(r, len, k, E, k, false, p_.same ? B : Q, len, false, out, len), S);
+    if (!ok.ok()) return ok;
+    if (p_.same) {  // E Q is orthonormal whatever the singular values; E B is not at the floor
+      floorRowsKernel<<<unsigned(r), 256, 0, st_>>>(out, len, Z0, ldz, zReversed, k, ws_ + p_.oD);
+      ok = lastError("galoreRefresh (floor rows)");
+      if (!ok.ok()) return ok;
+    }
+    normalizeRowsKernel<<<unsigned(r), 256, 0, st_>>>(out, len);
+    *V = out;
+    *ld = len;
+    return lastError("galoreRefresh (normalise)");
   }
 
   // Reads the status words (one small copy; the built-in svd path's only host sync per iteration).
@@ -712,9 +846,10 @@ Status galoreRefresh(int dev, const void* X, DType xt, int64_t rows, int64_t col
                     : gemm(dev, mk(n, n, cols, Xf, cols, false, Xf, cols, true, A, n), GemmMode::Strict);
     if (!ok.ok()) return ok;
   }
-  const float* V = nullptr;  // r vectors of the Gram side, ld n
+  const float* V = nullptr;  // the solver's vectors of the Gram side, ld n
   bool reversed = false;
   const int32_t* info = nullptr;
+  int64_t got = p.refine ? p.k : r;  // vectors the solver leaves
   if (p.solver) {
     Cusolver* s = cusolver();
     void* h = s ? solverHandle(s, dev, st) : nullptr;
@@ -728,26 +863,37 @@ Status galoreRefresh(int dev, const void* X, DType xt, int64_t rows, int64_t col
     int meig = 0;
     int32_t* dinfo = stw + 2;
     const int in = int(n);
-    const int rc = s->syevdx(h, kEigModeVector, kEigRangeI, kFillLower, in, ws + p.oA, in, 0.0f, 0.0f, int(n - r + 1),
-                             in, &meig, ws + p.oW, ws + p.oWork, p.lwork, dinfo);
+    const int rc = s->syevdx(h, kEigModeVector, kEigRangeI, kFillLower, in, ws + p.oA, in, 0.0f, 0.0f,
+                             int(n - got + 1), in, &meig, ws + p.oW, ws + p.oWork, p.lwork, dinfo);
     if (rc != 0) return solverFail(rc, "cusolverDnSsyevdx");
-    if (meig != int(r)) return solverFail(-2, "cusolverDnSsyevdx (fewer eigenpairs than asked)");
-    V = ws + p.oA;
-    reversed = true;  // ascending: the largest is the last
+    if (meig != int(got)) return solverFail(-2, "cusolverDnSsyevdx (fewer eigenpairs than asked)");
+    V = ws + p.oA;     // column j of the column-major result = row j here: eigenvectors as rows
+    reversed = true;   // ascending: the largest is the last
     info = dinfo;
-  } else {
-    Refresher rf(dev, st, p, Xf, ws, mode);
+  }
+  Refresher rf(dev, st, p, Xf, ws, mode);
+  if (!p.solver) {
     ok = rf.iterate(method == RefreshMethod::Warm, P, left, hasPrev, &V);
     if (!ok.ok()) return ok;
     if (V == nullptr) return Status();  // unusable gradient: P kept
   }
   int64_t len = n, ld = n;
-  if (!p.same) {
+  if (p.refine) {
+    // Eigenvectors of the f32 Gram matrix are exact only to eps ||X||^2 / (lambda_i - lambda_j);
+    // one Rayleigh-Ritz on X brings that to eps ||X|| / (sigma_i - sigma_j) (see the header).
+    // One pass after cuSOLVER (its k vectors are exact eigenvectors of the f32 Gram); two after
+    // the built-in iteration, whose stopping test leaves the k-dimensional span less exact.
+    ok = rf.refine(V, n, reversed, p.solver ? 1 : 2, &V, &ld);
+    if (!ok.ok()) return ok;
+    len = ld;
+    reversed = false;
+  } else if (!p.same) {
     // The other side: u = X v (Gram X^T X) or v = X^T u (Gram X X^T), renormalised.
+    const float* Vr = reversed ? V + (got - r) * n : V;  // the r largest (still ascending)
     float* U = ws + p.oU;
     const GemmMode m = method == RefreshMethod::Svd ? GemmMode::Strict : mode;
-    ok = p.colsSide ? gemm(dev, mk(r, rows, cols, V, ld, false, Xf, cols, true, U, rows), m)
-                    : gemm(dev, mk(r, cols, rows, V, ld, false, Xf, cols, false, U, cols), m);
+    ok = p.colsSide ? gemm(dev, mk(r, rows, cols, Vr, ld, false, Xf, cols, true, U, rows), m)
+                    : gemm(dev, mk(r, cols, rows, Vr, ld, false, Xf, cols, false, U, cols), m);
     if (!ok.ok()) return ok;
     len = p.other;
     ld = p.other;
@@ -755,6 +901,8 @@ Status galoreRefresh(int dev, const void* X, DType xt, int64_t rows, int64_t col
     ok = lastError("galoreRefresh (normalise)");
     if (!ok.ok()) return ok;
     V = U;
+  } else if (reversed) {
+    V += (got - r) * n;
   }
   writeKernel<<<unsigned(r), 256, 0, st>>>(V, ld, reversed, len, r, left, P, hasPrev, stw, info);
   return lastError("galoreRefresh (write)");

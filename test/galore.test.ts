@@ -1,6 +1,6 @@
 import { GaLoreAdamW, gemm, Parameter, tensor, zeros, SlimoptError, ProjType, Tensor } from "../lib";
 import { relErr, Rng } from "./reference";
-import { galoreRefStep, GaloreRef, newGaloreRef, RefSide, topVectors } from "./galore_reference";
+import { galoreRefStep, GaloreRef, newGaloreRef, RefSide, separatedGradient, topVectors } from "./galore_reference";
 import { expectCode } from "./helpers";
 
 async function raw(t: Tensor): Promise<number[]> { return Array.from(await t.toTypedArray()); }
@@ -244,4 +244,27 @@ describe("GaLoreAdamW refusals change nothing", () => {
     expect(await raw(b.p.data)).toEqual(await raw(a.p.data));
     expectCode(() => mk("random"), "E_ARG");
   });
+});
+
+describe("the CPU's exact projector at the GPU suite's larger shapes", () => {
+  // The CUDA refresh is checked against this projector (test/gpu/galore*.gpu.test.ts) at these
+  // shapes, so it must itself be the float64 SVD there, not only at the small shapes above.
+  // std keeps the smaller side, reverse_std the other (X v in double). 600x300 and 300x600 at r=32
+  // pass too (< 1e-6) but take minutes of float64 Jacobi in JS (checked once, issue #4).
+  test.each([[129, 64, 64, "std"], [129, 64, 64, "reverse_std"], [70, 130, 20, "reverse_std"]])("%ix%i r=%i %s against float64 Jacobi", async (rows, cols, r, projType) => {
+    const rng = new Rng(rows + 3 * cols + r);
+    const g = separatedGradient(rng, rows, cols, r + 2);
+    {
+      const p = new Parameter(tensor(rng.normals(rows * cols, 0.02), [rows, cols], { device: "cpu" }));
+      const opt = new GaLoreAdamW([{ params: [p], rank: r, updateProjGap: 1, projType: projType as ProjType }], { lr: 0 });
+      p.grad.copyFrom(g);
+      opt.step();
+      const st = opt.stateOf(p)!, left = st.side === "left", len = left ? rows : cols;
+      const got = await st.proj!.toFloat32Array();
+      const ref = topVectors(g, rows, cols, r, left);
+      const flat = new Float64Array(got.length);
+      for (let j = 0; j < r; j++) for (let i = 0; i < len; i++) flat[left ? i * r + j : j * len + i] = ref[j][i];
+      expect(relErr(got, flat)).toBeLessThan(1e-6);
+    }
+  }, 120000);
 });

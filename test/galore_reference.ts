@@ -124,3 +124,39 @@ export function galoreRefStep(s: GaloreRef, g: ArrayLike<number>, refresh: boole
     s.w[idx] = (s.w[idx] - c * u) * (1 - lr * wd);
   }
 }
+
+/** A rows x cols gradient L diag(s) R + noise whose top q singular values are well separated:
+ *  orthonormal factors, s_j linear from 1 down to 0.1 (q > 1), and a noise floor (singular values
+ *  about 0.002) far below them. Its top q singular vectors are stable to f32 rounding: an f32
+ *  solver can match an exact double one to ~1e-6 (gap 0.9/(q-1) against eps ||G|| = 6e-8). (A
+ *  geometric spectrum sinks into the noise after a few dozen vectors: those vectors are then
+ *  determined only to ~eps ||G||^2 / gap, which no f32 solver meets; see issue #4.) */
+export function separatedGradient(rng: { normals(n: number, std?: number): Float32Array }, rows: number, cols: number,
+                                  q: number, scale = 1): Float32Array {
+  q = Math.min(q, rows, cols);
+  const orthonormal = (count: number, len: number): Float64Array[] => {
+    const vs: Float64Array[] = [];
+    for (let j = 0; j < count; j++) {
+      const v = Float64Array.from(rng.normals(len));
+      for (let pass = 0; pass < 2; pass++) {
+        for (const u of vs) { let d = 0; for (let i = 0; i < len; i++) d += u[i] * v[i]; for (let i = 0; i < len; i++) v[i] -= d * u[i]; }
+        let nn = 0; for (let i = 0; i < len; i++) nn += v[i] * v[i];
+        nn = Math.sqrt(nn); for (let i = 0; i < len; i++) v[i] /= nn;
+      }
+      vs.push(v);
+    }
+    return vs;
+  };
+  const L = orthonormal(q, rows), R = orthonormal(q, cols);
+  const noise = (0.002 / (Math.sqrt(rows) + Math.sqrt(cols))) * scale;
+  const g = Float64Array.from(rng.normals(rows * cols, noise));
+  for (let j = 0; j < q; j++) {
+    const s = (q > 1 ? 1 - (0.9 * j) / (q - 1) : 1) * scale;
+    const l = L[j], rr = R[j];
+    for (let i = 0; i < rows; i++) {
+      const a = s * l[i];
+      for (let c = 0; c < cols; c++) g[i * cols + c] += a * rr[c];
+    }
+  }
+  return Float32Array.from(g);
+}

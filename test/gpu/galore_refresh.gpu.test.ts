@@ -1,0 +1,112 @@
+// Diagnostic of the CUDA GaLore refresh (issue #4), stage by stage, against the CPU backend on the
+// same inputs, for the cuSOLVER path and the built-in one (setBuiltinLinalg(true)): the Gram
+// matrix through the GEMM layer, then each projector vector per side and projType, classified
+// (exact; a sign flip; another index = order; nothing = wrong vectors), at the first refresh and
+// at the second (the sign rule against the previous P). It prints what mismatches, and asserts.
+// Skipped where no CUDA device exists.
+process.env.SLIMOPT_EXPERIMENTAL = "1";
+import { devices, GaLoreAdamW, gemm, Parameter, ProjType, setBuiltinLinalg, linalgPaths, tensor } from "../../lib";
+import { relErr, Rng } from "../reference";
+import { separatedGradient } from "../galore_reference";
+
+const hasCuda = devices().length > 1;
+const suite = hasCuda ? describe : describe.skip;
+
+/** Vectors of a projector as arrays: left P is len x r (columns), right P r x len (rows). */
+function vectors(p: Float32Array, len: number, r: number, left: boolean): Float64Array[] {
+  return Array.from({ length: r }, (_, j) => Float64Array.from({ length: len }, (_, i) => (left ? p[i * r + j] : p[j * len + i])));
+}
+
+/** Per device vector: the CPU vector it is closest to (|dot|), the dot, and its error against CPU
+ *  vector j. Returns the lines of what is not exact (error > tol). */
+function classify(dev: Float64Array[], cpu: Float64Array[], tol: number): string[] {
+  const out: string[] = [];
+  for (let j = 0; j < dev.length; j++) {
+    let best = 0, bestDot = 0;
+    for (let k = 0; k < cpu.length; k++) {
+      let d = 0;
+      for (let i = 0; i < cpu[k].length; i++) d += dev[j][i] * cpu[k][i];
+      if (Math.abs(d) > Math.abs(bestDot)) { best = k; bestDot = d; }
+    }
+    let e = 0;
+    for (let i = 0; i < cpu[j].length; i++) e += (dev[j][i] - cpu[j][i]) ** 2;
+    e = Math.sqrt(e);
+    if (e <= tol) continue;
+    const kind = best !== j ? `order? closest is CPU vector ${best}` : bestDot < 0 ? "sign flipped" : Math.abs(bestDot) < 0.999 ? "wrong vector" : "inexact";
+    out.push(`vector ${j}: error ${e.toExponential(2)}, dot with CPU ${best} = ${bestDot.toFixed(7)} (${kind})`);
+  }
+  return out;
+}
+
+for (const builtin of [false, true]) {
+  suite(`GaLore refresh diagnostic (${builtin ? "built-in forced" : "cuSOLVER when present"})`, () => {
+    beforeAll(() => setBuiltinLinalg(builtin));
+    afterAll(() => setBuiltinLinalg(false));
+
+    test("paths", () => {
+      console.log(`refresh diagnostic: ${JSON.stringify(linalgPaths())}`);
+      expect(linalgPaths().forceBuiltin).toBe(builtin);
+    });
+
+    test.each([[600, 300], [300, 600], [129, 64]])("Gram matrix %ix%i (strict f32 GEMM, both sides)", async (rows, cols) => {
+      const rng = new Rng(rows + cols);
+      const x = separatedGradient(rng, rows, cols, 34);
+      for (const colsSide of [true, false]) {
+        const n = colsSide ? cols : rows;
+        const res: Float32Array[] = [];
+        for (const device of ["cpu", "cuda"]) {
+          const X = tensor(x, [rows, cols], { device }), G = tensor(new Float32Array(n * n), [n, n], { device });
+          gemm(X, X, G, colsSide ? { transA: true, precision: "f32" } : { transB: true, precision: "f32" });
+          res.push(await G.toFloat32Array());
+          X.dispose(); G.dispose();
+        }
+        const e = relErr(res[1], res[0]);
+        if (e >= 1e-6) console.log(`Gram ${rows}x${cols} ${colsSide ? "X^T X" : "X X^T"}: relErr ${e}`);
+        expect(e).toBeLessThan(1e-6);
+      }
+    });
+
+    const cases: [number, number, number, ProjType][] = [];
+    for (const [rows, cols, r] of [[600, 300, 32], [300, 600, 32], [129, 64, 64], [96, 200, 6], [8, 65, 5]])
+      for (const t of ["std", "reverse_std", "full"] as ProjType[]) cases.push([rows, cols, r, t]);
+    for (const projector of ["svd", "warm"] as const) {
+      test.each(cases)(`${projector}: %ix%i r=%i %s, refreshes 1 and 2, every vector against the CPU`, async (rows, cols, r, projType) => {
+        const rng = new Rng(rows * 3 + cols + r + projType.length);
+        const w = rng.normals(rows * cols, 0.02);
+        const pc = new Parameter(tensor(w, [rows, cols], { device: "cpu" })), pg = new Parameter(tensor(w, [rows, cols], { device: "cuda" }));
+        const spec = (p: Parameter) => [{ params: [p], rank: r, updateProjGap: 1, projType, projector }];
+        const oc = new GaLoreAdamW(spec(pc), { lr: 0, precision: "f32" }), og = new GaLoreAdamW(spec(pg), { lr: 0, precision: "f32" });
+        const g0 = separatedGradient(rng, rows, cols, r + 2, Math.sqrt(cols));
+        let worst = 0;
+        for (let s = 0; s < 2; s++) {
+          // The second gradient: the first, slightly moved and negated (every sign must then come
+          // from the previous P, not from the largest entry).
+          const g = s === 0 ? g0 : g0.map((x, i) => -x + 3e-4 * Math.sin(i * 0.37));
+          pc.grad.copyFrom(g); pg.grad.copyFrom(g);
+          oc.step(); og.step();
+          const sc = oc.stateOf(pc)!, sg = og.stateOf(pg)!;
+          const sides: [string, boolean, Float32Array, Float32Array][] = [];
+          if (sc.side === "full") {
+            sides.push(["A (left)", true, await sg.proj!.toFloat32Array(), await sc.proj!.toFloat32Array()]);
+            sides.push(["B (right)", false, await sg.projB!.toFloat32Array(), await sc.projB!.toFloat32Array()]);
+          } else {
+            sides.push([sc.side!, sc.side === "left", await sg.proj!.toFloat32Array(), await sc.proj!.toFloat32Array()]);
+          }
+          const tol = projector === "svd" ? 1e-5 : 1e-4;
+          for (const [name, left, pgv, pcv] of sides) {
+            const len = left ? rows : cols;
+            const e = relErr(pgv, pcv);
+            worst = Math.max(worst, e);
+            if (e >= tol) {
+              const lines = classify(vectors(pgv, len, r, left), vectors(pcv, len, r, left), tol);
+              console.log(`${projector} ${rows}x${cols} r=${r} ${projType} refresh ${s + 1} ${name}: relErr ${e.toExponential(3)}\n  ` +
+                          lines.slice(0, 12).join("\n  ") + (lines.length > 12 ? `\n  ... ${lines.length - 12} more` : ""));
+            }
+          }
+          expect(worst).toBeLessThan(tol);
+        }
+        oc.dispose(); og.dispose();
+      });
+    }
+  });
+}
