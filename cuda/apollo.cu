@@ -1,0 +1,286 @@
+// APOLLO on CUDA (math and layout in apollo.cuh; cpu::apolloStep is the reference).
+//
+// A group's step, all enqueued on the device's stream with no host sync:
+//   scan    per tensor, one pass over G: the channel norms of G (partial sums per row slab for
+//           column channels) and the group's non-finite flag. It runs for every tensor before any
+//           tensor updates, because a NaN anywhere skips the whole group.
+//   per tensor:
+//     P       generated into scratch from (seed, completed steps / gap) read on the device;
+//     R       = project(G) by the GEMM layer (TF32 by default; a bf16/f16 G is converted first);
+//     adam    Adam on R (m, v like R) and each channel's sums of R^2 and N^2;
+//     decide  one block: the scales, |G~| from the channel norms of G and the scales (no pass over
+//             G~), the limiter against the stored norm, each channel's coefficient c_j;
+//     update  one pass: W <- (W + c_j G) * decay, in W's dtype.
+// G is read three times per step (scan, GEMM, update): the limiter needs |G~| before any W is
+// written, so the update cannot share a pass with the GEMM; the scan's norms could be folded into
+// a hand-written projection GEMM (cuBLAS cannot), which is not done yet. Every kernel but the scan
+// and P returns at once when the group's flag is set; cuBLAS cannot skip, but it only writes R.
+#include <cuda_runtime.h>
+#include <algorithm>
+#include "../csrc/cpu/cpu_backend.h"
+#include "apollo.cuh"
+#include "internal.cuh"
+#include "launchers.h"
+
+namespace slimopt {
+namespace gpu {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+unsigned gridFor(int dev, int64_t work) {
+  int64_t b = (work + kThreads - 1) / kThreads;
+  return unsigned(std::max<int64_t>(1, std::min<int64_t>(b, int64_t(smCount(dev)) * 16)));
+}
+
+// One thread per Philox block of 4 elements. counters null: the refresh index given; else the
+// completed steps / gap read here (the step count lives on the device).
+__global__ void projKernel(float* P, int64_t n, uint64_t seed, uint32_t refreshIndex, const AdamwCounters* counters,
+                           int32_t gap, float scale) {
+  const uint32_t k = counters ? uint32_t(counters->step / gap) : refreshIndex;
+  const uint64_t stream = apolloStream(k);
+  const int64_t blocks = (n + 3) / 4;
+  for (int64_t b = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; b < blocks; b += int64_t(gridDim.x) * blockDim.x) {
+    float z[4];
+    normal4(seed, uint64_t(b), stream, z);
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+      if (b * 4 + j < n) P[b * 4 + j] = __fmul_rn(z[j], scale);
+  }
+}
+
+// Right side: one warp per row, the row's sum of squares in double.
+__global__ void rowNormsKernel(const void* G, DType t, int64_t rows, int64_t cols, float* out, int32_t* flag) {
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = int64_t(gridDim.x) * (blockDim.x / 32);
+  bool bad = false;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x / 32) + threadIdx.x / 32; i < rows; i += warps) {
+    double s = 0.0;
+    for (int64_t j = lane; j < cols; j += 32) {
+      const float g = loadAsFloat(G, t, i * cols + j);
+      bad |= !isFiniteFloat(g);
+      s += double(g) * double(g);
+    }
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if (lane == 0) out[i] = float(s);
+  }
+  if (__syncthreads_or(bad) && threadIdx.x == 0) atomicOr(flag, 1);
+}
+
+// Left side: thread per (column, row slab), rows of the slab in order (the CPU's order).
+__global__ void colNormsKernel(const void* G, DType t, int64_t rows, int64_t cols, int64_t slabs, float* out,
+                               int32_t* flag) {
+  const int64_t per = (rows + slabs - 1) / slabs;
+  bool bad = false;
+  for (int64_t s = blockIdx.y; s < slabs; s += gridDim.y) {
+    const int64_t r1 = min(rows, (s + 1) * per);
+    for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < cols; j += int64_t(gridDim.x) * blockDim.x) {
+      double acc = 0.0;
+      for (int64_t i = s * per; i < r1; ++i) {
+        const float g = loadAsFloat(G, t, i * cols + j);
+        bad |= !isFiniteFloat(g);
+        acc += double(g) * double(g);
+      }
+      out[s * cols + j] = float(acc);
+    }
+  }
+  if (__syncthreads_or(bad) && threadIdx.x == 0) atomicOr(flag, 1);
+}
+
+// Adam on R; per channel the sums of R^2 and N^2 (double) into chan[j], chan[ch + j].
+// Right side: a warp per row of R (r elements). Left side: a thread per column (r rows).
+__global__ void adamChannelsKernel(const float* R, float* m, float* v, int64_t ch, int64_t rank, bool left,
+                                   float beta1, float beta2, float eps, float* chan, const int32_t* flag) {
+  if (*flag != 0) return;
+  if (left) {
+    for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < ch; j += int64_t(gridDim.x) * blockDim.x) {
+      double r2 = 0.0, n2 = 0.0;
+      for (int64_t q = 0; q < rank; ++q) {
+        const int64_t idx = q * ch + j;
+        const float g = R[idx];
+        float mi = m[idx], vi = v[idx];
+        const float n = galoreAdamElement(g, mi, vi, beta1, beta2, eps);
+        m[idx] = mi; v[idx] = vi;
+        r2 += double(g) * double(g);
+        n2 += double(n) * double(n);
+      }
+      chan[j] = float(r2);
+      chan[ch + j] = float(n2);
+    }
+    return;
+  }
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = int64_t(gridDim.x) * (blockDim.x / 32);
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x / 32) + threadIdx.x / 32; i < ch; i += warps) {
+    double r2 = 0.0, n2 = 0.0;
+    for (int64_t q = lane; q < rank; q += 32) {
+      const int64_t idx = i * rank + q;
+      const float g = R[idx];
+      float mi = m[idx], vi = v[idx];
+      const float n = galoreAdamElement(g, mi, vi, beta1, beta2, eps);
+      m[idx] = mi; v[idx] = vi;
+      r2 += double(g) * double(g);
+      n2 += double(n) * double(n);
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+      r2 += __shfl_xor_sync(0xffffffffu, r2, o);
+      n2 += __shfl_xor_sync(0xffffffffu, n2, o);
+    }
+    if (lane == 0) { chan[i] = float(r2); chan[ch + i] = float(n2); }
+  }
+}
+
+// One block: the reductions over the channels (fixed order: strided partials, then a tree), the
+// decision, the new limiter norm and every channel's coefficient; the decay factor after them.
+constexpr int kDecideThreads = 512;
+
+__global__ void __launch_bounds__(kDecideThreads) decideKernel(ApolloHyper h, const float* gradNorms, int64_t ch,
+                                                               int64_t slabs, float* chan, float* prevNorm,
+                                                               const AdamwCounters* counters, const int32_t* flag) {
+  if (*flag != 0) return;
+  __shared__ double red[4][kDecideThreads];
+  __shared__ double coefBase, tensorScale;
+  double a[4] = {0.0, 0.0, 0.0, 0.0};
+  for (int64_t j = threadIdx.x; j < ch; j += blockDim.x) {
+    double g2 = 0.0;
+    for (int64_t s = 0; s < slabs; ++s) g2 += double(gradNorms[s * ch + j]);
+    const float r2 = chan[j], n2 = chan[ch + j];
+    const double sj = double(apolloChannelScale(r2, n2));
+    a[0] += double(r2); a[1] += double(n2); a[2] += g2; a[3] += sj * sj * g2;
+  }
+  for (int k = 0; k < 4; ++k) red[k][threadIdx.x] = a[k];
+  __syncthreads();
+  for (int w = kDecideThreads / 2; w > 0; w >>= 1) {
+    if (int(threadIdx.x) < w)
+      for (int k = 0; k < 4; ++k) red[k][threadIdx.x] += red[k][threadIdx.x + w];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    ApolloSums sums{red[0][0], red[1][0], red[2][0], red[3][0]};
+    const ApolloDecision d = apolloDecide(h, sums, *prevNorm, counters->step + 1);
+    *prevNorm = d.prevNorm;
+    coefBase = d.coef;
+    tensorScale = d.s;
+    chan[3 * ch] = apolloDecay(h);
+  }
+  __syncthreads();
+  for (int64_t j = threadIdx.x; j < ch; j += blockDim.x)
+    chan[2 * ch + j] = float(coefBase * (h.channel ? double(apolloChannelScale(chan[j], chan[ch + j])) : tensorScale));
+}
+
+// W <- (W + c_j G) * decay: blocks stride over rows (y), threads over columns; c_j by row (right)
+// or column (left). Rounded as the CPU rounds (no contraction).
+template <DType WT, DType GT>
+__global__ void updateKernel(void* W, const void* G, int64_t rows, int64_t cols, bool left, const float* chan,
+                             int64_t ch, const int32_t* flag) {
+  if (*flag != 0) return;
+  const float* coef = chan + 2 * ch;
+  const float decay = chan[3 * ch];
+  for (int64_t i = blockIdx.y; i < rows; i += gridDim.y) {
+    const float ci = left ? 0.0f : coef[i];
+    for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < cols; j += int64_t(gridDim.x) * blockDim.x) {
+      const int64_t idx = i * cols + j;
+      const float c = left ? coef[j] : ci;
+      const float w = __fadd_rn(loadAsFloat(W, WT, idx), __fmul_rn(c, loadAsFloat(G, GT, idx)));
+      storeFromFloat(W, WT, idx, __fmul_rn(w, decay));
+    }
+  }
+}
+
+template <DType WT>
+void launchUpdate(DType gt, dim3 grid, cudaStream_t st, void* W, const void* G, int64_t rows, int64_t cols, bool left,
+                  const float* chan, int64_t ch, const int32_t* flag) {
+  switch (gt) {
+    case DType::F32: updateKernel<WT, DType::F32><<<grid, kThreads, 0, st>>>(W, G, rows, cols, left, chan, ch, flag); break;
+    case DType::BF16: updateKernel<WT, DType::BF16><<<grid, kThreads, 0, st>>>(W, G, rows, cols, left, chan, ch, flag); break;
+    default: updateKernel<WT, DType::F16><<<grid, kThreads, 0, st>>>(W, G, rows, cols, left, chan, ch, flag); break;
+  }
+}
+
+}  // namespace
+
+Status apolloProjection(int dev, float* P, int64_t n, uint64_t seed, uint32_t refreshIndex, int64_t rank) {
+  cudaStream_t st;
+  Status ok = deviceStream(dev, &st, "apolloProjection");
+  if (!ok.ok() || n <= 0) return ok;
+  projKernel<<<gridFor(dev, (n + 3) / 4), kThreads, 0, st>>>(P, n, seed, refreshIndex, nullptr, 1, apolloProjScale(rank));
+  return lastError("apolloProjection");
+}
+
+Status apolloGradNorms(int dev, const void* G, DType t, int64_t rows, int64_t cols, float* out, int32_t* flag) {
+  cudaStream_t st;
+  Status ok = deviceStream(dev, &st, "apolloGradNorms");
+  if (!ok.ok()) return ok;
+  if (apolloLeft(rows, cols)) {
+    const int64_t slabs = apolloNormSlabs(rows, cols);
+    dim3 grid(unsigned((cols + kThreads - 1) / kThreads), unsigned(slabs));
+    colNormsKernel<<<grid, kThreads, 0, st>>>(G, t, rows, cols, slabs, out, flag);
+  } else {
+    const int64_t blocks = std::min<int64_t>((rows + kThreads / 32 - 1) / (kThreads / 32), int64_t(smCount(dev)) * 16);
+    rowNormsKernel<<<unsigned(std::max<int64_t>(1, blocks)), kThreads, 0, st>>>(G, t, rows, cols, out, flag);
+  }
+  return lastError("apolloGradNorms");
+}
+
+Status apolloStep(int dev, const ApolloTensor& T, const ApolloHyper& h, const AdamwCounters* counters,
+                  const int32_t* flag, float* sP, float* sR, float* sChan, float* sBig) {
+  cudaStream_t st;
+  Status ok = deviceStream(dev, &st, "apolloStep");
+  if (!ok.ok()) return ok;
+  const int64_t m = T.rows, n = T.cols, r = T.rank;
+  const bool left = apolloLeft(m, n);
+  const int64_t ch = apolloChannels(m, n), pn = apolloPNumel(m, n, r), rn = apolloRNumel(m, n, r);
+  if (h.updateProjGap < 1) return invalidArg("apolloStep: updateProjGap must be positive");
+  projKernel<<<gridFor(dev, (pn + 3) / 4), kThreads, 0, st>>>(sP, pn, T.seed, 0, counters, h.updateProjGap,
+                                                               apolloProjScale(r));
+  ok = lastError("apollo projection");
+  if (!ok.ok()) return ok;
+  const void* G = T.grad;
+  if (T.gradDtype != DType::F32) {
+    if (!sBig) return invalidArg("apolloStep: a non-f32 gradient needs the f32 scratch");
+    ok = convert(dev, T.grad, T.gradDtype, sBig, DType::F32, m * n);
+    if (!ok.ok()) return ok;
+    G = sBig;
+  }
+  GemmArgs g;
+  if (left) {  // R = P^T G (r x n)
+    g.M = r; g.N = n; g.K = m;
+    g.A = sP; g.lda = r; g.transA = true;
+    g.B = G; g.ldb = n; g.transB = false;
+  } else {     // R = G P^T (m x r)
+    g.M = m; g.N = r; g.K = n;
+    g.A = G; g.lda = n; g.transA = false;
+    g.B = sP; g.ldb = n; g.transB = true;
+  }
+  g.C = sR; g.ldc = g.N;
+  ok = runGemm(dev, g, h.mode, nullptr, flag);
+  if (!ok.ok()) return ok;
+  if (left) {
+    adamChannelsKernel<<<gridFor(dev, ch), kThreads, 0, st>>>(sR, T.expAvg, T.expAvgSq, ch, r, true, h.beta1, h.beta2,
+                                                               h.eps, sChan, flag);
+  } else {
+    const int64_t blocks = std::min<int64_t>((ch + kThreads / 32 - 1) / (kThreads / 32), int64_t(smCount(dev)) * 16);
+    adamChannelsKernel<<<unsigned(std::max<int64_t>(1, blocks)), kThreads, 0, st>>>(sR, T.expAvg, T.expAvgSq, ch, r, false,
+                                                                                     h.beta1, h.beta2, h.eps, sChan, flag);
+  }
+  ok = lastError("apollo Adam on R");
+  if (!ok.ok()) return ok;
+  (void)rn;
+  decideKernel<<<1, kDecideThreads, 0, st>>>(h, T.gradNorms, ch, apolloNormSlabs(m, n), sChan, T.prevNorm, counters, flag);
+  ok = lastError("apollo decision");
+  if (!ok.ok()) return ok;
+  // Enough blocks to cover the columns once per row slab and fill the device.
+  const unsigned gx = unsigned(std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, 64)));
+  const int64_t want = std::max<int64_t>(1, int64_t(smCount(dev)) * 16 / int64_t(gx));
+  dim3 grid(gx, unsigned(std::min<int64_t>(std::min<int64_t>(m, want), 65535)));
+  switch (T.paramDtype) {
+    case DType::F32: launchUpdate<DType::F32>(T.gradDtype, grid, st, T.param, T.grad, m, n, left, sChan, ch, flag); break;
+    case DType::BF16: launchUpdate<DType::BF16>(T.gradDtype, grid, st, T.param, T.grad, m, n, left, sChan, ch, flag); break;
+    default: launchUpdate<DType::F16>(T.gradDtype, grid, st, T.param, T.grad, m, n, left, sChan, ch, flag); break;
+  }
+  return lastError("apollo update");
+}
+
+}  // namespace gpu
+}  // namespace slimopt
