@@ -88,6 +88,17 @@ __global__ void colNormsKernel(const void* G, DType t, int64_t rows, int64_t col
   if (__syncthreads_or(bad) && threadIdx.x == 0) atomicOr(flag, 1);
 }
 
+// Adam on element idx of R; its squares (and N's) added to the channel's sums.
+__device__ __forceinline__ void adamElement(const float* R, float* m, float* v, int64_t idx, float beta1, float beta2,
+                                            float eps, double& r2, double& n2) {
+  const float g = R[idx];
+  float mi = m[idx], vi = v[idx];
+  const float n = galoreAdamElement(g, mi, vi, beta1, beta2, eps);
+  m[idx] = mi; v[idx] = vi;
+  r2 += double(g) * double(g);
+  n2 += double(n) * double(n);
+}
+
 // Adam on R; per channel the sums of R^2 and N^2 (double) into chan[j], chan[ch + j].
 // Right side: a warp per row of R (r elements). Left side: a thread per column (r rows).
 __global__ void adamChannelsKernel(const float* R, float* m, float* v, int64_t ch, int64_t rank, bool left,
@@ -96,15 +107,7 @@ __global__ void adamChannelsKernel(const float* R, float* m, float* v, int64_t c
   if (left) {
     for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < ch; j += int64_t(gridDim.x) * blockDim.x) {
       double r2 = 0.0, n2 = 0.0;
-      for (int64_t q = 0; q < rank; ++q) {
-        const int64_t idx = q * ch + j;
-        const float g = R[idx];
-        float mi = m[idx], vi = v[idx];
-        const float n = galoreAdamElement(g, mi, vi, beta1, beta2, eps);
-        m[idx] = mi; v[idx] = vi;
-        r2 += double(g) * double(g);
-        n2 += double(n) * double(n);
-      }
+      for (int64_t q = 0; q < rank; ++q) adamElement(R, m, v, q * ch + j, beta1, beta2, eps, r2, n2);
       chan[j] = float(r2);
       chan[ch + j] = float(n2);
     }
@@ -114,15 +117,7 @@ __global__ void adamChannelsKernel(const float* R, float* m, float* v, int64_t c
   const int64_t warps = int64_t(gridDim.x) * (blockDim.x / 32);
   for (int64_t i = blockIdx.x * int64_t(blockDim.x / 32) + threadIdx.x / 32; i < ch; i += warps) {
     double r2 = 0.0, n2 = 0.0;
-    for (int64_t q = lane; q < rank; q += 32) {
-      const int64_t idx = i * rank + q;
-      const float g = R[idx];
-      float mi = m[idx], vi = v[idx];
-      const float n = galoreAdamElement(g, mi, vi, beta1, beta2, eps);
-      m[idx] = mi; v[idx] = vi;
-      r2 += double(g) * double(g);
-      n2 += double(n) * double(n);
-    }
+    for (int64_t q = lane; q < rank; q += 32) adamElement(R, m, v, i * rank + q, beta1, beta2, eps, r2, n2);
     for (int o = 16; o > 0; o >>= 1) {
       r2 += __shfl_xor_sync(0xffffffffu, r2, o);
       n2 += __shfl_xor_sync(0xffffffffu, n2, o);
@@ -230,7 +225,7 @@ Status apolloStep(int dev, const ApolloTensor& T, const ApolloHyper& h, const Ad
   if (!ok.ok()) return ok;
   const int64_t m = T.rows, n = T.cols, r = T.rank;
   const bool left = apolloLeft(m, n);
-  const int64_t ch = apolloChannels(m, n), pn = apolloPNumel(m, n, r), rn = apolloRNumel(m, n, r);
+  const int64_t ch = apolloChannels(m, n), pn = apolloPNumel(m, n, r);
   if (h.updateProjGap < 1) return invalidArg("apolloStep: updateProjGap must be positive");
   projKernel<<<gridFor(dev, (pn + 3) / 4), kThreads, 0, st>>>(sP, pn, T.seed, 0, counters, h.updateProjGap,
                                                                apolloProjScale(r));
@@ -266,7 +261,6 @@ Status apolloStep(int dev, const ApolloTensor& T, const ApolloHyper& h, const Ad
   }
   ok = lastError("apollo Adam on R");
   if (!ok.ok()) return ok;
-  (void)rn;
   decideKernel<<<1, kDecideThreads, 0, st>>>(h, T.gradNorms, ch, apolloNormSlabs(m, n), sChan, T.prevNorm, counters, flag);
   ok = lastError("apollo decision");
   if (!ok.ok()) return ok;
