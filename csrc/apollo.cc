@@ -64,19 +64,20 @@ Napi::Value Projection(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// apolloScan(flag, [[G, gType, rows, cols, norms], ...]): flag = any NaN/Inf in the gradients;
-// each tensor's channel norms into its norms buffer.
+// apolloScan(flag, [[G, gType, rows, cols, norms, p, rPart, seed], ...], counters, gap): flag =
+// any NaN/Inf in the gradients; each tensor's channel norms into its norms buffer. p and rPart
+// (CUDA, rank 1; else null): the same pass projects (ApolloFused), from (seed, counters step / gap).
 Napi::Value Scan(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[1].IsArray()) throwError(env, "E_ARG", "apolloScan(flag, grads)");
   int dev = deviceOf(env, info[0]);
   auto* flag = static_cast<int32_t*>(bufArg(env, info[0], dev, 4, "flag"));
   Napi::Array a = info[1].As<Napi::Array>();
-  struct G { const void* p; DType t; int64_t rows, cols; float* norms; };
+  struct G { const void* p; DType t; int64_t rows, cols; float* norms; ApolloFused fused; bool hasFused; };
   std::vector<G> gs;
   for (uint32_t i = 0; i < a.Length(); ++i) {
     Napi::Value e = a.Get(i);
-    if (!e.IsArray() || e.As<Napi::Array>().Length() != 5) throwError(env, "E_ARG", "malformed gradient entry");
+    if (!e.IsArray() || e.As<Napi::Array>().Length() != 8) throwError(env, "E_ARG", "malformed gradient entry");
     Napi::Array x = e.As<Napi::Array>();
     G g{};
     g.t = floatDtype(env, x.Get(1u));
@@ -85,6 +86,17 @@ Napi::Value Scan(const Napi::CallbackInfo& info) {
     if (g.rows < 1 || g.cols < 1) throwError(env, "E_SHAPE", "rows and cols must be positive");
     g.p = bufArg(env, x.Get(0u), dev, size_t(g.rows * g.cols) * dtypeSize(g.t), "gradient");
     g.norms = static_cast<float*>(bufArg(env, x.Get(4u), dev, size_t(apolloNormFloats(g.rows, g.cols)) * 4, "norms"));
+    g.hasFused = !x.Get(5u).IsNull() && !x.Get(5u).IsUndefined();
+    if (g.hasFused) {
+      if (dev == kCpu) throwError(env, "E_ARG", "the fused rank-1 projection is CUDA-only");
+      g.fused.p = static_cast<float*>(bufArg(env, x.Get(5u), dev, size_t(apolloPNumel(g.rows, g.cols, 1)) * 4, "projection"));
+      g.fused.rPart = static_cast<float*>(bufArg(env, x.Get(6u), dev, size_t(apolloNormFloats(g.rows, g.cols)) * 4, "R partials"));
+      g.fused.seed = seedArg(env, x.Get(7u));
+      g.fused.counters = static_cast<const AdamwCounters*>(bufArg(env, info[2], dev, sizeof(AdamwCounters), "counters"));
+      int64_t gap = countArg(env, info[3], "updateProjGap");
+      if (gap < 1 || gap > INT32_MAX) throwError(env, "E_ARG", "updateProjGap must be a positive 32-bit integer");
+      g.fused.gap = int32_t(gap);
+    }
     gs.push_back(g);
   }
   if (dev == kCpu) {
@@ -94,14 +106,16 @@ Napi::Value Scan(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   gpu::Status st = gpu::memsetZero(dev, flag, 4);
-  for (const G& g : gs) if (st.ok()) st = gpu::apolloGradNorms(dev, g.p, g.t, g.rows, g.cols, g.norms, flag);
+  for (const G& g : gs)
+    if (st.ok()) st = gpu::apolloGradNorms(dev, g.p, g.t, g.rows, g.cols, g.norms, flag, g.hasFused ? &g.fused : nullptr);
   if (!st.ok()) throwCuda(env, dev, st, "apolloScan");
   return env.Undefined();
 }
 
 // apolloStep(W, wType, G, gType, m, v, prevNorm, norms, rows, cols, rank, seed, counters, flag,
 //            sP, sR, sChan, sBig, hyper{lr, beta1, beta2, eps, weightDecay, scale, growthRate,
-//            updateProjGap, channel, scaleFront, limiter, mode})
+//            updateProjGap, channel, scaleFront, limiter, mode}, fusedR)
+// fusedR (CUDA, rank 1; else null): the rPart the scan filled; P and the GEMM are then skipped.
 Napi::Value Step(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 19 || !info[18].IsObject()) throwError(env, "E_ARG", "apolloStep: bad arguments");
@@ -124,8 +138,7 @@ Napi::Value Step(const Napi::CallbackInfo& info) {
   auto* sP = static_cast<float*>(bufArg(env, info[14], dev, size_t(apolloPNumel(T.rows, T.cols, T.rank)) * 4, "scratch P"));
   auto* sR = static_cast<float*>(bufArg(env, info[15], dev, rn * 4, "scratch R"));
   auto* sChan = static_cast<float*>(bufArg(env, info[16], dev, size_t(apolloChanFloats(T.rows, T.cols)) * 4, "scratch channels"));
-  const bool needBig = dev != kCpu && T.gradDtype != DType::F32;
-  auto* sBig = static_cast<float*>(needBig ? bufArg(env, info[17], dev, mn * 4, "scratch") : optBufArg(env, info[17], dev, 0, "scratch"));
+
   Napi::Object o = info[18].As<Napi::Object>();
   ApolloHyper h{};
   h.lr = finiteFloatField(env, o, "lr"); h.beta1 = finiteFloatField(env, o, "beta1"); h.beta2 = finiteFloatField(env, o, "beta2");
@@ -142,11 +155,16 @@ Napi::Value Step(const Napi::CallbackInfo& info) {
   int64_t mode = countArg(env, o.Get("mode"), "mode");
   if (mode > 1) throwError(env, "E_ARG", "mode must be 0 (tf32) or 1 (strict f32)");
   h.mode = GemmMode(mode);
+  const bool fused = info.Length() > 19 && !info[19].IsNull() && !info[19].IsUndefined();
+  if (fused && (dev == kCpu || T.rank != 1)) throwError(env, "E_ARG", "the fused projection is CUDA-only and rank 1");
+  auto* fusedR = static_cast<const float*>(fused ? bufArg(env, info[19], dev, size_t(apolloNormFloats(T.rows, T.cols)) * 4, "R partials") : nullptr);
+  const bool needBig = dev != kCpu && T.gradDtype != DType::F32 && !fused;
+  auto* sBig = static_cast<float*>(needBig ? bufArg(env, info[17], dev, mn * 4, "scratch") : optBufArg(env, info[17], dev, 0, "scratch"));
   if (dev == kCpu) {
     cpu::apolloStep(T, h, counters, flag, sP, sR, sChan);
     return env.Undefined();
   }
-  gpu::Status st = gpu::apolloStep(dev, T, h, counters, flag, sP, sR, sChan, sBig);
+  gpu::Status st = gpu::apolloStep(dev, T, h, counters, flag, sP, sR, sChan, sBig, fusedR);
   if (!st.ok()) throwCuda(env, dev, st, "apolloStep");
   return env.Undefined();
 }

@@ -50,48 +50,68 @@ __global__ void projKernel(float* P, int64_t n, uint64_t seed, uint32_t refreshI
   }
 }
 
-// Right side: one warp per row, the row's sum of squares in double.
-__global__ void rowNormsKernel(const void* G, DType t, int64_t rows, int64_t cols, float* out, int32_t* flag) {
+// Right side: one warp per row, the row's sum of squares in double. Fused rank 1 (p non-null):
+// also R_i = G_i . p (double) into rOut[i], from the same read of G.
+__global__ void rowNormsKernel(const void* G, DType t, int64_t rows, int64_t cols, float* out, int32_t* flag,
+                               const float* p, float* rOut) {
   const int lane = threadIdx.x & 31;
   const int64_t warps = int64_t(gridDim.x) * (blockDim.x / 32);
   bool bad = false;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x / 32) + threadIdx.x / 32; i < rows; i += warps) {
-    double s = 0.0;
+    double s = 0.0, d = 0.0;
     for (int64_t j = lane; j < cols; j += 32) {
       const float g = loadAsFloat(G, t, i * cols + j);
       bad |= !isFiniteFloat(g);
       s += double(g) * double(g);
+      if (p) d += double(g) * double(p[j]);
     }
-    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-    if (lane == 0) out[i] = float(s);
+    for (int o = 16; o > 0; o >>= 1) {
+      s += __shfl_xor_sync(0xffffffffu, s, o);
+      d += __shfl_xor_sync(0xffffffffu, d, o);
+    }
+    if (lane == 0) {
+      out[i] = float(s);
+      if (p) rOut[i] = float(d);
+    }
   }
   if (__syncthreads_or(bad) && threadIdx.x == 0) atomicOr(flag, 1);
 }
 
-// Left side: thread per (column, row slab), rows of the slab in order (the CPU's order).
+// Left side: thread per (column, row slab), rows of the slab in order (the CPU's order). Fused
+// rank 1 (p non-null): also the slab's partial of R_j = p . G_j into rOut (slab-major).
 __global__ void colNormsKernel(const void* G, DType t, int64_t rows, int64_t cols, int64_t slabs, float* out,
-                               int32_t* flag) {
+                               int32_t* flag, const float* p, float* rOut) {
   const int64_t per = (rows + slabs - 1) / slabs;
   bool bad = false;
   for (int64_t s = blockIdx.y; s < slabs; s += gridDim.y) {
     const int64_t r1 = min(rows, (s + 1) * per);
     for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < cols; j += int64_t(gridDim.x) * blockDim.x) {
-      double acc = 0.0;
+      double acc = 0.0, d = 0.0;
       for (int64_t i = s * per; i < r1; ++i) {
         const float g = loadAsFloat(G, t, i * cols + j);
         bad |= !isFiniteFloat(g);
         acc += double(g) * double(g);
+        if (p) d += double(g) * double(p[i]);
       }
       out[s * cols + j] = float(acc);
+      if (p) rOut[s * cols + j] = float(d);
     }
   }
   if (__syncthreads_or(bad) && threadIdx.x == 0) atomicOr(flag, 1);
 }
 
 // Adam on element idx of R; its squares (and N's) added to the channel's sums.
-__device__ __forceinline__ void adamElement(const float* R, float* m, float* v, int64_t idx, float beta1, float beta2,
-                                            float eps, double& r2, double& n2) {
-  const float g = R[idx];
+// rSlabs > 0 (fused rank 1): R's element is the sum of rSlabs partials, ch apart.
+__device__ __forceinline__ void adamElement(const float* R, int64_t rSlabs, int64_t ch, float* m, float* v, int64_t idx,
+                                            float beta1, float beta2, float eps, double& r2, double& n2) {
+  float g;
+  if (rSlabs == 0) {
+    g = R[idx];
+  } else {
+    double x = 0.0;
+    for (int64_t s = 0; s < rSlabs; ++s) x += double(R[s * ch + idx]);
+    g = float(x);
+  }
   float mi = m[idx], vi = v[idx];
   const float n = galoreAdamElement(g, mi, vi, beta1, beta2, eps);
   m[idx] = mi; v[idx] = vi;
@@ -101,13 +121,13 @@ __device__ __forceinline__ void adamElement(const float* R, float* m, float* v, 
 
 // Adam on R; per channel the sums of R^2 and N^2 (double) into chan[j], chan[ch + j].
 // Right side: a warp per row of R (r elements). Left side: a thread per column (r rows).
-__global__ void adamChannelsKernel(const float* R, float* m, float* v, int64_t ch, int64_t rank, bool left,
+__global__ void adamChannelsKernel(const float* R, int64_t rSlabs, float* m, float* v, int64_t ch, int64_t rank, bool left,
                                    float beta1, float beta2, float eps, float* chan, const int32_t* flag) {
   if (*flag != 0) return;
   if (left) {
     for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < ch; j += int64_t(gridDim.x) * blockDim.x) {
       double r2 = 0.0, n2 = 0.0;
-      for (int64_t q = 0; q < rank; ++q) adamElement(R, m, v, q * ch + j, beta1, beta2, eps, r2, n2);
+      for (int64_t q = 0; q < rank; ++q) adamElement(R, rSlabs, ch, m, v, q * ch + j, beta1, beta2, eps, r2, n2);
       chan[j] = float(r2);
       chan[ch + j] = float(n2);
     }
@@ -117,7 +137,7 @@ __global__ void adamChannelsKernel(const float* R, float* m, float* v, int64_t c
   const int64_t warps = int64_t(gridDim.x) * (blockDim.x / 32);
   for (int64_t i = blockIdx.x * int64_t(blockDim.x / 32) + threadIdx.x / 32; i < ch; i += warps) {
     double r2 = 0.0, n2 = 0.0;
-    for (int64_t q = lane; q < rank; q += 32) adamElement(R, m, v, i * rank + q, beta1, beta2, eps, r2, n2);
+    for (int64_t q = lane; q < rank; q += 32) adamElement(R, rSlabs, ch, m, v, i * rank + q, beta1, beta2, eps, r2, n2);
     for (int o = 16; o > 0; o >>= 1) {
       r2 += __shfl_xor_sync(0xffffffffu, r2, o);
       n2 += __shfl_xor_sync(0xffffffffu, n2, o);
@@ -193,6 +213,37 @@ void launchUpdate(DType gt, dim3 grid, cudaStream_t st, void* W, const void* G, 
   }
 }
 
+// P into sP (refresh index from the device's step count), then R = project(G) into sR by the GEMM
+// layer; a bf16/f16 G is converted into sBig first.
+Status projectByGemm(int dev, cudaStream_t st, const ApolloTensor& T, const ApolloHyper& h, const AdamwCounters* counters,
+                     const int32_t* flag, float* sP, float* sR, float* sBig) {
+  const int64_t m = T.rows, n = T.cols, r = T.rank;
+  const int64_t pn = apolloPNumel(m, n, r);
+  projKernel<<<gridFor(dev, (pn + 3) / 4), kThreads, 0, st>>>(sP, pn, T.seed, 0, counters, h.updateProjGap,
+                                                               apolloProjScale(r));
+  Status ok = lastError("apollo projection");
+  if (!ok.ok()) return ok;
+  const void* G = T.grad;
+  if (T.gradDtype != DType::F32) {
+    if (!sBig) return invalidArg("apolloStep: a non-f32 gradient needs the f32 scratch");
+    ok = convert(dev, T.grad, T.gradDtype, sBig, DType::F32, m * n);
+    if (!ok.ok()) return ok;
+    G = sBig;
+  }
+  GemmArgs g;
+  if (apolloLeft(m, n)) {  // R = P^T G (r x n)
+    g.M = r; g.N = n; g.K = m;
+    g.A = sP; g.lda = r; g.transA = true;
+    g.B = G; g.ldb = n; g.transB = false;
+  } else {                 // R = G P^T (m x r)
+    g.M = m; g.N = r; g.K = n;
+    g.A = G; g.lda = n; g.transA = false;
+    g.B = sP; g.ldb = n; g.transB = true;
+  }
+  g.C = sR; g.ldc = g.N;
+  return runGemm(dev, g, h.mode, nullptr, flag);
+}
+
 }  // namespace
 
 Status apolloProjection(int dev, float* P, int64_t n, uint64_t seed, uint32_t refreshIndex, int64_t rank) {
@@ -203,61 +254,56 @@ Status apolloProjection(int dev, float* P, int64_t n, uint64_t seed, uint32_t re
   return lastError("apolloProjection");
 }
 
-Status apolloGradNorms(int dev, const void* G, DType t, int64_t rows, int64_t cols, float* out, int32_t* flag) {
+Status apolloGradNorms(int dev, const void* G, DType t, int64_t rows, int64_t cols, float* out, int32_t* flag,
+                       const ApolloFused* fused) {
   cudaStream_t st;
   Status ok = deviceStream(dev, &st, "apolloGradNorms");
   if (!ok.ok()) return ok;
+  const float* p = nullptr;
+  float* rOut = nullptr;
+  if (fused) {  // rank 1: p (rows or cols elements) first, then the one read of G projects too
+    if (fused->gap < 1) return invalidArg("apolloGradNorms: updateProjGap must be positive");
+    const int64_t pn = apolloPNumel(rows, cols, 1);
+    projKernel<<<gridFor(dev, (pn + 3) / 4), kThreads, 0, st>>>(fused->p, pn, fused->seed, 0, fused->counters, fused->gap,
+                                                                 apolloProjScale(1));
+    ok = lastError("apollo projection (rank 1)");
+    if (!ok.ok()) return ok;
+    p = fused->p;
+    rOut = fused->rPart;
+  }
   if (apolloLeft(rows, cols)) {
     const int64_t slabs = apolloNormSlabs(rows, cols);
     dim3 grid(unsigned((cols + kThreads - 1) / kThreads), unsigned(slabs));
-    colNormsKernel<<<grid, kThreads, 0, st>>>(G, t, rows, cols, slabs, out, flag);
+    colNormsKernel<<<grid, kThreads, 0, st>>>(G, t, rows, cols, slabs, out, flag, p, rOut);
   } else {
     const int64_t blocks = std::min<int64_t>((rows + kThreads / 32 - 1) / (kThreads / 32), int64_t(smCount(dev)) * 16);
-    rowNormsKernel<<<unsigned(std::max<int64_t>(1, blocks)), kThreads, 0, st>>>(G, t, rows, cols, out, flag);
+    rowNormsKernel<<<unsigned(std::max<int64_t>(1, blocks)), kThreads, 0, st>>>(G, t, rows, cols, out, flag, p, rOut);
   }
   return lastError("apolloGradNorms");
 }
 
 Status apolloStep(int dev, const ApolloTensor& T, const ApolloHyper& h, const AdamwCounters* counters,
-                  const int32_t* flag, float* sP, float* sR, float* sChan, float* sBig) {
+                  const int32_t* flag, float* sP, float* sR, float* sChan, float* sBig, const float* fusedR) {
   cudaStream_t st;
   Status ok = deviceStream(dev, &st, "apolloStep");
   if (!ok.ok()) return ok;
   const int64_t m = T.rows, n = T.cols, r = T.rank;
   const bool left = apolloLeft(m, n);
-  const int64_t ch = apolloChannels(m, n), pn = apolloPNumel(m, n, r);
+  const int64_t ch = apolloChannels(m, n);
   if (h.updateProjGap < 1) return invalidArg("apolloStep: updateProjGap must be positive");
-  projKernel<<<gridFor(dev, (pn + 3) / 4), kThreads, 0, st>>>(sP, pn, T.seed, 0, counters, h.updateProjGap,
-                                                               apolloProjScale(r));
-  ok = lastError("apollo projection");
-  if (!ok.ok()) return ok;
-  const void* G = T.grad;
-  if (T.gradDtype != DType::F32) {
-    if (!sBig) return invalidArg("apolloStep: a non-f32 gradient needs the f32 scratch");
-    ok = convert(dev, T.grad, T.gradDtype, sBig, DType::F32, m * n);
-    if (!ok.ok()) return ok;
-    G = sBig;
-  }
-  GemmArgs g;
-  if (left) {  // R = P^T G (r x n)
-    g.M = r; g.N = n; g.K = m;
-    g.A = sP; g.lda = r; g.transA = true;
-    g.B = G; g.ldb = n; g.transB = false;
-  } else {     // R = G P^T (m x r)
-    g.M = m; g.N = r; g.K = n;
-    g.A = G; g.lda = n; g.transA = false;
-    g.B = sP; g.ldb = n; g.transB = true;
-  }
-  g.C = sR; g.ldc = g.N;
-  ok = runGemm(dev, g, h.mode, nullptr, flag);
+  if (fusedR != nullptr && r != 1) return invalidArg("apolloStep: the fused projection is rank 1 only");
+  // Fused rank 1: the scan left R's partial sums in fusedR; else P and the GEMM make R here.
+  const float* R = fusedR ? fusedR : sR;
+  const int64_t rSlabs = fusedR ? apolloNormSlabs(m, n) : 0;
+  if (!fusedR) ok = projectByGemm(dev, st, T, h, counters, flag, sP, sR, sBig);
   if (!ok.ok()) return ok;
   if (left) {
-    adamChannelsKernel<<<gridFor(dev, ch), kThreads, 0, st>>>(sR, T.expAvg, T.expAvgSq, ch, r, true, h.beta1, h.beta2,
-                                                               h.eps, sChan, flag);
+    adamChannelsKernel<<<gridFor(dev, ch), kThreads, 0, st>>>(R, rSlabs, T.expAvg, T.expAvgSq, ch, r, true, h.beta1,
+                                                               h.beta2, h.eps, sChan, flag);
   } else {
     const int64_t blocks = std::min<int64_t>((ch + kThreads / 32 - 1) / (kThreads / 32), int64_t(smCount(dev)) * 16);
-    adamChannelsKernel<<<unsigned(std::max<int64_t>(1, blocks)), kThreads, 0, st>>>(sR, T.expAvg, T.expAvgSq, ch, r, false,
-                                                                                     h.beta1, h.beta2, h.eps, sChan, flag);
+    adamChannelsKernel<<<unsigned(std::max<int64_t>(1, blocks)), kThreads, 0, st>>>(R, rSlabs, T.expAvg, T.expAvgSq, ch, r,
+                                                                                     false, h.beta1, h.beta2, h.eps, sChan, flag);
   }
   ok = lastError("apollo Adam on R");
   if (!ok.ok()) return ok;

@@ -78,9 +78,12 @@ Status grassScatterRows(int dev, void* dst, DType d, int64_t rows, int64_t cols,
 // read from counters); sP, sR, sChan: apolloPNumel, apolloRNumel, apolloChanFloats floats; sBig:
 // rows x cols f32 when G is not f32 (else may be null).
 Status apolloProjection(int dev, float* P, int64_t n, uint64_t seed, uint32_t refreshIndex, int64_t rank);
-Status apolloGradNorms(int dev, const void* G, DType t, int64_t rows, int64_t cols, float* out, int32_t* flag);
+// fused (rank 1, may be null): the same pass also projects (ApolloFused); the step then takes its
+// rPart as fusedR and skips P and the GEMM.
+Status apolloGradNorms(int dev, const void* G, DType t, int64_t rows, int64_t cols, float* out, int32_t* flag,
+                       const ApolloFused* fused);
 Status apolloStep(int dev, const ApolloTensor& T, const ApolloHyper& h, const AdamwCounters* counters,
-                  const int32_t* flag, float* sP, float* sR, float* sChan, float* sBig);
+                  const int32_t* flag, float* sP, float* sR, float* sChan, float* sBig, const float* fusedR);
 
 // Bandwidth probe: dst = src over n bytes with 16-byte accesses (the copy the floor is set by).
 Status copyKernel(int dev, void* dst, const void* src, size_t bytes);

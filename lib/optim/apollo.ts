@@ -62,6 +62,8 @@ interface LowRank {
   prev: Tensor;
   /** The channel norms of the gradient, written by the scan, read by the step (workspace). */
   norms: Tensor;
+  /** CUDA, rank 1: p and R's partial sums, made by the scan's one read of G (workspace). */
+  fused?: { p: Tensor; r: Tensor };
 }
 
 interface RankGroupState {
@@ -173,8 +175,10 @@ export class Apollo extends Optimizer<ApolloOptions> {
         const rShape = layout.left ? [r, cols] : [rows, r];
         const prev = alloc([1], "f32", dev);
         prev.copyFrom(Float32Array.of(-1));
+        // Rank 1 on CUDA: the scan projects too (G read twice per step instead of three times).
+        const fused = dev.kind === "cuda" && r === 1 ? { p: alloc([layout.p], "f32", dev), r: alloc([layout.norms], "f32", dev) } : undefined;
         params.set(p, { rows, cols, rank: r, seed: this.seedOf(g, k), layout, m: alloc(rShape, "f32", dev), v: alloc(rShape, "f32", dev),
-                        prev, norms: alloc([layout.norms], "f32", dev) });
+                        prev, norms: alloc([layout.norms], "f32", dev), fused });
       });
       // Scratch of the device: sized for the largest tensor seen.
       const sc = this.scratch.get(dev) ?? {};
@@ -182,7 +186,7 @@ export class Apollo extends Optimizer<ApolloOptions> {
       for (const q of params.values()) {
         needP = Math.max(needP, q.layout.p); needR = Math.max(needR, q.layout.r); needChan = Math.max(needChan, q.layout.chan);
       }
-      if (dev.kind === "cuda") for (const p of g.params) if (p.grad.dtype !== "f32") needBig = Math.max(needBig, p.numel);
+      if (dev.kind === "cuda" && g.rank !== 1) for (const p of g.params) if (p.grad.dtype !== "f32") needBig = Math.max(needBig, p.numel);
       const grow = (t: Tensor | undefined, n: number): Tensor | undefined =>
         n === 0 ? t : t && t.numel >= n ? t : alloc([n], "f32", dev);
       const next = { sP: grow(sc.sP, needP), sR: grow(sc.sR, needR), sChan: grow(sc.sChan, needChan), sBig: grow(sc.sBig, needBig) };
@@ -233,8 +237,9 @@ export class Apollo extends Optimizer<ApolloOptions> {
       // ignored (cleared again right after).
       nat.apolloScan(s.flag.handle, g.params.map((p) => {
         const q = s.params.get(p)!;
-        return [p.grad.handle, DTYPE_CODE[p.grad.dtype], q.rows, q.cols, q.norms.handle];
-      }));
+        return [p.grad.handle, DTYPE_CODE[p.grad.dtype], q.rows, q.cols, q.norms.handle, q.fused?.p.handle ?? null,
+                q.fused?.r.handle ?? null, BigInt(q.seed)];
+      }), s.counters.handle, g.updateProjGap as number);
       if (g.skipNonFinite === false) s.flag.zero();
       const h = {
         lr: g.lr, beta1: g.betas![0], beta2: g.betas![1], eps: g.eps!, weightDecay: g.weightDecay!,
@@ -247,7 +252,7 @@ export class Apollo extends Optimizer<ApolloOptions> {
         nat.apolloStep(p.data.handle, DTYPE_CODE[p.dtype], p.grad.handle, DTYPE_CODE[p.grad.dtype], q.m.handle, q.v.handle,
                        q.prev.handle, q.norms.handle, q.rows, q.cols, q.rank,
                        BigInt(q.seed), s.counters.handle, s.flag.handle, sc.sP!.handle, sc.sR!.handle, sc.sChan!.handle,
-                       sc.sBig?.handle ?? null, h);
+                       sc.sBig?.handle ?? null, h, q.fused?.r.handle ?? null);
       }
       nat.galoreFinish(s.counters.handle, s.flag.handle);
     }
@@ -372,7 +377,7 @@ export class Apollo extends Optimizer<ApolloOptions> {
   private dropRanked(g: ParamGroup<ApolloOptions>): void {
     const old = this.ranked.get(g);
     if (!old) return;
-    for (const q of old.params.values()) for (const t of [q.m, q.v, q.prev, q.norms]) t.dispose();
+    for (const q of old.params.values()) for (const t of [q.m, q.v, q.prev, q.norms, q.fused?.p, q.fused?.r]) t?.dispose();
     for (const t of [old.counters, old.flag]) t.dispose();
     this.ranked.delete(g);
   }
@@ -392,7 +397,8 @@ export class Apollo extends Optimizer<ApolloOptions> {
   scratchBytes(): number {
     let n = 0;
     for (const sc of this.scratch.values()) for (const t of [sc.sP, sc.sR, sc.sChan, sc.sBig]) if (t && !t.disposed) n += t.nbytes;
-    for (const s of this.ranked.values()) for (const q of s.params.values()) if (!q.norms.disposed) n += q.norms.nbytes;
+    for (const s of this.ranked.values())
+      for (const q of s.params.values()) for (const t of [q.norms, q.fused?.p, q.fused?.r]) if (t && !t.disposed) n += t.nbytes;
     return n;
   }
 
