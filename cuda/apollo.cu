@@ -29,6 +29,8 @@ namespace {
 
 constexpr int kThreads = 256;
 
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
 unsigned gridFor(int dev, int64_t work) {
   int64_t b = (work + kThreads - 1) / kThreads;
   return unsigned(std::max<int64_t>(1, std::min<int64_t>(b, int64_t(smCount(dev)) * 16)));
@@ -64,6 +66,37 @@ __global__ void rowNormsKernel(const void* G, DType t, int64_t rows, int64_t col
       bad |= !isFiniteFloat(g);
       s += double(g) * double(g);
       if (p) d += double(g) * double(p[j]);
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+      s += __shfl_xor_sync(0xffffffffu, s, o);
+      d += __shfl_xor_sync(0xffffffffu, d, o);
+    }
+    if (lane == 0) {
+      out[i] = float(s);
+      if (p) rOut[i] = float(d);
+    }
+  }
+  if (__syncthreads_or(bad) && threadIdx.x == 0) atomicOr(flag, 1);
+}
+
+// The same for f32 G with 16-byte aligned rows: float4 loads (4 loads in flight per lane).
+__global__ void rowNormsF32x4Kernel(const float* __restrict__ G, int64_t rows, int64_t cols4, float* out, int32_t* flag,
+                                    const float* __restrict__ p, float* rOut) {
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = int64_t(gridDim.x) * (blockDim.x / 32);
+  bool bad = false;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x / 32) + threadIdx.x / 32; i < rows; i += warps) {
+    const float4* g4 = reinterpret_cast<const float4*>(G) + i * cols4;
+    double s = 0.0, d = 0.0;
+#pragma unroll 4
+    for (int64_t q = lane; q < cols4; q += 32) {
+      const float4 g = g4[q];
+      bad |= !(isFiniteFloat(g.x) && isFiniteFloat(g.y) && isFiniteFloat(g.z) && isFiniteFloat(g.w));
+      s += double(g.x) * double(g.x) + double(g.y) * double(g.y) + double(g.z) * double(g.z) + double(g.w) * double(g.w);
+      if (p) {
+        const float4 c = reinterpret_cast<const float4*>(p)[q];
+        d += double(g.x) * double(c.x) + double(g.y) * double(c.y) + double(g.z) * double(c.z) + double(g.w) * double(c.w);
+      }
     }
     for (int o = 16; o > 0; o >>= 1) {
       s += __shfl_xor_sync(0xffffffffu, s, o);
@@ -203,6 +236,30 @@ __global__ void updateKernel(void* W, const void* G, int64_t rows, int64_t cols,
   }
 }
 
+// The same for f32 W and G with 16-byte aligned rows: float4 accesses.
+template <bool LEFT>
+__global__ void updateF32x4Kernel(float* __restrict__ W, const float* __restrict__ G, int64_t rows, int64_t cols4,
+                                  const float* __restrict__ chan, int64_t ch, const int32_t* flag) {
+  if (*flag != 0) return;
+  const float* coef = chan + 2 * ch;
+  const float decay = chan[3 * ch];
+  for (int64_t i = blockIdx.y; i < rows; i += gridDim.y) {
+    const float ci = LEFT ? 0.0f : coef[i];
+    float4* w4 = reinterpret_cast<float4*>(W) + i * cols4;
+    const float4* g4 = reinterpret_cast<const float4*>(G) + i * cols4;
+    for (int64_t q = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; q < cols4; q += int64_t(gridDim.x) * blockDim.x) {
+      float4 w = w4[q];
+      const float4 g = g4[q];
+      const float4 c = LEFT ? reinterpret_cast<const float4*>(coef)[q] : make_float4(ci, ci, ci, ci);
+      w.x = __fmul_rn(__fadd_rn(w.x, __fmul_rn(c.x, g.x)), decay);
+      w.y = __fmul_rn(__fadd_rn(w.y, __fmul_rn(c.y, g.y)), decay);
+      w.z = __fmul_rn(__fadd_rn(w.z, __fmul_rn(c.z, g.z)), decay);
+      w.w = __fmul_rn(__fadd_rn(w.w, __fmul_rn(c.w, g.w)), decay);
+      w4[q] = w;
+    }
+  }
+}
+
 template <DType WT>
 void launchUpdate(DType gt, dim3 grid, cudaStream_t st, void* W, const void* G, int64_t rows, int64_t cols, bool left,
                   const float* chan, int64_t ch, const int32_t* flag) {
@@ -277,7 +334,11 @@ Status apolloGradNorms(int dev, const void* G, DType t, int64_t rows, int64_t co
     colNormsKernel<<<grid, kThreads, 0, st>>>(G, t, rows, cols, slabs, out, flag, p, rOut);
   } else {
     const int64_t blocks = std::min<int64_t>((rows + kThreads / 32 - 1) / (kThreads / 32), int64_t(smCount(dev)) * 16);
-    rowNormsKernel<<<unsigned(std::max<int64_t>(1, blocks)), kThreads, 0, st>>>(G, t, rows, cols, out, flag, p, rOut);
+    const unsigned grid = unsigned(std::max<int64_t>(1, blocks));
+    if (t == DType::F32 && cols % 4 == 0 && aligned16(G))
+      rowNormsF32x4Kernel<<<grid, kThreads, 0, st>>>(static_cast<const float*>(G), rows, cols / 4, out, flag, p, rOut);
+    else
+      rowNormsKernel<<<grid, kThreads, 0, st>>>(G, t, rows, cols, out, flag, p, rOut);
   }
   return lastError("apolloGradNorms");
 }
@@ -311,9 +372,19 @@ Status apolloStep(int dev, const ApolloTensor& T, const ApolloHyper& h, const Ad
   ok = lastError("apollo decision");
   if (!ok.ok()) return ok;
   // Enough blocks to cover the columns once per row slab and fill the device.
-  const unsigned gx = unsigned(std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, 64)));
+  const bool vec = T.paramDtype == DType::F32 && T.gradDtype == DType::F32 && n % 4 == 0 && aligned16(T.param) &&
+                   aligned16(T.grad) && aligned16(sChan);
+  const int64_t lanes = vec ? n / 4 : n;
+  const unsigned gx = unsigned(std::max<int64_t>(1, std::min<int64_t>((lanes + kThreads - 1) / kThreads, 64)));
   const int64_t want = std::max<int64_t>(1, int64_t(smCount(dev)) * 16 / int64_t(gx));
   dim3 grid(gx, unsigned(std::min<int64_t>(std::min<int64_t>(m, want), 65535)));
+  if (vec) {
+    auto* W = static_cast<float*>(T.param);
+    auto* G = static_cast<const float*>(T.grad);
+    if (left) updateF32x4Kernel<true><<<grid, kThreads, 0, st>>>(W, G, m, n / 4, sChan, ch, flag);
+    else updateF32x4Kernel<false><<<grid, kThreads, 0, st>>>(W, G, m, n / 4, sChan, ch, flag);
+    return lastError("apollo update");
+  }
   switch (T.paramDtype) {
     case DType::F32: launchUpdate<DType::F32>(T.gradDtype, grid, st, T.param, T.grad, m, n, left, sChan, ch, flag); break;
     case DType::BF16: launchUpdate<DType::BF16>(T.gradDtype, grid, st, T.param, T.grad, m, n, left, sChan, ch, flag); break;
