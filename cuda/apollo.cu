@@ -2,8 +2,8 @@
 //
 // A group's step, all enqueued on the device's stream with no host sync:
 //   scan    per tensor, one pass over G: the channel norms of G (partial sums per row slab for
-//           column channels) and the group's non-finite flag. It runs for every tensor before any
-//           tensor updates, because a NaN anywhere skips the whole group.
+//           column channels) and the group's non-finite flag (rank 1: and R). It runs for every
+//           tensor before any tensor updates, because a NaN anywhere skips the whole group.
 //   per tensor:
 //     P       generated into scratch from (seed, completed steps / gap) read on the device;
 //     R       = project(G) by the GEMM layer (TF32 by default; a bf16/f16 G is converted first);
@@ -11,10 +11,14 @@
 //     decide  one block: the scales, |G~| from the channel norms of G and the scales (no pass over
 //             G~), the limiter against the stored norm, each channel's coefficient c_j;
 //     update  one pass: W <- (W + c_j G) * decay, in W's dtype.
-// G is read three times per step (scan, GEMM, update): the limiter needs |G~| before any W is
-// written, so the update cannot share a pass with the GEMM; the scan's norms could be folded into
-// a hand-written projection GEMM (cuBLAS cannot), which is not done yet. Every kernel but the scan
-// and P returns at once when the group's flag is set; cuBLAS cannot skip, but it only writes R.
+// Rank 1 (APOLLO-Mini) is fused: the scan generates p first and its one read of G also computes
+// R = G p (or p^T G, partial sums per row slab), so the step skips P and the GEMM.
+// Reads of G per step: 2 at rank 1 (scan + projection, update), 3 above (scan, GEMM, update). Two
+// is the least for an exact step: the limiter needs |G~| (all of G) before any W is written, and a
+// tensor's G (64-180 MB on the §6 workload) does not stay in a 50 MB L2. The third read above rank
+// 1 is the scan's norms, which a hand-written projection GEMM could fold in (cuBLAS cannot): not
+// done yet. Every kernel but the scan and P returns at once when the group's flag is set; cuBLAS
+// cannot skip, but it only writes R.
 #include <cuda_runtime.h>
 #include <algorithm>
 #include "../csrc/cpu/cpu_backend.h"
@@ -153,19 +157,35 @@ __device__ __forceinline__ void adamElement(const float* R, int64_t rSlabs, int6
 }
 
 // Adam on R; per channel the sums of R^2 and N^2 (double) into chan[j], chan[ch + j].
-// Right side: a warp per row of R (r elements). Left side: a thread per column (r rows).
-__global__ void adamChannelsKernel(const float* R, int64_t rSlabs, float* m, float* v, int64_t ch, int64_t rank, bool left,
-                                   float beta1, float beta2, float eps, float* chan, const int32_t* flag) {
+// Left side (channels are R's columns): a block per 32 columns, its 8 warps take every 8th row of
+// R (128-byte coalesced rows), the 8 partial sums added in order through shared memory.
+__global__ void adamColumnsKernel(const float* R, int64_t rSlabs, float* m, float* v, int64_t ch, int64_t rank,
+                                  float beta1, float beta2, float eps, float* chan, const int32_t* flag) {
   if (*flag != 0) return;
-  if (left) {
-    for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < ch; j += int64_t(gridDim.x) * blockDim.x) {
-      double r2 = 0.0, n2 = 0.0;
-      for (int64_t q = 0; q < rank; ++q) adamElement(R, rSlabs, ch, m, v, q * ch + j, beta1, beta2, eps, r2, n2);
-      chan[j] = float(r2);
-      chan[ch + j] = float(n2);
+  __shared__ double part[2][kThreads / 32][32];
+  const int tx = threadIdx.x & 31, ty = threadIdx.x >> 5;
+  for (int64_t j0 = int64_t(blockIdx.x) * 32; j0 < ch; j0 += int64_t(gridDim.x) * 32) {
+    const int64_t j = j0 + tx;
+    double r2 = 0.0, n2 = 0.0;
+    if (j < ch)
+      for (int64_t q = ty; q < rank; q += kThreads / 32) adamElement(R, rSlabs, ch, m, v, q * ch + j, beta1, beta2, eps, r2, n2);
+    part[0][ty][tx] = r2;
+    part[1][ty][tx] = n2;
+    __syncthreads();
+    if (ty == 0 && j < ch) {
+      double a = 0.0, b = 0.0;
+      for (int k = 0; k < kThreads / 32; ++k) { a += part[0][k][tx]; b += part[1][k][tx]; }
+      chan[j] = float(a);
+      chan[ch + j] = float(b);
     }
-    return;
+    __syncthreads();
   }
+}
+
+// Right side (channels are R's rows): a warp per row of R (r elements).
+__global__ void adamRowsKernel(const float* R, int64_t rSlabs, float* m, float* v, int64_t ch, int64_t rank,
+                               float beta1, float beta2, float eps, float* chan, const int32_t* flag) {
+  if (*flag != 0) return;
   const int lane = threadIdx.x & 31;
   const int64_t warps = int64_t(gridDim.x) * (blockDim.x / 32);
   for (int64_t i = blockIdx.x * int64_t(blockDim.x / 32) + threadIdx.x / 32; i < ch; i += warps) {
@@ -358,13 +378,14 @@ Status apolloStep(int dev, const ApolloTensor& T, const ApolloHyper& h, const Ad
   const int64_t rSlabs = fusedR ? apolloNormSlabs(m, n) : 0;
   if (!fusedR) ok = projectByGemm(dev, st, T, h, counters, flag, sP, sR, sBig);
   if (!ok.ok()) return ok;
-  if (left) {
-    adamChannelsKernel<<<gridFor(dev, ch), kThreads, 0, st>>>(R, rSlabs, T.expAvg, T.expAvgSq, ch, r, true, h.beta1,
-                                                               h.beta2, h.eps, sChan, flag);
-  } else {
-    const int64_t blocks = std::min<int64_t>((ch + kThreads / 32 - 1) / (kThreads / 32), int64_t(smCount(dev)) * 16);
-    adamChannelsKernel<<<unsigned(std::max<int64_t>(1, blocks)), kThreads, 0, st>>>(R, rSlabs, T.expAvg, T.expAvgSq, ch, r,
-                                                                                     false, h.beta1, h.beta2, h.eps, sChan, flag);
+  {
+    // Left: 32 channels per block; right: 8 (a warp each).
+    const int64_t per = left ? 32 : kThreads / 32;
+    const unsigned blocks = unsigned(std::max<int64_t>(1, std::min<int64_t>((ch + per - 1) / per, int64_t(smCount(dev)) * 16)));
+    if (left)
+      adamColumnsKernel<<<blocks, kThreads, 0, st>>>(R, rSlabs, T.expAvg, T.expAvgSq, ch, r, h.beta1, h.beta2, h.eps, sChan, flag);
+    else
+      adamRowsKernel<<<blocks, kThreads, 0, st>>>(R, rSlabs, T.expAvg, T.expAvgSq, ch, r, h.beta1, h.beta2, h.eps, sChan, flag);
   }
   ok = lastError("apollo Adam on R");
   if (!ok.ok()) return ok;

@@ -22,13 +22,14 @@ function apolloCase(ctx: BenchContext, mini: boolean, linalg: Linalg): BenchCase
     variant: `rank ${rank}, ${linalg}`,
     torchRow: undefined,  // bench/torch_baseline.py has no apollo rows (DESIGN §6 quotes apollo_torch)
     usesGemm: true,
-    // DESIGN §5: read G, read + write W (the states are r/n of the size). The step reads G three
-    // times (channel norms + NaN scan, projection, update): 8 B/param beyond this floor.
+    // DESIGN §5: read G, read + write W (the states are r/n of the size). The CUDA step reads G
+    // three times at rank 256 (channel norms + NaN scan, GEMM, update) and twice at rank 1 (the scan
+    // projects too): 8 or 4 B/param beyond this floor (gradReads in the row).
     bytesPerParam: 12,
     expectedStateBytesPerParam: 8 * rank / 4096,
     peakExtraBytesPerParam: 0,
     options: { rank, scaleType, scale, updateProjGap: 200, normGrowthLimiter: true, precision: "tf32",
-               gradReads: 3, apolloTorchMs: mini ? 12.5 : 14.2 },
+               gradReads: mini ? 2 : 3, apolloTorchMs: mini ? 12.5 : 14.2 },
     make: (params) => {
       const group = { params, rank, updateProjGap: 200, scaleType, scale } as const;
       const o = mini ? new ApolloMini([group], HYPER) : new Apollo([group], HYPER);
