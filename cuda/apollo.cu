@@ -56,6 +56,19 @@ __global__ void projKernel(float* P, int64_t n, uint64_t seed, uint32_t refreshI
   }
 }
 
+// The end of a row's warp: the lanes' sums (of squares, and of the rank-1 dot) reduced in a fixed
+// order; lane 0 stores them.
+__device__ __forceinline__ void finishRow(int lane, int64_t i, double s, double d, float* out, bool dot, float* rOut) {
+  for (int o = 16; o > 0; o >>= 1) {
+    s += __shfl_xor_sync(0xffffffffu, s, o);
+    d += __shfl_xor_sync(0xffffffffu, d, o);
+  }
+  if (lane == 0) {
+    out[i] = float(s);
+    if (dot) rOut[i] = float(d);
+  }
+}
+
 // Right side: one warp per row, the row's sum of squares in double. Fused rank 1 (p non-null):
 // also R_i = G_i . p (double) into rOut[i], from the same read of G.
 __global__ void rowNormsKernel(const void* G, DType t, int64_t rows, int64_t cols, float* out, int32_t* flag,
@@ -71,14 +84,7 @@ __global__ void rowNormsKernel(const void* G, DType t, int64_t rows, int64_t col
       s += double(g) * double(g);
       if (p) d += double(g) * double(p[j]);
     }
-    for (int o = 16; o > 0; o >>= 1) {
-      s += __shfl_xor_sync(0xffffffffu, s, o);
-      d += __shfl_xor_sync(0xffffffffu, d, o);
-    }
-    if (lane == 0) {
-      out[i] = float(s);
-      if (p) rOut[i] = float(d);
-    }
+    finishRow(lane, i, s, d, out, p != nullptr, rOut);
   }
   if (__syncthreads_or(bad) && threadIdx.x == 0) atomicOr(flag, 1);
 }
@@ -102,14 +108,7 @@ __global__ void rowNormsF32x4Kernel(const float* __restrict__ G, int64_t rows, i
         d += double(g.x) * double(c.x) + double(g.y) * double(c.y) + double(g.z) * double(c.z) + double(g.w) * double(c.w);
       }
     }
-    for (int o = 16; o > 0; o >>= 1) {
-      s += __shfl_xor_sync(0xffffffffu, s, o);
-      d += __shfl_xor_sync(0xffffffffu, d, o);
-    }
-    if (lane == 0) {
-      out[i] = float(s);
-      if (p) rOut[i] = float(d);
-    }
+    finishRow(lane, i, s, d, out, p != nullptr, rOut);
   }
   if (__syncthreads_or(bad) && threadIdx.x == 0) atomicOr(flag, 1);
 }

@@ -9,7 +9,7 @@ import { fail } from "../errors";
 import { native } from "../native";
 import { Parameter } from "../parameter";
 import { Tensor, zeros } from "../tensor";
-import { AdamConvention, AdamGroupEngine } from "./adam_core";
+import { AdamConvention, AdamGroupEngine, engineMoments } from "./adam_core";
 import { AdamWOptions, validateAdamOptions } from "./adamw";
 import { checkNumber, Optimizer, ParamGroup, ParamGroupSpec, StateDict } from "./optimizer";
 
@@ -268,11 +268,7 @@ export class Apollo extends Optimizer<ApolloOptions> {
       const q = s.params.get(p);
       if (q) return { expAvg: q.m, expAvgSq: q.v, prevNorm: q.prev, seed: q.seed, side: q.layout.left ? "left" : "right" };
     }
-    for (const e of this.engines.values()) {
-      const m = e.expAvg.get(p);
-      if (m) return { expAvg: m, expAvgSq: e.expAvgSq.get(p)! };
-    }
-    return undefined;
+    return engineMoments(this.engines.values(), p);
   }
 
   stateDict(): StateDict {
