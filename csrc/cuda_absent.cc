@@ -96,6 +96,14 @@ Status grassScatterRows(int, void*, DType, int64_t, int64_t, const int32_t*, int
                         const float*) {
   return noCuda();
 }
+Status apolloProjection(int, float*, int64_t, uint64_t, uint32_t, int64_t) { return noCuda(); }
+Status apolloGradNorms(int, const void*, DType, int64_t, int64_t, float*, int32_t*, const ApolloFused*) {
+  return noCuda();
+}
+Status apolloStep(int, const ApolloTensor&, const ApolloHyper&, const AdamwCounters*, const int32_t*, float*, float*,
+                  float*, float*, const float*) {
+  return noCuda();
+}
 Status copyKernel(int, void*, const void*, size_t) { return noCuda(); }
 Status eventCreate(void** ev) {
   if (ev) *ev = nullptr;

@@ -35,6 +35,34 @@ float finiteFloatField(Napi::Env env, Napi::Object obj, const char* key) {
   return f;
 }
 
+// A live buffer on dev holding at least `bytes`.
+void* bufArg(Napi::Env env, Napi::Value v, int dev, size_t bytes, const char* what) {
+  NativeBuffer* b = NativeBuffer::From(env, v, what);
+  if (b->device() != dev) throwError(env, "E_DEVICE", std::string(what) + " is on another device");
+  if (b->bytes() < bytes) throwError(env, "E_SHAPE", std::string(what) + " is too small");
+  return b->data();
+}
+void* optBufArg(Napi::Env env, Napi::Value v, int dev, size_t bytes, const char* what) {
+  if (v.IsNull() || v.IsUndefined()) return nullptr;
+  return bufArg(env, v, dev, bytes, what);
+}
+int deviceOf(Napi::Env env, Napi::Value v) {
+  int dev = NativeBuffer::From(env, v, "buffer")->device();
+  ensureUsable(env, dev);
+  return dev;
+}
+double numField(Napi::Env env, Napi::Object o, const char* key) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsNumber()) throwError(env, "E_ARG", std::string(key) + " must be a number");
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!std::isfinite(d)) throwError(env, "E_ARG", std::string(key) + " must be finite");
+  return d;
+}
+DType floatDtype(Napi::Env env, Napi::Value v) {
+  DType d = dtypeArg(env, v);
+  if (d != DType::F32 && d != DType::BF16 && d != DType::F16) throwError(env, "E_DTYPE", "expected f32, bf16 or f16");
+  return d;
+}
 static void needBytes(Napi::Env env, NativeBuffer* b, size_t bytes, const char* what) {
   if (bytes > b->bytes())
     throwError(env, "E_SHAPE", std::string(what) + ": " + std::to_string(bytes) + " bytes needed, the buffer has " +

@@ -197,7 +197,10 @@ Status builtinGemm(int dev, cudaStream_t st, const GemmArgs& g, const float* alp
   return lastError("gemm (built-in)");
 }
 
-// The GEMM of every caller: cuBLAS when loaded (f32 C), else the built-in kernel.
+}  // namespace
+
+// The GEMM of every caller (declared in internal.cuh): cuBLAS when loaded (f32 C), else the
+// built-in kernel.
 Status runGemm(int dev, const GemmArgs& g, GemmMode mode, const float* alphaBeta, const int32_t* flag) {
   cudaStream_t st;
   Status ok = deviceStream(dev, &st, "gemm");
@@ -224,6 +227,8 @@ Status runGemm(int dev, const GemmArgs& g, GemmMode mode, const float* alphaBeta
   if (rc != 0) return blasFail(rc, "cublasSgemm");
   return lastError("gemm (cuBLAS)");
 }
+
+namespace {
 
 // ---- elementwise kernels --------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 #pragma once
 #include <cuda_runtime.h>
 #include <string>
+#include "galore.cuh"
 #include "runtime.h"
 
 namespace slimopt {
@@ -13,6 +14,10 @@ Status deviceStream(int dev, cudaStream_t* out, const char* what);
 Status statusOf(cudaError_t e, const std::string& what);
 // A refused argument, as cudaErrorInvalidValue with our message.
 Status invalidArg(const std::string& what);
+// Row-major GEMM on dev's stream (cuda/galore.cu): cuBLAS when loaded and every operand is f32,
+// else the built-in kernel. alphaBeta: device [alpha, beta] or null; flag: the built-in kernel does
+// nothing when *flag != 0 (cuBLAS cannot skip: callers must make its result harmless).
+Status runGemm(int dev, const GemmArgs& g, GemmMode mode, const float* alphaBeta, const int32_t* flag);
 // Multiprocessor count of dev (cached).
 int smCount(int dev);
 

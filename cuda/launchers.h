@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include "adamw.cuh"
+#include "apollo.cuh"
 #include "galore.cuh"
 #include "grass.cuh"
 #include "runtime.h"
@@ -70,6 +71,19 @@ Status grassGatherRows(int dev, void* out, const void* src, DType d, int64_t row
 // dst[idx_j, :] += alpha * scale_j * src[j, :]; idx sorted, duplicates summed in order.
 Status grassScatterRows(int dev, void* dst, DType d, int64_t rows, int64_t cols, const int32_t* idx,
                         int64_t count, const void* src, float alpha, const float* scale);
+
+// APOLLO (cuda/apollo.cu, layout in apollo.cuh). apolloProjection: P of refresh refreshIndex (n
+// elements). apolloGradNorms: G's channel norms into out (apolloNormFloats), flag |= any NaN/Inf in
+// G. apolloStep: one step of one tensor (nothing changes when *flag != 0; the refresh index is
+// read from counters); sP, sR, sChan: apolloPNumel, apolloRNumel, apolloChanFloats floats; sBig:
+// rows x cols f32 when G is not f32 (else may be null).
+Status apolloProjection(int dev, float* P, int64_t n, uint64_t seed, uint32_t refreshIndex, int64_t rank);
+// fused (rank 1, may be null): the same pass also projects (ApolloFused); the step then takes its
+// rPart as fusedR and skips P and the GEMM.
+Status apolloGradNorms(int dev, const void* G, DType t, int64_t rows, int64_t cols, float* out, int32_t* flag,
+                       const ApolloFused* fused);
+Status apolloStep(int dev, const ApolloTensor& T, const ApolloHyper& h, const AdamwCounters* counters,
+                  const int32_t* flag, float* sP, float* sR, float* sChan, float* sBig, const float* fusedR);
 
 // Bandwidth probe: dst = src over n bytes with 16-byte accesses (the copy the floor is set by).
 Status copyKernel(int dev, void* dst, const void* src, size_t bytes);

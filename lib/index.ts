@@ -13,3 +13,4 @@ export { saveTensors, loadTensors, inspectTensors, LoadTensorsOptions, SAFETENSO
 export { AdamW8bit, AdamW4bit, AdamW8bitOptions, AdamW4bitOptions } from "./optim/adamw8bit";
 export * as quant from "./quant";
 export { initProcessGroup, ProcessGroup, ProcessGroupOptions, DistributedOptimizer, DistributedOptions, ReduceOpName, ncclInfo } from "./dist";
+export { Apollo, ApolloMini, ApolloOptions, ApolloScaleType, apolloProjection } from "./optim/apollo";

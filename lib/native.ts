@@ -88,6 +88,18 @@ export interface NativeAddon {
              sT: NativeBufferHandle | null, sBig: NativeBufferHandle | null, scalars: NativeBufferHandle | null,
              h: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; scale: number; mode: number }): void;
   galoreFinish(counters: NativeBufferHandle, flag: NativeBufferHandle): void;
+  apolloScratch(rows: number, cols: number, rank: number): { p: number; r: number; chan: number; norms: number; left: boolean };
+  apolloProjection(p: NativeBufferHandle, seed: bigint, refreshIndex: number, rows: number, cols: number, rank: number): void;
+  apolloScan(flag: NativeBufferHandle, grads: [NativeBufferHandle, number, number, number, NativeBufferHandle,
+                                               NativeBufferHandle | null, NativeBufferHandle | null, bigint][],
+             counters: NativeBufferHandle, updateProjGap: number): void;
+  apolloStep(w: NativeBufferHandle, wType: number, g: NativeBufferHandle, gType: number, m: NativeBufferHandle,
+             v: NativeBufferHandle, prevNorm: NativeBufferHandle, norms: NativeBufferHandle, rows: number, cols: number,
+             rank: number, seed: bigint, counters: NativeBufferHandle, flag: NativeBufferHandle, sP: NativeBufferHandle,
+             sR: NativeBufferHandle, sChan: NativeBufferHandle, sBig: NativeBufferHandle | null,
+             h: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; scale: number; growthRate: number;
+                  updateProjGap: number; channel: boolean; scaleFront: boolean; limiter: boolean; mode: number },
+             fusedR?: NativeBufferHandle | null): void;
   linalgInfo(): { blas: string; solver: string; forceBuiltin: boolean };
   setForceBuiltin(force: boolean): void;
   GrassGroup: new (device: number, tensors: unknown[][], counters: NativeBufferHandle) => GrassGroupHandle;

@@ -1,7 +1,7 @@
 // Every optimizer, for the suites that must hold for all of them (checkpoints first). When you add
 // an optimizer, append its cases here: the checkpoint round trips (CPU and CUDA), the fuzzing of
 // the loader and the refusal tests then cover it without further work.
-import { AdamW, DType, GaLoreAdamW, GrassAdamW, Optimizer, Parameter } from "../lib";
+import { AdamW, Apollo, ApolloMini, DType, GaLoreAdamW, GrassAdamW, Optimizer, Parameter } from "../lib";
 
 export interface OptimizerCase {
   /** Unique label, used in test names. */
@@ -60,6 +60,20 @@ export const OPTIMIZERS: OptimizerCase[] = [
     make: (p) => new GrassAdamW([
       { params: p.filter((x) => x.shape.length >= 2), rank: 4, updateProjGap: 2, select: "multinomial", keepState: true },
       { params: p.filter((x) => x.shape.length < 2) }], { lr: 1e-2, weightDecay: 0.05, seed: 9 }),
+    dtypes: ["f32"],
+  },
+  {
+    name: "Apollo channel rank 3, gap 3",
+    make: (p) => new Apollo([
+      { params: p.filter((x) => x.shape.length >= 2), rank: 3, updateProjGap: 3, scale: 2 },
+      { params: p.filter((x) => x.shape.length < 2) }], { lr: 1e-2, weightDecay: 0.05 }),
+    dtypes: ["f32", "bf16"],
+  },
+  {
+    name: "ApolloMini",
+    make: (p) => new ApolloMini([
+      { params: p.filter((x) => x.shape.length >= 2), updateProjGap: 2 },
+      { params: p.filter((x) => x.shape.length < 2), rank: null }], { lr: 1e-2, weightDecay: 0.05 }),
     dtypes: ["f32"],
   },
 ];

@@ -2,6 +2,7 @@
 #pragma once
 #include <cstdint>
 #include "../../cuda/adamw.cuh"
+#include "../../cuda/apollo.cuh"
 #include "../../cuda/galore.cuh"
 #include "../../cuda/grass.cuh"
 
@@ -38,6 +39,13 @@ void grassGatherRows(void* out, const void* src, DType d, int64_t rows, int64_t 
                      int64_t count, const float* scale);
 void grassScatterRows(void* dst, DType d, int64_t rows, int64_t cols, const int32_t* idx, int64_t count,
                       const void* src, float alpha, const float* scale);
+// APOLLO (cuda/apollo.cuh): P of refresh `refreshIndex` (n elements); the channel norms of G into
+// out (apolloNormFloats), returning whether G holds a NaN/Inf; one step of one tensor (nothing when
+// *flag != 0), sP/sR/sChan sized by apolloPNumel/apolloRNumel/apolloChanFloats.
+void apolloProjection(float* P, int64_t n, uint64_t seed, uint32_t refreshIndex, int64_t rank);
+bool apolloGradNorms(const void* G, DType t, int64_t rows, int64_t cols, float* out);
+void apolloStep(const ApolloTensor& T, const ApolloHyper& h, const AdamwCounters* counters, const int32_t* flag,
+                float* sP, float* sR, float* sChan);
 // Runs fn(begin, end) over [0, n) split across the machine's cores (serial when n is small).
 void parallelFor(int64_t n, int64_t grain, void (*fn)(void* ctx, int64_t begin, int64_t end), void* ctx);
 

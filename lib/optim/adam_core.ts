@@ -96,3 +96,12 @@ export class AdamGroupEngine {
     for (const t of this.tensors()) t.dispose();
   }
 }
+
+/** The moments of p in whichever engine holds it (undefined before its first step). */
+export function engineMoments(engines: Iterable<AdamGroupEngine>, p: Parameter): { expAvg: Tensor; expAvgSq: Tensor } | undefined {
+  for (const e of engines) {
+    const m = e.expAvg.get(p);
+    if (m) return { expAvg: m, expAvgSq: e.expAvgSq.get(p)! };
+  }
+  return undefined;
+}

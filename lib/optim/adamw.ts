@@ -3,7 +3,7 @@ import { DType } from "../dtype";
 import { fail } from "../errors";
 import { Parameter } from "../parameter";
 import { Tensor } from "../tensor";
-import { AdamConvention, AdamGroupEngine } from "./adam_core";
+import { AdamConvention, AdamGroupEngine, engineMoments } from "./adam_core";
 import { checkNumber, GroupOptions, Optimizer, ParamGroup, ParamGroupSpec, StateDict } from "./optimizer";
 
 export interface AdamWOptions extends GroupOptions {
@@ -88,11 +88,7 @@ export class AdamW extends Optimizer<AdamWOptions> {
 
   /** @internal moments of a parameter (undefined before its first step) */
   stateOf(p: Parameter): { expAvg: Tensor; expAvgSq: Tensor } | undefined {
-    for (const e of this.engines.values()) {
-      const m = e.expAvg.get(p);
-      if (m) return { expAvg: m, expAvgSq: e.expAvgSq.get(p)! };
-    }
-    return undefined;
+    return engineMoments(this.engines.values(), p);
   }
 
   stateDict(): StateDict {

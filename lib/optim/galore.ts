@@ -7,7 +7,7 @@ import { fail } from "../errors";
 import { native } from "../native";
 import { Parameter } from "../parameter";
 import { Tensor, zeros } from "../tensor";
-import { AdamConvention, AdamGroupEngine } from "./adam_core";
+import { AdamConvention, AdamGroupEngine, engineMoments } from "./adam_core";
 import { AdamWOptions, validateAdamOptions } from "./adamw";
 import { checkNumber, ParamGroup, ParamGroupSpec, StateDict } from "./optimizer";
 import { Optimizer } from "./optimizer";
@@ -305,11 +305,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
       const q = s.params.get(p);
       if (q) return { expAvg: q.m, expAvgSq: q.v, proj: q.pA, projB: q.pB, side: (["right", "left", "full"] as const)[q.side] };
     }
-    for (const e of this.engines.values()) {
-      const m = e.expAvg.get(p);
-      if (m) return { expAvg: m, expAvgSq: e.expAvgSq.get(p)! };
-    }
-    return undefined;
+    return engineMoments(this.engines.values(), p);
   }
 
   stateDict(): StateDict {

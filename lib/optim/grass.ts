@@ -10,7 +10,7 @@ import { fail } from "../errors";
 import { native, GrassGroupHandle, NativeBufferHandle } from "../native";
 import { Parameter } from "../parameter";
 import { Tensor, tensor, zeros } from "../tensor";
-import { AdamConvention, AdamGroupEngine } from "./adam_core";
+import { AdamConvention, AdamGroupEngine, engineMoments } from "./adam_core";
 import { checkNumber, GroupOptions, Optimizer, ParamGroup, ParamGroupSpec, StateDict } from "./optimizer";
 
 export type GrassSelectMode = "topk" | "multinomial" | "uniform";
@@ -421,11 +421,7 @@ export class GrassAdamW extends Optimizer<GrassOptions> {
       const s = st.states.get(p);
       if (s) return { expAvg: s.expAvg, expAvgSq: s.expAvgSq, indices: s.indices, rho: s.rho, ages: s.ages };
     }
-    for (const e of this.engines.values()) {
-      const m = e.expAvg.get(p);
-      if (m) return { expAvg: m, expAvgSq: e.expAvgSq.get(p)! };
-    }
-    return undefined;
+    return engineMoments(this.engines.values(), p);
   }
 
   // ---- state dict ------------------------------------------------------------------------------------

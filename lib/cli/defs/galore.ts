@@ -16,16 +16,16 @@ import { optimizerCase } from "./optimizer_case";
 
 const HYPER = { lr: 1e-3, betas: [0.9, 0.999] as [number, number], eps: 1e-6, weightDecay: 0, precision: "tf32" as const };
 
-type Linalg = "cublas" | "builtin";
+export type Linalg = "cublas" | "builtin";
 
 /** Runs `run` with the linear-algebra path forced as asked, and labels the row with what served. */
-async function withLinalg(dev: Device, linalg: Linalg, ctx: BenchContext, run: () => Promise<BenchRow>): Promise<BenchRow> {
+export async function withLinalg(dev: Device, linalg: Linalg, ctx: BenchContext, run: () => Promise<BenchRow>): Promise<BenchRow> {
   if (dev.kind !== "cuda") return { ...(await run()), linalg: "cpu" };
   setBuiltinLinalg(linalg === "builtin");
   try {
     const paths = linalgPaths();
     if (linalg === "cublas" && !/cuBLAS/.test(paths.blas))
-      ctx.note(`galore rows labelled "cublas" ran the built-in GEMM: ${paths.blas}`);
+      ctx.note(`rows labelled "cublas" ran the built-in GEMM: ${paths.blas}`);
     const row = await run();
     return { ...row, linalg, blas: paths.blas, solver: paths.solver };
   } finally {
@@ -58,7 +58,7 @@ function stepCase(ctx: BenchContext, want: number, linalg: Linalg): BenchCase {
   return { ...inner, run: (ctx) => withLinalg(ctx.dev, linalg, ctx, () => inner.run(ctx)) };
 }
 
-function linalgs(ctx: BenchContext): Linalg[] {
+export function linalgs(ctx: BenchContext): Linalg[] {
   return ctx.dev.kind === "cuda" ? ["cublas", "builtin"] : ["builtin"];  // the CPU has one path (row says "cpu")
 }
 
