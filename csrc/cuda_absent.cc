@@ -1,5 +1,6 @@
 // cuda/runtime.h and cuda/launchers.h when the addon is built without nvcc: the CPU backend works,
 // every CUDA call answers "not compiled", so the glue links and reports the same way either way.
+#include "../cuda/charlm_launchers.h"
 #include "../cuda/launchers.h"
 #include "../cuda/quant_launchers.h"
 #include "../cuda/runtime.h"
@@ -120,6 +121,16 @@ Status qadamStep(int, const QAdamTensor*, int32_t, int64_t, const QAdamHyper&, c
 }
 int32_t qadamScratchInts(int) { return 0; }
 Status memsetBytes(int, void*, int, size_t) { return noCuda(); }
+
+Status embeddingForward(int, const float*, int64_t, int64_t, const int32_t*, int64_t, float*) { return noCuda(); }
+Status embeddingBackward(int, const float*, const int32_t*, int64_t, float*, int64_t, int64_t, bool) { return noCuda(); }
+Status biasAdd(int, float*, const float*, int64_t, int64_t) { return noCuda(); }
+Status biasGrad(int, const float*, int64_t, int64_t, float*, bool) { return noCuda(); }
+Status activationForward(int, Activation, const float*, float*, int64_t) { return noCuda(); }
+Status activationBackward(int, Activation, const float*, const float*, float*, int64_t) { return noCuda(); }
+Status softmaxCrossEntropy(int, const float*, const int32_t*, int64_t, int64_t, float*, float*, float, float*, float) {
+  return noCuda();
+}
 
 }  // namespace gpu
 }  // namespace slimopt

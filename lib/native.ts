@@ -110,6 +110,17 @@ export interface NativeAddon {
   newEvent(): unknown;
   recordEvent(dev: number, ev: unknown): void;
   elapsedMs(start: unknown, stop: unknown): number;
+  charlmEmbedding(table: NativeBufferHandle, vocab: number, d: number, idx: NativeBufferHandle, n: number,
+                  out: NativeBufferHandle): void;
+  charlmEmbeddingBackward(dOut: NativeBufferHandle, idx: NativeBufferHandle, n: number, dTable: NativeBufferHandle,
+                          vocab: number, d: number, accumulate: boolean): void;
+  charlmBiasAdd(x: NativeBufferHandle, bias: NativeBufferHandle, rows: number, cols: number): void;
+  charlmBiasGrad(dy: NativeBufferHandle, rows: number, cols: number, dBias: NativeBufferHandle, accumulate: boolean): void;
+  charlmActivation(kind: number, x: NativeBufferHandle, y: NativeBufferHandle, n: number): void;
+  charlmActivationBackward(kind: number, x: NativeBufferHandle, dy: NativeBufferHandle, dx: NativeBufferHandle, n: number): void;
+  charlmCrossEntropy(logits: NativeBufferHandle, targets: NativeBufferHandle, rows: number, vocab: number,
+                     rowLoss: NativeBufferHandle, loss: NativeBufferHandle, lossScale: number,
+                     dLogits: NativeBufferHandle | null, gradScale: number): void;
 }
 
 const root = path.resolve(__dirname, "..");

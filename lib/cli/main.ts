@@ -17,6 +17,8 @@ commands:
                            4 on the CPU, 8 on the CPU with --quick)
       --no-torch           do not run the PyTorch reference (bench/torch_baseline.py)
       --list               list the benchmarks and exit
+  demo [options]           train a small character-level language model with each optimizer
+                           (slimopt demo --help for its options)
   build [-- <cmake-js args>]   rebuild the native addon from source (needs CMake and a C++ compiler)
   help                     this text
 `;
@@ -63,6 +65,10 @@ async function main(argv: string[]): Promise<number> {
         scale: p.flags.has("scale") ? intFlag(p, "scale", 1, 1, 4096) : undefined,
         torch: !p.flags.has("no-torch"),
       });
+    }
+    case "demo": {
+      const { runDemoCli } = await import("../demo/charlm/cli");
+      return runDemoCli(rest);
     }
     case "build": {
       const p = parseArgs(rest, {}, "build");
