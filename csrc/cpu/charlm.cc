@@ -74,15 +74,17 @@ void embeddingForward(const float* table, int64_t vocab, int64_t d, const int32_
 
 void embeddingBackward(const float* dOut, const int32_t* idx, int64_t n, float* dTable, int64_t vocab, int64_t d,
                        bool accumulate) {
-  if (!accumulate) std::fill(dTable, dTable + vocab * d, 0.0f);
-  // Index order, as the CUDA kernel sums each row.
+  // Each row's sum starts at 0 and adds its gradients in index order, then lands on dTable: the
+  // same operations, in the same order, as the CUDA kernel (so the results are bit-identical).
+  std::vector<float> sum(size_t(vocab * d), 0.0f);
   for (int64_t i = 0; i < n; ++i) {
     const int32_t v = idx[i];
     if (v < 0 || v >= vocab) continue;
-    float* dst = dTable + int64_t(v) * d;
+    float* dst = sum.data() + int64_t(v) * d;
     const float* src = dOut + i * d;
     for (int64_t c = 0; c < d; ++c) dst[c] += src[c];
   }
+  for (int64_t e = 0; e < vocab * d; ++e) dTable[e] = accumulate ? dTable[e] + sum[size_t(e)] : sum[size_t(e)];
 }
 
 void biasAdd(float* x, const float* bias, int64_t rows, int64_t cols) {
