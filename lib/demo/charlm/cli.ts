@@ -24,6 +24,9 @@ loss.svg (the loss curves of every optimizer run).
   --hidden <a,b,..>    hidden layer widths (default 1024,1024 on CUDA, 256,256 on the CPU)
   --activation <a>     gelu | tanh | relu (default gelu)
   --lr <x>             AdamW's peak learning rate (default 2e-3; the others scale from it)
+  --rank-lr <x>        learning rate of the rank groups as a multiple of --lr (default: per
+                       method, see examples/charlm/README.md)
+  --rank-options <k=v,..>  override options of the rank groups, e.g. updateProjGap=50,scale=0.5
   --eval-every <N>     steps between validation evaluations (default 250 on CUDA, 50 on the CPU)
   --eval-tokens <N>    validation positions per intermediate evaluation
   --precision <p>      tf32 | f32: GPU GEMM precision of the model (default tf32)
@@ -35,7 +38,7 @@ export async function runDemoCli(argv: string[]): Promise<number> {
   const p = parseArgs(argv, {
     optimizer: { value: true }, steps: { value: true }, device: { value: true }, seed: { value: true }, out: { value: true },
     batch: { value: true }, context: { value: true }, embed: { value: true }, hidden: { value: true },
-    activation: { value: true }, lr: { value: true }, "eval-every": { value: true }, "eval-tokens": { value: true },
+    activation: { value: true }, lr: { value: true }, "rank-lr": { value: true }, "rank-options": { value: true }, "eval-every": { value: true }, "eval-tokens": { value: true },
     precision: { value: true }, corpus: { value: true }, quiet: { value: false }, help: { value: false },
   }, "demo");
   if (p.flags.has("help")) {
@@ -73,10 +76,26 @@ export async function runDemoCli(argv: string[]): Promise<number> {
     lr = Number(lv);
     if (typeof lv !== "string" || !(lr > 0 && lr < 1)) throw new UsageError(`--lr must be a number in (0, 1), got "${String(lv)}"`);
   }
+  let rankLrMultiple: number | undefined;
+  const rv = p.flags.get("rank-lr");
+  if (rv !== undefined) {
+    rankLrMultiple = Number(rv);
+    if (typeof rv !== "string" || !(rankLrMultiple > 0 && rankLrMultiple <= 1000)) throw new UsageError(`--rank-lr must be a number in (0, 1000], got "${String(rv)}"`);
+  }
+  const rankOptions: Record<string, unknown> = {};
+  const ro = p.flags.get("rank-options");
+  if (typeof ro === "string") {
+    for (const kv of ro.split(",").map((x) => x.trim()).filter(Boolean)) {
+      const m = /^([A-Za-z][A-Za-z0-9]*)=(.+)$/.exec(kv);
+      if (!m) throw new UsageError(`--rank-options takes key=value pairs, got "${kv}"`);
+      const v = m[2];
+      rankOptions[m[1]] = /^-?[0-9.]+(e-?[0-9]+)?$/i.test(v) ? Number(v) : v === "true" ? true : v === "false" ? false : v;
+    }
+  }
   const steps = intFlag(p, "steps", d.steps, 1, 1e7);
   const quiet = p.flags.has("quiet");
   const o: DemoOptions = {
-    ...d, optimizers: available, device: dev, steps, lr, hidden, activation: act as ActivationKind,
+    ...d, optimizers: available, device: dev, steps, lr, rankLrMultiple, rankOptions, hidden, activation: act as ActivationKind,
     precision: precision as "tf32" | "f32",
     seed: intFlag(p, "seed", d.seed, 0, 2 ** 31 - 1),
     batch: intFlag(p, "batch", d.batch, 1, 1 << 20),

@@ -29,6 +29,10 @@ export interface DemoOptions {
   activation: ActivationKind;
   /** Peak learning rate of AdamW; the other methods' rates are set relative to it (see OPTIMIZERS). */
   lr: number;
+  /** Overrides the table's rate of the rank groups: this multiple of lr. */
+  rankLrMultiple?: number;
+  /** Overrides options of the rank groups (e.g. { updateProjGap: 50 }). */
+  rankOptions?: Record<string, unknown>;
   /** Fraction of the steps with a linear warm-up; then cosine decay to 10% of the peak. */
   warmup: number;
   evalEvery: number;
@@ -51,8 +55,8 @@ interface OptimizerEntry {
   className: string;
   /** Options of the rank group(s), given the matrix [rows, cols] and AdamW's lr. */
   rankOptions?: (rows: number, cols: number, lr: number) => Record<string, unknown>;
-  /** Options shared by every group. */
-  defaults?: (lr: number) => Record<string, unknown>;
+  /** Options of the plain group (ApolloMini's presets give every group rank 1 unless told). */
+  plainOptions?: Record<string, unknown>;
 }
 
 const quarterRank = (rows: number, cols: number) => Math.max(1, Math.floor(Math.min(rows, cols) / 4));
@@ -67,10 +71,12 @@ export const OPTIMIZERS: OptimizerEntry[] = [
   {
     key: "apollo", className: "Apollo",
     rankOptions: (r, c, lr) => ({ rank: quarterRank(r, c), updateProjGap: 200, scale: 1, scaleType: "channel", lr: 2 * lr }),
+    plainOptions: { rank: null },
   },
   {
     key: "apollo-mini", className: "ApolloMini",
     rankOptions: (_r, _c, lr) => ({ rank: 1, updateProjGap: 200, scale: 128, scaleType: "tensor", lr: 2 * lr }),
+    plainOptions: { rank: null },
   },
   {
     key: "grass", className: "GrassAdamW",
@@ -89,18 +95,20 @@ export function optimizerClass(key: string): OptimizerClass | undefined {
 }
 
 /** The optimizer of `key` for the model, with the groups the table describes. */
-export function buildOptimizer(key: string, model: CharMLP, lr: number): Optimizer<GroupOptions> {
+export function buildOptimizer(key: string, model: CharMLP, lr: number, rankLrMultiple?: number,
+                               rankOverrides: Record<string, unknown> = {}): Optimizer<GroupOptions> {
   const e = OPTIMIZERS.find((o) => o.key === key);
   if (!e) fail("E_ARG", `unknown optimizer ${key} (one of ${OPTIMIZERS.map((o) => o.key).join(", ")})`);
   const Cls = optimizerClass(key);
   if (!Cls) fail("E_ARG", `this build of slimopt has no ${e.className}`);
-  const defaults = { lr, weightDecay: 0, ...(e.defaults ? e.defaults(lr) : {}) };
+  const defaults = { lr, weightDecay: 0 };
   if (!e.rankOptions) return new Cls([{ params: model.parameters() }], defaults);
   // One group per hidden matrix (each gets its own rank), then the plain group.
   const groups: Record<string, unknown>[] = model.hiddenWeights().map((p: Parameter) => ({
-    params: [p], ...e.rankOptions!(p.shape[0], p.shape[1], lr),
+    params: [p], ...e.rankOptions!(p.shape[0], p.shape[1], lr), ...(rankLrMultiple !== undefined ? { lr: rankLrMultiple * lr } : {}),
+    ...rankOverrides,
   }));
-  groups.push({ params: model.otherParameters() });
+  groups.push({ params: model.otherParameters(), ...(e.plainOptions ?? {}) });
   return new Cls(groups, defaults);
 }
 
@@ -193,7 +201,7 @@ export async function trainOne(key: string, corpus: Corpus, o: DemoOptions): Pro
   const dev = o.device;
   const model = new CharMLP({ vocab: corpus.chars.length, context: o.context, embed: o.embed, hidden: o.hidden, activation: o.activation },
                             { device: dev, seed: o.seed, precision: o.precision });
-  const opt = buildOptimizer(key, model, o.lr);
+  const opt = buildOptimizer(key, model, o.lr, o.rankLrMultiple, o.rankOptions);
   const baseLrs = opt.paramGroups.map((g) => g.lr);
   const sampler = new BatchSampler(corpus.train, o.context, o.batch, o.seed);
   const b = makeBatch(o.batch, o.context, dev);
