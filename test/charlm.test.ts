@@ -1,6 +1,7 @@
 // The small network kernels (lib/nn.ts) on the CPU backend against float64 references written
 // here, their refusals, the character-level LM example's gradients against central finite
 // differences, and the demo's pieces (corpus split, sampling, schedule, plot, an end-to-end run).
+import { spawnSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
@@ -332,8 +333,36 @@ describe("charlm demo pieces", () => {
     expect((svg.match(/<polyline/g) ?? []).length).toBe(2 * keys.length);
     fs.rmSync(out, { recursive: true, force: true });
   });
+
+  test("an lr grid keeps every run and reports the best of each method", async () => {
+    const dev = device("cpu");
+    const r = await runDemo({
+      ...demoDefaults(dev), optimizers: ["adamw"], lrGrid: [0.25, 4], device: dev, steps: 12, batch: 16, hidden: [16],
+      embed: 4, evalEvery: 12, logEvery: 12, evalTokens: 64, finalEvalTokens: 64, log: () => undefined,
+    });
+    expect(r.sweep!.map((x) => x.lrMultiple)).toEqual([0.25, 4]);
+    expect(r.runs.length).toBe(1);
+    expect(r.runs[0].finalValLoss).toBe(Math.min(...r.sweep!.map((x) => x.finalValLoss)));
+    expect(r.sweep![1].groups[0].lr).toBeCloseTo(4 * r.lr);
+  });
 });
 
 test("SlimoptError is what the kernels throw", () => {
   expect(() => nn.activation("gelu", zeros([2], cpu), zeros([3], cpu))).toThrow(SlimoptError);
+});
+
+test("`slimopt demo` from the command line (dist/, built by npm test): a tiny run, and usage errors", () => {
+  const main = path.resolve(__dirname, "..", "dist", "cli", "main.js");
+  const run = (args: string[]) => spawnSync(process.execPath, [main, "demo", ...args], { encoding: "utf8", timeout: 240_000 });
+  const ok = run(["--device", "cpu", "--optimizer", "adamw,galore", "--steps", "4", "--batch", "8", "--hidden", "8",
+                  "--embed", "4", "--eval-every", "2", "--eval-tokens", "16", "--quiet"]);
+  expect(ok.status).toBe(0);
+  const lines = ok.stdout.trim().split("\n");
+  expect(lines.map((l) => l.split(" ")[0])).toEqual(["adamw", "galore"]);
+  for (const l of lines) expect(Number.isFinite(Number(l.split(" ")[1]))).toBe(true);
+  const bad = run(["--optimizer", "sgd"]);
+  expect(bad.status).toBe(2);
+  expect(bad.stderr).toMatch(/unknown "sgd"/);
+  expect(run(["--hidden", "0"]).status).toBe(2);
+  expect(run(["--help"]).stdout).toMatch(/--optimizer/);
 });

@@ -24,6 +24,8 @@ loss.svg (the loss curves of every optimizer run).
   --hidden <a,b,..>    hidden layer widths (default 1024,1024 on CUDA, 256,256 on the CPU)
   --activation <a>     gelu | tanh | relu (default gelu)
   --lr <x>             AdamW's peak learning rate (default 2e-3; the others scale from it)
+  --lr-grid <a,b,..>   train each method at these multiples of its rates and keep the best
+                       final validation loss (e.g. 0.5,1,2; default 1)
   --rank-lr <x>        learning rate of the rank groups as a multiple of --lr (default: per
                        method, see examples/charlm/README.md)
   --rank-options <k=v,..>  override options of the rank groups, e.g. updateProjGap=50,scale=0.5
@@ -38,7 +40,7 @@ export async function runDemoCli(argv: string[]): Promise<number> {
   const p = parseArgs(argv, {
     optimizer: { value: true }, steps: { value: true }, device: { value: true }, seed: { value: true }, out: { value: true },
     batch: { value: true }, context: { value: true }, embed: { value: true }, hidden: { value: true },
-    activation: { value: true }, lr: { value: true }, "rank-lr": { value: true }, "rank-options": { value: true }, "eval-every": { value: true }, "eval-tokens": { value: true },
+    activation: { value: true }, lr: { value: true }, "rank-lr": { value: true }, "lr-grid": { value: true }, "rank-options": { value: true }, "eval-every": { value: true }, "eval-tokens": { value: true },
     precision: { value: true }, corpus: { value: true }, quiet: { value: false }, help: { value: false },
   }, "demo");
   if (p.flags.has("help")) {
@@ -92,10 +94,16 @@ export async function runDemoCli(argv: string[]): Promise<number> {
       rankOptions[m[1]] = /^-?[0-9.]+(e-?[0-9]+)?$/i.test(v) ? Number(v) : v === "true" ? true : v === "false" ? false : v;
     }
   }
+  let lrGrid: number[] | undefined;
+  const gv = p.flags.get("lr-grid");
+  if (typeof gv === "string") {
+    lrGrid = gv.split(",").map((x) => Number(x.trim()));
+    if (!lrGrid.length || lrGrid.some((x) => !(x > 0 && x <= 100))) throw new UsageError(`--lr-grid takes positive multiples such as 0.5,1,2, got "${gv}"`);
+  }
   const steps = intFlag(p, "steps", d.steps, 1, 1e7);
   const quiet = p.flags.has("quiet");
   const o: DemoOptions = {
-    ...d, optimizers: available, device: dev, steps, lr, rankLrMultiple, rankOptions, hidden, activation: act as ActivationKind,
+    ...d, optimizers: available, device: dev, steps, lr, lrGrid, rankLrMultiple, rankOptions, hidden, activation: act as ActivationKind,
     precision: precision as "tf32" | "f32",
     seed: intFlag(p, "seed", d.seed, 0, 2 ** 31 - 1),
     batch: intFlag(p, "batch", d.batch, 1, 1 << 20),

@@ -31,6 +31,9 @@ export interface DemoOptions {
   lr: number;
   /** Overrides the table's rate of the rank groups: this multiple of lr. */
   rankLrMultiple?: number;
+  /** Multiples of every rate to try per method (the run with the best final validation loss is
+   *  the method's result; all are kept in results.json). Default [1]. */
+  lrGrid?: number[];
   /** Overrides options of the rank groups (e.g. { updateProjGap: 50 }). */
   rankOptions?: Record<string, unknown>;
   /** Fraction of the steps with a linear warm-up; then cosine decay to 10% of the peak. */
@@ -124,6 +127,8 @@ export interface CurvePoint { step: number; tokens: number; train?: number; val?
 
 export interface RunResult {
   optimizer: string;
+  /** The multiple of the table's rates this run used (see DemoOptions.lrGrid). */
+  lrMultiple: number;
   className: string;
   steps: number;
   tokens: number;
@@ -197,11 +202,12 @@ function fmtBytes(n: number): string {
 }
 
 /** Trains one model with one optimizer; same seed => same initialisation and data order. */
-export async function trainOne(key: string, corpus: Corpus, o: DemoOptions): Promise<RunResult> {
+export async function trainOne(key: string, corpus: Corpus, o: DemoOptions, lrMultiple = 1): Promise<RunResult> {
   const dev = o.device;
   const model = new CharMLP({ vocab: corpus.chars.length, context: o.context, embed: o.embed, hidden: o.hidden, activation: o.activation },
                             { device: dev, seed: o.seed, precision: o.precision });
-  const opt = buildOptimizer(key, model, o.lr, o.rankLrMultiple, o.rankOptions);
+  const opt = buildOptimizer(key, model, o.lr * lrMultiple, o.rankLrMultiple, o.rankOptions);
+  const tag = lrMultiple === 1 ? key : `${key}@${lrMultiple}`;
   const baseLrs = opt.paramGroups.map((g) => g.lr);
   const sampler = new BatchSampler(corpus.train, o.context, o.batch, o.seed);
   const b = makeBatch(o.batch, o.context, dev);
@@ -233,16 +239,16 @@ export async function trainOne(key: string, corpus: Corpus, o: DemoOptions): Pro
       }
       curve.push(point);
       const secs = (performance.now() - t0) / 1000;
-      o.log(`${key.padEnd(11)} step ${String(done).padStart(6)}/${o.steps}  train ${point.train?.toFixed(4) ?? "   -  "}` +
+      o.log(`${tag.padEnd(11)} step ${String(done).padStart(6)}/${o.steps}  train ${point.train?.toFixed(4) ?? "   -  "}` +
             `${point.val !== undefined ? `  val ${point.val.toFixed(4)}` : ""}  state ${fmtBytes(opt.stateBytes())}  ${secs.toFixed(1)} s`);
     }
     await dev.synchronize();
     const seconds = (performance.now() - t0) / 1000;
     const finalVal = curve[curve.length - 1].val ?? NaN;
     const skipped = await opt.skippedSteps();
-    if (skipped > 0) o.log(`${key}: ${skipped} steps skipped for non-finite gradients`);
+    if (skipped > 0) o.log(`${tag}: ${skipped} steps skipped for non-finite gradients`);
     return {
-      optimizer: key, className: OPTIMIZERS.find((e) => e.key === key)!.className, steps: o.steps, tokens: o.steps * o.batch,
+      optimizer: key, lrMultiple, className: OPTIMIZERS.find((e) => e.key === key)!.className, steps: o.steps, tokens: o.steps * o.batch,
       finalValLoss: finalVal, finalTrainLoss: lastTrain, stateBytes: opt.stateBytes(), params: model.numel(), seconds,
       groups: opt.paramGroups.map((g, i) => {
         const { params, ...rest } = g as unknown as Record<string, unknown> & { params: Parameter[] };
@@ -273,6 +279,8 @@ export interface DemoResult {
   seed: number;
   precision: string;
   runs: RunResult[];
+  /** Every run of an lr grid (runs holds each method's best). */
+  sweep?: RunResult[];
 }
 
 /** Trains every optimizer asked for; writes results.json and loss.svg into o.out when given. */
@@ -280,34 +288,43 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   const corpus = loadCorpus(o.corpus);
   o.log(`corpus ${path.basename(o.corpus)}: ${corpus.train.length} train / ${corpus.val.length} validation characters, ` +
         `vocabulary ${corpus.chars.length}; device ${o.device}`);
-  const runs: RunResult[] = [];
+  const runs: RunResult[] = [], sweep: RunResult[] = [];
+  const grid = o.lrGrid && o.lrGrid.length ? o.lrGrid : [1];
   for (const key of o.optimizers) {
-    const r = await trainOne(key, corpus, o);
-    o.log(`${key}: final validation loss ${r.finalValLoss.toFixed(4)}, state ${fmtBytes(r.stateBytes)} ` +
-          `(${(r.stateBytes / r.params).toFixed(3)} B/param), ${r.tokens} tokens in ${r.seconds.toFixed(1)} s`);
-    runs.push(r);
+    let best: RunResult | undefined;
+    for (const mult of grid) {
+      const r = await trainOne(key, corpus, o, mult);
+      o.log(`${key}${mult === 1 ? "" : ` @${mult}× lr`}: final validation loss ${r.finalValLoss.toFixed(4)}, state ${fmtBytes(r.stateBytes)} ` +
+            `(${(r.stateBytes / r.params).toFixed(3)} B/param), ${r.tokens} tokens in ${r.seconds.toFixed(1)} s`);
+      sweep.push(r);
+      // NaN (diverged) never wins.
+      const finite = Number.isFinite(r.finalValLoss);
+      if (!best || (finite && !(best.finalValLoss <= r.finalValLoss))) best = r;
+    }
+    runs.push(best!);
   }
   const result: DemoResult = {
     device: o.device.toString(), date: new Date().toISOString(), corpus: path.basename(o.corpus), vocab: corpus.chars.length,
     trainChars: corpus.train.length, valChars: corpus.val.length,
     model: { context: o.context, embed: o.embed, hidden: o.hidden, activation: o.activation, params: runs[0]?.params ?? 0 },
     batch: o.batch, steps: o.steps, lr: o.lr, seed: o.seed, precision: o.precision, runs,
+    ...(grid.length > 1 ? { sweep } : {}),
   };
   const base = runs.find((r) => r.optimizer === "adamw");
   if (runs.length > 1) {
     o.log("");
-    o.log(`${"optimizer".padEnd(12)} ${"val loss".padStart(9)} ${"vs AdamW".padStart(9)} ${"state".padStart(11)} ${"B/param".padStart(8)} ${"seconds".padStart(8)}`);
+    o.log(`${"optimizer".padEnd(12)} ${"val loss".padStart(9)} ${"vs AdamW".padStart(9)} ${"state".padStart(11)} ${"B/param".padStart(8)} ${"seconds".padStart(8)}${grid.length > 1 ? "  lr ×" : ""}`);
     for (const r of runs) {
       const rel = base ? `${(((r.finalValLoss - base.finalValLoss) / base.finalValLoss) * 100).toFixed(2)}%` : "-";
       o.log(`${r.optimizer.padEnd(12)} ${r.finalValLoss.toFixed(4).padStart(9)} ${rel.padStart(9)} ${fmtBytes(r.stateBytes).padStart(11)} ` +
-            `${(r.stateBytes / r.params).toFixed(3).padStart(8)} ${r.seconds.toFixed(1).padStart(8)}`);
+            `${(r.stateBytes / r.params).toFixed(3).padStart(8)} ${r.seconds.toFixed(1).padStart(8)}${grid.length > 1 ? `  ${r.lrMultiple}` : ""}`);
     }
   }
   if (o.out) {
     fs.mkdirSync(o.out, { recursive: true });
     fs.writeFileSync(path.join(o.out, "results.json"), JSON.stringify(result, null, 2) + "\n");
     const svg = lossPlotSvg(runs.map((r) => ({
-      label: `${r.optimizer} ${r.finalValLoss.toFixed(3)} (${fmtBytes(r.stateBytes)})`,
+      label: `${r.optimizer}${r.lrMultiple === 1 ? "" : ` (${r.lrMultiple}× lr)`} ${r.finalValLoss.toFixed(3)}, ${fmtBytes(r.stateBytes)}`,
       val: r.curve.filter((p) => p.val !== undefined).map((p) => [p.tokens, p.val!] as [number, number]),
       train: r.curve.filter((p) => p.train !== undefined).map((p) => [p.tokens, p.train!] as [number, number]),
     })), {
