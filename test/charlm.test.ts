@@ -297,11 +297,14 @@ describe("charlm demo pieces", () => {
     const model = new CharMLP({ vocab: 9, context: 4, embed: 4, hidden: [32, 24], activation: "gelu" }, { device: "cpu" });
     for (const e of OPTIMIZERS) {
       if (!optimizerClass(e.key)) continue;  // Apollo/ApolloMini where this build lacks them
-      const opt = buildOptimizer(e.key, model, 1e-3);
+      const opt = buildOptimizer(e.key, model, 1e-3, 3000);
       if (e.rankOptions) {
         expect(opt.paramGroups.length).toBe(3);
         expect(opt.paramGroups[0].params).toEqual([model.weights[0]]);
         expect(opt.paramGroups[2].params).not.toContain(model.weights[1]);
+        expect(opt.paramGroups[1].rank).toBe(e.key === "apollo-mini" ? 1 : 6);  // a quarter of 24
+        expect(opt.paramGroups[0].updateProjGap).toBe(e.key === "grass" ? 50 : 200);
+        expect(opt.paramGroups[0].lr).toBeGreaterThan(1e-3);
       } else {
         expect(opt.paramGroups.length).toBe(1);
       }

@@ -56,34 +56,37 @@ export interface DemoOptions {
 interface OptimizerEntry {
   key: string;
   className: string;
-  /** Options of the rank group(s), given the matrix [rows, cols] and AdamW's lr. */
-  rankOptions?: (rows: number, cols: number, lr: number) => Record<string, unknown>;
+  /** Options of the rank group(s), given the matrix [rows, cols], AdamW's lr and the run's steps. */
+  rankOptions?: (rows: number, cols: number, lr: number, steps: number) => Record<string, unknown>;
   /** Options of the plain group (ApolloMini's presets give every group rank 1 unless told). */
   plainOptions?: Record<string, unknown>;
 }
 
 const quarterRank = (rows: number, cols: number) => Math.max(1, Math.floor(Math.min(rows, cols) / 4));
+/** Steps between projector refreshes: the papers' 200 for runs of 3000 steps or more (15
+ *  subspaces per run), proportionally fewer for shorter runs (at least 10). */
+export const refreshGap = (steps: number) => Math.min(200, Math.max(10, Math.round(steps / 15)));
 
 export const OPTIMIZERS: OptimizerEntry[] = [
   { key: "adamw", className: "AdamW" },
   { key: "adamw8bit", className: "AdamW8bit" },
   {
     key: "galore", className: "GaLoreAdamW",
-    rankOptions: (r, c, lr) => ({ rank: quarterRank(r, c), updateProjGap: 200, scale: 0.25, projType: "std", lr: 4 * lr }),
+    rankOptions: (r, c, lr, steps) => ({ rank: quarterRank(r, c), updateProjGap: refreshGap(steps), scale: 0.25, projType: "std", lr: 10 * lr }),
   },
   {
     key: "apollo", className: "Apollo",
-    rankOptions: (r, c, lr) => ({ rank: quarterRank(r, c), updateProjGap: 200, scale: 1, scaleType: "channel", lr: 2 * lr }),
+    rankOptions: (r, c, lr, steps) => ({ rank: quarterRank(r, c), updateProjGap: refreshGap(steps), scale: 1, scaleType: "channel", lr: 4 * lr }),
     plainOptions: { rank: null },
   },
   {
     key: "apollo-mini", className: "ApolloMini",
-    rankOptions: (_r, _c, lr) => ({ rank: 1, updateProjGap: 200, scale: 128, scaleType: "tensor", lr: 2 * lr }),
+    rankOptions: (_r, _c, lr, steps) => ({ rank: 1, updateProjGap: refreshGap(steps), scale: 128, scaleType: "tensor", lr: 4 * lr }),
     plainOptions: { rank: null },
   },
   {
     key: "grass", className: "GrassAdamW",
-    rankOptions: (r, c, lr) => ({ rank: quarterRank(r, c), updateProjGap: 50, select: "topk", scale: 1, lr: 2 * lr }),
+    rankOptions: (r, c, lr, steps) => ({ rank: quarterRank(r, c), updateProjGap: Math.max(5, Math.round(refreshGap(steps) / 4)), select: "topk", scale: 1, lr: 4 * lr }),
   },
 ];
 
@@ -98,7 +101,7 @@ export function optimizerClass(key: string): OptimizerClass | undefined {
 }
 
 /** The optimizer of `key` for the model, with the groups the table describes. */
-export function buildOptimizer(key: string, model: CharMLP, lr: number, rankLrMultiple?: number,
+export function buildOptimizer(key: string, model: CharMLP, lr: number, steps: number, rankLrMultiple?: number,
                                rankOverrides: Record<string, unknown> = {}): Optimizer<GroupOptions> {
   const e = OPTIMIZERS.find((o) => o.key === key);
   if (!e) fail("E_ARG", `unknown optimizer ${key} (one of ${OPTIMIZERS.map((o) => o.key).join(", ")})`);
@@ -108,7 +111,7 @@ export function buildOptimizer(key: string, model: CharMLP, lr: number, rankLrMu
   if (!e.rankOptions) return new Cls([{ params: model.parameters() }], defaults);
   // One group per hidden matrix (each gets its own rank), then the plain group.
   const groups: Record<string, unknown>[] = model.hiddenWeights().map((p: Parameter) => ({
-    params: [p], ...e.rankOptions!(p.shape[0], p.shape[1], lr), ...(rankLrMultiple !== undefined ? { lr: rankLrMultiple * lr } : {}),
+    params: [p], ...e.rankOptions!(p.shape[0], p.shape[1], lr, steps), ...(rankLrMultiple !== undefined ? { lr: rankLrMultiple * lr } : {}),
     ...rankOverrides,
   }));
   groups.push({ params: model.otherParameters(), ...(e.plainOptions ?? {}) });
@@ -206,7 +209,7 @@ export async function trainOne(key: string, corpus: Corpus, o: DemoOptions, lrMu
   const dev = o.device;
   const model = new CharMLP({ vocab: corpus.chars.length, context: o.context, embed: o.embed, hidden: o.hidden, activation: o.activation },
                             { device: dev, seed: o.seed, precision: o.precision });
-  const opt = buildOptimizer(key, model, o.lr * lrMultiple, o.rankLrMultiple, o.rankOptions);
+  const opt = buildOptimizer(key, model, o.lr * lrMultiple, o.steps, o.rankLrMultiple, o.rankOptions);
   const tag = lrMultiple === 1 ? key : `${key}@${lrMultiple}`;
   const baseLrs = opt.paramGroups.map((g) => g.lr);
   const sampler = new BatchSampler(corpus.train, o.context, o.batch, o.seed);
@@ -343,7 +346,7 @@ export function demoDefaults(dev: Device): Omit<DemoOptions, "optimizers" | "log
   const gpu = dev.kind === "cuda";
   return {
     steps: gpu ? 3000 : 300, seed: 1, batch: gpu ? 512 : 128, context: 16, embed: gpu ? 32 : 16,
-    hidden: gpu ? [1024, 1024] : [256, 256], activation: "gelu", lr: 2e-3, warmup: 0.05,
+    hidden: gpu ? [1024, 1024] : [256, 256], activation: "gelu", lr: gpu ? 3e-3 : 4e-3, warmup: 0.05,
     evalEvery: gpu ? 250 : 50, evalTokens: gpu ? 16384 : 2048, finalEvalTokens: gpu ? 1 << 20 : 16384,
     logEvery: gpu ? 250 : 50, corpus: defaultCorpusPath(), precision: "tf32",
   };
