@@ -34,8 +34,8 @@ function fmtTick(v: number): string {
 }
 
 export function lossPlotSvg(series: Series[], o: { title: string; xLabel: string; yLabel: string; width?: number; height?: number }): string {
-  const W = o.width ?? 860, H = o.height ?? 520;
-  const m = { left: 70, right: 250, top: 40, bottom: 55 };
+  const W = o.width ?? 940, H = o.height ?? 520;
+  const m = { left: 70, right: 320, top: 40, bottom: 55 };
   const pw = W - m.left - m.right, ph = H - m.top - m.bottom;
   const pts = series.flatMap((s) => [...s.val, ...(s.train ?? [])]).filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y));
   const xs = pts.map((p) => p[0]), ys = pts.map((p) => p[1]);
