@@ -40,9 +40,10 @@ export function lossPlotSvg(series: Series[], o: { title: string; xLabel: string
   const pts = series.flatMap((s) => [...s.val, ...(s.train ?? [])]).filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y));
   const xs = pts.map((p) => p[0]), ys = pts.map((p) => p[1]);
   const x0 = 0, x1 = xs.length ? Math.max(...xs) : 1;
-  // The y range of the validation curves after their first point (the start is the same for all
-  // and far above the rest); train points outside it are clipped.
-  const yv = series.flatMap((s) => s.val.slice(s.val.length > 2 ? 1 : 0).map((p) => p[1])).filter(Number.isFinite);
+  // The y range of the curves after their first point (the start is the same for all and far
+  // above the rest, so it is clipped at the top).
+  const tail = (p: [number, number][] | undefined) => (p ?? []).slice(p && p.length > 2 ? 1 : 0).map((q) => q[1]);
+  const yv = series.flatMap((s) => [...tail(s.val), ...tail(s.train)]).filter(Number.isFinite);
   const yAll = yv.length ? yv : ys.length ? ys : [0, 1];
   let y0 = Math.min(...yAll), y1 = Math.max(...yAll);
   const pad = (y1 - y0) * 0.08 || 0.1;

@@ -326,18 +326,23 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   if (o.out) {
     fs.mkdirSync(o.out, { recursive: true });
     fs.writeFileSync(path.join(o.out, "results.json"), JSON.stringify(result, null, 2) + "\n");
-    const svg = lossPlotSvg(runs.map((r) => ({
-      label: `${r.optimizer}${r.lrMultiple === 1 ? "" : ` (${r.lrMultiple}× lr)`} ${r.finalValLoss.toFixed(3)}, ${fmtBytes(r.stateBytes)}`,
-      val: r.curve.filter((p) => p.val !== undefined).map((p) => [p.tokens, p.val!] as [number, number]),
-      train: r.curve.filter((p) => p.train !== undefined).map((p) => [p.tokens, p.train!] as [number, number]),
-    })), {
-      title: `char-level MLP LM on ${result.corpus} (${result.model.params} params, ${result.device})`,
-      xLabel: "training tokens (characters)", yLabel: "cross-entropy (nats / char)",
-    });
+    const svg = plotResults(result);
     fs.writeFileSync(path.join(o.out, "loss.svg"), svg);
     o.log(`wrote ${path.join(o.out, "results.json")} and ${path.join(o.out, "loss.svg")}`);
   }
   return result;
+}
+
+/** The loss plot of a demo's results (each method's chosen run). */
+export function plotResults(result: DemoResult): string {
+  return lossPlotSvg(result.runs.map((r) => ({
+    label: `${r.optimizer}${r.lrMultiple === 1 ? "" : ` (${r.lrMultiple}× lr)`} ${r.finalValLoss.toFixed(3)}, ${fmtBytes(r.stateBytes)}`,
+    val: r.curve.filter((p) => p.val !== undefined).map((p) => [p.tokens, p.val!] as [number, number]),
+    train: r.curve.filter((p) => p.train !== undefined).map((p) => [p.tokens, p.train!] as [number, number]),
+  })), {
+    title: `char-level MLP LM on ${result.corpus} (${result.model.params} params, ${result.device})`,
+    xLabel: "training tokens (characters)", yLabel: "cross-entropy (nats / char)",
+  });
 }
 
 /** Defaults by device: the GPU size trains in seconds per method on an H200; the CPU size is a
