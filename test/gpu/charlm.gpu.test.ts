@@ -3,6 +3,7 @@
 // where no CUDA device exists.
 import { nn, devices, tensor, Tensor, zeros, device, AdamW } from "../../lib";
 import { CharMLP } from "../../lib/demo/charlm/model";
+import { demoDefaults, OPTIMIZERS, optimizerClass, runDemo } from "../../lib/demo/charlm/train";
 import { relErr, Rng } from "../reference";
 import { expectCode } from "../helpers";
 
@@ -21,7 +22,7 @@ const read = (t: Tensor) => t.toFloat32Array();
 suite("nn kernels: CUDA against the CPU backend", () => {
   test("embedding forward (exact) and backward (bit-identical: same summation order)", async () => {
     const rng = new Rng(11);
-    for (const [V, d, n] of [[1, 1, 1], [72, 32, 8192], [300, 1000, 4097], [13, 7, 1025], [5, 257, 3000]]) {
+    for (const [V, d, n] of [[1, 1, 1], [72, 32, 8192], [300, 520, 4097], [13, 7, 1025], [5, 257, 3000]]) {
       const table = rng.normals(V * d), dOut = rng.normals(n * d), prior = rng.normals(V * d);
       const idx = ints(rng, n, 0, V);
       if (n > 3) { idx[2] = -1; idx[n - 2] = V + 4; }
@@ -115,7 +116,11 @@ suite("CharMLP trains the same on CUDA and on the CPU", () => {
   test("gradients and 8 AdamW steps agree (strict f32 GEMMs)", async () => {
     const rng = new Rng(14);
     const V = 72, context = 16, batch = 256;
-    const batches = Array.from({ length: 8 }, () => [ints(rng, batch * context, 0, V), ints(rng, batch, 0, V)] as const);
+    // Learnable data: the target is the last character of the context.
+    const batches = Array.from({ length: 8 }, () => {
+      const x = ints(rng, batch * context, 0, V);
+      return [x, Int32Array.from({ length: batch }, (_, b) => x[b * context + context - 1])] as const;
+    });
     const losses: number[][] = [], grads: Float32Array[][] = [];
     for (const dev of ["cpu", "cuda"]) {
       const model = new CharMLP({ vocab: V, context, embed: 8, hidden: [96, 80], activation: "gelu" }, { device: dev, seed: 5, precision: "f32" });
@@ -137,5 +142,21 @@ suite("CharMLP trains the same on CUDA and on the CPU", () => {
     // differences of near-zero gradients into full-size steps, so they agree less tightly.
     losses[0].forEach((l, i) => expect(Math.abs(losses[1][i] - l) / l).toBeLessThan(i === 0 ? 1e-5 : 1e-3));
     expect(losses[0][7]).toBeLessThan(losses[0][0]);
+  });
+});
+
+suite("the demo on CUDA", () => {
+  test("every optimizer of this build runs a short `all` on the GPU: finite, falling losses", async () => {
+    const dev = device("cuda");
+    const keys = OPTIMIZERS.map((o) => o.key).filter((k) => optimizerClass(k));
+    const r = await runDemo({
+      ...demoDefaults(dev), optimizers: keys, device: dev, steps: 60, batch: 128, hidden: [128, 96], embed: 8,
+      evalEvery: 30, logEvery: 30, evalTokens: 1024, finalEvalTokens: 2048, log: () => undefined,
+    });
+    for (const run of r.runs) {
+      expect({ k: run.optimizer, ok: Number.isFinite(run.finalValLoss) && run.finalValLoss < run.curve[0].val! })
+        .toEqual({ k: run.optimizer, ok: true });
+      expect(run.curve[0].val).toBe(r.runs[0].curve[0].val);  // same initialisation
+    }
   });
 });
