@@ -20,6 +20,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   registerQAdam(env, exports);
   registerNccl(env, exports);
   registerApollo(env, exports);
+  registerCharlm(env, exports);
   return exports;
 }
 

@@ -1,5 +1,6 @@
 // cuda/runtime.h and cuda/launchers.h when the addon is built without nvcc: the CPU backend works,
 // every CUDA call answers "not compiled", so the glue links and reports the same way either way.
+#include "../cuda/charlm_launchers.h"
 #include "../cuda/launchers.h"
 #include "../cuda/nccl.h"
 #include "../cuda/quant_launchers.h"
@@ -149,6 +150,15 @@ Status ncclReduceOn(int, void*, const void*, void*, int64_t, DType, ReduceOp, in
 Status ncclReduceScatterOn(int, void*, const void*, void*, int64_t, DType, ReduceOp) { return noCuda(); }
 Status ncclAllGatherOn(int, void*, const void*, void*, int64_t, DType) { return noCuda(); }
 Status ncclBroadcastOn(int, void*, const void*, void*, int64_t, DType, int) { return noCuda(); }
+Status embeddingForward(int, const float*, int64_t, int64_t, const int32_t*, int64_t, float*) { return noCuda(); }
+Status embeddingBackward(int, const float*, const int32_t*, int64_t, float*, int64_t, int64_t, bool) { return noCuda(); }
+Status biasAdd(int, float*, const float*, int64_t, int64_t) { return noCuda(); }
+Status biasGrad(int, const float*, int64_t, int64_t, float*, bool) { return noCuda(); }
+Status activationForward(int, Activation, const float*, float*, int64_t) { return noCuda(); }
+Status activationBackward(int, Activation, const float*, const float*, float*, int64_t) { return noCuda(); }
+Status softmaxCrossEntropy(int, const float*, const int32_t*, int64_t, int64_t, float*, float*, float, float*, float) {
+  return noCuda();
+}
 
 }  // namespace gpu
 }  // namespace slimopt

@@ -27,5 +27,6 @@ void registerQuant(Napi::Env env, Napi::Object exports);
 void registerQAdam(Napi::Env env, Napi::Object exports);
 void registerNccl(Napi::Env env, Napi::Object exports);
 void registerApollo(Napi::Env env, Napi::Object exports);
+void registerCharlm(Napi::Env env, Napi::Object exports);
 
 }  // namespace slimopt

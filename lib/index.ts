@@ -14,3 +14,4 @@ export { AdamW8bit, AdamW4bit, AdamW8bitOptions, AdamW4bitOptions } from "./opti
 export * as quant from "./quant";
 export { initProcessGroup, ProcessGroup, ProcessGroupOptions, DistributedOptimizer, DistributedOptions, ReduceOpName, ncclInfo } from "./dist";
 export { Apollo, ApolloMini, ApolloOptions, ApolloScaleType, apolloProjection } from "./optim/apollo";
+export * as nn from "./nn";

@@ -127,6 +127,17 @@ export interface NativeAddon {
   ncclUniqueId(): Uint8Array;
   ncclGroupStart(): void;
   ncclGroupEnd(): void;
+  charlmEmbedding(table: NativeBufferHandle, vocab: number, d: number, idx: NativeBufferHandle, n: number,
+                  out: NativeBufferHandle): void;
+  charlmEmbeddingBackward(dOut: NativeBufferHandle, idx: NativeBufferHandle, n: number, dTable: NativeBufferHandle,
+                          vocab: number, d: number, accumulate: boolean): void;
+  charlmBiasAdd(x: NativeBufferHandle, bias: NativeBufferHandle, rows: number, cols: number): void;
+  charlmBiasGrad(dy: NativeBufferHandle, rows: number, cols: number, dBias: NativeBufferHandle, accumulate: boolean): void;
+  charlmActivation(kind: number, x: NativeBufferHandle, y: NativeBufferHandle, n: number): void;
+  charlmActivationBackward(kind: number, x: NativeBufferHandle, dy: NativeBufferHandle, dx: NativeBufferHandle, n: number): void;
+  charlmCrossEntropy(logits: NativeBufferHandle, targets: NativeBufferHandle, rows: number, vocab: number,
+                     rowLoss: NativeBufferHandle, loss: NativeBufferHandle, lossScale: number,
+                     dLogits: NativeBufferHandle | null, gradScale: number): void;
 }
 
 /** One rank's NCCL communicator (csrc/nccl_comm.cc); counts are elements, op is 0 sum .. 4 avg. */

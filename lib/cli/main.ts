@@ -18,6 +18,8 @@ commands:
       --no-torch           do not run the PyTorch reference (bench/torch_baseline.py)
       --list               list the benchmarks and exit
   launch -n <N> <script.js> [args]   run N processes, one per GPU, as ranks of a process group
+  demo [options]           train a small character-level language model with each optimizer
+                           (slimopt demo --help for its options)
   build [-- <cmake-js args>]   rebuild the native addon from source (needs CMake and a C++ compiler)
   help                     this text
 `;
@@ -73,6 +75,10 @@ async function main(argv: string[]): Promise<number> {
       const n = intFlag(p, "n", 1, 1, 64);
       const { runLaunch } = await import("./launch_cmd");
       return runLaunch(n, rest[at], rest.slice(at + 1));
+    }
+    case "demo": {
+      const { runDemoCli } = await import("../demo/charlm/cli");
+      return runDemoCli(rest);
     }
     case "build": {
       const p = parseArgs(rest, {}, "build");
