@@ -50,15 +50,15 @@ __device__ __forceinline__ void loadTile(const void* x, int64_t base, int64_t n,
   }
 }
 
-// Codes of one slot: packed into one 4- or 8-byte store when `full`.
+// Codes of one slot (findCode's words: code in byte 0): packed with byte permutes into one 4- or
+// 8-byte store when `full`.
 template <int V>
 __device__ __forceinline__ void storeCodes(uint8_t* codes, int64_t e0, int64_t n, bool full, const uint32_t (&c)[V]) {
   if (full) {
     if constexpr (V == 4) {
-      *reinterpret_cast<uint32_t*>(codes + e0) = c[0] | (c[1] << 8) | (c[2] << 16) | (c[3] << 24);
+      *reinterpret_cast<uint32_t*>(codes + e0) = packBytes(c[0], c[1], c[2], c[3]);
     } else {
-      *reinterpret_cast<uint2*>(codes + e0) = make_uint2(c[0] | (c[1] << 8) | (c[2] << 16) | (c[3] << 24),
-                                                         c[4] | (c[5] << 8) | (c[6] << 16) | (c[7] << 24));
+      *reinterpret_cast<uint2*>(codes + e0) = make_uint2(packBytes(c[0], c[1], c[2], c[3]), packBytes(c[4], c[5], c[6], c[7]));
     }
   } else {
 #pragma unroll
@@ -73,7 +73,7 @@ __device__ __forceinline__ void encodeSlot(const float (&v)[Tile<D>::V], float i
   constexpr int V = Tile<D>::V;
   uint32_t c[V];
 #pragma unroll
-  for (int k = 0; k < V; ++k) c[k] = quantFind(__fmul_rn(v[k], inv), f, table);
+  for (int k = 0; k < V; ++k) c[k] = findCode<true>(__fmul_rn(v[k], inv), f, table);
   storeCodes<V>(codes, e0, n, full, c);
 }
 
@@ -92,6 +92,7 @@ __device__ __forceinline__ void quantizeTile(const void* x, int64_t n, uint8_t* 
 #pragma unroll
     for (int k = 0; k < V; ++k) mx[s] = fmaxf(mx[s], fabsf(v[s][k]));
   }
+  float inv[S];  // once per block, not per slot
   if constexpr (kBlock >= 32 * V) {  // a block spans whole slots of the warp
     constexpr int SPB = kBlock / (32 * V);
 #pragma unroll
@@ -100,18 +101,25 @@ __device__ __forceinline__ void quantizeTile(const void* x, int64_t n, uint8_t* 
 #pragma unroll
       for (int j = 1; j < SPB; ++j) m = fmaxf(m, mx[s0 + j]);
       m = groupMax<32>(m);
+      const float i = quantInverse(m);
 #pragma unroll
-      for (int j = 0; j < SPB; ++j) mx[s0 + j] = m;
+      for (int j = 0; j < SPB; ++j) {
+        mx[s0 + j] = m;
+        inv[s0 + j] = i;
+      }
     }
   } else {  // a block is kBlock / V lanes of one slot
     constexpr int L = kBlock / V;
 #pragma unroll
-    for (int s = 0; s < S; ++s) mx[s] = groupMax<L>(mx[s]);
+    for (int s = 0; s < S; ++s) {
+      mx[s] = groupMax<L>(mx[s]);
+      inv[s] = quantInverse(mx[s]);
+    }
   }
 #pragma unroll
   for (int s = 0; s < S; ++s) {
     const int64_t e0 = base + s * 32 * V + lane * V;
-    encodeSlot<D>(v[s], quantInverse(mx[s]), f, table, codes, e0, n, full);
+    encodeSlot<D>(v[s], inv[s], f, table, codes, e0, n, full);
     if ((e0 - base) % kBlock == 0 && e0 < n) absmax[e0 / kBlock] = mx[s];
   }
 }
@@ -154,9 +162,9 @@ __global__ void __launch_bounds__(kThreads, 4) quantizeKernel(const void* __rest
                                                            const uint32_t* __restrict__ tableG, const QuantFinder f,
                                                            bool aligned) {
   extern __shared__ uint2 sQuantTable[];
-  uint32_t* table = reinterpret_cast<uint32_t*>(sQuantTable);
-  stageToShared(table, tableG, size_t(f.sideEntries) * 8);
+  stageToShared(sQuantTable, tableG, size_t(f.sideEntries) * 8);
   __syncthreads();
+  const uint32_t* table = finderBase(reinterpret_cast<const uint32_t*>(sQuantTable), f);
   constexpr int64_t kUnit = kBlock > kQuantTile ? kBlock : kQuantTile;
   const int lane = threadIdx.x & 31;
   const int64_t units = (n + kUnit - 1) / kUnit;
