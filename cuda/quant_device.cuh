@@ -64,10 +64,9 @@ __device__ __forceinline__ uint32_t pack16x2(float lo, float hi) {
   return D == DType::BF16 ? packBf16x2(lo, hi) : packF16x2(lo, hi);
 }
 
-// x = the 16 bytes at element i of p (i a multiple of N, p 16-byte aligned).
+// x = the 16 bytes u as elements of dtype D.
 template <DType D>
-__device__ __forceinline__ void load16(const void* p, int64_t i, float (&x)[Vec16<D>::N]) {
-  const uint4 u = *reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(p) + i * dtypeSize(D));
+__device__ __forceinline__ void unpack16(const uint4 u, float (&x)[Vec16<D>::N]) {
   if (D == DType::F32) {
     x[0] = __uint_as_float(u.x); x[1] = __uint_as_float(u.y);
     x[2] = __uint_as_float(u.z); x[3] = __uint_as_float(u.w);
@@ -76,6 +75,12 @@ __device__ __forceinline__ void load16(const void* p, int64_t i, float (&x)[Vec1
 #pragma unroll
     for (int k = 0; k < 4; ++k) unpack16x2<D>(w[k], x[2 * k], x[2 * k + 1]);
   }
+}
+
+// x = the 16 bytes at element i of p (i a multiple of N, p 16-byte aligned).
+template <DType D>
+__device__ __forceinline__ void load16(const void* p, int64_t i, float (&x)[Vec16<D>::N]) {
+  unpack16<D>(*reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(p) + i * dtypeSize(D)), x);
 }
 
 template <DType D>
