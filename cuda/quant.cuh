@@ -13,9 +13,9 @@
 // The host builds the table so that each bucket holds at most one point where the code changes:
 // entry = [low 16 bits of the last |x| still below : 16][code above : 8][code at or below : 8].
 // One shared-memory load and one compare per element: (|x| bits << 16) > entry exactly when the
-// low bits of |x| pass the threshold (the codes below the threshold never decide it), and the code
-// is then byte 0 of entry >> 8, else of entry. The result is the nearest code by construction
-// (the builder derives every entry from the brute-force definition).
+// low 16 bits of |x| exceed the threshold (the key's low half is 0, so the codes never decide the
+// compare), and the code is then byte 0 of entry >> 8, else byte 0 of entry. The result is the
+// nearest code by construction (the builder derives every entry from the brute-force definition).
 #pragma once
 #include <cmath>
 #include "adamw.cuh"
@@ -59,7 +59,7 @@ SLIMOPT_HD void quantKey(float x, const QuantFinder& f, uint32_t& idx, uint32_t&
   key = c << (32 - kFinderShift);
 }
 
-// Byte 0 of the result is the code of the key in bucket entry e (the other bytes are not zero:
+// Byte 0 of the result is the code of the key in bucket entry e (the other bytes may be nonzero:
 // packers take byte 0).
 SLIMOPT_HD uint32_t quantPick(uint32_t key, uint32_t e) { return key > e ? e >> 8 : e; }
 
