@@ -32,6 +32,7 @@
 #include <cuda_pipeline_primitives.h>
 #include <cuda_runtime.h>
 #include <algorithm>
+#include <cfloat>
 #include <climits>
 #include <map>
 #include <mutex>
@@ -94,13 +95,13 @@ __host__ __device__ inline SmemLayout smemLayout(const QuantFinder& fA, const Qu
   return l;
 }
 
+// The maps in shared memory: values, and finder tables as findCode indexes them (finderBase).
 struct Maps {
   const float* valA;
   const float* valB;
   const uint32_t* tabA;
   const uint32_t* tabB;
   QuantFinder fA, fB;
-  uint32_t maskA, maskB;
 };
 
 struct Ctx {
@@ -108,6 +109,7 @@ struct Ctx {
   uint64_t seed;
   int32_t t;
   bool stochastic;
+  bool normalDenom;  // eps >= FLT_MIN: the staged path's cheaper exact division (qadamParam)
 };
 
 // ---- phase 1: does [begin, end) of this gradient hold a NaN/Inf? (the whole block scans) ------
@@ -165,13 +167,26 @@ __device__ __forceinline__ DType dtypeOf(const QAdamTensor* T) {
 // ---- phase 2: one tile of a quantized tensor --------------------------------------------------
 
 // The codes of one slot (elements e0 .. e0+V), packed as stored: V bytes (8 bits) or V nibbles
-// (4 bits) in kWords 32-bit words; `full`: one aligned load, else bytewise and guarded.
+// (4 bits) in kWords 32-bit words; `full`: one aligned load, else bytewise and guarded. Codes are
+// always < 2^kBits = the map's size (qadamStep checks it), so no mask guards the map lookups.
 template <int kBits, int V>
 struct SlotCodes {
   static constexpr int kWords = kBits == 8 ? V / 4 : 1;
   uint32_t w[kWords];
   __device__ __forceinline__ uint32_t get(int k) const {
-    return kBits == 8 ? (w[k / 4] >> (8 * (k % 4))) & 0xffu : (w[0] >> (4 * k)) & 0xfu;
+    return kBits == 8 ? byteOf(w[k / 4], k % 4) : (w[0] >> (4 * k)) & 0xfu;
+  }
+  // Packs findCode's words (code in byte 0) with byte permutes; 4-bit codes are < 16, so the odd
+  // elements' bytes shifted up a nibble fill the high nibbles.
+  __device__ __forceinline__ void pack(const uint32_t (&c)[V]) {
+    if constexpr (kBits == 8) {
+#pragma unroll
+      for (int i = 0; i < kWords; ++i) w[i] = packBytes(c[4 * i], c[4 * i + 1], c[4 * i + 2], c[4 * i + 3]);
+    } else if constexpr (V == 8) {
+      w[0] = packBytes(c[0], c[2], c[4], c[6]) | (packBytes(c[1], c[3], c[5], c[7]) << 4);
+    } else {  // 16 bits used
+      w[0] = __byte_perm(c[0], c[2], 0x0040) | (__byte_perm(c[1], c[3], 0x0040) << 4);
+    }
   }
 };
 
@@ -276,17 +291,21 @@ template <int kBits>
 __device__ __forceinline__ void stageTile(uint8_t* st, const QAdamTensor& T, int64_t base, int lane) {
   constexpr int QB = kBits == 8 ? 256 : 128;
   constexpr int kCodeBytes = kQuantTile * kBits / 8;
-  const int es = dtypeSize(T.paramDtype);
-  const int chunks = kQuantTile * es / 16;  // 64 (f32) or 32
-  const uint8_t* w = static_cast<const uint8_t*>(T.param) + base * es;
-  const uint8_t* g = static_cast<const uint8_t*>(T.grad) + base * es;
-  for (int i = lane; i < chunks; i += 32) {
-    __pipeline_memcpy_async(st + kStW + i * 16, w + i * 16, 16);
-    __pipeline_memcpy_async(st + kStG + i * 16, g + i * 16, 16);
+  const bool wide = T.paramDtype == DType::F32;  // 1024 bytes of W (and of G): two chunks per lane
+  const int64_t off = base * (wide ? 4 : 2) + lane * 16;
+  const uint8_t* w = static_cast<const uint8_t*>(T.param) + off;
+  const uint8_t* g = static_cast<const uint8_t*>(T.grad) + off;
+  uint8_t* sl = st + lane * 16;
+  __pipeline_memcpy_async(sl + kStW, w, 16);
+  __pipeline_memcpy_async(sl + kStG, g, 16);
+  if (wide) {
+    __pipeline_memcpy_async(sl + kStW + 512, w + 512, 16);
+    __pipeline_memcpy_async(sl + kStG + 512, g + 512, 16);
   }
   if (lane < kCodeBytes / 16) {
-    __pipeline_memcpy_async(st + kStCA + lane * 16, static_cast<const uint8_t*>(T.stateA) + base * kBits / 8 + lane * 16, 16);
-    __pipeline_memcpy_async(st + kStCB + lane * 16, static_cast<const uint8_t*>(T.stateB) + base * kBits / 8 + lane * 16, 16);
+    const int64_t co = base * kBits / 8 + lane * 16;
+    __pipeline_memcpy_async(sl + kStCA, static_cast<const uint8_t*>(T.stateA) + co, 16);
+    __pipeline_memcpy_async(sl + kStCB, static_cast<const uint8_t*>(T.stateB) + co, 16);
   }
   if (lane < kQuantTile / QB) {
     __pipeline_memcpy_async(st + kStAA + lane * 4, T.absmaxA + base / QB + lane, 4);
@@ -294,18 +313,25 @@ __device__ __forceinline__ void stageTile(uint8_t* st, const QAdamTensor& T, int
   }
 }
 
-// One tile of a quantized tensor. `st`: the tile staged in shared memory (full and aligned:
-// 16-byte accesses); null: read global memory element by element, guarded (tails, unaligned).
-template <DType PT, int kBits>
+// One tile of a quantized tensor. kStaged: the tile is staged at `st` in shared memory (full and
+// aligned: 16-byte reads there, 16-byte stores of W, 4- or 8-byte stores of codes, all addressed
+// from one pointer per array and lane); else it reads global memory element by element, guarded
+// (tails, unaligned tensors).
+template <DType PT, int kBits, bool kStaged, bool kNormalDenom>
 __device__ __forceinline__ void quantizedTile(const QAdamTensor& T, int64_t base, const Ctx& c, const Maps& mp,
                                               int lane, const uint8_t* st) {
   constexpr int V = Vec16<PT>::N;
   constexpr int S = kQuantTile / (32 * V);  // slots per lane
   constexpr int QB = kBits == 8 ? 256 : 128;
+  constexpr int ES = PT == DType::F32 ? 4 : 2;
+  constexpr int kSlotCodeBytes = V * kBits / 8;
   const int64_t n = T.numel;
-  const bool full = st != nullptr;
   uint8_t* codesA = static_cast<uint8_t*>(T.stateA);
   uint8_t* codesB = static_cast<uint8_t*>(T.stateB);
+  // The lane's first element of W and of the codes (staged path; slot s is s*32*V elements on).
+  uint8_t* const wLane = static_cast<uint8_t*>(T.param) + (base + lane * V) * ES;
+  uint8_t* const caLane = codesA + (base + lane * V) * kBits / 8;
+  uint8_t* const cbLane = codesB + (base + lane * V) * kBits / 8;
 
   // Stochastic-rounding bits first, while little else is live (Philox needs a dozen registers).
   const bool sr = PT == DType::BF16 && c.stochastic;
@@ -322,7 +348,7 @@ __device__ __forceinline__ void quantizedTile(const QAdamTensor& T, int64_t base
     const int64_t e0 = base + o;
     float w[V], g[V], amA, amB;
     SlotCodes<kBits, V> ca, cb;
-    if (full) {
+    if constexpr (kStaged) {
       load16<PT>(st + kStW, o, w);
       load16<PT>(st + kStG, o, g);
       loadCodes<kBits, V>(st + kStCA, o, 0, true, ca);
@@ -346,17 +372,23 @@ __device__ __forceinline__ void quantizedTile(const QAdamTensor& T, int64_t base
     mxB[s] = 0.0f;
 #pragma unroll
     for (int k = 0; k < V; ++k) {
-      m[s][k] = __fmul_rn(mp.valA[ca.get(k) & mp.maskA], amA);
-      v[s][k] = __fmul_rn(mp.valB[cb.get(k) & mp.maskB], amB);
-      w[k] = qadamElement(w[k], g[k], m[s][k], v[s][k], c.s);
-      if (!full && e0 + k >= n) m[s][k] = v[s][k] = 0.0f;  // past the end: no part of the max
+      m[s][k] = __fmul_rn(mp.valA[ca.get(k)], amA);
+      v[s][k] = __fmul_rn(mp.valB[cb.get(k)], amB);
+      w[k] = qadamElement<kNormalDenom>(w[k], g[k], m[s][k], v[s][k], c.s);
+      if (!kStaged && e0 + k >= n) m[s][k] = v[s][k] = 0.0f;  // past the end: no part of the max
       mxA[s] = fmaxf(mxA[s], fabsf(m[s][k]));
       mxB[s] = fmaxf(mxB[s], v[s][k]);
     }
-    storeParamSlot<PT>(T, e0, full, w, rnd[s], sr);
+    if (kStaged && !sr) {
+      store16<PT>(wLane + s * 32 * V * ES, 0, w);
+    } else {
+      storeParamSlot<PT>(T, e0, kStaged, w, rnd[s], sr);
+    }
   }
 
-  // The new absmax of each block: over the lanes (and slots) that hold it.
+  // The new absmax of each block, over the lanes (and slots) that hold it, and its inverse (once
+  // per block, not per slot).
+  float invA[S], invB[S];
   if constexpr (QB >= 32 * V) {
     constexpr int SPB = QB / (32 * V);
 #pragma unroll
@@ -369,10 +401,13 @@ __device__ __forceinline__ void quantizedTile(const QAdamTensor& T, int64_t base
       }
       a = groupMax<32>(a);
       b = groupMax<32>(b);
+      const float ia = quantInverse(a), ib = quantInverse(b);
 #pragma unroll
       for (int j = 0; j < SPB; ++j) {
         mxA[s0 + j] = a;
         mxB[s0 + j] = b;
+        invA[s0 + j] = ia;
+        invB[s0 + j] = ib;
       }
     }
   } else {
@@ -380,25 +415,31 @@ __device__ __forceinline__ void quantizedTile(const QAdamTensor& T, int64_t base
     for (int s = 0; s < S; ++s) {
       mxA[s] = groupMax<QB / V>(mxA[s]);
       mxB[s] = groupMax<QB / V>(mxB[s]);
+      invA[s] = quantInverse(mxA[s]);
+      invB[s] = quantInverse(mxB[s]);
     }
   }
 
 #pragma unroll
   for (int s = 0; s < S; ++s) {
     const int64_t e0 = base + s * 32 * V + lane * V;
-    const float ia = quantInverse(mxA[s]), ib = quantInverse(mxB[s]);
-    SlotCodes<kBits, V> ca, cb;
-#pragma unroll
-    for (int i = 0; i < SlotCodes<kBits, V>::kWords; ++i) ca.w[i] = cb.w[i] = 0;
+    uint32_t wa[V], wb[V];
 #pragma unroll
     for (int k = 0; k < V; ++k) {
-      const int sh = kBits == 8 ? 8 * (k % 4) : 4 * k;
-      ca.w[kBits == 8 ? k / 4 : 0] |= quantFind<true>(__fmul_rn(m[s][k], ia), mp.fA, mp.tabA) << sh;
-      cb.w[kBits == 8 ? k / 4 : 0] |= quantFind<false>(__fmul_rn(v[s][k], ib), mp.fB, mp.tabB) << sh;
+      wa[k] = findCode<true>(__fmul_rn(m[s][k], invA[s]), mp.fA, mp.tabA);
+      wb[k] = findCode<false>(__fmul_rn(v[s][k], invB[s]), mp.fB, mp.tabB);
     }
-    storeCodes<kBits, V>(codesA, e0, n, full, ca);
-    storeCodes<kBits, V>(codesB, e0, n, full, cb);
-    if ((e0 - base) % QB == 0 && e0 < n) {
+    SlotCodes<kBits, V> ca, cb;
+    ca.pack(wa);
+    cb.pack(wb);
+    if constexpr (kStaged) {
+      storeCodes<kBits, V>(caLane + s * 32 * kSlotCodeBytes, 0, 0, true, ca);
+      storeCodes<kBits, V>(cbLane + s * 32 * kSlotCodeBytes, 0, 0, true, cb);
+    } else {
+      storeCodes<kBits, V>(codesA, e0, n, false, ca);
+      storeCodes<kBits, V>(codesB, e0, n, false, cb);
+    }
+    if ((s * 32 * V + lane * V) % QB == 0 && (kStaged || e0 < n)) {
       T.absmaxA[e0 / QB] = mxA[s];
       T.absmaxB[e0 / QB] = mxB[s];
     }
@@ -424,22 +465,22 @@ __device__ __forceinline__ void plainTile(const QAdamTensor& T, int64_t base, co
   }
 }
 
+template <DType PT, int kBits>
+__device__ __forceinline__ void typedTile(const QAdamTensor& T, int64_t base, const Ctx& c, const Maps& mp, int lane,
+                                          const uint8_t* st) {
+  if (!T.quantized) plainTile<PT>(T, base, c, lane);
+  else if (!st) quantizedTile<PT, kBits, false, false>(T, base, c, mp, lane, nullptr);
+  else if (c.normalDenom) quantizedTile<PT, kBits, true, true>(T, base, c, mp, lane, st);
+  else quantizedTile<PT, kBits, true, false>(T, base, c, mp, lane, st);
+}
+
 template <int kBits>
 __device__ __forceinline__ void runTile(const QAdamTensor& T, int64_t base, const Ctx& c, const Maps& mp, int lane,
                                         const uint8_t* st) {
   switch (T.paramDtype) {
-    case DType::BF16:
-      if (T.quantized) quantizedTile<DType::BF16, kBits>(T, base, c, mp, lane, st);
-      else plainTile<DType::BF16>(T, base, c, lane);
-      break;
-    case DType::F16:
-      if (T.quantized) quantizedTile<DType::F16, kBits>(T, base, c, mp, lane, st);
-      else plainTile<DType::F16>(T, base, c, lane);
-      break;
-    default:
-      if (T.quantized) quantizedTile<DType::F32, kBits>(T, base, c, mp, lane, st);
-      else plainTile<DType::F32>(T, base, c, lane);
-      break;
+    case DType::BF16: typedTile<DType::BF16, kBits>(T, base, c, mp, lane, st); break;
+    case DType::F16: typedTile<DType::F16, kBits>(T, base, c, mp, lane, st); break;
+    default: typedTile<DType::F32, kBits>(T, base, c, mp, lane, st); break;
   }
 }
 
@@ -534,15 +575,14 @@ __global__ void __launch_bounds__(kThreads, 2) qadamKernel(const Params p) {
     c.t = sStep;
     c.seed = p.hyper.seed;
     c.stochastic = p.hyper.stochasticRounding != 0;
+    c.normalDenom = p.hyper.eps >= FLT_MIN;
     Maps mp;
     mp.valA = reinterpret_cast<const float*>(sm);
     mp.valB = reinterpret_cast<const float*>(sm + L.valB);
-    mp.tabA = reinterpret_cast<const uint32_t*>(sm + L.tabA);
-    mp.tabB = reinterpret_cast<const uint32_t*>(sm + L.tabB);
+    mp.tabA = finderBase(reinterpret_cast<const uint32_t*>(sm + L.tabA), p.fA);
+    mp.tabB = finderBase(reinterpret_cast<const uint32_t*>(sm + L.tabB), p.fB);
     mp.fA = p.fA;
     mp.fB = p.fB;
-    mp.maskA = p.fA.nCodes - 1;
-    mp.maskB = p.fB.nCodes - 1;
     const int lane = threadIdx.x & 31;
     uint8_t* stages = sm + L.stages + (threadIdx.x >> 5) * (kStages * kStageBytes);
     const int64_t total = p.totalTiles;
@@ -557,16 +597,24 @@ __global__ void __launch_bounds__(kThreads, 2) qadamKernel(const Params p) {
     int64_t pos = unit * kUnitTiles;  // position of the current tile in the work order
     // Double buffering: while the warp computes tile `pos`, the next one's W, G, codes and absmax
     // are on their way into the other stage.
-    int kCur = p.nTensors - 1, kPre = p.nTensors - 1;
+    // The tensor of a tile is looked up once, when it is prefetched (kNext), against the tile range
+    // of the last tensor found, kept in registers; the tile's own turn reuses the index (kCur).
+    int kCur = p.nTensors - 1, kNext = p.nTensors - 1;
+    int64_t hintBegin = 0, hintEnd = 0;  // tiles of tensor kNext: [hintBegin, hintEnd)
     uint32_t parity = 0, staged = 0;  // stage of the current tile; bit s: stage s holds a copy
     auto prefetch = [&](int64_t ps, uint32_t stage) {
       const int64_t t = tileAt(ps);
-      kPre = findTensor(p.tensors, p.nTensors, t, kPre);
-      const QAdamTensor T = loadTensor(p.tensors + kPre);
+      if (t < hintBegin || t >= hintEnd) {
+        kNext = findTensor(p.tensors, p.nTensors, t, kNext);
+        hintBegin = __ldg(&p.tensors[kNext].tileBegin);
+        hintEnd = kNext + 1 < p.nTensors ? __ldg(&p.tensors[kNext + 1].tileBegin) : LLONG_MAX;
+      }
+      const QAdamTensor T = loadTensor(p.tensors + kNext);
       staged &= ~(1u << stage);
       if (prefetchTile<kBits>(stages + stage * kStageBytes, T, (t - T.tileBegin) * kQuantTile, lane)) staged |= 1u << stage;
     };
     if (pos < total) prefetch(pos, 0);
+    kCur = kNext;
     __pipeline_commit();
     while (pos < total) {
       // The next tile: the following one of this unit, else the first of the claimed next unit.
@@ -582,12 +630,12 @@ __global__ void __launch_bounds__(kThreads, 2) qadamKernel(const Params p) {
       __pipeline_wait_prior(1);  // this lane's copies of the current tile have landed
       __syncwarp();              // and every other lane's
       const int64_t t = tileAt(pos);
-      kCur = findTensor(p.tensors, p.nTensors, t, kCur);
       const QAdamTensor T = loadTensor(p.tensors + kCur);
       runTile<kBits>(T, (t - T.tileBegin) * kQuantTile, c, mp, lane,
                      (staged >> parity) & 1u ? stages + parity * kStageBytes : nullptr);
       parity ^= 1u;
       pos = next;
+      kCur = kNext;
     }
     __pipeline_wait_prior(0);
   }

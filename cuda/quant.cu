@@ -4,8 +4,10 @@
 // for blockSize <= 256, else one whole block. A lane holds its elements in registers as 16-byte
 // slots (slot s covers elements s*32*V + lane*V .. +V of the tile, V = 4 for f32, 8 for 16-bit),
 // so every warp access is contiguous and a block's max is a shuffle reduction over the lanes (and
-// slots) that hold it: no shared memory, no __syncthreads. A block larger than a tile is read
-// twice (max, then encode); the second read hits L1/L2, so DRAM still sees each byte once.
+// slots) that hold it: no shared memory, no __syncthreads. With 16-bit input a warp loads its next
+// tile before it encodes the current one, so those loads are in flight through the encoding (512
+// bytes per warp at a time are too few in flight for the bandwidth). A block larger than a tile
+// is read twice (max, then encode); the second read hits L1/L2, so DRAM still sees each byte once.
 // The finder table (both signs) is staged in shared memory once per thread block; the grid is
 // persistent (occupancy x SMs) so that staging is paid once per resident block.
 //
@@ -50,15 +52,15 @@ __device__ __forceinline__ void loadTile(const void* x, int64_t base, int64_t n,
   }
 }
 
-// Codes of one slot: packed into one 4- or 8-byte store when `full`.
+// Codes of one slot (findCode's words: code in byte 0): packed with byte permutes into one 4- or
+// 8-byte store when `full`.
 template <int V>
 __device__ __forceinline__ void storeCodes(uint8_t* codes, int64_t e0, int64_t n, bool full, const uint32_t (&c)[V]) {
   if (full) {
     if constexpr (V == 4) {
-      *reinterpret_cast<uint32_t*>(codes + e0) = c[0] | (c[1] << 8) | (c[2] << 16) | (c[3] << 24);
+      *reinterpret_cast<uint32_t*>(codes + e0) = packBytes(c[0], c[1], c[2], c[3]);
     } else {
-      *reinterpret_cast<uint2*>(codes + e0) = make_uint2(c[0] | (c[1] << 8) | (c[2] << 16) | (c[3] << 24),
-                                                         c[4] | (c[5] << 8) | (c[6] << 16) | (c[7] << 24));
+      *reinterpret_cast<uint2*>(codes + e0) = make_uint2(packBytes(c[0], c[1], c[2], c[3]), packBytes(c[4], c[5], c[6], c[7]));
     }
   } else {
 #pragma unroll
@@ -73,18 +75,40 @@ __device__ __forceinline__ void encodeSlot(const float (&v)[Tile<D>::V], float i
   constexpr int V = Tile<D>::V;
   uint32_t c[V];
 #pragma unroll
-  for (int k = 0; k < V; ++k) c[k] = quantFind(__fmul_rn(v[k], inv), f, table);
+  for (int k = 0; k < V; ++k) c[k] = findCode<true>(__fmul_rn(v[k], inv), f, table);
   storeCodes<V>(codes, e0, n, full, c);
 }
 
+// A tile's raw 16-byte slots, loaded ahead of its turn (see quantizeKernel); a tile that is not
+// `full` (unaligned, or past n) is read element by element, guarded, at its turn instead.
+template <DType D>
+struct TileAhead {
+  uint4 raw[Tile<D>::S];
+  bool full;
+  __device__ __forceinline__ void load(const void* x, int64_t base, int64_t n, bool aligned, int lane) {
+    full = aligned && base + kQuantTile <= n;
+    if (full) {
+      const uint4* p = reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(x) + (base + lane * Tile<D>::V) * dtypeSize(D));
+#pragma unroll
+      for (int s = 0; s < Tile<D>::S; ++s) raw[s] = __ldg(p + s * 32);
+    }
+  }
+};
+
 // blockSize <= 256: one tile, 256 / kBlock blocks.
 template <DType D, int kBlock>
-__device__ __forceinline__ void quantizeTile(const void* x, int64_t n, uint8_t* codes, float* absmax, int64_t base,
-                                             bool aligned, const QuantFinder& f, const uint32_t* table, int lane) {
+__device__ __forceinline__ void quantizeTile(const void* x, const TileAhead<D>& t, int64_t n, uint8_t* codes,
+                                             float* absmax, int64_t base, const QuantFinder& f, const uint32_t* table,
+                                             int lane) {
   constexpr int V = Tile<D>::V, S = Tile<D>::S;
-  const bool full = aligned && base + kQuantTile <= n;
+  const bool full = t.full;
   float v[S][V];
-  loadTile<D>(x, base, n, full, lane, v);
+  if (full) {
+#pragma unroll
+    for (int s = 0; s < S; ++s) unpack16<D>(t.raw[s], v[s]);
+  } else {
+    loadTile<D>(x, base, n, false, lane, v);
+  }
   float mx[S];
 #pragma unroll
   for (int s = 0; s < S; ++s) {
@@ -92,6 +116,7 @@ __device__ __forceinline__ void quantizeTile(const void* x, int64_t n, uint8_t* 
 #pragma unroll
     for (int k = 0; k < V; ++k) mx[s] = fmaxf(mx[s], fabsf(v[s][k]));
   }
+  float inv[S];  // once per block, not per slot
   if constexpr (kBlock >= 32 * V) {  // a block spans whole slots of the warp
     constexpr int SPB = kBlock / (32 * V);
 #pragma unroll
@@ -100,18 +125,25 @@ __device__ __forceinline__ void quantizeTile(const void* x, int64_t n, uint8_t* 
 #pragma unroll
       for (int j = 1; j < SPB; ++j) m = fmaxf(m, mx[s0 + j]);
       m = groupMax<32>(m);
+      const float i = quantInverse(m);
 #pragma unroll
-      for (int j = 0; j < SPB; ++j) mx[s0 + j] = m;
+      for (int j = 0; j < SPB; ++j) {
+        mx[s0 + j] = m;
+        inv[s0 + j] = i;
+      }
     }
   } else {  // a block is kBlock / V lanes of one slot
     constexpr int L = kBlock / V;
 #pragma unroll
-    for (int s = 0; s < S; ++s) mx[s] = groupMax<L>(mx[s]);
+    for (int s = 0; s < S; ++s) {
+      mx[s] = groupMax<L>(mx[s]);
+      inv[s] = quantInverse(mx[s]);
+    }
   }
 #pragma unroll
   for (int s = 0; s < S; ++s) {
     const int64_t e0 = base + s * 32 * V + lane * V;
-    encodeSlot<D>(v[s], quantInverse(mx[s]), f, table, codes, e0, n, full);
+    encodeSlot<D>(v[s], inv[s], f, table, codes, e0, n, full);
     if ((e0 - base) % kBlock == 0 && e0 < n) absmax[e0 / kBlock] = mx[s];
   }
 }
@@ -149,21 +181,40 @@ __device__ __forceinline__ void quantizeBlock(const void* x, int64_t n, uint8_t*
 }
 
 template <DType D, int kBlock>
-__global__ void __launch_bounds__(kThreads, 4) quantizeKernel(const void* __restrict__ x, int64_t n,
+__global__ void __launch_bounds__(kThreads, 6) quantizeKernel(const void* __restrict__ x, int64_t n,
                                                            uint8_t* __restrict__ codes, float* __restrict__ absmax,
                                                            const uint32_t* __restrict__ tableG, const QuantFinder f,
                                                            bool aligned) {
   extern __shared__ uint2 sQuantTable[];
-  uint32_t* table = reinterpret_cast<uint32_t*>(sQuantTable);
-  stageToShared(table, tableG, size_t(f.sideEntries) * 8);
+  stageToShared(sQuantTable, tableG, size_t(f.sideEntries) * 8);
   __syncthreads();
+  const uint32_t* table = finderBase(reinterpret_cast<const uint32_t*>(sQuantTable), f);
   constexpr int64_t kUnit = kBlock > kQuantTile ? kBlock : kQuantTile;
   const int lane = threadIdx.x & 31;
   const int64_t units = (n + kUnit - 1) / kUnit;
   const int64_t nw = int64_t(gridDim.x) * kWarps;
-  for (int64_t u = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5); u < units; u += nw) {
-    if constexpr (kBlock <= kQuantTile) quantizeTile<D, kBlock>(x, n, codes, absmax, u * kUnit, aligned, f, table, lane);
-    else quantizeBlock<D, kBlock>(x, n, codes, absmax, u * kUnit, aligned, f, table, lane);
+  int64_t u = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+  if constexpr (kBlock <= kQuantTile && D == DType::F32) {
+    // 1 KB per warp in flight is enough at full occupancy; loading ahead would cost occupancy.
+    for (; u < units; u += nw) {
+      TileAhead<D> cur;
+      cur.load(x, u * kUnit, n, aligned, lane);
+      quantizeTile<D, kBlock>(x, cur, n, codes, absmax, u * kUnit, f, table, lane);
+    }
+  } else if constexpr (kBlock <= kQuantTile) {
+    // 16-bit input: the warp's next tile is loaded before this one is encoded, so its loads are in
+    // flight through the encoding (512 bytes per warp at a time is too few for the bandwidth).
+    TileAhead<D> cur;
+    if (u < units) cur.load(x, u * kUnit, n, aligned, lane);
+    for (; u < units; u += nw) {
+      TileAhead<D> next;
+      next.full = false;
+      if (u + nw < units) next.load(x, (u + nw) * kUnit, n, aligned, lane);
+      quantizeTile<D, kBlock>(x, cur, n, codes, absmax, u * kUnit, f, table, lane);
+      cur = next;
+    }
+  } else {
+    for (; u < units; u += nw) quantizeBlock<D, kBlock>(x, n, codes, absmax, u * kUnit, aligned, f, table, lane);
   }
 }
 

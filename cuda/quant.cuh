@@ -11,9 +11,11 @@
 // Finder. Instead of searching the map, the code is read off the float's bits: |x| is clamped to
 // [base, top], and (bits - base) >> 16 picks a bucket (128 buckets per binade, one table per sign).
 // The host builds the table so that each bucket holds at most one point where the code changes:
-// entry = [code above : 8][code at or below : 8][low 16 bits of the last |x| still below : 16].
-// One shared-memory load and one compare per element, and the result is the nearest code by
-// construction (the builder derives every entry from the brute-force definition).
+// entry = [low 16 bits of the last |x| still below : 16][code above : 8][code at or below : 8].
+// One shared-memory load and one compare per element: (|x| bits << 16) > entry exactly when the
+// low 16 bits of |x| exceed the threshold (the key's low half is 0, so the codes never decide the
+// compare), and the code is then byte 0 of entry >> 8, else byte 0 of entry. The result is the
+// nearest code by construction (the builder derives every entry from the brute-force definition).
 #pragma once
 #include <cmath>
 #include "adamw.cuh"
@@ -36,18 +38,36 @@ SLIMOPT_HD size_t mapBlobBytes(const QuantFinder& f) {
   return size_t(f.nCodes) * 4 + size_t(f.sideEntries) * 8;
 }
 
-// kSigned = false skips the sign: for values known to be >= 0 (Adam's v), only the first half of
-// the table is needed.
-template <bool kSigned = true>
-SLIMOPT_HD uint32_t quantFind(float x, const QuantFinder& f, const uint32_t* table) {
+// The bucket of x and the key compared with its entry. idx counts from bucket (base >> 16) of the
+// non-negative side, whose entry lies at table[-(base >> 16)]: callers subtract that once (the
+// kernels fold it into the table's address). kSigned = false skips the sign: for values known to
+// be >= 0 (Adam's v), only the first half of the table is needed.
+template <bool kSigned>
+SLIMOPT_HD void quantKey(float x, const QuantFinder& f, uint32_t& idx, uint32_t& key) {
   const uint32_t u = floatBits(x);
+#if defined(__CUDA_ARCH__)
+  // The same clamp in two FMNMX (|x| is an operand modifier): on non-negative floats the float
+  // order is the order of the bits, and fminf(NaN, top) = top as the unsigned compare gives.
+  const uint32_t c = __float_as_uint(fmaxf(fminf(fabsf(x), __uint_as_float(f.topBits)), __uint_as_float(f.baseBits)));
+#else
   uint32_t c = u & 0x7fffffffu;
   c = c < f.baseBits ? f.baseBits : c;
   c = c > f.topBits ? f.topBits : c;
-  uint32_t idx = (c - f.baseBits) >> kFinderShift;
+#endif
+  idx = c >> kFinderShift;
   if (kSigned) idx += (u >> 31) * f.sideEntries;
-  const uint32_t e = table[idx];
-  return (c & 0xffffu) > (e & 0xffffu) ? (e >> 24) : ((e >> 16) & 0xffu);
+  key = c << (32 - kFinderShift);
+}
+
+// Byte 0 of the result is the code of the key in bucket entry e (the other bytes may be nonzero:
+// packers take byte 0).
+SLIMOPT_HD uint32_t quantPick(uint32_t key, uint32_t e) { return key > e ? e >> 8 : e; }
+
+template <bool kSigned = true>
+SLIMOPT_HD uint32_t quantFind(float x, const QuantFinder& f, const uint32_t* table) {
+  uint32_t idx, key;
+  quantKey<kSigned>(x, f, idx, key);
+  return quantPick(key, table[idx - (f.baseBits >> kFinderShift)]) & 0xffu;
 }
 
 // Round-to-nearest ops that the CUDA compiler may not fuse (an FMA rounds once, the CPU twice), so
@@ -132,12 +152,24 @@ SLIMOPT_HD void qadamMoments(float g, float& m, float& v, const AdamwScalars& s)
 // The parameter update from the new moments (torch AdamW convention). On the device sqrt and the
 // division are the hardware approximations (a few ulp; the exact ones cost ~18 instructions per
 // element, a fifth of the step's arithmetic); W alone depends on them, never the states.
+// kNormalDenom: the caller knows eps >= 2^-126 (FLT_MIN), so every denominator sqrt(v)*k + eps is
+// normal (>= eps, or NaN/inf): the approximate division's rescaling of subnormal divisors is then
+// dead, and m * rcp(denom) is its result bit for bit, in 2 instructions instead of 6.
+template <bool kNormalDenom = false>
 SLIMOPT_HD float qadamParam(float w, float m, float v, const AdamwScalars& s) {
 #if defined(__CUDA_ARCH__)
   float sq;
   asm("sqrt.approx.f32 %0, %1;" : "=f"(sq) : "f"(v));
   const float denom = fmaf(sq, s.invSqrtBc2, s.eps);
-  return fmaf(-s.stepSize, __fdividef(m, denom), w * s.decayFactor);
+  float q;
+  if (kNormalDenom) {
+    float r;
+    asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(denom));
+    q = __fmul_rn(m, r);
+  } else {
+    q = __fdividef(m, denom);
+  }
+  return fmaf(-s.stepSize, q, w * s.decayFactor);
 #else
   w = w * s.decayFactor;
   const float denom = std::sqrt(v) * s.invSqrtBc2 + s.eps;
@@ -145,9 +177,10 @@ SLIMOPT_HD float qadamParam(float w, float m, float v, const AdamwScalars& s) {
 #endif
 }
 
+template <bool kNormalDenom = false>
 SLIMOPT_HD float qadamElement(float w, float g, float& m, float& v, const AdamwScalars& s) {
   qadamMoments(g, m, v, s);
-  return qadamParam(w, m, v, s);
+  return qadamParam<kNormalDenom>(w, m, v, s);
 }
 
 }  // namespace slimopt

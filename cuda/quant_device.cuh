@@ -1,5 +1,6 @@
 // Device helpers of the quantization kernels (quant.cu, qadam.cu): 16-byte accesses as floats,
-// warp reductions, and staging a map in shared memory.
+// conversions in hardware, the code finder's table lookup and code packing, warp reductions, and
+// staging a map in shared memory.
 #pragma once
 #include <cuda_runtime.h>
 #include "quant.cuh"
@@ -13,22 +14,73 @@ struct Vec16 {
   static constexpr int N = D == DType::F32 ? 4 : 8;
 };
 
-// x = the 16 bytes at element i of p (i a multiple of N, p 16-byte aligned).
+// 16-bit floats <-> f32 with the hardware cvt (one instruction per value or pair, where common.cuh's
+// portable versions take 6-15). The same bits as floatToBf16 / floatToF16 / f16ToFloat for every
+// finite value and inf. NaN: the rounding conversions keep floatToBf16's / floatToF16's result for
+// the canonical NaN (0x7fffffff) that every arithmetic op on the device returns, which is the only
+// NaN the kernels here convert (they store results of arithmetic); f16ToFloat's NaN payload may
+// differ, and every value loaded goes through arithmetic before anything is stored.
+__device__ __forceinline__ uint32_t packBf16x2(float lo, float hi) {
+#if __CUDA_ARCH__ >= 800
+  uint32_t r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+#else
+  return uint32_t(floatToBf16(lo)) | (uint32_t(floatToBf16(hi)) << 16);
+#endif
+}
+__device__ __forceinline__ uint32_t packF16x2(float lo, float hi) {
+#if __CUDA_ARCH__ >= 800
+  uint32_t r;
+  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  // floatToF16 turns a NaN into sign | 0x7e00 (the hardware: 0x7fff).
+  if (lo != lo) r = (r & 0xffff0000u) | ((__float_as_uint(lo) >> 16) & 0x8000u) | 0x7e00u;
+  if (hi != hi) r = (r & 0xffffu) | (__float_as_uint(hi) & 0x80000000u) | 0x7e000000u;
+  return r;
+#else
+  return uint32_t(floatToF16(lo)) | (uint32_t(floatToF16(hi)) << 16);
+#endif
+}
+__device__ __forceinline__ float halfToFloat(uint16_t h) {
+  float f;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+  return f;
+}
+
+// The two 16-bit floats of word w as f32 (lo = bits 0-15).
 template <DType D>
-__device__ __forceinline__ void load16(const void* p, int64_t i, float (&x)[Vec16<D>::N]) {
-  const uint4 u = *reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(p) + i * dtypeSize(D));
+__device__ __forceinline__ void unpack16x2(uint32_t w, float& lo, float& hi) {
+  if (D == DType::BF16) {
+    lo = __uint_as_float(w << 16);
+    hi = __uint_as_float(w & 0xffff0000u);
+  } else {
+    lo = halfToFloat(uint16_t(w));
+    hi = halfToFloat(uint16_t(w >> 16));
+  }
+}
+
+template <DType D>
+__device__ __forceinline__ uint32_t pack16x2(float lo, float hi) {
+  return D == DType::BF16 ? packBf16x2(lo, hi) : packF16x2(lo, hi);
+}
+
+// x = the 16 bytes u as elements of dtype D.
+template <DType D>
+__device__ __forceinline__ void unpack16(const uint4 u, float (&x)[Vec16<D>::N]) {
   if (D == DType::F32) {
     x[0] = __uint_as_float(u.x); x[1] = __uint_as_float(u.y);
     x[2] = __uint_as_float(u.z); x[3] = __uint_as_float(u.w);
   } else {
     const uint32_t w[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      const uint16_t lo = uint16_t(w[k]), hi = uint16_t(w[k] >> 16);
-      x[2 * k] = D == DType::BF16 ? bf16ToFloat(lo) : f16ToFloat(lo);
-      x[2 * k + 1] = D == DType::BF16 ? bf16ToFloat(hi) : f16ToFloat(hi);
-    }
+    for (int k = 0; k < 4; ++k) unpack16x2<D>(w[k], x[2 * k], x[2 * k + 1]);
   }
+}
+
+// x = the 16 bytes at element i of p (i a multiple of N, p 16-byte aligned).
+template <DType D>
+__device__ __forceinline__ void load16(const void* p, int64_t i, float (&x)[Vec16<D>::N]) {
+  unpack16<D>(*reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(p) + i * dtypeSize(D)), x);
 }
 
 template <DType D>
@@ -37,17 +89,35 @@ __device__ __forceinline__ void store16(void* p, int64_t i, const float (&x)[Vec
   if (D == DType::F32) {
     u = make_uint4(__float_as_uint(x[0]), __float_as_uint(x[1]), __float_as_uint(x[2]), __float_as_uint(x[3]));
   } else {
-    uint32_t w[4];
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      const uint16_t lo = D == DType::BF16 ? floatToBf16(x[2 * k]) : floatToF16(x[2 * k]);
-      const uint16_t hi = D == DType::BF16 ? floatToBf16(x[2 * k + 1]) : floatToF16(x[2 * k + 1]);
-      w[k] = uint32_t(lo) | (uint32_t(hi) << 16);
-    }
-    u = make_uint4(w[0], w[1], w[2], w[3]);
+    u = make_uint4(pack16x2<D>(x[0], x[1]), pack16x2<D>(x[2], x[3]), pack16x2<D>(x[4], x[5]), pack16x2<D>(x[6], x[7]));
   }
   *reinterpret_cast<uint4*>(static_cast<uint8_t*>(p) + i * dtypeSize(D)) = u;
 }
+
+// ---- codes ---------------------------------------------------------------------------------------
+
+// The code of x (quantFind's result) in byte 0 of the word returned; `table` is the finder's table
+// in shared memory, already moved back by (base >> 16) entries (quantKey's idx indexes it).
+template <bool kSigned>
+__device__ __forceinline__ uint32_t findCode(float x, const QuantFinder& f, const uint32_t* table) {
+  uint32_t idx, key;
+  quantKey<kSigned>(x, f, idx, key);
+  return quantPick(key, table[idx]);
+}
+
+// The finder table of a map staged at `tab` in shared memory, as findCode indexes it. The pointer
+// points before the table (never dereferenced there): idx >= base >> 16 always.
+__device__ __forceinline__ const uint32_t* finderBase(const uint32_t* tab, const QuantFinder& f) {
+  return tab - (f.baseBits >> kFinderShift);
+}
+
+// Byte 0 of each of c0..c3 packed into one word (c0 lowest): three byte permutes.
+__device__ __forceinline__ uint32_t packBytes(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3) {
+  return __byte_perm(__byte_perm(c0, c1, 0x0040), __byte_perm(c2, c3, 0x0040), 0x5410);
+}
+
+// Byte k of w, zero-extended.
+__device__ __forceinline__ uint32_t byteOf(uint32_t w, int k) { return __byte_perm(w, 0, 0x4440 | k); }
 
 // Max over aligned groups of kLanes lanes (a power of two <= 32); every lane of the warp must call.
 template <int kLanes>

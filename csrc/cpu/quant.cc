@@ -88,7 +88,7 @@ std::string buildQuantMap(const float* values, int n, QuantMapHost* out) {
         if (codeAt(v, side, h) != above) return "map too dense for the code finder (two changes in one bucket)";
         thr = l & 0xffffu;
       }
-      table[size_t(side) * f.sideEntries + b] = (above << 24) | (below << 16) | thr;
+      table[size_t(side) * f.sideEntries + b] = (thr << 16) | (above << 8) | below;
     }
   }
   // Below base and above top the code is constant: no midpoint lies there.

@@ -74,6 +74,29 @@ const BLOCKS = [64, 128, 256, 512, 1024, 2048, 4096];
     expect(sameFraction(await arr(out), await arr(quant.dequantizeBlockwise(qc.codes, qc.absmax)))).toBe(1);
   });
 
+  test("dequantize to bf16 / f16: overflow and inf agree bit for bit with the CPU, NaN stays NaN", async () => {
+    // The device converts with the hardware cvt (quant_device.cuh); absmax of inf gives +-inf and
+    // NaN (0 * inf), a huge absmax overflows f16.
+    const n = 4096 * 3 + 17, block = 256;
+    const codesArr = Uint8Array.from({ length: n }, (_, i) => (i * 97 + 13) & 255);
+    const absArr = Float32Array.from({ length: Math.ceil(n / block) }, (_, b) => [Infinity, 1e6, 3e38, 0.5][b % 4]);
+    const codes = tensor(codesArr, [n], { device: "cpu" }), absmax = tensor(absArr, [absArr.length], { device: "cpu" });
+    for (const dtype of ["bf16", "f16"] as DType[]) {
+      const isNaN16 = dtype === "bf16" ? (b: number) => (b & 0x7fff) > 0x7f80 : (b: number) => (b & 0x7fff) > 0x7c00;
+      const yc = await quant.dequantizeBlockwise(codes, absmax, { dtype }).toTypedArray();
+      const yg = await quant.dequantizeBlockwise(codes.clone("cuda"), absmax.clone("cuda"), { dtype }).toTypedArray();
+      let nans = 0, mismatches = 0;
+      for (let i = 0; i < n; i++) {
+        if (isNaN16(yc[i])) {
+          nans++;
+          if (!isNaN16(yg[i])) mismatches++;
+        } else if (yg[i] !== yc[i]) mismatches++;
+      }
+      expect(nans).toBeGreaterThan(0);
+      expect(mismatches).toBe(0);
+    }
+  });
+
   test("a 16-entry map, unpacked codes", async () => {
     const code = quant.dynamicMap(true, { maxExponentBits: 3, totalBits: 4 });
     const xc = randn([100003], { device: "cpu", seed: 9 });
@@ -173,6 +196,22 @@ async function compareStates(oc: InstanceType<Opt>, og: InstanceType<Opt>, cpu: 
       feed(cpu, gpu, 2, 4);
       oc.step(); og.step();
       await compareStates(oc, og, cpu, gpu, "f32", w0);
+    });
+
+    test(`${bits}-bit: eps below FLT_MIN (the general division on the device) agrees with the CPU`, async () => {
+      // eps >= FLT_MIN lets the staged path divide in 2 instructions (quant.cuh qadamParam); this
+      // covers the other instantiation, in f32 and bf16.
+      for (const dtype of ["f32", "bf16"] as DType[]) {
+        const { cpu, gpu } = twin([[70000], [4096 * 3]], dtype, 31);
+        const w0 = await Promise.all(cpu.map((p) => arr(p.data)));
+        const oc = new Opt(cpu, { eps: 1e-40 }), og = new Opt(gpu, { eps: 1e-40 });
+        for (let s = 0; s < 3; s++) {
+          feed(cpu, gpu, s, 31);
+          oc.step(); og.step();
+        }
+        await compareStates(oc, og, cpu, gpu, dtype, w0);
+        oc.dispose(); og.dispose();
+      }
     });
 
     test(`${bits}-bit: parameters at unaligned addresses (the guarded path) agree with the CPU`, async () => {
