@@ -18,6 +18,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   registerBench(env, exports);
   registerQuant(env, exports);
   registerQAdam(env, exports);
+  registerTrain(env, exports);
   return exports;
 }
 

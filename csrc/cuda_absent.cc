@@ -123,3 +123,14 @@ Status memsetBytes(int, void*, int, size_t) { return noCuda(); }
 
 }  // namespace gpu
 }  // namespace slimopt
+
+// Training-loop launchers (cuda/train.cu).
+#include "../cuda/train_launchers.h"
+namespace slimopt {
+namespace gpu {
+Status gradSumSquares(int, const GradRef*, int32_t, float*, bool) { return noCuda(); }
+Status gradNormFinish(int, float*, float) { return noCuda(); }
+Status gradScale(int, const GradRef*, int32_t, const float*, float) { return noCuda(); }
+Status countersMax(int, AdamwCounters*, AdamwCounters* const*, int32_t) { return noCuda(); }
+}  // namespace gpu
+}  // namespace slimopt

@@ -17,5 +17,6 @@ void registerGrass(Napi::Env env, Napi::Object exports);
 void registerBench(Napi::Env env, Napi::Object exports);
 void registerQuant(Napi::Env env, Napi::Object exports);
 void registerQAdam(Napi::Env env, Napi::Object exports);
+void registerTrain(Napi::Env env, Napi::Object exports);
 
 }  // namespace slimopt

@@ -12,3 +12,5 @@ export { gemm, GemmOptions, setBuiltinLinalg, linalgPaths } from "./linalg";
 export { saveTensors, loadTensors, inspectTensors, LoadTensorsOptions, SAFETENSORS_DTYPE, MAX_HEADER_BYTES } from "./checkpoint";
 export { AdamW8bit, AdamW4bit, AdamW8bitOptions, AdamW4bitOptions } from "./optim/adamw8bit";
 export * as quant from "./quant";
+export { clipGradNorm, ClipResult, GradClipping } from "./clip";
+export { Schedule, constantLR, linearWarmup, cosineWithWarmup, warmupStableDecay, applySchedule } from "./schedule";

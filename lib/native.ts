@@ -127,20 +127,28 @@ export function addonCandidates(): string[] {
   return out;
 }
 
-let loaded: NativeAddon | undefined;
+let loaded: (NativeAddon & TrainAddon) | undefined;
 export let addonPath = "";
 
-export function native(): NativeAddon {
+export function native(): NativeAddon & TrainAddon {
   if (loaded) return loaded;
   const tried: string[] = [];
   for (const p of addonCandidates()) {
     if (!fs.existsSync(p)) { tried.push(p); continue; }
     const m = { exports: {} as any };
     process.dlopen(m, p);
-    loaded = m.exports as NativeAddon;
+    loaded = m.exports as NativeAddon & TrainAddon;
     addonPath = p;
     loaded.setErrorClass(SlimoptError);
     return loaded;
   }
   throw new Error(`slimopt: no native addon found (looked in ${tried.join(", ")}); run \`npx slimopt build\``);
+}
+
+// Training-loop calls (csrc/train_ops.cc); declared apart so that merges stay additive.
+export interface TrainAddon {
+  gradSumSquares(ws: NativeBufferHandle, grads: [NativeBufferHandle, number, number][], reset: boolean): void;
+  gradNormFinish(ws: NativeBufferHandle, maxNorm: number): void;
+  gradScale(grads: [NativeBufferHandle, number, number][], ws: NativeBufferHandle | null, value: number): void;
+  countersMax(dst: NativeBufferHandle, srcs: NativeBufferHandle[]): void;
 }

@@ -8,7 +8,7 @@ import { native } from "../native";
 import { Parameter } from "../parameter";
 import { Tensor, zeros } from "../tensor";
 import { AdamConvention, AdamGroupEngine } from "./adam_core";
-import { AdamWOptions, validateAdamOptions } from "./adamw";
+import { adamHyper, AdamWOptions, validateAdamOptions } from "./adamw";
 import { checkNumber, ParamGroup, ParamGroupSpec, StateDict } from "./optimizer";
 import { Optimizer } from "./optimizer";
 
@@ -94,6 +94,8 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
   private ranked = new Map<ParamGroup<GaLoreOptions>, RankGroupState>();
   /** Per device: sR (largest R), sT (largest r x cols of a Full tensor), sBig (GPU, non-f32), scalars. */
   private scratch = new Map<Device, { sR?: Tensor; sT?: Tensor; sBig?: Tensor; scalars?: Tensor }>();
+  /** Layer-wise steps: each rank tensor's own non-finite flag. */
+  private paramFlags = new Map<Parameter, Tensor>();
 
   /** step() calls a new rank group starts from (see benchSkipFirstRefresh). */
   private initialCalls = 0;
@@ -230,7 +232,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     return need;
   }
 
-  step(): void {
+  protected stepGroups(): void {
     this.validateAll();
     // Allocate everything first so that an E_OOM leaves every group untouched.
     const plans = this.paramGroups.map((g) => {
@@ -252,45 +254,90 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     const nat = native();
     for (const { g, ranked, engine } of plans) {
       if (engine) {
-        engine.run({
-          lr: g.lr, beta1: g.betas![0], beta2: g.betas![1], eps: g.eps!, weightDecay: g.weightDecay!,
-          convention: AdamConvention.Galore, stochasticRounding: !!g.stochasticRounding,
-          skipNonFinite: g.skipNonFinite !== false, seed: BigInt(g.seed ?? 0),
-        });
+        engine.run(adamHyper(g, AdamConvention.Galore));
         continue;
       }
       const s = ranked!;
-      const sc = this.scratch.get(s.device)!;
       if (g.skipNonFinite !== false) nat.galoreScan(s.flag.handle, g.params.map((p) => [p.grad.handle, DTYPE_CODE[p.grad.dtype], p.numel]));
-      const refresh = s.calls % (g.updateProjGap as number) === 0;
-      const h = {
-        lr: g.lr, beta1: g.betas![0], beta2: g.betas![1], eps: g.eps!, weightDecay: g.weightDecay!,
-        scale: g.scale as number, mode: g.precision === "f32" ? 1 : 0,
-      };
-      const wsH = ws.get(s.device)?.handle ?? null;
-      const bigH = sc.sBig?.handle ?? null;
-      for (const p of g.params) {
-        const q = s.params.get(p)!;
-        const gt = DTYPE_CODE[p.grad.dtype];
-        if (refresh) {
-          // hasPrev is always true: a never-refreshed P is zeros, whose dot products are 0, and
-          // then the first-refresh rule (largest-magnitude entry positive) applies.
-          const method = this.methodOf(g, q);
-          if (q.side === Side.Full) {
-            nat.galoreRefresh(p.grad.handle, gt, q.rows, q.cols, q.rank, true, q.pA.handle, true, s.flag.handle, method, h.mode, wsH, bigH);
-            nat.galoreRefresh(p.grad.handle, gt, q.rows, q.cols, q.rank, false, q.pB!.handle, true, s.flag.handle, method, h.mode, wsH, bigH);
-          } else {
-            nat.galoreRefresh(p.grad.handle, gt, q.rows, q.cols, q.rank, q.side === Side.Left, q.pA.handle, true, s.flag.handle,
-                              method, h.mode, wsH, bigH);
-          }
-          q.refreshed = true;
-        }
-        nat.galoreStep(p.data.handle, DTYPE_CODE[p.dtype], p.grad.handle, gt, q.m.handle, q.v.handle, q.pA.handle,
-                       q.pB?.handle ?? null, q.side, q.rows, q.cols, q.rank, s.counters.handle, s.flag.handle,
-                       sc.sR!.handle, sc.sT?.handle ?? null, sc.sBig?.handle ?? null, sc.scalars?.handle ?? null, h);
-      }
+      else nat.fillZero(s.flag.handle, 4);
+      for (const p of g.params) this.stepRankedTensor(g, s, p, s.counters, s.flag, ws.get(s.device));
       nat.galoreFinish(s.counters.handle, s.flag.handle);
       s.calls++;
+    }
+  }
+
+  /** Refresh (when due) and step of one tensor of a rank group, on the given counters and flag. */
+  private stepRankedTensor(g: ParamGroup<GaLoreOptions>, s: RankGroupState, p: Parameter, counters: Tensor, flag: Tensor,
+                           ws: Tensor | undefined): void {
+    const nat = native();
+    const sc = this.scratch.get(s.device)!;
+    const refresh = s.calls % (g.updateProjGap as number) === 0;
+    const h = {
+      lr: g.lr, beta1: g.betas![0], beta2: g.betas![1], eps: g.eps!, weightDecay: g.weightDecay!,
+      scale: g.scale as number, mode: g.precision === "f32" ? 1 : 0,
+    };
+    const wsH = ws?.handle ?? null;
+    const bigH = sc.sBig?.handle ?? null;
+    const q = s.params.get(p)!;
+    const gt = DTYPE_CODE[p.grad.dtype];
+    if (refresh) {
+      // hasPrev is always true: a never-refreshed P is zeros, whose dot products are 0, and
+      // then the first-refresh rule (largest-magnitude entry positive) applies.
+      const method = this.methodOf(g, q);
+      if (q.side === Side.Full) {
+        nat.galoreRefresh(p.grad.handle, gt, q.rows, q.cols, q.rank, true, q.pA.handle, true, flag.handle, method, h.mode, wsH, bigH);
+        nat.galoreRefresh(p.grad.handle, gt, q.rows, q.cols, q.rank, false, q.pB!.handle, true, flag.handle, method, h.mode, wsH, bigH);
+      } else {
+        nat.galoreRefresh(p.grad.handle, gt, q.rows, q.cols, q.rank, q.side === Side.Left, q.pA.handle, true, flag.handle,
+                          method, h.mode, wsH, bigH);
+      }
+      q.refreshed = true;
+    }
+    nat.galoreStep(p.data.handle, DTYPE_CODE[p.dtype], p.grad.handle, gt, q.m.handle, q.v.handle, q.pA.handle,
+                   q.pB?.handle ?? null, q.side, q.rows, q.cols, q.rank, counters.handle, flag.handle,
+                   sc.sR!.handle, sc.sT?.handle ?? null, sc.sBig?.handle ?? null, sc.scalars?.handle ?? null, h);
+  }
+
+  /** Layer-wise step of p. A rank tensor scans only its own gradient (per-parameter skip) into its
+   *  own flag, refreshes on the group's schedule (the round's calls count) and steps on the
+   *  round's copy of the counters. */
+  protected stepParamImpl(g: ParamGroup<GaLoreOptions>, gi: number, p: Parameter, k: number): void {
+    if (!this.isRanked(g)) {
+      const e = this.engine(g);
+      e.ensureMoments([p]);
+      e.runOne(p, k, adamHyper(g, AdamConvention.Galore), this.roundCounters(gi, p, e.counters));
+      return;
+    }
+    const s = this.prepareRanked(g);
+    const nat = native();
+    let flag = this.paramFlags.get(p);
+    if (!flag || flag.disposed) {
+      flag = zeros([1], { dtype: "i32", device: s.device });
+      this.paramFlags.set(p, flag);
+    }
+    let ws: Tensor | undefined;
+    try {
+      if (s.device.kind === "cuda" && s.calls % (g.updateProjGap as number) === 0) {
+        const q = s.params.get(p)!;
+        let n = 0;
+        const sides = q.side === Side.Full ? [true, false] : [q.side === Side.Left];
+        for (const left of sides) n = Math.max(n, nat.galoreRefreshWorkspace(s.flag.handle, q.rows, q.cols, q.rank, left, this.methodOf(g, q)));
+        if (n > 0) ws = workspace(n, s.device);
+      }
+      const sub = this.roundCounters(gi, p, s.counters);
+      if (g.skipNonFinite !== false) nat.galoreScan(flag.handle, [[p.grad.handle, DTYPE_CODE[p.grad.dtype], p.numel]]);
+      else nat.fillZero(flag.handle, 4);
+      this.stepRankedTensor(g, s, p, sub, flag, ws);
+      nat.galoreFinish(sub.handle, flag.handle);
+    } finally {
+      ws?.dispose();
+    }
+  }
+
+  protected finishRoundImpl(groups: ParamGroup<GaLoreOptions>[]): void {
+    for (const g of groups) {
+      const s = this.ranked.get(g);
+      if (s) s.calls++;
     }
   }
 
@@ -445,5 +492,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     this.engines.clear();
     this.ranked.clear();
     this.scratch.clear();
+    for (const t of this.paramFlags.values()) t.dispose();
+    this.paramFlags.clear();
   }
 }
