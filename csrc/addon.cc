@@ -19,6 +19,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   registerQuant(env, exports);
   registerQAdam(env, exports);
   registerTrain(env, exports);
+  registerAdafactor(env, exports);
   return exports;
 }
 

@@ -134,3 +134,13 @@ Status gradScale(int, const GradRef*, int32_t, const float*, float) { return noC
 Status countersMax(int, AdamwCounters*, AdamwCounters* const*, int32_t) { return noCuda(); }
 }  // namespace gpu
 }  // namespace slimopt
+
+// Adafactor launcher (cuda/adafactor.cu).
+#include "../cuda/adafactor_launchers.h"
+namespace slimopt {
+namespace gpu {
+Status adafactorStep(int, const AdafactorTensor&, const AdafactorHyper&, const AdamwCounters*, const int32_t*, float*) {
+  return noCuda();
+}
+}  // namespace gpu
+}  // namespace slimopt

@@ -18,5 +18,6 @@ void registerBench(Napi::Env env, Napi::Object exports);
 void registerQuant(Napi::Env env, Napi::Object exports);
 void registerQAdam(Napi::Env env, Napi::Object exports);
 void registerTrain(Napi::Env env, Napi::Object exports);
+void registerAdafactor(Napi::Env env, Napi::Object exports);
 
 }  // namespace slimopt

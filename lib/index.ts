@@ -14,3 +14,4 @@ export { AdamW8bit, AdamW4bit, AdamW8bitOptions, AdamW4bitOptions } from "./opti
 export * as quant from "./quant";
 export { clipGradNorm, ClipResult, GradClipping } from "./clip";
 export { Schedule, constantLR, linearWarmup, cosineWithWarmup, warmupStableDecay, applySchedule } from "./schedule";
+export { Adafactor, AdafactorOptions } from "./optim/adafactor";

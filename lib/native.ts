@@ -127,17 +127,17 @@ export function addonCandidates(): string[] {
   return out;
 }
 
-let loaded: (NativeAddon & TrainAddon) | undefined;
+let loaded: (NativeAddon & TrainAddon & AdafactorAddon) | undefined;
 export let addonPath = "";
 
-export function native(): NativeAddon & TrainAddon {
+export function native(): NativeAddon & TrainAddon & AdafactorAddon {
   if (loaded) return loaded;
   const tried: string[] = [];
   for (const p of addonCandidates()) {
     if (!fs.existsSync(p)) { tried.push(p); continue; }
     const m = { exports: {} as any };
     process.dlopen(m, p);
-    loaded = m.exports as NativeAddon & TrainAddon;
+    loaded = m.exports as NativeAddon & TrainAddon & AdafactorAddon;
     addonPath = p;
     loaded.setErrorClass(SlimoptError);
     return loaded;
@@ -151,4 +151,18 @@ export interface TrainAddon {
   gradNormFinish(ws: NativeBufferHandle, maxNorm: number): void;
   gradScale(grads: [NativeBufferHandle, number, number][], ws: NativeBufferHandle | null, value: number): void;
   countersMax(dst: NativeBufferHandle, srcs: NativeBufferHandle[]): void;
+}
+
+export interface AdafactorStepArgs {
+  lr: number; eps1: number; eps2: number; clipThreshold: number; decayRate: number; beta1: number; weightDecay: number;
+  relativeStep: boolean; warmupInit: boolean; scaleParameter: boolean;
+}
+
+// Adafactor calls (csrc/adafactor.cc).
+export interface AdafactorAddon {
+  adafactorStep(w: NativeBufferHandle, g: NativeBufferHandle, dtype: number, factored: boolean, batch: number, rows: number,
+                cols: number, rowState: NativeBufferHandle | null, colState: NativeBufferHandle | null,
+                fullState: NativeBufferHandle | null, expAvg: NativeBufferHandle | null, counters: NativeBufferHandle,
+                flag: NativeBufferHandle, scratch: NativeBufferHandle | null, h: AdafactorStepArgs): void;
+  adafactorScratchFloats(factored: boolean, batch: number, rows: number, cols: number): number;
 }

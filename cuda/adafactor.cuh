@@ -1,0 +1,87 @@
+// Adafactor (Shazeer & Stern 2018, as transformers.optimization.Adafactor computes it): the
+// descriptors and per-element math shared by the CUDA kernels and the CPU backend.
+//
+// For a tensor of 2 or more dims, viewed as batch x rows x cols (rows, cols: its last two dims,
+// batch: the product of the others, as HF factors over the last two), the second moment is
+// factored: R (batch x rows) and C (batch x cols) are running means of g^2 + eps1 over each row
+// and each column; v_ij ~ R_i C_j / mean_i R_i. A 1-D tensor keeps the full v. With t the step:
+//   beta2t = 1 - t^decayRate
+//   lr_t   = (relativeStep ? min(warmupInit ? 1e-6 t : 1e-2, 1/sqrt(t)) : lr)
+//            * (scaleParameter ? max(eps2, RMS(W)) : 1)
+//   u      = g / sqrt(v)  (factored: g * rsqrt(R_i / mean R) * rsqrt(C_j))
+//   u     *= lr_t / max(1, RMS(u) / clipThreshold)
+//   beta1: m = beta1 m + (1 - beta1) u; u = m
+//   W      = W - weightDecay lr_t W;  W = W - u
+#pragma once
+#include <cmath>
+#include "adamw.cuh"
+
+namespace slimopt {
+
+struct AdafactorTensor {
+  void* param;
+  const void* grad;
+  DType dtype;          // of the parameter and of the gradient
+  int32_t factored;     // 1: rowState/colState; 0: fullState (rows = 1, cols = numel, batch = 1)
+  int64_t batch, rows, cols;
+  float* rowState;      // batch x rows
+  float* colState;      // batch x cols
+  float* fullState;     // numel (non-factored)
+  float* expAvg;        // numel when beta1 is used, else null
+};
+
+struct AdafactorHyper {
+  float lr, eps1, eps2, clipThreshold, decayRate, beta1, weightDecay;
+  int32_t relativeStep, warmupInit, scaleParameter, firstMoment;
+};
+
+SLIMOPT_HD int64_t adafactorNumel(const AdafactorTensor& T) { return T.batch * T.rows * T.cols; }
+
+// f32 scratch a step of T needs (both backends use the same layout):
+// [0..8) scalars, rowNew (batch*rows), colNew (batch*cols), rFactor (batch*rows),
+// cFactor (batch*cols), rowMean (batch), pSq partials (batch*rows), uSq partials (batch*rows).
+// Non-factored: 8 + 2 * partial count.
+constexpr int64_t kAdafactorChunk = 4096;  // elements per partial of a non-factored tensor
+SLIMOPT_HD int64_t adafactorScratchFloats(const AdafactorTensor& T) {
+  if (!T.factored) return 8 + 2 * ((adafactorNumel(T) + kAdafactorChunk - 1) / kAdafactorChunk);
+  const int64_t br = T.batch * T.rows, bc = T.batch * T.cols;
+  return 8 + 2 * br + 2 * bc + T.batch + 2 * br;
+}
+
+SLIMOPT_HD float adafactorBeta2(const AdafactorHyper& h, int32_t t) {
+  return float(1.0 - pow(double(t), double(h.decayRate)));
+}
+
+// The step size lr_t of step t for a parameter of RMS paramRms.
+SLIMOPT_HD float adafactorLr(const AdafactorHyper& h, int32_t t, float paramRms) {
+  double rel = h.lr;
+  if (h.relativeStep) {
+    const double minStep = h.warmupInit ? 1e-6 * double(t) : 1e-2;
+    const double inv = 1.0 / sqrt(double(t));
+    rel = minStep < inv ? minStep : inv;
+  }
+  double scale = 1.0;
+  if (h.scaleParameter) scale = double(h.eps2) > double(paramRms) ? double(h.eps2) : double(paramRms);
+  return float(scale * rel);
+}
+
+// The divisor of the update clipping: max(1, RMS(u) / clipThreshold).
+SLIMOPT_HD float adafactorClipDenom(double uSq, int64_t numel, float clipThreshold) {
+  const float rms = float(sqrt(uSq / double(numel)));
+  const float d = rms / clipThreshold;
+  return d > 1.0f ? d : 1.0f;
+}
+
+// The last part, per element: u is the unscaled update (g / sqrt(v)); returns the new W.
+SLIMOPT_HD float adafactorApply(float w, float u, float* m, float denom, float lrT, const AdafactorHyper& h) {
+  u = (u / denom) * lrT;
+  if (h.firstMoment) {
+    const float mi = *m * h.beta1 + (1.0f - h.beta1) * u;
+    *m = mi;
+    u = mi;
+  }
+  if (h.weightDecay != 0.0f) w = w + w * (-h.weightDecay * lrT);
+  return w - u;
+}
+
+}  // namespace slimopt
