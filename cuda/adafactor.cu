@@ -11,6 +11,7 @@
 #include "adafactor.cuh"
 #include "adafactor_launchers.h"
 #include "internal.cuh"
+#include "launchers.h"
 
 namespace slimopt {
 namespace gpu {
@@ -60,7 +61,8 @@ __global__ void rowKernel(const AdafactorTensor T, const AdafactorHyper h, Layou
   const int64_t r = blockIdx.x;
   double s = 0.0, w2 = 0.0;
   for (int64_t j = threadIdx.x; j < T.cols; j += blockDim.x) {
-    const float g = loadAsFloat(T.grad, T.dtype, r * T.cols + j), w = loadAsFloat(T.param, T.dtype, r * T.cols + j);
+    const float g = loadAsFloat(T.grad, T.dtype, r * T.cols + j);
+    const float w = T.param ? loadAsFloat(T.param, T.dtype, r * T.cols + j) : 0.0f;
     s += double(__fadd_rn(__fmul_rn(g, g), h.eps1));
     w2 += double(w) * double(w);
   }
@@ -134,7 +136,7 @@ __global__ void finishKernel(const AdafactorTensor T, const AdafactorHyper h, La
     double w2 = 0.0, u2 = 0.0;
     for (int64_t i = 0; i < parts; ++i) { w2 += double(L.pSq[i]); u2 += double(L.uSq[i]); }
     const int64_t n = adafactorNumel(T);
-    L.scalars[0] = adafactorLr(h, counters->step + 1, float(sqrt(w2 / double(n))));
+    L.scalars[0] = adafactorLr(h, counters->step + 1, T.param || !T.factored ? float(sqrt(w2 / double(n))) : adafactorParamRms(T, w2));
     L.scalars[1] = adafactorClipDenom(u2, n, h.clipThreshold);
   }
   if (T.factored) {
@@ -151,8 +153,17 @@ __global__ void applyKernel(const AdafactorTensor T, const AdafactorHyper h, Lay
     const int64_t i = r * T.cols + j;
     const float u = __fmul_rn(__fmul_rn(L.rF[r], L.cF[bi * T.cols + j]), loadAsFloat(T.grad, T.dtype, i));
     float* m = T.expAvg ? T.expAvg + i : nullptr;
-    storeFromFloat(T.param, T.dtype, i, adafactorApply(loadAsFloat(T.param, T.dtype, i), u, m, denom, lrT, h));
+    if (!T.param) T.update[i] = adafactorUpdate(u, m, denom, lrT, h);
+    else storeFromFloat(T.param, T.dtype, i, adafactorApply(loadAsFloat(T.param, T.dtype, i), u, m, denom, lrT, h));
   }
+}
+
+__global__ void galoreApplyKernel(void* W, DType wt, const float* back, int64_t n, float scale, const AdafactorHyper h,
+                                  const float* scalars, const int32_t* flag) {
+  if (*flag) return;
+  const float lrT = scalars[0];
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    storeFromFloat(W, wt, i, galoreAdafactorApply(loadAsFloat(W, wt, i), back[i], scale, lrT, h));
 }
 
 __device__ float fullV(const AdafactorTensor& T, const AdafactorHyper& h, float b2, float g, int64_t i) {
@@ -218,6 +229,22 @@ Status adafactorStep(int dev, const AdafactorTensor& T, const AdafactorHyper& h,
   finishKernel<<<1, kThreads, 0, st>>>(T, h, L, counters, flag, br);
   applyKernel<<<unsigned(br), kThreads, 0, st>>>(T, h, L, flag);
   return lastError("adafactorStep");
+}
+
+Status galoreAdafactorStep(int dev, const GaloreTensor& G, const AdafactorTensor& R, const AdafactorHyper& h, float scale,
+                           const AdamwCounters* counters, const int32_t* flag, float* sR, float* sT, float* sBig,
+                           float* scratch, GemmMode mode) {
+  cudaStream_t st;
+  Status ok = deviceStream(dev, &st, "galoreAdafactorStep");
+  if (!ok.ok()) return ok;
+  ok = galoreProject(dev, G, sR, sT, sBig, mode);
+  if (ok.ok()) ok = adafactorStep(dev, R, h, counters, flag, scratch);
+  if (ok.ok()) ok = galoreBackF32(dev, G, R.update, sBig, sT, mode);
+  if (!ok.ok()) return ok;
+  const int64_t n = G.rows * G.cols;
+  const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, int64_t(smCount(dev)) * 8));
+  galoreApplyKernel<<<unsigned(blocks), kThreads, 0, st>>>(G.param, G.paramDtype, sBig, n, scale, h, scratch, flag);
+  return lastError("galoreAdafactorStep");
 }
 
 }  // namespace gpu

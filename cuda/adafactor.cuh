@@ -28,6 +28,12 @@ struct AdafactorTensor {
   float* colState;      // batch x cols
   float* fullState;     // numel (non-factored)
   float* expAvg;        // numel when beta1 is used, else null
+  // Update-only mode (GaLoreAdafactor runs Adafactor on the projected gradient R): param is null,
+  // the update (after beta1) is written to `update` (may alias grad), and RMS(W) for scaleParameter
+  // is *paramNorm / sqrt(paramNumel) (paramNorm null: 0).
+  float* update;
+  const float* paramNorm;
+  int64_t paramNumel;
 };
 
 struct AdafactorHyper {
@@ -72,16 +78,38 @@ SLIMOPT_HD float adafactorClipDenom(double uSq, int64_t numel, float clipThresho
   return d > 1.0f ? d : 1.0f;
 }
 
-// The last part, per element: u is the unscaled update (g / sqrt(v)); returns the new W.
-SLIMOPT_HD float adafactorApply(float w, float u, float* m, float denom, float lrT, const AdafactorHyper& h) {
+// The update of one element from its unscaled value u (g / sqrt(v)): clipped, scaled, and through
+// the first moment when beta1 is used.
+SLIMOPT_HD float adafactorUpdate(float u, float* m, float denom, float lrT, const AdafactorHyper& h) {
   u = (u / denom) * lrT;
   if (h.firstMoment) {
     const float mi = *m * h.beta1 + (1.0f - h.beta1) * u;
     *m = mi;
     u = mi;
   }
-  if (h.weightDecay != 0.0f) w = w + w * (-h.weightDecay * lrT);
-  return w - u;
+  return u;
+}
+
+// Decoupled weight decay as HF applies it: W += W * (-weightDecay * lr_t).
+SLIMOPT_HD float adafactorDecay(float w, float lrT, const AdafactorHyper& h) {
+  return h.weightDecay != 0.0f ? w + w * (-h.weightDecay * lrT) : w;
+}
+
+// The new W from the unscaled update u.
+SLIMOPT_HD float adafactorApply(float w, float u, float* m, float denom, float lrT, const AdafactorHyper& h) {
+  const float upd = adafactorUpdate(u, m, denom, lrT, h);
+  return adafactorDecay(w, lrT, h) - upd;
+}
+
+// GaLoreAdafactor's last step: W = decay(W) - scale * back(N).
+SLIMOPT_HD float galoreAdafactorApply(float w, float back, float scale, float lrT, const AdafactorHyper& h) {
+  return adafactorDecay(w, lrT, h) - back * scale;
+}
+
+// The RMS of W an update-only step scales by.
+SLIMOPT_HD float adafactorParamRms(const AdafactorTensor& T, double w2) {
+  if (T.param) return float(sqrt(w2 / double(adafactorNumel(T))));
+  return T.paramNorm ? float(double(*T.paramNorm) / sqrt(double(T.paramNumel))) : 0.0f;
 }
 
 }  // namespace slimopt

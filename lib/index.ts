@@ -15,3 +15,4 @@ export * as quant from "./quant";
 export { clipGradNorm, ClipResult, GradClipping } from "./clip";
 export { Schedule, constantLR, linearWarmup, cosineWithWarmup, warmupStableDecay, applySchedule } from "./schedule";
 export { Adafactor, AdafactorOptions } from "./optim/adafactor";
+export { GaLoreAdafactor, GaLoreAdafactorOptions } from "./optim/galore_adafactor";

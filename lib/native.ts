@@ -127,17 +127,17 @@ export function addonCandidates(): string[] {
   return out;
 }
 
-let loaded: (NativeAddon & TrainAddon & AdafactorAddon) | undefined;
+let loaded: (NativeAddon & TrainAddon & AdafactorAddon & GaloreAdafactorAddon) | undefined;
 export let addonPath = "";
 
-export function native(): NativeAddon & TrainAddon & AdafactorAddon {
+export function native(): NativeAddon & TrainAddon & AdafactorAddon & GaloreAdafactorAddon {
   if (loaded) return loaded;
   const tried: string[] = [];
   for (const p of addonCandidates()) {
     if (!fs.existsSync(p)) { tried.push(p); continue; }
     const m = { exports: {} as any };
     process.dlopen(m, p);
-    loaded = m.exports as NativeAddon & TrainAddon & AdafactorAddon;
+    loaded = m.exports as NativeAddon & TrainAddon & AdafactorAddon & GaloreAdafactorAddon;
     addonPath = p;
     loaded.setErrorClass(SlimoptError);
     return loaded;
@@ -165,4 +165,13 @@ export interface AdafactorAddon {
                 fullState: NativeBufferHandle | null, expAvg: NativeBufferHandle | null, counters: NativeBufferHandle,
                 flag: NativeBufferHandle, scratch: NativeBufferHandle | null, h: AdafactorStepArgs): void;
   adafactorScratchFloats(factored: boolean, batch: number, rows: number, cols: number): number;
+}
+
+export interface GaloreAdafactorAddon {
+  galoreAdafactorStep(w: NativeBufferHandle, wType: number, g: NativeBufferHandle, gType: number, side: number, rows: number,
+                      cols: number, rank: number, pa: NativeBufferHandle, pb: NativeBufferHandle | null,
+                      rowState: NativeBufferHandle, colState: NativeBufferHandle, expAvg: NativeBufferHandle | null,
+                      counters: NativeBufferHandle, flag: NativeBufferHandle, sR: NativeBufferHandle, sT: NativeBufferHandle | null,
+                      sBig: NativeBufferHandle | null, scratch: NativeBufferHandle | null, normWs: NativeBufferHandle | null,
+                      h: AdafactorStepArgs & { scale: number; mode: number }): void;
 }

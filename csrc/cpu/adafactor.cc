@@ -33,7 +33,7 @@ void rowsPass1(void* c, int64_t b, int64_t e) {
     double s = 0.0, w2 = 0.0;
     for (int64_t j = 0; j < T.cols; ++j) {
       const int64_t i = r * T.cols + j;
-      const float g = ld(T.grad, T.dtype, i), w = ld(T.param, T.dtype, i);
+      const float g = ld(T.grad, T.dtype, i), w = T.param ? ld(T.param, T.dtype, i) : 0.0f;
       s += double(g * g + k.h->eps1);
       w2 += double(w) * double(w);
     }
@@ -66,7 +66,8 @@ void rowsPass3(void* c, int64_t b, int64_t e) {
       const int64_t i = r * T.cols + j;
       const float u = (k.rF[r] * k.cF[bi * T.cols + j]) * ld(T.grad, T.dtype, i);
       float* m = T.expAvg ? T.expAvg + i : nullptr;
-      storeFromFloat(T.param, T.dtype, i, adafactorApply(ld(T.param, T.dtype, i), u, m, k.denom, k.lrT, *k.h));
+      if (!T.param) T.update[i] = adafactorUpdate(u, m, k.denom, k.lrT, *k.h);
+      else storeFromFloat(T.param, T.dtype, i, adafactorApply(ld(T.param, T.dtype, i), u, m, k.denom, k.lrT, *k.h));
     }
   }
 }
@@ -106,7 +107,8 @@ void fullPass2(void* c, int64_t b, int64_t e) {
 
 void adafactorStep(const AdafactorTensor& T, const AdafactorHyper& h, const AdamwCounters* counters,
                    const int32_t* flag, float* scratch) {
-  (void)scratch;  // the CPU keeps its sums in double on the heap
+  // The CPU keeps its sums in double on the heap; scratch (when given) receives lr_t and the clip
+  // divisor, as on the device.
   if (*flag != 0) return;
   const int32_t t = counters->step + 1;
   const int64_t n = adafactorNumel(T);
@@ -124,6 +126,7 @@ void adafactorStep(const AdafactorTensor& T, const AdafactorHyper& h, const Adam
     for (int64_t c = 0; c < chunks; ++c) { w2 += pSq[c]; u2 += uSq[c]; }
     k.lrT = adafactorLr(h, t, float(__builtin_sqrt(w2 / double(n))));
     k.denom = adafactorClipDenom(u2, n, h.clipThreshold);
+    if (scratch) { scratch[0] = k.lrT; scratch[1] = k.denom; }
     parallelFor(n, 1 << 15, fullPass2, &k);
     return;
   }
@@ -156,11 +159,24 @@ void adafactorStep(const AdafactorTensor& T, const AdafactorHyper& h, const Adam
   parallelFor(BR, 16, rowsPass2, &k);
   double w2 = 0.0, u2 = 0.0;
   for (int64_t r = 0; r < BR; ++r) { w2 += pSq[r]; u2 += uSq[r]; }
-  k.lrT = adafactorLr(h, t, float(__builtin_sqrt(w2 / double(n))));
+  k.lrT = adafactorLr(h, t, adafactorParamRms(T, w2));
   k.denom = adafactorClipDenom(u2, n, h.clipThreshold);
+  if (scratch) { scratch[0] = k.lrT; scratch[1] = k.denom; }
   parallelFor(BR, 16, rowsPass3, &k);
   for (int64_t r = 0; r < BR; ++r) T.rowState[r] = rowNew[r];
   for (int64_t c = 0; c < BC; ++c) T.colState[c] = colNew[c];
+}
+
+void galoreAdafactorStep(const GaloreTensor& G, const AdafactorTensor& R, const AdafactorHyper& h, float scale,
+                         const AdamwCounters* counters, const int32_t* flag, float* sR, float* sT, float* scratch) {
+  if (*flag != 0) return;
+  galoreProject(G, sR, sT);
+  adafactorStep(R, h, counters, flag, scratch);  // N into R.update (= sR); lr_t into scratch[0]
+  std::vector<float> back(size_t(G.rows * G.cols));
+  galoreBackF32(G, R.update, back.data(), sT);
+  const float lrT = scratch[0];
+  for (int64_t i = 0; i < G.rows * G.cols; ++i)
+    storeFromFloat(G.param, G.paramDtype, i, galoreAdafactorApply(ld(G.param, G.paramDtype, i), back[i], scale, lrT, h));
 }
 
 }  // namespace cpu

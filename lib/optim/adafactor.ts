@@ -112,7 +112,14 @@ export function runAdafactor(w: Tensor, gr: Tensor, s: AdafactorState, h: Adafac
                          counters.handle, flag.handle, scratch?.handle ?? null, h);
 }
 
-interface GroupState {
+/** flag = any NaN/Inf among the gradients of params (0 when the skip is off). */
+export function scanInto(flag: Tensor, params: Parameter[], skip: boolean): void {
+  const nat = native();
+  if (skip) nat.galoreScan(flag.handle, params.map((p) => [p.grad.handle, DTYPE_CODE[p.grad.dtype], p.numel]));
+  else nat.fillZero(flag.handle, 4);
+}
+
+export interface GroupState {
   device: Device;
   /** int32 [completed steps, skipped steps]. */
   counters: Tensor;
@@ -124,11 +131,11 @@ interface GroupState {
 const NAMES = { row: "exp_avg_sq_row", col: "exp_avg_sq_col", full: "exp_avg_sq", expAvg: "exp_avg" } as const;
 
 export class Adafactor extends Optimizer<AdafactorOptions> {
-  private groups = new Map<ParamGroup<AdafactorOptions>, GroupState>();
+  protected groups = new Map<ParamGroup<AdafactorOptions>, GroupState>();
   /** CUDA scratch of each device, sized for the largest tensor. */
-  private scratch = new Map<Device, Tensor>();
+  protected scratch = new Map<Device, Tensor>();
   /** Layer-wise steps: each parameter's own non-finite flag. */
-  private paramFlags = new Map<Parameter, Tensor>();
+  protected paramFlags = new Map<Parameter, Tensor>();
 
   constructor(params: Parameter[] | ParamGroupSpec<AdafactorOptions>[], defaults: AdafactorOptions = {}) {
     super(params, { ...DEFAULTS, ...defaults });
@@ -143,7 +150,7 @@ export class Adafactor extends Optimizer<AdafactorOptions> {
   }
 
   /** Allocates what the group lacks; throws before anything is enqueued. */
-  private prepare(g: ParamGroup<AdafactorOptions>, only?: Parameter): GroupState {
+  protected prepare(g: ParamGroup<AdafactorOptions>, only?: Parameter): GroupState {
     const dev = this.groupDevice(g);
     let st = this.groups.get(g);
     const made: Tensor[] = [];
@@ -190,29 +197,35 @@ export class Adafactor extends Optimizer<AdafactorOptions> {
   protected stepGroups(): void {
     this.validateAll();
     const ready = this.paramGroups.map((g) => this.prepare(g));
+    this.paramGroups.forEach((g, i) => this.runGroup(g, ready[i]));
+  }
+
+  /** One step of a group: the non-finite scan, each tensor, the counters. */
+  protected runGroup(g: ParamGroup<AdafactorOptions>, st: GroupState): void {
     const nat = native();
-    this.paramGroups.forEach((g, i) => {
-      const st = ready[i];
-      if (g.skipNonFinite !== false) nat.galoreScan(st.flag.handle, g.params.map((p) => [p.grad.handle, DTYPE_CODE[p.grad.dtype], p.numel]));
-      else nat.fillZero(st.flag.handle, 4);
-      const h = adafactorHyper(g);
-      for (const p of g.params) runAdafactor(p.data, p.grad, st.params.get(p)!, h, st.counters, st.flag, this.scratch.get(st.device));
-      nat.galoreFinish(st.counters.handle, st.flag.handle);
-    });
+    scanInto(st.flag, g.params, g.skipNonFinite !== false);
+    const h = adafactorHyper(g);
+    for (const p of g.params) runAdafactor(p.data, p.grad, st.params.get(p)!, h, st.counters, st.flag, this.scratch.get(st.device));
+    nat.galoreFinish(st.counters.handle, st.flag.handle);
+  }
+
+  /** p's own non-finite flag for a layer-wise step. */
+  protected paramFlag(p: Parameter, dev: Device): Tensor {
+    let flag = this.paramFlags.get(p);
+    if (!flag || flag.disposed) {
+      flag = zeros([1], { dtype: "i32", device: dev });
+      this.paramFlags.set(p, flag);
+    }
+    return flag;
   }
 
   /** Layer-wise: p's gradient alone decides its skip (its own flag), on the round's counters. */
   protected stepParamImpl(g: ParamGroup<AdafactorOptions>, gi: number, p: Parameter): void {
     const st = this.prepare(g, p);
     const nat = native();
-    let flag = this.paramFlags.get(p);
-    if (!flag || flag.disposed) {
-      flag = zeros([1], { dtype: "i32", device: st.device });
-      this.paramFlags.set(p, flag);
-    }
+    const flag = this.paramFlag(p, st.device);
     const sub = this.roundCounters(gi, p, st.counters);
-    if (g.skipNonFinite !== false) nat.galoreScan(flag.handle, [[p.grad.handle, DTYPE_CODE[p.grad.dtype], p.numel]]);
-    else nat.fillZero(flag.handle, 4);
+    scanInto(flag, [p], g.skipNonFinite !== false);
     runAdafactor(p.data, p.grad, st.params.get(p)!, adafactorHyper(g), sub, flag, this.scratch.get(st.device));
     nat.galoreFinish(sub.handle, flag.handle);
   }

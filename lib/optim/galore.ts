@@ -13,7 +13,7 @@ import { checkNumber, ParamGroup, ParamGroupSpec, StateDict } from "./optimizer"
 import { Optimizer } from "./optimizer";
 
 export type ProjType = "std" | "reverse_std" | "left" | "right" | "full";
-const PROJ_TYPES: ProjType[] = ["std", "reverse_std", "left", "right", "full"];
+export const PROJ_TYPES: ProjType[] = ["std", "reverse_std", "left", "right", "full"];
 
 export interface GaLoreOptions extends AdamWOptions {
   /** Rank of the projection; a group without it is plain Adam (GaLore convention). */
@@ -39,7 +39,7 @@ const DEFAULTS: GaLoreOptions = {
 };
 
 /** Side codes shared with the native side (GaloreSide). */
-const enum Side { Right = 0, Left = 1, Full = 2 }
+export const enum Side { Right = 0, Left = 1, Full = 2 }
 
 interface LowRank {
   rows: number; cols: number; rank: number; side: Side;
@@ -60,11 +60,11 @@ interface RankGroupState {
 }
 
 /** (dim0, rest): how a parameter of more than 2 dims is viewed. */
-function view2d(p: Parameter): [number, number] {
+export function view2d(p: Parameter): [number, number] {
   return [p.shape[0], p.numel / p.shape[0]];
 }
 
-function sideOf(type: ProjType, rows: number, cols: number): Side {
+export function sideOf(type: ProjType, rows: number, cols: number): Side {
   switch (type) {
     case "std": return rows >= cols ? Side.Right : Side.Left;
     case "reverse_std": return rows >= cols ? Side.Left : Side.Right;
@@ -74,16 +74,67 @@ function sideOf(type: ProjType, rows: number, cols: number): Side {
   }
 }
 
-function rShape(s: Side, rows: number, cols: number, r: number): number[] {
+export function rShape(s: Side, rows: number, cols: number, r: number): number[] {
   return s === Side.Right ? [rows, r] : s === Side.Left ? [r, cols] : [r, r];
 }
 
 /** The refresh workspace: n f32 elements on dev, for one step (the kernels initialise what they read). */
-function workspace(n: number, dev: Device): Tensor {
+export function workspace(n: number, dev: Device): Tensor {
   return zeros([n], { dtype: "f32", device: dev });
 }
 
+/** The checks of a rank group's projection options and parameters, shared by GaLoreAdamW and
+ *  GaLoreAdafactor (E_ARG). */
+export function validateProjection(g: { params: Parameter[]; rank?: number; updateProjGap?: number; scale?: number;
+                                        projType?: ProjType; projector?: string; precision?: string }, gi: number): void {
+  const r = g.rank as number;
+  if (!Number.isSafeInteger(r) || r <= 0) fail("E_ARG", `group ${gi} rank must be a positive integer, got ${String(r)}`);
+  const gap = g.updateProjGap;
+  if (!Number.isSafeInteger(gap) || (gap as number) <= 0)
+    fail("E_ARG", `group ${gi} updateProjGap must be a positive integer, got ${String(gap)}`);
+  checkNumber(`group ${gi} scale`, g.scale, 0, Number.MAX_VALUE);
+  if (!PROJ_TYPES.includes(g.projType as ProjType))
+    fail("E_ARG", `group ${gi} projType must be one of ${PROJ_TYPES.join(", ")}, got ${String(g.projType)}`);
+  if (g.projector !== "svd" && g.projector !== "warm") fail("E_ARG", `group ${gi} projector must be "svd" or "warm"`);
+  if (g.precision !== "tf32" && g.precision !== "f32") fail("E_ARG", `group ${gi} precision must be "tf32" or "f32"`);
+  for (const p of g.params) {
+    if (p.shape.length < 2) fail("E_ARG", `group ${gi}: ${p.name} is ${p.shape.length}-D; a rank group takes 2-D or larger parameters`);
+    const [rows, cols] = view2d(p);
+    if (r > Math.min(rows, cols)) fail("E_ARG", `group ${gi}: rank ${r} exceeds min(${rows}, ${cols}) of ${p.name}`);
+  }
+}
+
+/** Enqueues a refresh of the projector(s) of one tensor from its gradient (kept when *flag != 0).
+ *  hasPrev is always true: a never-refreshed P is zeros, whose dot products are 0, and then the
+ *  first-refresh rule (largest-magnitude entry positive) applies. */
+export function refreshProjectors(grad: Tensor, q: { rows: number; cols: number; rank: number; side: Side; pA: Tensor; pB?: Tensor },
+                                  flag: Tensor, method: number, mode: number, ws: Tensor | undefined, big: Tensor | undefined): void {
+  const nat = native();
+  const gt = DTYPE_CODE[grad.dtype];
+  const wsH = ws?.handle ?? null, bigH = big?.handle ?? null;
+  if (q.side === Side.Full) {
+    nat.galoreRefresh(grad.handle, gt, q.rows, q.cols, q.rank, true, q.pA.handle, true, flag.handle, method, mode, wsH, bigH);
+    nat.galoreRefresh(grad.handle, gt, q.rows, q.cols, q.rank, false, q.pB!.handle, true, flag.handle, method, mode, wsH, bigH);
+  } else {
+    nat.galoreRefresh(grad.handle, gt, q.rows, q.cols, q.rank, q.side === Side.Left, q.pA.handle, true, flag.handle, method, mode, wsH, bigH);
+  }
+}
+
+/** f32 elements of device workspace a refresh of this tensor needs (0 on the CPU). */
+export function refreshWorkspaceFloats(onDevice: Tensor, q: { rows: number; cols: number; rank: number; side: Side }, method: number): number {
+  const nat = native();
+  let n = 0;
+  const sides = q.side === Side.Full ? [true, false] : [q.side === Side.Left];
+  for (const left of sides) n = Math.max(n, nat.galoreRefreshWorkspace(onDevice.handle, q.rows, q.cols, q.rank, left, method));
+  return n;
+}
+
 let experimentalCudaAllowed = false;
+/** Whether rank groups may run on CUDA (see GaLoreAdamW's constructor). */
+export function galoreCudaAllowed(): boolean {
+  return process.env.SLIMOPT_EXPERIMENTAL === "1" || experimentalCudaAllowed;
+}
+
 /** @internal the benchmark measures the CUDA path (labelled experimental) without the env var */
 export function allowExperimentalGaloreCuda(): void {
   experimentalCudaAllowed = true;
@@ -104,7 +155,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     super(params, { ...DEFAULTS, ...defaults });
     // The CUDA refresh does not yet match the exact projectors in the GPU suite
     // (bench/results/NVIDIA-H200-2026-11-24.test-gpu.log): refuse rather than train on wrong ones.
-    if (process.env.SLIMOPT_EXPERIMENTAL !== "1" && !experimentalCudaAllowed) {
+    if (!galoreCudaAllowed()) {
       this.paramGroups.forEach((g, gi) => {
         if (this.isRanked(g) && this.groupDevice(g).kind === "cuda")
           fail("E_DEVICE", `group ${gi}: GaLoreAdamW's rank groups run on the CPU for now (the CUDA path is not yet validated); ` +
@@ -123,24 +174,13 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
   protected validateGroup(g: ParamGroup<GaLoreOptions>, gi: number): void {
     validateAdamOptions(g, gi);
     if (g.rank === undefined || g.rank === null) return;
-    const r = g.rank;
-    if (!Number.isSafeInteger(r) || r <= 0) fail("E_ARG", `group ${gi} rank must be a positive integer, got ${String(r)}`);
-    const gap = g.updateProjGap;
-    if (!Number.isSafeInteger(gap) || (gap as number) <= 0)
-      fail("E_ARG", `group ${gi} updateProjGap must be a positive integer, got ${String(gap)}`);
-    checkNumber(`group ${gi} scale`, g.scale, 0, Number.MAX_VALUE);
-    if (!PROJ_TYPES.includes(g.projType as ProjType))
-      fail("E_ARG", `group ${gi} projType must be one of ${PROJ_TYPES.join(", ")}, got ${String(g.projType)}`);
-    if (g.projector !== "svd" && g.projector !== "warm") fail("E_ARG", `group ${gi} projector must be "svd" or "warm"`);
-    if (g.precision !== "tf32" && g.precision !== "f32") fail("E_ARG", `group ${gi} precision must be "tf32" or "f32"`);
+    validateProjection(g, gi);
     if (g.stateDtype !== "f32") fail("E_ARG", `group ${gi}: a rank group keeps f32 states`);
     if (g.stochasticRounding) fail("E_ARG", `group ${gi}: stochastic rounding is not available in a rank group`);
     for (const p of g.params) {
-      if (p.shape.length < 2) fail("E_ARG", `group ${gi}: ${p.name} is ${p.shape.length}-D; a rank group takes 2-D or larger parameters`);
       const [rows, cols] = view2d(p);
-      if (r > Math.min(rows, cols)) fail("E_ARG", `group ${gi}: rank ${r} exceeds min(${rows}, ${cols}) of ${p.name}`);
       const st = this.ranked?.get(g)?.params.get(p);
-      if (st && (st.rank !== r || st.side !== sideOf(g.projType as ProjType, rows, cols)))
+      if (st && (st.rank !== g.rank || st.side !== sideOf(g.projType as ProjType, rows, cols)))
         fail("E_ARG", `group ${gi}: rank and projType cannot change once ${p.name} has state`);
     }
   }
@@ -222,12 +262,8 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     for (const g of this.paramGroups) {
       const s = this.ranked.get(g);
       if (!s || s.device.kind !== "cuda" || s.calls % (g.updateProjGap as number) !== 0) continue;
-      for (const q of s.params.values()) {
-        const sides = q.side === Side.Full ? [true, false] : [q.side === Side.Left];
-        for (const left of sides)
-          need.set(s.device, Math.max(need.get(s.device) ?? 0,
-            nat.galoreRefreshWorkspace(s.flag.handle, q.rows, q.cols, q.rank, left, this.methodOf(g, q))));
-      }
+      for (const q of s.params.values())
+        need.set(s.device, Math.max(need.get(s.device) ?? 0, refreshWorkspaceFloats(s.flag, q, this.methodOf(g, q))));
     }
     return need;
   }
@@ -276,21 +312,10 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
       lr: g.lr, beta1: g.betas![0], beta2: g.betas![1], eps: g.eps!, weightDecay: g.weightDecay!,
       scale: g.scale as number, mode: g.precision === "f32" ? 1 : 0,
     };
-    const wsH = ws?.handle ?? null;
-    const bigH = sc.sBig?.handle ?? null;
     const q = s.params.get(p)!;
     const gt = DTYPE_CODE[p.grad.dtype];
     if (refresh) {
-      // hasPrev is always true: a never-refreshed P is zeros, whose dot products are 0, and
-      // then the first-refresh rule (largest-magnitude entry positive) applies.
-      const method = this.methodOf(g, q);
-      if (q.side === Side.Full) {
-        nat.galoreRefresh(p.grad.handle, gt, q.rows, q.cols, q.rank, true, q.pA.handle, true, flag.handle, method, h.mode, wsH, bigH);
-        nat.galoreRefresh(p.grad.handle, gt, q.rows, q.cols, q.rank, false, q.pB!.handle, true, flag.handle, method, h.mode, wsH, bigH);
-      } else {
-        nat.galoreRefresh(p.grad.handle, gt, q.rows, q.cols, q.rank, q.side === Side.Left, q.pA.handle, true, flag.handle,
-                          method, h.mode, wsH, bigH);
-      }
+      refreshProjectors(p.grad, q, flag, this.methodOf(g, q), h.mode, ws, sc.sBig);
       q.refreshed = true;
     }
     nat.galoreStep(p.data.handle, DTYPE_CODE[p.dtype], p.grad.handle, gt, q.m.handle, q.v.handle, q.pA.handle,
@@ -319,9 +344,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     try {
       if (s.device.kind === "cuda" && s.calls % (g.updateProjGap as number) === 0) {
         const q = s.params.get(p)!;
-        let n = 0;
-        const sides = q.side === Side.Full ? [true, false] : [q.side === Side.Left];
-        for (const left of sides) n = Math.max(n, nat.galoreRefreshWorkspace(s.flag.handle, q.rows, q.cols, q.rank, left, this.methodOf(g, q)));
+        const n = refreshWorkspaceFloats(s.flag, q, this.methodOf(g, q));
         if (n > 0) ws = workspace(n, s.device);
       }
       const sub = this.roundCounters(gi, p, s.counters);
