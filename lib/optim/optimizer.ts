@@ -325,7 +325,8 @@ export abstract class Optimizer<O extends GroupOptions> {
    *  step-clock notes above for the non-finite skip). Returns true when it applied an update
    *  (false inside an accumulation window). With zeroGrad: true, p.grad is zeroed after an update.
    *  Stepping a parameter twice in one round is refused (E_ARG); endStep() closes a round that
-   *  leaves parameters out. */
+   *  leaves parameters out. Accumulation averaging and setGradClipping act on p.grad (a Grass
+   *  compact gradient is used as given). */
   stepParam(p: Parameter, opts: { zeroGrad?: boolean } = {}): boolean {
     const where = this.indexOf(p);
     if (!where) fail("E_ARG", `stepParam: ${p instanceof Parameter ? p.name : String(p)} is not a parameter of this optimizer`);
@@ -396,7 +397,8 @@ export abstract class Optimizer<O extends GroupOptions> {
   private indexOf(p: Parameter): [number, number] | undefined;
   private indexOf(p: Parameter, count: true): number;
   private indexOf(p: Parameter, count?: true): [number, number] | undefined | number {
-    if (!this.paramIndex || this.paramIndex.size !== this.countParams()) {
+    // Rebuilt when a round opens (the groups' lists may have been edited since), cached within it.
+    if (!this.paramIndex || !this.round || this.paramIndex.size !== this.countParams()) {
       const m = new Map<Parameter, [number, number]>();
       this.paramGroups.forEach((g, gi) => g.params.forEach((q, k) => m.set(q, [gi, k])));
       this.paramIndex = m;

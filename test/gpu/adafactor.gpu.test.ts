@@ -45,3 +45,47 @@ suite("Adafactor: CUDA against the CPU", () => {
     }
   }
 });
+
+// GaLoreAdafactor's CUDA path after the projectors exist: the first step (with its refresh) runs
+// on the CPU, its state is loaded into the CUDA optimizer, and the next steps (no refresh) must
+// agree. This checks the projection, Adafactor on R and the project-back on the device apart from
+// GaLore's CUDA refresh (validated in galore.gpu.test.ts).
+suite("GaLoreAdafactor: CUDA against the CPU (projectors from the CPU)", () => {
+  for (const dtype of ["f32", "bf16"] as DType[]) {
+    for (const projType of ["std", "reverse_std", "full"] as const) {
+      test(`${projType}, ${dtype}`, async () => {
+        process.env.SLIMOPT_EXPERIMENTAL = "1";
+        const { GaLoreAdafactor } = await import("../../lib");
+        const shapes = [[300, 200], [64, 1000], [9, 10, 60], [1001]];
+        const make = (dev: string) => shapes.map((s, i) => new Parameter(randn(s, { dtype, device: dev, seed: 90 + i, std: 0.5 })));
+        const pc = make("cpu"), pg = make("cuda");
+        const opts = (ps: Parameter[]) => [
+          { params: ps.filter((p) => p.shape.length >= 2), rank: 8, updateProjGap: 1000, projType, precision: "f32" as const, beta1: 0.9,
+            scaleParameter: true, weightDecay: 0.01 },
+          { params: ps.filter((p) => p.shape.length < 2) }];
+        const A = new GaLoreAdafactor(opts(pc), { lr: 1e-2 }), B = new GaLoreAdafactor(opts(pg), { lr: 1e-2 });
+        const rng = new Rng(projType.length + dtype.length);
+        const grads = () => pc.map((p) => Float32Array.from(rng.normals(p.numel, 0.3), (x) => roundTo(dtype, x)));
+        let g = grads();
+        pc.forEach((p, i) => p.grad.copyFrom(g[i]));
+        A.step();
+        B.loadStateDict(A.stateDict());
+        pg.forEach((p, i) => p.data.copyFrom(pc[i].data));
+        for (let s = 0; s < 3; s++) {
+          g = grads();
+          pc.forEach((p, i) => { p.grad.copyFrom(g[i]); pg[i].grad.copyFrom(g[i]); });
+          A.step();
+          B.step();
+        }
+        for (let i = 0; i < pc.length; i++) {
+          expect(relErr(await pg[i].data.toFloat32Array(), await pc[i].data.toFloat32Array())).toBeLessThan(dtype === "f32" ? 1e-5 : 1e-2);
+          const sa = A.rankStateOf(pc[i]), sb = B.rankStateOf(pg[i]);
+          if (sa) {
+            expect(relErr(await sb!.row.toFloat32Array(), await sa.row.toFloat32Array())).toBeLessThan(1e-4);
+            expect(relErr(await sb!.col.toFloat32Array(), await sa.col.toFloat32Array())).toBeLessThan(1e-4);
+          }
+        }
+      });
+    }
+  }
+});
