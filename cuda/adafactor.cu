@@ -71,10 +71,12 @@ __global__ void rowKernel(const AdafactorTensor T, const AdafactorHyper h, Layou
   if (threadIdx.x == 0) { L.rowNew[r] = float(s / double(T.cols)); L.pSq[r] = float(w2); }
 }
 
-__global__ void colKernel(const AdafactorTensor T, const AdafactorHyper h, Layout L, const int32_t* flag) {
+// One thread per column, walking the rows (coalesced across the block); a 1-D grid of
+// batch x column-blocks (gridDim.y would cap the batch at 65535).
+__global__ void colKernel(const AdafactorTensor T, const AdafactorHyper h, Layout L, const int32_t* flag, int64_t colBlocks) {
   if (*flag) return;
-  const int64_t bi = blockIdx.y;
-  const int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t bi = blockIdx.x / colBlocks;
+  const int64_t j = (blockIdx.x % colBlocks) * blockDim.x + threadIdx.x;
   if (j >= T.cols) return;
   double s = 0.0;
   for (int64_t i = 0; i < T.rows; ++i) {
@@ -223,7 +225,8 @@ Status adafactorStep(int dev, const AdafactorTensor& T, const AdafactorHyper& h,
   }
   const int64_t br = T.batch * T.rows;
   rowKernel<<<unsigned(br), kThreads, 0, st>>>(T, h, L, flag);
-  colKernel<<<dim3(unsigned((T.cols + kThreads - 1) / kThreads), unsigned(T.batch)), kThreads, 0, st>>>(T, h, L, flag);
+  const int64_t colBlocks = (T.cols + kThreads - 1) / kThreads;
+  colKernel<<<unsigned(colBlocks * T.batch), kThreads, 0, st>>>(T, h, L, flag, colBlocks);
   statsKernel<<<unsigned(T.batch), kThreads, 0, st>>>(T, h, L, counters, flag);
   uSqKernel<<<unsigned(br), kThreads, 0, st>>>(T, L, flag);
   finishKernel<<<1, kThreads, 0, st>>>(T, h, L, counters, flag, br);
