@@ -269,7 +269,8 @@ export abstract class Optimizer<O extends GroupOptions> {
    *  one is unknown until the last layer's gradient exists); the first update is not clipped.
    *  The norm is a float sum in the order the parameters were stepped: stepParam in step()'s
    *  order (group by group, parameters in order) gives step()'s bits; another order agrees to
-   *  f32 rounding.
+   *  f32 rounding. An optimizer whose groups span several devices clips each device's gradients
+   *  by that device's norm (no cross-device reduction, no host sync).
    *  Both work the same under step() and stepParam(). For exact global clipping with step(), call
    *  clipGradNorm() before it instead. null turns clipping off. All on the device, no host sync. */
   setGradClipping(c: GradClipping | null): void {
