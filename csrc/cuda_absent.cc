@@ -132,6 +132,7 @@ Status gradSumSquares(int, const GradRef*, int32_t, float*, bool) { return noCud
 Status gradNormFinish(int, float*, float) { return noCuda(); }
 Status gradScale(int, const GradRef*, int32_t, const float*, float) { return noCuda(); }
 Status countersMax(int, AdamwCounters*, AdamwCounters* const*, int32_t) { return noCuda(); }
+Status gradAdd(int, void*, DType, const void*, DType, int64_t, float) { return noCuda(); }
 }  // namespace gpu
 }  // namespace slimopt
 

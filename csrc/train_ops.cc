@@ -131,6 +131,28 @@ Napi::Value CountersMax(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// gradAdd(dst, dstType, src, srcType, n, alpha): dst += alpha * src.
+Napi::Value GradAdd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int dev = deviceOf(env, info[0], "destination");
+  DType dt = dtypeArg(env, info[1]), st = dtypeArg(env, info[3]);
+  for (DType d : {dt, st})
+    if (d != DType::F32 && d != DType::BF16 && d != DType::F16) throwError(env, "E_DTYPE", "gradients are f32, bf16 or f16");
+  int64_t n = countArg(env, info[4], "numel");
+  void* dst = bufOn(env, info[0], dev, size_t(n) * dtypeSize(dt), "destination")->data();
+  const void* src = bufOn(env, info[2], dev, size_t(n) * dtypeSize(st), "source")->data();
+  if (!info[5].IsNumber()) throwError(env, "E_ARG", "alpha must be a number");
+  float alpha = info[5].As<Napi::Number>().FloatValue();
+  if (!std::isfinite(alpha)) throwError(env, "E_ARG", "alpha must be finite");
+  if (dev == kCpu) {
+    cpu::gradAdd(dst, dt, src, st, n, alpha);
+    return env.Undefined();
+  }
+  gpu::Status s = gpu::gradAdd(dev, dst, dt, src, st, n, alpha);
+  if (!s.ok()) throwCuda(env, dev, s, "gradAdd");
+  return env.Undefined();
+}
+
 }  // namespace
 
 void registerTrain(Napi::Env env, Napi::Object exports) {
@@ -138,6 +160,7 @@ void registerTrain(Napi::Env env, Napi::Object exports) {
   exports.Set("gradNormFinish", Napi::Function::New(env, GradNormFinish));
   exports.Set("gradScale", Napi::Function::New(env, GradScale));
   exports.Set("countersMax", Napi::Function::New(env, CountersMax));
+  exports.Set("gradAdd", Napi::Function::New(env, GradAdd));
 }
 
 }  // namespace slimopt

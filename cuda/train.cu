@@ -100,6 +100,11 @@ __global__ void scaleKernel(const GradBatch b, const float* factor, float value)
   }
 }
 
+__global__ void addKernel(void* dst, DType dt, const void* src, DType st, int64_t n, float alpha) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    storeFromFloat(dst, dt, i, __fadd_rn(loadAsFloat(dst, dt, i), __fmul_rn(alpha, loadAsFloat(src, st, i))));
+}
+
 struct CounterBatch {
   int32_t n;
   AdamwCounters* src[kListMax];
@@ -161,6 +166,15 @@ Status gradScale(int dev, const GradRef* list, int32_t n, const float* factor, f
     if (!ok.ok()) return ok;
   }
   return ok;
+}
+
+Status gradAdd(int dev, void* dst, DType dt, const void* src, DType st, int64_t n, float alpha) {
+  cudaStream_t s;
+  Status ok = deviceStream(dev, &s, "gradAdd");
+  if (!ok.ok() || n == 0) return ok;
+  const int64_t blocks = std::min<int64_t>((n + kThreads - 1) / kThreads, int64_t(smCount(dev)) * 8);
+  addKernel<<<unsigned(blocks), kThreads, 0, s>>>(dst, dt, src, st, n, alpha);
+  return lastError("gradAdd");
 }
 
 Status countersMax(int dev, AdamwCounters* dst, AdamwCounters* const* srcs, int32_t n) {

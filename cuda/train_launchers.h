@@ -15,6 +15,8 @@ Status gradSumSquares(int dev, const GradRef* list, int32_t n, float* ws, bool r
 Status gradNormFinish(int dev, float* ws, float maxNorm);
 // g *= (factor ? *factor : value) for every gradient (nothing written when the factor is 1).
 Status gradScale(int dev, const GradRef* list, int32_t n, const float* factor, float value);
+// dst[i] = dst[i] + alpha * src[i] (f32 math, rounded to dst's dtype), i < n.
+Status gradAdd(int dev, void* dst, DType dt, const void* src, DType st, int64_t n, float alpha);
 // dst->step = max(dst->step, srcs[i]->step), same for skipped.
 Status countersMax(int dev, AdamwCounters* dst, AdamwCounters* const* srcs, int32_t n);
 

@@ -92,3 +92,20 @@ export function clipGradNorm(params: (Parameter | Tensor)[], maxNorm: number): C
   }
   return { norm: () => ws.norm(), factor: () => ws.factor(), dispose: () => ws.dispose() };
 }
+
+/** Gradient accumulation: dst += alpha * src on the device (f32 math, rounded once to dst's
+ *  dtype). dst is a Parameter (its grad) or a Tensor; src a Tensor of the same element count on
+ *  the same device, any of f32/bf16/f16. For a loop whose backward hands out fresh gradients:
+ *  addGrad(p, g) per micro-batch with opt.accumulate(n). */
+export function addGrad(dst: Parameter | Tensor, src: Tensor, alpha = 1): void {
+  const d = dst instanceof Parameter ? dst.grad : dst;
+  if (!(d instanceof Tensor)) fail("E_ARG", "addGrad: the destination is neither a Parameter nor a Tensor");
+  if (!(src instanceof Tensor)) fail("E_ARG", "addGrad: the source is not a Tensor");
+  d.assertLive("addGrad destination");
+  src.assertLive("addGrad source");
+  if (!isFloatType(d.dtype) || !isFloatType(src.dtype)) fail("E_DTYPE", `addGrad: ${src.dtype} into ${d.dtype}; gradients are f32, bf16 or f16`);
+  if (d.numel !== src.numel) fail("E_SHAPE", `addGrad: ${src.numel} elements into ${d.numel}`);
+  if (d.device !== src.device) fail("E_DEVICE", `addGrad: source on ${src.device}, destination on ${d.device}`);
+  if (typeof alpha !== "number" || !Number.isFinite(alpha)) fail("E_ARG", `addGrad: alpha must be a finite number, got ${String(alpha)}`);
+  native().gradAdd(d.handle, DTYPE_CODE[d.dtype], src.handle, DTYPE_CODE[src.dtype], d.numel, alpha);
+}

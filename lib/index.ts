@@ -12,7 +12,7 @@ export { gemm, GemmOptions, setBuiltinLinalg, linalgPaths } from "./linalg";
 export { saveTensors, loadTensors, inspectTensors, LoadTensorsOptions, SAFETENSORS_DTYPE, MAX_HEADER_BYTES } from "./checkpoint";
 export { AdamW8bit, AdamW4bit, AdamW8bitOptions, AdamW4bitOptions } from "./optim/adamw8bit";
 export * as quant from "./quant";
-export { clipGradNorm, ClipResult, GradClipping } from "./clip";
+export { clipGradNorm, addGrad, ClipResult, GradClipping } from "./clip";
 export { Schedule, constantLR, linearWarmup, cosineWithWarmup, warmupStableDecay, applySchedule } from "./schedule";
 export { Adafactor, AdafactorOptions } from "./optim/adafactor";
 export { GaLoreAdafactor, GaLoreAdafactorOptions } from "./optim/galore_adafactor";

@@ -151,6 +151,7 @@ export interface TrainAddon {
   gradNormFinish(ws: NativeBufferHandle, maxNorm: number): void;
   gradScale(grads: [NativeBufferHandle, number, number][], ws: NativeBufferHandle | null, value: number): void;
   countersMax(dst: NativeBufferHandle, srcs: NativeBufferHandle[]): void;
+  gradAdd(dst: NativeBufferHandle, dstType: number, src: NativeBufferHandle, srcType: number, n: number, alpha: number): void;
 }
 
 export interface AdafactorStepArgs {

@@ -6,7 +6,7 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import {
-  AdamW, applySchedule, clipGradNorm, constantLR, cosineWithWarmup, DType, linearWarmup, Parameter, tensor, Tensor,
+  AdamW, addGrad, applySchedule, clipGradNorm, constantLR, cosineWithWarmup, DType, linearWarmup, Parameter, tensor, Tensor,
   warmupStableDecay,
 } from "../lib";
 import { makeParams, setGrads, snapshot, snapshotDiff } from "./checkpoint_helpers";
@@ -281,6 +281,58 @@ describe("clipGradNorm", () => {
     d.dispose();
     expectCode(() => clipGradNorm([g, d], 1), "E_DISPOSED");
     expect(Array.from(await g.toFloat32Array())).toEqual([3, 4]);
+  });
+});
+
+describe("addGrad", () => {
+  test("dst += alpha * src against float64, every dtype pair; a loop accumulating fresh gradients", async () => {
+    const rng = new Rng(12);
+    const n = 4097;
+    for (const dt of ["f32", "bf16", "f16"] as DType[]) for (const st of ["f32", "bf16", "f16"] as DType[]) {
+      const d0 = Float32Array.from(rng.normals(n), (x) => roundTo(dt, x));
+      const s0 = Float32Array.from(rng.normals(n), (x) => roundTo(st, x));
+      const d = tensor(d0, [n], { dtype: dt, device: DEV }), s = tensor(s0, [n], { dtype: st, device: DEV });
+      addGrad(d, s, -0.75);
+      const got = await d.toFloat32Array();
+      let bad = 0;
+      for (let i = 0; i < n; i++) {
+        const want = roundTo(dt, Math.fround(d0[i] + Math.fround(-0.75 * s0[i])));
+        if (got[i] !== want) bad++;
+      }
+      expect(`${dt}+=${st}: ${bad}`).toBe(`${dt}+=${st}: 0`);
+    }
+    // With accumulate(4): addGrad of each micro-batch's gradient equals one step on the sum.
+    const pa = makeParams("f32", DEV), pb = makeParams("f32", DEV);
+    const A = new AdamW(pa, { lr: 1e-2 }), B = new AdamW(pb, { lr: 1e-2 });
+    A.accumulate(4);
+    A.zeroGrad();
+    const sums = pa.map((p) => new Float32Array(p.numel));
+    for (let k = 0; k < 4; k++) {
+      pa.forEach((p, i) => {
+        const g = rng.normals(p.numel, 0.3);
+        for (let j = 0; j < g.length; j++) sums[i][j] = Math.fround(sums[i][j] + g[j]);
+        const t = tensor(g, [...p.shape], { device: DEV });
+        addGrad(p, t);
+        t.dispose();
+      });
+      A.step();
+      A.zeroGrad();
+    }
+    pb.forEach((p, i) => p.grad.copyFrom(sums[i]));
+    B.step();
+    expect(snapshotDiff(await snapshot(A, pa), await snapshot(B, pb))).toBe("");
+  });
+
+  test("refusals change nothing", async () => {
+    const d = tensor([1, 2, 3], [3], { device: DEV });
+    expectCode(() => addGrad(d, tensor([1, 2], [2], { device: DEV })), "E_SHAPE");
+    expectCode(() => addGrad(d, tensor(Int32Array.from([1, 2, 3]), [3], { device: DEV })), "E_DTYPE");
+    expectCode(() => addGrad(d, tensor([1, 2, 3], [3], { device: DEV }), NaN), "E_ARG");
+    expectCode(() => addGrad(d, [1, 2, 3] as unknown as Tensor), "E_ARG");
+    const gone = tensor([1, 2, 3], [3], { device: DEV });
+    gone.dispose();
+    expectCode(() => addGrad(d, gone), "E_DISPOSED");
+    expect(Array.from(await d.toFloat32Array())).toEqual([1, 2, 3]);
   });
 });
 

@@ -15,7 +15,20 @@ void scaleRange(void* c, int64_t b, int64_t e) {
   for (int64_t i = b; i < e; ++i) storeFromFloat(k.g->ptr, k.g->dtype, i, loadAsFloat(k.g->ptr, k.g->dtype, i) * k.f);
 }
 
+struct AddCtx { void* dst; DType dt; const void* src; DType st; float alpha; };
+
+void addRange(void* c, int64_t b, int64_t e) {
+  const AddCtx& k = *static_cast<const AddCtx*>(c);
+  for (int64_t i = b; i < e; ++i)
+    storeFromFloat(k.dst, k.dt, i, loadAsFloat(k.dst, k.dt, i) + k.alpha * loadAsFloat(k.src, k.st, i));
+}
+
 }  // namespace
+
+void gradAdd(void* dst, DType dt, const void* src, DType st, int64_t n, float alpha) {
+  AddCtx c{dst, dt, src, st, alpha};
+  parallelFor(n, 1 << 16, addRange, &c);
+}
 
 void gradSumSquares(const GradRef* list, int32_t n, float* ws, bool reset) {
   float* partials = ws + kGradWsHeader;

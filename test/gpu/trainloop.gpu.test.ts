@@ -1,7 +1,7 @@
 // The training-loop pieces on CUDA: clipGradNorm against the CPU backend (more than one 128-tensor
 // launch batch, every dtype), stepParam bit-identical to step() for every optimizer of the
 // registry, accumulation, and the per-parameter skip's counters merge. Skipped without a device.
-import { AdamW, clipGradNorm, devices, DType, tensor } from "../../lib";
+import { AdamW, addGrad, clipGradNorm, devices, DType, tensor } from "../../lib";
 import { makeParams, setGrads, snapshot, snapshotDiff } from "../checkpoint_helpers";
 import { OPTIMIZERS } from "../optimizers";
 import { relErr, Rng } from "../reference";
@@ -48,6 +48,21 @@ suite("clipGradNorm: CUDA against the CPU", () => {
       g.dispose();
     }
     expect(new Set(norms).size).toBe(1);
+  });
+});
+
+suite("addGrad: CUDA against the CPU, bit for bit", () => {
+  test("every dtype pair, 65537 elements", async () => {
+    const rng = new Rng(4);
+    for (const dt of ["f32", "bf16", "f16"] as DType[]) for (const st of ["f32", "bf16", "f16"] as DType[]) {
+      const d0 = rng.normals(65537), s0 = rng.normals(65537);
+      const dc = tensor(d0, [65537], { dtype: dt, device: "cpu" }), sc = tensor(s0, [65537], { dtype: st, device: "cpu" });
+      const dg = tensor(d0, [65537], { dtype: dt, device: DEV }), sg = tensor(s0, [65537], { dtype: st, device: DEV });
+      addGrad(dc, sc, 0.3);
+      addGrad(dg, sg, 0.3);
+      const a = await dc.toTypedArray(), b = await dg.toTypedArray();
+      expect(Buffer.from(b.buffer).equals(Buffer.from(a.buffer))).toBe(true);
+    }
   });
 });
 
