@@ -23,6 +23,7 @@ constexpr int kThreads = 256;
 struct Layout {
   float* scalars;  // [0] lr_t, [1] clip divisor
   float* rowNew; float* colNew; float* rF; float* cF; float* rowMean; float* pSq; float* uSq;
+  float* colPart;  // segments x batch x cols
 };
 
 Layout layoutOf(const AdafactorTensor& T, float* s) {
@@ -42,6 +43,7 @@ Layout layoutOf(const AdafactorTensor& T, float* s) {
   L.rowMean = L.cF + bc;
   L.pSq = L.rowMean + T.batch;
   L.uSq = L.pSq + br;
+  L.colPart = L.uSq + br;
   return L;
 }
 
@@ -71,22 +73,27 @@ __global__ void rowKernel(const AdafactorTensor T, const AdafactorHyper h, Layou
   if (threadIdx.x == 0) { L.rowNew[r] = float(s / double(T.cols)); L.pSq[r] = float(w2); }
 }
 
-// One thread per column, walking the rows (coalesced across the block); a 1-D grid of
-// batch x column-blocks (gridDim.y would cap the batch at 65535).
+// One thread per column, walking one segment of the rows (coalesced across the block); a 1-D grid
+// of segments x batch x column-blocks (gridDim.y would cap the batch at 65535).
 __global__ void colKernel(const AdafactorTensor T, const AdafactorHyper h, Layout L, const int32_t* flag, int64_t colBlocks) {
   if (*flag) return;
-  const int64_t bi = blockIdx.x / colBlocks;
-  const int64_t j = (blockIdx.x % colBlocks) * blockDim.x + threadIdx.x;
+  const int64_t segs = adafactorColSegments(T);
+  const int64_t jb = blockIdx.x % colBlocks, rest = blockIdx.x / colBlocks;
+  const int64_t bi = rest % T.batch, seg = rest / T.batch;
+  const int64_t j = jb * blockDim.x + threadIdx.x;
   if (j >= T.cols) return;
+  const int64_t per = (T.rows + segs - 1) / segs;
+  const int64_t i0 = seg * per, i1 = min(T.rows, i0 + per);
   double s = 0.0;
-  for (int64_t i = 0; i < T.rows; ++i) {
+  for (int64_t i = i0; i < i1; ++i) {
     const float g = loadAsFloat(T.grad, T.dtype, (bi * T.rows + i) * T.cols + j);
     s += double(__fadd_rn(__fmul_rn(g, g), h.eps1));
   }
-  L.colNew[bi * T.cols + j] = float(s / double(T.rows));
+  L.colPart[(seg * T.batch + bi) * T.cols + j] = float(s);
 }
 
-// rowNew/colNew hold the means of this step's g^2 + eps1; blend in the old states, then factors.
+// rowNew holds the row means of this step's g^2 + eps1, colPart the column sums of each row
+// segment; blend in the old states, then the factors.
 __global__ void statsKernel(const AdafactorTensor T, const AdafactorHyper h, Layout L, const AdamwCounters* counters,
                             const int32_t* flag) {
   if (*flag) return;
@@ -110,9 +117,13 @@ __global__ void statsKernel(const AdafactorTensor T, const AdafactorHyper h, Lay
     const int64_t r = bi * T.rows + i;
     L.rF[r] = 1.0f / sqrtf(__fdiv_rn(L.rowNew[r], mean));
   }
+  const int64_t segs = adafactorColSegments(T);
   for (int64_t j = threadIdx.x; j < T.cols; j += blockDim.x) {
     const int64_t c = bi * T.cols + j;
-    const float v = __fadd_rn(__fmul_rn(b2, T.colState[c]), __fmul_rn(1.0f - b2, L.colNew[c]));
+    double cs = 0.0;
+    for (int64_t sg = 0; sg < segs; ++sg) cs += double(L.colPart[(sg * T.batch + bi) * T.cols + j]);
+    const float colMean = float(cs / double(T.rows));
+    const float v = __fadd_rn(__fmul_rn(b2, T.colState[c]), __fmul_rn(1.0f - b2, colMean));
     L.colNew[c] = v;
     L.cF[c] = 1.0f / sqrtf(v);
   }
@@ -226,7 +237,7 @@ Status adafactorStep(int dev, const AdafactorTensor& T, const AdafactorHyper& h,
   const int64_t br = T.batch * T.rows;
   rowKernel<<<unsigned(br), kThreads, 0, st>>>(T, h, L, flag);
   const int64_t colBlocks = (T.cols + kThreads - 1) / kThreads;
-  colKernel<<<unsigned(colBlocks * T.batch), kThreads, 0, st>>>(T, h, L, flag, colBlocks);
+  colKernel<<<unsigned(colBlocks * T.batch * adafactorColSegments(T)), kThreads, 0, st>>>(T, h, L, flag, colBlocks);
   statsKernel<<<unsigned(T.batch), kThreads, 0, st>>>(T, h, L, counters, flag);
   uSqKernel<<<unsigned(br), kThreads, 0, st>>>(T, L, flag);
   finishKernel<<<1, kThreads, 0, st>>>(T, h, L, counters, flag, br);

@@ -43,15 +43,22 @@ struct AdafactorHyper {
 
 SLIMOPT_HD int64_t adafactorNumel(const AdafactorTensor& T) { return T.batch * T.rows * T.cols; }
 
-// f32 scratch a step of T needs (both backends use the same layout):
-// [0..8) scalars, rowNew (batch*rows), colNew (batch*cols), rFactor (batch*rows),
-// cFactor (batch*cols), rowMean (batch), pSq partials (batch*rows), uSq partials (batch*rows).
-// Non-factored: 8 + 2 * partial count.
+// Column sums on the device run over row segments (so that a tall matrix keeps every SM busy),
+// each segment's partial kept apart and summed in a fixed order.
+SLIMOPT_HD int64_t adafactorColSegments(const AdafactorTensor& T) {
+  const int64_t s = (T.rows + 127) / 128;
+  return s < 1 ? 1 : (s > 64 ? 64 : s);
+}
+
+// f32 scratch a step of T needs on the device: [0..8) scalars, rowNew (batch*rows), colNew
+// (batch*cols), rFactor (batch*rows), cFactor (batch*cols), rowMean (batch), pSq partials
+// (batch*rows), uSq partials (batch*rows), column partials (segments*batch*cols).
+// Non-factored: 8 + 2 * partial count. (The CPU keeps its sums on the heap.)
 constexpr int64_t kAdafactorChunk = 4096;  // elements per partial of a non-factored tensor
 SLIMOPT_HD int64_t adafactorScratchFloats(const AdafactorTensor& T) {
   if (!T.factored) return 8 + 2 * ((adafactorNumel(T) + kAdafactorChunk - 1) / kAdafactorChunk);
   const int64_t br = T.batch * T.rows, bc = T.batch * T.cols;
-  return 8 + 2 * br + 2 * bc + T.batch + 2 * br;
+  return 8 + 2 * br + 2 * bc + T.batch + 2 * br + adafactorColSegments(T) * bc;
 }
 
 SLIMOPT_HD float adafactorBeta2(const AdafactorHyper& h, int32_t t) {
