@@ -257,7 +257,6 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
   /** f32 elements of device workspace the refreshes of this step need (0 on the CPU or when no
    *  group refreshes now). The workspace lives for the step only (stream-ordered free). */
   private refreshWorkspace(): Map<Device, number> {
-    const nat = native();
     const need = new Map<Device, number>();
     for (const g of this.paramGroups) {
       const s = this.ranked.get(g);
