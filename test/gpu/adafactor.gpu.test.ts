@@ -1,7 +1,11 @@
 // Adafactor on CUDA against the CPU backend on the same inputs (the CPU is checked against float64
 // in test/adafactor.test.ts). Skipped where no CUDA device exists.
-import { Adafactor, AdafactorOptions, devices, DType, Parameter, randn } from "../../lib";
+import { Adafactor, AdafactorOptions, devices, DType, GaLoreAdafactor, Parameter, randn } from "../../lib";
 import { relErr, Rng, roundTo } from "../reference";
+
+// GaLoreAdafactor's rank groups are refused on CUDA until GaLore's CUDA refresh is validated; the
+// check below does not depend on that refresh (its projectors come from the CPU).
+process.env.SLIMOPT_EXPERIMENTAL = "1";
 
 const hasCuda = devices().length > 1;
 const suite = hasCuda ? describe : describe.skip;
@@ -54,8 +58,6 @@ suite("GaLoreAdafactor: CUDA against the CPU (projectors from the CPU)", () => {
   for (const dtype of ["f32", "bf16"] as DType[]) {
     for (const projType of ["std", "reverse_std", "full"] as const) {
       test(`${projType}, ${dtype}`, async () => {
-        process.env.SLIMOPT_EXPERIMENTAL = "1";
-        const { GaLoreAdafactor } = await import("../../lib");
         const shapes = [[300, 200], [64, 1000], [9, 10, 60], [1001]];
         const make = (dev: string) => shapes.map((s, i) => new Parameter(randn(s, { dtype, device: dev, seed: 90 + i, std: 0.5 })));
         const pc = make("cpu"), pg = make("cuda");
