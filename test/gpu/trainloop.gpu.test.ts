@@ -1,7 +1,7 @@
 // The training-loop pieces on CUDA: clipGradNorm against the CPU backend (more than one 128-tensor
 // launch batch, every dtype), stepParam bit-identical to step() for every optimizer of the
 // registry, accumulation, and the per-parameter skip's counters merge. Skipped without a device.
-import { AdamW, addGrad, clipGradNorm, devices, DType, tensor } from "../../lib";
+import { AdamW, AdamW4bit, AdamW8bit, addGrad, clipGradNorm, devices, DType, Parameter, tensor } from "../../lib";
 import { makeParams, setGrads, snapshot, snapshotDiff } from "../checkpoint_helpers";
 import { OPTIMIZERS } from "../optimizers";
 import { relErr, Rng } from "../reference";
@@ -73,6 +73,27 @@ suite("stepParam over every parameter equals one step() on CUDA, bit for bit", (
         const pa = makeParams(dtype, DEV), pb = makeParams(dtype, DEV);
         const A = c.make(pa), B = c.make(pb);
         for (const s of [1, 2, 3, 5, 6, 7]) {
+          setGrads(pa, s);
+          setGrads(pb, s);
+          A.step();
+          for (const p of [...pb].reverse()) B.stepParam(p);
+          expect(`step ${s}: ${snapshotDiff(await snapshot(A, pa), await snapshot(B, pb))}`).toBe(`step ${s}: `);
+        }
+      });
+    }
+  }
+});
+
+suite("stepParam equals step() on CUDA for the quantized AdamWs", () => {
+  for (const [name, make] of [
+    ["AdamW8bit", (p: Parameter[]) => new AdamW8bit(p, { lr: 1e-2, weightDecay: 0.05 })],
+    ["AdamW4bit stochastic rounding", (p: Parameter[]) => new AdamW4bit(p, { lr: 1e-2, weightDecay: 0.05, stochasticRounding: true, seed: 3 })],
+  ] as const) {
+    for (const dtype of ["f32", "bf16"] as DType[]) {
+      test(`${name} ${dtype}`, async () => {
+        const pa = makeParams(dtype, DEV), pb = makeParams(dtype, DEV);
+        const A = make(pa), B = make(pb);
+        for (const s of [1, 2, 3]) {
           setGrads(pa, s);
           setGrads(pb, s);
           A.step();
