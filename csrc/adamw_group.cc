@@ -22,7 +22,7 @@ class AdamwGroup : public Napi::ObjectWrap<AdamwGroup> {
   }
 
   // new AdamwGroup(device, tensors, counters, stateDtype, chunkSize)
-  // tensors: Array of [param, grad, expAvg, expAvgSq, numel, paramDtype, gradDtype]
+  // tensors: Array of [param, grad, expAvg, expAvgSq, numel, paramDtype, gradDtype, seedSalt?]
   explicit AdamwGroup(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AdamwGroup>(info) {
     Napi::Env env = info.Env();
     if (!info[0].IsNumber() || !info[1].IsArray()) throwError(env, "E_ARG", "AdamwGroup(device, tensors, counters, stateDtype, chunkSize)");
@@ -43,7 +43,8 @@ class AdamwGroup : public Napi::ObjectWrap<AdamwGroup> {
     int64_t chunk = 0;
     for (uint32_t i = 0; i < n; ++i) {
       Napi::Value e = list.Get(i);
-      if (!e.IsArray() || e.As<Napi::Array>().Length() != 7) throwError(env, "E_ARG", "tensor entry " + std::to_string(i) + " is malformed");
+      const uint32_t len = e.IsArray() ? e.As<Napi::Array>().Length() : 0;
+      if (len != 7 && len != 8) throwError(env, "E_ARG", "tensor entry " + std::to_string(i) + " is malformed");
       Napi::Array a = e.As<Napi::Array>();
       AdamwTensor t{};
       NativeBuffer* bufs[4];
@@ -69,7 +70,9 @@ class AdamwGroup : public Napi::ObjectWrap<AdamwGroup> {
       t.expAvg = bufs[2]->data();
       t.expAvgSq = bufs[3]->data();
       t.chunkBegin = chunk;
-      t.seedSalt = i;
+      // The 8th entry, when given, is the tensor's index in its whole group: a one-tensor group
+      // (a layer-wise step) then draws the same stochastic-rounding bits as the whole group.
+      t.seedSalt = len == 8 ? uint32_t(countArg(env, a.Get(7u), "seedSalt")) : i;
       chunk += (t.numel + chunkSize_ - 1) / chunkSize_;
       host_.push_back(t);
     }

@@ -21,6 +21,8 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   registerNccl(env, exports);
   registerApollo(env, exports);
   registerCharlm(env, exports);
+  registerTrain(env, exports);
+  registerAdafactor(env, exports);
   return exports;
 }
 

@@ -162,3 +162,35 @@ Status softmaxCrossEntropy(int, const float*, const int32_t*, int64_t, int64_t, 
 
 }  // namespace gpu
 }  // namespace slimopt
+
+// Training-loop launchers (cuda/train.cu).
+#include "../cuda/train_launchers.h"
+namespace slimopt {
+namespace gpu {
+Status gradSumSquares(int, const GradRef*, int32_t, float*, bool) { return noCuda(); }
+Status gradNormFinish(int, float*, float) { return noCuda(); }
+Status gradScale(int, const GradRef*, int32_t, const float*, float) { return noCuda(); }
+Status countersMax(int, AdamwCounters*, AdamwCounters* const*, int32_t) { return noCuda(); }
+Status gradAdd(int, void*, DType, const void*, DType, int64_t, float) { return noCuda(); }
+}  // namespace gpu
+}  // namespace slimopt
+
+// Adafactor launcher (cuda/adafactor.cu).
+#include "../cuda/adafactor_launchers.h"
+namespace slimopt {
+namespace gpu {
+Status adafactorStep(int, const AdafactorTensor&, const AdafactorHyper&, const AdamwCounters*, const int32_t*, float*) {
+  return noCuda();
+}
+}  // namespace gpu
+}  // namespace slimopt
+namespace slimopt {
+namespace gpu {
+Status galoreProject(int, const GaloreTensor&, float*, float*, float*, GemmMode) { return noCuda(); }
+Status galoreBackF32(int, const GaloreTensor&, const float*, float*, float*, GemmMode) { return noCuda(); }
+Status galoreAdafactorStep(int, const GaloreTensor&, const AdafactorTensor&, const AdafactorHyper&, float, const AdamwCounters*,
+                           const int32_t*, float*, float*, float*, float*, GemmMode) {
+  return noCuda();
+}
+}  // namespace gpu
+}  // namespace slimopt

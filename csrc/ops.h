@@ -28,5 +28,7 @@ void registerQAdam(Napi::Env env, Napi::Object exports);
 void registerNccl(Napi::Env env, Napi::Object exports);
 void registerApollo(Napi::Env env, Napi::Object exports);
 void registerCharlm(Napi::Env env, Napi::Object exports);
+void registerTrain(Napi::Env env, Napi::Object exports);
+void registerAdafactor(Napi::Env env, Napi::Object exports);
 
 }  // namespace slimopt

@@ -24,7 +24,7 @@ class QAdamGroup : public Napi::ObjectWrap<QAdamGroup> {
   }
 
   // new QAdamGroup(device, bits, tensors, counters, mapA, mapB)
-  // tensors: Array of [param, grad, stateA, stateB, absmaxA | null, absmaxB | null, numel, dtype, quantized]
+  // tensors: Array of [param, grad, stateA, stateB, absmaxA | null, absmaxB | null, numel, dtype, quantized, seedSalt?]
   explicit QAdamGroup(const Napi::CallbackInfo& info) : Napi::ObjectWrap<QAdamGroup>(info) {
     Napi::Env env = info.Env();
     if (!info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsArray())
@@ -52,7 +52,8 @@ class QAdamGroup : public Napi::ObjectWrap<QAdamGroup> {
     int64_t tiles = 0;
     for (uint32_t i = 0; i < n; ++i) {
       Napi::Value e = list.Get(i);
-      if (!e.IsArray() || e.As<Napi::Array>().Length() != 9) throwError(env, "E_ARG", "tensor entry " + std::to_string(i) + " is malformed");
+      const uint32_t len = e.IsArray() ? e.As<Napi::Array>().Length() : 0;
+      if (len != 9 && len != 10) throwError(env, "E_ARG", "tensor entry " + std::to_string(i) + " is malformed");
       Napi::Array a = e.As<Napi::Array>();
       QAdamTensor t{};
       t.numel = countArg(env, a.Get(6u), "numel");
@@ -86,7 +87,8 @@ class QAdamGroup : public Napi::ObjectWrap<QAdamGroup> {
                             static_cast<const void*>(t.stateB)})
         if ((reinterpret_cast<uintptr_t>(p) & 15) != 0) t.vectorOk = 0;
       t.tileBegin = tiles;
-      t.seedSalt = i;
+      // The 10th entry, when given, is the tensor's index in its whole group (a layer-wise step).
+      t.seedSalt = len == 10 ? uint32_t(countArg(env, a.Get(9u), "seedSalt")) : i;
       tiles += (t.numel + kQuantTile - 1) / kQuantTile;
       host_.push_back(t);
     }

@@ -315,21 +315,17 @@ Status galoreFinish(int dev, AdamwCounters* counters, const int32_t* flag) {
   return lastError("galoreFinish");
 }
 
-Status galoreStep(int dev, const GaloreTensor& T, const GaloreHyper& h, const AdamwCounters* counters,
-                  const int32_t* flag, float* sR, float* sT, float* sBig, float* scalars) {
-  cudaStream_t st;
-  Status ok = deviceStream(dev, &st, "galoreStep");
-  if (!ok.ok()) return ok;
+Status galoreProject(int dev, const GaloreTensor& T, float* sR, float* sT, float* sBig, GemmMode mode) {
   const int64_t m = T.rows, n = T.cols, r = T.rank;
   const DType F = DType::F32;
   const void* G = T.grad;
+  Status ok;
   if (T.gradDtype != DType::F32) {
-    if (!sBig) return invalidArg("galoreStep: a non-f32 gradient needs the f32 scratch");
+    if (!sBig) return invalidArg("galoreProject: a non-f32 gradient needs the f32 scratch");
     ok = convert(dev, T.grad, T.gradDtype, sBig, F, m * n);
     if (!ok.ok()) return ok;
     G = sBig;
   }
-  const GemmMode mode = h.mode;
   switch (T.side) {
     case GaloreSide::Right: ok = runGemm(dev, mk(m, r, n, G, n, false, T.projA, n, true, sR, F, r), mode, nullptr, nullptr); break;
     case GaloreSide::Left: ok = runGemm(dev, mk(r, n, m, T.projA, r, true, G, n, false, sR, F, n), mode, nullptr, nullptr); break;
@@ -338,6 +334,32 @@ Status galoreStep(int dev, const GaloreTensor& T, const GaloreHyper& h, const Ad
       if (ok.ok()) ok = runGemm(dev, mk(r, r, n, sT, n, false, T.projB, n, true, sR, F, r), mode, nullptr, nullptr);
       break;
   }
+  return ok;
+}
+
+Status galoreBackF32(int dev, const GaloreTensor& T, const float* N, float* out, float* sT, GemmMode mode) {
+  const int64_t m = T.rows, n = T.cols, r = T.rank;
+  const DType F = DType::F32;
+  switch (T.side) {
+    case GaloreSide::Right: return runGemm(dev, mk(m, n, r, N, r, false, T.projA, n, false, out, F, n), mode, nullptr, nullptr);
+    case GaloreSide::Left: return runGemm(dev, mk(m, n, r, T.projA, r, false, N, n, false, out, F, n), mode, nullptr, nullptr);
+    default: {
+      Status ok = runGemm(dev, mk(r, n, r, N, r, false, T.projB, n, false, sT, F, n), mode, nullptr, nullptr);
+      if (!ok.ok()) return ok;
+      return runGemm(dev, mk(m, n, r, T.projA, r, false, sT, n, false, out, F, n), mode, nullptr, nullptr);
+    }
+  }
+}
+
+Status galoreStep(int dev, const GaloreTensor& T, const GaloreHyper& h, const AdamwCounters* counters,
+                  const int32_t* flag, float* sR, float* sT, float* sBig, float* scalars) {
+  cudaStream_t st;
+  Status ok = deviceStream(dev, &st, "galoreStep");
+  if (!ok.ok()) return ok;
+  const int64_t m = T.rows, n = T.cols, r = T.rank;
+  const DType F = DType::F32;
+  const GemmMode mode = h.mode;
+  ok = galoreProject(dev, T, sR, sT, sBig, mode);
   if (!ok.ok()) return ok;
   const int64_t rn = galoreRNumel(T);
   adamRKernel<<<gridFor(dev, rn), 256, 0, st>>>(sR, T.expAvg, T.expAvgSq, rn, h, counters, flag, scalars);

@@ -52,6 +52,10 @@ Status galoreRefresh(int dev, const void* X, DType xt, int64_t rows, int64_t col
 // scalars: 2 floats of device memory (the epilogue's alpha, beta, written on the device).
 Status galoreStep(int dev, const GaloreTensor& T, const GaloreHyper& h, const AdamwCounters* counters,
                   const int32_t* flag, float* sR, float* sT, float* sBig, float* scalars);
+// R = project(G) into sR (sBig: G's f32 copy when G is not f32), and out = back(N) in f32, as
+// galoreStep computes them (used by GaLoreAdafactor).
+Status galoreProject(int dev, const GaloreTensor& T, float* sR, float* sT, float* sBig, GemmMode mode);
+Status galoreBackF32(int dev, const GaloreTensor& T, const float* N, float* out, float* sT, GemmMode mode);
 // counters->step += 1 or counters->skipped += 1 by *flag.
 Status galoreFinish(int dev, AdamwCounters* counters, const int32_t* flag);
 // Grass (cuda/grass.cuh). grassCubBytes: the radix-sort scratch for selections over up to

@@ -15,3 +15,7 @@ export * as quant from "./quant";
 export { initProcessGroup, ProcessGroup, ProcessGroupOptions, DistributedOptimizer, DistributedOptions, ReduceOpName, ncclInfo } from "./dist";
 export { Apollo, ApolloMini, ApolloOptions, ApolloScaleType, apolloProjection } from "./optim/apollo";
 export * as nn from "./nn";
+export { clipGradNorm, addGrad, ClipResult, GradClipping } from "./clip";
+export { Schedule, constantLR, linearWarmup, cosineWithWarmup, warmupStableDecay, applySchedule } from "./schedule";
+export { Adafactor, AdafactorOptions } from "./optim/adafactor";
+export { GaLoreAdafactor, GaLoreAdafactorOptions } from "./optim/galore_adafactor";

@@ -165,20 +165,52 @@ export function addonCandidates(): string[] {
   return out;
 }
 
-let loaded: NativeAddon | undefined;
+let loaded: (NativeAddon & TrainAddon & AdafactorAddon & GaloreAdafactorAddon) | undefined;
 export let addonPath = "";
 
-export function native(): NativeAddon {
+export function native(): NativeAddon & TrainAddon & AdafactorAddon & GaloreAdafactorAddon {
   if (loaded) return loaded;
   const tried: string[] = [];
   for (const p of addonCandidates()) {
     if (!fs.existsSync(p)) { tried.push(p); continue; }
     const m = { exports: {} as any };
     process.dlopen(m, p);
-    loaded = m.exports as NativeAddon;
+    loaded = m.exports as NativeAddon & TrainAddon & AdafactorAddon & GaloreAdafactorAddon;
     addonPath = p;
     loaded.setErrorClass(SlimoptError);
     return loaded;
   }
   throw new Error(`slimopt: no native addon found (looked in ${tried.join(", ")}); run \`npx slimopt build\``);
+}
+
+// Training-loop calls (csrc/train_ops.cc); declared apart so that merges stay additive.
+export interface TrainAddon {
+  gradSumSquares(ws: NativeBufferHandle, grads: [NativeBufferHandle, number, number][], reset: boolean): void;
+  gradNormFinish(ws: NativeBufferHandle, maxNorm: number): void;
+  gradScale(grads: [NativeBufferHandle, number, number][], ws: NativeBufferHandle | null, value: number): void;
+  countersMax(dst: NativeBufferHandle, srcs: NativeBufferHandle[]): void;
+  gradAdd(dst: NativeBufferHandle, dstType: number, src: NativeBufferHandle, srcType: number, n: number, alpha: number): void;
+}
+
+export interface AdafactorStepArgs {
+  lr: number; eps1: number; eps2: number; clipThreshold: number; decayRate: number; beta1: number; weightDecay: number;
+  relativeStep: boolean; warmupInit: boolean; scaleParameter: boolean;
+}
+
+// Adafactor calls (csrc/adafactor.cc).
+export interface AdafactorAddon {
+  adafactorStep(w: NativeBufferHandle, g: NativeBufferHandle, dtype: number, factored: boolean, batch: number, rows: number,
+                cols: number, rowState: NativeBufferHandle | null, colState: NativeBufferHandle | null,
+                fullState: NativeBufferHandle | null, expAvg: NativeBufferHandle | null, counters: NativeBufferHandle,
+                flag: NativeBufferHandle, scratch: NativeBufferHandle | null, h: AdafactorStepArgs): void;
+  adafactorScratchFloats(factored: boolean, batch: number, rows: number, cols: number): number;
+}
+
+export interface GaloreAdafactorAddon {
+  galoreAdafactorStep(w: NativeBufferHandle, wType: number, g: NativeBufferHandle, gType: number, side: number, rows: number,
+                      cols: number, rank: number, pa: NativeBufferHandle, pb: NativeBufferHandle | null,
+                      rowState: NativeBufferHandle, colState: NativeBufferHandle, expAvg: NativeBufferHandle | null,
+                      counters: NativeBufferHandle, flag: NativeBufferHandle, sR: NativeBufferHandle, sT: NativeBufferHandle | null,
+                      sBig: NativeBufferHandle | null, scratch: NativeBufferHandle | null, normWs: NativeBufferHandle | null,
+                      h: AdafactorStepArgs & { scale: number; mode: number }): void;
 }

@@ -79,10 +79,10 @@ export function newGaloreRef(w: ArrayLike<number>, rows: number, cols: number, r
   return { rows, cols, r, side, w: Float64Array.from(w), m: new Float64Array(rn), v: new Float64Array(rn) };
 }
 
-/** One GaLoreAdamW step in float64. refresh: recompute the projector(s) from g first; t: the Adam
- *  step (1-based). Skip refresh when g is all zero (the previous projector stays). */
-export function galoreRefStep(s: GaloreRef, g: ArrayLike<number>, refresh: boolean, t: number, lr: number,
-                              b1: number, b2: number, eps: number, wd: number, scale: number): void {
+/** Refreshes the reference projector(s) from g (kept when g is all zero) when `refresh`, then
+ *  returns R = project(g) (float64). */
+export function projectRef(s: { rows: number; cols: number; r: number; side: RefSide; A?: Float64Array[]; B?: Float64Array[] },
+                           g: ArrayLike<number>, refresh: boolean): Float64Array {
   const { rows, cols, r } = s;
   let zero = true;
   for (let i = 0; i < g.length; i++) if (g[i] !== 0) { zero = false; break; }
@@ -92,7 +92,6 @@ export function galoreRefStep(s: GaloreRef, g: ArrayLike<number>, refresh: boole
   }
   const A = s.A ?? Array.from({ length: r }, () => new Float64Array(rows));
   const B = s.B ?? Array.from({ length: r }, () => new Float64Array(cols));
-  // R
   let R: Float64Array;
   if (s.side === "right") {         // G B^T: rows x r
     R = new Float64Array(rows * r);
@@ -108,6 +107,28 @@ export function galoreRefStep(s: GaloreRef, g: ArrayLike<number>, refresh: boole
       R[a * r + b] = x;
     }
   }
+  return R;
+}
+
+/** back(N) at element (i, j), float64. */
+export function backRefAt(s: { cols: number; r: number; side: RefSide; A?: Float64Array[]; B?: Float64Array[] }, N: Float64Array,
+                          i: number, j: number): number {
+  const { cols, r } = s;
+  let u = 0;
+  if (s.side === "right") for (let k = 0; k < r; k++) u += N[i * r + k] * s.B![k][j];
+  else if (s.side === "left") for (let k = 0; k < r; k++) u += s.A![k][i] * N[k * cols + j];
+  else for (let a = 0; a < r; a++) for (let b = 0; b < r; b++) u += s.A![a][i] * N[a * r + b] * s.B![b][j];
+  return u;
+}
+
+/** One GaLoreAdamW step in float64. refresh: recompute the projector(s) from g first; t: the Adam
+ *  step (1-based). Skip refresh when g is all zero (the previous projector stays). */
+export function galoreRefStep(s: GaloreRef, g: ArrayLike<number>, refresh: boolean, t: number, lr: number,
+                              b1: number, b2: number, eps: number, wd: number, scale: number): void {
+  const { rows, cols } = s;
+  const R = projectRef(s, g, refresh);
+  if (!s.A) s.A = Array.from({ length: s.r }, () => new Float64Array(rows));
+  if (!s.B) s.B = Array.from({ length: s.r }, () => new Float64Array(cols));
   const N = new Float64Array(R.length);
   for (let i = 0; i < R.length; i++) {
     s.m[i] = b1 * s.m[i] + (1 - b1) * R[i];
@@ -116,12 +137,8 @@ export function galoreRefStep(s: GaloreRef, g: ArrayLike<number>, refresh: boole
   }
   const c = lr * Math.sqrt(1 - b2 ** t) / (1 - b1 ** t) * scale;
   for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) {
-    let u = 0;
-    if (s.side === "right") for (let k = 0; k < r; k++) u += N[i * r + k] * B[k][j];
-    else if (s.side === "left") for (let k = 0; k < r; k++) u += A[k][i] * N[k * cols + j];
-    else for (let a = 0; a < r; a++) for (let b = 0; b < r; b++) u += A[a][i] * N[a * r + b] * B[b][j];
     const idx = i * cols + j;
-    s.w[idx] = (s.w[idx] - c * u) * (1 - lr * wd);
+    s.w[idx] = (s.w[idx] - c * backRefAt(s, N, i, j)) * (1 - lr * wd);
   }
 }
 

@@ -1,7 +1,7 @@
 // Every optimizer, for the suites that must hold for all of them (checkpoints first). When you add
 // an optimizer, append its cases here: the checkpoint round trips (CPU and CUDA), the fuzzing of
 // the loader and the refusal tests then cover it without further work.
-import { AdamW, Apollo, ApolloMini, DType, GaLoreAdamW, GrassAdamW, Optimizer, Parameter } from "../lib";
+import { Adafactor, AdamW, Apollo, ApolloMini, DType, GaLoreAdafactor, GaLoreAdamW, GrassAdamW, Optimizer, Parameter } from "../lib";
 
 export interface OptimizerCase {
   /** Unique label, used in test names. */
@@ -75,5 +75,24 @@ export const OPTIMIZERS: OptimizerCase[] = [
       { params: p.filter((x) => x.shape.length >= 2), updateProjGap: 2 },
       { params: p.filter((x) => x.shape.length < 2), rank: null }], { lr: 1e-2, weightDecay: 0.05 }),
     dtypes: ["f32"],
+  },
+  {
+    name: "Adafactor",
+    make: (p) => new Adafactor(p, { lr: 1e-2, weightDecay: 0.05 }),
+    dtypes: ["f32", "bf16", "f16"],
+  },
+  {
+    name: "Adafactor beta1, scaleParameter, two groups",
+    make: (p) => new Adafactor([{ params: p.slice(0, 3), beta1: 0.9, scaleParameter: true },
+                                { params: p.slice(3), relativeStep: true, warmupInit: true, clipThreshold: 0.5 }],
+                               { lr: 1e-2, weightDecay: 0.05 }),
+    dtypes: ["f32", "bf16"],
+  },
+  {
+    name: "GaLoreAdafactor std rank 3, gap 3, beta1",
+    make: (p) => new GaLoreAdafactor([
+      { params: p.filter((x) => x.shape.length >= 2), rank: 3, updateProjGap: 3, scale: 0.25, beta1: 0.9, scaleParameter: true },
+      { params: p.filter((x) => x.shape.length < 2) }], { lr: 1e-2, weightDecay: 0.05 }),
+    dtypes: ["f32", "bf16"],
   },
 ];

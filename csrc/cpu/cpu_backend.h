@@ -29,6 +29,10 @@ bool topSingular(const void* X, DType xt, int64_t rows, int64_t cols, int64_t r,
 // r x cols intermediate of side Full. t = counters->step + 1.
 void galoreStep(const GaloreTensor& T, const GaloreHyper& h, const AdamwCounters* counters,
                 const int32_t* flag, float* sR, float* sT);
+// R = project(G) into sR (sT: the r x cols intermediate of side Full), and out = back(N) (f32,
+// rows x cols), as galoreStep computes them.
+void galoreProject(const GaloreTensor& T, float* sR, float* sT);
+void galoreBackF32(const GaloreTensor& T, const float* N, float* out, float* sT);
 // Grass (cuda/grass.cuh): same contracts as the gpu:: launchers, host pointers (the *Begin fields
 // and the units are ignored).
 void grassStep(GrassTensor* tensors, int32_t n, const GrassHyper& h, AdamwCounters* counters, void* ws,

@@ -39,9 +39,7 @@ bool anyNonFinite(const void* x, DType t, int64_t n) {
   return bad;
 }
 
-void galoreStep(const GaloreTensor& T, const GaloreHyper& h, const AdamwCounters* counters,
-                const int32_t* flag, float* sR, float* sT) {
-  if (*flag != 0) return;
+void galoreProject(const GaloreTensor& T, float* sR, float* sT) {
   const int64_t m = T.rows, n = T.cols, r = T.rank;
   const DType F = DType::F32;
   switch (T.side) {
@@ -56,6 +54,27 @@ void galoreStep(const GaloreTensor& T, const GaloreHyper& h, const AdamwCounters
       gemm(mk(r, r, n, sT, F, n, false, T.projB, F, n, true, sR, F, r, 1.0f, 0.0f));
       break;
   }
+}
+
+void galoreBackF32(const GaloreTensor& T, const float* N, float* out, float* sT) {
+  const int64_t m = T.rows, n = T.cols, r = T.rank;
+  const DType F = DType::F32;
+  switch (T.side) {
+    case GaloreSide::Right: gemm(mk(m, n, r, N, F, r, false, T.projA, F, n, false, out, F, n, 1.0f, 0.0f)); break;
+    case GaloreSide::Left: gemm(mk(m, n, r, T.projA, F, r, false, N, F, n, false, out, F, n, 1.0f, 0.0f)); break;
+    case GaloreSide::Full:
+      gemm(mk(r, n, r, N, F, r, false, T.projB, F, n, false, sT, F, n, 1.0f, 0.0f));
+      gemm(mk(m, n, r, T.projA, F, r, false, sT, F, n, false, out, F, n, 1.0f, 0.0f));
+      break;
+  }
+}
+
+void galoreStep(const GaloreTensor& T, const GaloreHyper& h, const AdamwCounters* counters,
+                const int32_t* flag, float* sR, float* sT) {
+  if (*flag != 0) return;
+  const int64_t m = T.rows, n = T.cols, r = T.rank;
+  const DType F = DType::F32;
+  galoreProject(T, sR, sT);
   AdamCtx a{sR, T.expAvg, T.expAvgSq, h.beta1, h.beta2, h.eps};
   parallelFor(galoreRNumel(T), 1 << 16, adamRange, &a);
   float alpha, beta;

@@ -5,6 +5,7 @@ import { DType, DTYPE_CODE } from "../dtype";
 import { native, AdamwGroupHandle, NativeBufferHandle } from "../native";
 import { Parameter } from "../parameter";
 import { Tensor, zeros } from "../tensor";
+import { OneTensorPlans } from "./layerwise";
 
 export const enum AdamConvention {
   /** torch.optim.AdamW: decay first, eps after the bias-corrected sqrt(v). */
@@ -31,6 +32,7 @@ export class AdamGroupEngine {
   private plan?: AdamwGroupHandle;
   private planKey: NativeBufferHandle[] = [];
   private planParams: Parameter[] = [];
+  private single = new OneTensorPlans<AdamwGroupHandle>();
 
   constructor(dev: Device, stateDtype: DType) {
     this.device = dev;
@@ -42,6 +44,20 @@ export class AdamGroupEngine {
    *  the group changed. Allocation failures throw before anything is enqueued. */
   prepare(params: Parameter[]): void {
     if (this.plan && this.sameTensors(params)) return;
+    this.ensureMoments(params);
+    const entries = params.map((p) => [
+      p.data.handle, p.grad.handle, this.expAvg.get(p)!.handle, this.expAvgSq.get(p)!.handle,
+      p.numel, DTYPE_CODE[p.dtype], DTYPE_CODE[p.grad.dtype],
+    ]);
+    const plan = new (native().AdamwGroup)(this.device.index, entries, this.counters.handle, DTYPE_CODE[this.stateDtype], CHUNK);
+    this.plan?.dispose();
+    this.plan = plan;
+    this.planParams = params.slice();
+    this.planKey = params.flatMap((p) => [p.data.handle, p.grad.handle]);
+  }
+
+  /** Allocates zero moments for parameters that have none; on failure frees what it made. */
+  ensureMoments(params: Parameter[]): void {
     const created: Tensor[] = [];
     try {
       for (const p of params) {
@@ -59,15 +75,18 @@ export class AdamGroupEngine {
       for (const p of params) if (created.includes(this.expAvg.get(p)!)) { this.expAvg.delete(p); this.expAvgSq.delete(p); }
       throw e;
     }
-    const entries = params.map((p) => [
-      p.data.handle, p.grad.handle, this.expAvg.get(p)!.handle, this.expAvgSq.get(p)!.handle,
-      p.numel, DTYPE_CODE[p.dtype], DTYPE_CODE[p.grad.dtype],
-    ]);
-    const plan = new (native().AdamwGroup)(this.device.index, entries, this.counters.handle, DTYPE_CODE[this.stateDtype], CHUNK);
-    this.plan?.dispose();
-    this.plan = plan;
-    this.planParams = params.slice();
-    this.planKey = params.flatMap((p) => [p.data.handle, p.grad.handle]);
+  }
+
+  /** Enqueues the update of p alone (k: its index in the group), on `counters` (the round's copy
+   *  of the group's counters, see Optimizer.stepParam): one launch. */
+  runOne(p: Parameter, k: number, h: AdamHyper, counters: Tensor): void {
+    this.ensureMoments([p]);
+    const m = this.expAvg.get(p)!, v = this.expAvgSq.get(p)!;
+    const plan = this.single.get(p, [p.data.handle, p.grad.handle, counters.handle], () =>
+      new (native().AdamwGroup)(this.device.index,
+        [[p.data.handle, p.grad.handle, m.handle, v.handle, p.numel, DTYPE_CODE[p.dtype], DTYPE_CODE[p.grad.dtype], k]],
+        counters.handle, DTYPE_CODE[this.stateDtype], CHUNK));
+    plan.step(h);
   }
 
   // The moments belong to the engine and never change under it; parameters and gradients may.
@@ -93,6 +112,7 @@ export class AdamGroupEngine {
   dispose(): void {
     this.plan?.dispose();
     this.plan = undefined;
+    this.single.dispose();
     for (const t of this.tensors()) t.dispose();
   }
 }

@@ -3,7 +3,7 @@ import { DType } from "../dtype";
 import { fail } from "../errors";
 import { Parameter } from "../parameter";
 import { Tensor } from "../tensor";
-import { AdamConvention, AdamGroupEngine, engineMoments } from "./adam_core";
+import { AdamConvention, AdamGroupEngine, AdamHyper, engineMoments } from "./adam_core";
 import { checkNumber, GroupOptions, Optimizer, ParamGroup, ParamGroupSpec, StateDict } from "./optimizer";
 
 export interface AdamWOptions extends GroupOptions {
@@ -37,10 +37,17 @@ export function validateAdamOptions(g: AdamWOptions, gi: number): void {
   if (!Number.isSafeInteger(g.seed) || (g.seed as number) < 0) fail("E_ARG", `group ${gi} seed must be a non-negative integer`);
 }
 
+/** The engine's hyperparameters from a group's options. */
+export function adamHyper(g: AdamWOptions & { lr: number }, convention: AdamConvention, stochastic = !!g.stochasticRounding): AdamHyper {
+  return {
+    lr: g.lr, beta1: g.betas![0], beta2: g.betas![1], eps: g.eps!, weightDecay: g.weightDecay!,
+    convention, stochasticRounding: stochastic, skipNonFinite: g.skipNonFinite !== false, seed: BigInt(g.seed ?? 0),
+  };
+}
+
 /** AdamW with torch.optim.AdamW semantics; one fused multi-tensor launch per group per step. */
 export class AdamW extends Optimizer<AdamWOptions> {
   private engines = new Map<ParamGroup<AdamWOptions>, AdamGroupEngine>();
-  private steps = 0;
 
   constructor(params: Parameter[] | ParamGroupSpec<AdamWOptions>[], defaults: AdamWOptions = {}) {
     super(params, { ...DEFAULTS, ...defaults });
@@ -59,7 +66,7 @@ export class AdamW extends Optimizer<AdamWOptions> {
     return e;
   }
 
-  step(): void {
+  protected stepGroups(): void {
     this.validateAll();
     // Allocate everything first so that an E_OOM leaves every group untouched.
     const ready = this.paramGroups.map((g) => {
@@ -67,23 +74,22 @@ export class AdamW extends Optimizer<AdamWOptions> {
       e.prepare(g.params);
       return e;
     });
-    this.paramGroups.forEach((g, i) => {
-      ready[i].run({
-        lr: g.lr, beta1: g.betas![0], beta2: g.betas![1], eps: g.eps!, weightDecay: g.weightDecay!,
-        convention: AdamConvention.Torch, stochasticRounding: !!g.stochasticRounding,
-        skipNonFinite: g.skipNonFinite !== false, seed: BigInt(g.seed ?? 0),
-      });
-    });
-    this.steps++;
+    this.paramGroups.forEach((g, i) => ready[i].run(adamHyper(g, AdamConvention.Torch)));
+  }
+
+  protected stepParamImpl(g: ParamGroup<AdamWOptions>, gi: number, p: Parameter, k: number): void {
+    const e = this.engine(g, this.groupDevice(g));
+    e.ensureMoments([p]);
+    e.runOne(p, k, adamHyper(g, AdamConvention.Torch), this.roundCounters(gi, p, e.counters));
   }
 
   protected countersOf(g: ParamGroup<AdamWOptions>): Tensor | undefined {
     return this.engines.get(g)?.counters;
   }
 
-  /** Calls of step() so far. */
+  /** Updates so far (step() or stepParam() rounds; stepCount). */
   get stepCalls(): number {
-    return this.steps;
+    return this.stepCount;
   }
 
   /** @internal moments of a parameter (undefined before its first step) */

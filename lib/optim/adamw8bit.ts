@@ -6,6 +6,7 @@
 import { Device } from "../device";
 import { fail } from "../errors";
 import { native, NativeBufferHandle, QAdamGroupHandle } from "../native";
+import { OneTensorPlans } from "./layerwise";
 import { DTYPE_CODE } from "../dtype";
 import { Parameter } from "../parameter";
 import { builtinMap, BuiltinMap, mapHandle, zeroCode } from "../quant";
@@ -67,6 +68,13 @@ const LAYOUTS: Record<8 | 4, Layout> = {
   4: { bits: 4, block: 128, mapA: "signed4", mapB: "linear4" },
 };
 
+function qadamHyper(g: ParamGroup<AdamW8bitOptions>) {
+  return {
+    lr: g.lr, beta1: g.betas![0], beta2: g.betas![1], eps: g.eps!, weightDecay: g.weightDecay!,
+    stochasticRounding: !!g.stochasticRounding, skipNonFinite: g.skipNonFinite !== false, seed: BigInt(g.seed ?? 0),
+  };
+}
+
 /** One group's states, on-device counters and native tensor list (rebuilt only when a tensor of
  *  the group changes). */
 class QAdamEngine {
@@ -77,6 +85,7 @@ class QAdamEngine {
   readonly states = new Map<Parameter, QState>();
   private plan?: QAdamGroupHandle;
   private planKey: NativeBufferHandle[] = [];
+  private single = new OneTensorPlans<QAdamGroupHandle>();
 
   constructor(dev: Device, layout: Layout) {
     this.device = dev;
@@ -109,6 +118,38 @@ class QAdamEngine {
   /** Allocates states for new parameters and rebuilds the tensor list if a tensor of the group
    *  changed. Allocation failures throw before anything is enqueued, leaving no half state. */
   prepare(params: Parameter[], minSize: number): void {
+    this.ensureStates(params, minSize);
+    const key: NativeBufferHandle[] = [];
+    for (const p of params) {
+      const s = this.states.get(p)!;
+      key.push(p.data.handle, p.grad.handle, s.m.handle, s.v.handle);
+    }
+    if (this.plan && key.length === this.planKey.length && key.every((h, i) => h === this.planKey[i])) return;
+    const entries = params.map((p) => this.entry(p));
+    const plan = new (native().QAdamGroup)(this.device.index, this.layout.bits, entries, this.counters.handle,
+                                           mapHandle(this.layout.mapA), mapHandle(this.layout.mapB));
+    this.plan?.dispose();
+    this.plan = plan;
+    this.planKey = key;
+  }
+
+  private entry(p: Parameter): unknown[] {
+    const s = this.states.get(p)!;
+    return [p.data.handle, p.grad.handle, s.m.handle, s.v.handle, s.absmaxM?.handle ?? null, s.absmaxV?.handle ?? null,
+            p.numel, DTYPE_CODE[p.dtype], s.quantized];
+  }
+
+  /** Layer-wise: the update of p alone (k: its index in the group) on `counters`; one launch. */
+  runOne(p: Parameter, k: number, minSize: number, g: ParamGroup<AdamW8bitOptions>, counters: Tensor): void {
+    this.ensureStates([p], minSize);
+    const plan = this.single.get(p, [p.data.handle, p.grad.handle, counters.handle], () =>
+      new (native().QAdamGroup)(this.device.index, this.layout.bits, [[...this.entry(p), k]], counters.handle,
+                                mapHandle(this.layout.mapA), mapHandle(this.layout.mapB)));
+    plan.step(qadamHyper(g));
+  }
+
+  /** Allocates states for parameters that have none; on failure frees what it made. */
+  ensureStates(params: Parameter[], minSize: number): void {
     const made: Tensor[] = [];
     const added: Parameter[] = [];
     try {
@@ -123,29 +164,10 @@ class QAdamEngine {
       for (const p of added) this.states.delete(p);
       throw e;
     }
-    const key: NativeBufferHandle[] = [];
-    for (const p of params) {
-      const s = this.states.get(p)!;
-      key.push(p.data.handle, p.grad.handle, s.m.handle, s.v.handle);
-    }
-    if (this.plan && key.length === this.planKey.length && key.every((h, i) => h === this.planKey[i])) return;
-    const entries = params.map((p) => {
-      const s = this.states.get(p)!;
-      return [p.data.handle, p.grad.handle, s.m.handle, s.v.handle, s.absmaxM?.handle ?? null, s.absmaxV?.handle ?? null,
-              p.numel, DTYPE_CODE[p.dtype], s.quantized];
-    });
-    const plan = new (native().QAdamGroup)(this.device.index, this.layout.bits, entries, this.counters.handle,
-                                           mapHandle(this.layout.mapA), mapHandle(this.layout.mapB));
-    this.plan?.dispose();
-    this.plan = plan;
-    this.planKey = key;
   }
 
   run(g: ParamGroup<AdamW8bitOptions>): void {
-    this.plan!.step({
-      lr: g.lr, beta1: g.betas![0], beta2: g.betas![1], eps: g.eps!, weightDecay: g.weightDecay!,
-      stochasticRounding: !!g.stochasticRounding, skipNonFinite: g.skipNonFinite !== false, seed: BigInt(g.seed ?? 0),
-    });
+    this.plan!.step(qadamHyper(g));
   }
 
   tensors(): Tensor[] {
@@ -160,6 +182,7 @@ class QAdamEngine {
   dispose(): void {
     this.plan?.dispose();
     this.plan = undefined;
+    this.single.dispose();
     for (const t of this.tensors()) t.dispose();
   }
 }
@@ -192,7 +215,7 @@ abstract class QuantizedAdamW extends Optimizer<AdamW8bitOptions> {
     return e;
   }
 
-  step(): void {
+  protected stepGroups(): void {
     this.validateAll();
     // Allocate everything first so that an E_OOM leaves every group untouched.
     const ready = this.paramGroups.map((g) => {
@@ -201,6 +224,12 @@ abstract class QuantizedAdamW extends Optimizer<AdamW8bitOptions> {
       return e;
     });
     this.paramGroups.forEach((g, i) => ready[i].run(g));
+  }
+
+  protected stepParamImpl(g: ParamGroup<AdamW8bitOptions>, gi: number, p: Parameter, k: number): void {
+    const e = this.engine(g);
+    e.ensureStates([p], g.minSize8bit!);
+    e.runOne(p, k, g.minSize8bit!, g, this.roundCounters(gi, p, e.counters));
   }
 
   protected countersOf(g: ParamGroup<AdamW8bitOptions>): Tensor | undefined {

@@ -10,7 +10,7 @@ import { native } from "../native";
 import { Parameter } from "../parameter";
 import { Tensor, zeros } from "../tensor";
 import { AdamConvention, AdamGroupEngine, engineMoments } from "./adam_core";
-import { AdamWOptions, validateAdamOptions } from "./adamw";
+import { adamHyper, AdamWOptions, validateAdamOptions } from "./adamw";
 import { checkNumber, Optimizer, ParamGroup, ParamGroupSpec, StateDict } from "./optimizer";
 
 export type ApolloScaleType = "channel" | "tensor";
@@ -104,6 +104,7 @@ export class Apollo extends Optimizer<ApolloOptions> {
   private scratch = new Map<Device, { sP?: Tensor; sR?: Tensor; sChan?: Tensor; sBig?: Tensor }>();
   /** Each parameter's default seed: its position in the optimizer, 1-based. */
   private defaultSeeds = new Map<Parameter, number>();
+  private paramFlags = new Map<Parameter, Tensor>();
 
   constructor(params: Parameter[] | ParamGroupSpec<ApolloOptions>[], defaults: ApolloOptions = {}, presets: ApolloOptions = DEFAULTS) {
     super(params, { ...presets, ...defaults });
@@ -212,7 +213,7 @@ export class Apollo extends Optimizer<ApolloOptions> {
     return e;
   }
 
-  step(): void {
+  protected stepGroups(): void {
     this.validateAll();
     // Allocate everything first so that an E_OOM leaves every group untouched.
     const plans = this.paramGroups.map((g) => {
@@ -221,41 +222,62 @@ export class Apollo extends Optimizer<ApolloOptions> {
       e.prepare(g.params);
       return { g, engine: e };
     });
-    const nat = native();
     for (const { g, ranked, engine } of plans) {
       if (engine) {
-        engine.run({
-          lr: g.lr, beta1: g.betas![0], beta2: g.betas![1], eps: g.eps!, weightDecay: g.weightDecay!,
-          convention: AdamConvention.Galore, stochasticRounding: !!g.stochasticRounding,
-          skipNonFinite: g.skipNonFinite !== false, seed: BigInt(g.seed ?? 0),
-        });
+        engine.run(adamHyper(g, AdamConvention.Galore));
         continue;
       }
       const s = ranked!;
-      const sc = this.scratch.get(s.device)!;
-      // The scan writes the channel norms the limiter needs; with skipNonFinite off its flag is
-      // ignored (cleared again right after).
-      nat.apolloScan(s.flag.handle, g.params.map((p) => {
-        const q = s.params.get(p)!;
-        return [p.grad.handle, DTYPE_CODE[p.grad.dtype], q.rows, q.cols, q.norms.handle, q.fused?.p.handle ?? null,
-                q.fused?.r.handle ?? null, BigInt(q.seed)];
-      }), s.counters.handle, g.updateProjGap as number);
-      if (g.skipNonFinite === false) s.flag.zero();
-      const h = {
-        lr: g.lr, beta1: g.betas![0], beta2: g.betas![1], eps: g.eps!, weightDecay: g.weightDecay!,
-        scale: g.scale as number, growthRate: g.normGrowthRate as number, updateProjGap: g.updateProjGap as number,
-        channel: g.scaleType === "channel", scaleFront: !!g.scaleFront, limiter: !!g.normGrowthLimiter,
-        mode: g.precision === "f32" ? 1 : 0,
-      };
-      for (const p of g.params) {
-        const q = s.params.get(p)!;
-        nat.apolloStep(p.data.handle, DTYPE_CODE[p.dtype], p.grad.handle, DTYPE_CODE[p.grad.dtype], q.m.handle, q.v.handle,
-                       q.prev.handle, q.norms.handle, q.rows, q.cols, q.rank,
-                       BigInt(q.seed), s.counters.handle, s.flag.handle, sc.sP!.handle, sc.sR!.handle, sc.sChan!.handle,
-                       sc.sBig?.handle ?? null, h, q.fused?.r.handle ?? null);
-      }
-      nat.galoreFinish(s.counters.handle, s.flag.handle);
+      this.stepRanked(g, s, g.params, s.counters, s.flag);
     }
+  }
+
+  /** The scan (channel norms, the non-finite flag) and the step of `params` of a rank group on
+   *  `counters`: the whole group for step(), one parameter (its own flag) for stepParam(). */
+  private stepRanked(g: ParamGroup<ApolloOptions>, s: RankGroupState, params: Parameter[], counters: Tensor, flag: Tensor): void {
+    const nat = native();
+    const sc = this.scratch.get(s.device)!;
+    // The scan writes the channel norms the limiter needs; with skipNonFinite off its flag is
+    // ignored (cleared again right after).
+    nat.apolloScan(flag.handle, params.map((p) => {
+      const q = s.params.get(p)!;
+      return [p.grad.handle, DTYPE_CODE[p.grad.dtype], q.rows, q.cols, q.norms.handle, q.fused?.p.handle ?? null,
+              q.fused?.r.handle ?? null, BigInt(q.seed)];
+    }), counters.handle, g.updateProjGap as number);
+    if (g.skipNonFinite === false) flag.zero();
+    const h = {
+      lr: g.lr, beta1: g.betas![0], beta2: g.betas![1], eps: g.eps!, weightDecay: g.weightDecay!,
+      scale: g.scale as number, growthRate: g.normGrowthRate as number, updateProjGap: g.updateProjGap as number,
+      channel: g.scaleType === "channel", scaleFront: !!g.scaleFront, limiter: !!g.normGrowthLimiter,
+      mode: g.precision === "f32" ? 1 : 0,
+    };
+    for (const p of params) {
+      const q = s.params.get(p)!;
+      nat.apolloStep(p.data.handle, DTYPE_CODE[p.dtype], p.grad.handle, DTYPE_CODE[p.grad.dtype], q.m.handle, q.v.handle,
+                     q.prev.handle, q.norms.handle, q.rows, q.cols, q.rank,
+                     BigInt(q.seed), counters.handle, flag.handle, sc.sP!.handle, sc.sR!.handle, sc.sChan!.handle,
+                     sc.sBig?.handle ?? null, h, q.fused?.r.handle ?? null);
+    }
+    nat.galoreFinish(counters.handle, flag.handle);
+  }
+
+  /** Layer-wise step of p: a rank tensor scans only its own gradient into its own flag (the skip
+   *  is per parameter) and steps on the round's copy of the counters, from which the device also
+   *  reads the refresh index, so a round equals step() bit for bit. */
+  protected stepParamImpl(g: ParamGroup<ApolloOptions>, gi: number, p: Parameter, k: number): void {
+    if (!this.isRanked(g)) {
+      const e = this.engine(g);
+      e.ensureMoments([p]);
+      e.runOne(p, k, adamHyper(g, AdamConvention.Galore), this.roundCounters(gi, p, e.counters));
+      return;
+    }
+    const s = this.prepareRanked(g);
+    let flag = this.paramFlags.get(p);
+    if (!flag || flag.disposed) {
+      flag = zeros([1], { dtype: "i32", device: s.device });
+      this.paramFlags.set(p, flag);
+    }
+    this.stepRanked(g, s, [p], this.roundCounters(gi, p, s.counters), flag);
   }
 
   protected countersOf(g: ParamGroup<ApolloOptions>): Tensor | undefined {
@@ -402,8 +424,11 @@ export class Apollo extends Optimizer<ApolloOptions> {
     for (const g of [...this.ranked.keys()]) this.dropRanked(g);
     for (const e of this.engines.values()) e.dispose();
     for (const sc of this.scratch.values()) for (const t of [sc.sP, sc.sR, sc.sChan, sc.sBig]) t?.dispose();
+    for (const t of this.paramFlags.values()) t.dispose();
     this.engines.clear();
     this.scratch.clear();
+    this.paramFlags.clear();
+    super.dispose();
   }
 }
 

@@ -8,12 +8,12 @@ import { native } from "../native";
 import { Parameter } from "../parameter";
 import { Tensor, zeros } from "../tensor";
 import { AdamConvention, AdamGroupEngine, engineMoments } from "./adam_core";
-import { AdamWOptions, validateAdamOptions } from "./adamw";
+import { adamHyper, AdamWOptions, validateAdamOptions } from "./adamw";
 import { checkNumber, ParamGroup, ParamGroupSpec, StateDict } from "./optimizer";
 import { Optimizer } from "./optimizer";
 
 export type ProjType = "std" | "reverse_std" | "left" | "right" | "full";
-const PROJ_TYPES: ProjType[] = ["std", "reverse_std", "left", "right", "full"];
+export const PROJ_TYPES: ProjType[] = ["std", "reverse_std", "left", "right", "full"];
 
 export interface GaLoreOptions extends AdamWOptions {
   /** Rank of the projection; a group without it is plain Adam (GaLore convention). */
@@ -39,7 +39,7 @@ const DEFAULTS: GaLoreOptions = {
 };
 
 /** Side codes shared with the native side (GaloreSide). */
-const enum Side { Right = 0, Left = 1, Full = 2 }
+export const enum Side { Right = 0, Left = 1, Full = 2 }
 
 interface LowRank {
   rows: number; cols: number; rank: number; side: Side;
@@ -60,11 +60,11 @@ interface RankGroupState {
 }
 
 /** (dim0, rest): how a parameter of more than 2 dims is viewed. */
-function view2d(p: Parameter): [number, number] {
+export function view2d(p: Parameter): [number, number] {
   return [p.shape[0], p.numel / p.shape[0]];
 }
 
-function sideOf(type: ProjType, rows: number, cols: number): Side {
+export function sideOf(type: ProjType, rows: number, cols: number): Side {
   switch (type) {
     case "std": return rows >= cols ? Side.Right : Side.Left;
     case "reverse_std": return rows >= cols ? Side.Left : Side.Right;
@@ -74,16 +74,67 @@ function sideOf(type: ProjType, rows: number, cols: number): Side {
   }
 }
 
-function rShape(s: Side, rows: number, cols: number, r: number): number[] {
+export function rShape(s: Side, rows: number, cols: number, r: number): number[] {
   return s === Side.Right ? [rows, r] : s === Side.Left ? [r, cols] : [r, r];
 }
 
 /** The refresh workspace: n f32 elements on dev, for one step (the kernels initialise what they read). */
-function workspace(n: number, dev: Device): Tensor {
+export function workspace(n: number, dev: Device): Tensor {
   return zeros([n], { dtype: "f32", device: dev });
 }
 
+/** The checks of a rank group's projection options and parameters, shared by GaLoreAdamW and
+ *  GaLoreAdafactor (E_ARG). */
+export function validateProjection(g: { params: Parameter[]; rank?: number; updateProjGap?: number; scale?: number;
+                                        projType?: ProjType; projector?: string; precision?: string }, gi: number): void {
+  const r = g.rank as number;
+  if (!Number.isSafeInteger(r) || r <= 0) fail("E_ARG", `group ${gi} rank must be a positive integer, got ${String(r)}`);
+  const gap = g.updateProjGap;
+  if (!Number.isSafeInteger(gap) || (gap as number) <= 0)
+    fail("E_ARG", `group ${gi} updateProjGap must be a positive integer, got ${String(gap)}`);
+  checkNumber(`group ${gi} scale`, g.scale, 0, Number.MAX_VALUE);
+  if (!PROJ_TYPES.includes(g.projType as ProjType))
+    fail("E_ARG", `group ${gi} projType must be one of ${PROJ_TYPES.join(", ")}, got ${String(g.projType)}`);
+  if (g.projector !== "svd" && g.projector !== "warm") fail("E_ARG", `group ${gi} projector must be "svd" or "warm"`);
+  if (g.precision !== "tf32" && g.precision !== "f32") fail("E_ARG", `group ${gi} precision must be "tf32" or "f32"`);
+  for (const p of g.params) {
+    if (p.shape.length < 2) fail("E_ARG", `group ${gi}: ${p.name} is ${p.shape.length}-D; a rank group takes 2-D or larger parameters`);
+    const [rows, cols] = view2d(p);
+    if (r > Math.min(rows, cols)) fail("E_ARG", `group ${gi}: rank ${r} exceeds min(${rows}, ${cols}) of ${p.name}`);
+  }
+}
+
+/** Enqueues a refresh of the projector(s) of one tensor from its gradient (kept when *flag != 0).
+ *  hasPrev is always true: a never-refreshed P is zeros, whose dot products are 0, and then the
+ *  first-refresh rule (largest-magnitude entry positive) applies. */
+export function refreshProjectors(grad: Tensor, q: { rows: number; cols: number; rank: number; side: Side; pA: Tensor; pB?: Tensor },
+                                  flag: Tensor, method: number, mode: number, ws: Tensor | undefined, big: Tensor | undefined): void {
+  const nat = native();
+  const gt = DTYPE_CODE[grad.dtype];
+  const wsH = ws?.handle ?? null, bigH = big?.handle ?? null;
+  if (q.side === Side.Full) {
+    nat.galoreRefresh(grad.handle, gt, q.rows, q.cols, q.rank, true, q.pA.handle, true, flag.handle, method, mode, wsH, bigH);
+    nat.galoreRefresh(grad.handle, gt, q.rows, q.cols, q.rank, false, q.pB!.handle, true, flag.handle, method, mode, wsH, bigH);
+  } else {
+    nat.galoreRefresh(grad.handle, gt, q.rows, q.cols, q.rank, q.side === Side.Left, q.pA.handle, true, flag.handle, method, mode, wsH, bigH);
+  }
+}
+
+/** f32 elements of device workspace a refresh of this tensor needs (0 on the CPU). */
+export function refreshWorkspaceFloats(onDevice: Tensor, q: { rows: number; cols: number; rank: number; side: Side }, method: number): number {
+  const nat = native();
+  let n = 0;
+  const sides = q.side === Side.Full ? [true, false] : [q.side === Side.Left];
+  for (const left of sides) n = Math.max(n, nat.galoreRefreshWorkspace(onDevice.handle, q.rows, q.cols, q.rank, left, method));
+  return n;
+}
+
 let experimentalCudaAllowed = false;
+/** Whether rank groups may run on CUDA (see GaLoreAdamW's constructor). */
+export function galoreCudaAllowed(): boolean {
+  return process.env.SLIMOPT_EXPERIMENTAL === "1" || experimentalCudaAllowed;
+}
+
 /** @internal the benchmark measures the CUDA path (labelled experimental) without the env var */
 export function allowExperimentalGaloreCuda(): void {
   experimentalCudaAllowed = true;
@@ -94,6 +145,8 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
   private ranked = new Map<ParamGroup<GaLoreOptions>, RankGroupState>();
   /** Per device: sR (largest R), sT (largest r x cols of a Full tensor), sBig (GPU, non-f32), scalars. */
   private scratch = new Map<Device, { sR?: Tensor; sT?: Tensor; sBig?: Tensor; scalars?: Tensor }>();
+  /** Layer-wise steps: each rank tensor's own non-finite flag. */
+  private paramFlags = new Map<Parameter, Tensor>();
 
   /** step() calls a new rank group starts from (see benchSkipFirstRefresh). */
   private initialCalls = 0;
@@ -102,7 +155,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     super(params, { ...DEFAULTS, ...defaults });
     // The CUDA refresh does not yet match the exact projectors in the GPU suite
     // (bench/results/NVIDIA-H200-2026-11-24.test-gpu.log): refuse rather than train on wrong ones.
-    if (process.env.SLIMOPT_EXPERIMENTAL !== "1" && !experimentalCudaAllowed) {
+    if (!galoreCudaAllowed()) {
       this.paramGroups.forEach((g, gi) => {
         if (this.isRanked(g) && this.groupDevice(g).kind === "cuda")
           fail("E_DEVICE", `group ${gi}: GaLoreAdamW's rank groups run on the CPU for now (the CUDA path is not yet validated); ` +
@@ -121,24 +174,13 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
   protected validateGroup(g: ParamGroup<GaLoreOptions>, gi: number): void {
     validateAdamOptions(g, gi);
     if (g.rank === undefined || g.rank === null) return;
-    const r = g.rank;
-    if (!Number.isSafeInteger(r) || r <= 0) fail("E_ARG", `group ${gi} rank must be a positive integer, got ${String(r)}`);
-    const gap = g.updateProjGap;
-    if (!Number.isSafeInteger(gap) || (gap as number) <= 0)
-      fail("E_ARG", `group ${gi} updateProjGap must be a positive integer, got ${String(gap)}`);
-    checkNumber(`group ${gi} scale`, g.scale, 0, Number.MAX_VALUE);
-    if (!PROJ_TYPES.includes(g.projType as ProjType))
-      fail("E_ARG", `group ${gi} projType must be one of ${PROJ_TYPES.join(", ")}, got ${String(g.projType)}`);
-    if (g.projector !== "svd" && g.projector !== "warm") fail("E_ARG", `group ${gi} projector must be "svd" or "warm"`);
-    if (g.precision !== "tf32" && g.precision !== "f32") fail("E_ARG", `group ${gi} precision must be "tf32" or "f32"`);
+    validateProjection(g, gi);
     if (g.stateDtype !== "f32") fail("E_ARG", `group ${gi}: a rank group keeps f32 states`);
     if (g.stochasticRounding) fail("E_ARG", `group ${gi}: stochastic rounding is not available in a rank group`);
     for (const p of g.params) {
-      if (p.shape.length < 2) fail("E_ARG", `group ${gi}: ${p.name} is ${p.shape.length}-D; a rank group takes 2-D or larger parameters`);
       const [rows, cols] = view2d(p);
-      if (r > Math.min(rows, cols)) fail("E_ARG", `group ${gi}: rank ${r} exceeds min(${rows}, ${cols}) of ${p.name}`);
       const st = this.ranked?.get(g)?.params.get(p);
-      if (st && (st.rank !== r || st.side !== sideOf(g.projType as ProjType, rows, cols)))
+      if (st && (st.rank !== g.rank || st.side !== sideOf(g.projType as ProjType, rows, cols)))
         fail("E_ARG", `group ${gi}: rank and projType cannot change once ${p.name} has state`);
     }
   }
@@ -215,22 +257,17 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
   /** f32 elements of device workspace the refreshes of this step need (0 on the CPU or when no
    *  group refreshes now). The workspace lives for the step only (stream-ordered free). */
   private refreshWorkspace(): Map<Device, number> {
-    const nat = native();
     const need = new Map<Device, number>();
     for (const g of this.paramGroups) {
       const s = this.ranked.get(g);
       if (!s || s.device.kind !== "cuda" || s.calls % (g.updateProjGap as number) !== 0) continue;
-      for (const q of s.params.values()) {
-        const sides = q.side === Side.Full ? [true, false] : [q.side === Side.Left];
-        for (const left of sides)
-          need.set(s.device, Math.max(need.get(s.device) ?? 0,
-            nat.galoreRefreshWorkspace(s.flag.handle, q.rows, q.cols, q.rank, left, this.methodOf(g, q))));
-      }
+      for (const q of s.params.values())
+        need.set(s.device, Math.max(need.get(s.device) ?? 0, refreshWorkspaceFloats(s.flag, q, this.methodOf(g, q))));
     }
     return need;
   }
 
-  step(): void {
+  protected stepGroups(): void {
     this.validateAll();
     // Allocate everything first so that an E_OOM leaves every group untouched.
     const plans = this.paramGroups.map((g) => {
@@ -252,45 +289,77 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     const nat = native();
     for (const { g, ranked, engine } of plans) {
       if (engine) {
-        engine.run({
-          lr: g.lr, beta1: g.betas![0], beta2: g.betas![1], eps: g.eps!, weightDecay: g.weightDecay!,
-          convention: AdamConvention.Galore, stochasticRounding: !!g.stochasticRounding,
-          skipNonFinite: g.skipNonFinite !== false, seed: BigInt(g.seed ?? 0),
-        });
+        engine.run(adamHyper(g, AdamConvention.Galore));
         continue;
       }
       const s = ranked!;
-      const sc = this.scratch.get(s.device)!;
       if (g.skipNonFinite !== false) nat.galoreScan(s.flag.handle, g.params.map((p) => [p.grad.handle, DTYPE_CODE[p.grad.dtype], p.numel]));
-      const refresh = s.calls % (g.updateProjGap as number) === 0;
-      const h = {
-        lr: g.lr, beta1: g.betas![0], beta2: g.betas![1], eps: g.eps!, weightDecay: g.weightDecay!,
-        scale: g.scale as number, mode: g.precision === "f32" ? 1 : 0,
-      };
-      const wsH = ws.get(s.device)?.handle ?? null;
-      const bigH = sc.sBig?.handle ?? null;
-      for (const p of g.params) {
-        const q = s.params.get(p)!;
-        const gt = DTYPE_CODE[p.grad.dtype];
-        if (refresh) {
-          // hasPrev is always true: a never-refreshed P is zeros, whose dot products are 0, and
-          // then the first-refresh rule (largest-magnitude entry positive) applies.
-          const method = this.methodOf(g, q);
-          if (q.side === Side.Full) {
-            nat.galoreRefresh(p.grad.handle, gt, q.rows, q.cols, q.rank, true, q.pA.handle, true, s.flag.handle, method, h.mode, wsH, bigH);
-            nat.galoreRefresh(p.grad.handle, gt, q.rows, q.cols, q.rank, false, q.pB!.handle, true, s.flag.handle, method, h.mode, wsH, bigH);
-          } else {
-            nat.galoreRefresh(p.grad.handle, gt, q.rows, q.cols, q.rank, q.side === Side.Left, q.pA.handle, true, s.flag.handle,
-                              method, h.mode, wsH, bigH);
-          }
-          q.refreshed = true;
-        }
-        nat.galoreStep(p.data.handle, DTYPE_CODE[p.dtype], p.grad.handle, gt, q.m.handle, q.v.handle, q.pA.handle,
-                       q.pB?.handle ?? null, q.side, q.rows, q.cols, q.rank, s.counters.handle, s.flag.handle,
-                       sc.sR!.handle, sc.sT?.handle ?? null, sc.sBig?.handle ?? null, sc.scalars?.handle ?? null, h);
-      }
+      else nat.fillZero(s.flag.handle, 4);
+      for (const p of g.params) this.stepRankedTensor(g, s, p, s.counters, s.flag, ws.get(s.device));
       nat.galoreFinish(s.counters.handle, s.flag.handle);
       s.calls++;
+    }
+  }
+
+  /** Refresh (when due) and step of one tensor of a rank group, on the given counters and flag. */
+  private stepRankedTensor(g: ParamGroup<GaLoreOptions>, s: RankGroupState, p: Parameter, counters: Tensor, flag: Tensor,
+                           ws: Tensor | undefined): void {
+    const nat = native();
+    const sc = this.scratch.get(s.device)!;
+    const refresh = s.calls % (g.updateProjGap as number) === 0;
+    const h = {
+      lr: g.lr, beta1: g.betas![0], beta2: g.betas![1], eps: g.eps!, weightDecay: g.weightDecay!,
+      scale: g.scale as number, mode: g.precision === "f32" ? 1 : 0,
+    };
+    const q = s.params.get(p)!;
+    const gt = DTYPE_CODE[p.grad.dtype];
+    if (refresh) {
+      refreshProjectors(p.grad, q, flag, this.methodOf(g, q), h.mode, ws, sc.sBig);
+      q.refreshed = true;
+    }
+    nat.galoreStep(p.data.handle, DTYPE_CODE[p.dtype], p.grad.handle, gt, q.m.handle, q.v.handle, q.pA.handle,
+                   q.pB?.handle ?? null, q.side, q.rows, q.cols, q.rank, counters.handle, flag.handle,
+                   sc.sR!.handle, sc.sT?.handle ?? null, sc.sBig?.handle ?? null, sc.scalars?.handle ?? null, h);
+  }
+
+  /** Layer-wise step of p. A rank tensor scans only its own gradient (per-parameter skip) into its
+   *  own flag, refreshes on the group's schedule (the round's calls count) and steps on the
+   *  round's copy of the counters. */
+  protected stepParamImpl(g: ParamGroup<GaLoreOptions>, gi: number, p: Parameter, k: number): void {
+    if (!this.isRanked(g)) {
+      const e = this.engine(g);
+      e.ensureMoments([p]);
+      e.runOne(p, k, adamHyper(g, AdamConvention.Galore), this.roundCounters(gi, p, e.counters));
+      return;
+    }
+    const s = this.prepareRanked(g);
+    const nat = native();
+    let flag = this.paramFlags.get(p);
+    if (!flag || flag.disposed) {
+      flag = zeros([1], { dtype: "i32", device: s.device });
+      this.paramFlags.set(p, flag);
+    }
+    let ws: Tensor | undefined;
+    try {
+      if (s.device.kind === "cuda" && s.calls % (g.updateProjGap as number) === 0) {
+        const q = s.params.get(p)!;
+        const n = refreshWorkspaceFloats(s.flag, q, this.methodOf(g, q));
+        if (n > 0) ws = workspace(n, s.device);
+      }
+      const sub = this.roundCounters(gi, p, s.counters);
+      if (g.skipNonFinite !== false) nat.galoreScan(flag.handle, [[p.grad.handle, DTYPE_CODE[p.grad.dtype], p.numel]]);
+      else nat.fillZero(flag.handle, 4);
+      this.stepRankedTensor(g, s, p, sub, flag, ws);
+      nat.galoreFinish(sub.handle, flag.handle);
+    } finally {
+      ws?.dispose();
+    }
+  }
+
+  protected finishRoundImpl(groups: ParamGroup<GaLoreOptions>[]): void {
+    for (const g of groups) {
+      const s = this.ranked.get(g);
+      if (s) s.calls++;
     }
   }
 
@@ -441,5 +510,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     this.engines.clear();
     this.ranked.clear();
     this.scratch.clear();
+    for (const t of this.paramFlags.values()) t.dispose();
+    this.paramFlags.clear();
   }
 }

@@ -11,6 +11,7 @@ import { native, GrassGroupHandle, NativeBufferHandle } from "../native";
 import { Parameter } from "../parameter";
 import { Tensor, tensor, zeros } from "../tensor";
 import { AdamConvention, AdamGroupEngine, engineMoments } from "./adam_core";
+import { OneTensorPlans } from "./layerwise";
 import { checkNumber, GroupOptions, Optimizer, ParamGroup, ParamGroupSpec, StateDict } from "./optimizer";
 
 export type GrassSelectMode = "topk" | "multinomial" | "uniform";
@@ -133,6 +134,8 @@ export class GrassAdamW extends Optimizer<GrassOptions> {
   private calls = 0;
   /** Refreshes made by each group so far (the key of the next refresh's draws). */
   private refreshes = new Map<ParamGroup<GrassOptions>, number>();
+  /** Layer-wise steps: a one-tensor native group per parameter. */
+  private singles = new OneTensorPlans<GrassGroupHandle>();
 
   constructor(params: Parameter[] | ParamGroupSpec<GrassOptions>[], defaults: GrassOptions = {}) {
     super(params, { ...DEFAULTS, ...defaults });
@@ -335,13 +338,7 @@ export class GrassAdamW extends Optimizer<GrassOptions> {
       let seedKey = String(g.seed);
       for (const p of g.params) seedKey += `,${p.seed ?? ""}`;
       if (!st.handle || seedKey !== st.seedKey || key.length !== st.handleKey.length || key.some((h, i) => h !== st!.handleKey[i])) {
-        const entries = g.params.map((p) => {
-          const s = st!.states.get(p)!;
-          const v = s.view;
-          return [p.data.handle, s.expAvg.handle, s.expAvgSq.handle, s.indices?.handle ?? null, s.rho?.handle ?? null,
-                  s.ages.handle, v.rows, v.cols, v.rank, MODE_CODE[v.kind], DTYPE_CODE[p.dtype],
-                  paramSeed(p, g.seed as number, this.flatIndex(p))];
-        });
+        const entries = g.params.map((p) => this.grassEntry(g, st!, p));
         const h = new (native().GrassGroup)(st.device.index, entries, st.counters.handle);
         st.handle?.dispose();
         st.handle = h;
@@ -361,6 +358,79 @@ export class GrassAdamW extends Optimizer<GrassOptions> {
     return st;
   }
 
+  /** The native tensor entry of p (GrassGroup's constructor). */
+  private grassEntry(g: ParamGroup<GrassOptions>, st: GroupState, p: Parameter): unknown[] {
+    const s = st.states.get(p)!;
+    const v = s.view;
+    return [p.data.handle, s.expAvg.handle, s.expAvgSq.handle, s.indices?.handle ?? null, s.rho?.handle ?? null,
+            s.ages.handle, v.rows, v.cols, v.rank, MODE_CODE[v.kind], DTYPE_CODE[p.dtype],
+            paramSeed(p, g.seed as number, this.flatIndex(p))];
+  }
+
+  private grassHyper(g: ParamGroup<GrassOptions>) {
+    return {
+      lr: g.lr, beta1: g.betas![0], beta2: g.betas![1], eps: g.eps!, weightDecay: g.weightDecay!, scale: g.scale!,
+      skipNonFinite: g.skipNonFinite !== false, refreshing: this.calls % (g.updateProjGap as number) === 0,
+      select: SELECT_CODE[g.select as GrassSelectMode], keepState: !!g.keepState, refreshIndex: this.refreshes.get(g) ?? 0,
+    };
+  }
+
+  private plainHyper(g: ParamGroup<GrassOptions>) {
+    return {
+      lr: g.lr, beta1: g.betas![0], beta2: g.betas![1], eps: g.eps!, weightDecay: g.weightDecay!,
+      convention: AdamConvention.Galore, stochasticRounding: false, skipNonFinite: g.skipNonFinite !== false, seed: 0n,
+    };
+  }
+
+  protected validateStepInputs(): void {
+    this.validateStep();
+  }
+
+  /** stepParam(p) reads p's compact gradient when one was given, else p.grad. */
+  protected validateParamStep(g: ParamGroup<GrassOptions>, gi: number, p: Parameter): void {
+    this.validateGroup(g, gi);
+    const dev = this.groupDevice(g);
+    p.data.assertLive(`parameter ${p.name}`);
+    const c = this.compact.get(p);
+    if (c) {
+      if (isGrassGroup(g) && this.calls % (g.updateProjGap as number) === 0)
+        fail("E_ARG", `${p.name} has a compact gradient but this step reselects (it needs the full gradient)`);
+      c.assertLive(`compact gradient of ${p.name}`);
+      this.checkCompact(p, grassView(p.shape, g.rank as number), c);
+      return;
+    }
+    super.validateParamStep(g, gi, p);
+    void dev;
+  }
+
+  /** Layer-wise step of p: a Grass group handle over p alone (its own refresh workspace, sized for
+   *  p) on the round's copy of the counters; the selection's draws are keyed as in step() (the
+   *  parameter's seed and the group's refresh index), so the result is the same. */
+  protected stepParamImpl(g: ParamGroup<GrassOptions>, gi: number, p: Parameter, k: number): void {
+    if (!isGrassGroup(g)) {
+      const e = this.engine(g);
+      e.ensureMoments([p]);
+      e.runOne(p, k, this.plainHyper(g), this.roundCounters(gi, p, e.counters));
+      return;
+    }
+    const st = this.prepareGrass(g);
+    const s = st.states.get(p)!;
+    const sub = this.roundCounters(gi, p, st.counters);
+    const entry = this.grassEntry(g, st, p);
+    const key = [...entry.slice(0, 6), String(entry[11]), sub.handle];
+    const h = this.singles.get(p, key, () => new (native().GrassGroup)(st.device.index, [entry], sub.handle));
+    const c = this.compact.get(p);
+    h.step(this.grassHyper(g), [c ? p.data.handle : p.grad.handle], [c?.handle ?? null]);
+    this.compact.delete(p);
+    void s;
+  }
+
+  protected finishRoundImpl(groups: ParamGroup<GrassOptions>[]): void {
+    for (const g of groups)
+      if (isGrassGroup(g) && this.calls % (g.updateProjGap as number) === 0) this.refreshes.set(g, (this.refreshes.get(g) ?? 0) + 1);
+    this.calls++;
+  }
+
   private engine(g: ParamGroup<GrassOptions>): AdamGroupEngine {
     let e = this.engines.get(g);
     if (!e) {
@@ -370,7 +440,7 @@ export class GrassAdamW extends Optimizer<GrassOptions> {
     return e;
   }
 
-  step(): void {
+  protected stepGroups(): void {
     this.validateStep();
     const ready = this.paramGroups.map((g) => {
       if (isGrassGroup(g)) return this.prepareGrass(g);
@@ -382,21 +452,14 @@ export class GrassAdamW extends Optimizer<GrassOptions> {
     this.paramGroups.forEach((g, i) => {
       const r = ready[i];
       if (r instanceof AdamGroupEngine) {
-        r.run({
-          lr: g.lr, beta1: g.betas![0], beta2: g.betas![1], eps: g.eps!, weightDecay: g.weightDecay!,
-          convention: AdamConvention.Galore, stochasticRounding: false, skipNonFinite: g.skipNonFinite !== false, seed: 0n,
-        });
+        r.run(this.plainHyper(g));
         return;
       }
-      const refreshing = this.calls % (g.updateProjGap as number) === 0;
+      const hyper = this.grassHyper(g);
       const grads = g.params.map((p) => (this.compact.has(p) ? p.data.handle : p.grad.handle));
       const compacts = g.params.map((p) => this.compact.get(p)?.handle ?? null);
-      r.handle!.step({
-        lr: g.lr, beta1: g.betas![0], beta2: g.betas![1], eps: g.eps!, weightDecay: g.weightDecay!, scale: g.scale!,
-        skipNonFinite: g.skipNonFinite !== false, refreshing, select: SELECT_CODE[g.select as GrassSelectMode],
-        keepState: !!g.keepState, refreshIndex: this.refreshes.get(g) ?? 0,
-      }, grads, compacts);
-      if (refreshing) refreshed.push(g);
+      r.handle!.step(hyper, grads, compacts);
+      if (hyper.refreshing) refreshed.push(g);
     });
     for (const g of refreshed) this.refreshes.set(g, (this.refreshes.get(g) ?? 0) + 1);
     this.compact.clear();
@@ -578,6 +641,7 @@ export class GrassAdamW extends Optimizer<GrassOptions> {
     this.grass.clear();
     for (const e of this.engines.values()) e.dispose();
     this.engines.clear();
+    this.singles.dispose();
     this.compact.clear();
   }
 }

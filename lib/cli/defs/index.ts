@@ -6,7 +6,9 @@ import { adamw4bit, adamw8bit, dequantizeBlockwiseBench, quantizeBlockwiseBench 
 import { galore, galoreRefresh } from "./galore";
 import { grass, grassRowOps } from "./grass";
 import { adamwHostOverhead } from "./host_overhead";
+import { adafactor } from "./adafactor";
 
 export const BENCHMARKS: BenchDefinition[] = [adamw, adamwHostOverhead, adamw8bit, adamw4bit, quantizeBlockwiseBench,
   dequantizeBlockwiseBench, grassRowOps, grass, galore, galoreRefresh,
   apollo, apolloMini];
+BENCHMARKS.push(adafactor);
