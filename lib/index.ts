@@ -12,3 +12,4 @@ export { gemm, GemmOptions, setBuiltinLinalg, linalgPaths } from "./linalg";
 export { saveTensors, loadTensors, inspectTensors, LoadTensorsOptions, SAFETENSORS_DTYPE, MAX_HEADER_BYTES } from "./checkpoint";
 export { AdamW8bit, AdamW4bit, AdamW8bitOptions, AdamW4bitOptions } from "./optim/adamw8bit";
 export * as quant from "./quant";
+export type { GemmPrecision } from "./linalg";

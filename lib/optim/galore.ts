@@ -5,6 +5,7 @@ import { Device } from "../device";
 import { DType, DTYPE_CODE } from "../dtype";
 import { fail } from "../errors";
 import { native } from "../native";
+import { GEMM_MODE, GemmPrecision, isGemmPrecision } from "../linalg";
 import { Parameter } from "../parameter";
 import { Tensor, zeros } from "../tensor";
 import { AdamConvention, AdamGroupEngine } from "./adam_core";
@@ -29,8 +30,9 @@ export interface GaLoreOptions extends AdamWOptions {
    *  (each vector's error shrinks like (lambda_{k+1}/lambda_i)^2 per refresh). The first refresh of
    *  a tensor is always exact; the CPU always computes the exact vectors. */
   projector?: "svd" | "warm";
-  /** GPU GEMM precision of the projections: "tf32" (default) or "f32". */
-  precision?: "tf32" | "f32";
+  /** GPU GEMM precision of the projections: "tf32" (default), "f32" or "bf16" (operands rounded to
+   *  bf16, f32 accumulation). The warm projector's GEMMs use tf32 when this is bf16. */
+  precision?: GemmPrecision;
 }
 
 const DEFAULTS: GaLoreOptions = {
@@ -130,7 +132,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     if (!PROJ_TYPES.includes(g.projType as ProjType))
       fail("E_ARG", `group ${gi} projType must be one of ${PROJ_TYPES.join(", ")}, got ${String(g.projType)}`);
     if (g.projector !== "svd" && g.projector !== "warm") fail("E_ARG", `group ${gi} projector must be "svd" or "warm"`);
-    if (g.precision !== "tf32" && g.precision !== "f32") fail("E_ARG", `group ${gi} precision must be "tf32" or "f32"`);
+    if (!isGemmPrecision(g.precision)) fail("E_ARG", `group ${gi} precision must be "tf32", "f32" or "bf16"`);
     if (g.stateDtype !== "f32") fail("E_ARG", `group ${gi}: a rank group keeps f32 states`);
     if (g.stochasticRounding) fail("E_ARG", `group ${gi}: stochastic rounding is not available in a rank group`);
     for (const p of g.params) {
@@ -265,8 +267,10 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
       const refresh = s.calls % (g.updateProjGap as number) === 0;
       const h = {
         lr: g.lr, beta1: g.betas![0], beta2: g.betas![1], eps: g.eps!, weightDecay: g.weightDecay!,
-        scale: g.scale as number, mode: g.precision === "f32" ? 1 : 0,
+        scale: g.scale as number, mode: GEMM_MODE[g.precision as GemmPrecision],
       };
+      // The warm refresh's subspace iteration needs more than bf16's 8 bits: tf32 there.
+      const refreshMode = h.mode === GEMM_MODE.bf16 ? GEMM_MODE.tf32 : h.mode;
       const wsH = ws.get(s.device)?.handle ?? null;
       const bigH = sc.sBig?.handle ?? null;
       for (const p of g.params) {
@@ -277,11 +281,11 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
           // then the first-refresh rule (largest-magnitude entry positive) applies.
           const method = this.methodOf(g, q);
           if (q.side === Side.Full) {
-            nat.galoreRefresh(p.grad.handle, gt, q.rows, q.cols, q.rank, true, q.pA.handle, true, s.flag.handle, method, h.mode, wsH, bigH);
-            nat.galoreRefresh(p.grad.handle, gt, q.rows, q.cols, q.rank, false, q.pB!.handle, true, s.flag.handle, method, h.mode, wsH, bigH);
+            nat.galoreRefresh(p.grad.handle, gt, q.rows, q.cols, q.rank, true, q.pA.handle, true, s.flag.handle, method, refreshMode, wsH, bigH);
+            nat.galoreRefresh(p.grad.handle, gt, q.rows, q.cols, q.rank, false, q.pB!.handle, true, s.flag.handle, method, refreshMode, wsH, bigH);
           } else {
             nat.galoreRefresh(p.grad.handle, gt, q.rows, q.cols, q.rank, q.side === Side.Left, q.pA.handle, true, s.flag.handle,
-                              method, h.mode, wsH, bigH);
+                              method, refreshMode, wsH, bigH);
           }
           q.refreshed = true;
         }

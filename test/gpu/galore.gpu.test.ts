@@ -66,10 +66,10 @@ for (const builtin of [false, true]) {
     });
 
     for (const projType of ["std", "reverse_std", "left", "right", "full"] as ProjType[]) {
-      for (const precision of ["f32", "tf32"] as const) {
+      for (const precision of ["f32", "tf32", "bf16"] as const) {
         for (const dtype of ["f32", "bf16"] as DType[]) {
           test(`${projType}, ${precision}, ${dtype} params: 12 steps, refresh every 4, a NaN at a refresh`, async () => {
-            const rng = new Rng(projType.length * 13 + (precision === "f32" ? 1 : 2) + dtype.length);
+            const rng = new Rng(projType.length * 13 + (precision === "f32" ? 1 : precision === "tf32" ? 2 : 3) + dtype.length);
             const shapes = [[96, 64], [70, 130], [8, 5, 13]];
             const mk = (dev: string) => shapes.map((s, i) => new Parameter(tensor(w0[i], s, { device: dev, dtype }), { name: `w${i}` }));
             const w0 = shapes.map((s) => rng.normals(s.reduce((a, b) => a * b), 0.02));
@@ -89,7 +89,10 @@ for (const builtin of [false, true]) {
               bc.grad.copyFrom(gb); bg.grad.copyFrom(gb);
               oc.step(); og.step();
             }
-            const tol = dtype === "bf16" ? 1e-2 : precision === "f32" || builtin ? 1e-5 : 3e-3;
+            // bf16 projections: the GEMMs are checked to 1e-2 in gemm.gpu.test.ts; here an element of R
+            // within bf16 rounding of 0 may take the other sign (Adam's first step maps R to
+            // +-3.16 whatever its size), so the bound only catches gross errors (a wrong layout: ~1).
+            const tol = precision === "bf16" ? 0.1 : dtype === "bf16" ? 1e-2 : precision === "f32" ? 1e-5 : 3e-3;
             for (let k = 0; k < shapes.length; k++) {
               const base = Float32Array.from(await f32(tensor(w0[k], [w0[k].length], { device: "cpu", dtype })));
               const uc = (await f32(pc[k].data)).map((x, i) => x - base[i]);

@@ -145,15 +145,15 @@ int main() {
     gpu::setForceBuiltin(forced == 1);
     std::printf("== %s\n", gpu::blasPath().c_str());
     for (auto mode : {GemmMode::Strict, GemmMode::Tf32}) {
-      double tol = mode == GemmMode::Strict || forced ? 1e-5 : 3e-3;
+      double tol = mode == GemmMode::Strict ? 1e-5 : 3e-3;  // the built-in kernel has tensor cores too
       for (int ta = 0; ta < 2; ++ta) for (int tb = 0; tb < 2; ++tb) {
         gemmCase(1, 1, 1, ta, tb, mode, tol);
         gemmCase(67, 130, 33, ta, tb, mode, tol);
         gemmCase(300, 129, 517, ta, tb, mode, tol);
       }
       for (auto side : {GaloreSide::Right, GaloreSide::Left, GaloreSide::Full}) {
-        stepCase(96, 64, 8, side, DType::F32, mode, mode == GemmMode::Strict || forced ? 1e-5 : 3e-3);
-        stepCase(70, 130, 16, side, DType::F32, mode, mode == GemmMode::Strict || forced ? 1e-5 : 3e-3);
+        stepCase(96, 64, 8, side, DType::F32, mode, mode == GemmMode::Strict ? 1e-5 : 3e-3);
+        stepCase(70, 130, 16, side, DType::F32, mode, mode == GemmMode::Strict ? 1e-5 : 3e-3);
         stepCase(96, 64, 8, side, DType::BF16, mode, 1e-2);
       }
     }

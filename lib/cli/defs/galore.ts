@@ -24,7 +24,7 @@ async function withLinalg(dev: Device, linalg: Linalg, ctx: BenchContext, run: (
   setBuiltinLinalg(linalg === "builtin");
   try {
     const paths = linalgPaths();
-    if (linalg === "cublas" && !/cuBLAS/.test(paths.blas))
+    if (linalg === "cublas" && !/^cuBLAS/.test(paths.blas))
       ctx.note(`galore rows labelled "cublas" ran the built-in GEMM: ${paths.blas}`);
     const row = await run();
     return { ...row, linalg, blas: paths.blas, solver: paths.solver };

@@ -5,6 +5,8 @@ import { adamw4bit, adamw8bit, dequantizeBlockwiseBench, quantizeBlockwiseBench 
 import { galore, galoreRefresh } from "./galore";
 import { grass, grassRowOps } from "./grass";
 import { adamwHostOverhead } from "./host_overhead";
+import { gemmBench } from "./gemm";
 
 export const BENCHMARKS: BenchDefinition[] = [adamw, adamwHostOverhead, adamw8bit, adamw4bit, quantizeBlockwiseBench,
-  dequantizeBlockwiseBench, grassRowOps, grass, galore, galoreRefresh];
+  dequantizeBlockwiseBench, grassRowOps, grass, galore, galoreRefresh,
+  gemmBench];
