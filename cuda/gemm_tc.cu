@@ -134,12 +134,15 @@ template <bool K_CONTIG> __device__ __forceinline__ float tileAt(const float* S,
   return K_CONTIG ? S[o * K_STRIDE + p] : S[p * MN_STRIDE + o];
 }
 
-// TF32 operand: the mma reads the top 19 bits of an f32. Adding half of the dropped unit rounds to
-// nearest (ties away from zero) with one integer add in the inner loop instead of a conversion
-// (cvt.rna.tf32.f32); plain truncation would shrink every product by ~2^-11 on average, a bias.
-// Inf stays Inf; a NaN whose 10 kept mantissa bits are all ones would wrap to 0 (arithmetic makes
-// the canonical 0x7fc00000, which stays NaN).
-__device__ __forceinline__ uint32_t toTf32(float x) { return __float_as_uint(x) + 0x1000u; }
+// TF32 operand, rounded to nearest (ties away). (Adding 0x1000 to the bits instead, one integer
+// add, pushed three of the 16 kernels over the 128-register cap into small spills in ptxas 13.0.)
+__device__ __forceinline__ uint32_t toTf32(float x) {
+  uint32_t r = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
+#endif
+  return r;
+}
 // bf16 pair: lo in the low half (the lower k index of the mma fragment).
 __device__ __forceinline__ uint32_t toBf16x2(float lo, float hi) {
   uint32_t r = 0;
@@ -310,9 +313,8 @@ __global__ void __launch_bounds__(TC_THREADS, 2) tcGemmKernel(const TcArgs k) {
   }
   waitAsync<0>();
 
-  if (split) {
-    float* P = k.partials + int64_t(blockIdx.z) * g.M * g.N;
-    const bool pair = (g.N & 1) == 0;
+  // Each accumulator pair (rows g and g+8 of an mma tile, columns 2t and 2t+1) inside M x N.
+  auto forEachPair = [&](auto&& out) {
 #pragma unroll
     for (int mt = 0; mt < TC_MT; ++mt)
 #pragma unroll
@@ -322,28 +324,23 @@ __global__ void __launch_bounds__(TC_THREADS, 2) tcGemmKernel(const TcArgs k) {
 #pragma unroll
         for (int nt = 0; nt < TC_NT; ++nt) {
           const int64_t j = j0 + nBase + nt * 8 + 2 * t;
-          if (j >= g.N) continue;
-          const float v0 = acc[mt][nt][2 * h], v1 = acc[mt][nt][2 * h + 1];
-          if (pair) *reinterpret_cast<float2*>(P + i * g.N + j) = make_float2(v0, v1);
-          else { P[i * g.N + j] = v0; if (j + 1 < g.N) P[i * g.N + j + 1] = v1; }
+          if (j < g.N) out(i, j, acc[mt][nt][2 * h], acc[mt][nt][2 * h + 1]);
         }
       }
+  };
+  if (split) {  // the raw partial sums into this split's slice of the workspace (dense, ld N)
+    float* P = k.partials + int64_t(blockIdx.z) * g.M * g.N;
+    const bool pair = (g.N & 1) == 0;
+    forEachPair([&](int64_t i, int64_t j, float v0, float v1) {
+      if (pair) *reinterpret_cast<float2*>(P + i * g.N + j) = make_float2(v0, v1);
+      else { P[i * g.N + j] = v0; if (j + 1 < g.N) P[i * g.N + j + 1] = v1; }
+    });
     return;
   }
   const float alpha = k.alphaBeta ? k.alphaBeta[0] : g.alpha;
-#pragma unroll
-  for (int mt = 0; mt < TC_MT; ++mt)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int64_t i = i0 + mBase + mt * 16 + gq + h * 8;
-      if (i >= g.M) continue;
-#pragma unroll
-      for (int nt = 0; nt < TC_NT; ++nt) {
-        const int64_t j = j0 + nBase + nt * 8 + 2 * t;
-        if (j >= g.N) continue;
-        storeOut(g, i * g.ldc + j, j + 1 < g.N, k.pairC, acc[mt][nt][2 * h], acc[mt][nt][2 * h + 1], alpha, beta);
-      }
-    }
+  forEachPair([&](int64_t i, int64_t j, float v0, float v1) {
+    storeOut(g, i * g.ldc + j, j + 1 < g.N, k.pairC, v0, v1, alpha, beta);
+  });
 #endif
 }
 
