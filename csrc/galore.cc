@@ -22,7 +22,7 @@ int64_t intField(Napi::Env env, Napi::Object o, const char* key, int64_t lo) {
 }
 GemmMode modeOf(Napi::Env env, Napi::Object o) {
   int64_t m = intField(env, o, "mode", 0);
-  if (m > 1) throwError(env, "E_ARG", "mode must be 0 (tf32) or 1 (strict f32)");
+  if (m > 2) throwError(env, "E_ARG", "mode must be 0 (tf32), 1 (strict f32) or 2 (bf16)");
   return GemmMode(m);
 }
 
@@ -38,8 +38,8 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
   g.alpha = float(numField(env, o, "alpha")); g.beta = float(numField(env, o, "beta"));
   g.aType = floatDtype(env, info[1]); g.bType = floatDtype(env, info[3]); g.cType = floatDtype(env, info[5]);
   GemmMode mode = modeOf(env, o);
-  if (dev != kCpu && (g.aType != DType::F32 || g.bType != DType::F32 || g.cType != DType::F32))
-    throwError(env, "E_DTYPE", "gemm on CUDA takes f32 operands");
+  if (dev != kCpu && (g.aType != DType::F32 || g.bType != DType::F32))
+    throwError(env, "E_DTYPE", "gemm on CUDA takes f32 A and B (C may be f32, bf16 or f16)");
   g.lda = g.transA ? g.M : g.K;
   g.ldb = g.transB ? g.K : g.N;
   g.ldc = g.N;

@@ -7,18 +7,25 @@
 // CUBLAS_DEFAULT_MATH 0, CUBLAS_TF32_TENSOR_OP_MATH 3 (cublasMath_t); CUBLAS_STATUS_SUCCESS 0.
 // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: B and A swap places.
 //
-// Built-in GEMM (no cuBLAS, or SLIMOPT_LINALG=builtin / setForceBuiltin): a tiled SIMT f32 kernel,
-// 64x64 tile of C per 256-thread block, 4x4 per thread, K slices of 16 through shared memory. It
-// is strict f32 whatever the mode asked (no tensor cores yet; slower than cuBLAS TF32). Its
-// epilogue writes W <- beta W + alpha acc in W's dtype (f32 or bf16), alpha/beta read from device
-// memory when given, and it does nothing when the group's skip flag is set.
+// cuBLAS serves f32 C: Sgemm (TF32 math mode for GemmMode::Tf32), or GemmEx with compute type
+// CUBLAS_COMPUTE_32F_FAST_16BF (75; f32 operands, CUDA_R_32F = 0, rounded to bf16 inside) for
+// GemmMode::Bf16. A bf16/f16 C always takes the built-in path, whose epilogue writes it directly.
+//
+// Built-in GEMM (no cuBLAS, SLIMOPT_LINALG=builtin / setForceBuiltin, or a bf16/f16 C): Tf32 and
+// Bf16 run the tensor-core kernel of gemm_tc.cu on sm_80+; Strict (and any mode on older GPUs)
+// runs the tiled SIMT f32 kernel below: 64x64 tile of C per 256-thread block, 4x4 per thread, K
+// slices of 16 through shared memory. Both epilogues write C <- beta C + alpha acc in C's dtype
+// (f32, bf16, f16), alpha/beta read from device memory when given, and do nothing when the
+// group's skip flag is set.
 //
 // The step. R = project(G) (GEMM into sR; a bf16 G is first converted into sBig), then one kernel
 // runs Adam on R in place (R becomes N) and writes the epilogue's alpha, beta to device memory
 // (they depend on the step count held on the device), then the project-back GEMM applies the
 // update and the decay in its epilogue. With cuBLAS the skip flag cannot stop a GEMM, so the Adam
 // kernel writes N = 0 and (alpha, beta) = (0, 1) instead: W is left as it was. A bf16 W takes
-// the cuBLAS product into sBig (the one f32 gradient-sized scratch) and a fused axpy kernel.
+// the built-in GEMM with the update in its epilogue too; only where that kernel has no tensor cores
+// (sm_75) and cuBLAS is loaded does it take the cuBLAS product into sBig (the one f32
+// gradient-sized scratch) and a fused axpy kernel.
 //
 // The refresh lives in galore_refresh.cu (on the device: cuSOLVER or the built-in eigen-solver).
 #include <cuda_runtime.h>
@@ -30,6 +37,7 @@
 #include <vector>
 #include "../csrc/cpu/cpu_backend.h"
 #include "galore.cuh"
+#include "gemm_tc.cuh"
 #include "internal.cuh"
 #include "launchers.h"
 
@@ -46,6 +54,11 @@ typedef int (*SetMathModeFn)(void*, int);
 typedef int (*SetPointerModeFn)(void*, int);
 typedef int (*SgemmFn)(void*, int, int, int, int, int, const float*, const float*, int, const float*, int,
                        const float*, float*, int);
+// cublasGemmEx(handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C, Ctype,
+// ldc, computeType, algo): cudaDataType_t, cublasComputeType_t and cublasGemmAlgo_t are C enums.
+typedef int (*GemmExFn)(void*, int, int, int, int, int, const void*, const void*, int, int, const void*, int, int,
+                        const void*, void*, int, int, int, int);
+constexpr int kCudaR32F = 0, kComputeFast16BF = 75, kGemmDefault = -1;
 
 struct Cublas {
   bool tried = false;
@@ -56,6 +69,7 @@ struct Cublas {
   SetMathModeFn setMathMode = nullptr;
   SetPointerModeFn setPointerMode = nullptr;
   SgemmFn sgemm = nullptr;
+  GemmExFn gemmEx = nullptr;  // optional: without it GemmMode::Bf16 takes the built-in kernel
   void* handles[64] = {};
 };
 
@@ -88,6 +102,7 @@ Cublas* cublas() {
       gBlas.setMathMode = reinterpret_cast<SetMathModeFn>(dlsym(h, "cublasSetMathMode"));
       gBlas.setPointerMode = reinterpret_cast<SetPointerModeFn>(dlsym(h, "cublasSetPointerMode_v2"));
       gBlas.sgemm = reinterpret_cast<SgemmFn>(dlsym(h, "cublasSgemm_v2"));
+      gBlas.gemmEx = reinterpret_cast<GemmExFn>(dlsym(h, "cublasGemmEx"));
       if (gBlas.create && gBlas.setStream && gBlas.setMathMode && gBlas.setPointerMode && gBlas.sgemm) {
         gBlas.lib = h;
         gBlas.path = n;
@@ -186,10 +201,13 @@ __global__ void __launch_bounds__(256) gemmKernel(const KGemm k) {
   }
 }
 
-Status builtinGemm(int dev, cudaStream_t st, const GemmArgs& g, const float* alphaBeta, const int32_t* flag) {
+Status builtinGemm(int dev, cudaStream_t st, const GemmArgs& g, GemmMode mode, const float* alphaBeta,
+                   const int32_t* flag) {
   if (g.M <= 0 || g.N <= 0) return Status();
-  if (g.aType != DType::F32 || g.bType != DType::F32 || (g.cType != DType::F32 && g.cType != DType::BF16))
-    return invalidArg("gemm: the built-in kernel takes f32 A, B and f32/bf16 C");
+  if (g.aType != DType::F32 || g.bType != DType::F32 ||
+      (g.cType != DType::F32 && g.cType != DType::BF16 && g.cType != DType::F16))
+    return invalidArg("gemm: the built-in kernel takes f32 A, B and f32/bf16/f16 C");
+  if (mode != GemmMode::Strict && tensorCoreGemmAvailable(dev)) return tensorCoreGemm(dev, st, g, mode, alphaBeta, flag);
   if ((g.N + BN - 1) / BN > INT32_MAX || (g.M + BM - 1) / BM > 65535) return invalidArg("gemm: too large");
   KGemm k{g, alphaBeta, flag};
   dim3 grid(unsigned((g.N + BN - 1) / BN), unsigned((g.M + BM - 1) / BM));
@@ -206,25 +224,29 @@ Status runGemm(int dev, const GemmArgs& g, GemmMode mode, const float* alphaBeta
   Status ok = deviceStream(dev, &st, "gemm");
   if (!ok.ok()) return ok;
   Cublas* b = cublas();
-  if (b == nullptr || g.cType != DType::F32 || g.aType != DType::F32 || g.bType != DType::F32)
-    return builtinGemm(dev, st, g, alphaBeta, flag);
+  if (b == nullptr || g.cType != DType::F32 || g.aType != DType::F32 || g.bType != DType::F32 ||
+      (mode == GemmMode::Bf16 && b->gemmEx == nullptr))
+    return builtinGemm(dev, st, g, mode, alphaBeta, flag);
   if (g.M <= 0 || g.N <= 0) return Status();
   if (g.M > INT32_MAX || g.N > INT32_MAX || g.K > INT32_MAX) return invalidArg("gemm: too large for cuBLAS");
   void* h = blasHandle(b, dev, st);
   if (h == nullptr) return blasFail(-1, "cublasCreate");
-  int rc = b->setMathMode(h, mode == GemmMode::Tf32 ? 3 : 0);
+  int rc = b->setMathMode(h, mode == GemmMode::Tf32 ? 3 : 0);  // Bf16: the compute type says it
   if (rc != 0) return blasFail(rc, "cublasSetMathMode");
   rc = b->setPointerMode(h, alphaBeta ? 1 : 0);
   if (rc != 0) return blasFail(rc, "cublasSetPointerMode");
   const float* alpha = alphaBeta ? alphaBeta : &g.alpha;
   const float* beta = alphaBeta ? alphaBeta + 1 : &g.beta;
-  if (g.K == 0) {  // cuBLAS with k = 0 scales C by beta: the same as ours
-  }
-  rc = b->sgemm(h, g.transB ? 1 : 0, g.transA ? 1 : 0, int(g.N), int(g.M), int(g.K), alpha,
-                static_cast<const float*>(g.B), int(g.ldb), static_cast<const float*>(g.A), int(g.lda), beta,
-                static_cast<float*>(g.C), int(g.ldc));
+  // (cuBLAS with k = 0 scales C by beta: the same as ours.)
+  if (mode == GemmMode::Bf16)
+    rc = b->gemmEx(h, g.transB ? 1 : 0, g.transA ? 1 : 0, int(g.N), int(g.M), int(g.K), alpha, g.B, kCudaR32F, int(g.ldb),
+                   g.A, kCudaR32F, int(g.lda), beta, g.C, kCudaR32F, int(g.ldc), kComputeFast16BF, kGemmDefault);
+  else
+    rc = b->sgemm(h, g.transB ? 1 : 0, g.transA ? 1 : 0, int(g.N), int(g.M), int(g.K), alpha,
+                  static_cast<const float*>(g.B), int(g.ldb), static_cast<const float*>(g.A), int(g.lda), beta,
+                  static_cast<float*>(g.C), int(g.ldc));
   if (alphaBeta) b->setPointerMode(h, 0);
-  if (rc != 0) return blasFail(rc, "cublasSgemm");
+  if (rc != 0) return blasFail(rc, mode == GemmMode::Bf16 ? "cublasGemmEx" : "cublasSgemm");
   return lastError("gemm (cuBLAS)");
 }
 
@@ -291,8 +313,10 @@ GemmArgs mk(int64_t M, int64_t N, int64_t K, const void* A, int64_t lda, bool ta
 
 std::string blasPath() {
   Cublas* b = cublas();
-  if (b) return "cuBLAS (" + b->path + ")";
-  return forced() ? "built-in SIMT f32 GEMM (forced; no tensor cores)" : "built-in SIMT f32 GEMM (cuBLAS not found; no tensor cores)";
+  static const std::string builtin =
+      "built-in GEMM (tensor cores, mma.sync TF32/bf16, on sm_80+; strict f32 on the SIMT kernel)";
+  if (b) return "cuBLAS (" + b->path + "); bf16/f16 outputs on the " + builtin;
+  return builtin + (forced() ? " (forced)" : " (cuBLAS not found)");
 }
 void setForceBuiltin(bool force) { forced(); gForce = force ? 1 : 0; }
 bool forceBuiltin() { return forced(); }
@@ -366,7 +390,7 @@ Status galoreStep(int dev, const GaloreTensor& T, const GaloreHyper& h, const Ad
   ok = lastError("galore Adam on R");
   if (!ok.ok()) return ok;
   // Project back into W (f32 W, or any W on the built-in path) or into sBig then axpy.
-  const bool viaScratch = T.paramDtype != DType::F32 && (cublas() != nullptr || T.paramDtype != DType::BF16);
+  const bool viaScratch = T.paramDtype != DType::F32 && cublas() != nullptr && !tensorCoreGemmAvailable(dev);
   void* C = viaScratch ? static_cast<void*>(sBig) : T.param;
   const DType ct = viaScratch ? F : T.paramDtype;
   if (viaScratch && !sBig) return invalidArg("galoreStep: a non-f32 parameter needs the f32 scratch");

@@ -26,8 +26,9 @@ struct GemmArgs {
 // started from the previous projector (a few GEMM passes; see cuda/galore_refresh.cu).
 enum class RefreshMethod : int32_t { Svd = 0, Warm = 1 };
 
-// GEMM precision on the GPU: TF32 tensor cores (default) or strict f32. The CPU is always f32.
-enum class GemmMode : int32_t { Tf32 = 0, Strict = 1 };
+// GEMM precision on the GPU: TF32 tensor cores (default), strict f32, or bf16 tensor cores (operands
+// rounded to bf16, f32 accumulation). The CPU is always f32.
+enum class GemmMode : int32_t { Tf32 = 0, Strict = 1, Bf16 = 2 };
 
 // One parameter of a GaLore group. Pointers are device pointers for CUDA, host for the CPU.
 struct GaloreTensor {

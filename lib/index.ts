@@ -19,3 +19,4 @@ export { clipGradNorm, addGrad, ClipResult, GradClipping } from "./clip";
 export { Schedule, constantLR, linearWarmup, cosineWithWarmup, warmupStableDecay, applySchedule } from "./schedule";
 export { Adafactor, AdafactorOptions } from "./optim/adafactor";
 export { GaLoreAdafactor, GaLoreAdafactorOptions } from "./optim/galore_adafactor";
+export type { GemmPrecision } from "./linalg";

@@ -9,8 +9,16 @@ export interface GemmOptions {
   transB?: boolean;
   alpha?: number;
   beta?: number;
-  /** GPU precision: "tf32" (tensor cores, default) or "f32" (strict). The CPU is always f32. */
-  precision?: "tf32" | "f32";
+  /** GPU precision: "tf32" (tensor cores, default), "f32" (strict) or "bf16" (operands rounded to
+   *  bf16 on the tensor cores, f32 accumulation). The CPU is always f32. */
+  precision?: GemmPrecision;
+}
+
+export type GemmPrecision = "tf32" | "f32" | "bf16";
+/** The native GemmMode of each precision (cuda/galore.cuh). */
+export const GEMM_MODE: Record<GemmPrecision, number> = { tf32: 0, f32: 1, bf16: 2 };
+export function isGemmPrecision(p: unknown): p is GemmPrecision {
+  return typeof p === "string" && Object.prototype.hasOwnProperty.call(GEMM_MODE, p);
 }
 
 /** c = alpha * op(a) op(b) + beta * c, row-major 2-D tensors on one device. */
@@ -27,9 +35,9 @@ export function gemm(a: Tensor, b: Tensor, c: Tensor, o: GemmOptions = {}): void
     fail("E_SHAPE", `gemm: [${m}x${k}] times [${k2}x${n}] into [${c.shape}]`);
   const alpha = o.alpha ?? 1, beta = o.beta ?? 0;
   if (!Number.isFinite(alpha) || !Number.isFinite(beta)) fail("E_ARG", "gemm: alpha and beta must be finite");
-  if (o.precision !== undefined && o.precision !== "tf32" && o.precision !== "f32") fail("E_ARG", "gemm: precision is tf32 or f32");
+  if (o.precision !== undefined && !isGemmPrecision(o.precision)) fail("E_ARG", "gemm: precision is tf32, f32 or bf16");
   native().gemm(a.handle, DTYPE_CODE[a.dtype], b.handle, DTYPE_CODE[b.dtype], c.handle, DTYPE_CODE[c.dtype], {
-    m, n, k, transA: !!o.transA, transB: !!o.transB, alpha, beta, mode: o.precision === "f32" ? 1 : 0,
+    m, n, k, transA: !!o.transA, transB: !!o.transB, alpha, beta, mode: GEMM_MODE[o.precision ?? "tf32"],
   });
 }
 

@@ -244,6 +244,45 @@ describe("GaLoreAdamW refusals change nothing", () => {
     expect(await raw(b.p.data)).toEqual(await raw(a.p.data));
     expectCode(() => mk("random"), "E_ARG");
   });
+
+  test('precision "tf32" / "bf16" are accepted and the CPU computes f32 anyway; other values are E_ARG', async () => {
+    const rng = new Rng(78);
+    const w0 = rng.normals(20 * 30, 0.02);
+    const mk = (precision: string) => {
+      const p = new Parameter(tensor(w0, [20, 30], { device: "cpu" }));
+      return { p, o: new GaLoreAdamW([{ params: [p], rank: 3, updateProjGap: 2, precision: precision as "f32" }], { lr: 0.01 }) };
+    };
+    const runs = ["f32", "tf32", "bf16"].map(mk);
+    for (let s = 0; s < 4; s++) {
+      const g = rng.normals(600);
+      for (const r of runs) { r.p.grad.copyFrom(g); r.o.step(); }
+    }
+    const f = await raw(runs[0].p.data);
+    for (const r of runs.slice(1)) expect(await raw(r.p.data)).toEqual(f);
+    expectCode(() => mk("fp8"), "E_ARG");
+    // Changed between steps: refused before anything runs.
+    const before = await raw(runs[2].p.data);
+    (runs[2].o.paramGroups[0] as Record<string, unknown>).precision = "f16";
+    runs[2].p.grad.copyFrom(rng.normals(600));
+    expectCode(() => runs[2].o.step(), "E_ARG");
+    expect(await raw(runs[2].p.data)).toEqual(before);
+  });
+
+  test('gemm: precision "bf16" is f32 on the CPU; an unknown precision is E_ARG and leaves C alone', async () => {
+    const rng = new Rng(79);
+    const a = rng.normals(9 * 13), b = rng.normals(13 * 11), c = rng.normals(9 * 11);
+    const out = async (precision: string) => {
+      const C = tensor(c, [9, 11], { device: "cpu" });
+      gemm(tensor(a, [9, 13], { device: "cpu" }), tensor(b, [11, 13], { device: "cpu" }), C,
+           { transB: true, beta: 1, precision: precision as "f32" });
+      return raw(C);
+    };
+    expect(await out("bf16")).toEqual(await out("f32"));
+    const C = tensor(c, [9, 11], { device: "cpu" });
+    expectCode(() => gemm(tensor(a, [9, 13], { device: "cpu" }), tensor(b, [13, 11], { device: "cpu" }), C,
+                          { precision: "fp8" as "f32" }), "E_ARG");
+    expect(await raw(C)).toEqual(Array.from(Float32Array.from(c)));
+  });
 });
 
 describe("the CPU's exact projector at the GPU suite's larger shapes", () => {

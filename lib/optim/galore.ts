@@ -5,6 +5,7 @@ import { Device } from "../device";
 import { DType, DTYPE_CODE } from "../dtype";
 import { fail } from "../errors";
 import { native } from "../native";
+import { GEMM_MODE, GemmPrecision, isGemmPrecision } from "../linalg";
 import { Parameter } from "../parameter";
 import { Tensor, zeros } from "../tensor";
 import { AdamConvention, AdamGroupEngine, engineMoments } from "./adam_core";
@@ -29,8 +30,9 @@ export interface GaLoreOptions extends AdamWOptions {
    *  (each vector's error shrinks like (lambda_{k+1}/lambda_i)^2 per refresh). The first refresh of
    *  a tensor is always exact; the CPU always computes the exact vectors. */
   projector?: "svd" | "warm";
-  /** GPU GEMM precision of the projections: "tf32" (default) or "f32". */
-  precision?: "tf32" | "f32";
+  /** GPU GEMM precision of the projections: "tf32" (default), "f32" or "bf16" (operands rounded to
+   *  bf16, f32 accumulation). The warm projector's GEMMs use tf32 when this is bf16. */
+  precision?: GemmPrecision;
 }
 
 const DEFAULTS: GaLoreOptions = {
@@ -96,7 +98,7 @@ export function validateProjection(g: { params: Parameter[]; rank?: number; upda
   if (!PROJ_TYPES.includes(g.projType as ProjType))
     fail("E_ARG", `group ${gi} projType must be one of ${PROJ_TYPES.join(", ")}, got ${String(g.projType)}`);
   if (g.projector !== "svd" && g.projector !== "warm") fail("E_ARG", `group ${gi} projector must be "svd" or "warm"`);
-  if (g.precision !== "tf32" && g.precision !== "f32") fail("E_ARG", `group ${gi} precision must be "tf32" or "f32"`);
+  if (!isGemmPrecision(g.precision)) fail("E_ARG", `group ${gi} precision must be "tf32", "f32" or "bf16"`);
   for (const p of g.params) {
     if (p.shape.length < 2) fail("E_ARG", `group ${gi}: ${p.name} is ${p.shape.length}-D; a rank group takes 2-D or larger parameters`);
     const [rows, cols] = view2d(p);
@@ -309,12 +311,14 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     const refresh = s.calls % (g.updateProjGap as number) === 0;
     const h = {
       lr: g.lr, beta1: g.betas![0], beta2: g.betas![1], eps: g.eps!, weightDecay: g.weightDecay!,
-      scale: g.scale as number, mode: g.precision === "f32" ? 1 : 0,
+      scale: g.scale as number, mode: GEMM_MODE[g.precision as GemmPrecision],
     };
+    // The warm refresh's subspace iteration needs more than bf16's 8 bits: tf32 there.
+    const refreshMode = h.mode === GEMM_MODE.bf16 ? GEMM_MODE.tf32 : h.mode;
     const q = s.params.get(p)!;
     const gt = DTYPE_CODE[p.grad.dtype];
     if (refresh) {
-      refreshProjectors(p.grad, q, flag, this.methodOf(g, q), h.mode, ws, sc.sBig);
+      refreshProjectors(p.grad, q, flag, this.methodOf(g, q), refreshMode, ws, sc.sBig);
       q.refreshed = true;
     }
     nat.galoreStep(p.data.handle, DTYPE_CODE[p.dtype], p.grad.handle, gt, q.m.handle, q.v.handle, q.pA.handle,

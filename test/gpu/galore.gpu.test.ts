@@ -68,10 +68,10 @@ for (const builtin of [false, true]) {
     });
 
     for (const projType of ["std", "reverse_std", "left", "right", "full"] as ProjType[]) {
-      for (const precision of ["f32", "tf32"] as const) {
+      for (const precision of ["f32", "tf32", "bf16"] as const) {
         for (const dtype of ["f32", "bf16"] as DType[]) {
           test(`${projType}, ${precision}, ${dtype} params: 12 steps, refresh every 4, a NaN at a refresh`, async () => {
-            const rng = new Rng(projType.length * 13 + (precision === "f32" ? 1 : 2) + dtype.length);
+            const rng = new Rng(projType.length * 13 + (precision === "f32" ? 1 : precision === "tf32" ? 2 : 3) + dtype.length);
             const shapes = [[96, 64], [70, 130], [8, 5, 13]];
             const mk = (dev: string) => shapes.map((s, i) => new Parameter(tensor(w0[i], s, { device: dev, dtype }), { name: `w${i}` }));
             const w0 = shapes.map((s) => rng.normals(s.reduce((a, b) => a * b), 0.02));
@@ -89,7 +89,7 @@ for (const builtin of [false, true]) {
             // TF32's 2^-11 relative): how far rounding alone moves these 12 Adam steps.
             const pp = mk("cpu"), bp = new Parameter(tensor(await bc.data.toFloat32Array(), [33], { device: "cpu", dtype }));
             const op = new GaLoreAdamW(spec(pp, bp), opts);
-            const rel = precision === "f32" || builtin ? 2 ** -23 : 2 ** -11, prng = new Rng(4242);
+            const rel = precision === "f32" ? 2 ** -23 : 2 ** -11, prng = new Rng(4242);
             for (let s = 0; s < 12; s++) {
               for (let k = 0; k < shapes.length; k++) {
                 const g = separated(rng, shapes[k][0], pc[k].numel / shapes[k][0], 5);
@@ -102,7 +102,11 @@ for (const builtin of [false, true]) {
               bc.grad.copyFrom(gb); bg.grad.copyFrom(gb); bp.grad.copyFrom(gb);
               oc.step(); og.step(); op.step();
             }
-            const nominal = dtype === "bf16" ? 1e-2 : precision === "f32" || builtin ? 1e-5 : 3e-3;
+            // bf16 projections: the GEMMs are checked to 1e-2 in gemm.gpu.test.ts; here an element of R
+            // within bf16 rounding of 0 may take the other sign (Adam's first step maps R to
+            // +-3.16 whatever its size), so the bound only catches gross errors (a wrong layout: ~1).
+            // The built-in path runs TF32 on tensor cores like cuBLAS.
+            const nominal = precision === "bf16" ? 0.1 : dtype === "bf16" ? 1e-2 : precision === "f32" ? 1e-5 : 3e-3;
             for (let k = 0; k < shapes.length; k++) {
               const base = Float32Array.from(await f32(tensor(w0[k], [w0[k].length], { device: "cpu", dtype })));
               const uc = (await f32(pc[k].data)).map((x, i) => x - base[i]);

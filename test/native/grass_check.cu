@@ -12,51 +12,11 @@
 #include <vector>
 #include "../../csrc/cpu/cpu_backend.h"
 #include "../../cuda/launchers.h"
+#include "check_common.h"
 
 using namespace slimopt;
+using namespace nativecheck;
 
-static int failures = 0;
-static double relErr(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) { double d = double(a[i]) - b[i]; num += d * d; den += double(b[i]) * b[i]; }
-  return std::sqrt(num / (den > 0 ? den : 1));
-}
-static void check(const char* what, double err, double tol) {
-  bool ok = err <= tol && std::isfinite(err);
-  std::printf("%-78s rel %.3g (tol %.0e) %s\n", what, err, tol, ok ? "ok" : "FAIL");
-  if (!ok) ++failures;
-}
-static void checkEq(const char* what, bool eq) {
-  std::printf("%-78s %s\n", what, eq ? "identical" : "DIFFERENT: FAIL");
-  if (!eq) ++failures;
-}
-static void must(const gpu::Status& s, const char* what) {
-  if (!s.ok()) { std::printf("CUDA failure in %s: %s %s\n", what, s.name.c_str(), s.message.c_str()); std::exit(2); }
-}
-static void* devAlloc(size_t bytes) { void* p; must(gpu::alloc(0, bytes + 16, &p), "alloc"); return p; }
-template <class T> T* dev(const std::vector<T>& h) {
-  T* p = static_cast<T*>(devAlloc(h.size() * sizeof(T)));
-  if (!h.empty()) must(gpu::copyHtoD(0, p, h.data(), h.size() * sizeof(T)), "HtoD");
-  return p;
-}
-template <class T> std::vector<T> host(const T* p, size_t n) {
-  std::vector<T> h(n); if (n) must(gpu::copyDtoH(0, h.data(), p, n * sizeof(T)), "DtoH"); return h;
-}
-static std::mt19937 rng(11);
-static std::vector<float> normals(size_t n, float s = 1) {
-  std::normal_distribution<float> d(0, s); std::vector<float> v(n); for (auto& x : v) x = d(rng); return v;
-}
-// Values stored as dtype d (raw bytes), from f32.
-static std::vector<uint8_t> asDtype(const std::vector<float>& x, DType d) {
-  std::vector<uint8_t> out(x.size() * dtypeSize(d));
-  for (size_t i = 0; i < x.size(); ++i) storeFromFloat(out.data(), d, int64_t(i), x[i]);
-  return out;
-}
-static std::vector<float> toF32(const std::vector<uint8_t>& raw, DType d) {
-  std::vector<float> out(raw.size() / dtypeSize(d));
-  for (size_t i = 0; i < out.size(); ++i) out[i] = loadAsFloat(raw.data(), d, int64_t(i));
-  return out;
-}
 static bool sameBits(const void* a, const void* b, size_t bytes) { return std::memcmp(a, b, bytes) == 0; }
 
 static GrassWorkspace layoutFor(const std::vector<GrassTensor>& ts, bool staging, bool cuda) {
@@ -328,6 +288,7 @@ static void rowOps() {
 int main() {
   std::string why;
   if (gpu::deviceCount(&why) == 0) { std::printf("no CUDA device: %s\n", why.c_str()); return 2; }
+  rng.seed(11);
   for (GrassSelect sel : {GrassSelect::TopK, GrassSelect::Multinomial, GrassSelect::Uniform})
     for (DType dt : {DType::F32, DType::BF16}) {
       selectCase(7, 3, GrassMode::Rows, 2, sel, dt);

@@ -24,8 +24,8 @@ export async function withLinalg(dev: Device, linalg: Linalg, ctx: BenchContext,
   setBuiltinLinalg(linalg === "builtin");
   try {
     const paths = linalgPaths();
-    if (linalg === "cublas" && !/cuBLAS/.test(paths.blas))
-      ctx.note(`rows labelled "cublas" ran the built-in GEMM: ${paths.blas}`);
+    if (linalg === "cublas" && !/^cuBLAS/.test(paths.blas))
+      ctx.note(`galore rows labelled "cublas" ran the built-in GEMM: ${paths.blas}`);
     const row = await run();
     return { ...row, linalg, blas: paths.blas, solver: paths.solver };
   } finally {

@@ -1,0 +1,514 @@
+// The built-in tensor-core GEMM: mma.sync on sm_80+ (TF32 m16n8k8, or bf16 m16n8k16), f32
+// operands streamed into shared memory by cp.async, rounded to TF32/bf16 as fragments are built.
+//
+// Tiling. A 256-thread block computes a 128x128 tile of C; its 8 warps form a 2x4 grid of 64x32
+// warp tiles (4x4 mma tiles each, 64 f32 accumulators per thread). K advances in slices of 32
+// through a 3-stage cp.async ring (2 stages where a block may not have the ~108 KB: sm_86/89/120).
+// Each operand tile is copied in its global layout, so every transpose is a plain 16-byte copy:
+// "k-contiguous" (A as M x K, B as N x K) rows of 32 + 4 floats, "mn-contiguous" (A as K x M, B as
+// K x N) rows of 128 + 8 floats. Those pads make each fragment read conflict-free: lane (g, t) of a
+// warp (g = lane / 4, t = lane % 4) reads element (row g, k t) of a k-contiguous tile, bank 4g + t,
+// or (k t, column g) of an mn-contiguous one, bank 8t + g. The bf16 mma wants each thread's k pair
+// (2t, 2t+1) and (2t+8, 2t+9); we feed it physical k (t, t+4) and (t+8, t+12) instead, the same
+// permutation for A and B, which leaves the sum unchanged and keeps the TF32 read pattern.
+// With ~108 KB of shared memory and <= 128 registers per thread, two blocks share an H100/H200 SM.
+//
+// Edges. Any M, N, K: partial 16-byte copies zero-fill (cp.async src-size), rows or columns past
+// the end are zeros, the epilogue is predicated. Where a base is not 16-byte aligned or lda/ldb is
+// not a multiple of 4, that operand is copied 4 bytes at a time.
+//
+// Epilogue. C = alpha acc + beta C in C's dtype (f32, bf16, f16), element pairs as one vector
+// access where aligned; alpha, beta from device memory when given; nothing happens when the
+// device-side skip flag is set. When beta may be non-zero the block first asks L2 for its tile of C
+// (prefetch.global.L2), so the read-modify-write of GaLore's W <- beta W + alpha N P does not wait
+// on DRAM after the products.
+//
+// Split-K. A projection R = G P^T has N = r (128) columns and K up to 11008: too few output tiles
+// to fill 132 SMs. Then blockIdx.z takes one of s contiguous K ranges and writes its partial tile
+// to a workspace (s x M x N f32, stream-ordered allocation), and a second kernel sums the s
+// partials in index order and applies the epilogue: the same bits on every run.
+#include <cuda_runtime.h>
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <mutex>
+#include "gemm_tc.cuh"
+#include "launchers.h"
+
+// An sm_75 pass of the release build compiles the kernels empty: their device helpers are then
+// unreferenced, which is expected there.
+#pragma nv_diag_suppress 177
+
+namespace slimopt {
+namespace gpu {
+
+namespace {
+
+constexpr int TC_BM = 128, TC_BN = 128, TC_BK = 32, TC_THREADS = 256;
+constexpr int TC_WM = 64, TC_WN = 32;                 // warp tile: 2 x 4 warps cover 128 x 128
+constexpr int TC_MT = TC_WM / 16, TC_NT = TC_WN / 8;  // mma tiles per warp tile
+constexpr int K_STRIDE = TC_BK + 4;                   // floats per row of a k-contiguous tile
+constexpr int MN_STRIDE = TC_BM + 8;                  // floats per row of an mn-contiguous tile
+static_assert(TC_BM == TC_BN, "one mn-contiguous stride serves A and B");
+static_assert((TC_BM / TC_WM) * (TC_BN / TC_WN) * 32 == TC_THREADS, "one warp per warp tile");
+
+// Floats of one operand tile in shared memory.
+constexpr int tileFloats(bool kContiguous) { return kContiguous ? TC_BM * K_STRIDE : TC_BK * MN_STRIDE; }
+// A is k-contiguous unless transposed, B only when transposed.
+constexpr int stageFloats(bool ta, bool tb) { return tileFloats(!ta) + tileFloats(tb); }
+constexpr size_t smemBytes(bool ta, bool tb, int stages) { return size_t(stages) * stageFloats(ta, tb) * sizeof(float); }
+constexpr size_t maxSmemBytes(int stages) {
+  return smemBytes(false, true, stages) > smemBytes(true, false, stages) ? smemBytes(false, true, stages)
+                                                                        : smemBytes(true, false, stages);
+}
+
+struct TcArgs {
+  GemmArgs g;
+  const float* alphaBeta;  // device [alpha, beta] or null (then g.alpha, g.beta)
+  const int32_t* flag;     // skip everything when *flag != 0 (null: never)
+  int64_t kPerSplit;       // K range of one blockIdx.z: a multiple of TC_BK, or K when not split
+  float* partials;         // split-K: [splits][M][N] sums; the reduction kernel applies the epilogue
+  bool vecA, vecB;         // 16-byte copies possible (aligned base, leading dimension % 4 == 0)
+  bool pairC;              // C elements (i, 2j), (i, 2j+1) are one aligned vector
+};
+
+__device__ __forceinline__ uint32_t sharedAddress(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// Copies `valid` (0..4) floats from src to dst and zero-fills the rest of dst's 4.
+__device__ __forceinline__ void copyAsync4(float* dst, const float* src, int valid, bool vec) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const uint32_t d = sharedAddress(dst);
+  if (vec) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(valid * 4));
+  } else {
+#pragma unroll
+    for (int e = 0; e < 4; ++e)
+      asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d + 4 * e), "l"(src + (e < valid ? e : 0)),
+                   "r"(e < valid ? 4 : 0));
+  }
+#endif
+}
+__device__ __forceinline__ void commitAsync() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+template <int N> __device__ __forceinline__ void waitAsync() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#endif
+}
+
+// One operand tile of one K slice into shared memory. The operand X (leading dimension ld) holds
+// element (o, p) - o the output row (A) or column (B), p the K index - at X[o*ld + p] when
+// K_CONTIG, else at X[p*ld + o]; the tile covers o in [o0, o0 + 128), p in [p0, p0 + 32).
+template <bool K_CONTIG>
+__device__ __forceinline__ void loadTile(float* S, const float* X, int64_t ld, int64_t o0, int64_t oEnd, int64_t p0,
+                                         int64_t kEnd, bool vec) {
+#pragma unroll
+  for (int it = 0; it < TC_BM * TC_BK / 4 / TC_THREADS; ++it) {
+    const int c = threadIdx.x + it * TC_THREADS;
+    int64_t off, left;
+    float* dst;
+    bool rowOk;
+    if (K_CONTIG) {  // 128 rows of o, 8 chunks of 4 k each
+      const int r = c / (TC_BK / 4), col = (c % (TC_BK / 4)) * 4;
+      const int64_t o = o0 + r, p = p0 + col;
+      rowOk = o < oEnd; left = kEnd - p; off = o * ld + p;
+      dst = S + r * K_STRIDE + col;
+    } else {         // 32 rows of k, 32 chunks of 4 o each
+      const int r = c / (TC_BM / 4), col = (c % (TC_BM / 4)) * 4;
+      const int64_t p = p0 + r, o = o0 + col;
+      rowOk = p < kEnd; left = oEnd - o; off = p * ld + o;
+      dst = S + r * MN_STRIDE + col;
+    }
+    const int valid = rowOk ? int(left < 0 ? 0 : (left > 4 ? 4 : left)) : 0;
+    copyAsync4(dst, valid > 0 ? X + off : X, valid, vec);
+  }
+}
+
+// Element (o, p) of a tile stored as loadTile wrote it.
+template <bool K_CONTIG> __device__ __forceinline__ float tileAt(const float* S, int o, int p) {
+  return K_CONTIG ? S[o * K_STRIDE + p] : S[p * MN_STRIDE + o];
+}
+
+// TF32 operand, rounded to nearest (ties away). (Adding 0x1000 to the bits instead, one integer
+// add, pushed three of the 16 kernels over the 128-register cap into small spills in ptxas 13.0.)
+__device__ __forceinline__ uint32_t toTf32(float x) {
+  uint32_t r = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
+#endif
+  return r;
+}
+// bf16 pair: lo in the low half (the lower k index of the mma fragment).
+__device__ __forceinline__ uint32_t toBf16x2(float lo, float hi) {
+  uint32_t r = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+#endif
+  return r;
+}
+__device__ __forceinline__ void mmaTf32(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
+__device__ __forceinline__ void mmaBf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
+
+// The warp's products over one K slice held in shared memory. Fragment layouts (PTX ISA, mma
+// m16n8k8 .tf32 and m16n8k16 .bf16): lane (g, t) holds A rows g and g+8, B column g, C rows g and
+// g+8 x columns 2t, 2t+1.
+template <bool KA, bool KB, bool BF16>
+__device__ __forceinline__ void sliceProducts(const float* As, const float* Bs, float (&acc)[TC_MT][TC_NT][4], int mBase,
+                                              int nBase, int g, int t) {
+  if (!BF16) {
+#pragma unroll
+    for (int kk = 0; kk < TC_BK; kk += 8) {
+      uint32_t a[TC_MT][4], b[TC_NT][2];
+#pragma unroll
+      for (int mt = 0; mt < TC_MT; ++mt) {
+        const int o = mBase + mt * 16 + g;
+        a[mt][0] = toTf32(tileAt<KA>(As, o, kk + t));
+        a[mt][1] = toTf32(tileAt<KA>(As, o + 8, kk + t));
+        a[mt][2] = toTf32(tileAt<KA>(As, o, kk + t + 4));
+        a[mt][3] = toTf32(tileAt<KA>(As, o + 8, kk + t + 4));
+      }
+#pragma unroll
+      for (int nt = 0; nt < TC_NT; ++nt) {
+        const int o = nBase + nt * 8 + g;
+        b[nt][0] = toTf32(tileAt<KB>(Bs, o, kk + t));
+        b[nt][1] = toTf32(tileAt<KB>(Bs, o, kk + t + 4));
+      }
+#pragma unroll
+      for (int mt = 0; mt < TC_MT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < TC_NT; ++nt) mmaTf32(acc[mt][nt], a[mt], b[nt]);
+    }
+  } else {
+#pragma unroll
+    for (int kk = 0; kk < TC_BK; kk += 16) {
+      uint32_t a[TC_MT][4], b[TC_NT][2];
+#pragma unroll
+      for (int mt = 0; mt < TC_MT; ++mt) {
+        const int o = mBase + mt * 16 + g;
+        a[mt][0] = toBf16x2(tileAt<KA>(As, o, kk + t), tileAt<KA>(As, o, kk + t + 4));
+        a[mt][1] = toBf16x2(tileAt<KA>(As, o + 8, kk + t), tileAt<KA>(As, o + 8, kk + t + 4));
+        a[mt][2] = toBf16x2(tileAt<KA>(As, o, kk + t + 8), tileAt<KA>(As, o, kk + t + 12));
+        a[mt][3] = toBf16x2(tileAt<KA>(As, o + 8, kk + t + 8), tileAt<KA>(As, o + 8, kk + t + 12));
+      }
+#pragma unroll
+      for (int nt = 0; nt < TC_NT; ++nt) {
+        const int o = nBase + nt * 8 + g;
+        b[nt][0] = toBf16x2(tileAt<KB>(Bs, o, kk + t), tileAt<KB>(Bs, o, kk + t + 4));
+        b[nt][1] = toBf16x2(tileAt<KB>(Bs, o, kk + t + 8), tileAt<KB>(Bs, o, kk + t + 12));
+      }
+#pragma unroll
+      for (int mt = 0; mt < TC_MT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < TC_NT; ++nt) mmaBf16(acc[mt][nt], a[mt], b[nt]);
+    }
+  }
+}
+
+// Asks L2 for the block's tile of C (two threads per row, one 128-byte line each step).
+__device__ __forceinline__ void prefetchTileC(const GemmArgs& g, int64_t i0, int64_t j0) {
+  const int64_t i = i0 + (threadIdx.x >> 1);
+  if (i >= g.M) return;
+  const int es = dtypeSize(g.cType);
+  const char* row = static_cast<const char*>(g.C) + (i * g.ldc + j0) * es;
+  const int64_t rowBytes = (g.N - j0 < TC_BN ? g.N - j0 : TC_BN) * es;
+  for (int64_t b = (threadIdx.x & 1) * 128; b < rowBytes; b += 256)
+    asm volatile("prefetch.global.L2 [%0];\n" ::"l"(row + b));
+}
+
+// C[idx] (and C[idx+1] when `two`) = alpha v + beta C in C's dtype.
+__device__ __forceinline__ void storeOut(const GemmArgs& g, int64_t idx, bool two, bool pair, float v0, float v1,
+                                         float alpha, float beta) {
+  float o0 = alpha * v0, o1 = alpha * v1;
+  if (two && pair) {
+    if (g.cType == DType::F32) {
+      float2* p = reinterpret_cast<float2*>(static_cast<float*>(g.C) + idx);
+      if (beta != 0.0f) { const float2 c = *p; o0 += beta * c.x; o1 += beta * c.y; }
+      *p = make_float2(o0, o1);
+    } else {
+      uint32_t* p = reinterpret_cast<uint32_t*>(static_cast<uint16_t*>(g.C) + idx);
+      const bool bf = g.cType == DType::BF16;
+      if (beta != 0.0f) {
+        const uint32_t c = *p;
+        const uint16_t lo = uint16_t(c & 0xffffu), hi = uint16_t(c >> 16);
+        o0 += beta * (bf ? bf16ToFloat(lo) : f16ToFloat(lo));
+        o1 += beta * (bf ? bf16ToFloat(hi) : f16ToFloat(hi));
+      }
+      const uint32_t lo = bf ? floatToBf16(o0) : floatToF16(o0), hi = bf ? floatToBf16(o1) : floatToF16(o1);
+      *p = lo | (hi << 16);
+    }
+    return;
+  }
+  if (beta != 0.0f) o0 += beta * loadAsFloat(g.C, g.cType, idx);
+  storeFromFloat(g.C, g.cType, idx, o0);
+  if (two) {
+    if (beta != 0.0f) o1 += beta * loadAsFloat(g.C, g.cType, idx + 1);
+    storeFromFloat(g.C, g.cType, idx + 1, o1);
+  }
+}
+
+template <bool TA, bool TB, bool BF16, int STAGES>
+__global__ void __launch_bounds__(TC_THREADS, 2) tcGemmKernel(const TcArgs k) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  if (k.flag != nullptr && *k.flag != 0) return;
+  constexpr bool KA = !TA, KB = TB;
+  constexpr int A_FLOATS = tileFloats(KA), STAGE = stageFloats(TA, TB);
+  extern __shared__ __align__(16) float smem[];
+  const GemmArgs& g = k.g;
+  const float* A = static_cast<const float*>(g.A);
+  const float* B = static_cast<const float*>(g.B);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, t = lane & 3;
+  const int mBase = (warp / (TC_BN / TC_WN)) * TC_WM, nBase = (warp % (TC_BN / TC_WN)) * TC_WN;
+  const int64_t i0 = int64_t(blockIdx.y) * TC_BM, j0 = int64_t(blockIdx.x) * TC_BN;
+  const int64_t kBegin = int64_t(blockIdx.z) * k.kPerSplit;
+  const int64_t kEnd = g.K < kBegin + k.kPerSplit ? g.K : kBegin + k.kPerSplit;
+  const int nk = kEnd > kBegin ? int((kEnd - kBegin + TC_BK - 1) / TC_BK) : 0;
+  const bool split = k.partials != nullptr;
+  const float beta = split ? 0.0f : (k.alphaBeta ? k.alphaBeta[1] : g.beta);
+  if (beta != 0.0f) prefetchTileC(g, i0, j0);
+
+  float acc[TC_MT][TC_NT][4];
+#pragma unroll
+  for (int mt = 0; mt < TC_MT; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < TC_NT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[mt][nt][e] = 0.0f;
+
+  auto load = [&](int slot, int kt) {
+    float* S = smem + slot * STAGE;
+    const int64_t p0 = kBegin + int64_t(kt) * TC_BK;
+    loadTile<KA>(S, A, g.lda, i0, g.M, p0, kEnd, k.vecA);
+    loadTile<KB>(S + A_FLOATS, B, g.ldb, j0, g.N, p0, kEnd, k.vecB);
+  };
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; ++s) {
+    if (s < nk) load(s, s);
+    commitAsync();  // empty groups keep the count uniform
+  }
+  for (int kt = 0; kt < nk; ++kt) {
+    waitAsync<STAGES - 2>();  // slice kt has landed (for this thread) ...
+    __syncthreads();          // ... for every thread, and every warp is done with slice kt - 1
+    const int next = kt + STAGES - 1;
+    if (next < nk) load(next % STAGES, next);  // into the slot slice kt - 1 used
+    commitAsync();
+    const float* S = smem + (kt % STAGES) * STAGE;
+    sliceProducts<KA, KB, BF16>(S, S + A_FLOATS, acc, mBase, nBase, gq, t);
+  }
+  waitAsync<0>();
+
+  // Each accumulator pair (rows g and g+8 of an mma tile, columns 2t and 2t+1) inside M x N.
+  auto forEachPair = [&](auto&& out) {
+#pragma unroll
+    for (int mt = 0; mt < TC_MT; ++mt)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int64_t i = i0 + mBase + mt * 16 + gq + h * 8;
+        if (i >= g.M) continue;
+#pragma unroll
+        for (int nt = 0; nt < TC_NT; ++nt) {
+          const int64_t j = j0 + nBase + nt * 8 + 2 * t;
+          if (j < g.N) out(i, j, acc[mt][nt][2 * h], acc[mt][nt][2 * h + 1]);
+        }
+      }
+  };
+  if (split) {  // the raw partial sums into this split's slice of the workspace (dense, ld N)
+    float* P = k.partials + int64_t(blockIdx.z) * g.M * g.N;
+    const bool pair = (g.N & 1) == 0;
+    forEachPair([&](int64_t i, int64_t j, float v0, float v1) {
+      if (pair) *reinterpret_cast<float2*>(P + i * g.N + j) = make_float2(v0, v1);
+      else { P[i * g.N + j] = v0; if (j + 1 < g.N) P[i * g.N + j + 1] = v1; }
+    });
+    return;
+  }
+  const float alpha = k.alphaBeta ? k.alphaBeta[0] : g.alpha;
+  forEachPair([&](int64_t i, int64_t j, float v0, float v1) {
+    storeOut(g, i * g.ldc + j, j + 1 < g.N, k.pairC, v0, v1, alpha, beta);
+  });
+#endif
+}
+
+// C = alpha (sum of the split partials, in split order) + beta C. Four consecutive elements per
+// thread (one row when N % 4 == 0, then the partials are read as float4).
+__global__ void splitReduceKernel(const TcArgs k, int splits) {
+  if (k.flag != nullptr && *k.flag != 0) return;
+  const GemmArgs& g = k.g;
+  const float alpha = k.alphaBeta ? k.alphaBeta[0] : g.alpha;
+  const float beta = k.alphaBeta ? k.alphaBeta[1] : g.beta;
+  const int64_t MN = g.M * g.N, quads = (MN + 3) / 4;
+  const bool vec = (g.N & 3) == 0;
+  for (int64_t q = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; q < quads; q += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t e0 = q * 4;
+    float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int z = 0; z < splits; ++z) {
+      const float* P = k.partials + z * MN + e0;
+      if (vec) {
+        const float4 v = *reinterpret_cast<const float4*>(P);
+        s[0] += v.x; s[1] += v.y; s[2] += v.z; s[3] += v.w;
+      } else {
+#pragma unroll
+        for (int u = 0; u < 4; ++u) if (e0 + u < MN) s[u] += P[u];
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      const int64_t e = e0 + u;
+      if (e >= MN) break;
+      const int64_t i = e / g.N, idx = i * g.ldc + (e - i * g.N);
+      float out = alpha * s[u];
+      if (beta != 0.0f) out += beta * loadAsFloat(g.C, g.cType, idx);
+      storeFromFloat(g.C, g.cType, idx, out);
+    }
+  }
+}
+
+typedef void (*TcKernel)(const TcArgs);
+
+// The kernel for (transA, transB, bf16) with the given pipeline depth.
+template <int STAGES> TcKernel kernelFor(int index) {
+  static const TcKernel table[8] = {
+      tcGemmKernel<false, false, false, STAGES>, tcGemmKernel<false, false, true, STAGES>,
+      tcGemmKernel<false, true, false, STAGES>,  tcGemmKernel<false, true, true, STAGES>,
+      tcGemmKernel<true, false, false, STAGES>,  tcGemmKernel<true, false, true, STAGES>,
+      tcGemmKernel<true, true, false, STAGES>,   tcGemmKernel<true, true, true, STAGES>};
+  return table[index];
+}
+int kernelIndex(bool ta, bool tb, bool bf16) { return (ta ? 4 : 0) | (tb ? 2 : 0) | (bf16 ? 1 : 0); }
+TcKernel kernelFor(int stages, int index) { return stages == 3 ? kernelFor<3>(index) : kernelFor<2>(index); }
+
+// What one device allows, probed once.
+struct TcDevice {
+  bool probed = false, ok = false;
+  int stages = 0, blocksPerSm = 1, sms = 1;
+};
+std::mutex gTcMutex;
+TcDevice gTc[64];
+
+const TcDevice& probe(int dev) {
+  static const TcDevice none;
+  if (dev < 0 || dev >= 64) return none;
+  std::lock_guard<std::mutex> lock(gTcMutex);
+  TcDevice& d = gTc[dev];
+  if (d.probed) return d;
+  d.probed = true;
+  int major = 0, optin = 0, perSm = 0;
+  cudaFuncAttributes fa{};
+  const bool queried = cudaSetDevice(dev) == cudaSuccess &&
+                       cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
+                       cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) == cudaSuccess &&
+                       cudaDeviceGetAttribute(&perSm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev) == cudaSuccess;
+  // binaryVersion: the architecture of the code this device would run; below 80 the kernels are
+  // empty (a build without sm_80+ code for this device).
+  if (!queried || major < 8 || cudaFuncGetAttributes(&fa, kernelFor(2, 0)) != cudaSuccess || fa.binaryVersion < 80) {
+    cudaGetLastError();
+    return d;
+  }
+  d.stages = size_t(optin) >= maxSmemBytes(3) ? 3 : size_t(optin) >= maxSmemBytes(2) ? 2 : 0;
+  if (d.stages == 0) return d;
+  for (int i = 0; i < 8; ++i) {
+    const size_t bytes = smemBytes((i & 4) != 0, (i & 2) != 0, d.stages);
+    if (cudaFuncSetAttribute(kernelFor(d.stages, i), cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)) != cudaSuccess ||
+        cudaFuncSetAttribute(kernelFor(d.stages, i), cudaFuncAttributePreferredSharedMemoryCarveout, 100) != cudaSuccess) {
+      cudaGetLastError();
+      return d;
+    }
+  }
+  // The runtime reserves 1 KB of shared memory per block.
+  d.blocksPerSm = int(std::max<int64_t>(1, std::min<int64_t>(2, int64_t(perSm) / int64_t(maxSmemBytes(d.stages) + 1024))));
+  d.sms = std::max(1, smCount(dev));
+  d.ok = true;
+  return d;
+}
+
+// SLIMOPT_GEMM_SPLITK=s forces s K-splits (tuning and tests); unset or 0: chosen below.
+int forcedSplits() {
+  static const int s = [] {
+    const char* e = std::getenv("SLIMOPT_GEMM_SPLITK");
+    return e != nullptr ? std::max(0, std::atoi(e)) : 0;
+  }();
+  return s;
+}
+
+// K-splits for a product of `tiles` output tiles: enough blocks for about one full wave of the
+// device (rounded to the nearest whole number of splits), each split keeping >= 4 K slices.
+int64_t chooseSplits(const TcDevice& d, int64_t tiles, int64_t K) {
+  const int64_t kSlices = (K + TC_BK - 1) / TC_BK;
+  if (kSlices < 2) return 1;
+  if (forcedSplits() > 0) return std::min<int64_t>(forcedSplits(), kSlices);
+  const int64_t slots = int64_t(d.sms) * d.blocksPerSm;
+  int64_t s = (slots + tiles / 2) / tiles;
+  s = std::min<int64_t>(s, kSlices / 4);
+  return std::max<int64_t>(1, std::min<int64_t>(s, 16));
+}
+
+bool aligned(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+
+}  // namespace
+
+bool tensorCoreGemmAvailable(int dev) { return probe(dev).ok; }
+
+Status tensorCoreGemm(int dev, cudaStream_t st, const GemmArgs& g, GemmMode mode, const float* alphaBeta,
+                      const int32_t* flag) {
+  if (g.M <= 0 || g.N <= 0) return Status();
+  const TcDevice& d = probe(dev);
+  if (!d.ok) return invalidArg("gemm: the tensor-core kernel does not run on this device");
+  if (g.aType != DType::F32 || g.bType != DType::F32 || g.cType == DType::U8 || g.cType == DType::I32)
+    return invalidArg("gemm: the tensor-core kernel takes f32 A, B and f32/bf16/f16 C");
+  const int64_t tilesM = (g.M + TC_BM - 1) / TC_BM, tilesN = (g.N + TC_BN - 1) / TC_BN;
+  if (tilesM > 65535 || tilesN > INT32_MAX) return invalidArg("gemm: too large");
+  TcArgs k{};
+  k.g = g;
+  k.alphaBeta = alphaBeta;
+  k.flag = flag;
+  k.vecA = aligned(g.A, 16) && g.lda % 4 == 0;
+  k.vecB = aligned(g.B, 16) && g.ldb % 4 == 0;
+  k.pairC = aligned(g.C, 2 * size_t(dtypeSize(g.cType))) && g.ldc % 2 == 0;
+  int64_t splits = chooseSplits(d, tilesM * tilesN, g.K);
+  if (splits > 1) {
+    const int64_t slices = (g.K + TC_BK - 1) / TC_BK;
+    k.kPerSplit = (slices + splits - 1) / splits * TC_BK;
+    splits = (g.K + k.kPerSplit - 1) / k.kPerSplit;  // no empty split
+  }
+  void* ws = nullptr;
+  if (splits > 1 && !alloc(dev, size_t(splits * g.M * g.N) * sizeof(float), &ws).ok()) {
+    cudaGetLastError();  // no room for the partials: one pass instead
+    ws = nullptr;
+    splits = 1;
+  }
+  if (splits <= 1) k.kPerSplit = g.K;
+  k.partials = static_cast<float*>(ws);
+  const int index = kernelIndex(g.transA, g.transB, mode == GemmMode::Bf16);
+  const dim3 grid(static_cast<unsigned>(tilesN), static_cast<unsigned>(tilesM), static_cast<unsigned>(splits));
+  kernelFor(d.stages, index)<<<grid, TC_THREADS, smemBytes(g.transA, g.transB, d.stages), st>>>(k);
+  Status s = lastError("gemm (tensor cores)");
+  if (ws != nullptr) {
+    if (s.ok()) {
+      const int64_t quads = (g.M * g.N + 3) / 4;
+      const unsigned blocks = unsigned(std::max<int64_t>(1, std::min<int64_t>((quads + 255) / 256, int64_t(d.sms) * 8)));
+      splitReduceKernel<<<blocks, 256, 0, st>>>(k, int(splits));
+      s = lastError("gemm (split-K reduction)");
+    }
+    Status r = release(dev, ws);
+    if (s.ok()) s = r;
+  }
+  return s;
+}
+
+}  // namespace gpu
+}  // namespace slimopt

@@ -1,0 +1,27 @@
+// The built-in tensor-core GEMM (cuda/gemm_tc.cu): what serves GemmMode::Tf32 and ::Bf16 when
+// cuBLAS is absent or forced off, and every GEMM whose C is bf16/f16 (GaLore's project-back into a
+// bf16 W, with the update in the epilogue). sm_80 and newer; callers fall back to the SIMT kernel
+// of galore.cu elsewhere and for GemmMode::Strict.
+#pragma once
+#include <cuda_runtime.h>
+#include "galore.cuh"
+#include "internal.cuh"
+
+namespace slimopt {
+namespace gpu {
+
+// dev is sm_80+ and this build carries the tensor-core kernels for it (cached per device).
+bool tensorCoreGemmAvailable(int dev);
+
+// C = alpha op(A) op(B) + beta C on the tensor cores, GemmArgs' contract (row-major, A and B f32,
+// C f32/bf16/f16; C is not read when beta is 0). mode Tf32: operands rounded to TF32; Bf16: to
+// bf16; accumulation in f32 either way. alphaBeta: device [alpha, beta], or null for g.alpha,
+// g.beta. flag: device int, nothing is written when *flag != 0 (null: never). Long-K products
+// with too few output tiles to fill the device are split along K (deterministic: partial sums in
+// a stream-ordered workspace, then a fixed-order reduction that applies the epilogue).
+// Only call when tensorCoreGemmAvailable(dev).
+Status tensorCoreGemm(int dev, cudaStream_t st, const GemmArgs& g, GemmMode mode, const float* alphaBeta,
+                      const int32_t* flag);
+
+}  // namespace gpu
+}  // namespace slimopt
