@@ -51,7 +51,8 @@ for (const builtin of [false, true]) {
                 bc.grad.copyFrom(gb); bg.grad.copyFrom(gb);
                 oc.step(); og.step();
               }
-              const tol = dtype === "bf16" ? 1e-2 : precision === "f32" || builtin ? 1e-5 : 3e-3;
+              // The built-in path runs TF32 on tensor cores like cuBLAS (cuda/gemm_tc.cu).
+              const tol = dtype === "bf16" ? 1e-2 : precision === "f32" ? 1e-5 : 3e-3;
               for (let k = 0; k < shapes.length; k++) {
                 const base = await f32(tensor(w0[k], [w0[k].length], { device: "cpu", dtype }));
                 const uc = (await f32(pc[k].data)).map((x, i) => x - base[i]);
@@ -90,7 +91,10 @@ for (const builtin of [false, true]) {
           }
           oc.step(); og.step();
         }
-        const tol = dtype === "f32" ? 1e-5 : 1e-2;
+        // Rank 1 projects with f32 dot products summed in another order than the CPU's (a fused
+        // reduction, no GEMM); Adam's m/sqrt(v) then magnifies rounding in small R entries over
+        // 12 steps: 2e-5 was measured on the H200, a layout or indexing bug gives ~1.
+        const tol = dtype === "f32" ? 5e-5 : 1e-2;
         for (let k = 0; k < shapes.length; k++) {
           const base = await f32(tensor(w0[k], [w0[k].length], { device: "cpu", dtype }));
           const uc = (await f32(pc[k].data)).map((x, i) => x - base[i]);
@@ -119,7 +123,7 @@ for (const builtin of [false, true]) {
         for (let k = 0; k < 2; k++) {
           const uc = (await f32(pc[k].data)).map((x, i) => x - w0[k][i]);
           const ug = (await f32(pg[k].data)).map((x, i) => x - w0[k][i]);
-          expect(relErr(ug, uc)).toBeLessThan(precision === "f32" || builtin ? 1e-5 : 3e-3);
+          expect(relErr(ug, uc)).toBeLessThan(precision === "f32" ? 1e-5 : 3e-3);
         }
         oc.dispose(); og.dispose();
       }
