@@ -51,6 +51,8 @@ export interface BenchDocument {
 }
 
 function gitCommit(): { commit: string; dirty?: boolean } {
+  // Set by whoever knows what ran (bench/gpu_run.sh on a GPU machine, where the copy's .git may be stale).
+  if (process.env.SLIMOPT_COMMIT) return { commit: process.env.SLIMOPT_COMMIT };
   try {
     const opts = { cwd: PKG_ROOT, encoding: "utf8" as const, stdio: ["ignore", "pipe", "ignore"] as ["ignore", "pipe", "ignore"], timeout: 10_000 };
     const top = execFileSync("git", ["rev-parse", "--show-toplevel"], opts).trim();
