@@ -65,11 +65,26 @@ if (info.cudaCompiled !== withCuda) {
   process.exit(1);
 }
 
+// The oldest glibc it loads on (README: 2.34; csrc/glibc_compat.cc keeps it there).
+const GLIBC_FLOOR = "2.34";
+const dyn = spawnSync("objdump", ["-T", built], { encoding: "utf8", maxBuffer: 64 << 20 });
+const needs = dyn.status === 0 ? [...new Set(dyn.stdout.match(/GLIBC_[0-9.]+/g) || [])].map((v) => v.slice(6)) : [];
+const newer = (a, b) => { const x = a.split(".").map(Number), y = b.split(".").map(Number);
+                          for (let i = 0; i < 3; i++) if ((x[i] || 0) !== (y[i] || 0)) return (x[i] || 0) > (y[i] || 0);
+                          return false; };
+const glibc = needs.reduce((m, v) => (newer(v, m) ? v : m), "0");
+if (dyn.status !== 0) process.stderr.write("prebuild: objdump not found: the glibc floor was not checked\n");
+else if (newer(glibc, GLIBC_FLOOR)) {
+  const late = dyn.stdout.split("\n").filter((l) => needs.some((v) => newer(v, GLIBC_FLOOR) && l.includes(`GLIBC_${v}`)));
+  process.stderr.write(`prebuild: the addon needs glibc ${glibc}, newer than ${GLIBC_FLOOR}:\n${late.join("\n")}\n`);
+  process.exit(1);
+}
+
 fs.mkdirSync(target, { recursive: true });
 for (const f of fs.readdirSync(target)) if (f.endsWith(".node")) fs.rmSync(path.join(target, f));
 const dest = path.join(target, fileName);
 fs.copyFileSync(built, dest);
 const mb = (fs.statSync(dest).size / 1e6).toFixed(1);
 const secs = ((Date.now() - started) / 1000).toFixed(0);
-process.stderr.write(`prebuild: ${path.relative(root, dest)} (${mb} MB; cuda=${info.cudaCompiled}` +
+process.stderr.write(`prebuild: ${path.relative(root, dest)} (${mb} MB; glibc >= ${glibc}; cuda=${info.cudaCompiled}` +
                      `${withCuda ? ` archs ${info.cudaArchs}` : ""}) in ${secs} s\n`);
