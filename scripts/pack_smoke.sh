@@ -19,13 +19,21 @@ echo "pack_smoke: $(basename "$tarball") ($(du -h "$tarball" | cut -f1)) into $w
 
 # What the tarball holds: what users need and nothing else; under npm's 100 MB.
 tar tzf "$tarball" | sort > "$out/contents.txt"
-extra="$(grep -Ev '^package/(package\.json|README\.md|LICENSE[^/]*|CMakeLists\.txt|binding\.gyp|bench/torch_baseline\.py|(dist|prebuilds|csrc|cuda)/.+)$' "$out/contents.txt" || true)"
+extra="$(grep -Ev '^package/(package\.json|README\.md|LICENSE[^/]*|CMakeLists\.txt|bench/torch_baseline\.py|(dist|prebuilds|csrc|cuda)/.+)$' "$out/contents.txt" || true)"
 if [ -n "$extra" ]; then echo "pack_smoke: unexpected files in the tarball:" >&2; echo "$extra" >&2; exit 1; fi
 for need in package/dist/index.js package/dist/index.d.ts package/dist/cli/main.js package/CMakeLists.txt; do
   grep -qx "$need" "$out/contents.txt" || { echo "pack_smoke: the tarball lacks $need" >&2; exit 1; }
 done
 grep -q '^package/prebuilds/linux-x64/.*\.node$' "$out/contents.txt" || { echo "pack_smoke: no prebuilt addon in the tarball" >&2; exit 1; }
 if grep -q '\.map$' "$out/contents.txt"; then echo "pack_smoke: source maps in the tarball" >&2; exit 1; fi
+# npm runs `node-gyp rebuild` at install for a package with a binding.gyp and no install script:
+# the tarball holds no binding.gyp and no install script, so installing never compiles (slimopt
+# build drives cmake-js itself).
+if grep -qx 'package/binding.gyp' "$out/contents.txt"; then echo "pack_smoke: binding.gyp in the tarball" >&2; exit 1; fi
+tar xzf "$tarball" -O package/package.json | node -e '
+  const s = JSON.parse(require("fs").readFileSync(0, "utf8")).scripts || {};
+  const bad = ["preinstall", "install", "postinstall"].filter((k) => k in s);
+  if (bad.length) { console.error("pack_smoke: install scripts in package.json: " + bad.join(", ")); process.exit(1); }' || exit 1
 bytes="$(stat -c %s "$tarball")"
 if [ "$bytes" -ge 100000000 ]; then echo "pack_smoke: the tarball is $bytes bytes (limit 100 MB)" >&2; exit 1; fi
 
