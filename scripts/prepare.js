@@ -30,4 +30,15 @@ if (addons.length === 0) {
                        "first (SLIMOPT_PREBUILD_ARCHS=cpu or =90 for a quick one)\n");
   process.exit(1);
 }
-process.stderr.write(`prepare: packing prebuilds/linux-x64/${addons.join(", ")}\n`);
+// A publish ships the release build only, never a quick variant (CPU-only, one architecture).
+const info = spawnSync(process.execPath, ["-e", `
+  const m = { exports: {} }; process.dlopen(m, ${JSON.stringify(path.join(dir, addons[0]))});
+  process.stdout.write(JSON.stringify(m.exports.buildInfo()));`], { encoding: "utf8" });
+const build = info.status === 0 ? JSON.parse(info.stdout) : null;
+const release = build && build.cudaCompiled && /(^|,)75-real,.*120-virtual$/.test(build.cudaArchs);
+process.stderr.write(`prepare: packing prebuilds/linux-x64/${addons.join(", ")} ` +
+                     `(${build ? (build.cudaCompiled ? `CUDA archs ${build.cudaArchs}` : "CPU only") : "does not load here"})\n`);
+if (process.env.npm_command === "publish" && !release) {
+  process.stderr.write("prepare: refusing to publish without the release addon: run `npm run prebuilds` (no SLIMOPT_PREBUILD_ARCHS)\n");
+  process.exit(1);
+}
