@@ -63,8 +63,9 @@ export function runBuild(extra: string[]): Promise<number> {
       "  and run `npx slimopt build` again.\n");
     return Promise.resolve(1);
   }
-  const withCuda = found("nvcc", ["--version"]);
-  if (!withCuda) process.stderr.write("slimopt build: nvcc not found: building the CPU backend only\n");
+  const cudaOff = extra.some((a) => /^--CDSLIMOPT_WITH_CUDA=(OFF|0|FALSE|NO)$/i.test(a));
+  const withCuda = !cudaOff && found("nvcc", ["--version"]);
+  if (!withCuda && !cudaOff) process.stderr.write("slimopt build: nvcc not found: building the CPU backend only\n");
   const env = withCuda ? { ...process.env, SLIMOPT_CUDA_ARCHS: cudaArchs() } : process.env;
   const args = [tools.cmakeJs, "compile", "--out", "build", ...extra];
   process.stderr.write(`slimopt build: cmake-js ${args.slice(1).join(" ")}` +
