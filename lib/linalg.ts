@@ -50,3 +50,25 @@ export function setBuiltinLinalg(force: boolean): void {
 export function linalgPaths(): { blas: string; solver: string; forceBuiltin: boolean } {
   return native().linalgInfo();
 }
+
+let builtinNoticeShown = false;
+
+/** Tells once per process, as a process warning, that cuBLAS or cuSOLVER did not load and the
+ *  built-in CUDA kernels serve instead (correct, slower). Optimizers that run GEMMs or the SVD
+ *  refresh on a CUDA device call it when they are created; nothing is said for the CPU or when
+ *  the built-in path was asked for (SLIMOPT_LINALG=builtin, setBuiltinLinalg). */
+export function noticeBuiltinLinalg(dev: { kind: string }): void {
+  if (builtinNoticeShown || dev.kind !== "cuda") return;
+  const l = native().linalgInfo();
+  if (l.forceBuiltin) return;
+  // The path texts come from cuda/galore.cu blasPath() and cuda/galore_refresh.cu solverPath().
+  const missing = [l.blas.startsWith("cuBLAS") ? "" : "cuBLAS (libcublas.so.13 or .12)",
+                   l.solver.startsWith("cuSOLVER") ? "" : "cuSOLVER (libcusolver.so.12 or .11)"].filter((s) => s);
+  if (missing.length === 0) return;
+  builtinNoticeShown = true;
+  process.emitWarning(
+    `${missing.join(" and ")} not found: slimopt's built-in CUDA kernels serve instead (same results, slower ` +
+    "GEMMs and projector refreshes). For the fast path install the CUDA math libraries where the dynamic loader " +
+    "finds them, or point SLIMOPT_CUBLAS / SLIMOPT_CUSOLVER at the .so files; `npx slimopt info` shows the path in use.",
+    { code: "SLIMOPT_BUILTIN_LINALG" });
+}

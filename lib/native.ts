@@ -150,19 +150,34 @@ export interface NcclCommHandle {
   dispose(): void;
 }
 
-const root = path.resolve(__dirname, "..");
+/** The package root: lib/ under ts-jest, dist/ once compiled. */
+export const packageRoot = path.resolve(__dirname, "..");
 
-/** Where the addon may be, in order of preference. */
-export function addonCandidates(): string[] {
-  const out: string[] = [];
-  if (process.env.SLIMOPT_ADDON) out.push(process.env.SLIMOPT_ADDON);
-  out.push(path.join(root, "build", "Release", "slimopt.node"));
-  out.push(path.join(root, "build", "cmake", "Release", "slimopt.node"));
-  const pre = path.join(root, "prebuilds", `${process.platform}-${process.arch}`);
-  if (fs.existsSync(pre)) {
-    for (const f of fs.readdirSync(pre).sort()) if (f.endsWith(".node")) out.push(path.join(pre, f));
-  }
-  return out;
+/** The C library prebuilt addons are tagged with (the test node-gyp-build uses). */
+function libc(): "glibc" | "musl" {
+  return fs.existsSync("/etc/alpine-release") ? "musl" : "glibc";
+}
+
+/** Prebuilt Node-API addons in prebuilds/<platform>-<arch>/ that fit this system, best first:
+ *  names as prebuildify writes them (node.napi.glibc.node; tags split by "."). */
+function prebuiltAddons(root: string): string[] {
+  const dir = path.join(root, "prebuilds", `${process.platform}-${process.arch}`);
+  if (!fs.existsSync(dir)) return [];
+  const mine = libc(), other = mine === "glibc" ? "musl" : "glibc";
+  const fits = fs.readdirSync(dir).filter((f) => {
+    const tags = f.split(".");
+    return f.endsWith(".node") && tags.includes("napi") && !tags.includes(other);
+  });
+  const rank = (f: string) => (f.split(".").includes(mine) ? 0 : 1);
+  return fits.sort((a, b) => rank(a) - rank(b) || a.localeCompare(b)).map((f) => path.join(dir, f));
+}
+
+/** Where the addon may be, in order of preference: SLIMOPT_ADDON alone when set (an explicit
+ *  choice is never silently replaced), else a local build (`npm run build`, `slimopt build`),
+ *  else the prebuilt binary shipped in the package. */
+export function addonCandidates(root: string = packageRoot, env: NodeJS.ProcessEnv = process.env): string[] {
+  if (env.SLIMOPT_ADDON) return [path.resolve(env.SLIMOPT_ADDON)];
+  return [path.join(root, "build", "Release", "slimopt.node"), ...prebuiltAddons(root)];
 }
 
 let loaded: (NativeAddon & TrainAddon & AdafactorAddon & GaloreAdafactorAddon) | undefined;
@@ -170,17 +185,25 @@ export let addonPath = "";
 
 export function native(): NativeAddon & TrainAddon & AdafactorAddon & GaloreAdafactorAddon {
   if (loaded) return loaded;
-  const tried: string[] = [];
-  for (const p of addonCandidates()) {
-    if (!fs.existsSync(p)) { tried.push(p); continue; }
-    const m = { exports: {} as any };
-    process.dlopen(m, p);
-    loaded = m.exports as NativeAddon & TrainAddon & AdafactorAddon & GaloreAdafactorAddon;
-    addonPath = p;
-    loaded.setErrorClass(SlimoptError);
-    return loaded;
+  const candidates = addonCandidates();
+  const p = candidates.find((c) => fs.existsSync(c));
+  if (p === undefined) {
+    throw new Error(`slimopt: no native addon found (looked for ${candidates.join(", ")}); ` +
+                    "reinstall the package, or build one from source with `npx slimopt build`");
   }
-  throw new Error(`slimopt: no native addon found (looked in ${tried.join(", ")}); run \`npx slimopt build\``);
+  const m = { exports: {} as any };
+  try {
+    process.dlopen(m, p);
+  } catch (e) {
+    const local = !p.includes(`${path.sep}prebuilds${path.sep}`);
+    throw new Error(`slimopt: the native addon ${p} does not load on this system: ${(e as Error).message}\n` +
+                    (local ? "  Rebuild it (`npx slimopt build`), or remove it to use the prebuilt one."
+                           : "  Build one for this system from source with `npx slimopt build` (needs CMake and a C++17 compiler)."));
+  }
+  loaded = m.exports as NativeAddon & TrainAddon & AdafactorAddon & GaloreAdafactorAddon;
+  addonPath = p;
+  loaded.setErrorClass(SlimoptError);
+  return loaded;
 }
 
 // Training-loop calls (csrc/train_ops.cc); declared apart so that merges stay additive.

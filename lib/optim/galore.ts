@@ -4,6 +4,7 @@
 import { Device } from "../device";
 import { DType, DTYPE_CODE } from "../dtype";
 import { fail } from "../errors";
+import { noticeBuiltinLinalg } from "../linalg";
 import { native } from "../native";
 import { GEMM_MODE, GemmPrecision, isGemmPrecision } from "../linalg";
 import { Parameter } from "../parameter";
@@ -164,6 +165,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
                            "set SLIMOPT_EXPERIMENTAL=1 to try it");
       });
     }
+    for (const g of this.paramGroups) if (this.isRanked(g)) noticeBuiltinLinalg(this.groupDevice(g));
   }
 
   /** @internal For benchmarks of the steady step: rank groups created after this call do not

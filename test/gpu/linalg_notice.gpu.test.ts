@@ -1,0 +1,30 @@
+// The one notice GaLore gives on a CUDA device when cuBLAS or cuSOLVER did not load (the built-in
+// kernels serve): exactly once per process where a library is missing, never where both loaded.
+// Skipped where no CUDA device exists.
+process.env.SLIMOPT_EXPERIMENTAL = "1";  // the CUDA GaLore path is gated (lib/optim/galore.ts)
+import { devices, GaLoreAdamW, linalgPaths, Parameter, zeros } from "../../lib";
+
+const hasCuda = devices().length > 1;
+const suite = hasCuda ? describe : describe.skip;
+
+suite("SLIMOPT_BUILTIN_LINALG notice", () => {
+  test("once per process, and only when a library is missing", async () => {
+    const seen: Error[] = [];
+    const listen = (w: Error) => { if ((w as Error & { code?: string }).code === "SLIMOPT_BUILTIN_LINALG") seen.push(w); };
+    process.on("warning", listen);
+    try {
+      for (let i = 0; i < 3; i++) {
+        const w = new Parameter(zeros([48, 32], { device: "cuda" }), { name: `w${i}` });
+        new GaLoreAdamW([{ params: [w], rank: 4 }]);
+      }
+      await new Promise((r) => setImmediate(r));  // warnings are emitted on the next tick
+    } finally {
+      process.off("warning", listen);
+    }
+    const l = linalgPaths();
+    const missing = (!l.blas.startsWith("cuBLAS") || !l.solver.startsWith("cuSOLVER")) && !l.forceBuiltin;
+    process.stderr.write(`linalg paths: ${JSON.stringify(l)}; notices: ${seen.length}\n`);
+    expect(seen.length).toBe(missing ? 1 : 0);
+    if (missing) expect(seen[0].message).toContain("built-in CUDA kernels serve");
+  });
+});
