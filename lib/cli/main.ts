@@ -9,7 +9,8 @@ commands:
   info [--json]            the build, the devices, and which linear-algebra path is in use
   bench [options]          benchmark the optimizer steps against the copy-bandwidth floor
       --json               print one JSON document on stdout (progress goes to stderr)
-      --quick              fewer steps (3) and, on the CPU, a smaller workload
+      --quick              fewer steps (3); on the CPU a smaller workload, on a GPU no
+                           built-in-solver GaLore refresh rows (minutes each)
       --device <d>         cpu, cuda or cuda:N (default: cuda:0 when a GPU is usable, else cpu)
       --only <a,b:dtype>   run only these benchmarks (names, or name:dtype)
       --steps <N>          timed steps per row (default 10; 3 with --quick)
