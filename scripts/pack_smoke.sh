@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs a slimopt tarball (npm pack) into an empty folder the way a user's project gets it, with
 # install scripts disabled and no network, and checks it there: scripts/smoke.js (load, AdamW on the
-# default device), then `slimopt bench --quick --json` when that device is a GPU (or when
-# SLIMOPT_SMOKE_BENCH=1). Nothing from the source tree is used but the tarball.
+# default device; on a GPU also Apollo/ApolloMini/GaLore against the CPU), on a GPU once more with
+# cuBLAS/cuSOLVER hidden (scripts/without_cuda_math_libs.sh), then `slimopt bench --quick --json`
+# when the device is a GPU (SLIMOPT_SMOKE_BENCH=0 leaves it out, =1 runs it on the CPU too).
+# Nothing from the source tree is used but the tarball and these scripts.
 #   scripts/pack_smoke.sh <slimopt-x.y.z.tgz> <output dir>
 # Checks the tarball's file list first (nothing but what users need; under 100 MB).
-# Writes <output dir>/contents.txt, install.log, smoke.json, and bench.json (+ bench.log) when the
-# bench ran.
+# Writes <output dir>/contents.txt, install.log, smoke.json, smoke-builtin.json (GPU), and
+# bench.json (+ bench.log) when the bench ran.
 set -euo pipefail
 if [ $# -ne 2 ]; then echo "usage: $0 <tarball> <output dir>" >&2; exit 2; fi
 tarball="$(realpath "$1")"
@@ -48,7 +50,14 @@ ls "$pkg/prebuilds/"*/ >&2
 cp "$here/smoke.js" "$work/smoke.js"
 node smoke.js | tee "$out/smoke.json"
 
-if grep -q '"device":"cuda' "$out/smoke.json" || [ "${SLIMOPT_SMOKE_BENCH:-0}" = 1 ]; then
+on_gpu=0; grep -q '"device":"cuda' "$out/smoke.json" && on_gpu=1
+if [ $on_gpu = 1 ]; then
+  # Again as on a machine with only the driver: cuBLAS and cuSOLVER hidden, the built-in kernels
+  # must serve (with one notice) and agree with the CPU.
+  echo "pack_smoke: again without cuBLAS/cuSOLVER" >&2
+  SLIMOPT_SMOKE_EXPECT_BUILTIN=1 "$here/without_cuda_math_libs.sh" node smoke.js | tee "$out/smoke-builtin.json"
+fi
+if { [ $on_gpu = 1 ] && [ "${SLIMOPT_SMOKE_BENCH:-1}" = 1 ]; } || [ "${SLIMOPT_SMOKE_BENCH:-0}" = 1 ]; then
   echo "pack_smoke: slimopt bench --quick --json (the installed package's bin)" >&2
   ./node_modules/.bin/slimopt bench --quick --json > "$out/bench.json" 2> "$out/bench.log" \
     || { tail -40 "$out/bench.log" >&2; echo "pack_smoke: bench failed" >&2; exit 1; }

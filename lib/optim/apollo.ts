@@ -6,6 +6,7 @@
 import { Device, device as resolveDevice } from "../device";
 import { DType, DTYPE_CODE } from "../dtype";
 import { fail } from "../errors";
+import { noticeBuiltinLinalg } from "../linalg";
 import { native } from "../native";
 import { Parameter } from "../parameter";
 import { Tensor, zeros } from "../tensor";
@@ -110,6 +111,8 @@ export class Apollo extends Optimizer<ApolloOptions> {
     super(params, { ...presets, ...defaults });
     let i = 0;
     for (const g of this.paramGroups) for (const p of g.params) this.defaultSeeds.set(p, ++i);
+    // Rank-1 groups run the fused scan on CUDA; larger ranks project with GEMMs (cuBLAS or built-in).
+    for (const g of this.paramGroups) if (typeof g.rank === "number" && g.rank > 1) noticeBuiltinLinalg(this.groupDevice(g));
   }
 
   /** The optimizer's name in state dicts and checkpoints. */

@@ -1,8 +1,10 @@
 // The one notice GaLore gives on a CUDA device when cuBLAS or cuSOLVER did not load (the built-in
 // kernels serve): exactly once per process where a library is missing, never where both loaded.
+// Apollo (rank > 1) gives the same notice. Run it with the libraries hidden too:
+//   scripts/without_cuda_math_libs.sh npx jest test/gpu/linalg_notice
 // Skipped where no CUDA device exists.
 process.env.SLIMOPT_EXPERIMENTAL = "1";  // the CUDA GaLore path is gated (lib/optim/galore.ts)
-import { devices, GaLoreAdamW, linalgPaths, Parameter, zeros } from "../../lib";
+import { Apollo, devices, GaLoreAdamW, linalgPaths, Parameter, zeros } from "../../lib";
 
 const hasCuda = devices().length > 1;
 const suite = hasCuda ? describe : describe.skip;
@@ -16,6 +18,7 @@ suite("SLIMOPT_BUILTIN_LINALG notice", () => {
       for (let i = 0; i < 3; i++) {
         const w = new Parameter(zeros([48, 32], { device: "cuda" }), { name: `w${i}` });
         new GaLoreAdamW([{ params: [w], rank: 4 }]);
+        new Apollo([{ params: [w], rank: 4 }]);
       }
       await new Promise((r) => setImmediate(r));  // warnings are emitted on the next tick
     } finally {
