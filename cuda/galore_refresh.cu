@@ -769,7 +769,7 @@ class Refresher {
       g.A = A; g.aType = at; g.lda = lda; g.transA = ta;
       g.B = B; g.bType = bt; g.ldb = ldb; g.transB = tb;
       g.C = C; g.cType = ct; g.ldc = N;
-      return gemm64(st_, g);
+      return gemm64(dev_, st_, g);
     };
     const unsigned kkGrid = gridFor(dev_, k * k);
     const float* Z = Z0;

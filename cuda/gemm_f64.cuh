@@ -23,8 +23,10 @@ struct Gemm64Args {
   void* C = nullptr; Real cType = Real::F64; int64_t ldc = 0;
 };
 
-// On st (the built-in SIMT kernel: 64 x 64 tile of C per 256-thread block, 4 x 4 per thread).
-Status gemm64(cudaStream_t st, const Gemm64Args& g);
+// On st, dev's stream: the FP64 tensor cores on sm_80+, SIMT FMAs before (SLIMOPT_GEMM64=simt
+// forces those everywhere, to tell the two apart in a diagnosis). Same sums either way up to the
+// order of f64 additions.
+Status gemm64(int dev, cudaStream_t st, const Gemm64Args& g);
 
 }  // namespace gpu
 }  // namespace slimopt
