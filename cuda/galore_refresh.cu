@@ -20,8 +20,9 @@
 // is under the gradient's own rounding (sigma_j < 1e-7 sigma_1), the Gram side keeps the solver's
 // vector (E B is noise there). Without the refinement (k beyond the one-block Jacobi) the other
 // side is X v (or X^T u) renormalised. The refinement's two k x k f64 eigen-problems use cuSOLVER
-// Dsyevd when the Gram went to cuSOLVER, else an f64 one-block Jacobi. Passes: one after cuSOLVER,
-// two after the built-in iteration (its span is only as exact as its stopping test).
+// Dsyevd when the Gram went to cuSOLVER, else an f64 one-block Jacobi. Passes: one after cuSOLVER
+// on large matrices, two where that costs little (k n other <= 2^30) and after the built-in
+// iteration (its span is only as exact as its stopping test).
 // The sign rule is applied by the kernel that writes P, one block per vector: the dot product with
 // the previous projector's vector of the same index decides; where it is 0 (first refresh, P
 // zeros) the largest-magnitude entry (first on ties) is made positive.
@@ -539,6 +540,7 @@ struct Plan {
   bool dsyevd = false;   // the refinement's k x k f64 eigen-problems on cuSOLVER Dsyevd (else f64 Jacobi)
   int lwork = 0;
   int lwork64 = 0;       // Dsyevd's workspace (doubles)
+  int passes = 0;        // of the refinement (see galoreRefresh)
   // Offsets in floats. oQ: k x n (the iteration's Z), followed by oY (its Y2); together they hold
   // the refinement's f64 T. o64: the refinement's f64 k x k matrices (refine()).
   int64_t oA = 0, oW = 0, oWork = 0, oQ = 0, oY = 0, oB = 0, oT = 0, oS = 0, oEw = 0, oE = 0, oD = 0, oU = 0,
@@ -591,9 +593,11 @@ Status makePlan(int dev, int64_t rows, int64_t cols, int64_t r, bool left, Refre
     p.oWork = take(std::max<int64_t>(lwork, p.refine ? small64Floats(k, p.lwork64) : 0));
     p.o64 = p.oWork;
     if (p.refine) {
+      p.passes = double(k) * double(n) * double(p.other) <= 1073741824.0 ? 2 : 1;
       p.oQ = take(2 * align64(k * n));  // the f64 T (k x n)
       p.oT = take(k * p.other);         // Y (k x other); the Gram side's result after it
-      if (!p.same) p.oL = take(k * p.other);  // the other side's result
+      // The next pass's vectors, the other side's result.
+      if (!p.same || p.passes > 1) p.oL = take(k * p.other);
     } else if (!p.same) {
       p.oU = take(r * p.other);
     }
@@ -614,6 +618,7 @@ Status makePlan(int dev, int64_t rows, int64_t cols, int64_t r, bool left, Refre
     p.oD = take(k);
     p.oT = take(k * p.other);  // warm: X Q; refine: Y
     p.oL = take(k * p.other);  // refine: the next pass's vectors, the other side's result
+    p.passes = 2;
     // The f64 block in the Gram matrix's place when it fits (the iteration is done with A by then).
     const int64_t small = small64Floats(k, 0);
     p.o64 = p.gram && n * n >= small ? p.oA : take(small);
@@ -991,10 +996,13 @@ Status galoreRefresh(int dev, const void* X, DType xt, int64_t rows, int64_t col
   int64_t len = n, ld = n;
   if (p.refine) {
     // Eigenvectors of the f32 Gram matrix are exact only to eps ||X||^2 / (lambda_i - lambda_j);
-    // one Rayleigh-Ritz on X brings that to eps ||X|| / (sigma_i - sigma_j) (see the header).
-    // One pass after cuSOLVER (its k vectors are exact eigenvectors of the f32 Gram); two after
-    // the built-in iteration, whose stopping test leaves the k-dimensional span less exact.
-    ok = rf.refine(V, n, reversed, p.solver ? 1 : 2, &V, &ld);
+    // the f64 Rayleigh-Ritz on X makes them exact within the span of the k vectors, and each pass
+    // shrinks what lies outside it by sigma_{k+1} / sigma_i (see the header). One pass after
+    // cuSOLVER (its k vectors are eigenvectors of the f32 Gram: outside the span only to
+    // eps ||X||^2 / (lambda_i - lambda_{k+1})), two where that costs little (k n other <= 2^30,
+    // about 0.1 ms: the result is then exact whatever the f32 solver's accuracy); two after the
+    // built-in iteration, whose stopping test leaves the span less exact.
+    ok = rf.refine(V, n, reversed, p.passes, &V, &ld);
     if (!ok.ok()) return ok;
     len = ld;
     reversed = false;

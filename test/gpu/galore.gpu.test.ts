@@ -98,11 +98,11 @@ for (const builtin of [false, true]) {
               // The device rounds in several places (G, P, N, the GEMM sums) where the perturbed run
               // rounds once: a few times the measured sensitivity, never less than the nominal bound.
               const tol = Math.max(nominal, 6 * relErr(up, uc));
-              if (relErr(ug, uc) >= tol) console.log(`${projType} ${precision} ${dtype} w${k}: device ${relErr(ug, uc)}, sensitivity ${relErr(up, uc)}`);
-              expect(relErr(ug, uc)).toBeLessThan(tol);
               const sc = oc.stateOf(pc[k])!, sg = og.stateOf(pg[k])!;
               const pe = relErr(await f32(sg.proj!), await f32(sc.proj!));
-              if (pe >= 1e-5) console.log(`${projType} ${precision} ${dtype} w${k}: projector ${pe}`);
+              if (relErr(ug, uc) >= tol || pe >= 1e-5)
+                console.log(`${projType} ${precision} ${dtype} w${k}: device ${relErr(ug, uc)}, sensitivity ${relErr(up, uc)}, projector ${pe}`);
+              expect(relErr(ug, uc)).toBeLessThan(tol);
               expect(pe).toBeLessThan(1e-5);
             }
             expect(await og.skippedStepsPerGroup()).toEqual(await oc.skippedStepsPerGroup());
