@@ -177,3 +177,21 @@ export function separatedGradient(rng: { normals(n: number, std?: number): Float
   }
   return Float32Array.from(g);
 }
+
+/** A gradient whose top q = r + 2 singular values fall by 1.5 between neighbours over a 1e-3 noise
+ *  floor (random, not orthonormal, factors): for r = 5 (the GPU suite's 12-step tests) all of them
+ *  stand well above the noise. Not for large r: from about the 15th the values sink into the
+ *  noise, whose vectors no f32 solver determines (use separatedGradient there). */
+export function geometricGradient(rng: { normals(n: number, std?: number): Float32Array }, rows: number, cols: number,
+                                  r: number): Float32Array {
+  const q = Math.min(rows, cols, r + 2);
+  const L = rng.normals(rows * q), R = rng.normals(q * cols), g = rng.normals(rows * cols, 1e-3);
+  for (let j = 0; j < q; j++) {
+    const s = 1.5 ** -j / Math.sqrt(rows);
+    for (let i = 0; i < rows; i++) {
+      const a = s * L[i * q + j];
+      for (let c = 0; c < cols; c++) g[i * cols + c] += a * R[j * cols + c];
+    }
+  }
+  return g;
+}

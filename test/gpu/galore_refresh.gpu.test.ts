@@ -7,7 +7,7 @@
 process.env.SLIMOPT_EXPERIMENTAL = "1";
 import { devices, GaLoreAdamW, gemm, Parameter, ProjType, setBuiltinLinalg, linalgPaths, tensor } from "../../lib";
 import { relErr, Rng } from "../reference";
-import { separatedGradient } from "../galore_reference";
+import { geometricGradient, separatedGradient } from "../galore_reference";
 
 const hasCuda = devices().length > 1;
 const suite = hasCuda ? describe : describe.skip;
@@ -63,6 +63,38 @@ for (const builtin of [false, true]) {
         const e = relErr(res[1], res[0]);
         if (e >= 1e-6) console.log(`Gram ${rows}x${cols} ${colsSide ? "X^T X" : "X X^T"}: relErr ${e}`);
         expect(e).toBeLessThan(1e-6);
+      }
+    });
+
+    // The 12-step tests' spectrum (galore.gpu.test.ts): there Adam's normalisation of small entries
+    // of R amplifies a projector error up to ~70 times in the update, so the refresh must give the
+    // exact vectors to well below the issue's 1e-5 (an f32 refinement left ~1e-6 here, and up to
+    // 2.6e-5 on the H200; the f64 one is exact to f32 rounding: ~5e-8 in a CPU emulation).
+    test.each([[96, 64, 5], [70, 130, 5], [8, 65, 5], [300, 140, 8]])("svd: geometric spectrum %ix%i r=%i, two refreshes: every side within 1e-6 of the CPU's", async (rows, cols, r) => {
+      const rng = new Rng(rows * 5 + cols + r);
+      for (const projType of ["std", "reverse_std", "full"] as ProjType[]) {
+        const w = rng.normals(rows * cols, 0.02);
+        const pc = new Parameter(tensor(w, [rows, cols], { device: "cpu" })), pg = new Parameter(tensor(w, [rows, cols], { device: "cuda" }));
+        const spec = (p: Parameter) => [{ params: [p], rank: r, updateProjGap: 1, projType }];
+        const oc = new GaLoreAdamW(spec(pc), { lr: 0, precision: "tf32" }), og = new GaLoreAdamW(spec(pg), { lr: 0, precision: "tf32" });
+        for (let s = 0; s < 2; s++) {
+          const g = geometricGradient(rng, rows, cols, r);
+          pc.grad.copyFrom(g); pg.grad.copyFrom(g);
+          oc.step(); og.step();
+          const sc = oc.stateOf(pc)!, sg = og.stateOf(pg)!;
+          const sides: [string, boolean, Float32Array, Float32Array][] = [[sc.side === "full" ? "A (left)" : sc.side!, sc.side !== "right",
+            await sg.proj!.toFloat32Array(), await sc.proj!.toFloat32Array()]];
+          if (sc.side === "full") sides.push(["B (right)", false, await sg.projB!.toFloat32Array(), await sc.projB!.toFloat32Array()]);
+          for (const [name, left, pgv, pcv] of sides) {
+            const e = relErr(pgv, pcv);
+            if (e >= 1e-6) {
+              const lines = classify(vectors(pgv, left ? rows : cols, r, left), vectors(pcv, left ? rows : cols, r, left), 1e-6);
+              console.log(`geometric ${rows}x${cols} r=${r} ${projType} refresh ${s + 1} ${name}: relErr ${e.toExponential(3)}\n  ` + lines.join("\n  "));
+            }
+            expect(e).toBeLessThan(1e-6);
+          }
+        }
+        oc.dispose(); og.dispose();
       }
     });
 

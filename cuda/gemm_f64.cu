@@ -1,0 +1,188 @@
+// The f64-accumulating GEMM of gemm_f64.cuh. One template per operand type triple. A 256-thread
+// block computes a 64 x 64 tile of C; K advances in slices of 16 through shared memory, where the
+// operands are widened to f64 as they are stored (As[k][m], Bs[k][n]: the same layout whatever the
+// transposes, each global read coalesced along the contiguous index).
+//  * sm_80+: the FP64 tensor cores (mma.sync m8n8k4 f64, exact f64 products and sums; twice the
+//    SIMT FP64 rate on an H100/H200). The 8 warps form a 2 x 4 grid of 32 x 16 warp tiles (4 x 2
+//    mma tiles, 16 f64 accumulators per thread). Fragments (PTX ISA, m8n8k4 .f64; lane = 4g + t):
+//    A (row) holds A[g][t], B (col) B[t][g], C the pair C[g][2t], C[g][2t+1]. With rows of 64 + 8
+//    doubles a warp's fragment read (k = t, m or n = g) touches every bank pair exactly twice: the
+//    minimum for 32 doubles.
+//  * Older GPUs: SIMT FMAs, each thread owning a 4 x 4 block of C at stride 16 (rows ty + 16u,
+//    columns tx + 16w), so that a warp's shared memory reads are broadcasts (A) or consecutive
+//    doubles (B).
+#include "gemm_f64.cuh"
+#include <cstdlib>
+#include <string>
+
+// An sm_75 pass of the release build compiles the tensor-core kernel empty (never launched there).
+#pragma nv_diag_suppress 177
+
+namespace slimopt {
+namespace gpu {
+
+namespace {
+
+constexpr int BM = 64, BN = 64, BK = 16, TM = 4, TN = 4, kThreads = 256;
+constexpr int kStride = BM + 8;  // doubles per shared row of the tensor-core kernel (see the header)
+static_assert(BM == BN, "one stride serves A and B");
+
+template <typename T>
+__device__ __forceinline__ double ld(const void* p, int64_t i) {
+  return double(static_cast<const T*>(p)[i]);
+}
+
+// The K slice [p0, p0 + BK) of op(A) rows [i0, i0 + BM) and op(B) columns [j0, j0 + BN) into
+// As[k][m], Bs[k][n] (row stride S doubles), widened to f64, zeros past the edges.
+template <typename TA, typename TB, int S>
+__device__ __forceinline__ void loadSlice(const Gemm64Args& g, int64_t i0, int64_t j0, int64_t p0, double (*As)[S],
+                                          double (*Bs)[S]) {
+  const int tid = threadIdx.x;
+  for (int e = tid; e < BM * BK; e += kThreads) {
+    int ii, pp;
+    if (g.transA) { ii = e % BM; pp = e / BM; } else { pp = e % BK; ii = e / BK; }  // coalesced either way
+    const int64_t i = i0 + ii, p = p0 + pp;
+    As[pp][ii] = (i < g.M && p < g.K) ? ld<TA>(g.A, g.transA ? p * g.lda + i : i * g.lda + p) : 0.0;
+  }
+  for (int e = tid; e < BK * BN; e += kThreads) {
+    int jj, pp;
+    if (g.transB) { pp = e % BK; jj = e / BK; } else { jj = e % BN; pp = e / BN; }
+    const int64_t j = j0 + jj, p = p0 + pp;
+    Bs[pp][jj] = (j < g.N && p < g.K) ? ld<TB>(g.B, g.transB ? j * g.ldb + p : p * g.ldb + j) : 0.0;
+  }
+}
+
+// d += a b for one m8n8k4 f64 tile (a, b: this lane's fragment elements; d: its accumulator pair).
+__device__ __forceinline__ void mmaF64(double& d0, double& d1, double a, double b) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("mma.sync.aligned.m8n8k4.row.col.f64.f64.f64.f64 {%0,%1}, {%2}, {%3}, {%0,%1};\n"
+               : "+d"(d0), "+d"(d1)
+               : "d"(a), "d"(b));
+#endif
+}
+
+template <typename TA, typename TB, typename TC>
+__global__ void __launch_bounds__(kThreads) gemm64TensorKernel(const Gemm64Args g) {
+  __shared__ double As[BK][kStride];
+  __shared__ double Bs[BK][kStride];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int gq = lane / 4, tq = lane % 4;
+  const int wm = (warp / 4) * 32, wn = (warp % 4) * 16;  // the warp tile's origin in the block tile
+  const int64_t i0 = int64_t(blockIdx.y) * BM, j0 = int64_t(blockIdx.x) * BN;
+  double acc[4][2][2];
+#pragma unroll
+  for (int mt = 0; mt < 4; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) acc[mt][nt][0] = acc[mt][nt][1] = 0.0;
+  for (int64_t p0 = 0; p0 < g.K; p0 += BK) {
+    loadSlice<TA, TB, kStride>(g, i0, j0, p0, As, Bs);
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < BK; kk += 4) {
+      double a[4], b[2];
+#pragma unroll
+      for (int mt = 0; mt < 4; ++mt) a[mt] = As[kk + tq][wm + mt * 8 + gq];
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt) b[nt] = Bs[kk + tq][wn + nt * 8 + gq];
+#pragma unroll
+      for (int mt = 0; mt < 4; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt) mmaF64(acc[mt][nt][0], acc[mt][nt][1], a[mt], b[nt]);
+    }
+    __syncthreads();
+  }
+  TC* C = static_cast<TC*>(g.C);
+#pragma unroll
+  for (int mt = 0; mt < 4; ++mt) {
+    const int64_t i = i0 + wm + mt * 8 + gq;
+    if (i >= g.M) continue;
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int64_t j = j0 + wn + nt * 8 + 2 * tq + h;
+        if (j < g.N) C[i * g.ldc + j] = TC(acc[mt][nt][h]);
+      }
+  }
+}
+
+template <typename TA, typename TB, typename TC>
+__global__ void __launch_bounds__(kThreads) gemm64Kernel(const Gemm64Args g) {
+  __shared__ double As[BK][BM + 1];
+  __shared__ double Bs[BK][BN + 1];
+  const int tid = threadIdx.x;
+  const int tx = tid % 16, ty = tid / 16;
+  const int64_t i0 = int64_t(blockIdx.y) * BM, j0 = int64_t(blockIdx.x) * BN;
+  double acc[TM][TN];
+#pragma unroll
+  for (int u = 0; u < TM; ++u)
+#pragma unroll
+    for (int w = 0; w < TN; ++w) acc[u][w] = 0.0;
+  for (int64_t p0 = 0; p0 < g.K; p0 += BK) {
+    loadSlice<TA, TB, BM + 1>(g, i0, j0, p0, As, Bs);
+    __syncthreads();
+#pragma unroll
+    for (int pp = 0; pp < BK; ++pp) {
+      double a[TM], b[TN];
+#pragma unroll
+      for (int u = 0; u < TM; ++u) a[u] = As[pp][ty + 16 * u];
+#pragma unroll
+      for (int w = 0; w < TN; ++w) b[w] = Bs[pp][tx + 16 * w];
+#pragma unroll
+      for (int u = 0; u < TM; ++u)
+#pragma unroll
+        for (int w = 0; w < TN; ++w) acc[u][w] = fma(a[u], b[w], acc[u][w]);
+    }
+    __syncthreads();
+  }
+  TC* C = static_cast<TC*>(g.C);
+#pragma unroll
+  for (int u = 0; u < TM; ++u) {
+    const int64_t i = i0 + ty + 16 * u;
+    if (i >= g.M) continue;
+#pragma unroll
+    for (int w = 0; w < TN; ++w) {
+      const int64_t j = j0 + tx + 16 * w;
+      if (j < g.N) C[i * g.ldc + j] = TC(acc[u][w]);
+    }
+  }
+}
+
+template <typename TA, typename TB, typename TC>
+void launch(cudaStream_t st, const Gemm64Args& g, dim3 grid, bool tensor) {
+  if (tensor) gemm64TensorKernel<TA, TB, TC><<<grid, kThreads, 0, st>>>(g);
+  else gemm64Kernel<TA, TB, TC><<<grid, kThreads, 0, st>>>(g);
+}
+
+template <typename TA, typename TB>
+void launchC(cudaStream_t st, const Gemm64Args& g, dim3 grid, bool tensor) {
+  if (g.cType == Real::F32) launch<TA, TB, float>(st, g, grid, tensor);
+  else launch<TA, TB, double>(st, g, grid, tensor);
+}
+
+template <typename TA>
+void launchB(cudaStream_t st, const Gemm64Args& g, dim3 grid, bool tensor) {
+  if (g.bType == Real::F32) launchC<TA, float>(st, g, grid, tensor);
+  else launchC<TA, double>(st, g, grid, tensor);
+}
+
+}  // namespace
+
+Status gemm64(int dev, cudaStream_t st, const Gemm64Args& g) {
+  if (g.M <= 0 || g.N <= 0) return Status();
+  if ((g.N + BN - 1) / BN > INT32_MAX || (g.M + BM - 1) / BM > 65535) return invalidArg("gemm64: too large");
+  int major = 0;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) return lastError("gemm64");
+  static const bool simt = [] {  // SLIMOPT_GEMM64=simt: the SIMT kernel everywhere (diagnostics)
+    const char* e = std::getenv("SLIMOPT_GEMM64");
+    return e != nullptr && std::string(e) == "simt";
+  }();
+  const bool tensor = major >= 8 && !simt;
+  const dim3 grid(unsigned((g.N + BN - 1) / BN), unsigned((g.M + BM - 1) / BM));
+  if (g.aType == Real::F32) launchB<float>(st, g, grid, tensor);
+  else launchB<double>(st, g, grid, tensor);
+  return lastError("gemm64");
+}
+
+}  // namespace gpu
+}  // namespace slimopt
