@@ -662,10 +662,15 @@ class Refresher {
     const size_t bytes = size_t(k) * k * sizeof(T);
     int optin = 0;
     cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev_);
-    // Static shared memory of the kernel is ~16.4 KB (f32) or ~24.6 KB (f64); keep a margin.
-    a.shared = bytes + (sizeof(T) == 4 ? 20 : 28) * 1024 <= size_t(optin) ? 1 : 0;
+    // The 48 KB a launch gets without opting in counts static and dynamic shared memory together
+    // (the f64 kernel's static part is ~24.6 KB, so k = 64 already needs the opt-in).
+    cudaFuncAttributes fa{};
+    size_t staticBytes = (sizeof(T) == 4 ? 20 : 28) * 1024;
+    if (cudaFuncGetAttributes(&fa, jacobiKernel<T>) == cudaSuccess) staticBytes = fa.sharedSizeBytes;
+    else (void)cudaGetLastError();
+    a.shared = staticBytes + bytes + 1024 <= size_t(optin) ? 1 : 0;
     const size_t dyn = a.shared ? bytes : 0;
-    if (dyn > 48 * 1024) {
+    if (dyn > 0 && staticBytes + dyn > 48 * 1024) {
       cudaError_t e = cudaFuncSetAttribute(jacobiKernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(dyn));
       if (e != cudaSuccess) { (void)cudaGetLastError(); a.shared = 0; }
     }
