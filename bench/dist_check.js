@@ -9,7 +9,6 @@
 // Bench: all-reduce bus bandwidth (NCCL's definition: bytes × 2(N−1)/N over the time), the step
 // time of DistributedOptimizer over a slice of the DESIGN §6 workload, and the bytes each rank
 // hands NCCL per step. Rank 0 writes <outDir>/dist-<N>.json.
-process.env.SLIMOPT_EXPERIMENTAL = process.env.SLIMOPT_EXPERIMENTAL ?? "1";
 const fs = require("fs");
 const path = require("path");
 const s = require("../dist");

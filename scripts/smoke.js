@@ -102,14 +102,7 @@ async function linalgOptimizers(dev) {
       opt.dispose();
       return w;
     };
-    let gpu;
-    try {
-      gpu = await run(dev);
-    } catch (e) {
-      // GaLore's CUDA path is gated until validated (SLIMOPT_EXPERIMENTAL=1): say so, do not hide it.
-      if (e && e.code === "E_DEVICE" && name === "GaLoreAdamW") { out[name] = { gated: String(e.message) }; continue; }
-      throw e;
-    }
+    const gpu = await run(dev);
     const cpu = await run(slimopt.device("cpu"));
     let num = 0, den = 0;
     for (let i = 0; i < n; i++) { const a = gpu[i] - w0[i], b = cpu[i] - w0[i]; num += (a - b) ** 2; den += b * b; }

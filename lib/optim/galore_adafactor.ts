@@ -14,7 +14,7 @@ import { Parameter } from "../parameter";
 import { Tensor, zeros } from "../tensor";
 import { Adafactor, adafactorHyper, AdafactorOptions, GroupState, scanInto } from "./adafactor";
 import {
-  galoreCudaAllowed, ProjType, refreshProjectors, refreshWorkspaceFloats, rShape, Side, sideOf, validateProjection, view2d, workspace,
+  ProjType, refreshProjectors, refreshWorkspaceFloats, rShape, Side, sideOf, validateProjection, view2d, workspace,
 } from "./galore";
 import { ParamGroup, ParamGroupSpec, StateDict } from "./optimizer";
 
@@ -67,13 +67,6 @@ export class GaLoreAdafactor extends Adafactor {
 
   constructor(params: Parameter[] | ParamGroupSpec<GaLoreAdafactorOptions>[], defaults: GaLoreAdafactorOptions = {}) {
     super(params, { ...DEFAULTS, ...defaults });
-    if (!galoreCudaAllowed()) {
-      this.paramGroups.forEach((g, gi) => {
-        if (isRanked(g) && this.groupDevice(g).kind === "cuda")
-          fail("E_DEVICE", `group ${gi}: GaLoreAdafactor's rank groups run on the CPU for now (GaLore's CUDA refresh is not yet validated); ` +
-                           "set SLIMOPT_EXPERIMENTAL=1 to try it");
-      });
-    }
   }
 
   protected validateGroup(g: ParamGroup<GaLoreAdafactorOptions>, gi: number): void {

@@ -5,7 +5,6 @@ import { relErr, Rng, roundTo } from "../reference";
 
 // GaLoreAdafactor's rank groups are refused on CUDA until GaLore's CUDA refresh is validated; the
 // check below does not depend on that refresh (its projectors come from the CPU).
-process.env.SLIMOPT_EXPERIMENTAL = "1";
 
 const hasCuda = devices().length > 1;
 const suite = hasCuda ? describe : describe.skip;

@@ -2,7 +2,6 @@
 // checkpoints moving between devices, save() ordered on the stream, refusals leaving device state
 // bit-identical, and the reference Python reader (bench/check_safetensors.py) where installed.
 // GaLore's CUDA path is gated while it is being validated (lib/optim/galore.ts); round trips still apply.
-process.env.SLIMOPT_EXPERIMENTAL = "1";
 import { spawnSync } from "child_process";
 import { createHash } from "crypto";
 import * as fs from "fs";

@@ -1,7 +1,6 @@
 // A world of one rank on the GPU through NCCL (when it loads: the same code path as N ranks),
 // collectives on device tensors, DistributedOptimizer against the wrapped optimizer's own bits.
 // N ranks: bench/dist_check.js under `slimopt launch` on a multi-GPU machine.
-process.env.SLIMOPT_EXPERIMENTAL = process.env.SLIMOPT_EXPERIMENTAL ?? "1";  // GaLore CUDA rank groups (see lib/optim/galore.ts)
 import { initProcessGroup, ncclInfo, ProcessGroup } from "../../lib";
 import { collectivesOfOne, worldOfOneMatchesPlain, wrapperRefusals } from "../dist_helpers";
 

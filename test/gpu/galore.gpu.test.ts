@@ -1,7 +1,5 @@
 // GaLore on CUDA against the CPU backend on the same inputs, with cuBLAS and with the built-in
 // kernels forced. Skipped where no CUDA device exists.
-// The CUDA path is gated while it is being validated (see lib/optim/galore.ts).
-process.env.SLIMOPT_EXPERIMENTAL = "1";
 import { devices, GaLoreAdamW, gemm, Parameter, ProjType, setBuiltinLinalg, linalgPaths, tensor, Tensor, DType } from "../../lib";
 import { relErr, Rng } from "../reference";
 import { geometricGradient, separatedGradient } from "../galore_reference";

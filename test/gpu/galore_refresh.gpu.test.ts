@@ -4,7 +4,6 @@
 // (exact; a sign flip; another index = order; nothing = wrong vectors), at the first refresh and
 // at the second (the sign rule against the previous P). It prints what mismatches, and asserts.
 // Skipped where no CUDA device exists.
-process.env.SLIMOPT_EXPERIMENTAL = "1";
 import { devices, GaLoreAdamW, gemm, Parameter, ProjType, setBuiltinLinalg, linalgPaths, tensor } from "../../lib";
 import { relErr, Rng } from "../reference";
 import { geometricGradient, separatedGradient } from "../galore_reference";

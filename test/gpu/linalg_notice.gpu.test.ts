@@ -3,7 +3,6 @@
 // Apollo (rank > 1) gives the same notice. Run it with the libraries hidden too:
 //   scripts/without_cuda_math_libs.sh npx jest test/gpu/linalg_notice
 // Skipped where no CUDA device exists.
-process.env.SLIMOPT_EXPERIMENTAL = "1";  // the CUDA GaLore path is gated (lib/optim/galore.ts)
 import { Apollo, devices, GaLoreAdamW, linalgPaths, Parameter, zeros } from "../../lib";
 
 const hasCuda = devices().length > 1;

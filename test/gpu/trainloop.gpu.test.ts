@@ -8,7 +8,6 @@ import { relErr, Rng } from "../reference";
 
 // GaLore's rank groups are refused on CUDA until its refresh is validated; stepParam = step() holds
 // whatever the refresh computes (both run the same kernels), so the check runs them anyway.
-process.env.SLIMOPT_EXPERIMENTAL = "1";
 
 const hasCuda = devices().length > 1;
 const suite = hasCuda ? describe : describe.skip;

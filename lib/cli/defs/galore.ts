@@ -6,7 +6,7 @@
 // labelled "linalg": "cublas" | "builtin" (the solver in use is named in "solver").
 import { Device } from "../../device";
 import { linalgPaths, setBuiltinLinalg } from "../../linalg";
-import { allowExperimentalGaloreCuda, GaLoreAdamW } from "../../optim/galore";
+import { GaLoreAdamW } from "../../optim/galore";
 import { Optimizer, GroupOptions } from "../../optim/optimizer";
 import { Parameter } from "../../parameter";
 import { randn } from "../../tensor";
@@ -49,7 +49,6 @@ function stepCase(ctx: BenchContext, want: number, linalg: Linalg): BenchCase {
     peakExtraBytesPerParam: 0,
     options: { rank, updateProjGap: 200, scale: 0.25, projType: "std", precision: "tf32", refresh: "none (steady step)" },
     make: (params) => {
-      allowExperimentalGaloreCuda();  // rows measure the CUDA path, which is not yet validated
       const o = new GaLoreAdamW([{ params, rank, updateProjGap: 1_000_000_000, scale: 0.25, projType: "std" }], HYPER);
       o.benchSkipFirstRefresh();
       return o as unknown as Optimizer<GroupOptions>;
@@ -85,7 +84,6 @@ async function runRefresh(ctx: BenchContext, rank: number): Promise<BenchRow> {
     });
     const r = Math.min(rank, ...workload.matrices.map((m) => Math.min(...m.shape)));
     // Gap 1: every step refreshes all 28 projectors (exact). The steady optimizer never refreshes.
-    allowExperimentalGaloreCuda();
     const withRefresh = new GaLoreAdamW([{ params, rank: r, updateProjGap: 1, projType: "std", projector: "svd" }], HYPER);
     const steady = new GaLoreAdamW([{ params, rank: r, updateProjGap: 1_000_000_000, projType: "std" }], HYPER);
     steady.benchSkipFirstRefresh();
