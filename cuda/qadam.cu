@@ -78,8 +78,8 @@ struct Params {
   int32_t* flags;  // scratch[2 ..]: one per block
 };
 
-// Shared memory: values of A and B, A's finder table (both signs), B's (non-negative half, plus
-// one entry so that every region is a multiple of 8 bytes).
+// Shared memory: values of A and B, A's finder table (both signs), B's (from nonNegativeFirst on:
+// v >= 0). Every region is a multiple of 8 bytes.
 // Then each warp's staging buffers (kStages tiles, see stageTile).
 struct SmemLayout {
   uint32_t valB, tabA, tabB, tabBBytes, stages, bytes;  // byte offsets (valA at 0), sizes
@@ -88,8 +88,8 @@ __host__ __device__ inline SmemLayout smemLayout(const QuantFinder& fA, const Qu
   SmemLayout l;
   l.valB = fA.nCodes * 4;
   l.tabA = l.valB + fB.nCodes * 4;
-  l.tabB = l.tabA + fA.sideEntries * 8;
-  l.tabBBytes = ((fB.sideEntries + 1) * 4 + 7) & ~7u;
+  l.tabB = l.tabA + fA.entries * 4;
+  l.tabBBytes = (fB.entries - nonNegativeFirst(fB)) * 4;
   l.stages = (l.tabB + l.tabBBytes + 15) & ~15u;
   l.bytes = l.stages + kWarps * kStages * kStageBytes;
   return l;
@@ -176,16 +176,16 @@ struct SlotCodes {
   __device__ __forceinline__ uint32_t get(int k) const {
     return kBits == 8 ? byteOf(w[k / 4], k % 4) : (w[0] >> (4 * k)) & 0xfu;
   }
-  // Packs findCode's words (code in byte 0) with byte permutes; 4-bit codes are < 16, so the odd
+  // Packs findCode's words (code in byte 3) with byte permutes; 4-bit codes are < 16, so the odd
   // elements' bytes shifted up a nibble fill the high nibbles.
   __device__ __forceinline__ void pack(const uint32_t (&c)[V]) {
     if constexpr (kBits == 8) {
 #pragma unroll
-      for (int i = 0; i < kWords; ++i) w[i] = packBytes(c[4 * i], c[4 * i + 1], c[4 * i + 2], c[4 * i + 3]);
+      for (int i = 0; i < kWords; ++i) w[i] = packCodes(c[4 * i], c[4 * i + 1], c[4 * i + 2], c[4 * i + 3]);
     } else if constexpr (V == 8) {
-      w[0] = packBytes(c[0], c[2], c[4], c[6]) | (packBytes(c[1], c[3], c[5], c[7]) << 4);
+      w[0] = packCodes(c[0], c[2], c[4], c[6]) | (packCodes(c[1], c[3], c[5], c[7]) << 4);
     } else {  // 16 bits used
-      w[0] = __byte_perm(c[0], c[2], 0x0040) | (__byte_perm(c[1], c[3], 0x0040) << 4);
+      w[0] = __byte_perm(c[0], c[2], 0x0073) | (__byte_perm(c[1], c[3], 0x0073) << 4);
     }
   }
 };
@@ -521,8 +521,8 @@ __global__ void __launch_bounds__(kThreads, 2) qadamKernel(const Params p) {
   const SmemLayout L = smemLayout(p.fA, p.fB);
   stageToShared(sm, p.blobA, p.fA.nCodes * 4);
   stageToShared(sm + L.valB, p.blobB, p.fB.nCodes * 4);
-  stageToShared(sm + L.tabA, p.blobA + p.fA.nCodes * 4, size_t(p.fA.sideEntries) * 8);
-  stageToShared(sm + L.tabB, p.blobB + p.fB.nCodes * 4, L.tabBBytes);
+  stageToShared(sm + L.tabA, p.blobA + p.fA.nCodes * 4, size_t(p.fA.entries) * 4);
+  stageToShared(sm + L.tabB, p.blobB + (p.fB.nCodes + nonNegativeFirst(p.fB)) * 4, L.tabBBytes);
   // Every block reads the step before the barrier; block 0 writes it only after.
   if (threadIdx.x == 0) {
     const int32_t t = p.counters->step + 1;
@@ -580,7 +580,7 @@ __global__ void __launch_bounds__(kThreads, 2) qadamKernel(const Params p) {
     mp.valA = reinterpret_cast<const float*>(sm);
     mp.valB = reinterpret_cast<const float*>(sm + L.valB);
     mp.tabA = finderBase(reinterpret_cast<const uint32_t*>(sm + L.tabA), p.fA);
-    mp.tabB = finderBase(reinterpret_cast<const uint32_t*>(sm + L.tabB), p.fB);
+    mp.tabB = finderBaseNonNegative(reinterpret_cast<const uint32_t*>(sm + L.tabB), p.fB);
     mp.fA = p.fA;
     mp.fB = p.fB;
     const int lane = threadIdx.x & 31;

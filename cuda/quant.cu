@@ -52,20 +52,20 @@ __device__ __forceinline__ void loadTile(const void* x, int64_t base, int64_t n,
   }
 }
 
-// Codes of one slot (findCode's words: code in byte 0): packed with byte permutes into one 4- or
+// Codes of one slot (findCode's words: code in byte 3): packed with byte permutes into one 4- or
 // 8-byte store when `full`.
 template <int V>
 __device__ __forceinline__ void storeCodes(uint8_t* codes, int64_t e0, int64_t n, bool full, const uint32_t (&c)[V]) {
   if (full) {
     if constexpr (V == 4) {
-      *reinterpret_cast<uint32_t*>(codes + e0) = packBytes(c[0], c[1], c[2], c[3]);
+      *reinterpret_cast<uint32_t*>(codes + e0) = packCodes(c[0], c[1], c[2], c[3]);
     } else {
-      *reinterpret_cast<uint2*>(codes + e0) = make_uint2(packBytes(c[0], c[1], c[2], c[3]), packBytes(c[4], c[5], c[6], c[7]));
+      *reinterpret_cast<uint2*>(codes + e0) = make_uint2(packCodes(c[0], c[1], c[2], c[3]), packCodes(c[4], c[5], c[6], c[7]));
     }
   } else {
 #pragma unroll
     for (int k = 0; k < V; ++k)
-      if (e0 + k < n) codes[e0 + k] = uint8_t(c[k]);
+      if (e0 + k < n) codes[e0 + k] = uint8_t(c[k] >> 24);
   }
 }
 
@@ -186,7 +186,7 @@ __global__ void __launch_bounds__(kThreads, 6) quantizeKernel(const void* __rest
                                                            const uint32_t* __restrict__ tableG, const QuantFinder f,
                                                            bool aligned) {
   extern __shared__ uint2 sQuantTable[];
-  stageToShared(sQuantTable, tableG, size_t(f.sideEntries) * 8);
+  stageToShared(sQuantTable, tableG, size_t(f.entries) * 4);
   __syncthreads();
   const uint32_t* table = finderBase(reinterpret_cast<const uint32_t*>(sQuantTable), f);
   constexpr int64_t kUnit = kBlock > kQuantTile ? kBlock : kQuantTile;
@@ -281,7 +281,7 @@ template <DType D, int kBlock>
 Status launchQuantize(int dev, cudaStream_t st, const void* x, int64_t n, uint8_t* codes, float* absmax,
                       const void* mapBlob, const QuantFinder& f) {
   auto kernel = quantizeKernel<D, kBlock>;
-  const size_t smem = size_t(f.sideEntries) * 8;
+  const size_t smem = size_t(f.entries) * 4;
   if (smem > 48 * 1024) {
     cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
     if (e != cudaSuccess) return statusOf(e, "quantizeBlockwise (shared memory)");
@@ -323,7 +323,7 @@ Status launchDequantize(int dev, cudaStream_t st, const uint8_t* codes, const fl
 }
 
 bool validBlock(int64_t b) { return b >= 64 && b <= 4096 && (b & (b - 1)) == 0; }
-bool validMap(const QuantFinder& f) { return (f.nCodes == 16 || f.nCodes == 256) && f.sideEntries > 0; }
+bool validMap(const QuantFinder& f) { return (f.nCodes == 16 || f.nCodes == 256) && f.entries > 0 && f.entries % 2 == 0; }
 
 }  // namespace
 
