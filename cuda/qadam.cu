@@ -32,7 +32,6 @@
 #include <cuda_pipeline_primitives.h>
 #include <cuda_runtime.h>
 #include <algorithm>
-#include <cfloat>
 #include <climits>
 #include <map>
 #include <mutex>
@@ -109,7 +108,7 @@ struct Ctx {
   uint64_t seed;
   int32_t t;
   bool stochastic;
-  bool normalDenom;  // eps >= FLT_MIN: the staged path's cheaper exact division (qadamParam)
+  bool normalDenom;  // qadamNormalDenom: the staged path's cheaper sqrt and division (qadamParam)
 };
 
 // ---- phase 1: does [begin, end) of this gradient hold a NaN/Inf? (the whole block scans) ------
@@ -575,7 +574,7 @@ __global__ void __launch_bounds__(kThreads, 2) qadamKernel(const Params p) {
     c.t = sStep;
     c.seed = p.hyper.seed;
     c.stochastic = p.hyper.stochasticRounding != 0;
-    c.normalDenom = p.hyper.eps >= FLT_MIN;
+    c.normalDenom = qadamNormalDenom(c.s);
     Maps mp;
     mp.valA = reinterpret_cast<const float*>(sm);
     mp.valB = reinterpret_cast<const float*>(sm + L.valB);

@@ -159,14 +159,22 @@ SLIMOPT_HD void qadamMoments(float g, float& m, float& v, const AdamwScalars& s)
 // The parameter update from the new moments (torch AdamW convention). On the device sqrt and the
 // division are the hardware approximations (a few ulp; the exact ones cost ~18 instructions per
 // element, a fifth of the step's arithmetic); W alone depends on them, never the states.
-// kNormalDenom: the caller knows eps >= 2^-126 (FLT_MIN), so every denominator sqrt(v)*k + eps is
-// normal (>= eps, or NaN/inf): the approximate division's rescaling of subnormal divisors is then
-// dead, and m * rcp(denom) is its result bit for bit, in 2 instructions instead of 6.
+// kNormalDenom: the caller knows that eps >= 2^-126 (FLT_MIN) and eps >= k * 2^-37 (k =
+// invSqrtBc2; qadamNormalDenom). The first makes every denominator sqrt(v)*k + eps normal (>= eps,
+// or NaN/inf): the approximate division's rescaling of subnormal divisors is then dead, and
+// m * rcp(denom) is its result bit for bit, in 2 instructions instead of 6. The second lets the
+// sqrt flush a subnormal v to 0 (1 instruction instead of 4): sqrt(v) < 2^-63 there, so sqrt(v)*k
+// is below half an ulp of eps and the denominator rounds to eps either way, the same bits.
+SLIMOPT_HD bool qadamNormalDenom(const AdamwScalars& s) {
+  return s.eps >= 0x1p-126f && s.eps >= s.invSqrtBc2 * 0x1p-37f;
+}
+
 template <bool kNormalDenom = false>
 SLIMOPT_HD float qadamParam(float w, float m, float v, const AdamwScalars& s) {
 #if defined(__CUDA_ARCH__)
   float sq;
-  asm("sqrt.approx.f32 %0, %1;" : "=f"(sq) : "f"(v));
+  if (kNormalDenom) asm("sqrt.approx.ftz.f32 %0, %1;" : "=f"(sq) : "f"(v));
+  else asm("sqrt.approx.f32 %0, %1;" : "=f"(sq) : "f"(v));
   const float denom = fmaf(sq, s.invSqrtBc2, s.eps);
   float q;
   if (kNormalDenom) {
