@@ -386,9 +386,11 @@ __device__ __forceinline__ void quantizedTile(const QAdamTensor& T, int64_t base
   }
 
   // The new absmax of each block, over the lanes (and slots) that hold it, and its inverse (once
-  // per block, not per slot).
+  // per block, not per slot). A block of whole slots: m's and v's in one reduction (warpMaxPair),
+  // after which lane 0 holds m's absmax and lane 16 v's (absmaxOut).
+  constexpr bool kPair = QB >= 32 * V;
   float invA[S], invB[S];
-  if constexpr (QB >= 32 * V) {
+  if constexpr (kPair) {
     constexpr int SPB = QB / (32 * V);
 #pragma unroll
     for (int s0 = 0; s0 < S; s0 += SPB) {
@@ -398,15 +400,11 @@ __device__ __forceinline__ void quantizedTile(const QAdamTensor& T, int64_t base
         a = fmaxf(a, mxA[s0 + j]);
         b = fmaxf(b, mxB[s0 + j]);
       }
-      a = groupMax<32>(a);
-      b = groupMax<32>(b);
-      const float ia = quantInverse(a), ib = quantInverse(b);
+      mxA[s0] = warpMaxPair(a, b, lane, invA[s0], invB[s0]);
 #pragma unroll
-      for (int j = 0; j < SPB; ++j) {
-        mxA[s0 + j] = a;
-        mxB[s0 + j] = b;
-        invA[s0 + j] = ia;
-        invB[s0 + j] = ib;
+      for (int j = 1; j < SPB; ++j) {
+        invA[s0 + j] = invA[s0];
+        invB[s0 + j] = invB[s0];
       }
     }
   } else {
@@ -418,6 +416,7 @@ __device__ __forceinline__ void quantizedTile(const QAdamTensor& T, int64_t base
       invB[s] = quantInverse(mxB[s]);
     }
   }
+  float* const absmaxOut = lane & 16 ? T.absmaxB : T.absmaxA;
 
 #pragma unroll
   for (int s = 0; s < S; ++s) {
@@ -438,7 +437,10 @@ __device__ __forceinline__ void quantizedTile(const QAdamTensor& T, int64_t base
       storeCodes<kBits, V>(codesA, e0, n, false, ca);
       storeCodes<kBits, V>(codesB, e0, n, false, cb);
     }
-    if ((s * 32 * V + lane * V) % QB == 0 && (kStaged || e0 < n)) {
+    if constexpr (kPair) {
+      const int64_t b0 = base + s * 32 * V;  // the block's first element
+      if ((s * 32 * V) % QB == 0 && (lane & 15) == 0 && (kStaged || b0 < n)) absmaxOut[b0 / QB] = mxA[s];
+    } else if ((s * 32 * V + lane * V) % QB == 0 && (kStaged || e0 < n)) {
       T.absmaxA[e0 / QB] = mxA[s];
       T.absmaxB[e0 / QB] = mxB[s];
     }

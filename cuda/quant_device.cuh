@@ -132,6 +132,20 @@ __device__ __forceinline__ float groupMax(float x) {
   return x;
 }
 
+// The max over the warp of a and of b, and the inverse of each, in one reduction and one
+// quantInverse (every lane must call): lanes 0-15 reduce a, lanes 16-31 b. Returns this lane's
+// half's max (a's on lanes 0-15, b's on 16-31); invA and invB come back on every lane.
+__device__ __forceinline__ float warpMaxPair(float a, float b, int lane, float& invA, float& invB) {
+  const bool upper = lane & 16;
+  float x = upper ? b : a;
+  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, upper ? a : b, 16));
+  x = groupMax<16>(x);
+  const float inv = quantInverse(x);
+  invA = __shfl_sync(0xffffffffu, inv, 0);
+  invB = __shfl_sync(0xffffffffu, inv, 16);
+  return x;
+}
+
 // Copies `bytes` (a multiple of 8) from global to shared memory with the whole block.
 __device__ __forceinline__ void stageToShared(void* dst, const void* src, size_t bytes) {
   const uint2* s = static_cast<const uint2*>(src);
