@@ -493,20 +493,14 @@ __device__ __forceinline__ bool prefetchTile(uint8_t* st, const QAdamTensor& T, 
   return true;
 }
 
+// The descriptor in five 16-byte reads (the list is 16-byte aligned: qadamStep checks it).
 __device__ __forceinline__ QAdamTensor loadTensor(const QAdamTensor* T) {
+  static_assert(sizeof(QAdamTensor) == 80 && alignof(QAdamTensor) == 16, "QAdamTensor is read as five uint4");
+  uint4 w[5];
+#pragma unroll
+  for (int k = 0; k < 5; ++k) w[k] = __ldg(reinterpret_cast<const uint4*>(T) + k);
   QAdamTensor r;
-  r.param = T->param;
-  r.grad = T->grad;
-  r.stateA = T->stateA;
-  r.stateB = T->stateB;
-  r.absmaxA = T->absmaxA;
-  r.absmaxB = T->absmaxB;
-  r.numel = __ldg(&T->numel);
-  r.tileBegin = __ldg(&T->tileBegin);
-  r.paramDtype = dtypeOf(T);
-  r.quantized = __ldg(&T->quantized);
-  r.vectorOk = __ldg(&T->vectorOk);
-  r.seedSalt = __ldg(&T->seedSalt);
+  memcpy(&r, w, sizeof r);
   return r;
 }
 
@@ -699,6 +693,7 @@ Status qadamStep(int dev, const QAdamTensor* tensors, int32_t nTensors, int64_t 
     return invalidArg("qadamStep: bad tensor list");
   if (!counters) return invalidArg("qadamStep: counters is null");
   if (!scratch) return invalidArg("qadamStep: scratch is null");
+  if (reinterpret_cast<uintptr_t>(tensors) & 15) return invalidArg("qadamStep: tensor list not 16-byte aligned");
   cudaStream_t st;
   Status ok = deviceStream(dev, &st, "qadamStep");
   if (!ok.ok()) return ok;

@@ -102,7 +102,7 @@ SLIMOPT_HD int quantBlockSize(int bits) { return bits == 8 ? 256 : 128; }
 // One tensor of a quantized-Adam group. Quantized tensors hold codes (u8 for 8 bits, two codes
 // per byte for 4 bits, element 2j in the low nibble) and one f32 absmax per block and state;
 // tensors under minSize8bit hold f32 m and v (`quantized` = 0) and run the same math unquantized.
-struct QAdamTensor {
+struct alignas(16) QAdamTensor {  // 80 bytes, 16-aligned: the kernels load it in five 16-byte reads
   void* param;
   const void* grad;      // same dtype as param
   void* stateA;          // m: codes, or f32
