@@ -284,32 +284,61 @@ __device__ __forceinline__ void drawRounding(const QAdamTensor& T, int64_t e0, c
   }
 }
 
-// Copies the tile at `base` of a quantized tensor (a full tile, 16-byte aligned) into a stage
-// with cp.async; every lane of the warp takes part. Completion: the caller's commit / wait.
+// This lane's sources of the tile at `base` of a quantized tensor (a full tile, 16-byte aligned),
+// which stage() copies into a stage with cp.async (every lane of the warp takes part; completion:
+// the caller's commit / wait) and advance() moves to another tile of the tensor. kWide: f32 W and
+// G, 1024 bytes each, two 16-byte chunks per lane (else one).
+template <int kBits, bool kWide>
+struct TileSources {
+  static constexpr int QB = kBits == 8 ? 256 : 128;
+  static constexpr int ES = kWide ? 4 : 2;
+  static constexpr int kCodeLanes = kQuantTile * kBits / 8 / 16;  // lanes copying 16 bytes of codes
+  static constexpr int kAbsLanes = kQuantTile / QB;                 // lanes copying one absmax
+  const uint8_t *w, *g, *ca, *cb;
+  const float *aa, *ab;
+  __device__ __forceinline__ TileSources(const QAdamTensor& T, int64_t base, int lane) {
+    const int64_t off = base * ES + lane * 16;
+    w = static_cast<const uint8_t*>(T.param) + off;
+    g = static_cast<const uint8_t*>(T.grad) + off;
+    const int64_t co = base * kBits / 8 + (lane < kCodeLanes ? lane * 16 : 0);  // idle lanes: in bounds
+    ca = static_cast<const uint8_t*>(T.stateA) + co;
+    cb = static_cast<const uint8_t*>(T.stateB) + co;
+    const int64_t ao = base / QB + (lane < kAbsLanes ? lane : 0);
+    aa = T.absmaxA + ao;
+    ab = T.absmaxB + ao;
+  }
+  __device__ __forceinline__ void stage(uint8_t* st, int lane) const {
+    uint8_t* sl = st + lane * 16;
+    __pipeline_memcpy_async(sl + kStW, w, 16);
+    __pipeline_memcpy_async(sl + kStG, g, 16);
+    if (kWide) {
+      __pipeline_memcpy_async(sl + kStW + 512, w + 512, 16);
+      __pipeline_memcpy_async(sl + kStG + 512, g + 512, 16);
+    }
+    if (lane < kCodeLanes) {
+      __pipeline_memcpy_async(sl + kStCA, ca, 16);
+      __pipeline_memcpy_async(sl + kStCB, cb, 16);
+    }
+    if (lane < kAbsLanes) {
+      __pipeline_memcpy_async(st + kStAA + lane * 4, aa, 4);
+      __pipeline_memcpy_async(st + kStAB + lane * 4, ab, 4);
+    }
+  }
+  template <int kTiles>
+  __device__ __forceinline__ void advance() {
+    w += kTiles * kQuantTile * ES;
+    g += kTiles * kQuantTile * ES;
+    ca += kTiles * kQuantTile * kBits / 8;
+    cb += kTiles * kQuantTile * kBits / 8;
+    aa += kTiles * (kQuantTile / QB);
+    ab += kTiles * (kQuantTile / QB);
+  }
+};
+
 template <int kBits>
 __device__ __forceinline__ void stageTile(uint8_t* st, const QAdamTensor& T, int64_t base, int lane) {
-  constexpr int QB = kBits == 8 ? 256 : 128;
-  constexpr int kCodeBytes = kQuantTile * kBits / 8;
-  const bool wide = T.paramDtype == DType::F32;  // 1024 bytes of W (and of G): two chunks per lane
-  const int64_t off = base * (wide ? 4 : 2) + lane * 16;
-  const uint8_t* w = static_cast<const uint8_t*>(T.param) + off;
-  const uint8_t* g = static_cast<const uint8_t*>(T.grad) + off;
-  uint8_t* sl = st + lane * 16;
-  __pipeline_memcpy_async(sl + kStW, w, 16);
-  __pipeline_memcpy_async(sl + kStG, g, 16);
-  if (wide) {
-    __pipeline_memcpy_async(sl + kStW + 512, w + 512, 16);
-    __pipeline_memcpy_async(sl + kStG + 512, g + 512, 16);
-  }
-  if (lane < kCodeBytes / 16) {
-    const int64_t co = base * kBits / 8 + lane * 16;
-    __pipeline_memcpy_async(sl + kStCA, static_cast<const uint8_t*>(T.stateA) + co, 16);
-    __pipeline_memcpy_async(sl + kStCB, static_cast<const uint8_t*>(T.stateB) + co, 16);
-  }
-  if (lane < kQuantTile / QB) {
-    __pipeline_memcpy_async(st + kStAA + lane * 4, T.absmaxA + base / QB + lane, 4);
-    __pipeline_memcpy_async(st + kStAB + lane * 4, T.absmaxB + base / QB + lane, 4);
-  }
+  if (T.paramDtype == DType::F32) TileSources<kBits, true>(T, base, lane).stage(st, lane);
+  else TileSources<kBits, false>(T, base, lane).stage(st, lane);
 }
 
 // One tile of a quantized tensor. kStaged: the tile is staged at `st` in shared memory (full and
@@ -485,6 +514,45 @@ __device__ __forceinline__ void runTile(const QAdamTensor& T, int64_t base, cons
   }
 }
 
+// Tiles base, base + kDir * 256, ... (kUnitTiles - 1 of them) of a quantized, aligned tensor, all full,
+// the first already staged at stage `parity`: each stages its successor into the other stage and
+// runs the staged path, without the general loop's per-tile tensor lookup and checks. Returns the
+// stage that then holds tile base + (kUnitTiles - 1) * kDir * 256, staged and committed.
+template <DType PT, int kBits, bool kNormalDenom, int kDir>
+__device__ __forceinline__ uint32_t leanTiles(const QAdamTensor& T, int64_t base, const Ctx& c, const Maps& mp,
+                                              int lane, uint8_t* stages, uint32_t parity) {
+  TileSources<kBits, PT == DType::F32> next(T, base + kDir * kQuantTile, lane);
+#pragma unroll 1
+  for (int j = 0; j < kUnitTiles - 1; ++j) {
+    __syncwarp();  // every lane is done reading the stage refilled now
+    next.stage(stages + (parity ^ 1u) * kStageBytes, lane);
+    next.template advance<kDir>();
+    __pipeline_commit();
+    __pipeline_wait_prior(1);  // this lane's copies of tile `base` have landed
+    __syncwarp();              // and every other lane's
+    quantizedTile<PT, kBits, true, kNormalDenom>(T, base, c, mp, lane, stages + parity * kStageBytes);
+    parity ^= 1u;
+    base += kDir * kQuantTile;
+  }
+  return parity;
+}
+
+template <int kBits, int kDir>
+__device__ __forceinline__ uint32_t leanRun(const QAdamTensor& T, int64_t base, const Ctx& c, const Maps& mp,
+                                            int lane, uint8_t* stages, uint32_t parity) {
+  switch (T.paramDtype) {
+    case DType::BF16:
+      return c.normalDenom ? leanTiles<DType::BF16, kBits, true, kDir>(T, base, c, mp, lane, stages, parity)
+                           : leanTiles<DType::BF16, kBits, false, kDir>(T, base, c, mp, lane, stages, parity);
+    case DType::F16:
+      return c.normalDenom ? leanTiles<DType::F16, kBits, true, kDir>(T, base, c, mp, lane, stages, parity)
+                           : leanTiles<DType::F16, kBits, false, kDir>(T, base, c, mp, lane, stages, parity);
+    default:
+      return c.normalDenom ? leanTiles<DType::F32, kBits, true, kDir>(T, base, c, mp, lane, stages, parity)
+                           : leanTiles<DType::F32, kBits, false, kDir>(T, base, c, mp, lane, stages, parity);
+  }
+}
+
 // Stages the tile of tensor T at `base` if it takes the staged path (quantized, full, aligned).
 template <int kBits>
 __device__ __forceinline__ bool prefetchTile(uint8_t* st, const QAdamTensor& T, int64_t base, int lane) {
@@ -612,6 +680,20 @@ __global__ void __launch_bounds__(kThreads, 2) qadamKernel(const Params p) {
     kCur = kNext;
     __pipeline_commit();
     while (pos < total) {
+      // A whole unit within one quantized, aligned tensor, every tile full (the common case): its
+      // first kUnitTiles - 1 tiles take leanRun; the last one goes the general way below, which
+      // claims the next unit and prefetches its first tile. (The unit's first tile is staged: the
+      // general prefetch stages every tile that qualifies.)
+      if (pos % kUnitTiles == 0 && pos + kUnitTiles <= total && ((staged >> parity) & 1u)) {
+        const QAdamTensor T = loadTensor(p.tensors + kCur);
+        const int64_t t0 = tileAt(pos), t1 = tileAt(pos + kUnitTiles - 1);
+        const int64_t lo = min(t0, t1) - T.tileBegin, hi = max(t0, t1) - T.tileBegin;
+        if (T.quantized && T.vectorOk && lo >= 0 && (hi + 1) * kQuantTile <= T.numel) {
+          parity = leanRun<kBits, kCheck ? -1 : 1>(T, (t0 - T.tileBegin) * kQuantTile, c, mp, lane, stages, parity);
+          staged |= 1u << parity;
+          pos += kUnitTiles - 1;
+        }
+      }
       // The next tile: the following one of this unit, else the first of the claimed next unit.
       int64_t next = pos + 1;
       if (next % kUnitTiles == 0 || next >= total) {
