@@ -148,6 +148,39 @@ __device__ __forceinline__ void quantizeTile(const void* x, const TileAhead<D>& 
   }
 }
 
+// blockSize 256, two full tiles (two blocks) at a time, the 16-byte slots already loaded: their
+// maxima in one warp reduction and one exact reciprocal (warpMaxPair: lanes 0-15 reduce tile 0,
+// lanes 16-31 tile 1), so that a block costs half a reduction.
+template <DType D>
+__device__ __forceinline__ void quantizeTilePair(const TileAhead<D>& t0, const TileAhead<D>& t1, uint8_t* codes,
+                                                 float* absmax, int64_t base0, const QuantFinder& f,
+                                                 const uint32_t* table, int lane) {
+  constexpr int V = Tile<D>::V, S = Tile<D>::S;
+  float v0[S][V], v1[S][V];
+#pragma unroll
+  for (int s = 0; s < S; ++s) {
+    unpack16<D>(t0.raw[s], v0[s]);
+    unpack16<D>(t1.raw[s], v1[s]);
+  }
+  float mx0 = 0.0f, mx1 = 0.0f;
+#pragma unroll
+  for (int s = 0; s < S; ++s)
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      mx0 = fmaxf(mx0, fabsf(v0[s][k]));
+      mx1 = fmaxf(mx1, fabsf(v1[s][k]));
+    }
+  float inv0, inv1;
+  const float mx = warpMaxPair(mx0, mx1, lane, inv0, inv1);  // tile 0's on lanes 0-15, tile 1's on 16-31
+  uint8_t* const c0 = codes + base0 + lane * V;
+#pragma unroll
+  for (int s = 0; s < S; ++s) {
+    encodeSlot<D>(v0[s], inv0, f, table, c0 + s * 32 * V, 0, 0, true);
+    encodeSlot<D>(v1[s], inv1, f, table, c0 + kQuantTile + s * 32 * V, 0, 0, true);
+  }
+  if ((lane & 15) == 0) absmax[base0 / kQuantTile + (lane >> 4)] = mx;
+}
+
 // blockSize > 256: the warp reads its block twice (max, then encode).
 template <DType D, int kBlock>
 __device__ __forceinline__ void quantizeBlock(const void* x, int64_t n, uint8_t* codes, float* absmax, int64_t base,
@@ -194,7 +227,27 @@ __global__ void __launch_bounds__(kThreads, 6) quantizeKernel(const void* __rest
   const int64_t units = (n + kUnit - 1) / kUnit;
   const int64_t nw = int64_t(gridDim.x) * kWarps;
   int64_t u = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5);
-  if constexpr (kBlock <= kQuantTile && D == DType::F32) {
+  if constexpr (kBlock == kQuantTile && D != DType::F32) {
+    // 16-bit input, blocks of 256: two tiles a step, 1 KB per warp in flight. Full pairs take
+    // quantizeTilePair; a pair at the end (or unaligned input) goes tile by tile, guarded. (With
+    // f32 the pair needs more than the 40 registers of 6 blocks per SM.)
+    const int64_t pairs = (units + 1) / 2;
+    for (; u < pairs; u += nw) {
+      const int64_t b0 = u * 2 * kUnit;
+      if (aligned && b0 + 2 * kUnit <= n) {
+        TileAhead<D> t0, t1;
+        t0.load(x, b0, n, true, lane);
+        t1.load(x, b0 + kUnit, n, true, lane);
+        quantizeTilePair<D>(t0, t1, codes, absmax, b0, f, table, lane);
+      } else {
+        for (int64_t b = b0; b < b0 + 2 * kUnit && b < n; b += kUnit) {
+          TileAhead<D> t;
+          t.load(x, b, n, aligned, lane);
+          quantizeTile<D, kBlock>(x, t, n, codes, absmax, b, f, table, lane);
+        }
+      }
+    }
+  } else if constexpr (kBlock <= kQuantTile && D == DType::F32) {
     // 1 KB per warp in flight is enough at full occupancy; loading ahead would cost occupancy.
     for (; u < units; u += nw) {
       TileAhead<D> cur;
@@ -288,7 +341,8 @@ Status launchQuantize(int dev, cudaStream_t st, const void* x, int64_t n, uint8_
   }
   constexpr int64_t kUnit = kBlock > kQuantTile ? kBlock : kQuantTile;
   const int64_t units = (n + kUnit - 1) / kUnit;
-  const int grid = persistentGrid(dev, kernel, smem, (units + kWarps - 1) / kWarps);
+  const int64_t items = kBlock == kQuantTile && D != DType::F32 ? (units + 1) / 2 : units;  // warp work items
+  const int grid = persistentGrid(dev, kernel, smem, (items + kWarps - 1) / kWarps);
   const bool aligned = (reinterpret_cast<uintptr_t>(x) & 15) == 0 && (reinterpret_cast<uintptr_t>(codes) & 7) == 0;
   const uint32_t* table = reinterpret_cast<const uint32_t*>(static_cast<const uint8_t*>(mapBlob) + size_t(f.nCodes) * 4);
   kernel<<<grid, kThreads, smem, st>>>(x, n, codes, absmax, table, f, aligned);
