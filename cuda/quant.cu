@@ -275,6 +275,47 @@ __global__ void __launch_bounds__(kThreads, 6) quantizeKernel(const void* __rest
 
 constexpr int kDeqUnroll = 4;
 
+// values[byte k of w, mod nCodes] for a table in shared memory: the byte's offset in bytes taken
+// straight from w (one shift, one mask: mask4 = (nCodes - 1) * 4), so the load needs no index scaling.
+__device__ __forceinline__ float valueAt(const float* values, uint32_t w, int k, uint32_t mask4) {
+  const uint32_t off = (k == 0 ? w << 2 : w >> (8 * k - 2)) & mask4;
+  return *reinterpret_cast<const float*>(reinterpret_cast<const uint8_t*>(values) + off);
+}
+
+// Groups i, i + stride, ... (kDeqUnroll of them, V elements each): loads first, so that they are
+// all in flight, then the lookups and 16-byte stores. kGuard: some groups may lie at or past nv.
+template <DType D, bool kGuard>
+__device__ __forceinline__ void dequantRound(const uint8_t* codes, const float* absmax, void* out, const float* sVal,
+                                             int64_t i, int64_t stride, int64_t nv, int shift, uint32_t mask4) {
+  constexpr int V = Vec16<D>::N;
+  uint32_t cw[kDeqUnroll][V / 4];
+  float am[kDeqUnroll];
+#pragma unroll
+  for (int j = 0; j < kDeqUnroll; ++j) {
+    const int64_t q = i + j * stride;
+    if (!kGuard || q < nv) {
+      if constexpr (V == 4) {
+        cw[j][0] = __ldg(reinterpret_cast<const uint32_t*>(codes) + q);
+      } else {
+        const uint2 c2 = __ldg(reinterpret_cast<const uint2*>(codes) + q);
+        cw[j][0] = c2.x;
+        cw[j][1] = c2.y;
+      }
+      am[j] = __ldg(absmax + ((q * V) >> shift));
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < kDeqUnroll; ++j) {
+    const int64_t q = i + j * stride;
+    if (!kGuard || q < nv) {
+      float o[V];
+#pragma unroll
+      for (int k = 0; k < V; ++k) o[k] = __fmul_rn(valueAt(sVal, cw[j][k / 4], k % 4, mask4), am[j]);
+      store16<D>(out, q * V, o);
+    }
+  }
+}
+
 template <DType D>
 __global__ void __launch_bounds__(kThreads) dequantizeKernel(const uint8_t* __restrict__ codes,
                                                              const float* __restrict__ absmax, int64_t n,
@@ -284,38 +325,13 @@ __global__ void __launch_bounds__(kThreads) dequantizeKernel(const uint8_t* __re
   for (uint32_t i = threadIdx.x; i < nCodes; i += blockDim.x) sVal[i] = __ldg(valuesG + i);
   __syncthreads();
   constexpr int V = Vec16<D>::N;
-  const uint32_t mask = nCodes - 1;
+  const uint32_t mask = nCodes - 1, mask4 = mask << 2;
   const int64_t nv = aligned ? n / V : 0;
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  for (; i < nv; i += kDeqUnroll * stride) {
-    uint32_t cw[kDeqUnroll][V / 4];
-    float am[kDeqUnroll];
-#pragma unroll
-    for (int j = 0; j < kDeqUnroll; ++j) {  // loads first: kDeqUnroll groups in flight
-      const int64_t q = i + j * stride;
-      if (q < nv) {
-        if constexpr (V == 4) {
-          cw[j][0] = __ldg(reinterpret_cast<const uint32_t*>(codes) + q);
-        } else {
-          const uint2 c2 = __ldg(reinterpret_cast<const uint2*>(codes) + q);
-          cw[j][0] = c2.x;
-          cw[j][1] = c2.y;
-        }
-        am[j] = __ldg(absmax + ((q * V) >> shift));
-      }
-    }
-#pragma unroll
-    for (int j = 0; j < kDeqUnroll; ++j) {
-      const int64_t q = i + j * stride;
-      if (q < nv) {
-        float o[V];
-#pragma unroll
-        for (int k = 0; k < V; ++k) o[k] = __fmul_rn(sVal[(cw[j][k / 4] >> (8 * (k % 4))) & mask], am[j]);
-        store16<D>(out, q * V, o);
-      }
-    }
-  }
+  for (; i + (kDeqUnroll - 1) * stride < nv; i += kDeqUnroll * stride)
+    dequantRound<D, false>(codes, absmax, out, sVal, i, stride, nv, shift, mask4);
+  if (i < nv) dequantRound<D, true>(codes, absmax, out, sVal, i, stride, nv, shift, mask4);
   for (int64_t e = nv * V + int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += stride)
     storeFromFloat(out, D, e, __fmul_rn(sVal[codes[e] & mask], __ldg(absmax + (e >> shift))));
 }
