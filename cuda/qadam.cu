@@ -13,7 +13,11 @@
 // next unit is claimed a unit ahead, hiding the atomic. Full tiles of 16-byte-aligned tensors are
 // staged in shared memory with cp.async one tile ahead: the math of a tile takes longer than the
 // memory latency, so the next tile's loads stay in flight through it without holding registers.
-// Tails and unaligned tensors take a guarded scalar path with the same layout.
+// A unit that lies whole in one such tensor (the common case) runs its first 15 tiles in a lean
+// loop (leanRun: the copy sources advance by a tile, no per-tile tensor lookup or dispatch); the
+// general per-tile path, about twice its overhead, takes the unit's last tile (which claims and
+// prefetches the next unit) and everything else. Tails and unaligned tensors take a guarded
+// scalar path with the same layout.
 //
 // Why two phases. A step whose gradients hold NaN/Inf must leave every parameter and state of
 // the group untouched, decided on the device without a host sync; no block may write before

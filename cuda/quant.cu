@@ -6,13 +6,15 @@
 // so every warp access is contiguous and a block's max is a shuffle reduction over the lanes (and
 // slots) that hold it: no shared memory, no __syncthreads. With 16-bit input a warp loads its next
 // tile before it encodes the current one, so those loads are in flight through the encoding (512
-// bytes per warp at a time are too few in flight for the bandwidth). A block larger than a tile
-// is read twice (max, then encode); the second read hits L1/L2, so DRAM still sees each byte once.
+// bytes per warp at a time are too few in flight for the bandwidth); with blocks of 256 it takes
+// two tiles at a time instead (1 KB in flight) and reduces both blocks' absmax in one shuffle
+// sequence with one reciprocal. A block larger than a tile is read twice (max, then encode); the
+// second read hits L1/L2, so DRAM still sees each byte once.
 // The finder table (both signs) is staged in shared memory once per thread block; the grid is
 // persistent (occupancy x SMs) so that staging is paid once per resident block.
 //
 // Dequantize. Element-parallel: each thread turns 4 (f32 out) or 8 (16-bit out) codes into one
-// 16-byte store, 4 such groups in flight per iteration.
+// 16-byte store, 4 such groups in flight per round (whole rounds unguarded).
 #include <cuda_runtime.h>
 #include <algorithm>
 #include "internal.cuh"
