@@ -266,6 +266,21 @@ async function compareStates(oc: InstanceType<Opt>, og: InstanceType<Opt>, cpu: 
       }
     });
 
+    test(`${bits}-bit: skipNonFinite off (no scan: units in forward order, through the lean unit loop) agrees with the CPU`, async () => {
+      for (const dtype of ["f32", "bf16"] as DType[]) {
+        const { cpu, gpu } = twin([[1024, 1024], [300, 4099], [70001], [4097]], dtype, 51);
+        const w0 = await Promise.all(cpu.map((p) => arr(p.data)));
+        const opts = { skipNonFinite: false };
+        const oc = new Opt(cpu, opts), og = new Opt(gpu, opts);
+        for (let s = 0; s < 4; s++) {
+          feed(cpu, gpu, s, 51);
+          oc.step(); og.step();
+        }
+        await compareStates(oc, og, cpu, gpu, dtype, w0);
+        oc.dispose(); og.dispose();
+      }
+    });
+
     test(`${bits}-bit: subnormal v (tiny gradients), beta2 near 1: the flushed and the exact sqrt paths agree with the CPU`, async () => {
       // With eps >= invSqrtBc2 * 2^-37 the staged path flushes a subnormal v to 0 in its sqrt
       // (quant.cuh qadamNormalDenom); with beta2 = 1 - 1e-7 the first steps fail that test (the
