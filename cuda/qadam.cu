@@ -13,7 +13,11 @@
 // next unit is claimed a unit ahead, hiding the atomic. Full tiles of 16-byte-aligned tensors are
 // staged in shared memory with cp.async one tile ahead: the math of a tile takes longer than the
 // memory latency, so the next tile's loads stay in flight through it without holding registers.
-// Tails and unaligned tensors take a guarded scalar path with the same layout.
+// A unit that lies whole in one such tensor (the common case) runs its first 15 tiles in a lean
+// loop (leanRun: the copy sources advance by a tile, no per-tile tensor lookup or dispatch); the
+// general per-tile path, about twice its overhead, takes the unit's last tile (which claims and
+// prefetches the next unit) and everything else. Tails and unaligned tensors take a guarded
+// scalar path with the same layout.
 //
 // Why two phases. A step whose gradients hold NaN/Inf must leave every parameter and state of
 // the group untouched, decided on the device without a host sync; no block may write before
@@ -32,7 +36,6 @@
 #include <cuda_pipeline_primitives.h>
 #include <cuda_runtime.h>
 #include <algorithm>
-#include <cfloat>
 #include <climits>
 #include <map>
 #include <mutex>
@@ -78,8 +81,8 @@ struct Params {
   int32_t* flags;  // scratch[2 ..]: one per block
 };
 
-// Shared memory: values of A and B, A's finder table (both signs), B's (non-negative half, plus
-// one entry so that every region is a multiple of 8 bytes).
+// Shared memory: values of A and B, A's finder table (both signs), B's (from nonNegativeFirst on:
+// v >= 0). Every region is a multiple of 8 bytes.
 // Then each warp's staging buffers (kStages tiles, see stageTile).
 struct SmemLayout {
   uint32_t valB, tabA, tabB, tabBBytes, stages, bytes;  // byte offsets (valA at 0), sizes
@@ -88,8 +91,8 @@ __host__ __device__ inline SmemLayout smemLayout(const QuantFinder& fA, const Qu
   SmemLayout l;
   l.valB = fA.nCodes * 4;
   l.tabA = l.valB + fB.nCodes * 4;
-  l.tabB = l.tabA + fA.sideEntries * 8;
-  l.tabBBytes = ((fB.sideEntries + 1) * 4 + 7) & ~7u;
+  l.tabB = l.tabA + fA.entries * 4;
+  l.tabBBytes = (fB.entries - nonNegativeFirst(fB)) * 4;
   l.stages = (l.tabB + l.tabBBytes + 15) & ~15u;
   l.bytes = l.stages + kWarps * kStages * kStageBytes;
   return l;
@@ -109,7 +112,7 @@ struct Ctx {
   uint64_t seed;
   int32_t t;
   bool stochastic;
-  bool normalDenom;  // eps >= FLT_MIN: the staged path's cheaper exact division (qadamParam)
+  bool normalDenom;  // qadamNormalDenom: the staged path's cheaper sqrt and division (qadamParam)
 };
 
 // ---- phase 1: does [begin, end) of this gradient hold a NaN/Inf? (the whole block scans) ------
@@ -176,16 +179,16 @@ struct SlotCodes {
   __device__ __forceinline__ uint32_t get(int k) const {
     return kBits == 8 ? byteOf(w[k / 4], k % 4) : (w[0] >> (4 * k)) & 0xfu;
   }
-  // Packs findCode's words (code in byte 0) with byte permutes; 4-bit codes are < 16, so the odd
+  // Packs findCode's words (code in byte 3) with byte permutes; 4-bit codes are < 16, so the odd
   // elements' bytes shifted up a nibble fill the high nibbles.
   __device__ __forceinline__ void pack(const uint32_t (&c)[V]) {
     if constexpr (kBits == 8) {
 #pragma unroll
-      for (int i = 0; i < kWords; ++i) w[i] = packBytes(c[4 * i], c[4 * i + 1], c[4 * i + 2], c[4 * i + 3]);
+      for (int i = 0; i < kWords; ++i) w[i] = packCodes(c[4 * i], c[4 * i + 1], c[4 * i + 2], c[4 * i + 3]);
     } else if constexpr (V == 8) {
-      w[0] = packBytes(c[0], c[2], c[4], c[6]) | (packBytes(c[1], c[3], c[5], c[7]) << 4);
+      w[0] = packCodes(c[0], c[2], c[4], c[6]) | (packCodes(c[1], c[3], c[5], c[7]) << 4);
     } else {  // 16 bits used
-      w[0] = __byte_perm(c[0], c[2], 0x0040) | (__byte_perm(c[1], c[3], 0x0040) << 4);
+      w[0] = __byte_perm(c[0], c[2], 0x0073) | (__byte_perm(c[1], c[3], 0x0073) << 4);
     }
   }
 };
@@ -285,32 +288,61 @@ __device__ __forceinline__ void drawRounding(const QAdamTensor& T, int64_t e0, c
   }
 }
 
-// Copies the tile at `base` of a quantized tensor (a full tile, 16-byte aligned) into a stage
-// with cp.async; every lane of the warp takes part. Completion: the caller's commit / wait.
+// This lane's sources of the tile at `base` of a quantized tensor (a full tile, 16-byte aligned),
+// which stage() copies into a stage with cp.async (every lane of the warp takes part; completion:
+// the caller's commit / wait) and advance() moves to another tile of the tensor. kWide: f32 W and
+// G, 1024 bytes each, two 16-byte chunks per lane (else one).
+template <int kBits, bool kWide>
+struct TileSources {
+  static constexpr int QB = kBits == 8 ? 256 : 128;
+  static constexpr int ES = kWide ? 4 : 2;
+  static constexpr int kCodeLanes = kQuantTile * kBits / 8 / 16;  // lanes copying 16 bytes of codes
+  static constexpr int kAbsLanes = kQuantTile / QB;                 // lanes copying one absmax
+  const uint8_t *w, *g, *ca, *cb;
+  const float *aa, *ab;
+  __device__ __forceinline__ TileSources(const QAdamTensor& T, int64_t base, int lane) {
+    const int64_t off = base * ES + lane * 16;
+    w = static_cast<const uint8_t*>(T.param) + off;
+    g = static_cast<const uint8_t*>(T.grad) + off;
+    const int64_t co = base * kBits / 8 + (lane < kCodeLanes ? lane * 16 : 0);  // idle lanes: in bounds
+    ca = static_cast<const uint8_t*>(T.stateA) + co;
+    cb = static_cast<const uint8_t*>(T.stateB) + co;
+    const int64_t ao = base / QB + (lane < kAbsLanes ? lane : 0);
+    aa = T.absmaxA + ao;
+    ab = T.absmaxB + ao;
+  }
+  __device__ __forceinline__ void stage(uint8_t* st, int lane) const {
+    uint8_t* sl = st + lane * 16;
+    __pipeline_memcpy_async(sl + kStW, w, 16);
+    __pipeline_memcpy_async(sl + kStG, g, 16);
+    if (kWide) {
+      __pipeline_memcpy_async(sl + kStW + 512, w + 512, 16);
+      __pipeline_memcpy_async(sl + kStG + 512, g + 512, 16);
+    }
+    if (lane < kCodeLanes) {
+      __pipeline_memcpy_async(sl + kStCA, ca, 16);
+      __pipeline_memcpy_async(sl + kStCB, cb, 16);
+    }
+    if (lane < kAbsLanes) {
+      __pipeline_memcpy_async(st + kStAA + lane * 4, aa, 4);
+      __pipeline_memcpy_async(st + kStAB + lane * 4, ab, 4);
+    }
+  }
+  template <int kTiles>
+  __device__ __forceinline__ void advance() {
+    w += kTiles * kQuantTile * ES;
+    g += kTiles * kQuantTile * ES;
+    ca += kTiles * kQuantTile * kBits / 8;
+    cb += kTiles * kQuantTile * kBits / 8;
+    aa += kTiles * (kQuantTile / QB);
+    ab += kTiles * (kQuantTile / QB);
+  }
+};
+
 template <int kBits>
 __device__ __forceinline__ void stageTile(uint8_t* st, const QAdamTensor& T, int64_t base, int lane) {
-  constexpr int QB = kBits == 8 ? 256 : 128;
-  constexpr int kCodeBytes = kQuantTile * kBits / 8;
-  const bool wide = T.paramDtype == DType::F32;  // 1024 bytes of W (and of G): two chunks per lane
-  const int64_t off = base * (wide ? 4 : 2) + lane * 16;
-  const uint8_t* w = static_cast<const uint8_t*>(T.param) + off;
-  const uint8_t* g = static_cast<const uint8_t*>(T.grad) + off;
-  uint8_t* sl = st + lane * 16;
-  __pipeline_memcpy_async(sl + kStW, w, 16);
-  __pipeline_memcpy_async(sl + kStG, g, 16);
-  if (wide) {
-    __pipeline_memcpy_async(sl + kStW + 512, w + 512, 16);
-    __pipeline_memcpy_async(sl + kStG + 512, g + 512, 16);
-  }
-  if (lane < kCodeBytes / 16) {
-    const int64_t co = base * kBits / 8 + lane * 16;
-    __pipeline_memcpy_async(sl + kStCA, static_cast<const uint8_t*>(T.stateA) + co, 16);
-    __pipeline_memcpy_async(sl + kStCB, static_cast<const uint8_t*>(T.stateB) + co, 16);
-  }
-  if (lane < kQuantTile / QB) {
-    __pipeline_memcpy_async(st + kStAA + lane * 4, T.absmaxA + base / QB + lane, 4);
-    __pipeline_memcpy_async(st + kStAB + lane * 4, T.absmaxB + base / QB + lane, 4);
-  }
+  if (T.paramDtype == DType::F32) TileSources<kBits, true>(T, base, lane).stage(st, lane);
+  else TileSources<kBits, false>(T, base, lane).stage(st, lane);
 }
 
 // One tile of a quantized tensor. kStaged: the tile is staged at `st` in shared memory (full and
@@ -387,9 +419,11 @@ __device__ __forceinline__ void quantizedTile(const QAdamTensor& T, int64_t base
   }
 
   // The new absmax of each block, over the lanes (and slots) that hold it, and its inverse (once
-  // per block, not per slot).
+  // per block, not per slot). A block of whole slots: m's and v's in one reduction (warpMaxPair),
+  // after which lane 0 holds m's absmax and lane 16 v's (absmaxOut).
+  constexpr bool kPair = QB >= 32 * V;
   float invA[S], invB[S];
-  if constexpr (QB >= 32 * V) {
+  if constexpr (kPair) {
     constexpr int SPB = QB / (32 * V);
 #pragma unroll
     for (int s0 = 0; s0 < S; s0 += SPB) {
@@ -399,15 +433,11 @@ __device__ __forceinline__ void quantizedTile(const QAdamTensor& T, int64_t base
         a = fmaxf(a, mxA[s0 + j]);
         b = fmaxf(b, mxB[s0 + j]);
       }
-      a = groupMax<32>(a);
-      b = groupMax<32>(b);
-      const float ia = quantInverse(a), ib = quantInverse(b);
+      mxA[s0] = warpMaxPair(a, b, lane, invA[s0], invB[s0]);
 #pragma unroll
-      for (int j = 0; j < SPB; ++j) {
-        mxA[s0 + j] = a;
-        mxB[s0 + j] = b;
-        invA[s0 + j] = ia;
-        invB[s0 + j] = ib;
+      for (int j = 1; j < SPB; ++j) {
+        invA[s0 + j] = invA[s0];
+        invB[s0 + j] = invB[s0];
       }
     }
   } else {
@@ -419,6 +449,7 @@ __device__ __forceinline__ void quantizedTile(const QAdamTensor& T, int64_t base
       invB[s] = quantInverse(mxB[s]);
     }
   }
+  float* const absmaxOut = lane & 16 ? T.absmaxB : T.absmaxA;
 
 #pragma unroll
   for (int s = 0; s < S; ++s) {
@@ -439,7 +470,10 @@ __device__ __forceinline__ void quantizedTile(const QAdamTensor& T, int64_t base
       storeCodes<kBits, V>(codesA, e0, n, false, ca);
       storeCodes<kBits, V>(codesB, e0, n, false, cb);
     }
-    if ((s * 32 * V + lane * V) % QB == 0 && (kStaged || e0 < n)) {
+    if constexpr (kPair) {
+      const int64_t b0 = base + s * 32 * V;  // the block's first element
+      if ((s * 32 * V) % QB == 0 && (lane & 15) == 0 && (kStaged || b0 < n)) absmaxOut[b0 / QB] = mxA[s];
+    } else if ((s * 32 * V + lane * V) % QB == 0 && (kStaged || e0 < n)) {
       T.absmaxA[e0 / QB] = mxA[s];
       T.absmaxB[e0 / QB] = mxB[s];
     }
@@ -484,6 +518,45 @@ __device__ __forceinline__ void runTile(const QAdamTensor& T, int64_t base, cons
   }
 }
 
+// Tiles base, base + kDir * 256, ... (kUnitTiles - 1 of them) of a quantized, aligned tensor, all full,
+// the first already staged at stage `parity`: each stages its successor into the other stage and
+// runs the staged path, without the general loop's per-tile tensor lookup and checks. Returns the
+// stage that then holds tile base + (kUnitTiles - 1) * kDir * 256, staged and committed.
+template <DType PT, int kBits, bool kNormalDenom, int kDir>
+__device__ __forceinline__ uint32_t leanTiles(const QAdamTensor& T, int64_t base, const Ctx& c, const Maps& mp,
+                                              int lane, uint8_t* stages, uint32_t parity) {
+  TileSources<kBits, PT == DType::F32> next(T, base + kDir * kQuantTile, lane);
+#pragma unroll 1
+  for (int j = 0; j < kUnitTiles - 1; ++j) {
+    __syncwarp();  // every lane is done reading the stage refilled now
+    next.stage(stages + (parity ^ 1u) * kStageBytes, lane);
+    next.template advance<kDir>();
+    __pipeline_commit();
+    __pipeline_wait_prior(1);  // this lane's copies of tile `base` have landed
+    __syncwarp();              // and every other lane's
+    quantizedTile<PT, kBits, true, kNormalDenom>(T, base, c, mp, lane, stages + parity * kStageBytes);
+    parity ^= 1u;
+    base += kDir * kQuantTile;
+  }
+  return parity;
+}
+
+template <int kBits, int kDir>
+__device__ __forceinline__ uint32_t leanRun(const QAdamTensor& T, int64_t base, const Ctx& c, const Maps& mp,
+                                            int lane, uint8_t* stages, uint32_t parity) {
+  switch (T.paramDtype) {
+    case DType::BF16:
+      return c.normalDenom ? leanTiles<DType::BF16, kBits, true, kDir>(T, base, c, mp, lane, stages, parity)
+                           : leanTiles<DType::BF16, kBits, false, kDir>(T, base, c, mp, lane, stages, parity);
+    case DType::F16:
+      return c.normalDenom ? leanTiles<DType::F16, kBits, true, kDir>(T, base, c, mp, lane, stages, parity)
+                           : leanTiles<DType::F16, kBits, false, kDir>(T, base, c, mp, lane, stages, parity);
+    default:
+      return c.normalDenom ? leanTiles<DType::F32, kBits, true, kDir>(T, base, c, mp, lane, stages, parity)
+                           : leanTiles<DType::F32, kBits, false, kDir>(T, base, c, mp, lane, stages, parity);
+  }
+}
+
 // Stages the tile of tensor T at `base` if it takes the staged path (quantized, full, aligned).
 template <int kBits>
 __device__ __forceinline__ bool prefetchTile(uint8_t* st, const QAdamTensor& T, int64_t base, int lane) {
@@ -492,20 +565,14 @@ __device__ __forceinline__ bool prefetchTile(uint8_t* st, const QAdamTensor& T, 
   return true;
 }
 
+// The descriptor in five 16-byte reads (the list is 16-byte aligned: qadamStep checks it).
 __device__ __forceinline__ QAdamTensor loadTensor(const QAdamTensor* T) {
+  static_assert(sizeof(QAdamTensor) == 80 && alignof(QAdamTensor) == 16, "QAdamTensor is read as five uint4");
+  uint4 w[5];
+#pragma unroll
+  for (int k = 0; k < 5; ++k) w[k] = __ldg(reinterpret_cast<const uint4*>(T) + k);
   QAdamTensor r;
-  r.param = T->param;
-  r.grad = T->grad;
-  r.stateA = T->stateA;
-  r.stateB = T->stateB;
-  r.absmaxA = T->absmaxA;
-  r.absmaxB = T->absmaxB;
-  r.numel = __ldg(&T->numel);
-  r.tileBegin = __ldg(&T->tileBegin);
-  r.paramDtype = dtypeOf(T);
-  r.quantized = __ldg(&T->quantized);
-  r.vectorOk = __ldg(&T->vectorOk);
-  r.seedSalt = __ldg(&T->seedSalt);
+  memcpy(&r, w, sizeof r);
   return r;
 }
 
@@ -521,8 +588,8 @@ __global__ void __launch_bounds__(kThreads, 2) qadamKernel(const Params p) {
   const SmemLayout L = smemLayout(p.fA, p.fB);
   stageToShared(sm, p.blobA, p.fA.nCodes * 4);
   stageToShared(sm + L.valB, p.blobB, p.fB.nCodes * 4);
-  stageToShared(sm + L.tabA, p.blobA + p.fA.nCodes * 4, size_t(p.fA.sideEntries) * 8);
-  stageToShared(sm + L.tabB, p.blobB + p.fB.nCodes * 4, L.tabBBytes);
+  stageToShared(sm + L.tabA, p.blobA + p.fA.nCodes * 4, size_t(p.fA.entries) * 4);
+  stageToShared(sm + L.tabB, p.blobB + (p.fB.nCodes + nonNegativeFirst(p.fB)) * 4, L.tabBBytes);
   // Every block reads the step before the barrier; block 0 writes it only after.
   if (threadIdx.x == 0) {
     const int32_t t = p.counters->step + 1;
@@ -575,12 +642,12 @@ __global__ void __launch_bounds__(kThreads, 2) qadamKernel(const Params p) {
     c.t = sStep;
     c.seed = p.hyper.seed;
     c.stochastic = p.hyper.stochasticRounding != 0;
-    c.normalDenom = p.hyper.eps >= FLT_MIN;
+    c.normalDenom = qadamNormalDenom(c.s);
     Maps mp;
     mp.valA = reinterpret_cast<const float*>(sm);
     mp.valB = reinterpret_cast<const float*>(sm + L.valB);
     mp.tabA = finderBase(reinterpret_cast<const uint32_t*>(sm + L.tabA), p.fA);
-    mp.tabB = finderBase(reinterpret_cast<const uint32_t*>(sm + L.tabB), p.fB);
+    mp.tabB = finderBaseNonNegative(reinterpret_cast<const uint32_t*>(sm + L.tabB), p.fB);
     mp.fA = p.fA;
     mp.fB = p.fB;
     const int lane = threadIdx.x & 31;
@@ -617,6 +684,20 @@ __global__ void __launch_bounds__(kThreads, 2) qadamKernel(const Params p) {
     kCur = kNext;
     __pipeline_commit();
     while (pos < total) {
+      // A whole unit within one quantized, aligned tensor, every tile full (the common case): its
+      // first kUnitTiles - 1 tiles take leanRun; the last one goes the general way below, which
+      // claims the next unit and prefetches its first tile. (The unit's first tile is staged: the
+      // general prefetch stages every tile that qualifies.)
+      if (pos % kUnitTiles == 0 && pos + kUnitTiles <= total && ((staged >> parity) & 1u)) {
+        const QAdamTensor T = loadTensor(p.tensors + kCur);
+        const int64_t t0 = tileAt(pos), t1 = tileAt(pos + kUnitTiles - 1);
+        const int64_t lo = min(t0, t1) - T.tileBegin, hi = max(t0, t1) - T.tileBegin;
+        if (T.quantized && T.vectorOk && lo >= 0 && (hi + 1) * kQuantTile <= T.numel) {
+          parity = leanRun<kBits, kCheck ? -1 : 1>(T, (t0 - T.tileBegin) * kQuantTile, c, mp, lane, stages, parity);
+          staged |= 1u << parity;
+          pos += kUnitTiles - 1;
+        }
+      }
       // The next tile: the following one of this unit, else the first of the claimed next unit.
       int64_t next = pos + 1;
       if (next % kUnitTiles == 0 || next >= total) {
@@ -698,6 +779,7 @@ Status qadamStep(int dev, const QAdamTensor* tensors, int32_t nTensors, int64_t 
     return invalidArg("qadamStep: bad tensor list");
   if (!counters) return invalidArg("qadamStep: counters is null");
   if (!scratch) return invalidArg("qadamStep: scratch is null");
+  if (reinterpret_cast<uintptr_t>(tensors) & 15) return invalidArg("qadamStep: tensor list not 16-byte aligned");
   cudaStream_t st;
   Status ok = deviceStream(dev, &st, "qadamStep");
   if (!ok.ok()) return ok;

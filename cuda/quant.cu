@@ -6,13 +6,15 @@
 // so every warp access is contiguous and a block's max is a shuffle reduction over the lanes (and
 // slots) that hold it: no shared memory, no __syncthreads. With 16-bit input a warp loads its next
 // tile before it encodes the current one, so those loads are in flight through the encoding (512
-// bytes per warp at a time are too few in flight for the bandwidth). A block larger than a tile
-// is read twice (max, then encode); the second read hits L1/L2, so DRAM still sees each byte once.
+// bytes per warp at a time are too few in flight for the bandwidth); with blocks of 256 it takes
+// two tiles at a time instead (1 KB in flight) and reduces both blocks' absmax in one shuffle
+// sequence with one reciprocal. A block larger than a tile is read twice (max, then encode); the
+// second read hits L1/L2, so DRAM still sees each byte once.
 // The finder table (both signs) is staged in shared memory once per thread block; the grid is
 // persistent (occupancy x SMs) so that staging is paid once per resident block.
 //
 // Dequantize. Element-parallel: each thread turns 4 (f32 out) or 8 (16-bit out) codes into one
-// 16-byte store, 4 such groups in flight per iteration.
+// 16-byte store, 4 such groups in flight per round (whole rounds unguarded).
 #include <cuda_runtime.h>
 #include <algorithm>
 #include "internal.cuh"
@@ -52,20 +54,20 @@ __device__ __forceinline__ void loadTile(const void* x, int64_t base, int64_t n,
   }
 }
 
-// Codes of one slot (findCode's words: code in byte 0): packed with byte permutes into one 4- or
+// Codes of one slot (findCode's words: code in byte 3): packed with byte permutes into one 4- or
 // 8-byte store when `full`.
 template <int V>
 __device__ __forceinline__ void storeCodes(uint8_t* codes, int64_t e0, int64_t n, bool full, const uint32_t (&c)[V]) {
   if (full) {
     if constexpr (V == 4) {
-      *reinterpret_cast<uint32_t*>(codes + e0) = packBytes(c[0], c[1], c[2], c[3]);
+      *reinterpret_cast<uint32_t*>(codes + e0) = packCodes(c[0], c[1], c[2], c[3]);
     } else {
-      *reinterpret_cast<uint2*>(codes + e0) = make_uint2(packBytes(c[0], c[1], c[2], c[3]), packBytes(c[4], c[5], c[6], c[7]));
+      *reinterpret_cast<uint2*>(codes + e0) = make_uint2(packCodes(c[0], c[1], c[2], c[3]), packCodes(c[4], c[5], c[6], c[7]));
     }
   } else {
 #pragma unroll
     for (int k = 0; k < V; ++k)
-      if (e0 + k < n) codes[e0 + k] = uint8_t(c[k]);
+      if (e0 + k < n) codes[e0 + k] = uint8_t(c[k] >> 24);
   }
 }
 
@@ -148,6 +150,39 @@ __device__ __forceinline__ void quantizeTile(const void* x, const TileAhead<D>& 
   }
 }
 
+// blockSize 256, two full tiles (two blocks) at a time, the 16-byte slots already loaded: their
+// maxima in one warp reduction and one exact reciprocal (warpMaxPair: lanes 0-15 reduce tile 0,
+// lanes 16-31 tile 1), so that a block costs half a reduction.
+template <DType D>
+__device__ __forceinline__ void quantizeTilePair(const TileAhead<D>& t0, const TileAhead<D>& t1, uint8_t* codes,
+                                                 float* absmax, int64_t base0, const QuantFinder& f,
+                                                 const uint32_t* table, int lane) {
+  constexpr int V = Tile<D>::V, S = Tile<D>::S;
+  float v0[S][V], v1[S][V];
+#pragma unroll
+  for (int s = 0; s < S; ++s) {
+    unpack16<D>(t0.raw[s], v0[s]);
+    unpack16<D>(t1.raw[s], v1[s]);
+  }
+  float mx0 = 0.0f, mx1 = 0.0f;
+#pragma unroll
+  for (int s = 0; s < S; ++s)
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      mx0 = fmaxf(mx0, fabsf(v0[s][k]));
+      mx1 = fmaxf(mx1, fabsf(v1[s][k]));
+    }
+  float inv0, inv1;
+  const float mx = warpMaxPair(mx0, mx1, lane, inv0, inv1);  // tile 0's on lanes 0-15, tile 1's on 16-31
+  uint8_t* const c0 = codes + base0 + lane * V;
+#pragma unroll
+  for (int s = 0; s < S; ++s) {
+    encodeSlot<D>(v0[s], inv0, f, table, c0 + s * 32 * V, 0, 0, true);
+    encodeSlot<D>(v1[s], inv1, f, table, c0 + kQuantTile + s * 32 * V, 0, 0, true);
+  }
+  if ((lane & 15) == 0) absmax[base0 / kQuantTile + (lane >> 4)] = mx;
+}
+
 // blockSize > 256: the warp reads its block twice (max, then encode).
 template <DType D, int kBlock>
 __device__ __forceinline__ void quantizeBlock(const void* x, int64_t n, uint8_t* codes, float* absmax, int64_t base,
@@ -186,7 +221,7 @@ __global__ void __launch_bounds__(kThreads, 6) quantizeKernel(const void* __rest
                                                            const uint32_t* __restrict__ tableG, const QuantFinder f,
                                                            bool aligned) {
   extern __shared__ uint2 sQuantTable[];
-  stageToShared(sQuantTable, tableG, size_t(f.sideEntries) * 8);
+  stageToShared(sQuantTable, tableG, size_t(f.entries) * 4);
   __syncthreads();
   const uint32_t* table = finderBase(reinterpret_cast<const uint32_t*>(sQuantTable), f);
   constexpr int64_t kUnit = kBlock > kQuantTile ? kBlock : kQuantTile;
@@ -194,7 +229,27 @@ __global__ void __launch_bounds__(kThreads, 6) quantizeKernel(const void* __rest
   const int64_t units = (n + kUnit - 1) / kUnit;
   const int64_t nw = int64_t(gridDim.x) * kWarps;
   int64_t u = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5);
-  if constexpr (kBlock <= kQuantTile && D == DType::F32) {
+  if constexpr (kBlock == kQuantTile && D != DType::F32) {
+    // 16-bit input, blocks of 256: two tiles a step, 1 KB per warp in flight. Full pairs take
+    // quantizeTilePair; a pair at the end (or unaligned input) goes tile by tile, guarded. (With
+    // f32 the pair needs more than the 40 registers of 6 blocks per SM.)
+    const int64_t pairs = (units + 1) / 2;
+    for (; u < pairs; u += nw) {
+      const int64_t b0 = u * 2 * kUnit;
+      if (aligned && b0 + 2 * kUnit <= n) {
+        TileAhead<D> t0, t1;
+        t0.load(x, b0, n, true, lane);
+        t1.load(x, b0 + kUnit, n, true, lane);
+        quantizeTilePair<D>(t0, t1, codes, absmax, b0, f, table, lane);
+      } else {
+        for (int64_t b = b0; b < b0 + 2 * kUnit && b < n; b += kUnit) {
+          TileAhead<D> t;
+          t.load(x, b, n, aligned, lane);
+          quantizeTile<D, kBlock>(x, t, n, codes, absmax, b, f, table, lane);
+        }
+      }
+    }
+  } else if constexpr (kBlock <= kQuantTile && D == DType::F32) {
     // 1 KB per warp in flight is enough at full occupancy; loading ahead would cost occupancy.
     for (; u < units; u += nw) {
       TileAhead<D> cur;
@@ -222,6 +277,47 @@ __global__ void __launch_bounds__(kThreads, 6) quantizeKernel(const void* __rest
 
 constexpr int kDeqUnroll = 4;
 
+// values[byte k of w, mod nCodes] for a table in shared memory: the byte's offset in bytes taken
+// straight from w (one shift, one mask: mask4 = (nCodes - 1) * 4), so the load needs no index scaling.
+__device__ __forceinline__ float valueAt(const float* values, uint32_t w, int k, uint32_t mask4) {
+  const uint32_t off = (k == 0 ? w << 2 : w >> (8 * k - 2)) & mask4;
+  return *reinterpret_cast<const float*>(reinterpret_cast<const uint8_t*>(values) + off);
+}
+
+// Groups i, i + stride, ... (kDeqUnroll of them, V elements each): loads first, so that they are
+// all in flight, then the lookups and 16-byte stores. kGuard: some groups may lie at or past nv.
+template <DType D, bool kGuard>
+__device__ __forceinline__ void dequantRound(const uint8_t* codes, const float* absmax, void* out, const float* sVal,
+                                             int64_t i, int64_t stride, int64_t nv, int shift, uint32_t mask4) {
+  constexpr int V = Vec16<D>::N;
+  uint32_t cw[kDeqUnroll][V / 4];
+  float am[kDeqUnroll];
+#pragma unroll
+  for (int j = 0; j < kDeqUnroll; ++j) {
+    const int64_t q = i + j * stride;
+    if (!kGuard || q < nv) {
+      if constexpr (V == 4) {
+        cw[j][0] = __ldg(reinterpret_cast<const uint32_t*>(codes) + q);
+      } else {
+        const uint2 c2 = __ldg(reinterpret_cast<const uint2*>(codes) + q);
+        cw[j][0] = c2.x;
+        cw[j][1] = c2.y;
+      }
+      am[j] = __ldg(absmax + ((q * V) >> shift));
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < kDeqUnroll; ++j) {
+    const int64_t q = i + j * stride;
+    if (!kGuard || q < nv) {
+      float o[V];
+#pragma unroll
+      for (int k = 0; k < V; ++k) o[k] = __fmul_rn(valueAt(sVal, cw[j][k / 4], k % 4, mask4), am[j]);
+      store16<D>(out, q * V, o);
+    }
+  }
+}
+
 template <DType D>
 __global__ void __launch_bounds__(kThreads) dequantizeKernel(const uint8_t* __restrict__ codes,
                                                              const float* __restrict__ absmax, int64_t n,
@@ -231,38 +327,13 @@ __global__ void __launch_bounds__(kThreads) dequantizeKernel(const uint8_t* __re
   for (uint32_t i = threadIdx.x; i < nCodes; i += blockDim.x) sVal[i] = __ldg(valuesG + i);
   __syncthreads();
   constexpr int V = Vec16<D>::N;
-  const uint32_t mask = nCodes - 1;
+  const uint32_t mask = nCodes - 1, mask4 = mask << 2;
   const int64_t nv = aligned ? n / V : 0;
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  for (; i < nv; i += kDeqUnroll * stride) {
-    uint32_t cw[kDeqUnroll][V / 4];
-    float am[kDeqUnroll];
-#pragma unroll
-    for (int j = 0; j < kDeqUnroll; ++j) {  // loads first: kDeqUnroll groups in flight
-      const int64_t q = i + j * stride;
-      if (q < nv) {
-        if constexpr (V == 4) {
-          cw[j][0] = __ldg(reinterpret_cast<const uint32_t*>(codes) + q);
-        } else {
-          const uint2 c2 = __ldg(reinterpret_cast<const uint2*>(codes) + q);
-          cw[j][0] = c2.x;
-          cw[j][1] = c2.y;
-        }
-        am[j] = __ldg(absmax + ((q * V) >> shift));
-      }
-    }
-#pragma unroll
-    for (int j = 0; j < kDeqUnroll; ++j) {
-      const int64_t q = i + j * stride;
-      if (q < nv) {
-        float o[V];
-#pragma unroll
-        for (int k = 0; k < V; ++k) o[k] = __fmul_rn(sVal[(cw[j][k / 4] >> (8 * (k % 4))) & mask], am[j]);
-        store16<D>(out, q * V, o);
-      }
-    }
-  }
+  for (; i + (kDeqUnroll - 1) * stride < nv; i += kDeqUnroll * stride)
+    dequantRound<D, false>(codes, absmax, out, sVal, i, stride, nv, shift, mask4);
+  if (i < nv) dequantRound<D, true>(codes, absmax, out, sVal, i, stride, nv, shift, mask4);
   for (int64_t e = nv * V + int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += stride)
     storeFromFloat(out, D, e, __fmul_rn(sVal[codes[e] & mask], __ldg(absmax + (e >> shift))));
 }
@@ -281,14 +352,15 @@ template <DType D, int kBlock>
 Status launchQuantize(int dev, cudaStream_t st, const void* x, int64_t n, uint8_t* codes, float* absmax,
                       const void* mapBlob, const QuantFinder& f) {
   auto kernel = quantizeKernel<D, kBlock>;
-  const size_t smem = size_t(f.sideEntries) * 8;
+  const size_t smem = size_t(f.entries) * 4;
   if (smem > 48 * 1024) {
     cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
     if (e != cudaSuccess) return statusOf(e, "quantizeBlockwise (shared memory)");
   }
   constexpr int64_t kUnit = kBlock > kQuantTile ? kBlock : kQuantTile;
   const int64_t units = (n + kUnit - 1) / kUnit;
-  const int grid = persistentGrid(dev, kernel, smem, (units + kWarps - 1) / kWarps);
+  const int64_t items = kBlock == kQuantTile && D != DType::F32 ? (units + 1) / 2 : units;  // warp work items
+  const int grid = persistentGrid(dev, kernel, smem, (items + kWarps - 1) / kWarps);
   const bool aligned = (reinterpret_cast<uintptr_t>(x) & 15) == 0 && (reinterpret_cast<uintptr_t>(codes) & 7) == 0;
   const uint32_t* table = reinterpret_cast<const uint32_t*>(static_cast<const uint8_t*>(mapBlob) + size_t(f.nCodes) * 4);
   kernel<<<grid, kThreads, smem, st>>>(x, n, codes, absmax, table, f, aligned);
@@ -323,7 +395,7 @@ Status launchDequantize(int dev, cudaStream_t st, const uint8_t* codes, const fl
 }
 
 bool validBlock(int64_t b) { return b >= 64 && b <= 4096 && (b & (b - 1)) == 0; }
-bool validMap(const QuantFinder& f) { return (f.nCodes == 16 || f.nCodes == 256) && f.sideEntries > 0; }
+bool validMap(const QuantFinder& f) { return (f.nCodes == 16 || f.nCodes == 256) && f.entries > 0 && f.entries % 2 == 0; }
 
 }  // namespace
 

@@ -8,14 +8,20 @@
 // two of equal magnitude, the lower index). That is the definition both backends follow, checked
 // against a brute-force search in the tests.
 //
-// Finder. Instead of searching the map, the code is read off the float's bits: |x| is clamped to
-// [base, top], and (bits - base) >> 16 picks a bucket (128 buckets per binade, one table per sign).
-// The host builds the table so that each bucket holds at most one point where the code changes:
-// entry = [low 16 bits of the last |x| still below : 16][code above : 8][code at or below : 8].
-// One shared-memory load and one compare per element: (|x| bits << 16) > entry exactly when the
-// low 16 bits of |x| exceed the threshold (the key's low half is 0, so the codes never decide the
-// compare), and the code is then byte 0 of entry >> 8, else byte 0 of entry. The result is the
-// nearest code by construction (the builder derives every entry from the brute-force definition).
+// Finder. Instead of searching the map, the code is read off the float's bits. |x| is clamped to
+// [base, top] (both powers of two; NaN clamps to top) and turned into a key: its bits for x >= 0;
+// for x < 0 its bits XOR flipMask, which mirrors the negative side into the exponent block next to
+// the positive one (flipMask = 2^(24+k) - 1, where the exponents of [base, top] share one aligned
+// block of 2^k). Within each side the code is monotone non-decreasing in the key (for x < 0 the key
+// falls as |x| grows, and so does the code). key >> 16 picks a bucket (128 per binade), and the
+// host builds the table so that each bucket holds at most one point where the code changes, by
+// exactly one. With q = key & 0xffff and thr = the last q of the bucket still at the lower code
+// `below` (0xffff if none changes), the bucket's entry is
+//   e = (below << 24) + 0xffffff - thr - (bucket << 16)   (mod 2^32),
+// so that e + key = (below << 24) + 0xffffff - thr + q: the sum carries into byte 3 exactly when
+// q > thr, and byte 3 of e + key is the code. One shared-memory load and one add per value, no
+// compare, no sign branch; packers take byte 3. The builder derives every entry from the
+// brute-force definition, so the result is the nearest code by construction.
 #pragma once
 #include <cmath>
 #include "adamw.cuh"
@@ -27,47 +33,48 @@ constexpr int kFinderShift = 16;  // 23 - 7 mantissa bits per bucket
 
 struct QuantFinder {
   uint32_t baseBits;     // |x| bits of the first bucket (a binade's start); smaller |x| clamp here
-  uint32_t topBits;      // first |x| bits past the last binade; larger |x| (and NaN) clamp here
-  uint32_t sideEntries;  // table entries per sign; the entries of x < 0 follow those of x >= 0
+  uint32_t topBits;      // a power of two past the last change of code; larger |x| (and NaN) clamp here
+  uint32_t flipMask;     // key of x < 0 = clamped |x| bits ^ flipMask
+  uint32_t firstBucket;  // key >> 16 of the table's entry 0 (the negative side's, where it has one)
+  uint32_t entries;      // table entries, even (padding and the gap between the sides unused)
+  uint32_t posEntry;     // entry of |x| = base, x >= 0: [posEntry, entries) serves x >= 0 alone
   uint32_t nCodes;       // 16 or 256
 };
 
-// A map as the kernels read it: nCodes values, then 2 * sideEntries table entries (u32), in one
-// allocation. mapBlobBytes() is its size.
+// A map as the kernels read it: nCodes values, then the table's entries (u32), in one allocation.
+// mapBlobBytes() is its size, a multiple of 8.
 SLIMOPT_HD size_t mapBlobBytes(const QuantFinder& f) {
-  return size_t(f.nCodes) * 4 + size_t(f.sideEntries) * 8;
+  return size_t(f.nCodes) * 4 + size_t(f.entries) * 4;
 }
 
-// The bucket of x and the key compared with its entry. idx counts from bucket (base >> 16) of the
-// non-negative side, whose entry lies at table[-(base >> 16)]: callers subtract that once (the
-// kernels fold it into the table's address). kSigned = false skips the sign: for values known to
-// be >= 0 (Adam's v), only the first half of the table is needed.
+// The key of x (see above). kSigned = false skips the sign: for values known to be >= 0 (Adam's
+// v), only the entries from posEntry on are read.
 template <bool kSigned>
-SLIMOPT_HD void quantKey(float x, const QuantFinder& f, uint32_t& idx, uint32_t& key) {
-  const uint32_t u = floatBits(x);
+SLIMOPT_HD uint32_t quantKey(float x, const QuantFinder& f) {
 #if defined(__CUDA_ARCH__)
-  // The same clamp in two FMNMX (|x| is an operand modifier): on non-negative floats the float
-  // order is the order of the bits, and fminf(NaN, top) = top as the unsigned compare gives.
-  const uint32_t c = __float_as_uint(fmaxf(fminf(fabsf(x), __uint_as_float(f.topBits)), __uint_as_float(f.baseBits)));
+  // The clamp in two FMNMX (|x| is an operand modifier): on non-negative floats the float order is
+  // the order of the bits, and fminf(NaN, top) = top as the unsigned compare gives.
+  uint32_t c = __float_as_uint(fmaxf(fminf(fabsf(x), __uint_as_float(f.topBits)), __uint_as_float(f.baseBits)));
+  if (kSigned) c ^= uint32_t(int32_t(__float_as_uint(x)) >> 31) & f.flipMask;
 #else
+  const uint32_t u = floatBits(x);
   uint32_t c = u & 0x7fffffffu;
   c = c < f.baseBits ? f.baseBits : c;
   c = c > f.topBits ? f.topBits : c;
+  if (kSigned && (u >> 31)) c ^= f.flipMask;
 #endif
-  idx = c >> kFinderShift;
-  if (kSigned) idx += (u >> 31) * f.sideEntries;
-  key = c << (32 - kFinderShift);
+  return c;
 }
 
-// Byte 0 of the result is the code of the key in bucket entry e (the other bytes may be nonzero:
-// packers take byte 0).
-SLIMOPT_HD uint32_t quantPick(uint32_t key, uint32_t e) { return key > e ? e >> 8 : e; }
+// Byte 3 of the result is the code of `key` in its bucket's entry e (the other bytes are not
+// zero: packers take byte 3).
+SLIMOPT_HD uint32_t quantPick(uint32_t key, uint32_t e) { return e + key; }
 
+// `table` indexed by key >> 16 (the table's storage moved back by firstBucket entries).
 template <bool kSigned = true>
 SLIMOPT_HD uint32_t quantFind(float x, const QuantFinder& f, const uint32_t* table) {
-  uint32_t idx, key;
-  quantKey<kSigned>(x, f, idx, key);
-  return quantPick(key, table[idx - (f.baseBits >> kFinderShift)]) & 0xffu;
+  const uint32_t key = quantKey<kSigned>(x, f);
+  return quantPick(key, table[(key >> kFinderShift) - f.firstBucket]) >> 24;
 }
 
 // Round-to-nearest ops that the CUDA compiler may not fuse (an FMA rounds once, the CPU twice), so
@@ -95,7 +102,7 @@ SLIMOPT_HD int quantBlockSize(int bits) { return bits == 8 ? 256 : 128; }
 // One tensor of a quantized-Adam group. Quantized tensors hold codes (u8 for 8 bits, two codes
 // per byte for 4 bits, element 2j in the low nibble) and one f32 absmax per block and state;
 // tensors under minSize8bit hold f32 m and v (`quantized` = 0) and run the same math unquantized.
-struct QAdamTensor {
+struct alignas(16) QAdamTensor {  // 80 bytes, 16-aligned: the kernels load it in five 16-byte reads
   void* param;
   const void* grad;      // same dtype as param
   void* stateA;          // m: codes, or f32
@@ -152,14 +159,22 @@ SLIMOPT_HD void qadamMoments(float g, float& m, float& v, const AdamwScalars& s)
 // The parameter update from the new moments (torch AdamW convention). On the device sqrt and the
 // division are the hardware approximations (a few ulp; the exact ones cost ~18 instructions per
 // element, a fifth of the step's arithmetic); W alone depends on them, never the states.
-// kNormalDenom: the caller knows eps >= 2^-126 (FLT_MIN), so every denominator sqrt(v)*k + eps is
-// normal (>= eps, or NaN/inf): the approximate division's rescaling of subnormal divisors is then
-// dead, and m * rcp(denom) is its result bit for bit, in 2 instructions instead of 6.
+// kNormalDenom: the caller knows that eps >= 2^-126 (FLT_MIN) and eps >= k * 2^-37 (k =
+// invSqrtBc2; qadamNormalDenom). The first makes every denominator sqrt(v)*k + eps normal (>= eps,
+// or NaN/inf): the approximate division's rescaling of subnormal divisors is then dead, and
+// m * rcp(denom) is its result bit for bit, in 2 instructions instead of 6. The second lets the
+// sqrt flush a subnormal v to 0 (1 instruction instead of 4): sqrt(v) < 2^-63 there, so sqrt(v)*k
+// is below half an ulp of eps and the denominator rounds to eps either way, the same bits.
+SLIMOPT_HD bool qadamNormalDenom(const AdamwScalars& s) {
+  return s.eps >= 0x1p-126f && s.eps >= s.invSqrtBc2 * 0x1p-37f;
+}
+
 template <bool kNormalDenom = false>
 SLIMOPT_HD float qadamParam(float w, float m, float v, const AdamwScalars& s) {
 #if defined(__CUDA_ARCH__)
   float sq;
-  asm("sqrt.approx.f32 %0, %1;" : "=f"(sq) : "f"(v));
+  if (kNormalDenom) asm("sqrt.approx.ftz.f32 %0, %1;" : "=f"(sq) : "f"(v));
+  else asm("sqrt.approx.f32 %0, %1;" : "=f"(sq) : "f"(v));
   const float denom = fmaf(sq, s.invSqrtBc2, s.eps);
   float q;
   if (kNormalDenom) {

@@ -96,24 +96,29 @@ __device__ __forceinline__ void store16(void* p, int64_t i, const float (&x)[Vec
 
 // ---- codes ---------------------------------------------------------------------------------------
 
-// The code of x (quantFind's result) in byte 0 of the word returned; `table` is the finder's table
-// in shared memory, already moved back by (base >> 16) entries (quantKey's idx indexes it).
+// The code of x (quantFind's result) in byte 3 of the word returned; `table` is the finder's table
+// in shared memory as finderBase / finderBaseNonNegative return it (indexed by key >> 16).
 template <bool kSigned>
 __device__ __forceinline__ uint32_t findCode(float x, const QuantFinder& f, const uint32_t* table) {
-  uint32_t idx, key;
-  quantKey<kSigned>(x, f, idx, key);
-  return quantPick(key, table[idx]);
+  const uint32_t key = quantKey<kSigned>(x, f);
+  return quantPick(key, table[key >> kFinderShift]);
 }
 
-// The finder table of a map staged at `tab` in shared memory, as findCode indexes it. The pointer
-// points before the table (never dereferenced there): idx >= base >> 16 always.
+// The finder table of a map staged whole at `tab` in shared memory, as findCode indexes it. The
+// pointer points before the table (never dereferenced there): key >> 16 >= firstBucket always.
 __device__ __forceinline__ const uint32_t* finderBase(const uint32_t* tab, const QuantFinder& f) {
-  return tab - (f.baseBits >> kFinderShift);
+  return tab - f.firstBucket;
+}
+// findCode<false> reads no entry before posEntry: a kernel may stage the table from entry
+// nonNegativeFirst (even, so that the copy is 8-byte aligned) on, and index it with this base.
+__host__ __device__ __forceinline__ uint32_t nonNegativeFirst(const QuantFinder& f) { return f.posEntry & ~1u; }
+__device__ __forceinline__ const uint32_t* finderBaseNonNegative(const uint32_t* tab, const QuantFinder& f) {
+  return tab - (f.firstBucket + nonNegativeFirst(f));
 }
 
-// Byte 0 of each of c0..c3 packed into one word (c0 lowest): three byte permutes.
-__device__ __forceinline__ uint32_t packBytes(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3) {
-  return __byte_perm(__byte_perm(c0, c1, 0x0040), __byte_perm(c2, c3, 0x0040), 0x5410);
+// Byte 3 of each of c0..c3 (findCode's words) packed into one word (c0 lowest): three byte permutes.
+__device__ __forceinline__ uint32_t packCodes(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3) {
+  return __byte_perm(__byte_perm(c0, c1, 0x0073), __byte_perm(c2, c3, 0x0073), 0x5410);
 }
 
 // Byte k of w, zero-extended.
@@ -124,6 +129,20 @@ template <int kLanes>
 __device__ __forceinline__ float groupMax(float x) {
 #pragma unroll
   for (int o = kLanes / 2; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
+  return x;
+}
+
+// The max over the warp of a and of b, and the inverse of each, in one reduction and one
+// quantInverse (every lane must call): lanes 0-15 reduce a, lanes 16-31 b. Returns this lane's
+// half's max (a's on lanes 0-15, b's on 16-31); invA and invB come back on every lane.
+__device__ __forceinline__ float warpMaxPair(float a, float b, int lane, float& invA, float& invB) {
+  const bool upper = lane & 16;
+  float x = upper ? b : a;
+  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, upper ? a : b, 16));
+  x = groupMax<16>(x);
+  const float inv = quantInverse(x);
+  invA = __shfl_sync(0xffffffffu, inv, 0);
+  invB = __shfl_sync(0xffffffffu, inv, 16);
   return x;
 }
 

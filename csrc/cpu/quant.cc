@@ -34,11 +34,9 @@ uint32_t nearestCode(const std::vector<float>& v, float x) {
 
 namespace {
 
-float bitsToFloat(uint32_t b) { return bitsFloat(b); }
-
-// The code of |x| = bits a on one side (side 1: x = -|x|).
-uint32_t codeAt(const std::vector<float>& v, int side, uint32_t a) {
-  const float m = bitsToFloat(a);
+// The code of the key `key` on one side (side 1: x < 0, the key is |x| bits ^ flipMask).
+uint32_t codeOfKey(const std::vector<float>& v, const QuantFinder& f, int side, uint32_t key) {
+  const float m = bitsFloat(side ? key ^ f.flipMask : key);
   return nearestCode(v, side ? -m : m);
 }
 
@@ -61,34 +59,48 @@ std::string buildQuantMap(const float* values, int n, QuantMapHost* out) {
   }
   if (!(minMag <= maxMag)) return "map has no distinct neighbours";
   const int baseExp = int(std::floor(std::log2(minMag)));
-  const int topExp = int(std::floor(std::log2(maxMag))) + 1;
+  const int topExp = int(std::floor(std::log2(maxMag))) + 1;  // <= 0: midpoints are below 1
   if (baseExp < -126) return "map entries are too close to 0 for the code finder";
-  const int binades = topExp - baseExp;
-  if (binades > 40) return "map spans too many binades for the code finder";
   QuantFinder f{};
   f.baseBits = uint32_t(baseExp + 127) << 23;
   f.topBits = uint32_t(topExp + 127) << 23;
-  f.sideEntries = uint32_t(binades) * (1u << (23 - kFinderShift)) + 1;
   f.nCodes = uint32_t(n);
-  std::vector<uint32_t> table(size_t(f.sideEntries) * 2);
+  // The smallest aligned block of 2^k exponents holding those of base and top; the negative side
+  // is mirrored into its sibling block.
+  const uint32_t eLo = f.baseBits >> 23, eHi = f.topBits >> 23;
+  int k = 0;
+  while ((eLo >> k) != (eHi >> k)) ++k;
+  f.flipMask = (1u << (24 + k)) - 1;
+  const uint32_t posLo = f.baseBits >> kFinderShift, posHi = f.topBits >> kFinderShift;
+  const uint32_t negLo = (f.topBits ^ f.flipMask) >> kFinderShift, negHi = (f.baseBits ^ f.flipMask) >> kFinderShift;
+  f.firstBucket = std::min(posLo, negLo);
+  const uint32_t last = std::max(posHi, negHi);
+  f.entries = (last - f.firstBucket + 2) & ~1u;
+  f.posEntry = posLo - f.firstBucket;
+  if (f.entries > 16384) return "map spans too many binades for the code finder";
+  std::vector<uint32_t> table(f.entries, 0);
   for (int side = 0; side < 2; ++side) {
-    for (uint32_t b = 0; b < f.sideEntries; ++b) {
-      const uint32_t lo = f.baseBits + (b << kFinderShift);
-      const uint32_t hi = b + 1 == f.sideEntries ? lo : lo + ((1u << kFinderShift) - 1);
-      const uint32_t below = codeAt(v, side, lo), above = codeAt(v, side, hi);
+    // The side's keys: [base, top] for x >= 0; for x < 0 the same |x| mirrored.
+    const uint32_t kMin = side ? f.topBits ^ f.flipMask : f.baseBits;
+    const uint32_t kMax = side ? f.baseBits ^ f.flipMask : f.topBits;
+    for (uint32_t b = kMin >> kFinderShift; b <= kMax >> kFinderShift; ++b) {
+      const uint32_t lo = std::max(kMin, b << kFinderShift);
+      const uint32_t hi = std::min(kMax, (b << kFinderShift) | ((1u << kFinderShift) - 1));
+      const uint32_t below = codeOfKey(v, f, side, lo), above = codeOfKey(v, f, side, hi);
       uint32_t thr = 0xffffu;
       if (below != above) {
-        // First bits in (lo, hi] whose code differs from lo's (the code is monotone in |x|).
+        if (above != below + 1) return "map too dense for the code finder (a jump of two codes)";
+        // The first key in (lo, hi] whose code differs from lo's (the code is monotone in the key).
         uint32_t l = lo, h = hi;
         while (h - l > 1) {
           const uint32_t mid = l + (h - l) / 2;
-          if (codeAt(v, side, mid) == below) l = mid;
+          if (codeOfKey(v, f, side, mid) == below) l = mid;
           else h = mid;
         }
-        if (codeAt(v, side, h) != above) return "map too dense for the code finder (two changes in one bucket)";
+        if (codeOfKey(v, f, side, h) != above) return "map too dense for the code finder (two changes in one bucket)";
         thr = l & 0xffffu;
       }
-      table[size_t(side) * f.sideEntries + b] = (thr << 16) | (above << 8) | below;
+      table[b - f.firstBucket] = (below << 24) + 0xffffffu - thr - (b << kFinderShift);
     }
   }
   // Below base and above top the code is constant: no midpoint lies there.

@@ -13,7 +13,7 @@ namespace cpu {
 struct QuantMapHost {
   QuantFinder finder{};
   std::vector<float> values;    // nCodes
-  std::vector<uint32_t> table;  // 2 * finder.sideEntries
+  std::vector<uint32_t> table;  // finder.entries
   // values then table: the layout the kernels read (mapBlobBytes(finder) bytes).
   std::vector<uint8_t> blob() const;
 };

@@ -97,6 +97,58 @@ const BLOCKS = [64, 128, 256, 512, 1024, 2048, 4096];
     }
   });
 
+  test("dense sweeps: every f32 midpoint of both maps +-64 ulp, every bf16 and f16 value in [-1, 1], every block size, odd lengths: the CPU's codes exactly", async () => {
+    // Each block starts with its absmax (1, or 0.75 so that x * (1 / absmax) rounds), so the values
+    // themselves are what the finder sees: they sit on and around every point where the code
+    // changes, on both sides of 0, and the codes must be the CPU's (itself checked against the
+    // nearest-code definition, exhaustively in test/native/run_quant_finder.sh).
+    const f32bits = (x: number) => new Uint32Array(Float32Array.of(x).buffer)[0];
+    const bitsF32 = new Float32Array(1), bitsU32 = new Uint32Array(bitsF32.buffer);
+    const sweeps: Record<string, number[]> = { f32: [], bf16: [], f16: [] };
+    for (const signed of [true, false]) {
+      const map = quant.dynamicMap(signed);
+      for (let k = 0; k + 1 < map.length; k++) {
+        const mid = f32bits((map[k] + map[k + 1]) / 2);
+        for (let d = -64; d <= 64; d++) {
+          bitsU32[0] = mid + d;
+          const v = bitsF32[0];
+          if (v <= 1 && v >= -1) sweeps.f32.push(v, -v);
+        }
+      }
+    }
+    for (let b = 0; b < 0x8000; b++) {  // every non-negative 16-bit pattern, and its negative
+      bitsU32[0] = b << 16;
+      const vb = bitsF32[0];
+      if (vb <= 1) sweeps.bf16.push(vb, -vb);
+      const e = b >> 10, m = b & 1023;  // f16: exponent, mantissa
+      const vh = e === 0 ? m * 2 ** -24 : (1 + m / 1024) * 2 ** (e - 15);
+      if (e < 31 && vh <= 1) sweeps.f16.push(vh, -vh);
+    }
+    for (const dtype of DTYPES) {
+      const xs = sweeps[dtype];
+      for (const block of BLOCKS) {
+        for (const absmax of [1, 0.75]) {
+          const data: number[] = [];
+          for (let i = 0; i < xs.length; i += block - 1) {
+            data.push(absmax);
+            for (let j = i; j < i + block - 1 && j < xs.length; j++) data.push(xs[j] * absmax);
+          }
+          if (data.length % 2 === 0) data.push(0.5 * absmax);  // an odd length, a partial last block
+          const xc = tensor(Float32Array.from(data), [data.length], { dtype, device: "cpu" });
+          for (const signed of [true, false]) {
+            const qc = quant.quantizeBlockwise(xc, { signed, blockSize: block });
+            const qg = quant.quantizeBlockwise(xc.clone("cuda"), { signed, blockSize: block });
+            const [cc, cg] = [await bytes(qc.codes), await bytes(qg.codes)];
+            let diff = 0;
+            for (let i = 0; i < cc.length; i++) if (cc[i] !== cg[i]) diff++;
+            expect([dtype, block, absmax, signed, diff]).toEqual([dtype, block, absmax, signed, 0]);
+            expect(Array.from(await arr(qg.absmax))).toEqual(Array.from(await arr(qc.absmax)));
+          }
+        }
+      }
+    }
+  });
+
   test("a 16-entry map, unpacked codes", async () => {
     const code = quant.dynamicMap(true, { maxExponentBits: 3, totalBits: 4 });
     const xc = randn([100003], { device: "cpu", seed: 9 });
@@ -207,6 +259,45 @@ async function compareStates(oc: InstanceType<Opt>, og: InstanceType<Opt>, cpu: 
         const oc = new Opt(cpu, { eps: 1e-40 }), og = new Opt(gpu, { eps: 1e-40 });
         for (let s = 0; s < 3; s++) {
           feed(cpu, gpu, s, 31);
+          oc.step(); og.step();
+        }
+        await compareStates(oc, og, cpu, gpu, dtype, w0);
+        oc.dispose(); og.dispose();
+      }
+    });
+
+    test(`${bits}-bit: skipNonFinite off (no scan: units in forward order, through the lean unit loop) agrees with the CPU`, async () => {
+      for (const dtype of ["f32", "bf16"] as DType[]) {
+        const { cpu, gpu } = twin([[1024, 1024], [300, 4099], [70001], [4097]], dtype, 51);
+        const w0 = await Promise.all(cpu.map((p) => arr(p.data)));
+        const opts = { skipNonFinite: false };
+        const oc = new Opt(cpu, opts), og = new Opt(gpu, opts);
+        for (let s = 0; s < 4; s++) {
+          feed(cpu, gpu, s, 51);
+          oc.step(); og.step();
+        }
+        await compareStates(oc, og, cpu, gpu, dtype, w0);
+        oc.dispose(); og.dispose();
+      }
+    });
+
+    test(`${bits}-bit: subnormal v (tiny gradients), beta2 near 1: the flushed and the exact sqrt paths agree with the CPU`, async () => {
+      // With eps >= invSqrtBc2 * 2^-37 the staged path flushes a subnormal v to 0 in its sqrt
+      // (quant.cuh qadamNormalDenom); with beta2 = 1 - 1e-7 the first steps fail that test (the
+      // other instantiation), the later ones pass it.
+      for (const dtype of ["f32", "bf16"] as DType[]) {
+        const { cpu, gpu } = twin([[70000], [4096 * 3]], dtype, 41);
+        const w0 = await Promise.all(cpu.map((p) => arr(p.data)));
+        const opts = { betas: [0.9, 1 - 1e-7] as [number, number] };
+        const oc = new Opt(cpu, opts), og = new Opt(gpu, opts);
+        for (let s = 0; s < 8; s++) {
+          cpu.forEach((p, i) => {
+            // Tensor 0: v = (1 - beta2) g^2 ~ 1e-40, subnormal; tensor 1: ordinary gradients.
+            const g = randn(p.shape, { dtype, device: "cpu", seed: 500 + s * 7 + i, std: i === 0 ? 3e-17 : 1e-3 });
+            p.grad.copyFrom(g);
+            gpu[i].grad.copyFrom(g);
+            g.dispose();
+          });
           oc.step(); og.step();
         }
         await compareStates(oc, og, cpu, gpu, dtype, w0);
