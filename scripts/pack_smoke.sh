@@ -57,7 +57,7 @@ if [ $on_gpu = 1 ]; then
   echo "pack_smoke: again without cuBLAS/cuSOLVER" >&2
   SLIMOPT_SMOKE_EXPECT_BUILTIN=1 "$here/without_cuda_math_libs.sh" node smoke.js | tee "$out/smoke-builtin.json"
 fi
-if { [ $on_gpu = 1 ] && [ "${SLIMOPT_SMOKE_BENCH:-1}" = 1 ]; } || [ "${SLIMOPT_SMOKE_BENCH:-0}" = 1 ]; then
+if [ "${SLIMOPT_SMOKE_BENCH:-$on_gpu}" = 1 ]; then
   echo "pack_smoke: slimopt bench --quick --json (the installed package's bin)" >&2
   ./node_modules/.bin/slimopt bench --quick --json > "$out/bench.json" 2> "$out/bench.log" \
     || { tail -40 "$out/bench.log" >&2; echo "pack_smoke: bench failed" >&2; exit 1; }
