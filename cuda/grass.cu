@@ -73,6 +73,32 @@ __device__ __forceinline__ void storeQuad(void* p, int64_t i, const float x[4]) 
     *reinterpret_cast<uint2*>(static_cast<uint16_t*>(p) + i) = u;
   }
 }
+// The same with the streaming cache hints (ld.global.cs / st.global.cs: evict first), for rows
+// touched once by the standalone gather / scatter (bench/micro/rows_bench.cu measured them).
+template <DType D>
+__device__ __forceinline__ void loadQuadStreaming(const void* p, int64_t i, float x[4]) {
+  if (D == DType::F32) {
+    const float4 f = __ldcs(reinterpret_cast<const float4*>(static_cast<const float*>(p) + i));
+    x[0] = f.x; x[1] = f.y; x[2] = f.z; x[3] = f.w;
+  } else {
+    const uint2 u = __ldcs(reinterpret_cast<const uint2*>(static_cast<const uint16_t*>(p) + i));
+    uint16_t h[4] = {uint16_t(u.x), uint16_t(u.x >> 16), uint16_t(u.y), uint16_t(u.y >> 16)};
+#pragma unroll
+    for (int k = 0; k < 4; ++k) x[k] = D == DType::BF16 ? bf16ToFloat(h[k]) : f16ToFloat(h[k]);
+  }
+}
+template <DType D>
+__device__ __forceinline__ void storeQuadStreaming(void* p, int64_t i, const float x[4]) {
+  if (D == DType::F32) {
+    __stcs(reinterpret_cast<float4*>(static_cast<float*>(p) + i), make_float4(x[0], x[1], x[2], x[3]));
+  } else {
+    uint16_t h[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) h[k] = D == DType::BF16 ? floatToBf16(x[k]) : floatToF16(x[k]);
+    __stcs(reinterpret_cast<uint2*>(static_cast<uint16_t*>(p) + i),
+           make_uint2(uint32_t(h[0]) | (uint32_t(h[1]) << 16), uint32_t(h[2]) | (uint32_t(h[3]) << 16)));
+  }
+}
 __device__ __forceinline__ void loadQuadF(const float* p, int64_t i, float x[4]) {
   float4 f = *reinterpret_cast<const float4*>(p + i);
   x[0] = f.x; x[1] = f.y; x[2] = f.z; x[3] = f.w;
@@ -642,16 +668,18 @@ __global__ void __launch_bounds__(kT) commitKernel(float* m, float* v, int64_t c
 
 // ---- standalone gather / scatter ------------------------------------------------------------------
 //
-// Work unit: one chunk of one slot's row, kRowThreads × kRowQuads quads (4 elements each: 8 KiB of
-// f32 with the defaults), one block per unit (grid-strided past kMaxGrid); a slot's chunks are
-// adjacent units, so the addresses in flight stay close. Each thread first issues all its loads
-// (kRowQuads quads; scatter: of the update row and of W's row), then computes and stores. Many
-// small blocks, all resident at once for 512 rows of 4096, spread the ramp over every SM and
-// retire early; one block per row left most SMs waiting on a few long blocks (issue #6).
-// bench/micro/rows_bench.cu times the alternatives: these kernels are its gatherChunk /
-// scatterChunk<kRowThreads, kRowQuads, LD_DEF, ST_DEF, 2, 1> ("chk8K t128 q4 +pdlpf"; the gather
-// without the prefetch: "+pdl"); change the
-// constants below to the winning row of its table.
+// Work unit: one chunk of one slot's row (kThreads × kQuads quads of 4 elements: 4 KiB of f32 for
+// the gather, 8 KiB for the scatter), one block per unit (grid-strided past kMaxGrid); a slot's
+// chunks are adjacent units, so the addresses in flight stay close. Each thread first issues all
+// its loads (scatter: of the update row and of W's row), then computes and stores. Many small
+// blocks, all resident at once for 512 rows of 4096, spread the ramp over every SM and retire
+// early; one block per row left most SMs waiting on a few long blocks (issue #6).
+// bench/micro/rows_bench.cu times the alternatives; the H200 runs of 2026-11-24 chose, for the
+// gather, gatherChunk<256, 1, LD_CS, ST_CS, 1, 1> ("chk4K t256 q1 +cs+stcs+pdl": 2048 rows 0.93 of
+// the floor per launch, where 128 threads × 4 quads with plain loads and stores gave 0.86; 512
+// rows 0.75 either way), and for the scatter scatterChunk<128, 4, LD_DEF, ST_CS, 2, 1> ("chk8K
+// t128 q4 +stcs+pdlpf": 0.91 / 0.87 at 512 / 2048 rows). The streaming hints (evict first) suit
+// rows that are touched once. Change the constants below to the winning rows of its table.
 //
 // Launch overlap (programmatic dependent launch, sm_90): the launchers allow the next kernel's
 // blocks to start while the previous kernel in the stream drains. Before griddepcontrol.wait
@@ -662,13 +690,16 @@ __global__ void __launch_bounds__(kT) commitKernel(float* m, float* v, int64_t c
 // the rows are already coming from DRAM. Once its loads are issued a block calls
 // griddepcontrol.launch_dependents, so the next such launch can start the same way. Where the
 // previous kernel does not trigger early, or before sm_90, this is an ordinary launch.
-constexpr int kRowThreads = 128;
-constexpr int kRowQuads = 4;
+constexpr int kGatherThreads = 256;
+constexpr int kGatherQuads = 1;
+constexpr int kScatterThreads = 128;
+constexpr int kScatterQuads = 4;
 constexpr bool kRowOverlap = true;
-// The H200 run of rows_bench (2026-11-24) had the gather slightly faster without the prefetch
-// (512 rows 0.77 vs 0.74 of the floor, 2048 rows 0.86 vs 0.85) and the scatter faster with it.
+// The gather without the prefetch: it was slightly faster so (512 rows 0.77 vs 0.74 of the floor,
+// 2048 rows 0.86 vs 0.85); the scatter faster with it.
 constexpr bool kGatherPrefetch = false;
-constexpr int64_t kRowChunk = int64_t(kRowThreads) * kRowQuads * 4;  // elements per unit
+constexpr int64_t kGatherChunk = int64_t(kGatherThreads) * kGatherQuads * 4;    // elements per unit
+constexpr int64_t kScatterChunk = int64_t(kScatterThreads) * kScatterQuads * 4;
 
 __device__ __forceinline__ void gridDependencyWait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -685,18 +716,21 @@ __device__ __forceinline__ int32_t loadIndexL2(const int32_t* p) {
   asm volatile("ld.global.cg.s32 %0, [%1];" : "=r"(v) : "l"(p));
   return v;
 }
-// Prefetches bytes [b0, b1) of p into L2, one 128-byte line per thread per step.
+// Prefetches bytes [b0, b1) of p into L2, one 128-byte line per thread per step (kT threads).
+template <int kT>
 __device__ __forceinline__ void prefetchL2(const void* p, int64_t b0, int64_t b1) {
   const char* c = static_cast<const char*>(p);
-  for (int64_t b = b0 + int64_t(threadIdx.x) * 128; b < b1; b += int64_t(kRowThreads) * 128)
+  for (int64_t b = b0 + int64_t(threadIdx.x) * 128; b < b1; b += int64_t(kT) * 128)
     asm volatile("prefetch.global.L2 [%0];" ::"l"(c + b));
 }
-// Before the wait: prefetch unit u's chunk of row `guess` of src (when in range) into L2.
+// Before the wait: prefetch chunk c (kChunk elements, kT threads) of row `guess` of src (when in
+// range) into L2.
+template <int kT, int64_t kChunk>
 __device__ __forceinline__ void prefetchChunk(const void* src, int es, int64_t rows, int64_t n, int32_t guess,
                                               int64_t c) {
   if (guess < 0 || int64_t(guess) >= rows) return;
-  const int64_t i0 = c * kRowChunk, i1 = min(n, i0 + kRowChunk);
-  prefetchL2(static_cast<const uint8_t*>(src) + int64_t(guess) * n * es, i0 * es, i1 * es);
+  const int64_t i0 = c * kChunk, i1 = min(n, i0 + kChunk);
+  prefetchL2<kT>(static_cast<const uint8_t*>(src) + int64_t(guess) * n * es, i0 * es, i1 * es);
 }
 
 // Unit u -> (slot j, chunk c) = (u / cpr, u % cpr); 32-bit division when u fits (always, in
@@ -716,15 +750,16 @@ __device__ __forceinline__ void rowUnit(int64_t u, int64_t cpr, int64_t* j, int6
 // whose index is out of range are skipped (left as they were). vec: n % 4 == 0 and both pointers
 // quad-aligned. cpr = chunks per row, units = count · cpr.
 template <DType D>
-__global__ void __launch_bounds__(kRowThreads) gatherRowsKernel(void* __restrict__ out, const void* __restrict__ src,
-                                                                int64_t rows, int64_t n,
-                                                                const int32_t* __restrict__ idx, int64_t count,
-                                                                const float* __restrict__ scale, int vec, int64_t cpr,
-                                                                int64_t units) {
+__global__ void __launch_bounds__(kGatherThreads) gatherRowsKernel(void* __restrict__ out, const void* __restrict__ src,
+                                                                   int64_t rows, int64_t n,
+                                                                   const int32_t* __restrict__ idx, int64_t count,
+                                                                   const float* __restrict__ scale, int vec,
+                                                                   int64_t cpr, int64_t units) {
+  constexpr int kT = kGatherThreads, kQ = kGatherQuads;
   if (kRowOverlap && kGatherPrefetch && blockIdx.x < units) {
     int64_t j, c;
     rowUnit(blockIdx.x, cpr, &j, &c);
-    prefetchChunk(src, dtypeSize(D), rows, n, loadIndexL2(idx + j), c);
+    prefetchChunk<kT, kGatherChunk>(src, dtypeSize(D), rows, n, loadIndexL2(idx + j), c);
   }
   if (kRowOverlap) gridDependencyWait();
   for (int64_t u = blockIdx.x; u < units; u += gridDim.x) {
@@ -733,24 +768,24 @@ __global__ void __launch_bounds__(kRowThreads) gatherRowsKernel(void* __restrict
     const int32_t line = idx[j];
     if (line < 0 || int64_t(line) >= rows) continue;
     const float sc = scale != nullptr ? scale[j] : 1.0f;
-    const int64_t base = int64_t(line) * n, i0 = c * kRowChunk, i1 = min(n, i0 + kRowChunk);
+    const int64_t base = int64_t(line) * n, i0 = c * kGatherChunk, i1 = min(n, i0 + kGatherChunk);
     if (vec) {
       const int64_t q0 = (i0 >> 2) + threadIdx.x, q1 = i1 >> 2;
-      float x[kRowQuads][4];
+      float x[kQ][4];
 #pragma unroll
-      for (int k = 0; k < kRowQuads; ++k)
-        if (q0 + k * kRowThreads < q1) loadQuad<D>(src, base + 4 * (q0 + k * kRowThreads), x[k]);
+      for (int k = 0; k < kQ; ++k)
+        if (q0 + k * kT < q1) loadQuadStreaming<D>(src, base + 4 * (q0 + k * kT), x[k]);
       if (kRowOverlap) gridLaunchDependents();
 #pragma unroll
-      for (int k = 0; k < kRowQuads; ++k) {
-        if (q0 + k * kRowThreads >= q1) continue;
+      for (int k = 0; k < kQ; ++k) {
+        if (q0 + k * kT >= q1) continue;
 #pragma unroll
         for (int e = 0; e < 4; ++e) x[k][e] = sc * x[k][e];
-        storeQuad<D>(out, j * n + 4 * (q0 + k * kRowThreads), x[k]);
+        storeQuadStreaming<D>(out, j * n + 4 * (q0 + k * kT), x[k]);
       }
       continue;
     }
-    for (int64_t i = i0 + threadIdx.x; i < i1; i += kRowThreads) st<D>(out, j * n + i, sc * ld<D>(src, base + i));
+    for (int64_t i = i0 + threadIdx.x; i < i1; i += kT) st<D>(out, j * n + i, sc * ld<D>(src, base + i));
   }
 }
 
@@ -758,18 +793,19 @@ __global__ void __launch_bounds__(kRowThreads) gatherRowsKernel(void* __restrict
 // slot order by the blocks owning the run's first slot (one per chunk), exactly rounded, so the
 // result is the CPU backend's bits; out-of-range indices are skipped.
 template <DType D>
-__global__ void __launch_bounds__(kRowThreads) scatterRowsKernel(void* __restrict__ dst, int64_t rows, int64_t n,
+__global__ void __launch_bounds__(kScatterThreads) scatterRowsKernel(void* __restrict__ dst, int64_t rows, int64_t n,
                                                                  const int32_t* __restrict__ idx, int64_t count,
                                                                  const void* __restrict__ src, float alpha,
                                                                  const float* __restrict__ scale, int vec,
                                                                  int64_t cpr, int64_t units) {
+  constexpr int kT = kScatterThreads, kQ = kScatterQuads;
   if (kRowOverlap && blockIdx.x < units) {
     int64_t j, c;
     rowUnit(blockIdx.x, cpr, &j, &c);
     const int es = dtypeSize(D);
-    const int64_t i0 = c * kRowChunk, i1 = min(n, i0 + kRowChunk);
-    prefetchL2(static_cast<const uint8_t*>(src) + j * n * es, i0 * es, i1 * es);
-    prefetchChunk(dst, es, rows, n, loadIndexL2(idx + j), c);
+    const int64_t i0 = c * kScatterChunk, i1 = min(n, i0 + kScatterChunk);
+    prefetchL2<kT>(static_cast<const uint8_t*>(src) + j * n * es, i0 * es, i1 * es);
+    prefetchChunk<kT, kScatterChunk>(dst, es, rows, n, loadIndexL2(idx + j), c);
   }
   if (kRowOverlap) gridDependencyWait();
   for (int64_t u = blockIdx.x; u < units; u += gridDim.x) {
@@ -778,14 +814,14 @@ __global__ void __launch_bounds__(kRowThreads) scatterRowsKernel(void* __restric
     int32_t line;
     int64_t j1;
     if (!ownedRun(idx, count, rows, j0, &line, &j1)) continue;
-    const int64_t base = int64_t(line) * n, i0 = c * kRowChunk, i1 = min(n, i0 + kRowChunk);
+    const int64_t base = int64_t(line) * n, i0 = c * kScatterChunk, i1 = min(n, i0 + kScatterChunk);
     if (vec && j1 - j0 == 1) {
       const float cf = alpha * (scale != nullptr ? scale[j0] : 1.0f);
       const int64_t q0 = (i0 >> 2) + threadIdx.x, q1 = i1 >> 2;
-      float sq[kRowQuads][4], dq[kRowQuads][4];
+      float sq[kQ][4], dq[kQ][4];
 #pragma unroll
-      for (int k = 0; k < kRowQuads; ++k) {
-        const int64_t q = q0 + k * kRowThreads;
+      for (int k = 0; k < kQ; ++k) {
+        const int64_t q = q0 + k * kT;
         if (q < q1) {
           loadQuad<D>(src, j0 * n + 4 * q, sq[k]);
           loadQuad<D>(dst, base + 4 * q, dq[k]);
@@ -793,16 +829,16 @@ __global__ void __launch_bounds__(kRowThreads) scatterRowsKernel(void* __restric
       }
       if (kRowOverlap) gridLaunchDependents();
 #pragma unroll
-      for (int k = 0; k < kRowQuads; ++k) {
-        const int64_t q = q0 + k * kRowThreads;
+      for (int k = 0; k < kQ; ++k) {
+        const int64_t q = q0 + k * kT;
         if (q >= q1) continue;
 #pragma unroll
         for (int e = 0; e < 4; ++e) dq[k][e] = __fadd_rn(dq[k][e], __fadd_rn(0.0f, __fmul_rn(cf, sq[k][e])));
-        storeQuad<D>(dst, base + 4 * q, dq[k]);
+        storeQuadStreaming<D>(dst, base + 4 * q, dq[k]);
       }
       continue;
     }
-    for (int64_t i = i0 + threadIdx.x; i < i1; i += kRowThreads) {
+    for (int64_t i = i0 + threadIdx.x; i < i1; i += kT) {
       float acc = 0.0f;
       // Exactly rounded (no FMA contraction), so the sums are the CPU's bits.
       for (int64_t j = j0; j < j1; ++j)
@@ -994,8 +1030,8 @@ Status grassSelectOnly(int dev, const GrassTensor& T, const GrassHyper& h, void*
 // Launches a row kernel with programmatic stream serialization (see the standalone gather /
 // scatter above) where the device has it (sm_90+).
 template <typename... KArgs, typename... Args>
-Status launchRowKernel(int dev, void (*kernel)(KArgs...), int64_t units, cudaStream_t st, const char* what,
-                       Args... args) {
+Status launchRowKernel(int dev, void (*kernel)(KArgs...), int threads, int64_t units, cudaStream_t st,
+                       const char* what, Args... args) {
   static int major[64] = {0};
   if (dev >= 0 && dev < 64 && major[dev] == 0 &&
       cudaDeviceGetAttribute(&major[dev], cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
@@ -1007,7 +1043,7 @@ Status launchRowKernel(int dev, void (*kernel)(KArgs...), int64_t units, cudaStr
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(unsigned(gridOf(units)));
-  cfg.blockDim = dim3(unsigned(kRowThreads));
+  cfg.blockDim = dim3(unsigned(threads));
   cfg.stream = st;
   cfg.attrs = attr;
   cfg.numAttrs = kRowOverlap && dev >= 0 && dev < 64 && major[dev] >= 9 ? 1 : 0;
@@ -1024,11 +1060,11 @@ Status grassGatherRows(int dev, void* out, const void* src, DType d, int64_t row
   const int es = dtypeSize(d);
   const int vec = ((cols & 3) == 0 && (reinterpret_cast<uintptr_t>(out) & uintptr_t(4 * es - 1)) == 0 &&
                    (reinterpret_cast<uintptr_t>(src) & uintptr_t(4 * es - 1)) == 0) ? 1 : 0;
-  const int64_t cpr = grassCeilDiv(cols, kRowChunk), units = count * cpr;
+  const int64_t cpr = grassCeilDiv(cols, kGatherChunk), units = count * cpr;
   switch (d) {
-    case DType::BF16: return launchRowKernel(dev, gatherRowsKernel<DType::BF16>, units, st, "gatherRows", out, src, rows, cols, idx, count, scale, vec, cpr, units);
-    case DType::F16: return launchRowKernel(dev, gatherRowsKernel<DType::F16>, units, st, "gatherRows", out, src, rows, cols, idx, count, scale, vec, cpr, units);
-    default: return launchRowKernel(dev, gatherRowsKernel<DType::F32>, units, st, "gatherRows", out, src, rows, cols, idx, count, scale, vec, cpr, units);
+    case DType::BF16: return launchRowKernel(dev, gatherRowsKernel<DType::BF16>, kGatherThreads, units, st, "gatherRows", out, src, rows, cols, idx, count, scale, vec, cpr, units);
+    case DType::F16: return launchRowKernel(dev, gatherRowsKernel<DType::F16>, kGatherThreads, units, st, "gatherRows", out, src, rows, cols, idx, count, scale, vec, cpr, units);
+    default: return launchRowKernel(dev, gatherRowsKernel<DType::F32>, kGatherThreads, units, st, "gatherRows", out, src, rows, cols, idx, count, scale, vec, cpr, units);
   }
 }
 
@@ -1042,11 +1078,11 @@ Status grassScatterRows(int dev, void* dst, DType d, int64_t rows, int64_t cols,
   const int es = dtypeSize(d);
   const int vec = ((cols & 3) == 0 && (reinterpret_cast<uintptr_t>(dst) & uintptr_t(4 * es - 1)) == 0 &&
                    (reinterpret_cast<uintptr_t>(src) & uintptr_t(4 * es - 1)) == 0) ? 1 : 0;
-  const int64_t cpr = grassCeilDiv(cols, kRowChunk), units = count * cpr;
+  const int64_t cpr = grassCeilDiv(cols, kScatterChunk), units = count * cpr;
   switch (d) {
-    case DType::BF16: return launchRowKernel(dev, scatterRowsKernel<DType::BF16>, units, st, "scatterRows", dst, rows, cols, idx, count, src, alpha, scale, vec, cpr, units);
-    case DType::F16: return launchRowKernel(dev, scatterRowsKernel<DType::F16>, units, st, "scatterRows", dst, rows, cols, idx, count, src, alpha, scale, vec, cpr, units);
-    default: return launchRowKernel(dev, scatterRowsKernel<DType::F32>, units, st, "scatterRows", dst, rows, cols, idx, count, src, alpha, scale, vec, cpr, units);
+    case DType::BF16: return launchRowKernel(dev, scatterRowsKernel<DType::BF16>, kScatterThreads, units, st, "scatterRows", dst, rows, cols, idx, count, src, alpha, scale, vec, cpr, units);
+    case DType::F16: return launchRowKernel(dev, scatterRowsKernel<DType::F16>, kScatterThreads, units, st, "scatterRows", dst, rows, cols, idx, count, src, alpha, scale, vec, cpr, units);
+    default: return launchRowKernel(dev, scatterRowsKernel<DType::F32>, kScatterThreads, units, st, "scatterRows", dst, rows, cols, idx, count, src, alpha, scale, vec, cpr, units);
   }
 }
 

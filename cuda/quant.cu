@@ -13,10 +13,11 @@
 // The finder table (both signs) is staged in shared memory once per thread block; the grid is
 // persistent (occupancy x SMs) so that staging is paid once per resident block.
 //
-// Dequantize. Element-parallel: each thread turns 4 (f32 out) or 8 (16-bit out) codes into one
-// 16-byte store, 4 such groups in flight per round (whole rounds unguarded).
+// Dequantize. Element-parallel, a one-shot grid: each thread turns 4 (f32 out) or 8 (16-bit out)
+// codes into one 16-byte store, for kDeqGroups such groups.
 #include <cuda_runtime.h>
 #include <algorithm>
+#include <cstdint>
 #include "internal.cuh"
 #include "quant_device.cuh"
 #include "quant_launchers.h"
@@ -215,8 +216,13 @@ __device__ __forceinline__ void quantizeBlock(const void* x, int64_t n, uint8_t*
   if (lane == 0) absmax[base / kBlock] = mx;
 }
 
+// Blocks per SM the register budget is sized for: 6 (40 registers), or 5 (51) for the 16-bit
+// pair loop with its next pair in registers.
 template <DType D, int kBlock>
-__global__ void __launch_bounds__(kThreads, 6) quantizeKernel(const void* __restrict__ x, int64_t n,
+constexpr int kQuantMinBlocks = kBlock == kQuantTile && D != DType::F32 ? 5 : 6;
+
+template <DType D, int kBlock>
+__global__ void __launch_bounds__(kThreads, kQuantMinBlocks<D, kBlock>) quantizeKernel(const void* __restrict__ x, int64_t n,
                                                            uint8_t* __restrict__ codes, float* __restrict__ absmax,
                                                            const uint32_t* __restrict__ tableG, const QuantFinder f,
                                                            bool aligned) {
@@ -230,17 +236,27 @@ __global__ void __launch_bounds__(kThreads, 6) quantizeKernel(const void* __rest
   const int64_t nw = int64_t(gridDim.x) * kWarps;
   int64_t u = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5);
   if constexpr (kBlock == kQuantTile && D != DType::F32) {
-    // 16-bit input, blocks of 256: two tiles a step, 1 KB per warp in flight. Full pairs take
-    // quantizeTilePair; a pair at the end (or unaligned input) goes tile by tile, guarded. (With
-    // f32 the pair needs more than the 40 registers of 6 blocks per SM.)
+    // 16-bit input, blocks of 256: two tiles a step, and the warp's next pair is loaded before
+    // this one is encoded, so 2 KB per warp are in flight through the encoding (with only the
+    // current pair, 1 KB, warps waited on their loads ~44% of the time: ncu on the H200,
+    // 2026-11-24). Full pairs take quantizeTilePair; a pair at the end (or unaligned input) goes
+    // tile by tile, guarded. (With f32 the pair needs more registers than 6 blocks per SM allow.)
     const int64_t pairs = (units + 1) / 2;
+    auto fullPair = [&](int64_t pu) { return aligned && (pu + 1) * 2 * kUnit <= n; };
+    TileAhead<D> c0, c1;
+    if (u < pairs && fullPair(u)) {
+      c0.load(x, u * 2 * kUnit, n, true, lane);
+      c1.load(x, u * 2 * kUnit + kUnit, n, true, lane);
+    }
     for (; u < pairs; u += nw) {
       const int64_t b0 = u * 2 * kUnit;
-      if (aligned && b0 + 2 * kUnit <= n) {
-        TileAhead<D> t0, t1;
-        t0.load(x, b0, n, true, lane);
-        t1.load(x, b0 + kUnit, n, true, lane);
-        quantizeTilePair<D>(t0, t1, codes, absmax, b0, f, table, lane);
+      TileAhead<D> n0, n1;
+      if (u + nw < pairs && fullPair(u + nw)) {
+        n0.load(x, (u + nw) * 2 * kUnit, n, true, lane);
+        n1.load(x, (u + nw) * 2 * kUnit + kUnit, n, true, lane);
+      }
+      if (fullPair(u)) {
+        quantizeTilePair<D>(c0, c1, codes, absmax, b0, f, table, lane);
       } else {
         for (int64_t b = b0; b < b0 + 2 * kUnit && b < n; b += kUnit) {
           TileAhead<D> t;
@@ -248,6 +264,8 @@ __global__ void __launch_bounds__(kThreads, 6) quantizeKernel(const void* __rest
           quantizeTile<D, kBlock>(x, t, n, codes, absmax, b, f, table, lane);
         }
       }
+      c0 = n0;
+      c1 = n1;
     }
   } else if constexpr (kBlock <= kQuantTile && D == DType::F32) {
     // 1 KB per warp in flight is enough at full occupancy; loading ahead would cost occupancy.
@@ -275,7 +293,13 @@ __global__ void __launch_bounds__(kThreads, 6) quantizeKernel(const void* __rest
 
 // ---- dequantize --------------------------------------------------------------------------------
 
-constexpr int kDeqUnroll = 4;
+// Groups per thread: a one-shot grid, block b owning groups [b * 256 * kDeqGroups, ...), each
+// thread kDeqGroups of them at stride 256 (loads first). Not a persistent grid: on the H200 a
+// grid-stride loop that writes 4 bytes per byte read reached 0.83-0.85 of the copy bandwidth
+// whatever its order and cache hints, this shape 0.94-0.96 (bench/micro/stream_mix.cu,
+// bench/results/NVIDIA-H200-2026-11-24-stream-mix.txt). Two groups per thread halve the
+// per-block staging of the map.
+constexpr int kDeqGroups = 2;
 
 // values[byte k of w, mod nCodes] for a table in shared memory: the byte's offset in bytes taken
 // straight from w (one shift, one mask: mask4 = (nCodes - 1) * 4), so the load needs no index scaling.
@@ -284,18 +308,24 @@ __device__ __forceinline__ float valueAt(const float* values, uint32_t w, int k,
   return *reinterpret_cast<const float*>(reinterpret_cast<const uint8_t*>(values) + off);
 }
 
-// Groups i, i + stride, ... (kDeqUnroll of them, V elements each): loads first, so that they are
-// all in flight, then the lookups and 16-byte stores. kGuard: some groups may lie at or past nv.
-template <DType D, bool kGuard>
-__device__ __forceinline__ void dequantRound(const uint8_t* codes, const float* absmax, void* out, const float* sVal,
-                                             int64_t i, int64_t stride, int64_t nv, int shift, uint32_t mask4) {
+// Vector part (aligned, groups [0, nv) of V elements: one 16-byte store each), then the block
+// past the last whole group takes the tail element by element.
+template <DType D>
+__global__ void __launch_bounds__(kThreads) dequantizeKernel(const uint8_t* __restrict__ codes,
+                                                             const float* __restrict__ absmax, int64_t n,
+                                                             void* __restrict__ out, const float* __restrict__ valuesG,
+                                                             uint32_t nCodes, int shift, bool aligned) {
+  __shared__ float sVal[256];
   constexpr int V = Vec16<D>::N;
-  uint32_t cw[kDeqUnroll][V / 4];
-  float am[kDeqUnroll];
+  const int64_t nv = aligned ? n / V : 0;
+  const int64_t i0 = int64_t(blockIdx.x) * (kThreads * kDeqGroups) + threadIdx.x;
+  // The codes and absmax first, so that their DRAM latency overlaps the staging of the map.
+  uint32_t cw[kDeqGroups][V / 4];
+  float am[kDeqGroups];
 #pragma unroll
-  for (int j = 0; j < kDeqUnroll; ++j) {
-    const int64_t q = i + j * stride;
-    if (!kGuard || q < nv) {
+  for (int j = 0; j < kDeqGroups; ++j) {
+    const int64_t q = i0 + j * kThreads;
+    if (q < nv) {
       if constexpr (V == 4) {
         cw[j][0] = __ldg(reinterpret_cast<const uint32_t*>(codes) + q);
       } else {
@@ -306,35 +336,24 @@ __device__ __forceinline__ void dequantRound(const uint8_t* codes, const float* 
       am[j] = __ldg(absmax + ((q * V) >> shift));
     }
   }
+  for (uint32_t i = threadIdx.x; i < nCodes; i += kThreads) sVal[i] = __ldg(valuesG + i);
+  __syncthreads();
+  const uint32_t mask = nCodes - 1, mask4 = mask << 2;
 #pragma unroll
-  for (int j = 0; j < kDeqUnroll; ++j) {
-    const int64_t q = i + j * stride;
-    if (!kGuard || q < nv) {
+  for (int j = 0; j < kDeqGroups; ++j) {
+    const int64_t q = i0 + j * kThreads;
+    if (q < nv) {
       float o[V];
 #pragma unroll
       for (int k = 0; k < V; ++k) o[k] = __fmul_rn(valueAt(sVal, cw[j][k / 4], k % 4, mask4), am[j]);
       store16<D>(out, q * V, o);
     }
   }
-}
-
-template <DType D>
-__global__ void __launch_bounds__(kThreads) dequantizeKernel(const uint8_t* __restrict__ codes,
-                                                             const float* __restrict__ absmax, int64_t n,
-                                                             void* __restrict__ out, const float* __restrict__ valuesG,
-                                                             uint32_t nCodes, int shift, bool aligned) {
-  __shared__ float sVal[256];
-  for (uint32_t i = threadIdx.x; i < nCodes; i += blockDim.x) sVal[i] = __ldg(valuesG + i);
-  __syncthreads();
-  constexpr int V = Vec16<D>::N;
-  const uint32_t mask = nCodes - 1, mask4 = mask << 2;
-  const int64_t nv = aligned ? n / V : 0;
-  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
-  int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  for (; i + (kDeqUnroll - 1) * stride < nv; i += kDeqUnroll * stride)
-    dequantRound<D, false>(codes, absmax, out, sVal, i, stride, nv, shift, mask4);
-  if (i < nv) dequantRound<D, true>(codes, absmax, out, sVal, i, stride, nv, shift, mask4);
-  for (int64_t e = nv * V + int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += stride)
+  // The tail (n % V elements, or all of them when unaligned): the blocks past the vector part.
+  const int64_t vecBlocks = (nv + kThreads * kDeqGroups - 1) / (kThreads * kDeqGroups);
+  if (int64_t(blockIdx.x) < vecBlocks) return;
+  const int64_t stride = int64_t(gridDim.x - vecBlocks) * kThreads;
+  for (int64_t e = nv * V + (int64_t(blockIdx.x) - vecBlocks) * kThreads + threadIdx.x; e < n; e += stride)
     storeFromFloat(out, D, e, __fmul_rn(sVal[codes[e] & mask], __ldg(absmax + (e >> shift))));
 }
 
@@ -386,11 +405,18 @@ template <DType D>
 Status launchDequantize(int dev, cudaStream_t st, const uint8_t* codes, const float* absmax, int64_t n, void* out,
                         int shift, const void* mapBlob, const QuantFinder& f) {
   constexpr int V = Vec16<D>::N;
-  auto kernel = dequantizeKernel<D>;
-  const int64_t groups = (n + V - 1) / V;
-  const int grid = persistentGrid(dev, kernel, 0, (groups + kThreads - 1) / kThreads);
+  (void)dev;
   const bool aligned = (reinterpret_cast<uintptr_t>(out) & 15) == 0 && (reinterpret_cast<uintptr_t>(codes) & 7) == 0;
-  kernel<<<grid, kThreads, 0, st>>>(codes, absmax, n, out, static_cast<const float*>(mapBlob), f.nCodes, shift, aligned);
+  const int64_t nv = aligned ? n / V : 0;
+  const int64_t perBlock = int64_t(kThreads) * kDeqGroups;
+  const int64_t vecBlocks = (nv + perBlock - 1) / perBlock;
+  // Tail blocks: enough for the leftover elements (all of n when unaligned), a few hundred at most.
+  const int64_t rest = n - nv * V;
+  const int64_t tailBlocks = rest == 0 ? 0 : std::min<int64_t>(1024, (rest + kThreads - 1) / kThreads);
+  const int64_t grid = vecBlocks + tailBlocks;
+  if (grid > int64_t(INT32_MAX)) return invalidArg("dequantizeBlockwise: tensor too large for one launch");
+  dequantizeKernel<D><<<unsigned(grid), kThreads, 0, st>>>(codes, absmax, n, out, static_cast<const float*>(mapBlob),
+                                                           f.nCodes, shift, aligned);
   return lastError("dequantizeBlockwise");
 }
 

@@ -65,6 +65,37 @@ export async function timeCalls(dev: Device, fn: (i: number) => void, n: number,
   return out;
 }
 
+/**
+ * Device time of `fn(i)` for calls too short to outrun the host: before each timed call, `prime()`
+ * enqueues device work that takes longer than the host needs to enqueue the call, and the start
+ * event is recorded after it, so the call's launches are all queued when the device reaches them
+ * and the events time the device alone. (timeCalls primes nothing: after the first calls a short
+ * call there is timed at the host's pace.) CUDA only; on the CPU this is timeCalls.
+ */
+export async function timeQueuedCalls(dev: Device, prime: () => void, fn: (i: number) => void, n: number,
+                                      warmup: number, onProgress?: (done: number) => void): Promise<number[]> {
+  if (dev.kind === "cpu") return timeCalls(dev, fn, n, warmup, onProgress);
+  const nat = native();
+  await dev.synchronize();
+  for (let i = 0; i < warmup; i++) fn(i);
+  const pairs: [unknown, unknown][] = [];
+  for (let i = 0; i < n; i++) {
+    const ev: [unknown, unknown] = [nat.newEvent(), nat.newEvent()];
+    prime();
+    nat.recordEvent(dev.index, ev[0]);
+    fn(warmup + i);
+    nat.recordEvent(dev.index, ev[1]);
+    pairs.push(ev);
+  }
+  const out: number[] = [];
+  for (const [a, b] of pairs) {
+    out.push(nat.elapsedMs(a, b));
+    onProgress?.(out.length);
+  }
+  await dev.synchronize();
+  return out;
+}
+
 export interface CopyBandwidth {
   /** (bytes read + bytes written) / median time, in GB/s (1e9). */
   GBps: number;
