@@ -11,9 +11,8 @@
 // blocks, all resident) take units of 16 tiles in order from an atomic counter, so the units in
 // flight are neighbours in memory (adamw.cu measured a static deal 4-10% slower on an H200); the
 // next unit is claimed a unit ahead, hiding the atomic. Full tiles of 16-byte-aligned tensors are
-// staged in shared memory with cp.async ahead of their turn (a ring of three stages; the lean loop
-// below keeps two tiles in flight, the general path one), so the loads stay in flight through the
-// math of the current tile without holding registers.
+// staged in shared memory with cp.async one tile ahead: the math of a tile takes longer than the
+// memory latency, so the next tile's loads stay in flight through it without holding registers.
 // A unit that lies whole in one such tensor (the common case) runs its first 15 tiles in a lean
 // loop (leanRun: the copy sources advance by a tile, no per-tile tensor lookup or dispatch); the
 // general per-tile path, about twice its overhead, takes the unit's last tile (which claims and
@@ -67,7 +66,7 @@ constexpr int kStCB = 2304;    // codes of v
 constexpr int kStAA = 2560;    // absmax of m: 1 (8 bits) or 2 (4 bits) floats
 constexpr int kStAB = 2568;    // absmax of v
 constexpr int kStageBytes = 2576;
-constexpr int kStages = 3;  // a ring: the general path keeps one tile ahead, leanTiles two
+constexpr int kStages = 2;
 
 struct Params {
   const QAdamTensor* tensors;
@@ -519,54 +518,42 @@ __device__ __forceinline__ void runTile(const QAdamTensor& T, int64_t base, cons
   }
 }
 
-// The stage after `s` in the ring of kStages.
-__device__ __forceinline__ uint32_t nextStage(uint32_t s) { return s + 1 == kStages ? 0u : s + 1; }
-
 // Tiles base, base + kDir * 256, ... (kUnitTiles - 1 of them) of a quantized, aligned tensor, all full,
-// the first already staged at stage `stage`: each stages the tile two ahead into the stage its
-// predecessor used and runs the staged path, without the general loop's per-tile tensor lookup and
-// checks. Two tiles ahead (three stages): at one ahead the f32 step kept DRAM only ~70% busy on
-// the H200 (ncu, 2026-11-24), too few bytes in flight at the 2 blocks per SM its registers allow.
-// Returns the stage that then holds tile base + (kUnitTiles - 1) * kDir * 256, staged and committed.
+// the first already staged at stage `parity`: each stages its successor into the other stage and
+// runs the staged path, without the general loop's per-tile tensor lookup and checks. Returns the
+// stage that then holds tile base + (kUnitTiles - 1) * kDir * 256, staged and committed.
 template <DType PT, int kBits, bool kNormalDenom, int kDir>
 __device__ __forceinline__ uint32_t leanTiles(const QAdamTensor& T, int64_t base, const Ctx& c, const Maps& mp,
-                                              int lane, uint8_t* stages, uint32_t stage) {
-  static_assert(kStages == 3, "leanTiles keeps two tiles in flight");
+                                              int lane, uint8_t* stages, uint32_t parity) {
   TileSources<kBits, PT == DType::F32> next(T, base + kDir * kQuantTile, lane);
-  __syncwarp();  // every lane is done reading the stage refilled now
-  next.stage(stages + nextStage(stage) * kStageBytes, lane);
-  next.template advance<kDir>();
-  __pipeline_commit();
 #pragma unroll 1
   for (int j = 0; j < kUnitTiles - 1; ++j) {
-    __syncwarp();  // every lane is done with the previous tile's stage, refilled now
-    if (j + 2 < kUnitTiles) {
-      next.stage(stages + nextStage(nextStage(stage)) * kStageBytes, lane);
-      next.template advance<kDir>();
-    }
-    __pipeline_commit();       // (an empty group past the unit's last tile keeps the count uniform)
-    __pipeline_wait_prior(2);  // this lane's copies of tile `base` have landed
+    __syncwarp();  // every lane is done reading the stage refilled now
+    next.stage(stages + (parity ^ 1u) * kStageBytes, lane);
+    next.template advance<kDir>();
+    __pipeline_commit();
+    __pipeline_wait_prior(1);  // this lane's copies of tile `base` have landed
     __syncwarp();              // and every other lane's
-    quantizedTile<PT, kBits, true, kNormalDenom>(T, base, c, mp, lane, stages + stage * kStageBytes);
-    stage = nextStage(stage);
+    quantizedTile<PT, kBits, true, kNormalDenom>(T, base, c, mp, lane, stages + parity * kStageBytes);
+    parity ^= 1u;
     base += kDir * kQuantTile;
   }
-  return stage;
+  return parity;
 }
 
 template <int kBits, int kDir>
 __device__ __forceinline__ uint32_t leanRun(const QAdamTensor& T, int64_t base, const Ctx& c, const Maps& mp,
-                                            int lane, uint8_t* stages, uint32_t stage) {
+                                            int lane, uint8_t* stages, uint32_t parity) {
   switch (T.paramDtype) {
     case DType::BF16:
-      return c.normalDenom ? leanTiles<DType::BF16, kBits, true, kDir>(T, base, c, mp, lane, stages, stage)
-                           : leanTiles<DType::BF16, kBits, false, kDir>(T, base, c, mp, lane, stages, stage);
+      return c.normalDenom ? leanTiles<DType::BF16, kBits, true, kDir>(T, base, c, mp, lane, stages, parity)
+                           : leanTiles<DType::BF16, kBits, false, kDir>(T, base, c, mp, lane, stages, parity);
     case DType::F16:
-      return c.normalDenom ? leanTiles<DType::F16, kBits, true, kDir>(T, base, c, mp, lane, stages, stage)
-                           : leanTiles<DType::F16, kBits, false, kDir>(T, base, c, mp, lane, stages, stage);
+      return c.normalDenom ? leanTiles<DType::F16, kBits, true, kDir>(T, base, c, mp, lane, stages, parity)
+                           : leanTiles<DType::F16, kBits, false, kDir>(T, base, c, mp, lane, stages, parity);
     default:
-      return c.normalDenom ? leanTiles<DType::F32, kBits, true, kDir>(T, base, c, mp, lane, stages, stage)
-                           : leanTiles<DType::F32, kBits, false, kDir>(T, base, c, mp, lane, stages, stage);
+      return c.normalDenom ? leanTiles<DType::F32, kBits, true, kDir>(T, base, c, mp, lane, stages, parity)
+                           : leanTiles<DType::F32, kBits, false, kDir>(T, base, c, mp, lane, stages, parity);
   }
 }
 
@@ -675,13 +662,13 @@ __global__ void __launch_bounds__(kThreads, 2) qadamKernel(const Params p) {
     int64_t unit = __shfl_sync(0xffffffffu, claim, 0);
     if (lane == 0 && unit < units) claim = atomicAdd(p.work, 1u);
     int64_t pos = unit * kUnitTiles;  // position of the current tile in the work order
-    // While the warp computes tile `pos`, the next one's W, G, codes and absmax are on their way
-    // into the next stage of the ring.
+    // Double buffering: while the warp computes tile `pos`, the next one's W, G, codes and absmax
+    // are on their way into the other stage.
     // The tensor of a tile is looked up once, when it is prefetched (kNext), against the tile range
     // of the last tensor found, kept in registers; the tile's own turn reuses the index (kCur).
     int kCur = p.nTensors - 1, kNext = p.nTensors - 1;
     int64_t hintBegin = 0, hintEnd = 0;  // tiles of tensor kNext: [hintBegin, hintEnd)
-    uint32_t stage = 0, staged = 0;  // stage of the current tile; bit s: stage s holds a copy
+    uint32_t parity = 0, staged = 0;  // stage of the current tile; bit s: stage s holds a copy
     auto prefetch = [&](int64_t ps, uint32_t stage) {
       const int64_t t = tileAt(ps);
       if (t < hintBegin || t >= hintEnd) {
@@ -701,13 +688,13 @@ __global__ void __launch_bounds__(kThreads, 2) qadamKernel(const Params p) {
       // first kUnitTiles - 1 tiles take leanRun; the last one goes the general way below, which
       // claims the next unit and prefetches its first tile. (The unit's first tile is staged: the
       // general prefetch stages every tile that qualifies.)
-      if (pos % kUnitTiles == 0 && pos + kUnitTiles <= total && ((staged >> stage) & 1u)) {
+      if (pos % kUnitTiles == 0 && pos + kUnitTiles <= total && ((staged >> parity) & 1u)) {
         const QAdamTensor T = loadTensor(p.tensors + kCur);
         const int64_t t0 = tileAt(pos), t1 = tileAt(pos + kUnitTiles - 1);
         const int64_t lo = min(t0, t1) - T.tileBegin, hi = max(t0, t1) - T.tileBegin;
         if (T.quantized && T.vectorOk && lo >= 0 && (hi + 1) * kQuantTile <= T.numel) {
-          stage = leanRun<kBits, kCheck ? -1 : 1>(T, (t0 - T.tileBegin) * kQuantTile, c, mp, lane, stages, stage);
-          staged |= 1u << stage;
+          parity = leanRun<kBits, kCheck ? -1 : 1>(T, (t0 - T.tileBegin) * kQuantTile, c, mp, lane, stages, parity);
+          staged |= 1u << parity;
           pos += kUnitTiles - 1;
         }
       }
@@ -719,15 +706,15 @@ __global__ void __launch_bounds__(kThreads, 2) qadamKernel(const Params p) {
         next = nu < units ? nu * kUnitTiles : total;
       }
       __syncwarp();  // every lane is done reading the stage refilled now
-      if (next < total) prefetch(next, nextStage(stage));
+      if (next < total) prefetch(next, parity ^ 1u);
       __pipeline_commit();
       __pipeline_wait_prior(1);  // this lane's copies of the current tile have landed
       __syncwarp();              // and every other lane's
       const int64_t t = tileAt(pos);
       const QAdamTensor T = loadTensor(p.tensors + kCur);
       runTile<kBits>(T, (t - T.tileBegin) * kQuantTile, c, mp, lane,
-                     (staged >> stage) & 1u ? stages + stage * kStageBytes : nullptr);
-      stage = nextStage(stage);
+                     (staged >> parity) & 1u ? stages + parity * kStageBytes : nullptr);
+      parity ^= 1u;
       pos = next;
       kCur = kNext;
     }
