@@ -151,9 +151,12 @@ SLIMOPT_HD AdamwScalars qadamScalars(const QAdamHyper& h, int32_t t) {
 
 // Adam's moments of one element, every op rounded on its own: the same bits on both backends, so
 // the codes (a function of m and v only) are too.
+SLIMOPT_HD void adamMomentsRn(float g, float& m, float& v, float beta1, float beta2) {
+  m = SLIMOPT_FADD(SLIMOPT_FMUL(beta1, m), SLIMOPT_FMUL(1.0f - beta1, g));
+  v = SLIMOPT_FADD(SLIMOPT_FMUL(beta2, v), SLIMOPT_FMUL(SLIMOPT_FMUL(1.0f - beta2, g), g));
+}
 SLIMOPT_HD void qadamMoments(float g, float& m, float& v, const AdamwScalars& s) {
-  m = SLIMOPT_FADD(SLIMOPT_FMUL(s.beta1, m), SLIMOPT_FMUL(1.0f - s.beta1, g));
-  v = SLIMOPT_FADD(SLIMOPT_FMUL(s.beta2, v), SLIMOPT_FMUL(SLIMOPT_FMUL(1.0f - s.beta2, g), g));
+  adamMomentsRn(g, m, v, s.beta1, s.beta2);
 }
 
 // The parameter update from the new moments (torch AdamW convention). On the device sqrt and the

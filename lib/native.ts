@@ -102,7 +102,7 @@ export interface NativeAddon {
              fusedR?: NativeBufferHandle | null): void;
   linalgInfo(): { blas: string; solver: string; forceBuiltin: boolean };
   setForceBuiltin(force: boolean): void;
-  GrassGroup: new (device: number, tensors: unknown[][], counters: NativeBufferHandle) => GrassGroupHandle;
+  GrassGroup: new (device: number, tensors: unknown[][], counters: NativeBufferHandle, mapA?: unknown, mapB?: unknown) => GrassGroupHandle;
   grassSelect(grad: NativeBufferHandle, rows: number, cols: number, dtype: number, mode: number, rank: number,
               select: number, seed: bigint, refreshIndex: number, idx: NativeBufferHandle, rho: NativeBufferHandle): void;
   grassGatherRows(out: NativeBufferHandle, src: NativeBufferHandle, rows: number, cols: number, dtype: number,
