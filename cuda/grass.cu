@@ -1153,15 +1153,19 @@ Status grassStep(int dev, const GrassTensor* deviceList, const GrassTensor* host
   if (!s.ok()) return s;
   const size_t q8Smem = units.qBlocks > 0 ? q8SmemBytes(h.q8) : 0;
   if (q8Smem > 48 * 1024) return invalidArg("grassStep: the 8-bit maps do not fit in shared memory");
+  // Kernels that stage the maps (~38 KB) run a grid of a few waves, so each block's staging is
+  // amortised over many units.
+  const int64_t stagedGrid = int64_t(smCount(dev)) * 8;
   if (units.qBlocks > 0) {
-    q8AbsmaxKernel<<<gridOf(grassCeilDiv(units.qBlocks, kT / 32)), kT, q8Smem, st>>>(deviceList, n, units.qBlocks,
-                                                                                      h.beta1, h.beta2, h.q8, flag);
+    const int grid = int(std::min<int64_t>(gridOf(grassCeilDiv(units.qBlocks, kT / 32)), stagedGrid));
+    q8AbsmaxKernel<<<grid, kT, q8Smem, st>>>(deviceList, n, units.qBlocks, h.beta1, h.beta2, h.q8, flag);
     s = lastError("grass 8-bit absmax");
     if (!s.ok()) return s;
   }
   Step stp{h.beta1, h.beta2, h.eps, grassDecay(h.lr, h.weightDecay), GrassQ8View{}};
-  updateKernel<<<gridOf(units.update), kT, q8Smem, st>>>(deviceList, n, units.update, stp,
-                                                        units.qBlocks > 0 ? h.q8 : GrassQ8Maps{}, flag);
+  const int updateGrid = int(units.qBlocks > 0 ? std::min<int64_t>(gridOf(units.update), stagedGrid) : gridOf(units.update));
+  updateKernel<<<updateGrid, kT, q8Smem, st>>>(deviceList, n, units.update, stp,
+                                               units.qBlocks > 0 ? h.q8 : GrassQ8Maps{}, flag);
   s = lastError("grass update");
   if (!s.ok() || units.qBlocks == 0) return s;
   q8AbsmaxCommitKernel<<<blocksOf(units.qBlocks), kT, 0, st>>>(deviceList, n, units.qBlocks, flag);
