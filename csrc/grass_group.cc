@@ -354,12 +354,8 @@ class GrassGroup : public Napi::ObjectWrap<GrassGroup> {
     }
     if (mapA_ != nullptr) {
       const bool cpu = device_ == kCpu;
-      if (cpu && blobA_.empty()) {
-        blobA_ = mapA_->host().blob();
-        blobB_ = mapB_->host().blob();
-      }
-      hp.q8.blobA = cpu ? blobA_.data() : static_cast<const uint8_t*>(mapA_->deviceBlob(env, device_));
-      hp.q8.blobB = cpu ? blobB_.data() : static_cast<const uint8_t*>(mapB_->deviceBlob(env, device_));
+      hp.q8.blobA = cpu ? mapA_->hostBlob() : static_cast<const uint8_t*>(mapA_->deviceBlob(env, device_));
+      hp.q8.blobB = cpu ? mapB_->hostBlob() : static_cast<const uint8_t*>(mapB_->deviceBlob(env, device_));
       hp.q8.fA = mapA_->host().finder;
       hp.q8.fB = mapB_->host().finder;
     }
@@ -405,7 +401,6 @@ class GrassGroup : public Napi::ObjectWrap<GrassGroup> {
   WsNeeds needs_;
   QuantMap* mapA_ = nullptr;  // 8-bit states: the signed map of m, the unsigned map of v
   QuantMap* mapB_ = nullptr;
-  std::vector<uint8_t> blobA_, blobB_;  // their host blobs (CPU groups)
   GrassWorkspace layout_;
   void* ws_ = nullptr;
   GrassUnits units_;

@@ -216,29 +216,11 @@ __global__ void __launch_bounds__(kT) prologueKernel(const GrassTensor* tensors,
   }
 }
 
-// ---- 8-bit states: maps in shared memory --------------------------------------------------------
-
-// Dynamic shared memory of a kernel that stages the maps (0 without 8-bit states).
-size_t q8SmemBytes(const GrassQ8Maps& q) {
-  return q.blobA != nullptr ? mapBlobBytes(q.fA) + mapBlobBytes(q.fB) : 0;
-}
-
-// Copies both maps' blobs into `smem` with the whole block and returns the view of the copies
-// (every thread must call; an empty view without 8-bit states).
-__device__ __forceinline__ GrassQ8View stageQ8(const GrassQ8Maps& q, uint8_t* smem) {
-  if (q.blobA == nullptr) return GrassQ8View{};
-  const size_t a = mapBlobBytes(q.fA);
-  stageToShared(smem, q.blobA, a);
-  stageToShared(smem + a, q.blobB, mapBlobBytes(q.fB));
-  __syncthreads();
-  return grassQ8View(smem, smem + a, q.fA, q.fB);
-}
-
 // ---- update: fused gather + compact Adam + scatter ------------------------------------------------
 
 struct Step {
   float beta1, beta2, eps, decay;
-  GrassQ8View q;  // staged maps (8-bit states)
+  Q8View q;  // staged maps (8-bit states)
 };
 
 constexpr int kQuads = 2;  // quads per thread per pass: 8 independent 16-byte loads in flight (f32)
@@ -413,7 +395,7 @@ __device__ __forceinline__ void updateUnit(const GrassTensor& T, int64_t local, 
 }
 
 __global__ void __launch_bounds__(kT, 3) updateKernel(const GrassTensor* tensors, int n, int64_t units,
-                                                   Step s, GrassQ8Maps q8, const int32_t* flag) {
+                                                   Step s, Q8Maps q8, const int32_t* flag) {
   if (*flag != 0) return;
   extern __shared__ __align__(16) uint8_t q8Smem[];
   s.q = stageQ8(q8, q8Smem);
@@ -448,11 +430,11 @@ constexpr int kQPerLane = int(kGrassQBlock / 32);  // elements of a block per la
 // A warp per 256-block: every element's new m, v (pass 2 computes the same bits again), their
 // absmax into newAbsmax; elements of out-of-range slots keep their value and are re-encoded here.
 __global__ void __launch_bounds__(kT) q8AbsmaxKernel(const GrassTensor* tensors, int n, int64_t blocks,
-                                                     float beta1, float beta2, GrassQ8Maps maps,
+                                                     float beta1, float beta2, Q8Maps maps,
                                                      const int32_t* flag) {
   if (*flag != 0) return;
   extern __shared__ __align__(16) uint8_t q8Smem[];
-  const GrassQ8View q = stageQ8(maps, q8Smem);
+  const Q8View q = stageQ8(maps, q8Smem);
   const int lane = threadIdx.x & 31;
   const int64_t warps = int64_t(gridDim.x) * (kT / 32);
   for (int64_t u = int64_t(blockIdx.x) * (kT / 32) + (threadIdx.x >> 5); u < blocks; u += warps) {
@@ -766,7 +748,7 @@ __global__ void __launch_bounds__(kT) q8QuantizeKernel(const float* x, int64_t c
 
 // Reset: every code the code of 0, absmax 0.
 __global__ void __launch_bounds__(kT) q8ResetKernel(uint8_t* codeM, uint8_t* codeV, float* absmaxM, float* absmaxV,
-                                                    int64_t count, GrassQ8View q, const int32_t* flag) {
+                                                    int64_t count, Q8View q, const int32_t* flag) {
   if (*flag != 0) return;
   const uint8_t zeroM = uint8_t(quantFind<true>(0.0f, q.fA, q.tabA));
   const uint8_t zeroV = uint8_t(quantFind<false>(0.0f, q.fB, q.tabB));
@@ -1071,7 +1053,7 @@ Status launchCommit(cudaStream_t st, const GrassTensor& T, const GrassHyper& h, 
   if (T.quantized) {
     // 8-bit states: each state dequantized into f32 staging, carried as the f32 path does, and
     // quantized again (refresh steps only); or reset to the code of 0.
-    const GrassQ8View q = grassQ8View(h.q8.blobA, h.q8.blobB, h.q8.fA, h.q8.fB);
+    const Q8View q = q8View(h.q8.blobA, h.q8.blobB, h.q8.fA, h.q8.fB);
     if (keep) {
       float* carried = at<float>(ws, L.stagingM);
       float* old = at<float>(ws, L.stagingV);
@@ -1162,10 +1144,10 @@ Status grassStep(int dev, const GrassTensor* deviceList, const GrassTensor* host
     s = lastError("grass 8-bit absmax");
     if (!s.ok()) return s;
   }
-  Step stp{h.beta1, h.beta2, h.eps, grassDecay(h.lr, h.weightDecay), GrassQ8View{}};
+  Step stp{h.beta1, h.beta2, h.eps, grassDecay(h.lr, h.weightDecay), Q8View{}};
   const int updateGrid = int(units.qBlocks > 0 ? std::min<int64_t>(gridOf(units.update), stagedGrid) : gridOf(units.update));
   updateKernel<<<updateGrid, kT, q8Smem, st>>>(deviceList, n, units.update, stp,
-                                               units.qBlocks > 0 ? h.q8 : GrassQ8Maps{}, flag);
+                                               units.qBlocks > 0 ? h.q8 : Q8Maps{}, flag);
   s = lastError("grass update");
   if (!s.ok() || units.qBlocks == 0) return s;
   q8AbsmaxCommitKernel<<<blocksOf(units.qBlocks), kT, 0, st>>>(deviceList, n, units.qBlocks, flag);

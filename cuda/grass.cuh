@@ -63,13 +63,6 @@ struct GrassTensor {
   int32_t pad1;
 };
 
-// The maps of 8-bit states as the kernels read them (QuantMap blobs: values, then the finder's
-// table): signed for m (A), unsigned for v (B). Host blobs for the CPU, device blobs for CUDA.
-struct GrassQ8Maps {
-  const uint8_t* blobA;
-  const uint8_t* blobB;
-  QuantFinder fA, fB;
-};
 
 struct GrassHyper {
   float lr, beta1, beta2, eps, weightDecay, scale;
@@ -78,7 +71,7 @@ struct GrassHyper {
   GrassSelect select;
   int32_t keepState;       // on reselection: carry the moments of lines selected again
   uint64_t refreshIndex;   // key of this refresh's draws (with each tensor's seed)
-  GrassQ8Maps q8;          // blobs null when no tensor of the group is quantized
+  Q8Maps q8;          // blobs null when no tensor of the group is quantized
 };
 
 // Units of each multi-tensor launch of a group (totals of the *Begin prefixes).
@@ -117,7 +110,7 @@ SLIMOPT_HD int64_t grassUpdateUnits(const GrassTensor& T) {
   return grassCeilDiv(T.rows, kGrassColRows);
 }
 SLIMOPT_HD int64_t grassSlotUnits(const GrassTensor& T) { return grassCeilDiv(T.rank, kGrassThreads); }
-constexpr int64_t kGrassQBlock = 256;  // elements per block of 8-bit states (AdamW8bit's)
+constexpr int64_t kGrassQBlock = kQ8Block;
 SLIMOPT_HD int64_t grassQBlocks(const GrassTensor& T) {
   return T.quantized ? grassCeilDiv(grassCompactNumel(T), kGrassQBlock) : 0;
 }
@@ -170,23 +163,6 @@ SLIMOPT_HD float grassAdam(float c, float& m, float& v, float beta1, float beta2
 // Elements of a slot whose line is out of range (only a corrupt checkpoint has one) keep their
 // value; pass 1 re-encodes them, since pass 2 never visits them.
 
-// A map pair as the 8-bit helpers read it: values and finder tables (views of the blobs, or of
-// their copies staged in shared memory).
-struct GrassQ8View {
-  const float* valA;
-  const float* valB;
-  const uint32_t* tabA;
-  const uint32_t* tabB;
-  QuantFinder fA, fB;
-};
-SLIMOPT_HD const float* grassQValues(const uint8_t* blob) { return reinterpret_cast<const float*>(blob); }
-SLIMOPT_HD const uint32_t* grassQTable(const uint8_t* blob, const QuantFinder& f) {
-  return reinterpret_cast<const uint32_t*>(blob + size_t(f.nCodes) * 4);
-}
-SLIMOPT_HD GrassQ8View grassQ8View(const uint8_t* blobA, const uint8_t* blobB, const QuantFinder& fA,
-                                   const QuantFinder& fB) {
-  return {grassQValues(blobA), grassQValues(blobB), grassQTable(blobA, fA), grassQTable(blobB, fB), fA, fB};
-}
 
 // Where compact element e lives: its slot j and the gradient element it reads (in G, or in the
 // compact gradient). False when the slot's line is out of range (the update skips it).
@@ -210,28 +186,27 @@ SLIMOPT_HD bool grassCompactElement(const GrassTensor& T, int64_t e, int64_t* j,
 }
 
 // m, v of compact element e before this step (dequantized with the block's current absmax).
-SLIMOPT_HD void grassQ8Load(const GrassTensor& T, const GrassQ8View& q, int64_t e, float& m, float& v) {
+SLIMOPT_HD void grassQ8Load(const GrassTensor& T, const Q8View& q, int64_t e, float& m, float& v) {
   const int64_t b = e / kGrassQBlock;
-  m = SLIMOPT_FMUL(q.valA[T.codeM[e]], T.absmaxM[b]);
-  v = SLIMOPT_FMUL(q.valB[T.codeV[e]], T.absmaxV[b]);
+  q8Decode(T.codeM[e], T.codeV[e], T.absmaxM[b], T.absmaxV[b], q, m, v);
 }
 
 // Adam on compact element e of slot j (c = rho_j·g, rounded alone): its new f32 m, v.
-SLIMOPT_HD void grassQ8Moments(const GrassTensor& T, const GrassQ8View& q, int64_t e, int64_t j, float g, float beta1,
+SLIMOPT_HD void grassQ8Moments(const GrassTensor& T, const Q8View& q, int64_t e, int64_t j, float g, float beta1,
                                float beta2, float& m, float& v) {
   grassQ8Load(T, q, e, m, v);
   adamMomentsRn(SLIMOPT_FMUL(T.rho[j], g), m, v, beta1, beta2);
 }
 
 // Re-encodes element e's m, v with the block's new absmax (pass 1's newAbsmax).
-SLIMOPT_HD void grassQ8Store(const GrassTensor& T, const GrassQ8View& q, int64_t e, float m, float v) {
+SLIMOPT_HD void grassQ8Store(const GrassTensor& T, const Q8View& q, int64_t e, float m, float v) {
   const int64_t b = e / kGrassQBlock;
-  T.codeM[e] = uint8_t(quantFind<true>(SLIMOPT_FMUL(m, quantInverse(T.newAbsmax[2 * b])), q.fA, q.tabA));
-  T.codeV[e] = uint8_t(quantFind<false>(SLIMOPT_FMUL(v, quantInverse(T.newAbsmax[2 * b + 1])), q.fB, q.tabB));
+  T.codeM[e] = q8EncodeM(m, quantInverse(T.newAbsmax[2 * b]), q);
+  T.codeV[e] = q8EncodeV(v, quantInverse(T.newAbsmax[2 * b + 1]), q);
 }
 
 // Pass 2 of compact element e of slot j: the same m, v as pass 1, re-encoded; N from the f32 m, v.
-SLIMOPT_HD float grassQ8Adam(const GrassTensor& T, const GrassQ8View& q, int64_t e, int64_t j, float g, float beta1,
+SLIMOPT_HD float grassQ8Adam(const GrassTensor& T, const Q8View& q, int64_t e, int64_t j, float g, float beta1,
                              float beta2, float eps) {
   float m, v;
   grassQ8Moments(T, q, e, j, g, beta1, beta2, m, v);

@@ -153,5 +153,23 @@ __device__ __forceinline__ void stageToShared(void* dst, const void* src, size_t
   for (size_t i = threadIdx.x; i < bytes / 8; i += blockDim.x) d[i] = __ldg(s + i);
 }
 
+// ---- 8-bit Adam states (Grass, GaLore): both maps in shared memory ------------------------------
+
+// Dynamic shared memory of a kernel that stages both maps (0 without 8-bit states).
+inline size_t q8SmemBytes(const Q8Maps& q) {
+  return q.blobA != nullptr ? mapBlobBytes(q.fA) + mapBlobBytes(q.fB) : 0;
+}
+
+// Copies both maps' blobs into `smem` with the whole block and returns the view of the copies
+// (every thread must call; an empty view without 8-bit states).
+__device__ __forceinline__ Q8View stageQ8(const Q8Maps& q, uint8_t* smem) {
+  if (q.blobA == nullptr) return Q8View{};
+  const size_t a = mapBlobBytes(q.fA);
+  stageToShared(smem, q.blobA, a);
+  stageToShared(smem + a, q.blobB, mapBlobBytes(q.fB));
+  __syncthreads();
+  return q8View(smem, smem + a, q.fA, q.fB);
+}
+
 }  // namespace gpu
 }  // namespace slimopt

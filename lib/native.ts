@@ -86,7 +86,8 @@ export interface NativeAddon {
              v: NativeBufferHandle, pa: NativeBufferHandle, pb: NativeBufferHandle | null, side: number, rows: number,
              cols: number, rank: number, counters: NativeBufferHandle, flag: NativeBufferHandle, sR: NativeBufferHandle,
              sT: NativeBufferHandle | null, sBig: NativeBufferHandle | null, scalars: NativeBufferHandle | null,
-             h: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; scale: number; mode: number }): void;
+             h: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; scale: number; mode: number },
+             ...q8: unknown[]): void;
   galoreFinish(counters: NativeBufferHandle, flag: NativeBufferHandle): void;
   apolloScratch(rows: number, cols: number, rank: number): { p: number; r: number; chan: number; norms: number; left: boolean };
   apolloProjection(p: NativeBufferHandle, seed: bigint, refreshIndex: number, rows: number, cols: number, rank: number): void;

@@ -304,7 +304,7 @@ void commit(const GrassTensor& T, const GrassHyper& h, void* ws, const GrassWork
 
 struct QBlockCtx {
   const GrassTensor* T;
-  GrassQ8View q;
+  Q8View q;
   float beta1, beta2;
 };
 
@@ -348,7 +348,7 @@ void quantizedAbsmax(void* c, int64_t b0, int64_t b1) {
 struct UpdateCtx {
   const GrassTensor* T;
   float beta1, beta2, eps, decay;
-  GrassQ8View q;
+  Q8View q;
 };
 
 inline float quantizedAdam(const UpdateCtx& x, int64_t e, int64_t j, float g) {
@@ -459,7 +459,7 @@ void grassStep(GrassTensor* tensors, int32_t n, const GrassHyper& h, AdamwCounte
       T.coef[j] = grassCoef(h.lr, dense ? 1.0f : h.scale, dense ? 1.0f : T.rho[j], h.beta1, h.beta2, t);
     }
   }
-  const GrassQ8View q8 = h.q8.blobA != nullptr ? grassQ8View(h.q8.blobA, h.q8.blobB, h.q8.fA, h.q8.fB) : GrassQ8View{};
+  const Q8View q8 = h.q8.blobA != nullptr ? q8View(h.q8.blobA, h.q8.blobB, h.q8.fA, h.q8.fB) : Q8View{};
   for (int32_t k = 0; k < n; ++k) {
     if (!tensors[k].quantized) continue;
     QBlockCtx qc{tensors + k, q8, h.beta1, h.beta2};
