@@ -285,8 +285,6 @@ __global__ void adamRKernel(float* r, float* m, float* v, int64_t n, GaloreHyper
 // codes are read and written contiguously across the warp): decode, Adam, N into R, the block's
 // new absmax by warp reductions, re-encode. The maps are staged in shared memory per block; the
 // grid is a few waves so the staging is amortised. With the flag set: N = 0, states untouched.
-constexpr int kQ8PerLane = int(kQ8Block / 32);
-
 __global__ void __launch_bounds__(256) adamRQ8Kernel(const GaloreTensor T, float* r, int64_t n, GaloreHyper h,
                                                      const AdamwCounters* counters, const int32_t* flag,
                                                      float* scalars) {
@@ -304,20 +302,10 @@ __global__ void __launch_bounds__(256) adamRQ8Kernel(const GaloreTensor T, float
   const int lane = threadIdx.x & 31;
   const int64_t blocks = (n + kQ8Block - 1) / kQ8Block, warps = int64_t(gridDim.x) * (blockDim.x / 32);
   for (int64_t b = int64_t(blockIdx.x) * (blockDim.x / 32) + (threadIdx.x >> 5); b < blocks; b += warps) {
-    float m[kQ8PerLane], v[kQ8PerLane];
-    float mx = 0.0f, vx = 0.0f;
-#pragma unroll
-    for (int t = 0; t < kQ8PerLane; ++t) {
-      const int64_t i = b * kQ8Block + t * 32 + lane;
-      m[t] = 0.0f;
-      v[t] = 0.0f;
-      if (i >= n) continue;
-      r[i] = galoreQ8Element(T, q, i, r[i], h.beta1, h.beta2, h.eps, m[t], v[t]);
-      mx = fmaxf(mx, fabsf(m[t]));
-      vx = fmaxf(vx, v[t]);
-    }
-    mx = groupMax<32>(mx);
-    vx = groupMax<32>(vx);
+    float m[kQ8PerLane], v[kQ8PerLane], mx, vx;
+    q8WarpBlock(b * kQ8Block, n, lane, m, v, mx, vx, [&](int, int64_t i, float& mi, float& vi) {
+      r[i] = galoreQ8Element(T, q, i, r[i], h.beta1, h.beta2, h.eps, mi, vi);
+    });
     const float ia = quantInverse(mx), iv = quantInverse(vx);
 #pragma unroll
     for (int t = 0; t < kQ8PerLane; ++t) {

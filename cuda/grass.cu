@@ -425,8 +425,6 @@ __device__ __forceinline__ int findQTensor(const GrassTensor* T, int n, int64_t 
   return lo;
 }
 
-constexpr int kQPerLane = int(kGrassQBlock / 32);  // elements of a block per lane
-
 // A warp per 256-block: every element's new m, v (pass 2 computes the same bits again), their
 // absmax into newAbsmax; elements of out-of-range slots keep their value and are re-encoded here.
 __global__ void __launch_bounds__(kT) q8AbsmaxKernel(const GrassTensor* tensors, int n, int64_t blocks,
@@ -441,28 +439,18 @@ __global__ void __launch_bounds__(kT) q8AbsmaxKernel(const GrassTensor* tensors,
     const int k = findQTensor(tensors, n, u);
     const GrassTensor& T = tensors[k];
     const int64_t b = u - T.qBlockBegin, count = grassCompactNumel(T);
-    float m[kQPerLane], v[kQPerLane];
+    float m[kQ8PerLane], v[kQ8PerLane], mx, vx;
     uint32_t kept = 0;
-    float mx = 0.0f, vx = 0.0f;
-#pragma unroll
-    for (int t = 0; t < kQPerLane; ++t) {
-      const int64_t e = b * kGrassQBlock + t * 32 + lane;
-      m[t] = 0.0f;
-      v[t] = 0.0f;
-      if (e >= count) continue;
+    q8WarpBlock(b * kGrassQBlock, count, lane, m, v, mx, vx, [&](int t, int64_t e, float& mi, float& vi) {
       int64_t j, gi;
       const void* src;
       if (grassCompactElement(T, e, &j, &gi, &src)) {
-        grassQ8Moments(T, q, e, j, loadAsFloat(src, T.paramDtype, gi), beta1, beta2, m[t], v[t]);
+        grassQ8Moments(T, q, e, j, loadAsFloat(src, T.paramDtype, gi), beta1, beta2, mi, vi);
       } else {
-        grassQ8Load(T, q, e, m[t], v[t]);
+        grassQ8Load(T, q, e, mi, vi);
         kept |= 1u << t;
       }
-      mx = fmaxf(mx, fabsf(m[t]));
-      vx = fmaxf(vx, v[t]);
-    }
-    mx = groupMax<32>(mx);
-    vx = groupMax<32>(vx);
+    });
     if (lane == 0) {
       T.newAbsmax[2 * b] = mx;
       T.newAbsmax[2 * b + 1] = vx;
@@ -470,7 +458,7 @@ __global__ void __launch_bounds__(kT) q8AbsmaxKernel(const GrassTensor* tensors,
     __syncwarp();
     if (kept == 0) continue;
 #pragma unroll
-    for (int t = 0; t < kQPerLane; ++t)
+    for (int t = 0; t < kQ8PerLane; ++t)
       if (kept & (1u << t)) grassQ8Store(T, q, b * kGrassQBlock + t * 32 + lane, m[t], v[t]);
   }
 }
@@ -732,13 +720,13 @@ __global__ void __launch_bounds__(kT) q8QuantizeKernel(const float* x, int64_t c
   const int64_t blocks = grassCeilDiv(count, kGrassQBlock), warps = int64_t(gridDim.x) * (kT / 32);
   for (int64_t b = int64_t(blockIdx.x) * (kT / 32) + (threadIdx.x >> 5); b < blocks; b += warps) {
     float mx = 0.0f;
-    for (int t = 0; t < kQPerLane; ++t) {
+    for (int t = 0; t < kQ8PerLane; ++t) {
       const int64_t e = b * kGrassQBlock + t * 32 + lane;
       if (e < count) mx = fmaxf(mx, fabsf(x[e]));
     }
     mx = groupMax<32>(mx);
     const float inv = quantInverse(mx);
-    for (int t = 0; t < kQPerLane; ++t) {
+    for (int t = 0; t < kQ8PerLane; ++t) {
       const int64_t e = b * kGrassQBlock + t * 32 + lane;
       if (e < count) codes[e] = uint8_t(quantFind<true>(__fmul_rn(x[e], inv), f, table));
     }

@@ -171,5 +171,29 @@ __device__ __forceinline__ Q8View stageQ8(const Q8Maps& q, uint8_t* smem) {
   return q8View(smem, smem + a, q.fA, q.fB);
 }
 
+// A warp's share of one 256-block of 8-bit states: lane holds elements base + t*32 + lane (t < 8,
+// so the codes are read and written contiguously across the warp), those < count. `element(t, i,
+// m, v)` sets the new f32 m, v of element i; returns with mx, vx the block's max |m| and max v on
+// every lane (every lane must call).
+constexpr int kQ8PerLane = int(kQ8Block / 32);
+template <typename Element>
+__device__ __forceinline__ void q8WarpBlock(int64_t base, int64_t count, int lane, float (&m)[kQ8PerLane],
+                                            float (&v)[kQ8PerLane], float& mx, float& vx, Element&& element) {
+  mx = 0.0f;
+  vx = 0.0f;
+#pragma unroll
+  for (int t = 0; t < kQ8PerLane; ++t) {
+    const int64_t i = base + t * 32 + lane;
+    m[t] = 0.0f;
+    v[t] = 0.0f;
+    if (i >= count) continue;
+    element(t, i, m[t], v[t]);
+    mx = fmaxf(mx, fabsf(m[t]));
+    vx = fmaxf(vx, v[t]);
+  }
+  mx = groupMax<32>(mx);
+  vx = groupMax<32>(vx);
+}
+
 }  // namespace gpu
 }  // namespace slimopt
