@@ -284,7 +284,7 @@ __global__ void adamRKernel(float* r, float* m, float* v, int64_t n, GaloreHyper
 // adamRKernel with 8-bit states: a warp per 256-block (8 elements per lane, strided by 32 so the
 // codes are read and written contiguously across the warp): decode, Adam, N into R, the block's
 // new absmax by warp reductions, re-encode. The maps are staged in shared memory per block; the
-// grid is a few waves so the staging is amortised. With the flag set: N = 0, states untouched.
+// grid is at most one wave so the staging is amortised. With the flag set: N = 0, states untouched.
 __global__ void __launch_bounds__(256) adamRQ8Kernel(const GaloreTensor T, float* r, int64_t n, GaloreHyper h,
                                                      const AdamwCounters* counters, const int32_t* flag,
                                                      float* scalars) {
@@ -429,8 +429,12 @@ Status galoreStep(int dev, const GaloreTensor& T, const GaloreHyper& h, const Ad
   const int64_t rn = galoreRNumel(T);
   if (T.quantized) {
     const size_t smem = q8SmemBytes(h.q8);
-    if (h.q8.blobA == nullptr || smem > 48 * 1024) return invalidArg("galoreStep: 8-bit states without usable maps");
-    adamRQ8Kernel<<<gridFor(dev, rn), 256, smem, st>>>(T, sR, rn, h, counters, flag, scalars);
+    if (h.q8.blobA == nullptr) return invalidArg("galoreStep: 8-bit states without their maps");
+    ok = statusOf(q8AllowSmem(reinterpret_cast<const void*>(adamRQ8Kernel), smem), "galore 8-bit (shared memory)");
+    if (!ok.ok()) return ok;
+    // A warp per 256-block, 8 per CTA; at most one wave (3 CTAs per SM fit the ~65 KB of maps).
+    const int64_t ctas = std::max<int64_t>(1, std::min<int64_t>((rn + 8 * kQ8Block - 1) / (8 * kQ8Block), int64_t(smCount(dev)) * 3));
+    adamRQ8Kernel<<<unsigned(ctas), 256, smem, st>>>(T, sR, rn, h, counters, flag, scalars);
   } else {
     adamRKernel<<<gridFor(dev, rn), 256, 0, st>>>(sR, T.expAvg, T.expAvgSq, rn, h, counters, flag, scalars);
   }

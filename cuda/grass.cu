@@ -1122,10 +1122,14 @@ Status grassStep(int dev, const GrassTensor* deviceList, const GrassTensor* host
   s = lastError("grass prologue");
   if (!s.ok()) return s;
   const size_t q8Smem = units.qBlocks > 0 ? q8SmemBytes(h.q8) : 0;
-  if (q8Smem > 48 * 1024) return invalidArg("grassStep: the 8-bit maps do not fit in shared memory");
-  // Kernels that stage the maps (~38 KB) run a grid of a few waves, so each block's staging is
-  // amortised over many units.
-  const int64_t stagedGrid = int64_t(smCount(dev)) * 8;
+  if (q8Smem > 0) {
+    s = statusOf(q8AllowSmem(reinterpret_cast<const void*>(q8AbsmaxKernel), q8Smem), "grass 8-bit (shared memory)");
+    if (s.ok()) s = statusOf(q8AllowSmem(reinterpret_cast<const void*>(updateKernel), q8Smem), "grass 8-bit (shared memory)");
+    if (!s.ok()) return s;
+  }
+  // Kernels that stage the maps (~65 KB) run one wave (3 blocks per SM: the update's launch bound,
+  // and what fits in shared memory), so each block's staging is amortised over many units.
+  const int64_t stagedGrid = int64_t(smCount(dev)) * 3;
   if (units.qBlocks > 0) {
     const int grid = int(std::min<int64_t>(gridOf(grassCeilDiv(units.qBlocks, kT / 32)), stagedGrid));
     q8AbsmaxKernel<<<grid, kT, q8Smem, st>>>(deviceList, n, units.qBlocks, h.beta1, h.beta2, h.q8, flag);

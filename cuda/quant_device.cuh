@@ -3,6 +3,9 @@
 // staging a map in shared memory.
 #pragma once
 #include <cuda_runtime.h>
+#include <map>
+#include <mutex>
+#include <utility>
 #include "quant.cuh"
 
 namespace slimopt {
@@ -155,9 +158,27 @@ __device__ __forceinline__ void stageToShared(void* dst, const void* src, size_t
 
 // ---- 8-bit Adam states (Grass, GaLore): both maps in shared memory ------------------------------
 
-// Dynamic shared memory of a kernel that stages both maps (0 without 8-bit states).
+// Dynamic shared memory of a kernel that stages both maps (0 without 8-bit states): ~65 KB for
+// the two 8-bit maps, past the 48 KB a launch gets without opting in (q8AllowSmem).
 inline size_t q8SmemBytes(const Q8Maps& q) {
   return q.blobA != nullptr ? mapBlobBytes(q.fA) + mapBlobBytes(q.fB) : 0;
+}
+
+// Lets `kernel` launch with `bytes` of dynamic shared memory on the current device (once per
+// kernel and device; a no-op up to 48 KB).
+inline cudaError_t q8AllowSmem(const void* kernel, size_t bytes) {
+  if (bytes <= 48 * 1024) return cudaSuccess;
+  int dev = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e != cudaSuccess) return e;
+  static std::mutex mu;
+  static std::map<std::pair<const void*, int>, size_t> allowed;
+  std::lock_guard<std::mutex> lock(mu);
+  size_t& have = allowed[{kernel, dev}];
+  if (have >= bytes) return cudaSuccess;
+  e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
+  if (e == cudaSuccess) have = bytes;
+  return e;
 }
 
 // Copies both maps' blobs into `smem` with the whole block and returns the view of the copies
