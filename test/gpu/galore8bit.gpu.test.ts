@@ -15,19 +15,22 @@ async function u8(t: Tensor): Promise<Uint8Array> { return (await t.toTypedArray
 async function f32(t: Tensor): Promise<Float32Array> { return t.toFloat32Array(); }
 
 suite("GaLore stateBits 8: CUDA vs CPU", () => {
-  for (const projType of ["std", "reverse_std", "full"] as ProjType[]) {
+  // "full" is left to the CPU suite (test/galore8bit.test.ts): at a refresh its R = A^T G B^T is
+  // diagonal in exact arithmetic, its off-diagonal elements rounding noise whose codes differ
+  // between any two GEMMs (see test/gpu/galore.gpu.test.ts).
+  for (const projType of ["std", "reverse_std", "left", "right"] as ProjType[]) {
     for (const dtype of ["f32", "bf16"] as DType[]) {
       test(`${projType}, ${dtype} params: 10 steps, refresh every 4, a NaN at a refresh`, async () => {
         const rng = new Rng(projType.length * 17 + dtype.length);
-        // R of [600, 300] r 8 (right): 4800 elements, 19 blocks (a partial one); [130, 517] (left,
-        // 4136); [8, 5, 13] (full, r*r = 25). A geometric spectrum of rank 8 (well separated from
+        // With std: R of [600, 300] r 8 (right): 4800 elements, 19 blocks (a partial one); [130, 517]
+        // (left, 4136); [8, 5, 13] (as 8 × 65, left: 520). A geometric spectrum of rank 8 (well separated from
         // the noise) keeps both backends' projectors equal (test/gpu/galore.gpu.test.ts).
         const shapes = [[600, 300], [130, 517], [8, 5, 13]];
         const w0 = shapes.map((s) => rng.normals(s.reduce((a, b) => a * b), 0.02));
         const mk = (dev: string) => shapes.map((s, i) => new Parameter(tensor(w0[i], s, { device: dev, dtype }), { name: `w${i}` }));
         const pc = mk("cpu"), pg = mk("cuda");
-        const opts = { lr: 0.01, weightDecay: 0.01, precision: "f32" as const, eps: projType === "full" ? 1e-2 : 1e-6 };
-        const spec = (ps: Parameter[]) => [{ params: ps, rank: projType === "full" ? 5 : 8, updateProjGap: 4, projType, stateBits: 8 }];
+        const opts = { lr: 0.01, weightDecay: 0.01, precision: "f32" as const, eps: 1e-6 };
+        const spec = (ps: Parameter[]) => [{ params: ps, rank: 8, updateProjGap: 4, projType, stateBits: 8 }];
         const oc = new GaLoreAdamW(spec(pc), opts), og = new GaLoreAdamW(spec(pg), opts);
         for (let s = 0; s < 10; s++) {
           for (let k = 0; k < shapes.length; k++) {
