@@ -37,7 +37,8 @@ export interface GrassOptions extends GroupOptions {
   /** 32: f32 moments. 8: the moments of projected tensors are 8-bit codes as AdamW8bit's (blocks of
    *  256 in flattened compact order, signed dynamic map for m, unsigned for v, one f32 absmax per
    *  block and state): ~2.03 bytes per compact element instead of 8. Dense tensors (fewer than 2
-   *  dims) keep f32 moments, as AdamW8bit keeps small tensors. Fixed after the first step. */
+   *  dims) and groups without rank keep f32 moments, as AdamW8bit keeps small tensors. Fixed
+   *  after the first step. */
   stateBits?: number;
   /** Skip the whole group's step when what it reads holds NaN/Inf (default true). */
   skipNonFinite?: boolean;
