@@ -8,6 +8,7 @@
 #include "devices.h"
 #include "errors.h"
 #include "ops.h"
+#include "quant_map.h"
 #include "cpu/cpu_backend.h"
 #include "../cuda/launchers.h"
 
@@ -136,7 +137,10 @@ Napi::Value RefreshWorkspace(const Napi::CallbackInfo& info) {
 }
 
 // galoreStep(W, wType, G, gType, m, v, Pa, Pb, side, rows, cols, rank, counters, flag, sR, sT,
-//            sBig, scalars, hyper{lr, beta1, beta2, eps, weightDecay, scale, mode})
+//            sBig, scalars, hyper{lr, beta1, beta2, eps, weightDecay, scale, mode}
+//            [, absmaxM, absmaxV, mapA, mapB])
+// With absmaxM/absmaxV the states are 8-bit: m, v hold u8 codes of mapA (signed) / mapB
+// (unsigned), 256-entry maps, one f32 absmax per 256-block.
 Napi::Value Step(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 19 || !info[18].IsObject()) throwError(env, "E_ARG", "galoreStep: bad arguments");
@@ -152,8 +156,23 @@ Napi::Value Step(const Napi::CallbackInfo& info) {
   const size_t mn = size_t(T.rows * T.cols), rn = size_t(galoreRNumel(T));
   T.param = bufArg(env, info[0], dev, mn * dtypeSize(T.paramDtype), "parameter");
   T.grad = bufArg(env, info[2], dev, mn * dtypeSize(T.gradDtype), "gradient");
-  T.expAvg = static_cast<float*>(bufArg(env, info[4], dev, rn * 4, "exp_avg"));
-  T.expAvgSq = static_cast<float*>(bufArg(env, info[5], dev, rn * 4, "exp_avg_sq"));
+  const bool quantized = info.Length() > 19 && !info[19].IsNull() && !info[19].IsUndefined();
+  QuantMap* mapA = nullptr;
+  QuantMap* mapB = nullptr;
+  if (quantized) {
+    const size_t blocks = (rn + size_t(kQ8Block) - 1) / size_t(kQ8Block);
+    T.quantized = 1;
+    T.codeM = static_cast<uint8_t*>(bufArg(env, info[4], dev, rn, "exp_avg codes"));
+    T.codeV = static_cast<uint8_t*>(bufArg(env, info[5], dev, rn, "exp_avg_sq codes"));
+    T.absmaxM = static_cast<float*>(bufArg(env, info[19], dev, blocks * 4, "exp_avg absmax"));
+    T.absmaxV = static_cast<float*>(bufArg(env, info[20], dev, blocks * 4, "exp_avg_sq absmax"));
+    mapA = QuantMap::From(env, info[21], "first-moment map");
+    mapB = QuantMap::From(env, info[22], "second-moment map");
+    if (mapA->size() != 256 || mapB->size() != 256) throwError(env, "E_SHAPE", "8-bit states need maps of 256 entries");
+  } else {
+    T.expAvg = static_cast<float*>(bufArg(env, info[4], dev, rn * 4, "exp_avg"));
+    T.expAvgSq = static_cast<float*>(bufArg(env, info[5], dev, rn * 4, "exp_avg_sq"));
+  }
   const size_t pa = size_t(T.side == GaloreSide::Right ? T.rank * T.cols : T.rows * T.rank);
   T.projA = static_cast<float*>(bufArg(env, info[6], dev, pa * 4, "projector"));
   T.projB = T.side == GaloreSide::Full ? static_cast<float*>(bufArg(env, info[7], dev, size_t(T.rank * T.cols) * 4, "projector B")) : nullptr;
@@ -169,6 +188,17 @@ Napi::Value Step(const Napi::CallbackInfo& info) {
   h.lr = float(numField(env, o, "lr")); h.beta1 = float(numField(env, o, "beta1")); h.beta2 = float(numField(env, o, "beta2"));
   h.eps = float(numField(env, o, "eps")); h.weightDecay = float(numField(env, o, "weightDecay"));
   h.scale = float(numField(env, o, "scale")); h.mode = modeOf(env, o);
+  if (quantized) {
+    h.q8.fA = mapA->host().finder;
+    h.q8.fB = mapB->host().finder;
+    if (dev == kCpu) {
+      h.q8.blobA = mapA->hostBlob();
+      h.q8.blobB = mapB->hostBlob();
+    } else {
+      h.q8.blobA = static_cast<const uint8_t*>(mapA->deviceBlob(env, dev));
+      h.q8.blobB = static_cast<const uint8_t*>(mapB->deviceBlob(env, dev));
+    }
+  }
   if (dev == kCpu) {
     cpu::galoreStep(T, h, counters, flag, sR, sT);
     return env.Undefined();

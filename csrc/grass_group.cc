@@ -16,6 +16,7 @@
 #include "devices.h"
 #include "errors.h"
 #include "ops.h"
+#include "quant_map.h"
 #include "cpu/cpu_backend.h"
 #include "../cuda/launchers.h"
 
@@ -67,10 +68,11 @@ void wsFree(int dev, void* p) {
 
 // Sizes of the workspace a set of tensors needs.
 struct WsNeeds {
-  int64_t maxLines = 0, maxRank = 1, maxCompact = 0, maxPartials = 0, coefCount = 0;
+  int64_t maxLines = 0, maxRank = 1, maxCompact = 0, maxPartials = 0, coefCount = 0, qBlocks = 0;
 };
 void addNeeds(WsNeeds& w, const GrassTensor& t) {
   w.coefCount += t.rank;
+  w.qBlocks += grassQBlocks(t);
   w.maxRank = std::max(w.maxRank, t.rank);
   if (t.mode == GrassMode::Dense) return;
   w.maxLines = std::max(w.maxLines, grassLines(t));
@@ -105,12 +107,14 @@ class GrassGroup : public Napi::ObjectWrap<GrassGroup> {
     });
   }
 
-  // new GrassGroup(device, tensors, counters)
+  // new GrassGroup(device, tensors, counters[, mapA, mapB])
   // tensors: Array of [param, expAvg, expAvgSq, indices|null, rho|null, ages, rows, cols, rank, mode,
-  //                    dtype, seed (BigInt)]
+  //                    dtype, seed (BigInt)[, absmaxM|null, absmaxV|null]]
+  // With absmaxM/absmaxV the tensor's states are 8-bit (expAvg/expAvgSq hold u8 codes of mapA /
+  // mapB, 256-entry maps, one absmax per 256-block): only projected tensors, and only with maps.
   explicit GrassGroup(const Napi::CallbackInfo& info) : Napi::ObjectWrap<GrassGroup>(info) {
     Napi::Env env = info.Env();
-    if (!info[0].IsNumber() || !info[1].IsArray()) throwError(env, "E_ARG", "GrassGroup(device, tensors, counters)");
+    if (!info[0].IsNumber() || !info[1].IsArray()) throwError(env, "E_ARG", "GrassGroup(device, tensors, counters[, mapA, mapB])");
     device_ = info[0].As<Napi::Number>().Int32Value();
     ensureUsable(env, device_);
     Napi::Array list = info[1].As<Napi::Array>();
@@ -119,6 +123,13 @@ class GrassGroup : public Napi::ObjectWrap<GrassGroup> {
       throwError(env, "E_ARG", "counters must be 8 bytes on the group's device");
     counters_ = counters;
     refs_.push_back(Napi::Persistent(info[2].As<Napi::Object>()));
+    if (!info[3].IsUndefined() && !info[3].IsNull()) {
+      mapA_ = QuantMap::From(env, info[3], "first-moment map");
+      mapB_ = QuantMap::From(env, info[4], "second-moment map");
+      if (mapA_->size() != 256 || mapB_->size() != 256) throwError(env, "E_SHAPE", "8-bit states need maps of 256 entries");
+      refs_.push_back(Napi::Persistent(info[3].As<Napi::Object>()));
+      refs_.push_back(Napi::Persistent(info[4].As<Napi::Object>()));
+    }
     const uint32_t n = list.Length();
     if (n == 0) throwError(env, "E_ARG", "a group needs at least one tensor");
     if (n > 65535) throwError(env, "E_ARG", "a Grass group holds at most 65535 tensors");
@@ -126,8 +137,10 @@ class GrassGroup : public Napi::ObjectWrap<GrassGroup> {
     for (uint32_t i = 0; i < n; ++i) {
       const std::string who = "tensor " + std::to_string(i);
       Napi::Value e = list.Get(i);
-      if (!e.IsArray() || e.As<Napi::Array>().Length() != 12) throwError(env, "E_ARG", who + " is malformed");
+      if (!e.IsArray() || (e.As<Napi::Array>().Length() != 12 && e.As<Napi::Array>().Length() != 14))
+        throwError(env, "E_ARG", who + " is malformed");
       Napi::Array a = e.As<Napi::Array>();
+      const bool quantized = a.Length() == 14 && !a.Get(12u).IsNull() && !a.Get(12u).IsUndefined();
       GrassTensor t{};
       t.rows = intArg(env, a.Get(6u), "rows");
       t.cols = intArg(env, a.Get(7u), "cols");
@@ -143,17 +156,26 @@ class GrassGroup : public Napi::ObjectWrap<GrassGroup> {
       const double numel = double(t.rows) * double(t.cols);
       const double compact = double(grassCompactNumel(t));
       const bool dense = t.mode == GrassMode::Dense;
+      if (quantized && dense) throwError(env, "E_ARG", who + ": a dense tensor keeps f32 states");
+      if (quantized && mapA_ == nullptr) throwError(env, "E_ARG", who + ": 8-bit states need the group's maps");
+      t.quantized = quantized ? 1 : 0;
+      t.qBlockBegin = needs.qBlocks;  // the prefix over the earlier tensors (addNeeds below adds this one's)
+      const double stateBytes = quantized ? 1 : 4;
+      const double qBlocks = double(grassQBlocks(t));
       struct Want { uint32_t slot; const char* name; double bytes; bool optional; };
-      const Want wants[6] = {
+      const Want wants[8] = {
           {0, "parameter", numel * dtypeSize(t.paramDtype), false},
-          {1, "exp_avg", compact * 4, false},
-          {2, "exp_avg_sq", compact * 4, false},
+          {1, "exp_avg", compact * stateBytes, false},
+          {2, "exp_avg_sq", compact * stateBytes, false},
           {3, "indices", double(t.rank) * 4, dense},
           {4, "rho", double(t.rank) * 4, dense},
           {5, "ages", double(t.rank) * 4, false},
+          {12, "exp_avg_absmax", qBlocks * 4, false},
+          {13, "exp_avg_sq_absmax", qBlocks * 4, false},
       };
-      NativeBuffer* bufs[6] = {};
+      NativeBuffer* bufs[14] = {};
       for (const Want& w : wants) {
+        if (w.slot >= 12 && !quantized) continue;
         Napi::Value v = a.Get(w.slot);
         if (w.optional && (v.IsNull() || v.IsUndefined())) continue;
         NativeBuffer* b = NativeBuffer::From(env, v, w.name);
@@ -164,8 +186,15 @@ class GrassGroup : public Napi::ObjectWrap<GrassGroup> {
         refs_.push_back(Napi::Persistent(v.As<Napi::Object>()));
       }
       t.param = bufs[0]->data();
-      t.expAvg = static_cast<float*>(bufs[1]->data());
-      t.expAvgSq = static_cast<float*>(bufs[2]->data());
+      if (quantized) {
+        t.codeM = static_cast<uint8_t*>(bufs[1]->data());
+        t.codeV = static_cast<uint8_t*>(bufs[2]->data());
+        t.absmaxM = static_cast<float*>(bufs[12]->data());
+        t.absmaxV = static_cast<float*>(bufs[13]->data());
+      } else {
+        t.expAvg = static_cast<float*>(bufs[1]->data());
+        t.expAvgSq = static_cast<float*>(bufs[2]->data());
+      }
       if (!dense && (bufs[3] == nullptr || bufs[4] == nullptr)) throwError(env, "E_ARG", who + ": indices and rho are required");
       t.indices = bufs[3] ? static_cast<int32_t*>(bufs[3]->data()) : nullptr;
       t.rho = bufs[4] ? static_cast<float*>(bufs[4]->data()) : nullptr;
@@ -206,7 +235,7 @@ class GrassGroup : public Napi::ObjectWrap<GrassGroup> {
       if (!st.ok()) throwCuda(env, device_, st, "Grass workspace");
     }
     GrassWorkspace L = grassWorkspaceLayout(needs_.maxLines, needs_.maxRank, needs_.maxCompact, needs_.maxPartials,
-                                            needs_.coefCount, staging, cub);
+                                            needs_.coefCount, staging, cub, needs_.qBlocks);
     void* ws = wsAlloc(env, device_, L.total);
     releasePlans();  // device lists hold the old workspace's coef pointers
     wsFree(device_, ws_);
@@ -216,6 +245,7 @@ class GrassGroup : public Napi::ObjectWrap<GrassGroup> {
     for (GrassTensor& t : base_) {
       t.coef = reinterpret_cast<float*>(static_cast<uint8_t*>(ws_) + L.coef + off);
       off += size_t(t.rank) * 4;
+      if (t.quantized) t.newAbsmax = reinterpret_cast<float*>(static_cast<uint8_t*>(ws_) + L.qAbsmax + size_t(t.qBlockBegin) * 8);
     }
   }
 
@@ -262,6 +292,7 @@ class GrassGroup : public Napi::ObjectWrap<GrassGroup> {
       u.scanStep += grassScanUnits(t, false);
       u.update += grassUpdateUnits(t);
       u.slot += grassSlotUnits(t);
+      u.qBlocks += grassQBlocks(t);
     }
     units_ = u;
   }
@@ -316,12 +347,23 @@ class GrassGroup : public Napi::ObjectWrap<GrassGroup> {
     ensureUsable(env, device_);
     if (hp.refreshing && hp.keepState && !layout_.staging) {
       allocWorkspace(env, true);
-      for (uint32_t i = 0; i < list.size(); ++i) list[i].coef = base_[i].coef;
+      for (uint32_t i = 0; i < list.size(); ++i) {
+        list[i].coef = base_[i].coef;
+        list[i].newAbsmax = base_[i].newAbsmax;
+      }
+    }
+    if (mapA_ != nullptr) {
+      const bool cpu = device_ == kCpu;
+      hp.q8.blobA = cpu ? mapA_->hostBlob() : static_cast<const uint8_t*>(mapA_->deviceBlob(env, device_));
+      hp.q8.blobB = cpu ? mapB_->hostBlob() : static_cast<const uint8_t*>(mapB_->deviceBlob(env, device_));
+      hp.q8.fA = mapA_->host().finder;
+      hp.q8.fB = mapB_->host().finder;
     }
     auto* counters = static_cast<AdamwCounters*>(counters_->data());
     if (device_ == kCpu) {
       try {
-        cpu::grassStep(list.data(), int32_t(list.size()), hp, counters, ws_, layout_);
+        cpu::grassStep(list.data(), int32_t(list.size()), hp, counters, ws_, layout_,
+                       mapA_ ? &mapA_->host() : nullptr, mapB_ ? &mapB_->host() : nullptr);
       } catch (const std::bad_alloc&) {
         throwError(env, "E_OOM", "out of host memory in a Grass step");
       }
@@ -357,6 +399,8 @@ class GrassGroup : public Napi::ObjectWrap<GrassGroup> {
   std::vector<NativeBuffer*> buffers_;
   std::vector<Napi::ObjectReference> refs_;
   WsNeeds needs_;
+  QuantMap* mapA_ = nullptr;  // 8-bit states: the signed map of m, the unsigned map of v
+  QuantMap* mapB_ = nullptr;
   GrassWorkspace layout_;
   void* ws_ = nullptr;
   GrassUnits units_;

@@ -3,6 +3,7 @@
 #pragma once
 #include <napi.h>
 #include <map>
+#include <vector>
 #include "cpu/quant.h"
 
 namespace slimopt {
@@ -21,6 +22,11 @@ class QuantMap : public Napi::ObjectWrap<QuantMap> {
   // The map's blob on CUDA device dev (uploaded on the device's stream the first time); throws
   // the mapped CUDA error on failure.
   const void* deviceBlob(Napi::Env env, int dev);
+  // The blob in host memory (built on first use), for the CPU backend's kernels.
+  const uint8_t* hostBlob() {
+    if (hostBlob_.empty()) hostBlob_ = host_.blob();
+    return hostBlob_.data();
+  }
 
  private:
   Napi::Value Size(const Napi::CallbackInfo& info);
@@ -28,6 +34,7 @@ class QuantMap : public Napi::ObjectWrap<QuantMap> {
 
   cpu::QuantMapHost host_;
   std::map<int, void*> device_;
+  std::vector<uint8_t> hostBlob_;
 };
 
 }  // namespace slimopt

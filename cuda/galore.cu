@@ -40,6 +40,7 @@
 #include "gemm_tc.cuh"
 #include "internal.cuh"
 #include "launchers.h"
+#include "quant_device.cuh"
 
 namespace slimopt {
 namespace gpu {
@@ -280,6 +281,46 @@ __global__ void adamRKernel(float* r, float* m, float* v, int64_t n, GaloreHyper
   }
 }
 
+// adamRKernel with 8-bit states: a warp per 256-block (8 elements per lane, strided by 32 so the
+// codes are read and written contiguously across the warp): decode, Adam, N into R, the block's
+// new absmax by warp reductions, re-encode. The maps are staged in shared memory per block; the
+// grid is at most one wave so the staging is amortised. With the flag set: N = 0, states untouched.
+__global__ void __launch_bounds__(256) adamRQ8Kernel(const GaloreTensor T, float* r, int64_t n, GaloreHyper h,
+                                                     const AdamwCounters* counters, const int32_t* flag,
+                                                     float* scalars) {
+  const bool skip = *flag != 0;
+  if (blockIdx.x == 0 && threadIdx.x == 0) {
+    if (skip) { scalars[0] = 0.0f; scalars[1] = 1.0f; }
+    else galoreEpilogue(h, counters->step + 1, &scalars[0], &scalars[1]);
+  }
+  if (skip) {
+    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) r[i] = 0.0f;
+    return;
+  }
+  extern __shared__ __align__(16) uint8_t q8Smem[];
+  const Q8View q = stageQ8(h.q8, q8Smem);
+  const int lane = threadIdx.x & 31;
+  const int64_t blocks = (n + kQ8Block - 1) / kQ8Block, warps = int64_t(gridDim.x) * (blockDim.x / 32);
+  for (int64_t b = int64_t(blockIdx.x) * (blockDim.x / 32) + (threadIdx.x >> 5); b < blocks; b += warps) {
+    float m[kQ8PerLane], v[kQ8PerLane], mx, vx;
+    q8WarpBlock(b * kQ8Block, n, lane, m, v, mx, vx, [&](int, int64_t i, float& mi, float& vi) {
+      r[i] = galoreQ8Element(T, q, i, r[i], h.beta1, h.beta2, h.eps, mi, vi);
+    });
+    const float ia = quantInverse(mx), iv = quantInverse(vx);
+#pragma unroll
+    for (int t = 0; t < kQ8PerLane; ++t) {
+      const int64_t i = b * kQ8Block + t * 32 + lane;
+      if (i >= n) continue;
+      T.codeM[i] = q8EncodeM(m[t], ia, q);
+      T.codeV[i] = q8EncodeV(v[t], iv, q);
+    }
+    if (lane == 0) {
+      T.absmaxM[b] = mx;
+      T.absmaxV[b] = vx;
+    }
+  }
+}
+
 // W <- beta W + alpha S (a bf16 or f16 W after a cuBLAS product into S).
 __global__ void axpyKernel(void* w, DType wt, const float* s, int64_t n, const float* scalars, const int32_t* flag) {
   if (*flag != 0) return;
@@ -386,7 +427,17 @@ Status galoreStep(int dev, const GaloreTensor& T, const GaloreHyper& h, const Ad
   ok = galoreProject(dev, T, sR, sT, sBig, mode);
   if (!ok.ok()) return ok;
   const int64_t rn = galoreRNumel(T);
-  adamRKernel<<<gridFor(dev, rn), 256, 0, st>>>(sR, T.expAvg, T.expAvgSq, rn, h, counters, flag, scalars);
+  if (T.quantized) {
+    const size_t smem = q8SmemBytes(h.q8);
+    if (h.q8.blobA == nullptr) return invalidArg("galoreStep: 8-bit states without their maps");
+    ok = statusOf(q8AllowSmem(reinterpret_cast<const void*>(adamRQ8Kernel), smem), "galore 8-bit (shared memory)");
+    if (!ok.ok()) return ok;
+    // A warp per 256-block, 8 per CTA; at most one wave (3 CTAs per SM fit the ~65 KB of maps).
+    const int64_t ctas = std::max<int64_t>(1, std::min<int64_t>((rn + 8 * kQ8Block - 1) / (8 * kQ8Block), int64_t(smCount(dev)) * 3));
+    adamRQ8Kernel<<<unsigned(ctas), 256, smem, st>>>(T, sR, rn, h, counters, flag, scalars);
+  } else {
+    adamRKernel<<<gridFor(dev, rn), 256, 0, st>>>(sR, T.expAvg, T.expAvgSq, rn, h, counters, flag, scalars);
+  }
   ok = lastError("galore Adam on R");
   if (!ok.ok()) return ok;
   // Project back into W (f32 W, or any W on the built-in path) or into sBig then axpy.

@@ -6,6 +6,7 @@
 #pragma once
 #include <cmath>
 #include "adamw.cuh"
+#include "quant.cuh"  // 8-bit states
 
 namespace slimopt {
 
@@ -34,8 +35,15 @@ enum class GemmMode : int32_t { Tf32 = 0, Strict = 1, Bf16 = 2 };
 struct GaloreTensor {
   void* param; DType paramDtype;
   const void* grad; DType gradDtype;
-  float* expAvg;      // m, shaped like R
+  float* expAvg;      // m, shaped like R (null when quantized)
   float* expAvgSq;    // v, shaped like R
+  // stateBits 8 (quantized): m, v as codes of the signed / unsigned map, shaped like R, blocks of
+  // 256 in flattened order, one absmax per block and state (as AdamW8bit).
+  uint8_t* codeM;
+  uint8_t* codeV;
+  float* absmaxM;
+  float* absmaxV;
+  int32_t quantized;
   float* projA;       // Right: P (r x cols). Left: P (rows x r). Full: A (rows x r)
   float* projB;       // Full only: B (r x cols)
   int64_t rows, cols, rank;
@@ -45,6 +53,7 @@ struct GaloreTensor {
 struct GaloreHyper {
   float lr, beta1, beta2, eps, weightDecay, scale;
   GemmMode mode;
+  Q8Maps q8;  // the maps of 8-bit states (blobs null without them)
 };
 
 // Elements of R for a tensor.
@@ -58,6 +67,17 @@ SLIMOPT_HD int64_t galoreRNumel(const GaloreTensor& t) {
 SLIMOPT_HD float galoreAdamElement(float g, float& m, float& v, float beta1, float beta2, float eps) {
   m = beta1 * m + (1.0f - beta1) * g;
   v = beta2 * v + (1.0f - beta2) * g * g;
+  return m / (sqrtf(v) + eps);
+}
+
+// 8-bit states: element i of R (g = R[i]) with m, v decoded with its block's absmax, updated with
+// every op rounded on its own (the same bits on both backends, so the codes are too); returns N
+// from the f32 m, v (galoreAdamElement's last line) and leaves the new m, v for re-encoding.
+SLIMOPT_HD float galoreQ8Element(const GaloreTensor& T, const Q8View& q, int64_t i, float g, float beta1, float beta2,
+                                 float eps, float& m, float& v) {
+  const int64_t b = i / kQ8Block;
+  q8Decode(T.codeM[i], T.codeV[i], T.absmaxM[b], T.absmaxV[b], q, m, v);
+  adamMomentsRn(g, m, v, beta1, beta2);
   return m / (sqrtf(v) + eps);
 }
 

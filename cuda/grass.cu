@@ -8,6 +8,9 @@
 //   [refresh steps: per tensor, norms -> select -> remap -> commit; remap/commit check flag]
 //   -> prologue (per-slot step sizes and ages, the step/skip counters; checks flag)
 //   -> update (checks flag).
+// With 8-bit states (stateBits 8, see grass.cuh) two launches join: the blocks' new absmax
+// (before the update; a warp per 256-block) and absmax <- new absmax (after it). The maps'
+// values and finder tables are staged in shared memory by each block of both.
 // The skip is decided on the device with no host sync: every kernel that changes state reads the
 // flag the scan wrote (an earlier kernel on the same stream), so a skipped step changes nothing
 // but the skip counter, and a skipped refresh keeps the previous selection.
@@ -30,6 +33,7 @@
 #include "grass.cuh"
 #include "internal.cuh"
 #include "launchers.h"
+#include "quant_device.cuh"
 
 namespace slimopt {
 namespace gpu {
@@ -242,6 +246,7 @@ __global__ void __launch_bounds__(kT) prologueKernel(const GrassTensor* tensors,
 
 struct Step {
   float beta1, beta2, eps, decay;
+  Q8View q;  // staged maps (8-bit states)
 };
 
 constexpr int kQuads = 2;  // quads per thread per pass: 8 independent 16-byte loads in flight (f32)
@@ -257,7 +262,7 @@ __device__ __forceinline__ void updateRow(const GrassTensor& T, int64_t j0, cons
   void* const w = T.param;
   const int64_t wBase = int64_t(line) * n;
   const int tid = threadIdx.x;
-  if (j1 - j0 == 1) {
+  if (j1 - j0 == 1 && !T.quantized) {
     const void* g = T.compact != nullptr ? T.compact : T.grad;
     const int64_t gBase = T.compact != nullptr ? j0 * n : wBase;
     float* const m = T.expAvg + j0 * n;
@@ -302,10 +307,15 @@ __device__ __forceinline__ void updateRow(const GrassTensor& T, int64_t j0, cons
     float acc = 0.0f;
     for (int64_t j = j0; j < j1; ++j) {
       const float gi = T.compact != nullptr ? ld<PT>(T.compact, j * n + i) : ld<PT>(T.grad, wBase + i);
-      float mi = T.expAvg[j * n + i], vi = T.expAvgSq[j * n + i];
-      const float nn = grassAdam(T.rho[j] * gi, mi, vi, s.beta1, s.beta2, s.eps);
-      T.expAvg[j * n + i] = mi;
-      T.expAvgSq[j * n + i] = vi;
+      float nn;
+      if (T.quantized) {
+        nn = grassQ8Adam(T, s.q, j * n + i, j, gi, s.beta1, s.beta2, s.eps);
+      } else {
+        float mi = T.expAvg[j * n + i], vi = T.expAvgSq[j * n + i];
+        nn = grassAdam(T.rho[j] * gi, mi, vi, s.beta1, s.beta2, s.eps);
+        T.expAvg[j * n + i] = mi;
+        T.expAvgSq[j * n + i] = vi;
+      }
       acc = acc + T.coef[j] * nn;
     }
     st<PT>(w, wBase + i, (wi - acc) * s.decay);
@@ -328,10 +338,15 @@ __device__ __forceinline__ void updateColTile(const GrassTensor& T, int64_t tile
       for (int64_t j = j0; j < j1; ++j) {
         const int64_t ci = k * r + j;
         const float g = T.compact != nullptr ? ld<PT>(T.compact, ci) : ld<PT>(T.grad, wi);
-        float mi = T.expAvg[ci], vi = T.expAvgSq[ci];
-        const float nn = grassAdam(T.rho[j] * g, mi, vi, s.beta1, s.beta2, s.eps);
-        T.expAvg[ci] = mi;
-        T.expAvgSq[ci] = vi;
+        float nn;
+        if (T.quantized) {
+          nn = grassQ8Adam(T, s.q, ci, j, g, s.beta1, s.beta2, s.eps);
+        } else {
+          float mi = T.expAvg[ci], vi = T.expAvgSq[ci];
+          nn = grassAdam(T.rho[j] * g, mi, vi, s.beta1, s.beta2, s.eps);
+          T.expAvg[ci] = mi;
+          T.expAvgSq[ci] = vi;
+        }
         acc = acc + T.coef[j] * nn;
       }
       st<PT>(T.param, wi, (w - acc) * s.decay);
@@ -406,8 +421,10 @@ __device__ __forceinline__ void updateUnit(const GrassTensor& T, int64_t local, 
 }
 
 __global__ void __launch_bounds__(kT, 3) updateKernel(const GrassTensor* tensors, int n, int64_t units,
-                                                   Step s, const int32_t* flag) {
+                                                   Step s, Q8Maps q8, const int32_t* flag) {
   if (*flag != 0) return;
+  extern __shared__ __align__(16) uint8_t q8Smem[];
+  s.q = stageQ8(q8, q8Smem);
   for (int64_t u = blockIdx.x; u < units; u += gridDim.x) {
     const int k = findTensor<Field::Update>(tensors, n, u);
     const GrassTensor T = tensors[k];
@@ -417,6 +434,71 @@ __global__ void __launch_bounds__(kT, 3) updateKernel(const GrassTensor* tensors
       case DType::F16: updateUnit<DType::F16>(T, local, s); break;
       default: updateUnit<DType::F32>(T, local, s); break;
     }
+  }
+}
+
+// ---- 8-bit states: pass 1 (new absmax per block) and pass 3 ---------------------------------------
+
+// The quantized tensor holding 8-bit block u: the last whose qBlockBegin <= u (tensors without
+// 8-bit states have no blocks and share their successor's qBlockBegin).
+__device__ __forceinline__ int findQTensor(const GrassTensor* T, int n, int64_t u) {
+  int lo = 0, hi = n - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (__ldg(&T[mid].qBlockBegin) <= u) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+// A warp per 256-block: every element's new m, v (pass 2 computes the same bits again), their
+// absmax into newAbsmax; elements of out-of-range slots keep their value and are re-encoded here.
+__global__ void __launch_bounds__(kT) q8AbsmaxKernel(const GrassTensor* tensors, int n, int64_t blocks,
+                                                     float beta1, float beta2, Q8Maps maps,
+                                                     const int32_t* flag) {
+  if (*flag != 0) return;
+  extern __shared__ __align__(16) uint8_t q8Smem[];
+  const Q8View q = stageQ8(maps, q8Smem);
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = int64_t(gridDim.x) * (kT / 32);
+  for (int64_t u = int64_t(blockIdx.x) * (kT / 32) + (threadIdx.x >> 5); u < blocks; u += warps) {
+    const int k = findQTensor(tensors, n, u);
+    const GrassTensor& T = tensors[k];
+    const int64_t b = u - T.qBlockBegin, count = grassCompactNumel(T);
+    float m[kQ8PerLane], v[kQ8PerLane], mx, vx;
+    uint32_t kept = 0;
+    q8WarpBlock(b * kGrassQBlock, count, lane, m, v, mx, vx, [&](int t, int64_t e, float& mi, float& vi) {
+      int64_t j, gi;
+      const void* src;
+      if (grassCompactElement(T, e, &j, &gi, &src)) {
+        grassQ8Moments(T, q, e, j, loadAsFloat(src, T.paramDtype, gi), beta1, beta2, mi, vi);
+      } else {
+        grassQ8Load(T, q, e, mi, vi);
+        kept |= 1u << t;
+      }
+    });
+    if (lane == 0) {
+      T.newAbsmax[2 * b] = mx;
+      T.newAbsmax[2 * b + 1] = vx;
+    }
+    __syncwarp();
+    if (kept == 0) continue;
+#pragma unroll
+    for (int t = 0; t < kQ8PerLane; ++t)
+      if (kept & (1u << t)) grassQ8Store(T, q, b * kGrassQBlock + t * 32 + lane, m[t], v[t]);
+  }
+}
+
+// Pass 3: absmax <- newAbsmax.
+__global__ void __launch_bounds__(kT) q8AbsmaxCommitKernel(const GrassTensor* tensors, int n, int64_t blocks,
+                                                           const int32_t* flag) {
+  if (*flag != 0) return;
+  const int64_t stride = int64_t(gridDim.x) * kT;
+  for (int64_t u = int64_t(blockIdx.x) * kT + threadIdx.x; u < blocks; u += stride) {
+    const GrassTensor& T = tensors[findQTensor(tensors, n, u)];
+    const int64_t b = u - T.qBlockBegin;
+    T.absmaxM[b] = T.newAbsmax[2 * b];
+    T.absmaxV[b] = T.newAbsmax[2 * b + 1];
   }
 }
 
@@ -619,32 +701,78 @@ __global__ void __launch_bounds__(kT) remapPrepKernel(const int32_t* oldIdx, con
   newAges[j] = src >= 0 ? oldAges[src] : 0;
 }
 
-// Rows: block per new slot row; staging[j, :] = old[src, :]·s (v·s²) or 0.
-__global__ void __launch_bounds__(kT) remapRowsKernel(const float* m, const float* v, int64_t r, int64_t len,
-                                                      const int32_t* srcSlot, const float* srcScale,
-                                                      float* sm, float* sv, const int32_t* flag) {
+// One moment carried to the new slots (scale squared for v), 0 without a source; as the CPU's
+// remapMoments. Rows: block per new slot row; staging[j, :] = old[src, :]·s.
+__global__ void __launch_bounds__(kT) remapRowsKernel(const float* in, int64_t r, int64_t len, const int32_t* srcSlot,
+                                                      const float* srcScale, int squared, float* out,
+                                                      const int32_t* flag) {
   if (*flag != 0) return;
   for (int64_t j = blockIdx.x; j < r; j += gridDim.x) {
     const int32_t src = srcSlot[j];
-    const float s = srcScale[j], s2 = s * s;
-    for (int64_t i = threadIdx.x; i < len; i += kT) {
-      sm[j * len + i] = src >= 0 ? m[int64_t(src) * len + i] * s : 0.0f;
-      sv[j * len + i] = src >= 0 ? v[int64_t(src) * len + i] * s2 : 0.0f;
-    }
+    const float s = squared ? srcScale[j] * srcScale[j] : srcScale[j];
+    for (int64_t i = threadIdx.x; i < len; i += kT) out[j * len + i] = src >= 0 ? in[int64_t(src) * len + i] * s : 0.0f;
   }
 }
 
 // Cols: block per W row k; staging[k, j] = old[k, src_j]·s or 0.
-__global__ void __launch_bounds__(kT) remapColsKernel(const float* m, const float* v, int64_t rows, int64_t r,
-                                                      const int32_t* srcSlot, const float* srcScale,
-                                                      float* sm, float* sv, const int32_t* flag) {
+__global__ void __launch_bounds__(kT) remapColsKernel(const float* in, int64_t rows, int64_t r, const int32_t* srcSlot,
+                                                      const float* srcScale, int squared, float* out,
+                                                      const int32_t* flag) {
   if (*flag != 0) return;
   for (int64_t k = blockIdx.x; k < rows; k += gridDim.x) {
     for (int64_t j = threadIdx.x; j < r; j += kT) {
       const int32_t src = srcSlot[j];
-      const float s = srcScale[j];
-      sm[k * r + j] = src >= 0 ? m[k * r + src] * s : 0.0f;
-      sv[k * r + j] = src >= 0 ? v[k * r + src] * (s * s) : 0.0f;
+      const float s = squared ? srcScale[j] * srcScale[j] : srcScale[j];
+      out[k * r + j] = src >= 0 ? in[k * r + src] * s : 0.0f;
+    }
+  }
+}
+
+// 8-bit states at a refresh, gated like the rest (the map blobs read from global memory: refresh
+// steps only). out = dequantized codes (f32 staging).
+__global__ void __launch_bounds__(kT) q8DequantizeKernel(const uint8_t* codes, const float* absmax, int64_t count,
+                                                         const float* values, float* out, const int32_t* flag) {
+  if (*flag != 0) return;
+  const int64_t stride = int64_t(gridDim.x) * kT;
+  for (int64_t i = int64_t(blockIdx.x) * kT + threadIdx.x; i < count; i += stride)
+    out[i] = __fmul_rn(values[codes[i]], absmax[i / kGrassQBlock]);
+}
+
+// codes, absmax = blockwise quantization of x (a warp per block, as quantizeBlockwise on the CPU).
+__global__ void __launch_bounds__(kT) q8QuantizeKernel(const float* x, int64_t count, uint8_t* codes, float* absmax,
+                                                       QuantFinder f, const uint32_t* table, const int32_t* flag) {
+  if (*flag != 0) return;
+  const int lane = threadIdx.x & 31;
+  const int64_t blocks = grassCeilDiv(count, kGrassQBlock), warps = int64_t(gridDim.x) * (kT / 32);
+  for (int64_t b = int64_t(blockIdx.x) * (kT / 32) + (threadIdx.x >> 5); b < blocks; b += warps) {
+    float mx = 0.0f;
+    for (int t = 0; t < kQ8PerLane; ++t) {
+      const int64_t e = b * kGrassQBlock + t * 32 + lane;
+      if (e < count) mx = fmaxf(mx, fabsf(x[e]));
+    }
+    mx = groupMax<32>(mx);
+    const float inv = quantInverse(mx);
+    for (int t = 0; t < kQ8PerLane; ++t) {
+      const int64_t e = b * kGrassQBlock + t * 32 + lane;
+      if (e < count) codes[e] = uint8_t(quantFind<true>(__fmul_rn(x[e], inv), f, table));
+    }
+    if (lane == 0) absmax[b] = mx;
+  }
+}
+
+// Reset: every code the code of 0, absmax 0.
+__global__ void __launch_bounds__(kT) q8ResetKernel(uint8_t* codeM, uint8_t* codeV, float* absmaxM, float* absmaxV,
+                                                    int64_t count, Q8View q, const int32_t* flag) {
+  if (*flag != 0) return;
+  const uint8_t zeroM = uint8_t(quantFind<true>(0.0f, q.fA, q.tabA));
+  const uint8_t zeroV = uint8_t(quantFind<false>(0.0f, q.fB, q.tabB));
+  const int64_t stride = int64_t(gridDim.x) * kT, blocks = grassCeilDiv(count, kGrassQBlock);
+  for (int64_t i = int64_t(blockIdx.x) * kT + threadIdx.x; i < count; i += stride) {
+    codeM[i] = zeroM;
+    codeV[i] = zeroV;
+    if (i < blocks) {
+      absmaxM[i] = 0.0f;
+      absmaxV[i] = 0.0f;
     }
   }
 }
@@ -940,17 +1068,39 @@ Status launchCommit(cudaStream_t st, const GrassTensor& T, const GrassHyper& h, 
                                               at<float>(ws, L.newRho), srcSlot, srcScale, newAges, flag);
   float* sm = nullptr;
   float* sv = nullptr;
-  if (keep) {
+  auto remap = [&](const float* in, bool squared, float* out) {
+    if (T.mode == GrassMode::Rows)
+      remapRowsKernel<<<gridOf(r), kT, 0, st>>>(in, r, len, srcSlot, srcScale, squared ? 1 : 0, out, flag);
+    else
+      remapColsKernel<<<gridOf(T.rows), kT, 0, st>>>(in, T.rows, r, srcSlot, srcScale, squared ? 1 : 0, out, flag);
+  };
+  if (T.quantized) {
+    // 8-bit states: each state dequantized into f32 staging, carried as the f32 path does, and
+    // quantized again (refresh steps only); or reset to the code of 0.
+    const Q8View q = q8View(h.q8.blobA, h.q8.blobB, h.q8.fA, h.q8.fB);
+    if (keep) {
+      float* carried = at<float>(ws, L.stagingM);
+      float* old = at<float>(ws, L.stagingV);
+      const int grid = blocksOf(count);
+      const int qgrid = gridOf(grassCeilDiv(grassQBlocks(T), kT / 32));
+      q8DequantizeKernel<<<grid, kT, 0, st>>>(T.codeM, T.absmaxM, count, q.valA, old, flag);
+      remap(old, false, carried);
+      q8QuantizeKernel<<<qgrid, kT, 0, st>>>(carried, count, T.codeM, T.absmaxM, q.fA, q.tabA, flag);
+      q8DequantizeKernel<<<grid, kT, 0, st>>>(T.codeV, T.absmaxV, count, q.valB, old, flag);
+      remap(old, true, carried);
+      q8QuantizeKernel<<<qgrid, kT, 0, st>>>(carried, count, T.codeV, T.absmaxV, q.fB, q.tabB, flag);
+    } else {
+      q8ResetKernel<<<blocksOf(count), kT, 0, st>>>(T.codeM, T.codeV, T.absmaxM, T.absmaxV, count, q, flag);
+    }
+  } else if (keep) {
     sm = at<float>(ws, L.stagingM);
     sv = at<float>(ws, L.stagingV);
-    if (T.mode == GrassMode::Rows)
-      remapRowsKernel<<<gridOf(r), kT, 0, st>>>(T.expAvg, T.expAvgSq, r, len, srcSlot, srcScale, sm, sv, flag);
-    else
-      remapColsKernel<<<gridOf(T.rows), kT, 0, st>>>(T.expAvg, T.expAvgSq, T.rows, r, srcSlot, srcScale, sm, sv, flag);
+    remap(T.expAvg, false, sm);
+    remap(T.expAvgSq, true, sv);
   }
-  commitKernel<<<blocksOf(std::max(count, r)), kT, 0, st>>>(T.expAvg, T.expAvgSq, count, sm, sv, T.indices, T.rho,
-                                                            T.ages, r, at<int32_t>(ws, L.newIdx),
-                                                            at<float>(ws, L.newRho), newAges, flag);
+  commitKernel<<<blocksOf(std::max(T.quantized ? 0 : count, r)), kT, 0, st>>>(
+      T.expAvg, T.expAvgSq, T.quantized ? 0 : count, sm, sv, T.indices, T.rho, T.ages, r, at<int32_t>(ws, L.newIdx),
+      at<float>(ws, L.newRho), newAges, flag);
   return lastError("grass commit");
 }
 
@@ -1007,9 +1157,29 @@ Status grassStep(int dev, const GrassTensor* deviceList, const GrassTensor* host
   prologueKernel<<<gridOf(units.slot), kT, 0, st>>>(deviceList, n, units.slot, h, flag, counters);
   s = lastError("grass prologue");
   if (!s.ok()) return s;
-  Step stp{h.beta1, h.beta2, h.eps, grassDecay(h.lr, h.weightDecay)};
-  updateKernel<<<gridOf(units.update), kT, 0, st>>>(deviceList, n, units.update, stp, flag);
-  return lastError("grass update");
+  const size_t q8Smem = units.qBlocks > 0 ? q8SmemBytes(h.q8) : 0;
+  if (q8Smem > 0) {
+    s = statusOf(q8AllowSmem(reinterpret_cast<const void*>(q8AbsmaxKernel), q8Smem), "grass 8-bit (shared memory)");
+    if (s.ok()) s = statusOf(q8AllowSmem(reinterpret_cast<const void*>(updateKernel), q8Smem), "grass 8-bit (shared memory)");
+    if (!s.ok()) return s;
+  }
+  // Kernels that stage the maps (~65 KB) run one wave (3 blocks per SM: the update's launch bound,
+  // and what fits in shared memory), so each block's staging is amortised over many units.
+  const int64_t stagedGrid = int64_t(smCount(dev)) * 3;
+  if (units.qBlocks > 0) {
+    const int grid = int(std::min<int64_t>(gridOf(grassCeilDiv(units.qBlocks, kT / 32)), stagedGrid));
+    q8AbsmaxKernel<<<grid, kT, q8Smem, st>>>(deviceList, n, units.qBlocks, h.beta1, h.beta2, h.q8, flag);
+    s = lastError("grass 8-bit absmax");
+    if (!s.ok()) return s;
+  }
+  Step stp{h.beta1, h.beta2, h.eps, grassDecay(h.lr, h.weightDecay), Q8View{}};
+  const int updateGrid = int(units.qBlocks > 0 ? std::min<int64_t>(gridOf(units.update), stagedGrid) : gridOf(units.update));
+  updateKernel<<<updateGrid, kT, q8Smem, st>>>(deviceList, n, units.update, stp,
+                                               units.qBlocks > 0 ? h.q8 : Q8Maps{}, flag);
+  s = lastError("grass update");
+  if (!s.ok() || units.qBlocks == 0) return s;
+  q8AbsmaxCommitKernel<<<blocksOf(units.qBlocks), kT, 0, st>>>(deviceList, n, units.qBlocks, flag);
+  return lastError("grass 8-bit absmax commit");
 }
 
 Status grassSelectOnly(int dev, const GrassTensor& T, const GrassHyper& h, void* ws, const GrassWorkspace& L,

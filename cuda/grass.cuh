@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 #include "adamw.cuh"  // AdamwCounters, isFiniteFloat (and common.cuh)
+#include "quant.cuh"  // the 8-bit state's code finder and rounding ops
 
 namespace slimopt {
 
@@ -32,8 +33,15 @@ struct GrassTensor {
   void* param;             // W, m×n row-major (Dense: numel elements)
   const void* grad;        // full gradient, same layout and dtype as W
   const void* compact;     // compact gradient (r×n Rows, m×r Cols) or null: read G's selected lines
-  float* expAvg;           // compact-shaped (Dense: numel)
+  float* expAvg;           // compact-shaped (Dense: numel); null when quantized
   float* expAvgSq;
+  // stateBits 8 (quantized): m and v as codes of the signed / unsigned dynamic map, compact-shaped,
+  // blocks of 256 in flattened compact order, one absmax per block and state (as AdamW8bit).
+  uint8_t* codeM;
+  uint8_t* codeV;
+  float* absmaxM;          // [grassQBlocks]
+  float* absmaxV;
+  float* newAbsmax;        // workspace [2 * grassQBlocks]: this step's absmax of m, v per block
   int32_t* indices;        // [rank], sorted ascending
   float* rho;              // [rank] (unused for Dense)
   int32_t* ages;           // [rank]: Adam steps each slot's moments have seen (Dense: [1])
@@ -48,10 +56,13 @@ struct GrassTensor {
   int64_t scanBeginStep;
   int64_t updateBegin;
   int64_t slotBegin;
+  int64_t qBlockBegin;     // first 8-bit block of this tensor in the group's quantized launches
   GrassMode mode;
   DType paramDtype;        // the gradient and the compact gradient have this dtype too
-  int32_t pad0, pad1;
+  int32_t quantized;       // 1: m, v are codeM/codeV + absmax (never for Dense)
+  int32_t pad1;
 };
+
 
 struct GrassHyper {
   float lr, beta1, beta2, eps, weightDecay, scale;
@@ -60,11 +71,12 @@ struct GrassHyper {
   GrassSelect select;
   int32_t keepState;       // on reselection: carry the moments of lines selected again
   uint64_t refreshIndex;   // key of this refresh's draws (with each tensor's seed)
+  Q8Maps q8;          // blobs null when no tensor of the group is quantized
 };
 
 // Units of each multi-tensor launch of a group (totals of the *Begin prefixes).
 struct GrassUnits {
-  int64_t scanRefresh = 0, scanStep = 0, update = 0, slot = 0;
+  int64_t scanRefresh = 0, scanStep = 0, update = 0, slot = 0, qBlocks = 0;
 };
 
 // ---- units of the multi-tensor launches -------------------------------------------------------
@@ -98,6 +110,10 @@ SLIMOPT_HD int64_t grassUpdateUnits(const GrassTensor& T) {
   return grassCeilDiv(T.rows, kGrassColRows);
 }
 SLIMOPT_HD int64_t grassSlotUnits(const GrassTensor& T) { return grassCeilDiv(T.rank, kGrassThreads); }
+constexpr int64_t kGrassQBlock = kQ8Block;
+SLIMOPT_HD int64_t grassQBlocks(const GrassTensor& T) {
+  return T.quantized ? grassCeilDiv(grassCompactNumel(T), kGrassQBlock) : 0;
+}
 
 // Exactly rounded double arithmetic: SLIMOPT_DDIV / SLIMOPT_DSQRT from common.cuh.
 
@@ -126,11 +142,76 @@ SLIMOPT_HD float grassDecay(float lr, float wd) {
   return float(SLIMOPT_DADD(1.0, -SLIMOPT_DMUL(double(lr), double(wd))));
 }
 
-// Adam on one compact element c = rho·g. Returns N = m/(sqrt(v) + eps).
+// The direction N = m/(sqrt(v) + eps) from the new moments (eps inside, GaLore convention).
+SLIMOPT_HD float grassDirection(float m, float v, float eps) { return m / (sqrtf(v) + eps); }
+
+// Adam on one compact element c = rho·g. Returns N.
 SLIMOPT_HD float grassAdam(float c, float& m, float& v, float beta1, float beta2, float eps) {
   m = beta1 * m + (1.0f - beta1) * c;
   v = beta2 * v + (1.0f - beta2) * c * c;
-  return m / (sqrtf(v) + eps);
+  return grassDirection(m, v, eps);
+}
+
+// ---- 8-bit states (stateBits 8) -------------------------------------------------------------------
+//
+// The same Adam as grassAdam; only the storage of m and v changes. A step runs in three passes so
+// that no f32 copy of the moments (nor of the direction N) is ever held: (1) per 256-block, the
+// new m, v of every element (dequantized with the old absmax, updated with every op rounded on
+// its own, so both passes and both backends get the same bits), their new absmax into newAbsmax;
+// (2) the update as in the f32 path, recomputing m, v from the old codes, N from the f32 m, v, and
+// re-encoding m, v with the new absmax (nearest code, as AdamW8bit); (3) absmax <- newAbsmax.
+// Elements of a slot whose line is out of range (only a corrupt checkpoint has one) keep their
+// value; pass 1 re-encodes them, since pass 2 never visits them.
+
+
+// Where compact element e lives: its slot j and the gradient element it reads (in G, or in the
+// compact gradient). False when the slot's line is out of range (the update skips it).
+SLIMOPT_HD bool grassCompactElement(const GrassTensor& T, int64_t e, int64_t* j, int64_t* gi, const void** gsrc) {
+  int64_t line;
+  if (T.mode == GrassMode::Rows) {
+    const int64_t jj = e / T.cols, i = e - jj * T.cols;
+    line = T.indices[jj];
+    *j = jj;
+    *gi = T.compact != nullptr ? e : line * T.cols + i;
+    if (line < 0 || line >= T.rows) return false;
+  } else {
+    const int64_t k = e / T.rank, jj = e - k * T.rank;
+    line = T.indices[jj];
+    *j = jj;
+    *gi = T.compact != nullptr ? e : k * T.cols + line;
+    if (line < 0 || line >= T.cols) return false;
+  }
+  *gsrc = T.compact != nullptr ? T.compact : T.grad;
+  return true;
+}
+
+// m, v of compact element e before this step (dequantized with the block's current absmax).
+SLIMOPT_HD void grassQ8Load(const GrassTensor& T, const Q8View& q, int64_t e, float& m, float& v) {
+  const int64_t b = e / kGrassQBlock;
+  q8Decode(T.codeM[e], T.codeV[e], T.absmaxM[b], T.absmaxV[b], q, m, v);
+}
+
+// Adam on compact element e of slot j (c = rho_j·g, rounded alone): its new f32 m, v.
+SLIMOPT_HD void grassQ8Moments(const GrassTensor& T, const Q8View& q, int64_t e, int64_t j, float g, float beta1,
+                               float beta2, float& m, float& v) {
+  grassQ8Load(T, q, e, m, v);
+  adamMomentsRn(SLIMOPT_FMUL(T.rho[j], g), m, v, beta1, beta2);
+}
+
+// Re-encodes element e's m, v with the block's new absmax (pass 1's newAbsmax).
+SLIMOPT_HD void grassQ8Store(const GrassTensor& T, const Q8View& q, int64_t e, float m, float v) {
+  const int64_t b = e / kGrassQBlock;
+  T.codeM[e] = q8EncodeM(m, quantInverse(T.newAbsmax[2 * b]), q);
+  T.codeV[e] = q8EncodeV(v, quantInverse(T.newAbsmax[2 * b + 1]), q);
+}
+
+// Pass 2 of compact element e of slot j: the same m, v as pass 1, re-encoded; N from the f32 m, v.
+SLIMOPT_HD float grassQ8Adam(const GrassTensor& T, const Q8View& q, int64_t e, int64_t j, float g, float beta1,
+                             float beta2, float eps) {
+  float m, v;
+  grassQ8Moments(T, q, e, j, g, beta1, beta2, m, v);
+  grassQ8Store(T, q, e, m, v);
+  return grassDirection(m, v, eps);
 }
 
 // ---- random draws --------------------------------------------------------------------------------
@@ -206,16 +287,17 @@ SLIMOPT_HD float grassCarryScale(float newRho, float oldRho) {
 struct GrassWorkspace {
   size_t flag = 0, norms = 0, prefix = 0, partials = 0, keysA = 0, keysB = 0, valsA = 0, valsB = 0;
   size_t counts = 0, offsets = 0, newIdx = 0, newRho = 0, newAges = 0, srcSlot = 0, srcScale = 0;
-  size_t stagingM = 0, stagingV = 0, cub = 0, coef = 0, total = 0;
+  size_t stagingM = 0, stagingV = 0, cub = 0, coef = 0, qAbsmax = 0, total = 0;
   size_t cubBytes = 0;
-  int64_t maxLines = 0, maxRank = 0, maxCompact = 0, maxPartials = 0, coefCount = 0;
+  int64_t maxLines = 0, maxRank = 0, maxCompact = 0, maxPartials = 0, coefCount = 0, qBlockCount = 0;
   bool staging = false;
 };
 
 inline GrassWorkspace grassWorkspaceLayout(int64_t maxLines, int64_t maxRank, int64_t maxCompact,
                                            int64_t maxPartials, int64_t coefCount, bool staging,
-                                           size_t cubBytes) {
+                                           size_t cubBytes, int64_t qBlockCount = 0) {
   GrassWorkspace w;
+  w.qBlockCount = qBlockCount;
   w.maxLines = maxLines; w.maxRank = maxRank; w.maxCompact = maxCompact;
   w.maxPartials = maxPartials; w.coefCount = coefCount; w.staging = staging; w.cubBytes = cubBytes;
   size_t at = 0;
@@ -244,6 +326,7 @@ inline GrassWorkspace grassWorkspaceLayout(int64_t maxLines, int64_t maxRank, in
   w.stagingV = take(staging ? 4 * size_t(maxCompact) : 0);
   w.cub = take(cubBytes);
   w.coef = take(4 * size_t(coefCount));
+  w.qAbsmax = take(8 * size_t(qBlockCount));  // each quantized tensor's newAbsmax
   w.total = at;
   return w;
 }

@@ -151,9 +151,12 @@ SLIMOPT_HD AdamwScalars qadamScalars(const QAdamHyper& h, int32_t t) {
 
 // Adam's moments of one element, every op rounded on its own: the same bits on both backends, so
 // the codes (a function of m and v only) are too.
+SLIMOPT_HD void adamMomentsRn(float g, float& m, float& v, float beta1, float beta2) {
+  m = SLIMOPT_FADD(SLIMOPT_FMUL(beta1, m), SLIMOPT_FMUL(1.0f - beta1, g));
+  v = SLIMOPT_FADD(SLIMOPT_FMUL(beta2, v), SLIMOPT_FMUL(SLIMOPT_FMUL(1.0f - beta2, g), g));
+}
 SLIMOPT_HD void qadamMoments(float g, float& m, float& v, const AdamwScalars& s) {
-  m = SLIMOPT_FADD(SLIMOPT_FMUL(s.beta1, m), SLIMOPT_FMUL(1.0f - s.beta1, g));
-  v = SLIMOPT_FADD(SLIMOPT_FMUL(s.beta2, v), SLIMOPT_FMUL(SLIMOPT_FMUL(1.0f - s.beta2, g), g));
+  adamMomentsRn(g, m, v, s.beta1, s.beta2);
 }
 
 // The parameter update from the new moments (torch AdamW convention). On the device sqrt and the
@@ -196,6 +199,50 @@ template <bool kNormalDenom = false>
 SLIMOPT_HD float qadamElement(float w, float g, float& m, float& v, const AdamwScalars& s) {
   qadamMoments(g, m, v, s);
   return qadamParam<kNormalDenom>(w, m, v, s);
+}
+
+// ---- 8-bit Adam states (Grass, GaLore: stateBits 8) --------------------------------------------
+
+constexpr int64_t kQ8Block = 256;  // elements per block of 8-bit states (AdamW8bit's), flattened order
+
+// The maps of 8-bit states as the kernels read them (QuantMap blobs: values, then the finder's
+// table): signed for m (A), unsigned for v (B). Host blobs for the CPU, device blobs for CUDA.
+struct Q8Maps {
+  const uint8_t* blobA;
+  const uint8_t* blobB;
+  QuantFinder fA, fB;
+};
+
+// A map pair as the 8-bit helpers read it: values and finder tables (views of the blobs, or of
+// their copies staged in shared memory).
+struct Q8View {
+  const float* valA;
+  const float* valB;
+  const uint32_t* tabA;
+  const uint32_t* tabB;
+  QuantFinder fA, fB;
+};
+SLIMOPT_HD const float* q8Values(const uint8_t* blob) { return reinterpret_cast<const float*>(blob); }
+SLIMOPT_HD const uint32_t* q8Table(const uint8_t* blob, const QuantFinder& f) {
+  return reinterpret_cast<const uint32_t*>(blob + size_t(f.nCodes) * 4);
+}
+SLIMOPT_HD Q8View q8View(const uint8_t* blobA, const uint8_t* blobB, const QuantFinder& fA, const QuantFinder& fB) {
+  return {q8Values(blobA), q8Values(blobB), q8Table(blobA, fA), q8Table(blobB, fB), fA, fB};
+}
+
+// m, v of an element from its codes and its block's absmax (as dequantizeBlockwise).
+SLIMOPT_HD void q8Decode(uint8_t codeM, uint8_t codeV, float absmaxM, float absmaxV, const Q8View& q, float& m,
+                         float& v) {
+  m = SLIMOPT_FMUL(q.valA[codeM], absmaxM);
+  v = SLIMOPT_FMUL(q.valB[codeV], absmaxV);
+}
+
+// Nearest codes of m (signed map) and v (unsigned map) scaled by a block's 1/absmax.
+SLIMOPT_HD uint8_t q8EncodeM(float m, float inv, const Q8View& q) {
+  return uint8_t(quantFind<true>(SLIMOPT_FMUL(m, inv), q.fA, q.tabA));
+}
+SLIMOPT_HD uint8_t q8EncodeV(float v, float inv, const Q8View& q) {
+  return uint8_t(quantFind<false>(SLIMOPT_FMUL(v, inv), q.fB, q.tabB));
 }
 
 }  // namespace slimopt

@@ -3,6 +3,9 @@
 // staging a map in shared memory.
 #pragma once
 #include <cuda_runtime.h>
+#include <map>
+#include <mutex>
+#include <utility>
 #include "quant.cuh"
 
 namespace slimopt {
@@ -151,6 +154,66 @@ __device__ __forceinline__ void stageToShared(void* dst, const void* src, size_t
   const uint2* s = static_cast<const uint2*>(src);
   uint2* d = static_cast<uint2*>(dst);
   for (size_t i = threadIdx.x; i < bytes / 8; i += blockDim.x) d[i] = __ldg(s + i);
+}
+
+// ---- 8-bit Adam states (Grass, GaLore): both maps in shared memory ------------------------------
+
+// Dynamic shared memory of a kernel that stages both maps (0 without 8-bit states): ~65 KB for
+// the two 8-bit maps, past the 48 KB a launch gets without opting in (q8AllowSmem).
+inline size_t q8SmemBytes(const Q8Maps& q) {
+  return q.blobA != nullptr ? mapBlobBytes(q.fA) + mapBlobBytes(q.fB) : 0;
+}
+
+// Lets `kernel` launch with `bytes` of dynamic shared memory on the current device (once per
+// kernel and device; a no-op up to 48 KB).
+inline cudaError_t q8AllowSmem(const void* kernel, size_t bytes) {
+  if (bytes <= 48 * 1024) return cudaSuccess;
+  int dev = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e != cudaSuccess) return e;
+  static std::mutex mu;
+  static std::map<std::pair<const void*, int>, size_t> allowed;
+  std::lock_guard<std::mutex> lock(mu);
+  size_t& have = allowed[{kernel, dev}];
+  if (have >= bytes) return cudaSuccess;
+  e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
+  if (e == cudaSuccess) have = bytes;
+  return e;
+}
+
+// Copies both maps' blobs into `smem` with the whole block and returns the view of the copies
+// (every thread must call; an empty view without 8-bit states).
+__device__ __forceinline__ Q8View stageQ8(const Q8Maps& q, uint8_t* smem) {
+  if (q.blobA == nullptr) return Q8View{};
+  const size_t a = mapBlobBytes(q.fA);
+  stageToShared(smem, q.blobA, a);
+  stageToShared(smem + a, q.blobB, mapBlobBytes(q.fB));
+  __syncthreads();
+  return q8View(smem, smem + a, q.fA, q.fB);
+}
+
+// A warp's share of one 256-block of 8-bit states: lane holds elements base + t*32 + lane (t < 8,
+// so the codes are read and written contiguously across the warp), those < count. `element(t, i,
+// m, v)` sets the new f32 m, v of element i; returns with mx, vx the block's max |m| and max v on
+// every lane (every lane must call).
+constexpr int kQ8PerLane = int(kQ8Block / 32);
+template <typename Element>
+__device__ __forceinline__ void q8WarpBlock(int64_t base, int64_t count, int lane, float (&m)[kQ8PerLane],
+                                            float (&v)[kQ8PerLane], float& mx, float& vx, Element&& element) {
+  mx = 0.0f;
+  vx = 0.0f;
+#pragma unroll
+  for (int t = 0; t < kQ8PerLane; ++t) {
+    const int64_t i = base + t * 32 + lane;
+    m[t] = 0.0f;
+    v[t] = 0.0f;
+    if (i >= count) continue;
+    element(t, i, m[t], v[t]);
+    mx = fmaxf(mx, fabsf(m[t]));
+    vx = fmaxf(vx, v[t]);
+  }
+  mx = groupMax<32>(mx);
+  vx = groupMax<32>(vx);
 }
 
 }  // namespace gpu

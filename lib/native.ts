@@ -86,7 +86,8 @@ export interface NativeAddon {
              v: NativeBufferHandle, pa: NativeBufferHandle, pb: NativeBufferHandle | null, side: number, rows: number,
              cols: number, rank: number, counters: NativeBufferHandle, flag: NativeBufferHandle, sR: NativeBufferHandle,
              sT: NativeBufferHandle | null, sBig: NativeBufferHandle | null, scalars: NativeBufferHandle | null,
-             h: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; scale: number; mode: number }): void;
+             h: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; scale: number; mode: number },
+             ...q8: unknown[]): void;
   galoreFinish(counters: NativeBufferHandle, flag: NativeBufferHandle): void;
   apolloScratch(rows: number, cols: number, rank: number): { p: number; r: number; chan: number; norms: number; left: boolean };
   apolloProjection(p: NativeBufferHandle, seed: bigint, refreshIndex: number, rows: number, cols: number, rank: number): void;
@@ -102,7 +103,7 @@ export interface NativeAddon {
              fusedR?: NativeBufferHandle | null): void;
   linalgInfo(): { blas: string; solver: string; forceBuiltin: boolean };
   setForceBuiltin(force: boolean): void;
-  GrassGroup: new (device: number, tensors: unknown[][], counters: NativeBufferHandle) => GrassGroupHandle;
+  GrassGroup: new (device: number, tensors: unknown[][], counters: NativeBufferHandle, mapA?: unknown, mapB?: unknown) => GrassGroupHandle;
   grassSelect(grad: NativeBufferHandle, rows: number, cols: number, dtype: number, mode: number, rank: number,
               select: number, seed: bigint, refreshIndex: number, idx: NativeBufferHandle, rho: NativeBufferHandle): void;
   grassGatherRows(out: NativeBufferHandle, src: NativeBufferHandle, rows: number, cols: number, dtype: number,

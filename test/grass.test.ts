@@ -500,9 +500,9 @@ describe("bad input is refused with its code and changes nothing", () => {
     expectCode(() => new GrassAdamW([{ params: [p], rank: 2.5 }]), "E_ARG");
   });
 
-  test("option refusals: stateBits 8 (not yet), select, updateProjGap, scale, eps", () => {
+  test("option refusals: stateBits other than 32 / 8, select, updateProjGap, scale, eps", () => {
     const p = new Parameter(zeros([10, 4], { device: "cpu" }));
-    expectCode(() => new GrassAdamW([{ params: [p], rank: 2, stateBits: 8 }]), "E_ARG");
+    expectCode(() => new GrassAdamW([{ params: [p], rank: 2, stateBits: 4 }]), "E_ARG");
     expectCode(() => new GrassAdamW([{ params: [p], rank: 2, stateBits: 16 }]), "E_ARG");
     expectCode(() => new GrassAdamW([{ params: [p], rank: 2, select: "random" as GrassSelectMode }]), "E_ARG");
     expectCode(() => new GrassAdamW([{ params: [p], rank: 2, updateProjGap: 0 }]), "E_ARG");

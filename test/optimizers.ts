@@ -95,4 +95,17 @@ export const OPTIMIZERS: OptimizerCase[] = [
       { params: p.filter((x) => x.shape.length < 2) }], { lr: 1e-2, weightDecay: 0.05 }),
     dtypes: ["f32", "bf16"],
   },
+  {
+    name: "GrassAdamW 8-bit states, multinomial keepState",
+    make: (p) => new GrassAdamW([{ params: p, rank: 4, updateProjGap: 2, select: "multinomial", keepState: true, stateBits: 8 }],
+                                { lr: 1e-2, weightDecay: 0.05, seed: 11 }),
+    dtypes: ["f32", "bf16"],
+  },
+  {
+    name: "GaLoreAdamW 8-bit states, rank 3, gap 3",
+    make: (p) => new GaLoreAdamW([
+      { params: p.filter((x) => x.shape.length >= 2), rank: 3, updateProjGap: 3, scale: 0.25, stateBits: 8 },
+      { params: p.filter((x) => x.shape.length < 2) }], { lr: 1e-2, weightDecay: 0.05 }),
+    dtypes: ["f32"],
+  },
 ];

@@ -35,8 +35,10 @@ void galoreProject(const GaloreTensor& T, float* sR, float* sT);
 void galoreBackF32(const GaloreTensor& T, const float* N, float* out, float* sT);
 // Grass (cuda/grass.cuh): same contracts as the gpu:: launchers, host pointers (the *Begin fields
 // and the units are ignored).
+// mapA/mapB: the maps of hyper.q8 (blobs of these), needed when a tensor is quantized.
+struct QuantMapHost;
 void grassStep(GrassTensor* tensors, int32_t n, const GrassHyper& h, AdamwCounters* counters, void* ws,
-               const GrassWorkspace& L);
+               const GrassWorkspace& L, const QuantMapHost* mapA = nullptr, const QuantMapHost* mapB = nullptr);
 void grassSelect(const GrassTensor& T, const GrassHyper& h, void* ws, const GrassWorkspace& L, int32_t* idxOut,
                  float* rhoOut);
 void grassGatherRows(void* out, const void* src, DType d, int64_t rows, int64_t cols, const int32_t* idx,

@@ -1,6 +1,8 @@
 // cpu::galore*: the reference of the CUDA GaLore path. Project with the GEMM, Adam on R (in place:
 // R becomes N), project back with the update and the decay in the GEMM's epilogue:
 // W <- beta W + alpha back(N), so no gradient-sized buffer is ever made.
+#include <algorithm>
+#include <cmath>
 #include "cpu_backend.h"
 
 namespace slimopt {
@@ -17,6 +19,35 @@ void adamRange(void* c, int64_t b, int64_t e) {
     k.r[i] = galoreAdamElement(k.r[i], m, v, k.b1, k.b2, k.eps);
     k.m[i] = m;
     k.v[i] = v;
+  }
+}
+
+// 8-bit states: blocks [b0, b1) of R become N; each block's m, v re-encoded with its new absmax.
+struct Q8Ctx { const GaloreTensor* T; float* r; Q8View q; float b1, b2, eps; };
+
+void adamQ8Blocks(void* c, int64_t b0, int64_t b1) {
+  const Q8Ctx& k = *static_cast<const Q8Ctx*>(c);
+  const GaloreTensor& T = *k.T;
+  const int64_t n = galoreRNumel(T);
+  float mBuf[kQ8Block], vBuf[kQ8Block];
+  for (int64_t b = b0; b < b1; ++b) {
+    const int64_t s = b * kQ8Block, e = std::min(n, s + kQ8Block);
+    float mx = 0.0f, vx = 0.0f;
+    for (int64_t i = s; i < e; ++i) {
+      float& m = mBuf[i - s];
+      float& v = vBuf[i - s];
+      k.r[i] = galoreQ8Element(T, k.q, i, k.r[i], k.b1, k.b2, k.eps, m, v);
+      const float a = std::fabs(m);
+      mx = a > mx ? a : mx;  // NaN never wins, as fmaxf on the device
+      vx = v > vx ? v : vx;
+    }
+    const float ia = quantInverse(mx), iv = quantInverse(vx);
+    for (int64_t i = s; i < e; ++i) {
+      T.codeM[i] = q8EncodeM(mBuf[i - s], ia, k.q);
+      T.codeV[i] = q8EncodeV(vBuf[i - s], iv, k.q);
+    }
+    T.absmaxM[b] = mx;
+    T.absmaxV[b] = vx;
   }
 }
 
@@ -75,8 +106,13 @@ void galoreStep(const GaloreTensor& T, const GaloreHyper& h, const AdamwCounters
   const int64_t m = T.rows, n = T.cols, r = T.rank;
   const DType F = DType::F32;
   galoreProject(T, sR, sT);
-  AdamCtx a{sR, T.expAvg, T.expAvgSq, h.beta1, h.beta2, h.eps};
-  parallelFor(galoreRNumel(T), 1 << 16, adamRange, &a);
+  if (T.quantized) {
+    Q8Ctx q{&T, sR, q8View(h.q8.blobA, h.q8.blobB, h.q8.fA, h.q8.fB), h.beta1, h.beta2, h.eps};
+    parallelFor((galoreRNumel(T) + kQ8Block - 1) / kQ8Block, 256, adamQ8Blocks, &q);
+  } else {
+    AdamCtx a{sR, T.expAvg, T.expAvgSq, h.beta1, h.beta2, h.eps};
+    parallelFor(galoreRNumel(T), 1 << 16, adamRange, &a);
+  }
   float alpha, beta;
   galoreEpilogue(h, counters->step + 1, &alpha, &beta);
   switch (T.side) {

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <vector>
 #include "cpu_backend.h"
+#include "quant.h"
 
 namespace slimopt {
 namespace cpu {
@@ -214,9 +215,57 @@ void select(const GrassTensor& T, const GrassHyper& h, void* ws, const GrassWork
   }
 }
 
+// out = the moments `in` carried to the new slots (srcSlot/srcScale; scale squared for v), 0 for
+// slots without a source.
+void remapMoments(const GrassTensor& T, const int32_t* srcSlot, const float* srcScale, const float* in, float* out,
+                  bool squared) {
+  const int64_t r = T.rank, len = grassLineLen(T);
+  if (T.mode == GrassMode::Rows) {
+    for (int64_t j = 0; j < r; ++j) {
+      const int32_t src = srcSlot[j];
+      const float s = squared ? srcScale[j] * srcScale[j] : srcScale[j];
+      for (int64_t i = 0; i < len; ++i) out[j * len + i] = src >= 0 ? in[int64_t(src) * len + i] * s : 0.0f;
+    }
+  } else {
+    for (int64_t k = 0; k < T.rows; ++k)
+      for (int64_t j = 0; j < r; ++j) {
+        const int32_t src = srcSlot[j];
+        const float s = squared ? srcScale[j] * srcScale[j] : srcScale[j];
+        out[k * r + j] = src >= 0 ? in[k * r + src] * s : 0.0f;
+      }
+  }
+}
+
+// 8-bit states at a refresh. keepState: each state is dequantized into f32 staging, carried like
+// the f32 path's, and quantized again (refresh steps only: the staging is the f32 path's). Reset:
+// the code of 0 with absmax 0.
+void commitQuantized(const GrassTensor& T, const GrassHyper& h, void* ws, const GrassWorkspace& L,
+                     const QuantMapHost& mapA, const QuantMapHost& mapB) {
+  const int64_t count = grassCompactNumel(T), blocks = grassQBlocks(T);
+  if (h.keepState) {
+    float* carried = at<float>(ws, L.stagingM);
+    float* old = at<float>(ws, L.stagingV);
+    const int32_t* srcSlot = at<int32_t>(ws, L.srcSlot);
+    const float* srcScale = at<float>(ws, L.srcScale);
+    dequantizeBlockwise(T.codeM, T.absmaxM, count, old, DType::F32, kGrassQBlock, mapA);
+    remapMoments(T, srcSlot, srcScale, old, carried, false);
+    quantizeBlockwise(carried, DType::F32, count, T.codeM, T.absmaxM, kGrassQBlock, mapA);
+    dequantizeBlockwise(T.codeV, T.absmaxV, count, old, DType::F32, kGrassQBlock, mapB);
+    remapMoments(T, srcSlot, srcScale, old, carried, true);
+    quantizeBlockwise(carried, DType::F32, count, T.codeV, T.absmaxV, kGrassQBlock, mapB);
+    return;
+  }
+  const QuantFinder fA = mapA.finder, fB = mapB.finder;
+  std::memset(T.codeM, int(quantFind<true>(0.0f, fA, mapA.table.data())), size_t(count));
+  std::memset(T.codeV, int(quantFind<false>(0.0f, fB, mapB.table.data())), size_t(count));
+  std::fill(T.absmaxM, T.absmaxM + blocks, 0.0f);
+  std::fill(T.absmaxV, T.absmaxV + blocks, 0.0f);
+}
+
 // Replaces T's selection by ws.newIdx/newRho: moments remapped (keepState) or reset.
-void commit(const GrassTensor& T, const GrassHyper& h, void* ws, const GrassWorkspace& L) {
-  const int64_t r = T.rank, len = grassLineLen(T), count = grassCompactNumel(T);
+void commit(const GrassTensor& T, const GrassHyper& h, void* ws, const GrassWorkspace& L, const QuantMapHost* mapA,
+            const QuantMapHost* mapB) {
+  const int64_t r = T.rank, count = grassCompactNumel(T);
   const int32_t* newIdx = at<int32_t>(ws, L.newIdx);
   const float* newRho = at<float>(ws, L.newRho);
   int32_t* srcSlot = at<int32_t>(ws, L.srcSlot);
@@ -233,27 +282,13 @@ void commit(const GrassTensor& T, const GrassHyper& h, void* ws, const GrassWork
     srcScale[j] = src >= 0 ? grassCarryScale(newRho[j], T.rho[src]) : 1.0f;
     newAges[j] = src >= 0 ? T.ages[src] : 0;
   }
-  if (keep) {
+  if (T.quantized) {
+    commitQuantized(T, h, ws, L, *mapA, *mapB);
+  } else if (keep) {
     float* sm = at<float>(ws, L.stagingM);
     float* sv = at<float>(ws, L.stagingV);
-    if (T.mode == GrassMode::Rows) {
-      for (int64_t j = 0; j < r; ++j) {
-        const int32_t src = srcSlot[j];
-        const float s = srcScale[j], s2 = s * s;
-        for (int64_t i = 0; i < len; ++i) {
-          sm[j * len + i] = src >= 0 ? T.expAvg[int64_t(src) * len + i] * s : 0.0f;
-          sv[j * len + i] = src >= 0 ? T.expAvgSq[int64_t(src) * len + i] * s2 : 0.0f;
-        }
-      }
-    } else {
-      for (int64_t k = 0; k < T.rows; ++k)
-        for (int64_t j = 0; j < r; ++j) {
-          const int32_t src = srcSlot[j];
-          const float s = srcScale[j];
-          sm[k * r + j] = src >= 0 ? T.expAvg[k * r + src] * s : 0.0f;
-          sv[k * r + j] = src >= 0 ? T.expAvgSq[k * r + src] * (s * s) : 0.0f;
-        }
-    }
+    remapMoments(T, srcSlot, srcScale, T.expAvg, sm, false);
+    remapMoments(T, srcSlot, srcScale, T.expAvgSq, sv, true);
     std::memcpy(T.expAvg, sm, size_t(count) * 4);
     std::memcpy(T.expAvgSq, sv, size_t(count) * 4);
   } else {
@@ -265,12 +300,60 @@ void commit(const GrassTensor& T, const GrassHyper& h, void* ws, const GrassWork
   std::memcpy(T.ages, newAges, size_t(r) * 4);
 }
 
+// ---- 8-bit states: pass 1 (the blocks' new absmax) and pass 3 (absmax takes it) -------------------
+
+struct QBlockCtx {
+  const GrassTensor* T;
+  Q8View q;
+  float beta1, beta2;
+};
+
+void quantizedAbsmax(void* c, int64_t b0, int64_t b1) {
+  const QBlockCtx& x = *static_cast<const QBlockCtx*>(c);
+  const GrassTensor& T = *x.T;
+  const int64_t count = grassCompactNumel(T);
+  float mBuf[kGrassQBlock], vBuf[kGrassQBlock];
+  bool kept[kGrassQBlock];
+  for (int64_t b = b0; b < b1; ++b) {
+    const int64_t s = b * kGrassQBlock, e = std::min(count, s + kGrassQBlock);
+    float mx = 0.0f, vx = 0.0f;
+    bool anyKept = false;
+    for (int64_t i = s; i < e; ++i) {
+      int64_t j, gi;
+      const void* src;
+      float m, v;
+      kept[i - s] = !grassCompactElement(T, i, &j, &gi, &src);
+      if (kept[i - s]) {
+        grassQ8Load(T, x.q, i, m, v);
+        anyKept = true;
+      } else {
+        grassQ8Moments(T, x.q, i, j, loadAsFloat(src, T.paramDtype, gi), x.beta1, x.beta2, m, v);
+      }
+      mBuf[i - s] = m;
+      vBuf[i - s] = v;
+      const float a = std::fabs(m);
+      mx = a > mx ? a : mx;  // NaN never wins, as fmaxf on the device
+      vx = v > vx ? v : vx;
+    }
+    T.newAbsmax[2 * b] = mx;
+    T.newAbsmax[2 * b + 1] = vx;
+    if (!anyKept) continue;
+    for (int64_t i = s; i < e; ++i)
+      if (kept[i - s]) grassQ8Store(T, x.q, i, mBuf[i - s], vBuf[i - s]);
+  }
+}
+
 // ---- update ----------------------------------------------------------------------------------------
 
 struct UpdateCtx {
   const GrassTensor* T;
   float beta1, beta2, eps, decay;
+  Q8View q;
 };
+
+inline float quantizedAdam(const UpdateCtx& x, int64_t e, int64_t j, float g) {
+  return grassQ8Adam(*x.T, x.q, e, j, g, x.beta1, x.beta2, x.eps);
+}
 
 template <DType PT>
 void updateRows(void* c, int64_t j0a, int64_t j0b) {
@@ -287,9 +370,9 @@ void updateRows(void* c, int64_t j0a, int64_t j0b) {
       float acc = 0.0f;
       for (int64_t j = j0; j < j1; ++j) {
         const float g = T.compact != nullptr ? ld<PT>(T.compact, j * n + i) : ld<PT>(T.grad, wb + i);
-        float& m = T.expAvg[j * n + i];
-        float& v = T.expAvgSq[j * n + i];
-        const float nn = grassAdam(T.rho[j] * g, m, v, x.beta1, x.beta2, x.eps);
+        const float nn = T.quantized ? quantizedAdam(x, j * n + i, j, g)
+                                     : grassAdam(T.rho[j] * g, T.expAvg[j * n + i], T.expAvgSq[j * n + i], x.beta1,
+                                                 x.beta2, x.eps);
         acc = acc + T.coef[j] * nn;
       }
       st<PT>(T.param, wb + i, (w - acc) * x.decay);
@@ -313,7 +396,8 @@ void updateCols(void* c, int64_t k0, int64_t k1) {
       for (int64_t j = j0; j < j1; ++j) {
         const int64_t ci = k * r + j;
         const float g = T.compact != nullptr ? ld<PT>(T.compact, ci) : ld<PT>(T.grad, wi);
-        const float nn = grassAdam(T.rho[j] * g, T.expAvg[ci], T.expAvgSq[ci], x.beta1, x.beta2, x.eps);
+        const float nn = T.quantized ? quantizedAdam(x, ci, j, g)
+                                     : grassAdam(T.rho[j] * g, T.expAvg[ci], T.expAvgSq[ci], x.beta1, x.beta2, x.eps);
         acc = acc + T.coef[j] * nn;
       }
       st<PT>(T.param, wi, (w - acc) * x.decay);
@@ -348,7 +432,7 @@ void updateTensor(UpdateCtx& x) {
 }  // namespace
 
 void grassStep(GrassTensor* tensors, int32_t n, const GrassHyper& h, AdamwCounters* counters, void* ws,
-               const GrassWorkspace& L) {
+               const GrassWorkspace& L, const QuantMapHost* mapA, const QuantMapHost* mapB) {
   if (h.skipNonFinite) {
     ScanCtx sc;
     sc.T = tensors;
@@ -363,7 +447,7 @@ void grassStep(GrassTensor* tensors, int32_t n, const GrassHyper& h, AdamwCounte
     for (int32_t k = 0; k < n; ++k) {
       if (tensors[k].mode == GrassMode::Dense) continue;
       select(tensors[k], h, ws, L);
-      commit(tensors[k], h, ws, L);
+      commit(tensors[k], h, ws, L, mapA, mapB);
     }
   }
   for (int32_t k = 0; k < n; ++k) {
@@ -375,13 +459,26 @@ void grassStep(GrassTensor* tensors, int32_t n, const GrassHyper& h, AdamwCounte
       T.coef[j] = grassCoef(h.lr, dense ? 1.0f : h.scale, dense ? 1.0f : T.rho[j], h.beta1, h.beta2, t);
     }
   }
-  UpdateCtx x{nullptr, h.beta1, h.beta2, h.eps, grassDecay(h.lr, h.weightDecay)};
+  const Q8View q8 = h.q8.blobA != nullptr ? q8View(h.q8.blobA, h.q8.blobB, h.q8.fA, h.q8.fB) : Q8View{};
+  for (int32_t k = 0; k < n; ++k) {
+    if (!tensors[k].quantized) continue;
+    QBlockCtx qc{tensors + k, q8, h.beta1, h.beta2};
+    parallelFor(grassQBlocks(tensors[k]), 16, quantizedAbsmax, &qc);
+  }
+  UpdateCtx x{nullptr, h.beta1, h.beta2, h.eps, grassDecay(h.lr, h.weightDecay), q8};
   for (int32_t k = 0; k < n; ++k) {
     x.T = tensors + k;
     switch (tensors[k].paramDtype) {
       case DType::BF16: updateTensor<DType::BF16>(x); break;
       case DType::F16: updateTensor<DType::F16>(x); break;
       default: updateTensor<DType::F32>(x); break;
+    }
+  }
+  for (int32_t k = 0; k < n; ++k) {
+    const GrassTensor& T = tensors[k];
+    for (int64_t b = 0; b < grassQBlocks(T); ++b) {
+      T.absmaxM[b] = T.newAbsmax[2 * b];
+      T.absmaxV[b] = T.newAbsmax[2 * b + 1];
     }
   }
   counters->step += 1;

@@ -9,6 +9,7 @@ import { native } from "../native";
 import { GEMM_MODE, GemmPrecision, isGemmPrecision } from "../linalg";
 import { Parameter } from "../parameter";
 import { Tensor, zeros } from "../tensor";
+import { builtinMap, mapHandle, zeroCode } from "../quant";
 import { AdamConvention, AdamGroupEngine, engineMoments } from "./adam_core";
 import { adamHyper, AdamWOptions, validateAdamOptions } from "./adamw";
 import { checkNumber, ParamGroup, ParamGroupSpec, StateDict } from "./optimizer";
@@ -34,7 +35,14 @@ export interface GaLoreOptions extends AdamWOptions {
   /** GPU GEMM precision of the projections: "tf32" (default), "f32" or "bf16" (operands rounded to
    *  bf16, f32 accumulation). The warm projector's GEMMs use tf32 when this is bf16. */
   precision?: GemmPrecision;
+  /** 32 (default): f32 moments. 8: the moments of a rank group's tensors (shaped like R) are 8-bit
+   *  codes as AdamW8bit's (blocks of 256 in flattened order, signed dynamic map for m, unsigned for
+   *  v, one f32 absmax per block and state): ~2.03 bytes per element of R instead of 8. Groups
+   *  without rank keep their stateDtype moments. Fixed once a tensor has state. */
+  stateBits?: number;
 }
+
+const Q_BLOCK = 256;
 
 const DEFAULTS: GaLoreOptions = {
   lr: 1e-3, betas: [0.9, 0.999], eps: 1e-6, weightDecay: 0, stateDtype: "f32", stochasticRounding: false,
@@ -46,7 +54,9 @@ export const enum Side { Right = 0, Left = 1, Full = 2 }
 
 interface LowRank {
   rows: number; cols: number; rank: number; side: Side;
+  /** f32 moments, or (8-bit states) u8 codes with one f32 absmax per 256-block each. */
   m: Tensor; v: Tensor; pA: Tensor; pB?: Tensor;
+  absmaxM?: Tensor; absmaxV?: Tensor;
   /** A refresh has been enqueued (the warm projector then starts from P). */
   refreshed: boolean;
 }
@@ -157,15 +167,19 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
 
   protected validateGroup(g: ParamGroup<GaLoreOptions>, gi: number): void {
     validateAdamOptions(g, gi);
+    if (g.stateBits !== undefined && g.stateBits !== 32 && g.stateBits !== 8)
+      fail("E_ARG", `group ${gi} stateBits must be 32 or 8, got ${String(g.stateBits)}`);
     if (g.rank === undefined || g.rank === null) return;
     validateProjection(g, gi);
-    if (g.stateDtype !== "f32") fail("E_ARG", `group ${gi}: a rank group keeps f32 states`);
+    if (g.stateDtype !== "f32") fail("E_ARG", `group ${gi}: a rank group keeps f32 states (stateBits 8 for 8-bit ones)`);
     if (g.stochasticRounding) fail("E_ARG", `group ${gi}: stochastic rounding is not available in a rank group`);
     for (const p of g.params) {
       const [rows, cols] = view2d(p);
       const st = this.ranked?.get(g)?.params.get(p);
       if (st && (st.rank !== g.rank || st.side !== sideOf(g.projType as ProjType, rows, cols)))
         fail("E_ARG", `group ${gi}: rank and projType cannot change once ${p.name} has state`);
+      if (st && !!st.absmaxM !== (g.stateBits === 8))
+        fail("E_ARG", `group ${gi}: stateBits cannot change once ${p.name} has state (it has ${st.absmaxM ? 8 : 32}-bit states)`);
     }
   }
 
@@ -188,13 +202,21 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
         const [rows, cols] = view2d(p);
         const r = g.rank as number;
         const side = sideOf(g.projType as ProjType, rows, cols);
+        const shapeR = rShape(side, rows, cols, r);
+        const q8 = g.stateBits === 8;
         const lr: LowRank = {
           rows, cols, rank: r, side,
-          m: alloc(rShape(side, rows, cols, r), "f32", dev), v: alloc(rShape(side, rows, cols, r), "f32", dev),
+          m: alloc(shapeR, q8 ? "u8" : "f32", dev), v: alloc(shapeR, q8 ? "u8" : "f32", dev),
+          ...(q8 ? { absmaxM: alloc([Math.ceil(shapeR[0] * shapeR[1] / Q_BLOCK)], "f32", dev),
+                     absmaxV: alloc([Math.ceil(shapeR[0] * shapeR[1] / Q_BLOCK)], "f32", dev) } : {}),
           pA: alloc(side === Side.Right ? [r, cols] : [rows, r], "f32", dev),
           pB: side === Side.Full ? alloc([r, cols], "f32", dev) : undefined,
           refreshed: false,
         };
+        if (q8) {  // codes start as the code of 0 (absmax 0)
+          native().fillBytes(lr.m.handle, zeroCode(builtinMap("signed8")), lr.m.nbytes);
+          native().fillBytes(lr.v.handle, zeroCode(builtinMap("unsigned8")), lr.v.nbytes);
+        }
         s.params.set(p, lr);
         added.push(p);
       }
@@ -305,7 +327,8 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     }
     nat.galoreStep(p.data.handle, DTYPE_CODE[p.dtype], p.grad.handle, gt, q.m.handle, q.v.handle, q.pA.handle,
                    q.pB?.handle ?? null, q.side, q.rows, q.cols, q.rank, counters.handle, flag.handle,
-                   sc.sR!.handle, sc.sT?.handle ?? null, sc.sBig?.handle ?? null, sc.scalars?.handle ?? null, h);
+                   sc.sR!.handle, sc.sT?.handle ?? null, sc.sBig?.handle ?? null, sc.scalars?.handle ?? null, h,
+                   ...(q.absmaxM ? [q.absmaxM.handle, q.absmaxV!.handle, mapHandle("signed8"), mapHandle("unsigned8")] : []));
   }
 
   /** Layer-wise step of p. A rank tensor scans only its own gradient (per-parameter skip) into its
@@ -355,10 +378,12 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
 
 
   /** @internal state of a parameter (undefined before its first step). */
-  stateOf(p: Parameter): { expAvg: Tensor; expAvgSq: Tensor; proj?: Tensor; projB?: Tensor; side?: "right" | "left" | "full" } | undefined {
+  stateOf(p: Parameter): { expAvg: Tensor; expAvgSq: Tensor; proj?: Tensor; projB?: Tensor; side?: "right" | "left" | "full";
+                           absmaxM?: Tensor; absmaxV?: Tensor } | undefined {
     for (const s of this.ranked.values()) {
       const q = s.params.get(p);
-      if (q) return { expAvg: q.m, expAvgSq: q.v, proj: q.pA, projB: q.pB, side: (["right", "left", "full"] as const)[q.side] };
+      if (q) return { expAvg: q.m, expAvgSq: q.v, proj: q.pA, projB: q.pB, side: (["right", "left", "full"] as const)[q.side],
+                      absmaxM: q.absmaxM, absmaxV: q.absmaxV };
     }
     return engineMoments(this.engines.values(), p);
   }
@@ -377,6 +402,10 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
         if (st) {
           tensors[`param.${i}.exp_avg`] = st.expAvg;
           tensors[`param.${i}.exp_avg_sq`] = st.expAvgSq;
+          if (st.absmaxM) {  // 8-bit states: u8 codes above (as AdamW8bit's), absmax per 256-block
+            tensors[`param.${i}.exp_avg_absmax`] = st.absmaxM;
+            tensors[`param.${i}.exp_avg_sq_absmax`] = st.absmaxV!;
+          }
           if (st.proj) tensors[`param.${i}.proj`] = st.proj;
           if (st.projB) tensors[`param.${i}.proj_b`] = st.projB;
         }
@@ -403,7 +432,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
         fail("E_CHECKPOINT", `state tensor ${name} must be ${dtype} [${shape}]`);
       return t;
     };
-    type Item = { p: Parameter; m: Tensor; v: Tensor; pa?: Tensor; pb?: Tensor };
+    type Item = { p: Parameter; m: Tensor; v: Tensor; pa?: Tensor; pb?: Tensor; am?: Tensor; av?: Tensor };
     const plan: { g: ParamGroup<GaLoreOptions>; counters?: Tensor; items: Item[]; calls: number }[] = [];
     let i = 0;
     this.paramGroups.forEach((g, gi) => {
@@ -424,10 +453,15 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
             fail("E_CHECKPOINT", `parameter ${i}: the state dict's projector side does not match projType ${g.projType}`);
           shapeR = rShape(side, rows, cols, g.rank as number);
         }
-        const dt = ranked ? "f32" : (g.stateDtype as string);
+        const q8 = ranked && g.stateBits === 8;
+        const dt = ranked ? (q8 ? "u8" : "f32") : (g.stateDtype as string);
         const m = want(`param.${i}.exp_avg`, shapeR, dt);
         const v = want(`param.${i}.exp_avg_sq`, shapeR, dt);
         if (!m !== !v) fail("E_CHECKPOINT", `parameter ${i} has only one of its two moments`);
+        const blocks = [Math.ceil(shapeR.reduce((a, b) => a * b, 1) / Q_BLOCK)];
+        const am = q8 ? want(`param.${i}.exp_avg_absmax`, blocks, "f32") : undefined;
+        const av = q8 ? want(`param.${i}.exp_avg_sq_absmax`, blocks, "f32") : undefined;
+        if (m && q8 && (!am || !av)) fail("E_CHECKPOINT", `parameter ${i} has 8-bit moments without their absmax`);
         if (m && !counters) fail("E_CHECKPOINT", `group ${gi} has moments but no step counters`);
         let pa: Tensor | undefined, pb: Tensor | undefined;
         if (m && ranked) {
@@ -436,7 +470,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
           pb = side === Side.Full ? want(`param.${i}.proj_b`, [r, cols], "f32") : undefined;
           if (!pa || (side === Side.Full && !pb)) fail("E_CHECKPOINT", `parameter ${i} lacks its projector`);
         }
-        if (m) items.push({ p, m, v: v!, pa, pb });
+        if (m) items.push({ p, m, v: v!, pa, pb, am, av });
         i++;
       });
       if (counters && items.length !== g.params.length) fail("E_CHECKPOINT", `group ${gi} lacks state for some parameters`);
@@ -447,7 +481,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
       if (this.isRanked(g)) {
         const old = this.ranked.get(g);
         if (!counters) {
-          if (old) { for (const q of old.params.values()) for (const t of [q.m, q.v, q.pA, q.pB]) t?.dispose(); old.counters.dispose(); old.flag.dispose(); }
+          if (old) { for (const q of old.params.values()) for (const t of [q.m, q.v, q.pA, q.pB, q.absmaxM, q.absmaxV]) t?.dispose(); old.counters.dispose(); old.flag.dispose(); }
           this.ranked.delete(g);
           continue;
         }
@@ -457,6 +491,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
         for (const it of items) {
           const q = s.params.get(it.p)!;
           q.m.copyFrom(it.m); q.v.copyFrom(it.v); q.pA.copyFrom(it.pa!);
+          if (q.absmaxM) { q.absmaxM.copyFrom(it.am!); q.absmaxV!.copyFrom(it.av!); }
           q.refreshed = true;
           if (it.pb) q.pB!.copyFrom(it.pb);
         }
@@ -476,7 +511,11 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     for (const e of this.engines.values()) out.push(...e.tensors());
     for (const s of this.ranked.values()) {
       out.push(s.counters, s.flag);
-      for (const q of s.params.values()) { out.push(q.m, q.v, q.pA); if (q.pB) out.push(q.pB); }
+      for (const q of s.params.values()) {
+        out.push(q.m, q.v, q.pA);
+        if (q.pB) out.push(q.pB);
+        if (q.absmaxM) out.push(q.absmaxM, q.absmaxV!);
+      }
     }
     return out;
   }

@@ -10,6 +10,7 @@ import { fail } from "../errors";
 import { native, GrassGroupHandle, NativeBufferHandle } from "../native";
 import { Parameter } from "../parameter";
 import { Tensor, tensor, zeros } from "../tensor";
+import { builtinMap, mapHandle, zeroCode } from "../quant";
 import { AdamConvention, AdamGroupEngine, engineMoments } from "./adam_core";
 import { OneTensorPlans } from "./layerwise";
 import { checkNumber, GroupOptions, Optimizer, ParamGroup, ParamGroupSpec, StateDict } from "./optimizer";
@@ -33,7 +34,11 @@ export interface GrassOptions extends GroupOptions {
   scale?: number;
   /** On reselection, carry the moments of lines selected again (rescaled to the new rho). */
   keepState?: boolean;
-  /** 32 (f32 moments). 8-bit moments are not implemented yet. */
+  /** 32: f32 moments. 8: the moments of projected tensors are 8-bit codes as AdamW8bit's (blocks of
+   *  256 in flattened compact order, signed dynamic map for m, unsigned for v, one f32 absmax per
+   *  block and state): ~2.03 bytes per compact element instead of 8. Dense tensors (fewer than 2
+   *  dims) and groups without rank keep f32 moments, as AdamW8bit keeps small tensors. Fixed
+   *  after the first step. */
   stateBits?: number;
   /** Skip the whole group's step when what it reads holds NaN/Inf (default true). */
   skipNonFinite?: boolean;
@@ -79,8 +84,12 @@ function compactShapeOf(v: GrassView): number[] {
 
 interface ParamState {
   view: GrassView;
+  /** f32 moments, or (quantized) u8 codes of the signed / unsigned map, compact-shaped. */
   expAvg: Tensor;
   expAvgSq: Tensor;
+  /** 8-bit states: one f32 absmax per 256-block of m and of v. */
+  absmaxM?: Tensor;
+  absmaxV?: Tensor;
   indices?: Tensor;
   rho?: Tensor;
   ages: Tensor;
@@ -100,6 +109,7 @@ class GroupState {
     const out = [this.counters];
     for (const s of this.states.values()) {
       out.push(s.expAvg, s.expAvgSq, s.ages);
+      if (s.absmaxM) out.push(s.absmaxM, s.absmaxV!);
       if (s.indices) out.push(s.indices);
       if (s.rho) out.push(s.rho);
     }
@@ -115,6 +125,13 @@ class GroupState {
 function isGrassGroup(g: GrassOptions): boolean {
   return g.rank !== undefined && g.rank !== null;
 }
+
+/** Whether p's moments are 8-bit codes: projected tensors of a stateBits 8 group. */
+function quantizedState(g: GrassOptions, v: GrassView): boolean {
+  return g.stateBits === 8 && v.kind !== "dense";
+}
+
+const Q_BLOCK = 256;
 
 function paramSeed(p: Parameter, groupSeed: number, flatIndex: number): bigint {
   if (p.seed !== undefined) return BigInt.asUintN(64, BigInt(p.seed));
@@ -149,8 +166,7 @@ export class GrassAdamW extends Optimizer<GrassOptions> {
     checkNumber(`group ${gi} eps`, g.eps, 0, Number.MAX_VALUE);
     checkNumber(`group ${gi} weightDecay`, g.weightDecay, 0, Number.MAX_VALUE);
     if (!Number.isSafeInteger(g.seed) || (g.seed as number) < 0) fail("E_ARG", `group ${gi} seed must be a non-negative integer`);
-    if (g.stateBits === 8) fail("E_ARG", `group ${gi} stateBits 8: 8-bit Grass states are not implemented yet (use 32)`);
-    if (g.stateBits !== 32) fail("E_ARG", `group ${gi} stateBits must be 32, got ${String(g.stateBits)}`);
+    if (g.stateBits !== 32 && g.stateBits !== 8) fail("E_ARG", `group ${gi} stateBits must be 32 or 8, got ${String(g.stateBits)}`);
     if (!isGrassGroup(g)) return;
     if (!Number.isSafeInteger(g.rank) || (g.rank as number) < 1) fail("E_ARG", `group ${gi} rank must be a positive integer, got ${String(g.rank)}`);
     if (!Number.isSafeInteger(g.updateProjGap) || (g.updateProjGap as number) < 1)
@@ -167,6 +183,8 @@ export class GrassAdamW extends Optimizer<GrassOptions> {
           `([${p.shape.join(", ")}] selects ${v.kind}: ${v.lines})`);
       const st = this.grass?.get(g)?.states.get(p);
       if (st && st.view.rank !== v.rank) fail("E_ARG", `group ${gi} rank cannot change after the first step (${st.view.rank} -> ${v.rank})`);
+      if (st && !!st.absmaxM !== quantizedState(g, v))
+        fail("E_ARG", `group ${gi} stateBits cannot change after the first step (the states of ${p.name} are ${st.absmaxM ? 8 : 32}-bit)`);
     }
   }
 
@@ -314,8 +332,18 @@ export class GrassAdamW extends Optimizer<GrassOptions> {
         const made: Tensor[] = [];
         try {
           const shape = compactShapeOf(view);
-          made.push(s.expAvg = zeros(shape, { device: dev }));
-          made.push(s.expAvgSq = zeros(shape, { device: dev }));
+          if (quantizedState(g, view)) {
+            const blocks = Math.ceil(shape.reduce((a, b) => a * b, 1) / Q_BLOCK);
+            made.push(s.expAvg = Tensor.empty(shape, "u8", dev));
+            made.push(s.expAvgSq = Tensor.empty(shape, "u8", dev));
+            native().fillBytes(s.expAvg.handle, zeroCode(builtinMap("signed8")), s.expAvg.nbytes);
+            native().fillBytes(s.expAvgSq.handle, zeroCode(builtinMap("unsigned8")), s.expAvgSq.nbytes);
+            made.push(s.absmaxM = zeros([blocks], { device: dev }));
+            made.push(s.absmaxV = zeros([blocks], { device: dev }));
+          } else {
+            made.push(s.expAvg = zeros(shape, { device: dev }));
+            made.push(s.expAvgSq = zeros(shape, { device: dev }));
+          }
           made.push(s.ages = zeros([view.rank], { dtype: "i32", device: dev }));
           if (view.kind !== "dense") {
             made.push(s.indices = tensor(Int32Array.from({ length: view.rank }, (_, i) => i), [view.rank], { device: dev }));
@@ -333,13 +361,14 @@ export class GrassAdamW extends Optimizer<GrassOptions> {
         const s = st.states.get(p)!;
         key.push(p.data.handle, s.expAvg.handle, s.expAvgSq.handle, s.ages.handle);
         if (s.indices) key.push(s.indices.handle, s.rho!.handle);
+        if (s.absmaxM) key.push(s.absmaxM.handle, s.absmaxV!.handle);
       }
       // Seeds follow the current options (a checkpoint load may restore the group's seed).
       let seedKey = String(g.seed);
       for (const p of g.params) seedKey += `,${p.seed ?? ""}`;
       if (!st.handle || seedKey !== st.seedKey || key.length !== st.handleKey.length || key.some((h, i) => h !== st!.handleKey[i])) {
         const entries = g.params.map((p) => this.grassEntry(g, st!, p));
-        const h = new (native().GrassGroup)(st.device.index, entries, st.counters.handle);
+        const h = new (native().GrassGroup)(st.device.index, entries, st.counters.handle, ...this.mapsOf(g));
         st.handle?.dispose();
         st.handle = h;
         st.handleKey = key;
@@ -348,7 +377,7 @@ export class GrassAdamW extends Optimizer<GrassOptions> {
     } catch (e) {
       for (const p of created) {
         const s = st.states.get(p)!;
-        for (const t of [s.expAvg, s.expAvgSq, s.ages, s.indices, s.rho]) t?.dispose();
+        for (const t of [s.expAvg, s.expAvgSq, s.ages, s.indices, s.rho, s.absmaxM, s.absmaxV]) t?.dispose();
         st.states.delete(p);
       }
       if (createdGroup) st.dispose();
@@ -364,7 +393,12 @@ export class GrassAdamW extends Optimizer<GrassOptions> {
     const v = s.view;
     return [p.data.handle, s.expAvg.handle, s.expAvgSq.handle, s.indices?.handle ?? null, s.rho?.handle ?? null,
             s.ages.handle, v.rows, v.cols, v.rank, MODE_CODE[v.kind], DTYPE_CODE[p.dtype],
-            paramSeed(p, g.seed as number, this.flatIndex(p))];
+            paramSeed(p, g.seed as number, this.flatIndex(p)), s.absmaxM?.handle ?? null, s.absmaxV?.handle ?? null];
+  }
+
+  /** The maps of 8-bit states for the native group (none for a 32-bit group). */
+  private mapsOf(g: ParamGroup<GrassOptions>): unknown[] {
+    return g.stateBits === 8 ? [mapHandle("signed8"), mapHandle("unsigned8")] : [];
   }
 
   private grassHyper(g: ParamGroup<GrassOptions>) {
@@ -417,8 +451,8 @@ export class GrassAdamW extends Optimizer<GrassOptions> {
     const s = st.states.get(p)!;
     const sub = this.roundCounters(gi, p, st.counters);
     const entry = this.grassEntry(g, st, p);
-    const key = [...entry.slice(0, 6), String(entry[11]), sub.handle];
-    const h = this.singles.get(p, key, () => new (native().GrassGroup)(st.device.index, [entry], sub.handle));
+    const key = [...entry.slice(0, 6), String(entry[11]), entry[12], entry[13], sub.handle];
+    const h = this.singles.get(p, key, () => new (native().GrassGroup)(st.device.index, [entry], sub.handle, ...this.mapsOf(g)));
     const c = this.compact.get(p);
     h.step(this.grassHyper(g), [c ? p.data.handle : p.grad.handle], [c?.handle ?? null]);
     this.compact.delete(p);
@@ -479,10 +513,12 @@ export class GrassAdamW extends Optimizer<GrassOptions> {
 
 
   /** @internal the state tensors of p (undefined before its first step) */
-  stateOf(p: Parameter): { expAvg: Tensor; expAvgSq: Tensor; indices?: Tensor; rho?: Tensor; ages?: Tensor } | undefined {
+  stateOf(p: Parameter): { expAvg: Tensor; expAvgSq: Tensor; indices?: Tensor; rho?: Tensor; ages?: Tensor;
+                           absmaxM?: Tensor; absmaxV?: Tensor } | undefined {
     for (const st of this.grass.values()) {
       const s = st.states.get(p);
-      if (s) return { expAvg: s.expAvg, expAvgSq: s.expAvgSq, indices: s.indices, rho: s.rho, ages: s.ages };
+      if (s) return { expAvg: s.expAvg, expAvgSq: s.expAvgSq, indices: s.indices, rho: s.rho, ages: s.ages,
+                      absmaxM: s.absmaxM, absmaxV: s.absmaxV };
     }
     return engineMoments(this.engines.values(), p);
   }
@@ -490,8 +526,9 @@ export class GrassAdamW extends Optimizer<GrassOptions> {
   // ---- state dict ------------------------------------------------------------------------------------
 
   /** Tensors: group.<g>.counters (i32 [completed, skipped]); per projected parameter
-   *  param.<i>.exp_avg / exp_avg_sq (compact shape, f32), indices (i32 [r]), rho (f32 [r]), ages
-   *  (i32 [r]); per dense parameter of a rank group exp_avg, exp_avg_sq, ages [1]; per parameter
+   *  param.<i>.exp_avg / exp_avg_sq (compact shape, f32; with stateBits 8 u8 codes of
+   *  quant.dynamicMap(true) / (false), with exp_avg_absmax / exp_avg_sq_absmax, f32, one per
+   *  256-block, as AdamW8bit's), indices (i32 [r]), rho (f32 [r]), ages (i32 [r]); per dense parameter of a rank group exp_avg, exp_avg_sq, ages [1]; per parameter
    *  of a plain group exp_avg, exp_avg_sq. `groupState[g]` is { calls, refreshes }: the refresh
    *  schedule and the key of the next refresh's draws. */
   stateDict(): StateDict {
@@ -508,6 +545,10 @@ export class GrassAdamW extends Optimizer<GrassOptions> {
           tensors[`param.${i}.exp_avg`] = s.expAvg;
           tensors[`param.${i}.exp_avg_sq`] = s.expAvgSq;
           tensors[`param.${i}.ages`] = s.ages;
+          if (s.absmaxM) {
+            tensors[`param.${i}.exp_avg_absmax`] = s.absmaxM;
+            tensors[`param.${i}.exp_avg_sq_absmax`] = s.absmaxV!;
+          }
           if (s.indices) tensors[`param.${i}.indices`] = s.indices;
           if (s.rho) tensors[`param.${i}.rho`] = s.rho;
         }
@@ -557,7 +598,9 @@ export class GrassAdamW extends Optimizer<GrassOptions> {
         const grassGroup = isGrassGroup(g);
         const v = grassView(p.shape, grassGroup ? g.rank as number : 1);
         const moments = grassGroup ? compactShapeOf(v).reduce((a, b) => a * b, 1) : p.numel;
-        const names: [string, number, string][] = [["exp_avg", moments, "f32"], ["exp_avg_sq", moments, "f32"]];
+        const q = grassGroup && quantizedState(g, v);
+        const names: [string, number, string][] = [["exp_avg", moments, q ? "u8" : "f32"], ["exp_avg_sq", moments, q ? "u8" : "f32"]];
+        if (q) names.push(["exp_avg_absmax", Math.ceil(moments / Q_BLOCK), "f32"], ["exp_avg_sq_absmax", Math.ceil(moments / Q_BLOCK), "f32"]);
         if (grassGroup) names.push(["ages", v.rank, "i32"]);
         if (grassGroup && v.kind !== "dense") names.push(["indices", v.rank, "i32"], ["rho", v.rank, "f32"]);
         for (const [what, n, dt] of names) {
@@ -603,6 +646,10 @@ export class GrassAdamW extends Optimizer<GrassOptions> {
         s.expAvg.copyFrom(src.exp_avg);
         s.expAvgSq.copyFrom(src.exp_avg_sq);
         s.ages.copyFrom(src.ages);
+        if (s.absmaxM) {
+          s.absmaxM.copyFrom(src.exp_avg_absmax);
+          s.absmaxV!.copyFrom(src.exp_avg_sq_absmax);
+        }
         if (s.indices) s.indices.copyFrom(src.indices);
         if (s.rho) s.rho.copyFrom(src.rho);
       }
@@ -613,7 +660,7 @@ export class GrassAdamW extends Optimizer<GrassOptions> {
 
   /** Options a checkpoint must agree on: they fix the state's layout. */
   protected checkpointFixedOptions(): readonly string[] {
-    return ["rank"];
+    return ["rank", "stateBits"];
   }
 
   protected stateTensors(): Tensor[] {

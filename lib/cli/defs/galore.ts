@@ -33,23 +33,24 @@ export async function withLinalg(dev: Device, linalg: Linalg, ctx: BenchContext,
   }
 }
 
-function stepCase(ctx: BenchContext, want: number, linalg: Linalg): BenchCase {
+function stepCase(ctx: BenchContext, want: number, linalg: Linalg, stateBits = 32): BenchCase {
   // A scaled (CPU) workload may have matrices smaller than the rank: clamp to what they allow.
   const rank = Math.min(want, ...ctx.workload.matrices.map((m) => Math.min(...m.shape)));
-  const stateBytes = 0.4 * rank / 128;  // m, v and P: about (2 m r + n r) * 4 / (m n)
+  // m, v and P: about (2 m r + n r) * 4 / (m n); 8-bit m, v: (2 m r * 1.016 + 4 n r) / (m n)
+  const stateBytes = (stateBits === 8 ? 0.2 : 0.4) * rank / 128;
   const inner = optimizerCase({
     name: "galore",
     dtype: "f32",
-    variant: `rank ${rank}, ${linalg}`,
+    variant: `rank ${rank}, ${linalg}${stateBits === 8 ? ", 8-bit states" : ""}`,
     torchRow: undefined,  // bench/torch_baseline.py has no galore rows yet (DESIGN §6 quotes galore_torch)
     usesGemm: true,
     // read G, read + write W (the states are r/n of the size and stay in cache)
     bytesPerParam: 12,
     expectedStateBytesPerParam: stateBytes,
     peakExtraBytesPerParam: 0,
-    options: { rank, updateProjGap: 200, scale: 0.25, projType: "std", precision: "tf32", refresh: "none (steady step)" },
+    options: { rank, updateProjGap: 200, scale: 0.25, projType: "std", precision: "tf32", refresh: "none (steady step)", stateBits },
     make: (params) => {
-      const o = new GaLoreAdamW([{ params, rank, updateProjGap: 1_000_000_000, scale: 0.25, projType: "std" }], HYPER);
+      const o = new GaLoreAdamW([{ params, rank, updateProjGap: 1_000_000_000, scale: 0.25, projType: "std", stateBits }], HYPER);
       o.benchSkipFirstRefresh();
       return o as unknown as Optimizer<GroupOptions>;
     },
@@ -119,8 +120,11 @@ async function runRefresh(ctx: BenchContext, rank: number): Promise<BenchRow> {
 
 export const galore: BenchDefinition = {
   name: "galore",
-  description: "GaLoreAdamW steady step (no refresh), f32 params, TF32 projections; cuBLAS and built-in",
-  cases: (ctx) => [128, 512, 1024].flatMap((r) => linalgs(ctx).map((l) => stepCase(ctx, r, l))),
+  description: "GaLoreAdamW steady step (no refresh), f32 params, TF32 projections; cuBLAS and built-in; 8-bit states (first linalg path)",
+  cases: (ctx) => [
+    ...[128, 512, 1024].flatMap((r) => linalgs(ctx).map((l) => stepCase(ctx, r, l))),
+    ...[128, 512, 1024].map((r) => stepCase(ctx, r, linalgs(ctx)[0], 8)),
+  ],
 };
 
 export const galoreRefresh: BenchDefinition = {

@@ -94,14 +94,14 @@ function rowOpCase(op: "gather-rows" | "scatter-rows", fullRows: number): BenchC
 const HYPER = { lr: 1e-3, betas: [0.9, 0.999] as [number, number], eps: 1e-6, weightDecay: 0 };
 
 /** Ranks r = 1/8 of each matrix's selected side (its larger one): one group per rank. */
-function grassGroups(params: Parameter[], gap: number) {
+function grassGroups(params: Parameter[], gap: number, stateBits = 32) {
   const byRank = new Map<number, Parameter[]>();
   for (const p of params) {
     const side = Math.max(p.shape[0], p.numel / p.shape[0]);
     const r = Math.max(1, Math.floor(side / 8));
     byRank.set(r, [...(byRank.get(r) ?? []), p]);
   }
-  return [...byRank].map(([rank, ps]) => ({ params: ps, rank, updateProjGap: gap, select: "topk" as const, scale: 1 }));
+  return [...byRank].map(([rank, ps]) => ({ params: ps, rank, updateProjGap: gap, select: "topk" as const, scale: 1, stateBits }));
 }
 
 // f32, per selected element (1/8 of the parameters): read G, m, v, W and write m, v, W = 28 bytes.
@@ -131,6 +131,33 @@ const grassRefresh = optimizerCase({
   make: (params) => new GrassAdamW(grassGroups(params, 1), HYPER) as unknown as Optimizer<GroupOptions>,
 });
 
+// stateBits 8, per selected element: read G, W and the codes of m, v (1 byte each), write W and the
+// codes = 16 bytes. The absmax pre-pass reads G and the codes a second time (6 bytes, not in the
+// floor, like the scan's read).
+const STEP_BYTES_8BIT = 16 / 8;
+
+const grassStep8 = optimizerCase({
+  name: "grass",
+  dtype: "f32",
+  variant: "r = side/8, topk, 8-bit states",
+  bytesPerParam: STEP_BYTES_8BIT,
+  expectedStateBytesPerParam: 0.32,
+  peakExtraBytesPerParam: 0.01,
+  options: { rankFraction: 0.125, select: "topk", updateProjGap: 200, keepState: false, stateBits: 8, ...HYPER },
+  make: (params) => new GrassAdamW(grassGroups(params, 200, 8), HYPER) as unknown as Optimizer<GroupOptions>,
+});
+
+const grassRefresh8 = optimizerCase({
+  name: "grass-refresh",
+  dtype: "f32",
+  variant: "r = side/8, topk, every step, 8-bit states",
+  bytesPerParam: 4 + STEP_BYTES_8BIT,
+  expectedStateBytesPerParam: 0.32,
+  peakExtraBytesPerParam: 0.01,
+  options: { rankFraction: 0.125, select: "topk", updateProjGap: 1, keepState: false, stateBits: 8, ...HYPER },
+  make: (params) => new GrassAdamW(grassGroups(params, 1, 8), HYPER) as unknown as Optimizer<GroupOptions>,
+});
+
 export const grassRowOps: BenchDefinition = {
   name: "grass-rows",
   description: "gather-rows / scatter-rows: 512 and 2048 rows of the 11008 × 4096 f32 matrix, with rho",
@@ -139,6 +166,6 @@ export const grassRowOps: BenchDefinition = {
 
 export const grass: BenchDefinition = {
   name: "grass",
-  description: "GrassAdamW step over the workload, r = 1/8 of each matrix's selected side (steady state and refresh)",
-  cases: () => [grassStep, grassRefresh],
+  description: "GrassAdamW step over the workload, r = 1/8 of each matrix's selected side (steady state and refresh; f32 and 8-bit states)",
+  cases: () => [grassStep, grassRefresh, grassStep8, grassRefresh8],
 };
