@@ -136,7 +136,7 @@ Napi::Value RefreshWorkspace(const Napi::CallbackInfo& info) {
 }
 
 // galoreStep(W, wType, G, gType, m, v, Pa, Pb, side, rows, cols, rank, counters, flag, sR, sT,
-//            sBig, scalars, hyper{lr, beta1, beta2, eps, weightDecay, scale, mode})
+//            sBig, scalars, hyper{lr, beta1, beta2, eps, weightDecay, scale, mode}[, R])
 Napi::Value Step(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 19 || !info[18].IsObject()) throwError(env, "E_ARG", "galoreStep: bad arguments");
@@ -151,7 +151,10 @@ Napi::Value Step(const Napi::CallbackInfo& info) {
   if (T.rank < 1 || T.rank > std::min(T.rows, T.cols)) throwError(env, "E_ARG", "rank must be in [1, min(rows, cols)]");
   const size_t mn = size_t(T.rows * T.cols), rn = size_t(galoreRNumel(T));
   T.param = bufArg(env, info[0], dev, mn * dtypeSize(T.paramDtype), "parameter");
-  T.grad = bufArg(env, info[2], dev, mn * dtypeSize(T.gradDtype), "gradient");
+  // info[19]: R given (f32, R-sized), used in place of projecting the gradient (null: project).
+  const bool given = info.Length() > 19 && !info[19].IsNull() && !info[19].IsUndefined();
+  T.projected = given ? static_cast<const float*>(bufArg(env, info[19], dev, rn * 4, "projected gradient")) : nullptr;
+  T.grad = given ? nullptr : bufArg(env, info[2], dev, mn * dtypeSize(T.gradDtype), "gradient");
   T.expAvg = static_cast<float*>(bufArg(env, info[4], dev, rn * 4, "exp_avg"));
   T.expAvgSq = static_cast<float*>(bufArg(env, info[5], dev, rn * 4, "exp_avg_sq"));
   const size_t pa = size_t(T.side == GaloreSide::Right ? T.rank * T.cols : T.rows * T.rank);
@@ -161,7 +164,7 @@ Napi::Value Step(const Napi::CallbackInfo& info) {
   auto* flag = static_cast<int32_t*>(bufArg(env, info[13], dev, 4, "flag"));
   auto* sR = static_cast<float*>(bufArg(env, info[14], dev, rn * 4, "scratch R"));
   auto* sT = T.side == GaloreSide::Full ? static_cast<float*>(bufArg(env, info[15], dev, size_t(T.rank * T.cols) * 4, "scratch T")) : nullptr;
-  const bool needBig = dev != kCpu && (T.paramDtype != DType::F32 || T.gradDtype != DType::F32);
+  const bool needBig = dev != kCpu && (T.paramDtype != DType::F32 || (!given && T.gradDtype != DType::F32));
   auto* sBig = static_cast<float*>(needBig ? bufArg(env, info[16], dev, mn * 4, "scratch") : optBufArg(env, info[16], dev, 0, "scratch"));
   auto* scalars = static_cast<float*>(dev != kCpu ? bufArg(env, info[17], dev, 8, "scalars") : nullptr);
   Napi::Object o = info[18].As<Napi::Object>();
@@ -175,6 +178,39 @@ Napi::Value Step(const Napi::CallbackInfo& info) {
   }
   gpu::Status st = gpu::galoreStep(dev, T, h, counters, flag, sR, sT, sBig, scalars);
   if (!st.ok()) throwCuda(env, dev, st, "galoreStep");
+  return env.Undefined();
+}
+
+// galoreProject(G, gType, Pa, Pb, side, rows, cols, rank, out, sT, sBig, mode): out = project(G)
+// (f32, R-sized), the projection galoreStep makes, on the same GEMM layer. sT: r x cols f32 for
+// Full; sBig: rows x cols f32 when G is not f32 on CUDA.
+Napi::Value Project(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 12) throwError(env, "E_ARG", "galoreProject: bad arguments");
+  int dev = deviceOf(env, info[0]);
+  GaloreTensor T{};
+  T.gradDtype = floatDtype(env, info[1]);
+  int64_t side = countArg(env, info[4], "side");
+  if (side > 2) throwError(env, "E_ARG", "side must be 0, 1 or 2");
+  T.side = GaloreSide(side);
+  T.rows = countArg(env, info[5], "rows"); T.cols = countArg(env, info[6], "cols"); T.rank = countArg(env, info[7], "rank");
+  if (T.rank < 1 || T.rank > std::min(T.rows, T.cols)) throwError(env, "E_ARG", "rank must be in [1, min(rows, cols)]");
+  int64_t mode = countArg(env, info[11], "mode");
+  if (mode > 2) throwError(env, "E_ARG", "mode must be 0 (tf32), 1 (strict f32) or 2 (bf16)");
+  const size_t mn = size_t(T.rows * T.cols), rn = size_t(galoreRNumel(T));
+  T.grad = bufArg(env, info[0], dev, mn * dtypeSize(T.gradDtype), "gradient");
+  const size_t pa = size_t(T.side == GaloreSide::Right ? T.rank * T.cols : T.rows * T.rank);
+  T.projA = static_cast<float*>(bufArg(env, info[2], dev, pa * 4, "projector"));
+  T.projB = T.side == GaloreSide::Full ? static_cast<float*>(bufArg(env, info[3], dev, size_t(T.rank * T.cols) * 4, "projector B")) : nullptr;
+  auto* out = static_cast<float*>(bufArg(env, info[8], dev, rn * 4, "output"));
+  auto* sT = T.side == GaloreSide::Full ? static_cast<float*>(bufArg(env, info[9], dev, size_t(T.rank * T.cols) * 4, "scratch T")) : nullptr;
+  auto* sBig = static_cast<float*>(dev != kCpu && T.gradDtype != DType::F32 ? bufArg(env, info[10], dev, mn * 4, "scratch") : nullptr);
+  if (dev == kCpu) {
+    cpu::galoreProject(T, out, sT);
+    return env.Undefined();
+  }
+  gpu::Status st = gpu::galoreProject(dev, T, out, sT, sBig, GemmMode(mode));
+  if (!st.ok()) throwCuda(env, dev, st, "galoreProject");
   return env.Undefined();
 }
 
@@ -217,6 +253,7 @@ void registerGalore(Napi::Env env, Napi::Object exports) {
   exports.Set("galoreRefreshWorkspace", Napi::Function::New(env, RefreshWorkspace));
   exports.Set("galoreStep", Napi::Function::New(env, Step));
   exports.Set("galoreFinish", Napi::Function::New(env, Finish));
+  exports.Set("galoreProject", Napi::Function::New(env, Project));
   exports.Set("linalgInfo", Napi::Function::New(env, LinalgInfo));
   exports.Set("setForceBuiltin", Napi::Function::New(env, SetForceBuiltin));
 }

@@ -383,9 +383,11 @@ Status galoreStep(int dev, const GaloreTensor& T, const GaloreHyper& h, const Ad
   const int64_t m = T.rows, n = T.cols, r = T.rank;
   const DType F = DType::F32;
   const GemmMode mode = h.mode;
-  ok = galoreProject(dev, T, sR, sT, sBig, mode);
-  if (!ok.ok()) return ok;
   const int64_t rn = galoreRNumel(T);
+  ok = T.projected != nullptr
+           ? statusOf(cudaMemcpyAsync(sR, T.projected, size_t(rn) * 4, cudaMemcpyDeviceToDevice, st), "galoreStep (R given)")
+           : galoreProject(dev, T, sR, sT, sBig, mode);
+  if (!ok.ok()) return ok;
   adamRKernel<<<gridFor(dev, rn), 256, 0, st>>>(sR, T.expAvg, T.expAvgSq, rn, h, counters, flag, scalars);
   ok = lastError("galore Adam on R");
   if (!ok.ok()) return ok;

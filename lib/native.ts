@@ -86,7 +86,11 @@ export interface NativeAddon {
              v: NativeBufferHandle, pa: NativeBufferHandle, pb: NativeBufferHandle | null, side: number, rows: number,
              cols: number, rank: number, counters: NativeBufferHandle, flag: NativeBufferHandle, sR: NativeBufferHandle,
              sT: NativeBufferHandle | null, sBig: NativeBufferHandle | null, scalars: NativeBufferHandle | null,
-             h: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; scale: number; mode: number }): void;
+             h: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; scale: number; mode: number },
+             projected?: NativeBufferHandle | null): void;
+  galoreProject(g: NativeBufferHandle, gType: number, pa: NativeBufferHandle, pb: NativeBufferHandle | null, side: number,
+                rows: number, cols: number, rank: number, out: NativeBufferHandle, sT: NativeBufferHandle | null,
+                sBig: NativeBufferHandle | null, mode: number): void;
   galoreFinish(counters: NativeBufferHandle, flag: NativeBufferHandle): void;
   apolloScratch(rows: number, cols: number, rank: number): { p: number; r: number; chan: number; norms: number; left: boolean };
   apolloProjection(p: NativeBufferHandle, seed: bigint, refreshIndex: number, rows: number, cols: number, rank: number): void;
@@ -107,6 +111,8 @@ export interface NativeAddon {
               select: number, seed: bigint, refreshIndex: number, idx: NativeBufferHandle, rho: NativeBufferHandle): void;
   grassGatherRows(out: NativeBufferHandle, src: NativeBufferHandle, rows: number, cols: number, dtype: number,
                   idx: NativeBufferHandle, count: number, scale: NativeBufferHandle | null): void;
+  grassGatherCols(out: NativeBufferHandle, src: NativeBufferHandle, rows: number, cols: number, dtype: number,
+                  idx: NativeBufferHandle, count: number): void;
   grassScatterRows(dst: NativeBufferHandle, rows: number, cols: number, dtype: number, idx: NativeBufferHandle,
                    count: number, src: NativeBufferHandle, alpha: number, scale: NativeBufferHandle | null): void;
   QuantMap: new (values: Float32Array) => QuantMapHandle;

@@ -1,6 +1,7 @@
 // cpu::galore*: the reference of the CUDA GaLore path. Project with the GEMM, Adam on R (in place:
 // R becomes N), project back with the update and the decay in the GEMM's epilogue:
 // W <- beta W + alpha back(N), so no gradient-sized buffer is ever made.
+#include <cstring>
 #include "cpu_backend.h"
 
 namespace slimopt {
@@ -74,7 +75,8 @@ void galoreStep(const GaloreTensor& T, const GaloreHyper& h, const AdamwCounters
   if (*flag != 0) return;
   const int64_t m = T.rows, n = T.cols, r = T.rank;
   const DType F = DType::F32;
-  galoreProject(T, sR, sT);
+  if (T.projected != nullptr) std::memcpy(sR, T.projected, size_t(galoreRNumel(T)) * 4);
+  else galoreProject(T, sR, sT);
   AdamCtx a{sR, T.expAvg, T.expAvgSq, h.beta1, h.beta2, h.eps};
   parallelFor(galoreRNumel(T), 1 << 16, adamRange, &a);
   float alpha, beta;

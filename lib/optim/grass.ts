@@ -756,6 +756,27 @@ export function gatherRows(src: Tensor, rows: Int32Array | Tensor, opts: { scale
   }
 }
 
+/** The compact gradient of a selection: out = grad[sigma, :] (r × n) when rows are selected,
+ *  grad[:, sigma] (m × r) when columns are (grad viewed as dim0 × rest), unscaled lines in slot
+ *  order: what GrassAdamW.setCompactGrad takes. Exact copies; `indices` is an i32 tensor of r
+ *  entries on grad's device (trusted: entries out of range leave their slot as it was). */
+export function gatherCompact(grad: Tensor, sel: { side: "rows" | "cols"; indices: Tensor }, out: Tensor): void {
+  if (!(grad instanceof Tensor) || !(out instanceof Tensor) || !(sel?.indices instanceof Tensor))
+    fail("E_ARG", "gatherCompact(grad, { side, indices }, out)");
+  grad.assertLive("gradient");
+  out.assertLive("output");
+  sel.indices.assertLive("indices");
+  if (sel.side !== "rows" && sel.side !== "cols") fail("E_ARG", `side must be "rows" or "cols", got ${String(sel.side)}`);
+  if (grad.shape.length < 2 || grad.numel === 0) fail("E_SHAPE", `gatherCompact needs a non-empty tensor of 2 or more dims`);
+  if (sel.indices.dtype !== "i32" || sel.indices.shape.length !== 1) fail("E_DTYPE", "indices must be a 1-D i32 tensor");
+  if (out.dtype !== grad.dtype) fail("E_DTYPE", `output is ${out.dtype}, the gradient ${grad.dtype}`);
+  if (out.device !== grad.device || sel.indices.device !== grad.device) fail("E_DEVICE", "gatherCompact needs every tensor on one device");
+  const m = grad.shape[0], n = grad.numel / m, r = sel.indices.numel;
+  if (out.numel !== (sel.side === "rows" ? r * n : m * r)) fail("E_SHAPE", `output must hold ${sel.side === "rows" ? `${r} x ${n}` : `${m} x ${r}`}`);
+  if (sel.side === "rows") native().grassGatherRows(out.handle, grad.handle, m, n, DTYPE_CODE[grad.dtype], sel.indices.handle, r, null);
+  else native().grassGatherCols(out.handle, grad.handle, m, n, DTYPE_CODE[grad.dtype], sel.indices.handle, r);
+}
+
 /** dst[rows[j]] += alpha · scale[j] · src[j], rows sorted; the updates of a row drawn several times
  *  are summed in order (deterministic): the scatter of a Grass step. */
 export function scatterRows(dst: Tensor, rows: Int32Array | Tensor, src: Tensor,
