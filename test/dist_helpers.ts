@@ -11,16 +11,30 @@ type AnyOptimizer = Optimizer<any>;  // eslint-disable-line @typescript-eslint/n
 /** The bytes a step hands the collectives in a world of one: each gradient whole, or, where
  *  `compress` applies and the next step keeps the projection, GaLore's R (f32) or Grass's selected
  *  lines (the parameter's dtype). Read from the plain optimizer before its step. */
-function expectedBytes(plain: AnyOptimizer, params: Parameter[], compress: boolean): number {
-  let n = 0;
+function expectedBytes(plain: AnyOptimizer, params: Parameter[], compress: boolean): { bytes: number; compact: number } {
+  let n = 0, compact = 0;
   for (const p of params) {
     const o = plain as unknown as { needsFullGrad?(p: Parameter): boolean; projectedShape?(p: Parameter): number[]; compactShape?(p: Parameter): number[] };
     if (!compress || !o.needsFullGrad || o.needsFullGrad(p)) { n += p.grad.nbytes; continue; }
+    compact++;
     if (plain instanceof GaLoreAdamW) n += o.projectedShape!(p).reduce((a, b) => a * b, 1) * 4;
     else if (plain instanceof GrassAdamW) n += o.compactShape!(p).reduce((a, b) => a * b, 1) * p.grad.nbytes / p.numel;
     else n += p.grad.nbytes;
   }
-  return n;
+  return { bytes: n, compact };
+}
+
+/** Counts the compact gradients the wrapper hands its optimizer (the owner's side of a compressed
+ *  step: without it the owner would step on its own gradient, not the average). */
+function countHandedGradients(o: AnyOptimizer | null): { n: number } {
+  const count = { n: 0 };
+  const inner = o as unknown as Record<string, (p: Parameter, t: unknown) => void> | null;
+  for (const name of ["setProjectedGrad", "setCompactGrad"]) {
+    if (!inner || typeof inner[name] !== "function") continue;
+    const f = inner[name].bind(inner);
+    inner[name] = (p, t) => { count.n++; f(p, t); };
+  }
+  return count;
 }
 
 /** Five steps (one with a NaN in a gradient) of every registered optimizer, plain and wrapped: the
@@ -37,17 +51,20 @@ export async function worldOfOneMatchesPlain(pg: ProcessGroup, dev: string): Pro
           const wrapped = new DistributedOptimizer(pg, b,
             (groups: ParamGroupSpec<GroupOptions>[]) => c.make(groups.flatMap((g) => g.params)) as AnyOptimizer,
             { shardStates, bucketBytes: 4096, compress });
-          let compactSteps = 0;
+          let compactSteps = 0, compactGrads = 0;
+          const handed = countHandedGradients(wrapped.inner);
           for (let s = 1; s <= 5; s++) {
             setGrads(a, s);
             setGrads(b, s);
             const want = expectedBytes(plain, a, compress);
             const full = a.reduce((n, p) => n + p.grad.nbytes, 0);
-            if (want < full) compactSteps++;
+            if (want.bytes < full) compactSteps++;
+            compactGrads += want.compact;
             plain.step();
             wrapped.step();
-            expect(wrapped.bytesCommunicatedLastStep()).toBe(want);
+            expect(wrapped.bytesCommunicatedLastStep()).toBe(want.bytes);
           }
+          expect(handed.n).toBe(compactGrads);
           // Steps 2, 3 and 5 keep the projection (gap 3) of the rank-3 cases: compressed.
           if (compressible && compress && /gap 3/.test(c.name)) expect(compactSteps).toBe(3);
           if (!compress) expect(compactSteps).toBe(0);
