@@ -9,12 +9,21 @@
 //
 // World size 1 runs through the same code: over NCCL when it loads (one-rank communicator), else
 // locally (every collective of one rank is a copy or nothing), which is what the CPU gets.
+//
+// Several ranks on the CPU (device "cpu") use the "shm" backend (csrc/cpu/shm_comm.h): rank 0
+// creates a segment file beside the rendezvous file and writes its path there instead of an NCCL
+// id; every rank maps it, and rank 0 removes the file once all have joined. Its collectives are
+// synchronous and deterministic (rank-ordered sums in f32), so the N-rank logic of
+// DistributedOptimizer runs on any machine exactly as it will over NCCL. A rank that does not
+// arrive within the timeout, or whose process is gone, breaks the group: every rank's next
+// collective throws E_DEVICE instead of hanging.
 import * as fs from "fs";
+import * as os from "os";
 import * as path from "path";
 import { Device, device as resolveDevice } from "./device";
 import { DTYPE_CODE, DTYPE_SIZE } from "./dtype";
 import { fail, SlimoptError } from "./errors";
-import { native, NcclCommHandle } from "./native";
+import { native, NcclCommHandle, ShmCommHandle } from "./native";
 import { Optimizer, GroupOptions, ParamGroupSpec } from "./optim/optimizer";
 import { Parameter } from "./parameter";
 import { Tensor } from "./tensor";
@@ -31,11 +40,17 @@ export interface ProcessGroupOptions {
   device?: string | Device;
   /** File through which rank 0 hands the NCCL id to the others (default: SLIMOPT_RENDEZVOUS). */
   rendezvous?: string;
-  /** How long the other ranks wait for the id (ms, default 120000). */
+  /** How long the other ranks wait for the id, and (shm) how long a collective waits for the
+   *  others (ms; default SLIMOPT_DIST_TIMEOUT_MS, else 120000). */
   timeoutMs?: number;
-  /** Force the local backend for a world of one (tests). */
-  backend?: "nccl" | "local";
+  /** Force the local backend for a world of one (tests); "shm" is what several CPU ranks use. */
+  backend?: "nccl" | "local" | "shm";
+  /** shm: bytes each rank stages per round; larger tensors go in chunks (default
+   *  SLIMOPT_SHM_CHUNK_BYTES, else 4 MiB; a multiple of 64). */
+  chunkBytes?: number;
 }
+
+export type BackendName = "nccl" | "local" | "shm";
 
 /** What NCCL path serves multi-GPU work now. */
 export function ncclInfo(): { path: string | null; version: number; why: string } {
@@ -54,25 +69,76 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-async function exchangeId(rank: number, file: string, timeoutMs: number): Promise<Uint8Array> {
-  if (rank === 0) {
-    const id = native().ncclUniqueId();
-    const tmp = `${file}.${process.pid}.tmp`;
-    fs.writeFileSync(tmp, id);
-    fs.renameSync(tmp, file);
-    return id;
-  }
+/** What rank 0 of a CPU group writes to the rendezvous file, before the segment's path. */
+const SHM_TAG = "slimopt-shm:";
+
+/** Rank 0's side of the rendezvous: the file appears whole (written aside, then renamed). */
+function publish(file: string, content: Uint8Array | string): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, content);
+  fs.renameSync(tmp, file);
+}
+
+/** The other ranks' side: polls the file until `accept` takes its content. */
+async function awaitPublished<T>(rank: number, file: string, timeoutMs: number, what: string,
+                                 accept: (b: Buffer) => T | undefined): Promise<T> {
   const until = Date.now() + timeoutMs;
   for (;;) {
     try {
-      const b = fs.readFileSync(file);
-      if (b.length === 128) return new Uint8Array(b);
+      const got = accept(fs.readFileSync(file));
+      if (got !== undefined) return got;
     } catch {
       // not there yet
     }
-    if (Date.now() > until) fail("E_DEVICE", `rank ${rank}: no NCCL id in ${file} after ${timeoutMs} ms (did rank 0 start?)`);
+    if (Date.now() > until) fail("E_DEVICE", `rank ${rank}: no ${what} in ${file} after ${timeoutMs} ms (did rank 0 start?)`);
     await sleep(10);
   }
+}
+
+async function exchangeId(rank: number, file: string, timeoutMs: number): Promise<Uint8Array> {
+  if (rank === 0) {
+    const id = native().ncclUniqueId();
+    publish(file, id);
+    return id;
+  }
+  return awaitPublished(rank, file, timeoutMs, "NCCL id", (b) => {
+    if (b.toString("utf8", 0, SHM_TAG.length) === SHM_TAG)
+      fail("E_DEVICE", `rank ${rank} is on a GPU, rank 0 opened a CPU (shm) group: every rank needs the same kind of device`);
+    return b.length === 128 ? new Uint8Array(b) : undefined;
+  });
+}
+
+
+/** Opens (rank 0) or joins the shm segment named in the rendezvous file; returns once every
+ *  rank has joined. */
+async function openShm(rank: number, worldSize: number, file: string, timeoutMs: number, chunkBytes: number): Promise<ShmCommHandle> {
+  let comm: ShmCommHandle;
+  if (rank === 0) {
+    const seg = `${file}.${process.pid}.shm`;
+    fs.rmSync(seg, { force: true });  // a leftover of a killed run with the same pid
+    comm = new (native().ShmComm)(seg, worldSize, 0, chunkBytes, timeoutMs);
+    try {
+      publish(file, SHM_TAG + seg);
+    } catch (e) {
+      comm.dispose();
+      throw e;
+    }
+  } else {
+    const seg = await awaitPublished(rank, file, timeoutMs, "shm segment", (b) => {
+      const text = b.toString("utf8");
+      if (b.length === 128 && !text.startsWith(SHM_TAG))
+        fail("E_DEVICE", `rank ${rank} is on the CPU, rank 0 opened an NCCL group: every rank needs the same kind of device`);
+      return text.startsWith(SHM_TAG) ? text.slice(SHM_TAG.length) : undefined;
+    });
+    comm = new (native().ShmComm)(seg, worldSize, rank, chunkBytes, timeoutMs);
+  }
+  try {
+    comm.waitAll();
+  } catch (e) {
+    comm.dispose();
+    throw e;
+  }
+  return comm;
 }
 
 /**
@@ -86,18 +152,18 @@ export class ProcessGroup {
   readonly rank: number;
   readonly worldSize: number;
   readonly device: Device;
-  readonly backend: "nccl" | "local";
+  readonly backend: BackendName;
   bytesSent = 0;
   private comm: NcclCommHandle | null;
   private grouping = 0;
 
   /** @internal use initProcessGroup() */
-  constructor(rank: number, worldSize: number, dev: Device, comm: NcclCommHandle | null) {
+  constructor(rank: number, worldSize: number, dev: Device, comm: NcclCommHandle | null, backend?: BackendName) {
     this.rank = rank;
     this.worldSize = worldSize;
     this.device = dev;
     this.comm = comm;
-    this.backend = comm ? "nccl" : "local";
+    this.backend = backend ?? (comm ? "nccl" : "local");
   }
 
   private live(): NcclCommHandle | null {
@@ -173,10 +239,11 @@ export class ProcessGroup {
     if (c) c.broadcast(t.handle, t.handle, t.numel, DTYPE_CODE[t.dtype], root);
   }
 
-  /** Runs fn with NCCL's grouping on, so its collectives go out as one launch. */
+  /** Runs fn with NCCL's grouping on, so its collectives go out as one launch (shm: one after
+   *  the other, each done when it returns). */
   group(fn: () => void): void {
     const c = this.live();
-    if (!c) return fn();
+    if (!c || this.backend !== "nccl") return fn();
     native().ncclGroupStart();
     this.grouping++;
     try {
@@ -202,20 +269,39 @@ export class ProcessGroup {
 
 /**
  * Joins (or, for rank 0, opens) the process group. Ranks and the rendezvous file come from the
- * options or from what `slimopt launch` sets. A world of more than one needs CUDA and NCCL.
+ * options or from what `slimopt launch` sets. A world of more than one runs over NCCL on CUDA
+ * devices, over the shm backend on the CPU.
  */
 export async function initProcessGroup(o: ProcessGroupOptions = {}): Promise<ProcessGroup> {
   const worldSize = o.worldSize ?? envInt("SLIMOPT_WORLD_SIZE") ?? 1;
   const rank = o.rank ?? envInt("SLIMOPT_RANK") ?? 0;
   if (!Number.isInteger(worldSize) || worldSize < 1) fail("E_ARG", `worldSize must be a positive integer, got ${String(worldSize)}`);
   if (!Number.isInteger(rank) || rank < 0 || rank >= worldSize) fail("E_ARG", `rank must be in [0, ${worldSize}), got ${String(rank)}`);
-  const timeoutMs = o.timeoutMs ?? 120_000;
+  const timeoutMs = o.timeoutMs ?? envInt("SLIMOPT_DIST_TIMEOUT_MS") ?? 120_000;
+  if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 1) fail("E_ARG", `timeoutMs must be a positive integer, got ${String(timeoutMs)}`);
+  if (o.backend !== undefined && !["nccl", "local", "shm"].includes(o.backend))
+    fail("E_ARG", `backend must be "nccl", "local" or "shm", got ${String(o.backend)}`);
   let dev: Device;
   if (o.device !== undefined) dev = resolveDevice(o.device);
   else {
     const local = envInt("SLIMOPT_LOCAL_RANK") ?? rank;
     dev = native().deviceCount().count > 0 ? resolveDevice(`cuda:${local}`) : resolveDevice("cpu");
   }
+  if (dev.kind === "cpu" && (worldSize > 1 || o.backend === "shm")) {
+    if (o.backend !== undefined && o.backend !== "shm") fail("E_ARG", `a CPU process group of ${worldSize} ranks uses the shm backend, not ${o.backend}`);
+    const chunkBytes = o.chunkBytes ?? envInt("SLIMOPT_SHM_CHUNK_BYTES") ?? 4 * 1024 * 1024;
+    if (!Number.isSafeInteger(chunkBytes) || chunkBytes < 512 * worldSize || chunkBytes % 64 !== 0)
+      fail("E_ARG", `chunkBytes must be a multiple of 64 of at least ${512 * worldSize}, got ${String(chunkBytes)}`);
+    let file = o.rendezvous ?? process.env.SLIMOPT_RENDEZVOUS;
+    if (!file) {
+      if (worldSize > 1) fail("E_ARG", "a process group of several ranks needs a rendezvous file (option rendezvous or SLIMOPT_RENDEZVOUS; `slimopt launch` sets it)");
+      file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "slimopt-shm-")), "rendezvous");
+    }
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    const comm = await openShm(rank, worldSize, file, timeoutMs, chunkBytes);
+    return new ProcessGroup(rank, worldSize, dev, comm, "shm");
+  }
+  if (o.backend === "shm") fail("E_DEVICE", `the shm backend moves host memory; this rank is on ${dev}`);
   const nccl = native().ncclInfo();
   const useNccl = dev.kind === "cuda" && o.backend !== "local" && (worldSize > 1 || nccl.path !== null);
   if (!useNccl) {
