@@ -24,7 +24,7 @@ import { Device, device as resolveDevice } from "./device";
 import { DTYPE_CODE, DTYPE_SIZE } from "./dtype";
 import { fail, SlimoptError } from "./errors";
 import { native, NcclCommHandle, ShmCommHandle } from "./native";
-import { Optimizer, GroupOptions, ParamGroupSpec } from "./optim/optimizer";
+import { Optimizer, GroupOptions, ParamGroupSpec, withParamPositions } from "./optim/optimizer";
 import { Parameter } from "./parameter";
 import { Tensor } from "./tensor";
 
@@ -350,8 +350,10 @@ type AnyOptimizer = Optimizer<GroupOptions>;
  *
  * Sharding is by whole tensors: parameters are dealt to ranks by size (largest first, to the
  * least loaded rank; ties to the lower rank), so every optimizer works unchanged, and per-tensor
- * state (a GaLore projector, a Grass selection) stays with one rank. The non-finite skip is then
- * decided per rank over the parameters it owns. After step() the non-owners' gradients still
+ * state (a GaLore projector, a Grass selection) stays with one rank; parameters keep the seeds
+ * their position gives them in the whole optimizer (`make` is called once over all groups to learn
+ * it, before any state exists). The non-finite skip is then decided per rank over the parameters
+ * it owns. After step() the non-owners' gradients still
  * hold their local values.
  */
 export class DistributedOptimizer {
@@ -397,7 +399,7 @@ export class DistributedOptimizer {
       innerSpecs.push({ ...s, params: ps });
       return innerSpecs.length - 1;
     });
-    this.inner = innerSpecs.length > 0 ? make(innerSpecs) : null;
+    this.inner = innerSpecs.length > 0 ? buildShard(make, specs, innerSpecs, this.shardStates && pg.worldSize > 1) : null;
     this.buckets = bucketize([...this.params].reverse(), bucketBytes);
   }
 
@@ -452,6 +454,22 @@ export class DistributedOptimizer {
   dispose(): void {
     this.inner?.dispose();
   }
+}
+
+/**
+ * The optimizer over this rank's groups. A shard's parameters keep the positions they have in
+ * the optimizer over all of them (make(all) is built for that alone, before any state exists, and
+ * disposed), so what defaults to a position (APOLLO's projection seeds, Grass's selection seeds)
+ * is the same as in one process.
+ */
+function buildShard(make: (groups: ParamGroupSpec<GroupOptions>[]) => AnyOptimizer, all: ParamGroupSpec<GroupOptions>[],
+                    mine: ParamGroupSpec<GroupOptions>[], sharded: boolean): AnyOptimizer {
+  if (!sharded) return make(mine);
+  const whole = make(all);
+  const positions = new Map<Parameter, number>();
+  for (const g of whole.paramGroups) for (const p of g.params) positions.set(p, positions.size);
+  whole.dispose();
+  return withParamPositions(positions, () => make(mine));
 }
 
 /** Owner of each parameter: largest first, to the least loaded rank (ties: lower rank). */
