@@ -109,20 +109,22 @@ async function exchangeId(rank: number, file: string, timeoutMs: number): Promis
 }
 
 
-/** Opens (rank 0) or joins the shm segment named in the rendezvous file; returns once every
- *  rank has joined. */
-async function openShm(rank: number, worldSize: number, file: string, timeoutMs: number, chunkBytes: number): Promise<ShmCommHandle> {
+/** Opens (rank 0) or joins the shm segment named in the rendezvous file (a world of one needs
+ *  none: its segment goes to the temp folder); returns once every rank has joined. */
+async function openShm(rank: number, worldSize: number, file: string | undefined, timeoutMs: number, chunkBytes: number): Promise<ShmCommHandle> {
   let comm: ShmCommHandle;
   if (rank === 0) {
-    const seg = `${file}.${process.pid}.shm`;
+    const seg = file ? `${file}.${process.pid}.shm` : path.join(os.tmpdir(), `slimopt-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}.shm`);
     fs.rmSync(seg, { force: true });  // a leftover of a killed run with the same pid
     comm = new (native().ShmComm)(seg, worldSize, 0, chunkBytes, timeoutMs);
     try {
-      publish(file, SHM_TAG + seg);
+      if (file) publish(file, SHM_TAG + seg);
     } catch (e) {
       comm.dispose();
       throw e;
     }
+  } else if (!file) {
+    fail("E_ARG", "a process group of several ranks needs a rendezvous file");
   } else {
     const seg = await awaitPublished(rank, file, timeoutMs, "shm segment", (b) => {
       const text = b.toString("utf8");
@@ -292,12 +294,9 @@ export async function initProcessGroup(o: ProcessGroupOptions = {}): Promise<Pro
     const chunkBytes = o.chunkBytes ?? envInt("SLIMOPT_SHM_CHUNK_BYTES") ?? 4 * 1024 * 1024;
     if (!Number.isSafeInteger(chunkBytes) || chunkBytes < 512 * worldSize || chunkBytes % 64 !== 0)
       fail("E_ARG", `chunkBytes must be a multiple of 64 of at least ${512 * worldSize}, got ${String(chunkBytes)}`);
-    let file = o.rendezvous ?? process.env.SLIMOPT_RENDEZVOUS;
-    if (!file) {
-      if (worldSize > 1) fail("E_ARG", "a process group of several ranks needs a rendezvous file (option rendezvous or SLIMOPT_RENDEZVOUS; `slimopt launch` sets it)");
-      file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "slimopt-shm-")), "rendezvous");
-    }
-    fs.mkdirSync(path.dirname(file), { recursive: true });
+    const file = o.rendezvous ?? process.env.SLIMOPT_RENDEZVOUS;
+    if (!file && worldSize > 1) fail("E_ARG", "a process group of several ranks needs a rendezvous file (option rendezvous or SLIMOPT_RENDEZVOUS; `slimopt launch` sets it)");
+    if (file) fs.mkdirSync(path.dirname(file), { recursive: true });
     const comm = await openShm(rank, worldSize, file, timeoutMs, chunkBytes);
     return new ProcessGroup(rank, worldSize, dev, comm, "shm");
   }

@@ -223,10 +223,12 @@ CommStatus ShmComm::join(const std::string& path, int world, int rank, int64_t t
   ::close(fd);
   if (p == MAP_FAILED) return failed("E_DEVICE", "shm segment " + path + " is not a segment of a process group");
   ShmSegment& S = *static_cast<ShmSegment*>(p);
-  std::string bad;
   if (S.magic.load(std::memory_order_acquire) != kMagic || S.world < 1 ||
-      size != dataOffsetFor(S.world) + size_t(S.world) * size_t(S.chunkBytes))
-    bad = "shm segment " + path + " is not a segment of a process group";
+      size != dataOffsetFor(S.world) + size_t(S.world) * size_t(S.chunkBytes)) {
+    ::munmap(p, size);  // nothing of ours: leave it as it is
+    return failed("E_DEVICE", "shm segment " + path + " is not a segment of a process group");
+  }
+  std::string bad;
   ShmComm* c = new ShmComm();
   c->seg_ = &S;
   c->mapBytes_ = size;
@@ -236,11 +238,11 @@ CommStatus ShmComm::join(const std::string& path, int world, int rank, int64_t t
   c->rank_ = rank;
   c->chunkBytes_ = S.chunkBytes;
   c->timeoutMs_ = timeoutMs;
-  if (bad.empty() && S.world != world) {
+  if (S.world != world) {
     bad = "rank " + std::to_string(rank) + " was started for a world of " + std::to_string(world) +
           " ranks, rank 0 for " + std::to_string(S.world);
     c->abort(bad);  // the others fail now instead of waiting for a rank that will not come
-  } else if (bad.empty()) {
+  } else {
     int32_t none = 0;
     if (!S.ranks()[rank].pid.compare_exchange_strong(none, int32_t(::getpid()))) {
       bad = "rank " + std::to_string(rank) + " joined twice (pid " + std::to_string(none) + " has it)";
