@@ -50,7 +50,7 @@ class ShmComm : public Napi::ObjectWrap<ShmComm> {
     if (comm_ == nullptr) throwError(env, "E_DISPOSED", "the shm communicator was disposed");
     return comm_;
   }
-  // Buffer i of the call, on the CPU, holding `count` elements of t.
+  // Argument v as a host buffer holding `count` elements of t.
   static void* host(Napi::Env env, Napi::Value v, int64_t count, DType t, const char* what) {
     NativeBuffer* b = NativeBuffer::From(env, v, what);
     if (b->device() != kCpu) throwError(env, "E_DEVICE", std::string(what) + " is not on the CPU (the shm backend moves host memory)");
@@ -70,36 +70,41 @@ class ShmComm : public Napi::ObjectWrap<ShmComm> {
   Napi::Value WaitAll(const Napi::CallbackInfo& info) {
     return done(info.Env(), live(info.Env())->waitAll());
   }
+  // The count, dtype and reduce op of allReduce, reduce and reduceScatter (arguments 2, 3, 4).
+  struct ReduceArgs {
+    int64_t n;
+    DType t;
+    cpu::CommOp op;
+  };
+  static ReduceArgs reduceArgs(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return {countArg(env, info[2], "count"), dtypeArg(env, info[3]), cpu::CommOp(reduceOpArg(env, info[4]))};
+  }
+
   // allReduce(send, recv, count, dtype, op)
   Napi::Value AllReduce(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     cpu::ShmComm* c = live(env);
-    const int64_t n = countArg(env, info[2], "count");
-    const DType t = dtypeArg(env, info[3]);
-    const auto op = cpu::CommOp(reduceOpArg(env, info[4]));
-    const void* s = host(env, info[0], n, t, "allReduce send");
-    return done(env, c->allReduce(s, host(env, info[1], n, t, "allReduce receive"), n, t, op));
+    const ReduceArgs a = reduceArgs(info);
+    const void* s = host(env, info[0], a.n, a.t, "allReduce send");
+    return done(env, c->allReduce(s, host(env, info[1], a.n, a.t, "allReduce receive"), a.n, a.t, a.op));
   }
   // reduce(send, recv, count, dtype, op, root)
   Napi::Value Reduce(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     cpu::ShmComm* c = live(env);
-    const int64_t n = countArg(env, info[2], "count");
-    const DType t = dtypeArg(env, info[3]);
-    const auto op = cpu::CommOp(reduceOpArg(env, info[4]));
+    const ReduceArgs a = reduceArgs(info);
     const int root = rootArg(env, info[5]);
-    const void* s = host(env, info[0], n, t, "reduce send");
-    return done(env, c->reduce(s, host(env, info[1], n, t, "reduce receive"), n, t, op, root));
+    const void* s = host(env, info[0], a.n, a.t, "reduce send");
+    return done(env, c->reduce(s, host(env, info[1], a.n, a.t, "reduce receive"), a.n, a.t, a.op, root));
   }
   // reduceScatter(send, recv, recvCount, dtype, op): send holds worldSize * recvCount.
   Napi::Value ReduceScatter(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     cpu::ShmComm* c = live(env);
-    const int64_t n = countArg(env, info[2], "count");
-    const DType t = dtypeArg(env, info[3]);
-    const auto op = cpu::CommOp(reduceOpArg(env, info[4]));
-    const void* s = host(env, info[0], n * c->world(), t, "reduceScatter send");
-    return done(env, c->reduceScatter(s, host(env, info[1], n, t, "reduceScatter receive"), n, t, op));
+    const ReduceArgs a = reduceArgs(info);
+    const void* s = host(env, info[0], a.n * c->world(), a.t, "reduceScatter send");
+    return done(env, c->reduceScatter(s, host(env, info[1], a.n, a.t, "reduceScatter receive"), a.n, a.t, a.op));
   }
   // allGather(send, recv, sendCount, dtype): recv holds worldSize * sendCount.
   Napi::Value AllGather(const Napi::CallbackInfo& info) {

@@ -351,9 +351,10 @@ type AnyOptimizer = Optimizer<GroupOptions>;
  * least loaded rank; ties to the lower rank), so every optimizer works unchanged, and per-tensor
  * state (a GaLore projector, a Grass selection) stays with one rank; parameters keep the seeds
  * their position gives them in the whole optimizer (`make` is called once over all groups to learn
- * it, before any state exists). The non-finite skip is then decided per rank over the parameters
- * it owns. After step() the non-owners' gradients still
- * hold their local values.
+ * it, before any state exists). Not yet the stochastic-rounding stream of bf16 parameters: it is
+ * keyed by a tensor's index in its group, so sharded rounding draws differ from one process's
+ * (equally unbiased). The non-finite skip is then decided per rank over the parameters it owns.
+ * After step() the non-owners' gradients still hold their local values.
  */
 export class DistributedOptimizer {
   readonly pg: ProcessGroup;

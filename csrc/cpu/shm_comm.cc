@@ -374,23 +374,16 @@ CommStatus ShmComm::begin(Kind kind, int64_t count, DType t, CommOp op, int root
 }
 
 CommStatus ShmComm::allReduce(const void* send, void* recv, int64_t count, DType t, CommOp op) {
-  CommStatus s = begin(kAllReduce, count, t, op, 0);
-  const int64_t esz = dtypeSize(t), per = chunkBytes_ / esz;
-  std::vector<const void*> slots(world_);
-  for (int64_t off = 0; s.ok() && off < count; off += per) {
-    const int64_t n = std::min(per, count - off);
-    std::memcpy(slot(rank_), static_cast<const uint8_t*>(send) + off * esz, size_t(n * esz));
-    s = barrier();
-    if (!s.ok()) break;
-    for (int r = 0; r < world_; ++r) slots[r] = slot(r);
-    reduceSlots(slots.data(), world_, static_cast<uint8_t*>(recv) + off * esz, n, t, op);
-    s = barrier();
-  }
-  return s;
+  return reduceTo(kAllReduce, send, recv, count, t, op, -1);
+}
+CommStatus ShmComm::reduce(const void* send, void* recv, int64_t count, DType t, CommOp op, int root) {
+  return reduceTo(kReduce, send, recv, count, t, op, root);
 }
 
-CommStatus ShmComm::reduce(const void* send, void* recv, int64_t count, DType t, CommOp op, int root) {
-  CommStatus s = begin(kReduce, count, t, op, root);
+// Per round every rank stages a chunk; the receivers (root, or every rank when root < 0) reduce
+// all slots into their own output.
+CommStatus ShmComm::reduceTo(Kind kind, const void* send, void* recv, int64_t count, DType t, CommOp op, int root) {
+  CommStatus s = begin(kind, count, t, op, root < 0 ? 0 : root);
   const int64_t esz = dtypeSize(t), per = chunkBytes_ / esz;
   std::vector<const void*> slots(world_);
   for (int64_t off = 0; s.ok() && off < count; off += per) {
@@ -398,7 +391,7 @@ CommStatus ShmComm::reduce(const void* send, void* recv, int64_t count, DType t,
     std::memcpy(slot(rank_), static_cast<const uint8_t*>(send) + off * esz, size_t(n * esz));
     s = barrier();
     if (!s.ok()) break;
-    if (rank_ == root) {
+    if (root < 0 || rank_ == root) {
       for (int r = 0; r < world_; ++r) slots[r] = slot(r);
       reduceSlots(slots.data(), world_, static_cast<uint8_t*>(recv) + off * esz, n, t, op);
     }

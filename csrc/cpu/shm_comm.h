@@ -58,6 +58,7 @@ class ShmComm {
   ShmComm() = default;
   enum Kind : int32_t { kAllReduce = 1, kReduce, kReduceScatter, kAllGather, kBroadcast };
   CommStatus begin(Kind kind, int64_t count, DType t, CommOp op, int root);
+  CommStatus reduceTo(Kind kind, const void* send, void* recv, int64_t count, DType t, CommOp op, int root);
   CommStatus barrier();
   CommStatus aborted();
   void abort(const std::string& why);
