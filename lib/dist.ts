@@ -84,12 +84,14 @@ async function awaitPublished<T>(rank: number, file: string, timeoutMs: number, 
                                  accept: (b: Buffer) => T | undefined): Promise<T> {
   const until = Date.now() + timeoutMs;
   for (;;) {
+    let content: Buffer | undefined;
     try {
-      const got = accept(fs.readFileSync(file));
-      if (got !== undefined) return got;
+      content = fs.readFileSync(file);
     } catch {
       // not there yet
     }
+    const got = content === undefined ? undefined : accept(content);
+    if (got !== undefined) return got;
     if (Date.now() > until) fail("E_DEVICE", `rank ${rank}: no ${what} in ${file} after ${timeoutMs} ms (did rank 0 start?)`);
     await sleep(10);
   }
@@ -107,7 +109,6 @@ async function exchangeId(rank: number, file: string, timeoutMs: number): Promis
     return b.length === 128 ? new Uint8Array(b) : undefined;
   });
 }
-
 
 /** Opens (rank 0) or joins the shm segment named in the rendezvous file (a world of one needs
  *  none: its segment goes to the temp folder); returns once every rank has joined. */
@@ -145,7 +146,7 @@ async function openShm(rank: number, worldSize: number, file: string | undefined
 
 /**
  * One rank of a group of processes. Collectives run in place where that makes sense, are
- * enqueued on the rank's device stream and return at once; `group(fn)` fuses the collectives
+ * enqueued on the rank's device stream and return at once (shm: they return when done); `group(fn)` fuses the collectives
  * called inside fn into one NCCL launch. `bytesSent` counts the payload each collective hands
  * NCCL from this rank (count × element size; reduceScatter: the whole input), whatever algorithm
  * NCCL picks.
