@@ -2,72 +2,25 @@
 // Multi-GPU check and benchmark, run as `slimopt launch -n N bench/dist_check.js [outDir]` on a
 // machine with N GPUs (N = 1 works too).
 //
-// Check: for each optimizer, every rank starts from the same parameters and feeds its own
-// gradients (rank-dependent seeds); after 6 steps through DistributedOptimizer (sharded states)
-// the parameters must equal, to f32 rounding, one process that steps on the mean of all ranks'
-// gradients (computed here in f32 on each rank, the single-process reference).
+// Check (bench/dist_cases.js, which the CPU tests run over the shm backend too): for each
+// optimizer, every rank starts from the same parameters and feeds its own gradients
+// (rank-dependent seeds); after 6 steps through DistributedOptimizer (sharded states) the
+// parameters must equal, to f32 rounding, one process that steps on the mean of all ranks'
+// gradients (computed in f32 on each rank, the single-process reference).
 // Bench: all-reduce bus bandwidth (NCCL's definition: bytes × 2(N−1)/N over the time), the step
 // time of DistributedOptimizer over a slice of the DESIGN §6 workload, and the bytes each rank
 // hands NCCL per step. Rank 0 writes <outDir>/dist-<N>.json.
 const fs = require("fs");
 const path = require("path");
 const s = require("../dist");
+const { checkAgainstSingleProcess } = require("./dist_cases");
 
 const outDir = process.argv[2] || process.env.OUT || ".";
 
-function relDiff(a, b) {
-  let num = 0, den = 0;
-  for (let i = 0; i < a.length; i++) { const d = a[i] - b[i]; num += d * d; den += b[i] * b[i]; }
-  return Math.sqrt(num / Math.max(den, 1e-30));
-}
-
-function cases() {
-  const out = [
-    { name: "AdamW", make: (g) => new s.AdamW(g, { lr: 1e-2, weightDecay: 0.05 }), tol: 1e-5 },
-    { name: "AdamW8bit", make: (g) => new s.AdamW8bit(g, { lr: 1e-2, weightDecay: 0.05 }), tol: 1e-4 },
-    { name: "GaLoreAdamW", make: (g) => new s.GaLoreAdamW(g.map((x) => ({ ...x, params: x.params.filter((p) => p.shape.length >= 2), rank: 16, updateProjGap: 3 }))
-        .concat(g.map((x) => ({ ...x, params: x.params.filter((p) => p.shape.length < 2) }))).filter((x) => x.params.length > 0), { lr: 1e-2 }), tol: 1e-4 },
-    { name: "GrassAdamW", make: (g) => new s.GrassAdamW(g.map((x) => ({ ...x, rank: 16, updateProjGap: 3 })), { lr: 1e-2, seed: 3 }), tol: 1e-4 },
-  ];
-  if (s.Apollo) out.push({ name: "Apollo", make: (g) => new s.Apollo(g.map((x) => ({ ...x, params: x.params.filter((p) => p.shape.length >= 2), rank: 16, updateProjGap: 3 }))
-    .concat(g.map((x) => ({ ...x, params: x.params.filter((p) => p.shape.length < 2) }))).filter((x) => x.params.length > 0), { lr: 1e-2 }), tol: 1e-4 });
-  return out;
-}
-
 const SHAPES = [[256, 192], [192, 256], [4097], [64, 64], [33]];
 
-async function check(pg) {
-  const dev = pg.device;
-  const results = [];
-  for (const c of cases()) {
-    const mk = () => SHAPES.map((sh, i) => new s.Parameter(s.randn(sh, { device: dev, seed: 10 + i, std: 0.5 }), { name: `p${i}` }));
-    const mine = mk(), ref = mk();
-    const opt = new s.DistributedOptimizer(pg, mine, c.make, { shardStates: true, bucketBytes: 64 * 1024 });
-    const plain = c.make([{ params: ref }]);
-    for (let step = 1; step <= 6; step++) {
-      for (let i = 0; i < SHAPES.length; i++) {
-        const g = s.randn(SHAPES[i], { device: dev, seed: step * 100_000 + i * 100 + pg.rank, std: 0.3 });
-        mine[i].grad.copyFrom(g);
-        g.dispose();
-        // The single-process reference: the mean of every rank's gradient, in f32.
-        const acc = new Float32Array(mine[i].numel);
-        for (let r = 0; r < pg.worldSize; r++) {
-          const gr = await s.randn(SHAPES[i], { device: "cpu", seed: step * 100_000 + i * 100 + r, std: 0.3 }).toFloat32Array();
-          for (let k = 0; k < acc.length; k++) acc[k] += gr[k];
-        }
-        for (let k = 0; k < acc.length; k++) acc[k] /= pg.worldSize;
-        ref[i].grad.copyFrom(acc);
-      }
-      opt.step();
-      plain.step();
-    }
-    let worst = 0;
-    for (let i = 0; i < SHAPES.length; i++) worst = Math.max(worst, relDiff(await mine[i].data.toFloat32Array(), await ref[i].data.toFloat32Array()));
-    results.push({ optimizer: c.name, ranks: pg.worldSize, relErr: worst, tol: c.tol, pass: worst <= c.tol, stateBytesThisRank: opt.stateBytes() });
-    opt.dispose(); plain.dispose();
-    for (const p of [...mine, ...ref]) { p.data.dispose(); p.grad.dispose(); }
-  }
-  return results;
+function check(pg) {
+  return checkAgainstSingleProcess(s, pg, { shapes: SHAPES, steps: 6, shardStates: true, bucketBytes: 64 * 1024, rank: 16, gap: 3 });
 }
 
 async function timeIt(dev, fn, reps) {

@@ -9,19 +9,27 @@
 //
 // World size 1 runs through the same code: over NCCL when it loads (one-rank communicator), else
 // locally (every collective of one rank is a copy or nothing), which is what the CPU gets.
+//
+// Several ranks on the CPU (device "cpu") use the "shm" backend (csrc/cpu/shm_comm.h): rank 0
+// creates a segment file beside the rendezvous file and writes its path there instead of an NCCL
+// id; every rank maps it, and rank 0 removes the file once all have joined. Its collectives are
+// synchronous and deterministic (rank-ordered sums in f32), so the N-rank logic of
+// DistributedOptimizer runs on any machine exactly as it will over NCCL. A rank that does not
+// arrive within the timeout, or whose process is gone, breaks the group: every rank's next
+// collective throws E_DEVICE instead of hanging.
 import * as fs from "fs";
-import * as path from "path";
 import * as os from "os";
+import * as path from "path";
 import { inspectTensors, loadTensors, parseJsonStrict, saveTensors } from "./checkpoint";
 import { Device, device as resolveDevice } from "./device";
 import { DType, DTYPE_CODE, DTYPE_SIZE } from "./dtype";
 import { fail, SlimoptError } from "./errors";
-import { native, NcclCommHandle } from "./native";
+import { native, NcclCommHandle, ShmCommHandle } from "./native";
 import { GemmPrecision } from "./linalg";
 import { optimizerMetadata, parseOptimizerMetadata } from "./optim/checkpoint_meta";
 import { GaLoreAdamW, GaLoreProjector, ProjType, projectGradient, rShape, sideOf, view2d } from "./optim/galore";
 import { gatherCompact, GrassAdamW, grassView } from "./optim/grass";
-import { Optimizer, GroupOptions, ParamGroupSpec } from "./optim/optimizer";
+import { Optimizer, GroupOptions, ParamGroupSpec, withParamPositions } from "./optim/optimizer";
 import { Parameter } from "./parameter";
 import { Tensor, zeros } from "./tensor";
 
@@ -37,11 +45,17 @@ export interface ProcessGroupOptions {
   device?: string | Device;
   /** File through which rank 0 hands the NCCL id to the others (default: SLIMOPT_RENDEZVOUS). */
   rendezvous?: string;
-  /** How long the other ranks wait for the id (ms, default 120000). */
+  /** How long the other ranks wait for the id, and (shm) how long a collective waits for the
+   *  others (ms; default SLIMOPT_DIST_TIMEOUT_MS, else 120000). */
   timeoutMs?: number;
-  /** Force the local backend for a world of one (tests). */
-  backend?: "nccl" | "local";
+  /** Force the local backend for a world of one (tests); "shm" is what several CPU ranks use. */
+  backend?: "nccl" | "local" | "shm";
+  /** shm: bytes each rank stages per round; larger tensors go in chunks (default
+   *  SLIMOPT_SHM_CHUNK_BYTES, else 4 MiB; a multiple of 64). */
+  chunkBytes?: number;
 }
+
+export type BackendName = "nccl" | "local" | "shm";
 
 /** What NCCL path serves multi-GPU work now. */
 export function ncclInfo(): { path: string | null; version: number; why: string } {
@@ -60,30 +74,84 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-async function exchangeId(rank: number, file: string, timeoutMs: number): Promise<Uint8Array> {
-  if (rank === 0) {
-    const id = native().ncclUniqueId();
-    const tmp = `${file}.${process.pid}.tmp`;
-    fs.writeFileSync(tmp, id);
-    fs.renameSync(tmp, file);
-    return id;
-  }
+/** What rank 0 of a CPU group writes to the rendezvous file, before the segment's path. */
+const SHM_TAG = "slimopt-shm:";
+
+/** Rank 0's side of the rendezvous: the file appears whole (written aside, then renamed). */
+function publish(file: string, content: Uint8Array | string): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, content);
+  fs.renameSync(tmp, file);
+}
+
+/** The other ranks' side: polls the file until `accept` takes its content. */
+async function awaitPublished<T>(rank: number, file: string, timeoutMs: number, what: string,
+                                 accept: (b: Buffer) => T | undefined): Promise<T> {
   const until = Date.now() + timeoutMs;
   for (;;) {
+    let content: Buffer | undefined;
     try {
-      const b = fs.readFileSync(file);
-      if (b.length === 128) return new Uint8Array(b);
+      content = fs.readFileSync(file);
     } catch {
       // not there yet
     }
-    if (Date.now() > until) fail("E_DEVICE", `rank ${rank}: no NCCL id in ${file} after ${timeoutMs} ms (did rank 0 start?)`);
+    const got = content === undefined ? undefined : accept(content);
+    if (got !== undefined) return got;
+    if (Date.now() > until) fail("E_DEVICE", `rank ${rank}: no ${what} in ${file} after ${timeoutMs} ms (did rank 0 start?)`);
     await sleep(10);
   }
 }
 
+async function exchangeId(rank: number, file: string, timeoutMs: number): Promise<Uint8Array> {
+  if (rank === 0) {
+    const id = native().ncclUniqueId();
+    publish(file, id);
+    return id;
+  }
+  return awaitPublished(rank, file, timeoutMs, "NCCL id", (b) => {
+    if (b.toString("utf8", 0, SHM_TAG.length) === SHM_TAG)
+      fail("E_DEVICE", `rank ${rank} is on a GPU, rank 0 opened a CPU (shm) group: every rank needs the same kind of device`);
+    return b.length === 128 ? new Uint8Array(b) : undefined;
+  });
+}
+
+/** Opens (rank 0) or joins the shm segment named in the rendezvous file (a world of one needs
+ *  none: its segment goes to the temp folder); returns once every rank has joined. */
+async function openShm(rank: number, worldSize: number, file: string | undefined, timeoutMs: number, chunkBytes: number): Promise<ShmCommHandle> {
+  let comm: ShmCommHandle;
+  if (rank === 0) {
+    const seg = file ? `${file}.${process.pid}.shm` : path.join(os.tmpdir(), `slimopt-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}.shm`);
+    fs.rmSync(seg, { force: true });  // a leftover of a killed run with the same pid
+    comm = new (native().ShmComm)(seg, worldSize, 0, chunkBytes, timeoutMs);
+    try {
+      if (file) publish(file, SHM_TAG + seg);
+    } catch (e) {
+      comm.dispose();
+      throw e;
+    }
+  } else if (!file) {
+    fail("E_ARG", "a process group of several ranks needs a rendezvous file");
+  } else {
+    const seg = await awaitPublished(rank, file, timeoutMs, "shm segment", (b) => {
+      const text = b.toString("utf8");
+      if (b.length === 128 && !text.startsWith(SHM_TAG))
+        fail("E_DEVICE", `rank ${rank} is on the CPU, rank 0 opened an NCCL group: every rank needs the same kind of device`);
+      return text.startsWith(SHM_TAG) ? text.slice(SHM_TAG.length) : undefined;
+    });
+    comm = new (native().ShmComm)(seg, worldSize, rank, chunkBytes, timeoutMs);
+  }
+  try {
+    comm.waitAll();
+  } catch (e) {
+    comm.dispose();
+    throw e;
+  }
+  return comm;
+}
+
 /**
  * One rank of a group of processes. Collectives run in place where that makes sense, are
- * enqueued on the rank's device stream and return at once; `group(fn)` fuses the collectives
+ * enqueued on the rank's device stream and return at once (shm: they return when done); `group(fn)` fuses the collectives
  * called inside fn into one NCCL launch. `bytesSent` counts the payload each collective hands
  * NCCL from this rank (count × element size; reduceScatter: the whole input), whatever algorithm
  * NCCL picks.
@@ -92,18 +160,18 @@ export class ProcessGroup {
   readonly rank: number;
   readonly worldSize: number;
   readonly device: Device;
-  readonly backend: "nccl" | "local";
+  readonly backend: BackendName;
   bytesSent = 0;
   private comm: NcclCommHandle | null;
   private grouping = 0;
 
   /** @internal use initProcessGroup() */
-  constructor(rank: number, worldSize: number, dev: Device, comm: NcclCommHandle | null) {
+  constructor(rank: number, worldSize: number, dev: Device, comm: NcclCommHandle | null, backend?: BackendName) {
     this.rank = rank;
     this.worldSize = worldSize;
     this.device = dev;
     this.comm = comm;
-    this.backend = comm ? "nccl" : "local";
+    this.backend = backend ?? (comm ? "nccl" : "local");
   }
 
   private live(): NcclCommHandle | null {
@@ -179,10 +247,11 @@ export class ProcessGroup {
     if (c) c.broadcast(t.handle, t.handle, t.numel, DTYPE_CODE[t.dtype], root);
   }
 
-  /** Runs fn with NCCL's grouping on, so its collectives go out as one launch. */
+  /** Runs fn with NCCL's grouping on, so its collectives go out as one launch (shm: one after
+   *  the other, each done when it returns). */
   group(fn: () => void): void {
     const c = this.live();
-    if (!c) return fn();
+    if (!c || this.backend !== "nccl") return fn();
     native().ncclGroupStart();
     this.grouping++;
     try {
@@ -208,20 +277,36 @@ export class ProcessGroup {
 
 /**
  * Joins (or, for rank 0, opens) the process group. Ranks and the rendezvous file come from the
- * options or from what `slimopt launch` sets. A world of more than one needs CUDA and NCCL.
+ * options or from what `slimopt launch` sets. A world of more than one runs over NCCL on CUDA
+ * devices, over the shm backend on the CPU.
  */
 export async function initProcessGroup(o: ProcessGroupOptions = {}): Promise<ProcessGroup> {
   const worldSize = o.worldSize ?? envInt("SLIMOPT_WORLD_SIZE") ?? 1;
   const rank = o.rank ?? envInt("SLIMOPT_RANK") ?? 0;
   if (!Number.isInteger(worldSize) || worldSize < 1) fail("E_ARG", `worldSize must be a positive integer, got ${String(worldSize)}`);
   if (!Number.isInteger(rank) || rank < 0 || rank >= worldSize) fail("E_ARG", `rank must be in [0, ${worldSize}), got ${String(rank)}`);
-  const timeoutMs = o.timeoutMs ?? 120_000;
+  const timeoutMs = o.timeoutMs ?? envInt("SLIMOPT_DIST_TIMEOUT_MS") ?? 120_000;
+  if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 1) fail("E_ARG", `timeoutMs must be a positive integer, got ${String(timeoutMs)}`);
+  if (o.backend !== undefined && !["nccl", "local", "shm"].includes(o.backend))
+    fail("E_ARG", `backend must be "nccl", "local" or "shm", got ${String(o.backend)}`);
   let dev: Device;
   if (o.device !== undefined) dev = resolveDevice(o.device);
   else {
     const local = envInt("SLIMOPT_LOCAL_RANK") ?? rank;
     dev = native().deviceCount().count > 0 ? resolveDevice(`cuda:${local}`) : resolveDevice("cpu");
   }
+  if (dev.kind === "cpu" && (worldSize > 1 || o.backend === "shm")) {
+    if (o.backend !== undefined && o.backend !== "shm") fail("E_ARG", `a CPU process group of ${worldSize} ranks uses the shm backend, not ${o.backend}`);
+    const chunkBytes = o.chunkBytes ?? envInt("SLIMOPT_SHM_CHUNK_BYTES") ?? 4 * 1024 * 1024;
+    if (!Number.isSafeInteger(chunkBytes) || chunkBytes < 512 * worldSize || chunkBytes % 64 !== 0)
+      fail("E_ARG", `chunkBytes must be a multiple of 64 of at least ${512 * worldSize}, got ${String(chunkBytes)}`);
+    const file = o.rendezvous ?? process.env.SLIMOPT_RENDEZVOUS;
+    if (!file && worldSize > 1) fail("E_ARG", "a process group of several ranks needs a rendezvous file (option rendezvous or SLIMOPT_RENDEZVOUS; `slimopt launch` sets it)");
+    if (file) fs.mkdirSync(path.dirname(file), { recursive: true });
+    const comm = await openShm(rank, worldSize, file, timeoutMs, chunkBytes);
+    return new ProcessGroup(rank, worldSize, dev, comm, "shm");
+  }
+  if (o.backend === "shm") fail("E_DEVICE", `the shm backend moves host memory; this rank is on ${dev}`);
   const nccl = native().ncclInfo();
   const useNccl = dev.kind === "cuda" && o.backend !== "local" && (worldSize > 1 || nccl.path !== null);
   if (!useNccl) {
@@ -335,13 +420,13 @@ interface ShardMeta {
  *
  * Sharding is by whole tensors: parameters are dealt to ranks by size (largest first, to the
  * least loaded rank; ties to the lower rank), so every optimizer works unchanged, and per-tensor
- * state (a GaLore projector, a Grass selection) stays with one rank. The non-finite skip is then
- * decided per rank over the parameters it owns. After step() the non-owners' gradients still
- * hold their local values.
- *
- * With compression and sharded states, `make` is also called once over all the groups on a rank
- * that does not own every parameter, to learn each group's resolved options (rank, gap, side);
- * that optimizer never steps and holds no state.
+ * state (a GaLore projector, a Grass selection) stays with one rank; parameters keep the seeds
+ * their position gives them in the whole optimizer (`make` is called once over all groups to learn
+ * it, before any state exists; compression reads each parameter's resolved options (rank, gap,
+ * side) from that optimizer too, which never steps). Not yet the stochastic-rounding stream of bf16
+ * parameters: it is keyed by a tensor's index in its group, so sharded rounding draws differ from
+ * one process's (equally unbiased). The non-finite skip is then decided per rank over the
+ * parameters it owns. After step() the non-owners' gradients still hold their local values.
  */
 export class DistributedOptimizer {
   readonly pg: ProcessGroup;
@@ -395,9 +480,16 @@ export class DistributedOptimizer {
       innerSpecs.push({ ...s, params: ps });
       return innerSpecs.length - 1;
     });
-    this.inner = innerSpecs.length > 0 ? make(innerSpecs) : null;
+    // Sharded over several ranks: the optimizer over every group, built (no state) for the
+    // parameters' whole-optimizer positions and resolved options, then disposed.
+    const whole = this.shardStates && pg.worldSize > 1 ? make(specs) : null;
+    try {
+      this.inner = innerSpecs.length > 0 ? buildShard(make, whole, innerSpecs) : null;
+      if (this.compress) this.planCompression(whole);
+    } finally {
+      whole?.dispose();
+    }
     this.buckets = bucketize([...this.params].reverse(), bucketBytes);
-    if (this.compress) this.planCompression(specs, make);
   }
 
   /** This rank updates p (every rank does when states are not sharded). */
@@ -405,19 +497,13 @@ export class DistributedOptimizer {
     return !this.shardStates || this.owners.get(p) === this.pg.rank;
   }
 
-  /** Reads each parameter's resolved options from the optimizer that owns it here, or from one
-   *  built over every group (never stepped) for the parameters this rank does not own. */
-  private planCompression(specs: ParamGroupSpec<GroupOptions>[], make: (groups: ParamGroupSpec<GroupOptions>[]) => AnyOptimizer): void {
-    const needProbe = this.params.some((p) => !this.mine(p));
-    const probe = needProbe ? make(specs) : null;
-    try {
-      for (const p of this.params) {
-        const src = this.mine(p) ? this.inner : probe;
-        const plan = src ? compactPlanOf(src, p) : undefined;
-        if (plan) this.plans.set(p, plan);
-      }
-    } finally {
-      probe?.dispose();
+  /** Reads each parameter's resolved options from the optimizer that owns it here, or from the
+   *  one over every group (never stepped) for the parameters this rank does not own. */
+  private planCompression(whole: AnyOptimizer | null): void {
+    for (const p of this.params) {
+      const src = this.mine(p) ? this.inner : whole;
+      const plan = src ? compactPlanOf(src, p) : undefined;
+      if (plan) this.plans.set(p, plan);
     }
   }
 
@@ -840,6 +926,20 @@ async function sameBytes(a: Tensor, b: Tensor): Promise<boolean> {
   const [x, y] = await Promise.all([a.toTypedArray(), b.toTypedArray()]);
   const bx = Buffer.from(x.buffer, x.byteOffset, x.byteLength), by = Buffer.from(y.buffer, y.byteOffset, y.byteLength);
   return bx.equals(by);
+}
+
+/**
+ * The optimizer over this rank's groups. A shard's parameters keep the positions they have in
+ * `whole`, the optimizer over all of them (built before any state exists; null when not sharded),
+ * so what defaults to a position (APOLLO's projection seeds, Grass's selection seeds) is the same
+ * as in one process.
+ */
+function buildShard(make: (groups: ParamGroupSpec<GroupOptions>[]) => AnyOptimizer, whole: AnyOptimizer | null,
+                    mine: ParamGroupSpec<GroupOptions>[]): AnyOptimizer {
+  if (!whole) return make(mine);
+  const positions = new Map<Parameter, number>();
+  for (const g of whole.paramGroups) for (const p of g.params) positions.set(p, positions.size);
+  return withParamPositions(positions, () => make(mine));
 }
 
 /** Owner of each parameter: largest first, to the least loaded rank (ties: lower rank). */

@@ -133,6 +133,7 @@ export interface NativeAddon {
   ncclUniqueId(): Uint8Array;
   ncclGroupStart(): void;
   ncclGroupEnd(): void;
+  ShmComm: new (segment: string, worldSize: number, rank: number, chunkBytes: number, timeoutMs: number) => ShmCommHandle;
   charlmEmbedding(table: NativeBufferHandle, vocab: number, d: number, idx: NativeBufferHandle, n: number,
                   out: NativeBufferHandle): void;
   charlmEmbeddingBackward(dOut: NativeBufferHandle, idx: NativeBufferHandle, n: number, dTable: NativeBufferHandle,
@@ -154,6 +155,12 @@ export interface NcclCommHandle {
   allGather(send: NativeBufferHandle, recv: NativeBufferHandle, sendCount: number, dtype: number): void;
   broadcast(send: NativeBufferHandle, recv: NativeBufferHandle, count: number, dtype: number, root: number): void;
   dispose(): void;
+}
+
+/** One rank's shm communicator (csrc/shm_comm.cc): NcclComm's collectives on host buffers, each
+ *  done when it returns; waitAll() returns once every rank has joined. */
+export interface ShmCommHandle extends NcclCommHandle {
+  waitAll(): void;
 }
 
 /** The package root: lib/ under ts-jest, dist/ once compiled. */

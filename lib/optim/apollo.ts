@@ -109,8 +109,7 @@ export class Apollo extends Optimizer<ApolloOptions> {
 
   constructor(params: Parameter[] | ParamGroupSpec<ApolloOptions>[], defaults: ApolloOptions = {}, presets: ApolloOptions = DEFAULTS) {
     super(params, { ...presets, ...defaults });
-    let i = 0;
-    for (const g of this.paramGroups) for (const p of g.params) this.defaultSeeds.set(p, ++i);
+    for (const g of this.paramGroups) for (const p of g.params) this.defaultSeeds.set(p, this.paramPosition(p) + 1);
     // Rank-1 groups run the fused scan on CUDA; larger ranks project with GEMMs (cuBLAS or built-in).
     for (const g of this.paramGroups) if (typeof g.rank === "number" && g.rank > 1) noticeBuiltinLinalg(this.groupDevice(g));
   }

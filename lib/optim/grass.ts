@@ -291,12 +291,6 @@ export class GrassAdamW extends Optimizer<GrassOptions> {
     });
   }
 
-  private flatIndex(p: Parameter): number {
-    let i = 0;
-    for (const g of this.paramGroups) for (const q of g.params) { if (q === p) return i; i++; }
-    return -1;
-  }
-
   /** Allocates the state of parameters seen for the first time (moments 0, a placeholder
    *  selection of lines 0..r-1 with rho 1 that the first step replaces) and the native group.
    *  Throws before anything is enqueued; what it allocated is freed again on failure. */
@@ -364,7 +358,7 @@ export class GrassAdamW extends Optimizer<GrassOptions> {
     const v = s.view;
     return [p.data.handle, s.expAvg.handle, s.expAvgSq.handle, s.indices?.handle ?? null, s.rho?.handle ?? null,
             s.ages.handle, v.rows, v.cols, v.rank, MODE_CODE[v.kind], DTYPE_CODE[p.dtype],
-            paramSeed(p, g.seed as number, this.flatIndex(p))];
+            paramSeed(p, g.seed as number, this.paramPosition(p))];
   }
 
   private grassHyper(g: ParamGroup<GrassOptions>) {

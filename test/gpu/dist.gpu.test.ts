@@ -18,3 +18,7 @@ describe("process group of one rank on cuda:0", () => {
   test("DistributedOptimizer over one rank gives every optimizer's own bits", () => worldOfOneMatchesPlain(pg, "cuda:0"));
   test("DistributedOptimizer refuses bad input", () => wrapperRefusals(pg, "cuda:0"));
 });
+
+test("the shm backend (CPU ranks) refuses a GPU rank", async () => {
+  await expect(initProcessGroup({ device: "cuda:0", rank: 0, worldSize: 1, backend: "shm" })).rejects.toMatchObject({ code: "E_DEVICE" });
+});
