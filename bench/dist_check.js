@@ -19,8 +19,8 @@ const outDir = process.argv[2] || process.env.OUT || ".";
 
 const SHAPES = [[256, 192], [192, 256], [4097], [64, 64], [33]];
 
-function check(pg) {
-  return checkAgainstSingleProcess(s, pg, { shapes: SHAPES, steps: 6, shardStates: true, bucketBytes: 64 * 1024, rank: 16, gap: 3 });
+function check(pg, compress = true) {
+  return checkAgainstSingleProcess(s, pg, { shapes: SHAPES, steps: 6, shardStates: true, bucketBytes: 64 * 1024, rank: 16, gap: 3, compress });
 }
 
 async function timeIt(dev, fn, reps) {
@@ -54,32 +54,37 @@ async function bench(pg) {
     { name: "galore", rank: 128, make: (g) => new s.GaLoreAdamW(g.map((x) => ({ ...x, rank: 128, updateProjGap: 200 })), { lr: 1e-3 }) },
     { name: "grass", make: (g) => new s.GrassAdamW(g.map((x) => ({ ...x, rank: 512, updateProjGap: 200 })), { lr: 1e-3 }) },
   ];
+  // GaLore and Grass with compression (the default: R or the selected lines are averaged between
+  // refreshes) and without (full gradients). The first step refreshes; the timed steps and the
+  // bytes reported are steady steps (updateProjGap 200).
   for (const o of opts) {
-    const ps = layer.map((sh, i) => new s.Parameter(s.randn(sh, { device: dev, seed: i, std: 0.02 }), { name: `w${i}` }));
-    for (const p of ps) { const g = s.randn(p.shape, { device: dev, seed: 99 + pg.rank, std: 1e-3 }); p.grad.copyFrom(g); g.dispose(); }
-    const opt = new s.DistributedOptimizer(pg, ps, o.make, { shardStates: true });
-    const ms = await timeIt(dev, () => opt.step(), 5);
-    const params = ps.reduce((n, p) => n + p.numel, 0);
-    rows.push({ name: `dist-step-${o.name}`, dtype: "f32", params, ranks: N, medianMs: ms, bytesSentPerStep: opt.bytesCommunicatedLastStep(),
-                bytesSentPerParam: opt.bytesCommunicatedLastStep() / params, stateBytesThisRank: opt.stateBytes(), rank: o.rank,
-                compressed: false });
-    opt.dispose();
-    for (const p of ps) { p.data.dispose(); p.grad.dispose(); }
+    for (const compress of o.name === "adamw" ? [true] : [false, true]) {
+      const ps = layer.map((sh, i) => new s.Parameter(s.randn(sh, { device: dev, seed: i, std: 0.02 }), { name: `w${i}` }));
+      for (const p of ps) { const g = s.randn(p.shape, { device: dev, seed: 99 + pg.rank, std: 1e-3 }); p.grad.copyFrom(g); g.dispose(); }
+      const opt = new s.DistributedOptimizer(pg, ps, o.make, { shardStates: true, compress });
+      const ms = await timeIt(dev, () => opt.step(), 5);
+      const params = ps.reduce((n, p) => n + p.numel, 0);
+      rows.push({ name: `dist-step-${o.name}`, dtype: "f32", params, ranks: N, medianMs: ms, bytesSentPerStep: opt.bytesCommunicatedLastStep(),
+                  bytesSentPerParam: opt.bytesCommunicatedLastStep() / params, stateBytesThisRank: opt.stateBytes(), rank: o.rank,
+                  compressed: o.name !== "adamw" && compress });
+      opt.dispose();
+      for (const p of ps) { p.data.dispose(); p.grad.dispose(); }
+    }
   }
   return rows;
 }
 
 (async () => {
   const pg = await s.initProcessGroup();
-  const checks = await check(pg);
+  const checks = [...await check(pg), ...await check(pg, false)];
   const rows = await bench(pg);
   if (pg.rank === 0) {
     const doc = { device: pg.device.name, ranks: pg.worldSize, date: new Date().toISOString().slice(0, 10), commit: process.env.SLIMOPT_COMMIT || "unknown",
                   nccl: s.ncclInfo(), checks, results: rows };
     fs.mkdirSync(outDir, { recursive: true });
     fs.writeFileSync(path.join(outDir, `dist-${pg.worldSize}.json`), JSON.stringify(doc, null, 2));
-    for (const c of checks) console.log(`check ${c.optimizer}: rel err ${c.relErr.toExponential(2)} (tol ${c.tol}) ${c.pass ? "PASS" : "FAIL"}`);
-    for (const r of rows) console.log(`${r.name}: ${r.medianMs.toFixed(3)} ms${r.busGBps ? `, bus ${r.busGBps.toFixed(1)} GB/s` : ""}${r.bytesSentPerStep ? `, ${(r.bytesSentPerStep / 1e6).toFixed(1)} MB sent/step` : ""}`);
+    for (const c of checks) console.log(`check ${c.optimizer}${c.compress ? " (compressed)" : ""}: rel err ${c.relErr.toExponential(2)} (tol ${c.tol}) ${c.pass ? "PASS" : "FAIL"}`);
+    for (const r of rows) console.log(`${r.name}${r.compressed ? " (compressed)" : ""}: ${r.medianMs.toFixed(3)} ms${r.busGBps ? `, bus ${r.busGBps.toFixed(1)} GB/s` : ""}${r.bytesSentPerStep ? `, ${(r.bytesSentPerStep / 1e6).toFixed(1)} MB sent/step` : ""}`);
   }
   pg.dispose();
   process.exit(checks.every((c) => c.pass) ? 0 : 1);

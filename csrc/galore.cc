@@ -26,6 +26,22 @@ GemmMode modeOf(Napi::Env env, Napi::Object o) {
   return GemmMode(m);
 }
 
+// side, rows, cols, rank of a GaLore tensor from info[at..at+3], checked (E_ARG).
+void readShape(Napi::Env env, const Napi::CallbackInfo& info, int at, GaloreTensor& T) {
+  int64_t side = countArg(env, info[at], "side");
+  if (side > 2) throwError(env, "E_ARG", "side must be 0, 1 or 2");
+  T.side = GaloreSide(side);
+  T.rows = countArg(env, info[at + 1], "rows"); T.cols = countArg(env, info[at + 2], "cols"); T.rank = countArg(env, info[at + 3], "rank");
+  if (T.rank < 1 || T.rank > std::min(T.rows, T.cols)) throwError(env, "E_ARG", "rank must be in [1, min(rows, cols)]");
+}
+
+// The projector(s) of T on dev: P (r x cols Right, rows x r otherwise) and, for Full, B (r x cols).
+void readProjectors(Napi::Env env, int dev, Napi::Value a, Napi::Value b, GaloreTensor& T) {
+  const size_t pa = size_t(T.side == GaloreSide::Right ? T.rank * T.cols : T.rows * T.rank);
+  T.projA = static_cast<float*>(bufArg(env, a, dev, pa * 4, "projector"));
+  T.projB = T.side == GaloreSide::Full ? static_cast<float*>(bufArg(env, b, dev, size_t(T.rank * T.cols) * 4, "projector B")) : nullptr;
+}
+
 // gemm(A, aType, B, bType, C, cType, { m, n, k, transA, transB, alpha, beta, mode })
 Napi::Value Gemm(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -144,11 +160,7 @@ Napi::Value Step(const Napi::CallbackInfo& info) {
   GaloreTensor T{};
   T.paramDtype = floatDtype(env, info[1]);
   T.gradDtype = floatDtype(env, info[3]);
-  int64_t side = countArg(env, info[8], "side");
-  if (side > 2) throwError(env, "E_ARG", "side must be 0, 1 or 2");
-  T.side = GaloreSide(side);
-  T.rows = countArg(env, info[9], "rows"); T.cols = countArg(env, info[10], "cols"); T.rank = countArg(env, info[11], "rank");
-  if (T.rank < 1 || T.rank > std::min(T.rows, T.cols)) throwError(env, "E_ARG", "rank must be in [1, min(rows, cols)]");
+  readShape(env, info, 8, T);
   const size_t mn = size_t(T.rows * T.cols), rn = size_t(galoreRNumel(T));
   T.param = bufArg(env, info[0], dev, mn * dtypeSize(T.paramDtype), "parameter");
   // info[19]: R given (f32, R-sized), used in place of projecting the gradient (null: project).
@@ -157,9 +169,7 @@ Napi::Value Step(const Napi::CallbackInfo& info) {
   T.grad = given ? nullptr : bufArg(env, info[2], dev, mn * dtypeSize(T.gradDtype), "gradient");
   T.expAvg = static_cast<float*>(bufArg(env, info[4], dev, rn * 4, "exp_avg"));
   T.expAvgSq = static_cast<float*>(bufArg(env, info[5], dev, rn * 4, "exp_avg_sq"));
-  const size_t pa = size_t(T.side == GaloreSide::Right ? T.rank * T.cols : T.rows * T.rank);
-  T.projA = static_cast<float*>(bufArg(env, info[6], dev, pa * 4, "projector"));
-  T.projB = T.side == GaloreSide::Full ? static_cast<float*>(bufArg(env, info[7], dev, size_t(T.rank * T.cols) * 4, "projector B")) : nullptr;
+  readProjectors(env, dev, info[6], info[7], T);
   auto* counters = static_cast<AdamwCounters*>(bufArg(env, info[12], dev, sizeof(AdamwCounters), "counters"));
   auto* flag = static_cast<int32_t*>(bufArg(env, info[13], dev, 4, "flag"));
   auto* sR = static_cast<float*>(bufArg(env, info[14], dev, rn * 4, "scratch R"));
@@ -190,18 +200,12 @@ Napi::Value Project(const Napi::CallbackInfo& info) {
   int dev = deviceOf(env, info[0]);
   GaloreTensor T{};
   T.gradDtype = floatDtype(env, info[1]);
-  int64_t side = countArg(env, info[4], "side");
-  if (side > 2) throwError(env, "E_ARG", "side must be 0, 1 or 2");
-  T.side = GaloreSide(side);
-  T.rows = countArg(env, info[5], "rows"); T.cols = countArg(env, info[6], "cols"); T.rank = countArg(env, info[7], "rank");
-  if (T.rank < 1 || T.rank > std::min(T.rows, T.cols)) throwError(env, "E_ARG", "rank must be in [1, min(rows, cols)]");
+  readShape(env, info, 4, T);
   int64_t mode = countArg(env, info[11], "mode");
   if (mode > 2) throwError(env, "E_ARG", "mode must be 0 (tf32), 1 (strict f32) or 2 (bf16)");
   const size_t mn = size_t(T.rows * T.cols), rn = size_t(galoreRNumel(T));
   T.grad = bufArg(env, info[0], dev, mn * dtypeSize(T.gradDtype), "gradient");
-  const size_t pa = size_t(T.side == GaloreSide::Right ? T.rank * T.cols : T.rows * T.rank);
-  T.projA = static_cast<float*>(bufArg(env, info[2], dev, pa * 4, "projector"));
-  T.projB = T.side == GaloreSide::Full ? static_cast<float*>(bufArg(env, info[3], dev, size_t(T.rank * T.cols) * 4, "projector B")) : nullptr;
+  readProjectors(env, dev, info[2], info[3], T);
   auto* out = static_cast<float*>(bufArg(env, info[8], dev, rn * 4, "output"));
   auto* sT = T.side == GaloreSide::Full ? static_cast<float*>(bufArg(env, info[9], dev, size_t(T.rank * T.cols) * 4, "scratch T")) : nullptr;
   auto* sBig = static_cast<float*>(dev != kCpu && T.gradDtype != DType::F32 ? bufArg(env, info[10], dev, mn * 4, "scratch") : nullptr);

@@ -3,6 +3,11 @@
 // is the update. P is never stored: it is regenerated from (parameter seed, refresh index) by the
 // counter-based generator wherever it is used, so the state of a tensor is m and v (shaped like R)
 // and the limiter's last norm. Groups without `rank` run plain Adam in the same convention.
+//
+// Data parallelism (DistributedOptimizer) averages APOLLO's full gradient, not its projection R:
+// the update is the raw averaged gradient scaled per channel (G ⊙ s) and norm-limited on
+// ‖G ⊙ s‖, so the owner needs the full mean G anyway; averaging R as well would add bytes, not
+// save them.
 import { Device, device as resolveDevice } from "../device";
 import { DType, DTYPE_CODE } from "../dtype";
 import { fail } from "../errors";
