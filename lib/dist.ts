@@ -779,8 +779,29 @@ async function readShardSet(dir: string, params: Parameter[]): Promise<ShardSet>
     sets.get(total)!.add(k);
   }
   if (sets.size === 0) bad("no shard-<k>-of-<n>.safetensors files");
-  if (sets.size > 1) bad(`shard files of several world sizes (${[...sets.keys()].sort((a, b) => a - b).join(", ")}): one set per directory`);
-  const [shards, have] = [...sets][0];
+  if (sets.size === 1) return checkShardSet(dir, [...sets][0], params);
+  // Sets of several world sizes (saves into one directory from runs of different sizes): the
+  // newest complete one is loaded; a tie, or none complete, is refused.
+  const good: ShardSet[] = [];
+  const why: string[] = [];
+  for (const entry of [...sets].sort((a, b) => a[0] - b[0])) {
+    try {
+      good.push(await checkShardSet(dir, entry, params));
+    } catch (e) {
+      if (!(e instanceof SlimoptError) || e.code !== "E_CHECKPOINT") throw e;
+      why.push(`set of ${entry[0]}: ${e.message.replace(/^E_CHECKPOINT: /, "")}`);
+    }
+  }
+  if (good.length === 0) bad(`no complete set of shards (${why.join("; ")})`);
+  const newest = Math.max(...good.map((g) => g.meta[0].calls));
+  const pick = good.filter((g) => g.meta[0].calls === newest);
+  if (pick.length > 1) bad(`sets of ${pick.map((g) => g.shards).join(" and ")} shards were both saved at step ${newest}: which to load is ambiguous`);
+  return pick[0];
+}
+
+/** Checks one set of shard files (`shards` of them, indices `have`) against `params`. */
+async function checkShardSet(dir: string, [shards, have]: [number, Set<number>], params: Parameter[]): Promise<ShardSet> {
+  const bad = (m: string): never => fail("E_CHECKPOINT", `${dir}: ${m}`);
   for (let k = 0; k < shards; k++) if (!have.has(k)) bad(`shard-${k}-of-${shards}.safetensors is missing`);
   if (have.size !== shards) bad(`shard files beyond ${shards - 1} in a set of ${shards}`);
   const files = Array.from({ length: shards }, (_, k) => path.join(dir, `shard-${k}-of-${shards}.safetensors`));

@@ -477,7 +477,8 @@ export async function badCheckpoints(dev: string): Promise<void> {
       empty: variant("empty", (d) => { fs.rmSync(path.join(d, f0)); fs.rmSync(path.join(d, f1)); }),
       truncated: variant("truncated", (d) => { const f = path.join(d, f1); fs.truncateSync(f, fs.statSync(f).size - 3); }),
       garbage: variant("garbage", (d) => fs.writeFileSync(path.join(d, f0), Buffer.from("not a safetensors file at all"))),
-      twoSets: variant("twoSets", (d) => fs.copyFileSync(path.join(d, f0), path.join(d, "shard-0-of-1.safetensors"))),
+      // Two sets, neither complete and consistent.
+      twoSets: variant("twoSets", (d) => { fs.copyFileSync(path.join(d, f0), path.join(d, "shard-0-of-1.safetensors")); fs.rmSync(path.join(d, f1)); }),
       renamed: variant("renamed", (d) => { fs.renameSync(path.join(d, f1), path.join(d, "shard-1-of-3.safetensors")); fs.copyFileSync(path.join(d, f0), path.join(d, "shard-0-of-3.safetensors")); fs.copyFileSync(path.join(d, f0), path.join(d, "shard-2-of-3.safetensors")); fs.rmSync(path.join(d, f0)); }),
       plainFile: variant("plainFile", (d) => fs.copyFileSync(path.join(d, f0), path.join(d, f1))),
     };
@@ -493,6 +494,21 @@ export async function badCheckpoints(dev: string): Promise<void> {
         if (code !== "E_CHECKPOINT") throw new Error(`load of the "${name}" checkpoint: ${code}, expected E_CHECKPOINT`);
       }
     }
+    // Sets of two world sizes: the newest complete one loads (a broken one beside it is passed
+    // over); two complete sets of the same step are ambiguous.
+    const oneRank = simulate(c, 1, dev, true);
+    for (let s = 1; s <= 3; s++) simStep(oneRank, s);
+    const both = variant("both", () => undefined);
+    await oneRank.opts[0].save(both);                                     // step 3 beside the 2-set of step 4
+    fs.copyFileSync(path.join(both, f0), path.join(both, "shard-0-of-3.safetensors"));  // an incomplete set of 3
+    const loader = simulate(c, 1, dev, true);
+    await loader.opts[0].load(both);
+    expect(await innerSnapshot(loader.opts[0])).not.toEqual(await innerSnapshot(oneRank.opts[0]));
+    expect(loader.opts[0].inner!.stepCount).toBe(4);
+    const tie = variant("tie", () => undefined);
+    simStep(oneRank, 4);
+    await oneRank.opts[0].save(tie);
+    await expect(loader.opts[0].load(tie)).rejects.toMatchObject({ code: "E_CHECKPOINT" });
     // Other parameters (another shape) and another optimizer are refused as well.
     const shapes = simulate({ name: "x", make: c.make }, 1, dev, true);
     shapes.params[0][2] = new Parameter(randn([80, 71], { device: dev, seed: 1 }), { name: "other" });
@@ -519,7 +535,7 @@ export async function badCheckpoints(dev: string): Promise<void> {
     expect(victim.params[0].map((p) => victim.opts[0].compactNext(p))).toEqual(compactBefore);
     await expect(victim.opts[0].load(path.join(root, "nowhere"))).rejects.toMatchObject({ code: "E_CHECKPOINT" });
     await expect(victim.opts[0].load("" as string)).rejects.toMatchObject({ code: "E_ARG" });
-    for (const s of [two, victim, shapes, adam, skewed, one, same]) disposeSim(s);
+    for (const s of [two, victim, shapes, adam, skewed, one, same, oneRank, loader]) disposeSim(s);
     otherShape.dispose();
   } finally {
     fs.rmSync(root, { recursive: true, force: true });
