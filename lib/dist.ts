@@ -614,8 +614,13 @@ export class DistributedOptimizer {
     if (compactNow && plan.kind === "galore") {
       const needT = plan.side === "full" ? plan.rank * plan.cols : 0;
       const needBig = dev.kind === "cuda" && p.grad.dtype !== "f32" ? plan.rows * plan.cols : 0;
-      const grow = (t: Tensor | undefined, n: number) => (n === 0 || (t && t.numel >= n) ? t : (t?.dispose(), zeros([n], { device: dev })));
-      this.scratch = { t: grow(this.scratch.t, needT), big: grow(this.scratch.big, needBig) };
+      // Grown to the largest tensor seen; the old one is freed once the new one exists.
+      for (const [k, n] of [["t", needT], ["big", needBig]] as const) {
+        const old = this.scratch[k];
+        if (n === 0 || (old && old.numel >= n)) continue;
+        this.scratch[k] = zeros([n], { device: dev });
+        old?.dispose();
+      }
     }
   }
 

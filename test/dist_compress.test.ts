@@ -3,7 +3,7 @@
 import { initProcessGroup, ProcessGroup } from "../lib";
 import {
   badCheckpoints, CKPT_CASES, galoreProjectedAverage, galoreProjectedRefusals, gatherCompactMatchesReference, grassCompactAverage,
-  projectGradientMatchesReference, resumeOnOtherWorld, resumeWorldOfOne,
+  projectGradientMatchesReference, resumeOnOtherWorld, resumeWorldOfOne, wrapperEverySide,
 } from "./dist_compress_helpers";
 
 const DEV = "cpu";
@@ -31,5 +31,6 @@ describe("DistributedOptimizer checkpoints", () => {
       await resumeOnOtherWorld(c, DEV, 3, 2, false);
     });
   }
+  test("every GaLore side through a compressing wrapper of one rank: the optimizer's own bits", () => wrapperEverySide(pg, DEV));
   test("bad checkpoints are refused with E_CHECKPOINT and change nothing", () => badCheckpoints(DEV));
 });

@@ -541,3 +541,36 @@ export async function badCheckpoints(dev: string): Promise<void> {
     fs.rmSync(root, { recursive: true, force: true });
   }
 }
+
+/** Every GaLore projection side through a compressing DistributedOptimizer of one rank (R of the
+ *  "full" side goes through the wrapper's r x cols scratch; bf16 gradients through its f32 copy on
+ *  CUDA): the wrapped optimizer's own bits, and R's bytes on the steps that keep the projector. */
+export async function wrapperEverySide(pg: ProcessGroup, dev: string): Promise<void> {
+  for (const dtype of ["f32", "bf16"] as DType[]) {
+    const mk = () => GALORE_SHAPES.map((s, i) => new Parameter(randn(s, { dtype, device: dev, seed: 70 + i }), { name: `w${i}` }));
+    const make = (ps: Parameter[]) => new GaLoreAdamW([
+      { params: [ps[0]], rank: 3, updateProjGap: 2, projType: "reverse_std" },
+      { params: [ps[1]], rank: 4, updateProjGap: 2 },
+      { params: [ps[2]], rank: 2, updateProjGap: 2, projType: "full" },
+      { params: [ps[3]] }], { lr: 1e-2, weightDecay: 0.05 });
+    const a = mk(), b = mk();
+    const plain = make(a);
+    const wrapped = new DistributedOptimizer(pg, b, (g) => make(g.flatMap((x) => x.params)) as AnyOptimizer);
+    // R: [20, 12] reverse_std -> left, 3 x 12; [10, 16] std -> left, 4 x 16; full 2 x 2; the bias whole.
+    const rFloats = 3 * 12 + 4 * 16 + 2 * 2;
+    const rBytes = rFloats * 4 + 5 * (dtype === "f32" ? 4 : 2);
+    for (let s = 1; s <= 4; s++) {
+      [a, b].forEach((ps) => ps.forEach((p, i) => p.grad.copyFrom(new Rng(s * 17 + i).normals(p.numel, 0.5))));
+      plain.step();
+      wrapped.step();
+      const full = b.reduce((n, p) => n + p.grad.nbytes, 0);
+      expect(wrapped.bytesCommunicatedLastStep()).toBe(s % 2 === 0 ? rBytes : full);
+    }
+    for (let i = 0; i < a.length; i++) expect((await rawBytes(b[i].data)).equals(await rawBytes(a[i].data))).toBe(true);
+    // The averaging buffers, and the full side's r x cols scratch (on CUDA bf16 also the largest f32 gradient).
+    expect(wrapped.scratchBytes()).toBe(rFloats * 4 + 2 * 13 * 4 + (dev !== "cpu" && dtype !== "f32" ? 20 * 12 * 4 : 0));
+    plain.dispose();
+    wrapped.dispose();
+    for (const p of [...a, ...b]) p.dispose();
+  }
+}

@@ -6,7 +6,7 @@
 import { initProcessGroup, ncclInfo, ProcessGroup } from "../../lib";
 import {
   badCheckpoints, CKPT_CASES, galoreProjectedAverage, galoreProjectedRefusals, gatherCompactMatchesReference, grassCompactAverage,
-  projectGradientMatchesReference, resumeOnOtherWorld, resumeWorldOfOne,
+  projectGradientMatchesReference, resumeOnOtherWorld, resumeWorldOfOne, wrapperEverySide,
 } from "../dist_compress_helpers";
 import { collectivesOfOne, worldOfOneMatchesPlain, wrapperRefusals } from "../dist_helpers";
 
@@ -34,6 +34,7 @@ describe("process group of one rank on cuda:0", () => {
       for (const to of [1, 2, 3]) await resumeOnOtherWorld(c, "cuda:0", 2, to, true);
     });
   }
+  test("every GaLore side through a compressing wrapper of one rank: the optimizer's own bits", () => wrapperEverySide(pg, "cuda:0"));
   test("bad checkpoints are refused with E_CHECKPOINT and change nothing", () => badCheckpoints("cuda:0"));
 });
 
