@@ -674,7 +674,8 @@ export class DistributedOptimizer {
   // parallel. Without sharded states rank 0 alone writes shard-0-of-1 (every rank holds the same
   // state). The directory must be reachable by every rank that loads (one host: any directory).
   // A load checks the whole set first (every shard present, the same step, the same parameters and
-  // owner map). On the same world size each rank loads its own shard as the optimizer's load does;
+  // owner map; with saves of several world sizes in the directory, the newest complete set). On
+  // the same world size each rank loads its own shard as the optimizer's load does;
   // on another, parameters are re-dealt and each rank gathers the states of the parameters it now
   // owns from the shards that hold them (group step counters must then agree between the groups
   // merged). Save, then make sure every rank finished (a barrier, or await on every rank before a
