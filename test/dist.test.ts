@@ -45,9 +45,10 @@ describe("process group of one rank over shm, in this process", () => {
   beforeAll(async () => { pg = await initProcessGroup({ device: "cpu", rank: 0, worldSize: 1, backend: "shm", chunkBytes: 1024 }); });
   afterAll(() => pg.dispose());
 
-  test("backend shm", () => {
+  test("backend shm; its segment file is gone once the group is open", () => {
     expect(pg.backend).toBe("shm");
     expect(pg.worldSize).toBe(1);
+    expect(fs.readdirSync(os.tmpdir()).filter((f) => f.startsWith(`slimopt-${process.pid}-`))).toEqual([]);
   });
   test("collectives of one rank (in chunks), and refusals that change nothing", () => collectivesOfOne(pg, "cpu"));
   test("DistributedOptimizer refuses bad input", () => wrapperRefusals(pg, "cpu"));
@@ -157,7 +158,7 @@ describe("process groups of N ranks on the CPU (shm backend, slimopt launch)", (
       const run = launch(n, "collectives", [], { SLIMOPT_SHM_CHUNK_BYTES: "1536" });
       ok(run);
       for (const rank of run.ranks) {
-        expect(rank).toMatchObject({ backend: "shm", world: n, failures: [] });
+        expect(rank).toMatchObject({ backend: "shm", world: n, failures: [], leftovers: [] });
         expect(rank.checked).toBe(196);
         // Calls that differ across ranks are refused alike everywhere; the group works on.
         expect(rank.refusals).toEqual({ count: "E_SHAPE", dtype: "E_DTYPE", kind: "E_ARG", root: "E_ARG", op: "E_ARG" });
