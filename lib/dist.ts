@@ -416,7 +416,10 @@ interface ShardMeta {
  * and the selection need it), the owner refreshes, and the new projector (or line indices) is
  * broadcast to the other ranks, which keep a copy for their projections (stateBytes counts it).
  * The update equals the single-process update on the averaged gradient to f32 rounding (on GPU to
- * the GEMM precision, TF32 by default: each rank's projection is rounded on its own).
+ * the GEMM precision, TF32 by default: each rank's projection is rounded on its own). On a compact
+ * step the owner's non-finite check reads the averaged R (or lines), and gradient clipping set on
+ * the wrapped optimizer acts on p.grad, which such a step does not read: clip before step(), or
+ * use compress: false.
  *
  * Sharding is by whole tensors: parameters are dealt to ranks by size (largest first, to the
  * least loaded rank; ties to the lower rank), so every optimizer works unchanged, and per-tensor
