@@ -2,7 +2,7 @@
 // test/dist_compress_helpers.ts); the same checks run on cuda:0 in test/gpu/dist.gpu.test.ts.
 import { initProcessGroup, ProcessGroup } from "../lib";
 import {
-  badCheckpoints, CKPT_CASES, galoreProjectedAverage, galoreProjectedRefusals, gatherCompactMatchesReference, grassCompactAverage,
+  badCheckpoints, CKPT_CASES, galoreProjectedAverage, galoreProjectedRefusals, galoreProjectedStepParam, gatherCompactMatchesReference, grassCompactAverage,
   projectGradientMatchesReference, resumeOnOtherWorld, resumeWorldOfOne, wrapperEverySide,
 } from "./dist_compress_helpers";
 
@@ -13,6 +13,7 @@ describe("compact gradients", () => {
   test("gatherCompact gathers rows and columns exactly", () => gatherCompactMatchesReference(DEV));
   test("GaLoreAdamW on the average of projected gradients = on the averaged gradient", () => galoreProjectedAverage(DEV));
   test("GaLoreAdamW projected-gradient and projector refusals change nothing", () => galoreProjectedRefusals(DEV));
+  test("GaLoreAdamW stepParam uses a projected gradient as step() does", () => galoreProjectedStepParam(DEV));
   test("GrassAdamW on the average of compact lines = on the averaged gradient, bit for bit", () => grassCompactAverage(DEV));
 });
 

@@ -574,3 +574,38 @@ export async function wrapperEverySide(pg: ProcessGroup, dev: string): Promise<v
     for (const p of [...a, ...b]) p.dispose();
   }
 }
+
+/** A projected gradient is used by stepParam() as by step(): a round of stepParam over every
+ *  parameter, R given for the rank tensors on the steps that keep the projector, gives step()'s bits. */
+export async function galoreProjectedStepParam(dev: string): Promise<void> {
+  const mk = () => GALORE_SHAPES.map((s, i) => new Parameter(randn(s, { device: dev, seed: 90 + i }), { name: `w${i}` }));
+  const a = mk(), b = mk();
+  const A = makeGalore(a), B = makeGalore(b);
+  const made: Tensor[] = [];
+  const give = (O: GaLoreAdamW, p: Parameter) => {
+    if (p.shape.length < 2 || O.needsFullGrad(p)) return;
+    const r = zeros(O.projectedShape(p), { device: dev });
+    projectGradient(p.grad, O.projector(p), r, { precision: "f32" });
+    p.grad.copyFrom(new Float32Array(p.numel).fill(3));  // not read once R is given
+    O.setProjectedGrad(p, r);
+    made.push(r);
+  };
+  let given = 0;
+  for (let s = 1; s <= 5; s++) {
+    [a, b].forEach((ps) => ps.forEach((p, i) => p.grad.copyFrom(new Rng(s * 13 + i).normals(p.numel, 0.5))));
+    for (const p of a) give(A, p);
+    A.step();
+    for (const p of b) {
+      const before = made.length;
+      give(B, p);
+      given += made.length - before;
+      B.stepParam(p);
+    }
+  }
+  expect(given).toBe(3 * 3);  // steps 2, 3 and 5 of the three rank tensors
+  for (let i = 0; i < a.length; i++) expect((await rawBytes(b[i].data)).equals(await rawBytes(a[i].data))).toBe(true);
+  A.dispose();
+  B.dispose();
+  for (const t of made) t.dispose();
+  for (const p of [...a, ...b]) p.dispose();
+}

@@ -5,7 +5,7 @@
 // N ranks: bench/dist_check.js under `slimopt launch` on a multi-GPU machine.
 import { initProcessGroup, ncclInfo, ProcessGroup } from "../../lib";
 import {
-  badCheckpoints, CKPT_CASES, galoreProjectedAverage, galoreProjectedRefusals, gatherCompactMatchesReference, grassCompactAverage,
+  badCheckpoints, CKPT_CASES, galoreProjectedAverage, galoreProjectedRefusals, galoreProjectedStepParam, gatherCompactMatchesReference, grassCompactAverage,
   projectGradientMatchesReference, resumeOnOtherWorld, resumeWorldOfOne, wrapperEverySide,
 } from "../dist_compress_helpers";
 import { collectivesOfOne, worldOfOneMatchesPlain, wrapperRefusals } from "../dist_helpers";
@@ -43,6 +43,7 @@ describe("compact gradients on cuda:0", () => {
   test("gatherCompact gathers rows and columns exactly", () => gatherCompactMatchesReference("cuda:0"));
   test("GaLoreAdamW on the average of projected gradients = on the averaged gradient", () => galoreProjectedAverage("cuda:0"));
   test("GaLoreAdamW projected-gradient and projector refusals change nothing", () => galoreProjectedRefusals("cuda:0"));
+  test("GaLoreAdamW stepParam uses a projected gradient as step() does", () => galoreProjectedStepParam("cuda:0"));
   test("GrassAdamW on the average of compact lines = on the averaged gradient, bit for bit", () => grassCompactAverage("cuda:0"));
 });
 
