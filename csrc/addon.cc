@@ -23,6 +23,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   registerCharlm(env, exports);
   registerTrain(env, exports);
   registerAdafactor(env, exports);
+  registerShm(env, exports);
   return exports;
 }
 

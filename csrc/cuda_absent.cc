@@ -93,6 +93,7 @@ Status grassSelectOnly(int, const GrassTensor&, const GrassHyper&, void*, const 
 Status grassGatherRows(int, void*, const void*, DType, int64_t, int64_t, const int32_t*, int64_t, const float*) {
   return noCuda();
 }
+Status grassGatherCols(int, void*, const void*, DType, int64_t, int64_t, const int32_t*, int64_t) { return noCuda(); }
 Status grassScatterRows(int, void*, DType, int64_t, int64_t, const int32_t*, int64_t, const void*, float,
                         const float*) {
   return noCuda();

@@ -27,6 +27,22 @@ GemmMode modeOf(Napi::Env env, Napi::Object o) {
   return GemmMode(m);
 }
 
+// side, rows, cols, rank of a GaLore tensor from info[at..at+3], checked (E_ARG).
+void readShape(Napi::Env env, const Napi::CallbackInfo& info, int at, GaloreTensor& T) {
+  int64_t side = countArg(env, info[at], "side");
+  if (side > 2) throwError(env, "E_ARG", "side must be 0, 1 or 2");
+  T.side = GaloreSide(side);
+  T.rows = countArg(env, info[at + 1], "rows"); T.cols = countArg(env, info[at + 2], "cols"); T.rank = countArg(env, info[at + 3], "rank");
+  if (T.rank < 1 || T.rank > std::min(T.rows, T.cols)) throwError(env, "E_ARG", "rank must be in [1, min(rows, cols)]");
+}
+
+// The projector(s) of T on dev: P (r x cols Right, rows x r otherwise) and, for Full, B (r x cols).
+void readProjectors(Napi::Env env, int dev, Napi::Value a, Napi::Value b, GaloreTensor& T) {
+  const size_t pa = size_t(T.side == GaloreSide::Right ? T.rank * T.cols : T.rows * T.rank);
+  T.projA = static_cast<float*>(bufArg(env, a, dev, pa * 4, "projector"));
+  T.projB = T.side == GaloreSide::Full ? static_cast<float*>(bufArg(env, b, dev, size_t(T.rank * T.cols) * 4, "projector B")) : nullptr;
+}
+
 // gemm(A, aType, B, bType, C, cType, { m, n, k, transA, transB, alpha, beta, mode })
 Napi::Value Gemm(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -138,9 +154,10 @@ Napi::Value RefreshWorkspace(const Napi::CallbackInfo& info) {
 
 // galoreStep(W, wType, G, gType, m, v, Pa, Pb, side, rows, cols, rank, counters, flag, sR, sT,
 //            sBig, scalars, hyper{lr, beta1, beta2, eps, weightDecay, scale, mode}
-//            [, absmaxM, absmaxV, mapA, mapB])
-// With absmaxM/absmaxV the states are 8-bit: m, v hold u8 codes of mapA (signed) / mapB
-// (unsigned), 256-entry maps, one f32 absmax per 256-block.
+//            [, R[, absmaxM, absmaxV, mapA, mapB]]
+// R (f32, R-sized, or null): used in place of projecting the gradient. With absmaxM/absmaxV the
+// states are 8-bit: m, v hold u8 codes of mapA (signed) / mapB (unsigned), 256-entry maps, one
+// f32 absmax per 256-block.
 Napi::Value Step(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 19 || !info[18].IsObject()) throwError(env, "E_ARG", "galoreStep: bad arguments");
@@ -148,15 +165,14 @@ Napi::Value Step(const Napi::CallbackInfo& info) {
   GaloreTensor T{};
   T.paramDtype = floatDtype(env, info[1]);
   T.gradDtype = floatDtype(env, info[3]);
-  int64_t side = countArg(env, info[8], "side");
-  if (side > 2) throwError(env, "E_ARG", "side must be 0, 1 or 2");
-  T.side = GaloreSide(side);
-  T.rows = countArg(env, info[9], "rows"); T.cols = countArg(env, info[10], "cols"); T.rank = countArg(env, info[11], "rank");
-  if (T.rank < 1 || T.rank > std::min(T.rows, T.cols)) throwError(env, "E_ARG", "rank must be in [1, min(rows, cols)]");
+  readShape(env, info, 8, T);
   const size_t mn = size_t(T.rows * T.cols), rn = size_t(galoreRNumel(T));
   T.param = bufArg(env, info[0], dev, mn * dtypeSize(T.paramDtype), "parameter");
-  T.grad = bufArg(env, info[2], dev, mn * dtypeSize(T.gradDtype), "gradient");
-  const bool quantized = info.Length() > 19 && !info[19].IsNull() && !info[19].IsUndefined();
+  // info[19]: R given (f32, R-sized), used in place of projecting the gradient (null: project).
+  const bool given = info.Length() > 19 && !info[19].IsNull() && !info[19].IsUndefined();
+  T.projected = given ? static_cast<const float*>(bufArg(env, info[19], dev, rn * 4, "projected gradient")) : nullptr;
+  T.grad = given ? nullptr : bufArg(env, info[2], dev, mn * dtypeSize(T.gradDtype), "gradient");
+  const bool quantized = info.Length() > 20 && !info[20].IsNull() && !info[20].IsUndefined();
   QuantMap* mapA = nullptr;
   QuantMap* mapB = nullptr;
   if (quantized) {
@@ -164,23 +180,21 @@ Napi::Value Step(const Napi::CallbackInfo& info) {
     T.quantized = 1;
     T.codeM = static_cast<uint8_t*>(bufArg(env, info[4], dev, rn, "exp_avg codes"));
     T.codeV = static_cast<uint8_t*>(bufArg(env, info[5], dev, rn, "exp_avg_sq codes"));
-    T.absmaxM = static_cast<float*>(bufArg(env, info[19], dev, blocks * 4, "exp_avg absmax"));
-    T.absmaxV = static_cast<float*>(bufArg(env, info[20], dev, blocks * 4, "exp_avg_sq absmax"));
-    mapA = QuantMap::From(env, info[21], "first-moment map");
-    mapB = QuantMap::From(env, info[22], "second-moment map");
+    T.absmaxM = static_cast<float*>(bufArg(env, info[20], dev, blocks * 4, "exp_avg absmax"));
+    T.absmaxV = static_cast<float*>(bufArg(env, info[21], dev, blocks * 4, "exp_avg_sq absmax"));
+    mapA = QuantMap::From(env, info[22], "first-moment map");
+    mapB = QuantMap::From(env, info[23], "second-moment map");
     if (mapA->size() != 256 || mapB->size() != 256) throwError(env, "E_SHAPE", "8-bit states need maps of 256 entries");
   } else {
     T.expAvg = static_cast<float*>(bufArg(env, info[4], dev, rn * 4, "exp_avg"));
     T.expAvgSq = static_cast<float*>(bufArg(env, info[5], dev, rn * 4, "exp_avg_sq"));
   }
-  const size_t pa = size_t(T.side == GaloreSide::Right ? T.rank * T.cols : T.rows * T.rank);
-  T.projA = static_cast<float*>(bufArg(env, info[6], dev, pa * 4, "projector"));
-  T.projB = T.side == GaloreSide::Full ? static_cast<float*>(bufArg(env, info[7], dev, size_t(T.rank * T.cols) * 4, "projector B")) : nullptr;
+  readProjectors(env, dev, info[6], info[7], T);
   auto* counters = static_cast<AdamwCounters*>(bufArg(env, info[12], dev, sizeof(AdamwCounters), "counters"));
   auto* flag = static_cast<int32_t*>(bufArg(env, info[13], dev, 4, "flag"));
   auto* sR = static_cast<float*>(bufArg(env, info[14], dev, rn * 4, "scratch R"));
   auto* sT = T.side == GaloreSide::Full ? static_cast<float*>(bufArg(env, info[15], dev, size_t(T.rank * T.cols) * 4, "scratch T")) : nullptr;
-  const bool needBig = dev != kCpu && (T.paramDtype != DType::F32 || T.gradDtype != DType::F32);
+  const bool needBig = dev != kCpu && (T.paramDtype != DType::F32 || (!given && T.gradDtype != DType::F32));
   auto* sBig = static_cast<float*>(needBig ? bufArg(env, info[16], dev, mn * 4, "scratch") : optBufArg(env, info[16], dev, 0, "scratch"));
   auto* scalars = static_cast<float*>(dev != kCpu ? bufArg(env, info[17], dev, 8, "scalars") : nullptr);
   Napi::Object o = info[18].As<Napi::Object>();
@@ -205,6 +219,33 @@ Napi::Value Step(const Napi::CallbackInfo& info) {
   }
   gpu::Status st = gpu::galoreStep(dev, T, h, counters, flag, sR, sT, sBig, scalars);
   if (!st.ok()) throwCuda(env, dev, st, "galoreStep");
+  return env.Undefined();
+}
+
+// galoreProject(G, gType, Pa, Pb, side, rows, cols, rank, out, sT, sBig, mode): out = project(G)
+// (f32, R-sized), the projection galoreStep makes, on the same GEMM layer. sT: r x cols f32 for
+// Full; sBig: rows x cols f32 when G is not f32 on CUDA.
+Napi::Value Project(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 12) throwError(env, "E_ARG", "galoreProject: bad arguments");
+  int dev = deviceOf(env, info[0]);
+  GaloreTensor T{};
+  T.gradDtype = floatDtype(env, info[1]);
+  readShape(env, info, 4, T);
+  int64_t mode = countArg(env, info[11], "mode");
+  if (mode > 2) throwError(env, "E_ARG", "mode must be 0 (tf32), 1 (strict f32) or 2 (bf16)");
+  const size_t mn = size_t(T.rows * T.cols), rn = size_t(galoreRNumel(T));
+  T.grad = bufArg(env, info[0], dev, mn * dtypeSize(T.gradDtype), "gradient");
+  readProjectors(env, dev, info[2], info[3], T);
+  auto* out = static_cast<float*>(bufArg(env, info[8], dev, rn * 4, "output"));
+  auto* sT = T.side == GaloreSide::Full ? static_cast<float*>(bufArg(env, info[9], dev, size_t(T.rank * T.cols) * 4, "scratch T")) : nullptr;
+  auto* sBig = static_cast<float*>(dev != kCpu && T.gradDtype != DType::F32 ? bufArg(env, info[10], dev, mn * 4, "scratch") : nullptr);
+  if (dev == kCpu) {
+    cpu::galoreProject(T, out, sT);
+    return env.Undefined();
+  }
+  gpu::Status st = gpu::galoreProject(dev, T, out, sT, sBig, GemmMode(mode));
+  if (!st.ok()) throwCuda(env, dev, st, "galoreProject");
   return env.Undefined();
 }
 
@@ -247,6 +288,7 @@ void registerGalore(Napi::Env env, Napi::Object exports) {
   exports.Set("galoreRefreshWorkspace", Napi::Function::New(env, RefreshWorkspace));
   exports.Set("galoreStep", Napi::Function::New(env, Step));
   exports.Set("galoreFinish", Napi::Function::New(env, Finish));
+  exports.Set("galoreProject", Napi::Function::New(env, Project));
   exports.Set("linalgInfo", Napi::Function::New(env, LinalgInfo));
   exports.Set("setForceBuiltin", Napi::Function::New(env, SetForceBuiltin));
 }

@@ -514,6 +514,35 @@ static Napi::Value GatherRows(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// grassGatherCols(out, src, rows, cols, dtype, idx, count): out[k, j] = src[k, idx_j] (out rows × count)
+static Napi::Value GatherCols(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  NativeBuffer* out = NativeBuffer::From(env, info[0], "output");
+  NativeBuffer* src = NativeBuffer::From(env, info[1], "source");
+  const int64_t rows = intArg(env, info[2], "rows"), cols = intArg(env, info[3], "cols");
+  const DType d = dtypeArg(env, info[4]);
+  if (!floatType(d)) throwError(env, "E_DTYPE", "gatherCols needs f32, bf16 or f16");
+  NativeBuffer* idx = NativeBuffer::From(env, info[5], "indices");
+  const int64_t count = intArg(env, info[6], "count");
+  const int dev = src->device();
+  if (out->device() != dev || idx->device() != dev) throwError(env, "E_DEVICE", "gatherCols needs every tensor on one device");
+  if (cols > INT32_MAX) throwError(env, "E_SHAPE", "gatherCols: more than 2^31 - 1 columns");
+  const int es = dtypeSize(d);
+  needBytes(env, src, double(rows) * double(cols) * es, "gatherCols");
+  needBytes(env, out, double(rows) * double(count) * es, "gatherCols");
+  needBytes(env, idx, double(count) * 4, "gatherCols");
+  ensureUsable(env, dev);
+  if (rows == 0 || count == 0) return env.Undefined();
+  const auto* ix = static_cast<const int32_t*>(idx->data());
+  if (dev == kCpu) {
+    cpu::grassGatherCols(out->data(), src->data(), d, rows, cols, ix, count);
+    return env.Undefined();
+  }
+  gpu::Status st = gpu::grassGatherCols(dev, out->data(), src->data(), d, rows, cols, ix, count);
+  if (!st.ok()) throwCuda(env, dev, st, "gatherCols");
+  return env.Undefined();
+}
+
 // grassScatterRows(dst, rows, cols, dtype, idx, count, src, alpha, scale|null):
 // dst[idx_j] += alpha · scale_j · src[j] (idx sorted)
 static Napi::Value ScatterRows(const Napi::CallbackInfo& info) {
@@ -541,6 +570,7 @@ void registerGrass(Napi::Env env, Napi::Object exports) {
   exports.Set("GrassGroup", GrassGroup::Init(env));
   exports.Set("grassSelect", Napi::Function::New(env, GrassSelectFn));
   exports.Set("grassGatherRows", Napi::Function::New(env, GatherRows));
+  exports.Set("grassGatherCols", Napi::Function::New(env, GatherCols));
   exports.Set("grassScatterRows", Napi::Function::New(env, ScatterRows));
 }
 

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <string>
 #include "buffer.h"
+#include "comm_args.h"
 #include "devices.h"
 #include "errors.h"
 #include "ops.h"
@@ -13,18 +14,7 @@ namespace slimopt {
 
 namespace {
 
-gpu::ReduceOp reduceOpArg(Napi::Env env, Napi::Value v) {
-  const int64_t op = countArg(env, v, "reduce op");
-  if (op > int64_t(gpu::ReduceOp::Avg)) throwError(env, "E_ARG", "reduce op must be 0 (sum) .. 4 (avg)");
-  return gpu::ReduceOp(op);
-}
-
-void needBytes(Napi::Env env, NativeBuffer* b, int64_t count, DType t, const char* what) {
-  const size_t bytes = size_t(count) * size_t(dtypeSize(t));
-  if (bytes > b->bytes())
-    throwError(env, "E_SHAPE", std::string(what) + ": " + std::to_string(bytes) + " bytes needed, the buffer has " +
-                                   std::to_string(b->bytes()));
-}
+gpu::ReduceOp ncclOpArg(Napi::Env env, Napi::Value v) { return gpu::ReduceOp(reduceOpArg(env, v)); }
 
 }  // namespace
 
@@ -81,7 +71,7 @@ class NcclComm : public Napi::ObjectWrap<NcclComm> {
     NativeBuffer* r = buffer(env, info[1], "receive buffer");
     const int64_t n = countArg(env, info[2], "count");
     const DType t = dtypeArg(env, info[3]);
-    const gpu::ReduceOp op = reduceOpArg(env, info[4]);
+    const gpu::ReduceOp op = ncclOpArg(env, info[4]);
     needBytes(env, s, n, t, "allReduce send");
     needBytes(env, r, n, t, "allReduce receive");
     return done(env, gpu::ncclAllReduceOn(dev_, comm_, s->data(), r->data(), n, t, op), "allReduce");
@@ -94,7 +84,7 @@ class NcclComm : public Napi::ObjectWrap<NcclComm> {
     NativeBuffer* r = buffer(env, info[1], "receive buffer");
     const int64_t n = countArg(env, info[2], "count");
     const DType t = dtypeArg(env, info[3]);
-    const gpu::ReduceOp op = reduceOpArg(env, info[4]);
+    const gpu::ReduceOp op = ncclOpArg(env, info[4]);
     const int64_t root = countArg(env, info[5], "root");
     if (root >= world_) throwError(env, "E_ARG", "reduce: root must be a rank");
     needBytes(env, s, n, t, "reduce send");
@@ -109,7 +99,7 @@ class NcclComm : public Napi::ObjectWrap<NcclComm> {
     NativeBuffer* r = buffer(env, info[1], "receive buffer");
     const int64_t n = countArg(env, info[2], "count");
     const DType t = dtypeArg(env, info[3]);
-    const gpu::ReduceOp op = reduceOpArg(env, info[4]);
+    const gpu::ReduceOp op = ncclOpArg(env, info[4]);
     needBytes(env, s, n * world_, t, "reduceScatter send");
     needBytes(env, r, n, t, "reduceScatter receive");
     return done(env, gpu::ncclReduceScatterOn(dev_, comm_, s->data(), r->data(), n, t, op), "reduceScatter");

@@ -30,5 +30,6 @@ void registerApollo(Napi::Env env, Napi::Object exports);
 void registerCharlm(Napi::Env env, Napi::Object exports);
 void registerTrain(Napi::Env env, Napi::Object exports);
 void registerAdafactor(Napi::Env env, Napi::Object exports);
+void registerShm(Napi::Env env, Napi::Object exports);
 
 }  // namespace slimopt

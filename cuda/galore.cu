@@ -424,9 +424,11 @@ Status galoreStep(int dev, const GaloreTensor& T, const GaloreHyper& h, const Ad
   const int64_t m = T.rows, n = T.cols, r = T.rank;
   const DType F = DType::F32;
   const GemmMode mode = h.mode;
-  ok = galoreProject(dev, T, sR, sT, sBig, mode);
-  if (!ok.ok()) return ok;
   const int64_t rn = galoreRNumel(T);
+  ok = T.projected != nullptr
+           ? statusOf(cudaMemcpyAsync(sR, T.projected, size_t(rn) * 4, cudaMemcpyDeviceToDevice, st), "galoreStep (R given)")
+           : galoreProject(dev, T, sR, sT, sBig, mode);
+  if (!ok.ok()) return ok;
   if (T.quantized) {
     const size_t smem = q8SmemBytes(h.q8);
     if (h.q8.blobA == nullptr) return invalidArg("galoreStep: 8-bit states without their maps");

@@ -48,6 +48,9 @@ struct GaloreTensor {
   float* projB;       // Full only: B (r x cols)
   int64_t rows, cols, rank;
   GaloreSide side;
+  // R given (f32, R-shaped; distributed steps average projected gradients): galoreStep copies it
+  // in place of projecting grad, which it does not read then. Null: project grad.
+  const float* projected;
 };
 
 struct GaloreHyper {

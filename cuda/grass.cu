@@ -1256,5 +1256,36 @@ Status grassScatterRows(int dev, void* dst, DType d, int64_t rows, int64_t cols,
   }
 }
 
+namespace {
+// out[k, j] = src[k, idx_j] (an exact copy of the element bits; E: element type of its size);
+// indices out of range leave the slot as it was.
+template <typename E>
+__global__ void gatherColsKernel(E* __restrict__ out, const E* __restrict__ src, int64_t rows, int64_t cols,
+                                 const int32_t* __restrict__ idx, int64_t count) {
+  const int64_t total = rows * count;
+  for (int64_t u = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; u < total; u += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t k = u / count, j = u - k * count;
+    const int32_t col = idx[j];
+    if (col < 0 || int64_t(col) >= cols) continue;
+    out[u] = src[k * cols + col];
+  }
+}
+}  // namespace
+
+Status grassGatherCols(int dev, void* out, const void* src, DType d, int64_t rows, int64_t cols,
+                       const int32_t* idx, int64_t count) {
+  if (!floatType(d)) return invalidArg("grassGatherCols: dtype must be f32, bf16 or f16");
+  if (count <= 0 || rows <= 0) return Status();
+  cudaStream_t st;
+  Status s = deviceStream(dev, &st, "gatherCols");
+  if (!s.ok()) return s;
+  const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>((rows * count + 255) / 256, 65535));
+  if (dtypeSize(d) == 4)
+    gatherColsKernel<uint32_t><<<unsigned(blocks), 256, 0, st>>>(static_cast<uint32_t*>(out), static_cast<const uint32_t*>(src), rows, cols, idx, count);
+  else
+    gatherColsKernel<uint16_t><<<unsigned(blocks), 256, 0, st>>>(static_cast<uint16_t*>(out), static_cast<const uint16_t*>(src), rows, cols, idx, count);
+  return lastError("gatherCols");
+}
+
 }  // namespace gpu
 }  // namespace slimopt

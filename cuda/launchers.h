@@ -72,6 +72,10 @@ Status grassSelectOnly(int dev, const GrassTensor& T, const GrassHyper& h, void*
 // out[j, :] = scale_j * src[idx_j, :] for j < count (src rows × cols; no scale: a copy).
 Status grassGatherRows(int dev, void* out, const void* src, DType d, int64_t rows, int64_t cols,
                        const int32_t* idx, int64_t count, const float* scale);
+// out[k, j] = src[k, idx_j] for k < rows, j < count (out rows × count): the compact gradient of a
+// column selection, exact copies.
+Status grassGatherCols(int dev, void* out, const void* src, DType d, int64_t rows, int64_t cols,
+                       const int32_t* idx, int64_t count);
 // dst[idx_j, :] += alpha * scale_j * src[j, :]; idx sorted, duplicates summed in order.
 Status grassScatterRows(int dev, void* dst, DType d, int64_t rows, int64_t cols, const int32_t* idx,
                         int64_t count, const void* src, float alpha, const float* scale);

@@ -20,3 +20,5 @@ export { Schedule, constantLR, linearWarmup, cosineWithWarmup, warmupStableDecay
 export { Adafactor, AdafactorOptions } from "./optim/adafactor";
 export { GaLoreAdafactor, GaLoreAdafactorOptions } from "./optim/galore_adafactor";
 export type { GemmPrecision } from "./linalg";
+export { projectGradient, GaLoreProjector } from "./optim/galore";
+export { gatherCompact } from "./optim/grass";

@@ -87,7 +87,10 @@ export interface NativeAddon {
              cols: number, rank: number, counters: NativeBufferHandle, flag: NativeBufferHandle, sR: NativeBufferHandle,
              sT: NativeBufferHandle | null, sBig: NativeBufferHandle | null, scalars: NativeBufferHandle | null,
              h: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; scale: number; mode: number },
-             ...q8: unknown[]): void;
+             projected: NativeBufferHandle | null, ...q8: unknown[]): void;
+  galoreProject(g: NativeBufferHandle, gType: number, pa: NativeBufferHandle, pb: NativeBufferHandle | null, side: number,
+                rows: number, cols: number, rank: number, out: NativeBufferHandle, sT: NativeBufferHandle | null,
+                sBig: NativeBufferHandle | null, mode: number): void;
   galoreFinish(counters: NativeBufferHandle, flag: NativeBufferHandle): void;
   apolloScratch(rows: number, cols: number, rank: number): { p: number; r: number; chan: number; norms: number; left: boolean };
   apolloProjection(p: NativeBufferHandle, seed: bigint, refreshIndex: number, rows: number, cols: number, rank: number): void;
@@ -108,6 +111,8 @@ export interface NativeAddon {
               select: number, seed: bigint, refreshIndex: number, idx: NativeBufferHandle, rho: NativeBufferHandle): void;
   grassGatherRows(out: NativeBufferHandle, src: NativeBufferHandle, rows: number, cols: number, dtype: number,
                   idx: NativeBufferHandle, count: number, scale: NativeBufferHandle | null): void;
+  grassGatherCols(out: NativeBufferHandle, src: NativeBufferHandle, rows: number, cols: number, dtype: number,
+                  idx: NativeBufferHandle, count: number): void;
   grassScatterRows(dst: NativeBufferHandle, rows: number, cols: number, dtype: number, idx: NativeBufferHandle,
                    count: number, src: NativeBufferHandle, alpha: number, scale: NativeBufferHandle | null): void;
   QuantMap: new (values: Float32Array) => QuantMapHandle;
@@ -128,6 +133,7 @@ export interface NativeAddon {
   ncclUniqueId(): Uint8Array;
   ncclGroupStart(): void;
   ncclGroupEnd(): void;
+  ShmComm: new (segment: string, worldSize: number, rank: number, chunkBytes: number, timeoutMs: number) => ShmCommHandle;
   charlmEmbedding(table: NativeBufferHandle, vocab: number, d: number, idx: NativeBufferHandle, n: number,
                   out: NativeBufferHandle): void;
   charlmEmbeddingBackward(dOut: NativeBufferHandle, idx: NativeBufferHandle, n: number, dTable: NativeBufferHandle,
@@ -149,6 +155,12 @@ export interface NcclCommHandle {
   allGather(send: NativeBufferHandle, recv: NativeBufferHandle, sendCount: number, dtype: number): void;
   broadcast(send: NativeBufferHandle, recv: NativeBufferHandle, count: number, dtype: number, root: number): void;
   dispose(): void;
+}
+
+/** One rank's shm communicator (csrc/shm_comm.cc): NcclComm's collectives on host buffers, each
+ *  done when it returns; waitAll() returns once every rank has joined. */
+export interface ShmCommHandle extends NcclCommHandle {
+  waitAll(): void;
 }
 
 /** The package root: lib/ under ts-jest, dist/ once compiled. */

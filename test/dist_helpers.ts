@@ -1,39 +1,83 @@
 // Shared by test/dist.test.ts (CPU) and test/gpu/dist.gpu.test.ts (CUDA): a world of one rank
 // through DistributedOptimizer must give the wrapped optimizer's bits, and the collectives of one
 // rank must be what they mean.
-import { DistributedOptimizer, DType, GroupOptions, Optimizer, ParamGroupSpec, Parameter, ProcessGroup, randn, tensor } from "../lib";
+import { DistributedOptimizer, DType, GaLoreAdamW, GrassAdamW, GroupOptions, Optimizer, ParamGroupSpec, Parameter, ProcessGroup, randn, tensor } from "../lib";
 import { makeParams, rawBytes, setGrads } from "./checkpoint_helpers";
 import { expectCode } from "./helpers";
 import { OPTIMIZERS } from "./optimizers";
 
 type AnyOptimizer = Optimizer<any>;  // eslint-disable-line @typescript-eslint/no-explicit-any
 
-/** Three steps (one with a NaN in a gradient) of every registered optimizer, plain and wrapped. */
+/** The bytes a step hands the collectives in a world of one: each gradient whole, or, where
+ *  `compress` applies and the next step keeps the projection, GaLore's R (f32) or Grass's selected
+ *  lines (the parameter's dtype). Read from the plain optimizer before its step. */
+function expectedBytes(plain: AnyOptimizer, params: Parameter[], compress: boolean): { bytes: number; compact: number } {
+  let n = 0, compact = 0;
+  for (const p of params) {
+    const o = plain as unknown as { needsFullGrad?(p: Parameter): boolean; projectedShape?(p: Parameter): number[]; compactShape?(p: Parameter): number[] };
+    if (!compress || !o.needsFullGrad || o.needsFullGrad(p)) { n += p.grad.nbytes; continue; }
+    compact++;
+    if (plain instanceof GaLoreAdamW) n += o.projectedShape!(p).reduce((a, b) => a * b, 1) * 4;
+    else if (plain instanceof GrassAdamW) n += o.compactShape!(p).reduce((a, b) => a * b, 1) * p.grad.nbytes / p.numel;
+    else n += p.grad.nbytes;
+  }
+  return { bytes: n, compact };
+}
+
+/** Counts the compact gradients the wrapper hands its optimizer (the owner's side of a compressed
+ *  step: without it the owner would step on its own gradient, not the average). */
+function countHandedGradients(o: AnyOptimizer | null): { n: number } {
+  const count = { n: 0 };
+  const inner = o as unknown as Record<string, (p: Parameter, t: unknown) => void> | null;
+  for (const name of ["setProjectedGrad", "setCompactGrad"]) {
+    if (!inner || typeof inner[name] !== "function") continue;
+    const f = inner[name].bind(inner);
+    inner[name] = (p, t) => { count.n++; f(p, t); };
+  }
+  return count;
+}
+
+/** Five steps (one with a NaN in a gradient) of every registered optimizer, plain and wrapped: the
+ *  wrapped one gives the plain one's bits, compressed or not (a world of one projects its own
+ *  gradient with the same GEMM as the step: the same R). The bytes of each step are checked too. */
 export async function worldOfOneMatchesPlain(pg: ProcessGroup, dev: string): Promise<void> {
   for (const c of OPTIMIZERS) {
+    const compressible = /GaLoreAdamW|GrassAdamW/.test(c.name);
     for (const dtype of c.dtypes as DType[]) {
       for (const shardStates of [true, false]) {
-        const a = makeParams(dtype, dev, 300), b = makeParams(dtype, dev, 300);
-        const plain = c.make(a);
-        const wrapped = new DistributedOptimizer(pg, b,
-          (groups: ParamGroupSpec<GroupOptions>[]) => c.make(groups.flatMap((g) => g.params)) as AnyOptimizer,
-          { shardStates, bucketBytes: 4096 });
-        for (let s = 1; s <= 5; s++) {
-          setGrads(a, s);
-          setGrads(b, s);
-          plain.step();
-          wrapped.step();
+        for (const compress of compressible ? [true, false] : [true]) {
+          const a = makeParams(dtype, dev, 300), b = makeParams(dtype, dev, 300);
+          const plain = c.make(a);
+          const wrapped = new DistributedOptimizer(pg, b,
+            (groups: ParamGroupSpec<GroupOptions>[]) => c.make(groups.flatMap((g) => g.params)) as AnyOptimizer,
+            { shardStates, bucketBytes: 4096, compress });
+          let compactSteps = 0, compactGrads = 0;
+          const handed = countHandedGradients(wrapped.inner);
+          for (let s = 1; s <= 5; s++) {
+            setGrads(a, s);
+            setGrads(b, s);
+            const want = expectedBytes(plain, a, compress);
+            const full = a.reduce((n, p) => n + p.grad.nbytes, 0);
+            if (want.bytes < full) compactSteps++;
+            compactGrads += want.compact;
+            plain.step();
+            wrapped.step();
+            expect(wrapped.bytesCommunicatedLastStep()).toBe(want.bytes);
+          }
+          expect(handed.n).toBe(compactGrads);
+          // Steps 2, 3 and 5 keep the projection (gap 3) of the rank-3 cases: compressed.
+          if (compressible && compress && /gap 3/.test(c.name)) expect(compactSteps).toBe(3);
+          if (!compress) expect(compactSteps).toBe(0);
+          for (let i = 0; i < a.length; i++) {
+            const [x, y] = [await rawBytes(a[i].data), await rawBytes(b[i].data)];
+            if (!x.equals(y)) throw new Error(`${c.name} ${dtype} shard=${shardStates} compress=${compress}: parameter ${i} differs`);
+          }
+          expect(wrapped.stateBytes()).toBe(plain.stateBytes());
+          expect(await wrapped.skippedSteps()).toBe(await plain.skippedSteps());
+          plain.dispose();
+          wrapped.dispose();
+          for (const p of [...a, ...b]) { p.data.dispose(); p.grad.dispose(); }
         }
-        for (let i = 0; i < a.length; i++) {
-          const [x, y] = [await rawBytes(a[i].data), await rawBytes(b[i].data)];
-          if (!x.equals(y)) throw new Error(`${c.name} ${dtype} shard=${shardStates}: parameter ${i} differs`);
-        }
-        expect(wrapped.stateBytes()).toBe(plain.stateBytes());
-        expect(await wrapped.skippedSteps()).toBe(await plain.skippedSteps());
-        expect(wrapped.bytesCommunicatedLastStep()).toBe(b.reduce((n, p) => n + p.grad.nbytes, 0));
-        plain.dispose();
-        wrapped.dispose();
-        for (const p of [...a, ...b]) { p.data.dispose(); p.grad.dispose(); }
       }
     }
   }
@@ -82,6 +126,7 @@ export function wrapperRefusals(pg: ProcessGroup, dev: string): void {
   expectCode(() => new DistributedOptimizer(pg, [], make), "E_ARG");
   expectCode(() => new DistributedOptimizer(pg, ps, undefined as never), "E_ARG");
   expectCode(() => new DistributedOptimizer(pg, ps, make, { bucketBytes: 0 }), "E_ARG");
+  expectCode(() => new DistributedOptimizer(pg, ps, make, { compress: "yes" as never }), "E_ARG");
   expectCode(() => new DistributedOptimizer(pg, [{ params: [ps[0], {} as Parameter] }], make), "E_ARG");
   for (const p of ps) { p.data.dispose(); p.grad.dispose(); }
 }

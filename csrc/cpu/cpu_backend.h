@@ -43,6 +43,8 @@ void grassSelect(const GrassTensor& T, const GrassHyper& h, void* ws, const Gras
                  float* rhoOut);
 void grassGatherRows(void* out, const void* src, DType d, int64_t rows, int64_t cols, const int32_t* idx,
                      int64_t count, const float* scale);
+void grassGatherCols(void* out, const void* src, DType d, int64_t rows, int64_t cols, const int32_t* idx,
+                     int64_t count);
 void grassScatterRows(void* dst, DType d, int64_t rows, int64_t cols, const int32_t* idx, int64_t count,
                       const void* src, float alpha, const float* scale);
 // APOLLO (cuda/apollo.cuh): P of refresh `refreshIndex` (n elements); the channel norms of G into

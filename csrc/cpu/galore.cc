@@ -3,6 +3,7 @@
 // W <- beta W + alpha back(N), so no gradient-sized buffer is ever made.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include "cpu_backend.h"
 
 namespace slimopt {
@@ -105,7 +106,8 @@ void galoreStep(const GaloreTensor& T, const GaloreHyper& h, const AdamwCounters
   if (*flag != 0) return;
   const int64_t m = T.rows, n = T.cols, r = T.rank;
   const DType F = DType::F32;
-  galoreProject(T, sR, sT);
+  if (T.projected != nullptr) std::memcpy(sR, T.projected, size_t(galoreRNumel(T)) * 4);
+  else galoreProject(T, sR, sT);
   if (T.quantized) {
     Q8Ctx q{&T, sR, q8View(h.q8.blobA, h.q8.blobB, h.q8.fA, h.q8.fB), h.beta1, h.beta2, h.eps};
     parallelFor((galoreRNumel(T) + kQ8Block - 1) / kQ8Block, 256, adamQ8Blocks, &q);

@@ -502,6 +502,18 @@ void grassGatherRows(void* out, const void* src, DType d, int64_t rows, int64_t 
   }
 }
 
+void grassGatherCols(void* out, const void* src, DType d, int64_t rows, int64_t cols, const int32_t* idx,
+                     int64_t count) {
+  const size_t es = size_t(dtypeSize(d));
+  for (int64_t k = 0; k < rows; ++k)
+    for (int64_t j = 0; j < count; ++j) {
+      const int32_t col = idx[j];
+      if (col < 0 || int64_t(col) >= cols) continue;
+      std::memcpy(static_cast<uint8_t*>(out) + size_t(k * count + j) * es,
+                  static_cast<const uint8_t*>(src) + size_t(k * cols + col) * es, es);
+    }
+}
+
 void grassScatterRows(void* dst, DType d, int64_t rows, int64_t cols, const int32_t* idx, int64_t count,
                       const void* src, float alpha, const float* scale) {
   for (int64_t j0 = 0; j0 < count; ++j0) {

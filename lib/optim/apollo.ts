@@ -3,6 +3,11 @@
 // is the update. P is never stored: it is regenerated from (parameter seed, refresh index) by the
 // counter-based generator wherever it is used, so the state of a tensor is m and v (shaped like R)
 // and the limiter's last norm. Groups without `rank` run plain Adam in the same convention.
+//
+// Data parallelism (DistributedOptimizer) averages APOLLO's full gradient, not its projection R:
+// the update is the raw averaged gradient scaled per channel (G ⊙ s) and norm-limited on
+// ‖G ⊙ s‖, so the owner needs the full mean G anyway; averaging R as well would add bytes, not
+// save them.
 import { Device, device as resolveDevice } from "../device";
 import { DType, DTYPE_CODE } from "../dtype";
 import { fail } from "../errors";
@@ -109,8 +114,7 @@ export class Apollo extends Optimizer<ApolloOptions> {
 
   constructor(params: Parameter[] | ParamGroupSpec<ApolloOptions>[], defaults: ApolloOptions = {}, presets: ApolloOptions = DEFAULTS) {
     super(params, { ...presets, ...defaults });
-    let i = 0;
-    for (const g of this.paramGroups) for (const p of g.params) this.defaultSeeds.set(p, ++i);
+    for (const g of this.paramGroups) for (const p of g.params) this.defaultSeeds.set(p, this.paramPosition(p) + 1);
     // Rank-1 groups run the fused scan on CUDA; larger ranks project with GEMMs (cuBLAS or built-in).
     for (const g of this.paramGroups) if (typeof g.rank === "number" && g.rank > 1) noticeBuiltinLinalg(this.groupDevice(g));
   }

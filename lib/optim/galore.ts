@@ -5,7 +5,7 @@ import { Device } from "../device";
 import { DType, DTYPE_CODE } from "../dtype";
 import { fail } from "../errors";
 import { noticeBuiltinLinalg } from "../linalg";
-import { native } from "../native";
+import { native, NativeBufferHandle } from "../native";
 import { GEMM_MODE, GemmPrecision, isGemmPrecision } from "../linalg";
 import { Parameter } from "../parameter";
 import { Tensor, zeros } from "../tensor";
@@ -142,6 +142,82 @@ export function refreshWorkspaceFloats(onDevice: Tensor, q: { rows: number; cols
   return n;
 }
 
+/** A tensor's projector as GaLoreAdamW holds it (live tensors): the side, the 2-D view, P (r x cols
+ *  for "right", rows x r for "left" and "full") and, for "full", B (r x cols). */
+export interface GaLoreProjector {
+  side: "right" | "left" | "full";
+  rows: number;
+  cols: number;
+  rank: number;
+  proj: Tensor;
+  projB?: Tensor;
+}
+
+const SIDE_NAMES = ["right", "left", "full"] as const;
+
+/** Shapes of a tensor's projector(s): [P] or, for "full", [A, B]. */
+function projectorShapes(side: Side, rows: number, cols: number, r: number): number[][] {
+  if (side === Side.Right) return [[r, cols]];
+  if (side === Side.Left) return [[rows, r]];
+  return [[rows, r], [r, cols]];
+}
+
+function sameShape(t: Tensor, shape: readonly number[]): boolean {
+  return t.shape.length === shape.length && t.shape.every((x, i) => x === shape[i]);
+}
+
+/** R = project(grad) into `out` (f32, shaped like R: rows x r, r x cols or r x r) with the given
+ *  projector, through the same GEMM layer and the same precision as a GaLoreAdamW step, so that the
+ *  R it computes is the R the step would compute. Scratch: r x cols f32 for "full", rows x cols f32
+ *  for a non-f32 gradient on CUDA (allocated for the call when not given). Validated before
+ *  anything runs (E_ARG, E_SHAPE, E_DTYPE, E_DEVICE, E_DISPOSED). */
+export function projectGradient(grad: Tensor, q: GaLoreProjector, out: Tensor,
+                                opts: { precision?: GemmPrecision; scratchT?: Tensor; scratchBig?: Tensor } = {}): void {
+  if (!(grad instanceof Tensor) || !(out instanceof Tensor)) fail("E_ARG", "projectGradient(grad, projector, out)");
+  grad.assertLive("gradient");
+  out.assertLive("output");
+  const side = SIDE_NAMES.indexOf(q?.side as "right") as Side;
+  if (side < 0) fail("E_ARG", `projector side must be "right", "left" or "full", got ${String(q?.side)}`);
+  const { rows, cols, rank } = q;
+  if (!Number.isSafeInteger(rows) || !Number.isSafeInteger(cols) || !Number.isSafeInteger(rank) || rank < 1 || rank > Math.min(rows, cols))
+    fail("E_ARG", `projector view ${rows} x ${cols} with rank ${rank} is not valid`);
+  if (grad.numel !== rows * cols) fail("E_SHAPE", `gradient of ${grad.numel} elements for a ${rows} x ${cols} projector`);
+  if (grad.dtype !== "f32" && grad.dtype !== "bf16" && grad.dtype !== "f16") fail("E_DTYPE", `gradient is ${grad.dtype}`);
+  const precision = opts.precision ?? "tf32";
+  if (!isGemmPrecision(precision)) fail("E_ARG", `precision must be "tf32", "f32" or "bf16"`);
+  const dev = grad.device;
+  const shapes = projectorShapes(side, rows, cols, rank);
+  const ps = side === Side.Full ? [q.proj, q.projB] : [q.proj];
+  ps.forEach((t, i) => {
+    if (!(t instanceof Tensor)) fail("E_ARG", `projector ${i} is not a Tensor`);
+    t.assertLive("projector");
+    if (t.dtype !== "f32") fail("E_DTYPE", `projector is ${t.dtype}, not f32`);
+    if (t.device !== dev) fail("E_DEVICE", `projector on ${t.device}, gradient on ${dev}`);
+    if (t.numel !== shapes[i][0] * shapes[i][1]) fail("E_SHAPE", `projector ${i} must be [${shapes[i]}]`);
+  });
+  if (out.dtype !== "f32") fail("E_DTYPE", `output is ${out.dtype}, not f32`);
+  if (out.device !== dev) fail("E_DEVICE", `output on ${out.device}, gradient on ${dev}`);
+  if (out.numel !== rShape(side, rows, cols, rank).reduce((a, b) => a * b, 1))
+    fail("E_SHAPE", `output must be [${rShape(side, rows, cols, rank)}]`);
+  const need = (t: Tensor | undefined, n: number, what: string): { t: Tensor; own: boolean } => {
+    if (t === undefined) return { t: zeros([n], { device: dev }), own: true };
+    t.assertLive(what);
+    if (t.dtype !== "f32" || t.device !== dev || t.numel < n) fail("E_SHAPE", `${what} must be f32 on ${dev} with ${n} elements or more`);
+    return { t, own: false };
+  };
+  const made: Tensor[] = [];
+  try {
+    const sT = side === Side.Full ? need(opts.scratchT, rank * cols, "scratch T") : undefined;
+    if (sT?.own) made.push(sT.t);
+    const sBig = dev.kind === "cuda" && grad.dtype !== "f32" ? need(opts.scratchBig, rows * cols, "scratch") : undefined;
+    if (sBig?.own) made.push(sBig.t);
+    native().galoreProject(grad.handle, DTYPE_CODE[grad.dtype], q.proj.handle, q.projB?.handle ?? null, side, rows, cols, rank,
+                           out.handle, sT?.t.handle ?? null, sBig?.t.handle ?? null, GEMM_MODE[precision]);
+  } finally {
+    for (const t of made) t.dispose();
+  }
+}
+
 export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
   private engines = new Map<ParamGroup<GaLoreOptions>, AdamGroupEngine>();
   private ranked = new Map<ParamGroup<GaLoreOptions>, RankGroupState>();
@@ -149,6 +225,8 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
   private scratch = new Map<Device, { sR?: Tensor; sT?: Tensor; sBig?: Tensor; scalars?: Tensor }>();
   /** Layer-wise steps: each rank tensor's own non-finite flag. */
   private paramFlags = new Map<Parameter, Tensor>();
+  /** Projected gradients given for the next step (setProjectedGrad). */
+  private projectedGrads = new Map<Parameter, Tensor>();
 
   /** step() calls a new rank group starts from (see benchSkipFirstRefresh). */
   private initialCalls = 0;
@@ -273,8 +351,115 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     return need;
   }
 
+  // ---- projected gradients and projectors (data-parallel steps, tools) -----------------------------
+  //
+  // Projection is linear: the average over ranks of project(G_k) is project(average of G_k). So on a
+  // step that keeps the projector, a data-parallel run may average only R (rank x the smaller side)
+  // and give it to the owner of the tensor through setProjectedGrad(); at a refresh the SVD needs
+  // the averaged full gradient, and the new projector is then copied to the other ranks
+  // (projector() / projectGradient()).
+
+  private rankGroupOf(p: Parameter, what: string): { g: ParamGroup<GaLoreOptions>; gi: number; rows: number; cols: number; side: Side } {
+    const gi = this.paramGroups.findIndex((g) => g.params.includes(p));
+    if (gi < 0) fail("E_ARG", `${what}: ${p instanceof Parameter ? p.name : String(p)} is not a parameter of this optimizer`);
+    const g = this.paramGroups[gi];
+    if (!this.isRanked(g)) fail("E_ARG", `${what}: ${p.name} is in a group without rank (it is not projected)`);
+    const [rows, cols] = view2d(p);
+    return { g, gi, rows, cols, side: sideOf(g.projType as ProjType, rows, cols) };
+  }
+
+  /** Whether the next step() reads p's full gradient: at a refresh of its projector (the first
+   *  step, then every updateProjGap steps), and always for a parameter of a group without rank. */
+  needsFullGrad(p: Parameter): boolean {
+    const gi = this.paramGroups.findIndex((g) => g.params.includes(p));
+    if (gi < 0) fail("E_ARG", `needsFullGrad: ${p instanceof Parameter ? p.name : String(p)} is not a parameter of this optimizer`);
+    const g = this.paramGroups[gi];
+    if (!this.isRanked(g)) return true;
+    const calls = this.ranked.get(g)?.calls ?? this.initialCalls;
+    return calls % (g.updateProjGap as number) === 0;
+  }
+
+  /** Shape of p's projected gradient R: [rows, r] ("right"), [r, cols] ("left"), [r, r] ("full"). */
+  projectedShape(p: Parameter): number[] {
+    const { g, rows, cols, side } = this.rankGroupOf(p, "projectedShape");
+    return rShape(side, rows, cols, g.rank as number);
+  }
+
+  /** p's projector as live tensors (see GaLoreProjector); E_ARG before p's first step. */
+  projector(p: Parameter): GaLoreProjector {
+    const { g, rows, cols, side } = this.rankGroupOf(p, "projector");
+    const q = this.ranked.get(g)?.params.get(p);
+    if (!q) fail("E_ARG", `projector: ${p.name} has no projector before its first step`);
+    return { side: SIDE_NAMES[side], rows, cols, rank: q.rank, proj: q.pA, projB: q.pB };
+  }
+
+  /** Replaces p's projector by a copy of `proj` (and `projB` for "full"): f32 on p's device, shaped
+   *  as projector() gives them. The state is allocated (moments zero) when p has none yet. Refused
+   *  whole (E_ARG, E_SHAPE, E_DTYPE, E_DEVICE) before anything changes. */
+  setProjector(p: Parameter, proj: Tensor, projB?: Tensor): void {
+    const { g, gi, rows, cols, side } = this.rankGroupOf(p, "setProjector");
+    const shapes = projectorShapes(side, rows, cols, g.rank as number);
+    const given = side === Side.Full ? [proj, projB] : [proj];
+    if (side !== Side.Full && projB !== undefined) fail("E_ARG", `setProjector: ${p.name} projects on one side; no second projector`);
+    given.forEach((t, i) => {
+      if (!(t instanceof Tensor)) fail("E_ARG", `setProjector: projector ${i} of ${p.name} is not a Tensor`);
+      t.assertLive(`projector of ${p.name}`);
+      if (t.dtype !== "f32") fail("E_DTYPE", `setProjector: projector of ${p.name} is ${t.dtype}, not f32`);
+      if (t.device !== p.device) fail("E_DEVICE", `setProjector: projector on ${t.device}, ${p.name} on ${p.device}`);
+      if (!sameShape(t, shapes[i])) fail("E_SHAPE", `setProjector: projector ${i} of ${p.name} is [${t.shape}], expected [${shapes[i]}]`);
+    });
+    this.validateGroup(g, gi);
+    const q = this.prepareRanked(g).params.get(p)!;
+    q.pA.copyFrom(given[0]!);
+    if (q.pB) q.pB.copyFrom(given[1]!);
+    q.refreshed = true;
+  }
+
+  /** Gives the next step() p's projected gradient R (f32, projectedShape(p), p's device) in place of
+   *  p.grad: the step skips the projection and runs Adam on R (its non-finite check reads R).
+   *  Refused when the next step refreshes p's projector (needsFullGrad: the refresh needs the full
+   *  gradient). Used by the next step only. Accumulation averaging and clipping act on p.grad, not
+   *  on R. */
+  setProjectedGrad(p: Parameter, grad: Tensor): void {
+    const { g, rows, cols, side } = this.rankGroupOf(p, "setProjectedGrad");
+    if (!(grad instanceof Tensor)) fail("E_ARG", `setProjectedGrad: the projected gradient of ${p.name} is not a Tensor`);
+    grad.assertLive(`projected gradient of ${p.name}`);
+    if (grad.dtype !== "f32") fail("E_DTYPE", `setProjectedGrad: the projected gradient of ${p.name} is ${grad.dtype}, not f32`);
+    if (grad.device !== p.device) fail("E_DEVICE", `setProjectedGrad: the projected gradient is on ${grad.device}, ${p.name} on ${p.device}`);
+    const want = rShape(side, rows, cols, g.rank as number);
+    if (!sameShape(grad, want)) fail("E_SHAPE", `setProjectedGrad: the projected gradient of ${p.name} is [${grad.shape}], expected [${want}]`);
+    if (this.needsFullGrad(p)) fail("E_ARG", `setProjectedGrad: the next step of ${p.name} refreshes its projector and needs the full gradient`);
+    this.projectedGrads.set(p, grad);
+  }
+
+  /** The projected gradients given for the next step are still usable (live, not a refresh). */
+  private validateProjected(only?: Parameter): void {
+    for (const [p, r] of this.projectedGrads) {
+      if (only && p !== only) continue;
+      r.assertLive(`projected gradient of ${p.name}`);
+      if (this.needsFullGrad(p)) fail("E_ARG", `${p.name} has a projected gradient but its next step refreshes the projector`);
+    }
+  }
+
+  protected validateStepInputs(): void {
+    super.validateStepInputs();
+    this.validateProjected();
+  }
+
+  protected validateParamStep(g: ParamGroup<GaLoreOptions>, gi: number, p: Parameter): void {
+    super.validateParamStep(g, gi, p);
+    this.validateProjected(p);
+  }
+
+  /** The gradient buffer a tensor's non-finite scan reads: R when given, else p.grad. */
+  private scanEntry(p: Parameter): [NativeBufferHandle, number, number] {
+    const r = this.projectedGrads.get(p);
+    return r ? [r.handle, DTYPE_CODE.f32, r.numel] : [p.grad.handle, DTYPE_CODE[p.grad.dtype], p.numel];
+  }
+
   protected stepGroups(): void {
     this.validateAll();
+    this.validateProjected();
     // Allocate everything first so that an E_OOM leaves every group untouched.
     const plans = this.paramGroups.map((g) => {
       if (this.isRanked(g)) return { g, ranked: this.prepareRanked(g) };
@@ -299,12 +484,13 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
         continue;
       }
       const s = ranked!;
-      if (g.skipNonFinite !== false) nat.galoreScan(s.flag.handle, g.params.map((p) => [p.grad.handle, DTYPE_CODE[p.grad.dtype], p.numel]));
+      if (g.skipNonFinite !== false) nat.galoreScan(s.flag.handle, g.params.map((p) => this.scanEntry(p)));
       else nat.fillZero(s.flag.handle, 4);
       for (const p of g.params) this.stepRankedTensor(g, s, p, s.counters, s.flag, ws.get(s.device));
       nat.galoreFinish(s.counters.handle, s.flag.handle);
       s.calls++;
     }
+    this.projectedGrads.clear();
   }
 
   /** Refresh (when due) and step of one tensor of a rank group, on the given counters and flag. */
@@ -325,9 +511,11 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
       refreshProjectors(p.grad, q, flag, this.methodOf(g, q), refreshMode, ws, sc.sBig);
       q.refreshed = true;
     }
+    const given = this.projectedGrads.get(p);
     nat.galoreStep(p.data.handle, DTYPE_CODE[p.dtype], p.grad.handle, gt, q.m.handle, q.v.handle, q.pA.handle,
                    q.pB?.handle ?? null, q.side, q.rows, q.cols, q.rank, counters.handle, flag.handle,
                    sc.sR!.handle, sc.sT?.handle ?? null, sc.sBig?.handle ?? null, sc.scalars?.handle ?? null, h,
+                   refresh ? null : (given?.handle ?? null),
                    ...(q.absmaxM ? [q.absmaxM.handle, q.absmaxV!.handle, mapHandle("signed8"), mapHandle("unsigned8")] : []));
   }
 
@@ -356,12 +544,13 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
         if (n > 0) ws = workspace(n, s.device);
       }
       const sub = this.roundCounters(gi, p, s.counters);
-      if (g.skipNonFinite !== false) nat.galoreScan(flag.handle, [[p.grad.handle, DTYPE_CODE[p.grad.dtype], p.numel]]);
+      if (g.skipNonFinite !== false) nat.galoreScan(flag.handle, [this.scanEntry(p)]);
       else nat.fillZero(flag.handle, 4);
       this.stepRankedTensor(g, s, p, sub, flag, ws);
       nat.galoreFinish(sub.handle, flag.handle);
     } finally {
       ws?.dispose();
+      this.projectedGrads.delete(p);
     }
   }
 
@@ -504,6 +693,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
         for (const it of items) { e.expAvg.get(it.p)!.copyFrom(it.m); e.expAvgSq.get(it.p)!.copyFrom(it.v); }
       }
     }
+    this.projectedGrads.clear();
   }
 
   protected stateTensors(): Tensor[] {
@@ -537,5 +727,6 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     this.scratch.clear();
     for (const t of this.paramFlags.values()) t.dispose();
     this.paramFlags.clear();
+    this.projectedGrads.clear();
   }
 }

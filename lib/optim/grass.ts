@@ -309,12 +309,6 @@ export class GrassAdamW extends Optimizer<GrassOptions> {
     });
   }
 
-  private flatIndex(p: Parameter): number {
-    let i = 0;
-    for (const g of this.paramGroups) for (const q of g.params) { if (q === p) return i; i++; }
-    return -1;
-  }
-
   /** Allocates the state of parameters seen for the first time (moments 0, a placeholder
    *  selection of lines 0..r-1 with rho 1 that the first step replaces) and the native group.
    *  Throws before anything is enqueued; what it allocated is freed again on failure. */
@@ -393,7 +387,7 @@ export class GrassAdamW extends Optimizer<GrassOptions> {
     const v = s.view;
     return [p.data.handle, s.expAvg.handle, s.expAvgSq.handle, s.indices?.handle ?? null, s.rho?.handle ?? null,
             s.ages.handle, v.rows, v.cols, v.rank, MODE_CODE[v.kind], DTYPE_CODE[p.dtype],
-            paramSeed(p, g.seed as number, this.flatIndex(p)), s.absmaxM?.handle ?? null, s.absmaxV?.handle ?? null];
+            paramSeed(p, g.seed as number, this.paramPosition(p)), s.absmaxM?.handle ?? null, s.absmaxV?.handle ?? null];
   }
 
   /** The maps of 8-bit states for the native group (none for a 32-bit group). */
@@ -801,6 +795,27 @@ export function gatherRows(src: Tensor, rows: Int32Array | Tensor, opts: { scale
     if (idx.owned) idx.t.dispose();
     if (sc.owned) sc.t?.dispose();
   }
+}
+
+/** The compact gradient of a selection: out = grad[sigma, :] (r × n) when rows are selected,
+ *  grad[:, sigma] (m × r) when columns are (grad viewed as dim0 × rest), unscaled lines in slot
+ *  order: what GrassAdamW.setCompactGrad takes. Exact copies; `indices` is an i32 tensor of r
+ *  entries on grad's device (trusted: entries out of range leave their slot as it was). */
+export function gatherCompact(grad: Tensor, sel: { side: "rows" | "cols"; indices: Tensor }, out: Tensor): void {
+  if (!(grad instanceof Tensor) || !(out instanceof Tensor) || !(sel?.indices instanceof Tensor))
+    fail("E_ARG", "gatherCompact(grad, { side, indices }, out)");
+  grad.assertLive("gradient");
+  out.assertLive("output");
+  sel.indices.assertLive("indices");
+  if (sel.side !== "rows" && sel.side !== "cols") fail("E_ARG", `side must be "rows" or "cols", got ${String(sel.side)}`);
+  if (grad.shape.length < 2 || grad.numel === 0) fail("E_SHAPE", `gatherCompact needs a non-empty tensor of 2 or more dims`);
+  if (sel.indices.dtype !== "i32" || sel.indices.shape.length !== 1) fail("E_DTYPE", "indices must be a 1-D i32 tensor");
+  if (out.dtype !== grad.dtype) fail("E_DTYPE", `output is ${out.dtype}, the gradient ${grad.dtype}`);
+  if (out.device !== grad.device || sel.indices.device !== grad.device) fail("E_DEVICE", "gatherCompact needs every tensor on one device");
+  const m = grad.shape[0], n = grad.numel / m, r = sel.indices.numel;
+  if (out.numel !== (sel.side === "rows" ? r * n : m * r)) fail("E_SHAPE", `output must hold ${sel.side === "rows" ? `${r} x ${n}` : `${m} x ${r}`}`);
+  if (sel.side === "rows") native().grassGatherRows(out.handle, grad.handle, m, n, DTYPE_CODE[grad.dtype], sel.indices.handle, r, null);
+  else native().grassGatherCols(out.handle, grad.handle, m, n, DTYPE_CODE[grad.dtype], sel.indices.handle, r);
 }
 
 /** dst[rows[j]] += alpha · scale[j] · src[j], rows sorted; the updates of a row drawn several times

@@ -107,10 +107,31 @@ function validateParamAndGrad(p: Parameter, dev: Device): void {
     fail("E_SHAPE", `gradient of ${p.name} is [${gr.shape.join(", ")}], the parameter [${data.shape.join(", ")}]`);
 }
 
+/** Positions the optimizers built inside withParamPositions() take their parameters' positions from. */
+let imposedPositions: ReadonlyMap<Parameter, number> | null = null;
+
+/**
+ * Builds optimizers whose parameters keep the flat positions they have in a larger optimizer
+ * (DistributedOptimizer: a rank's shard of the whole model's optimizer). Whatever defaults to a
+ * parameter's position (APOLLO's projection seed, Grass's selection seed) then comes out as in
+ * the whole optimizer, so a sharded run steps exactly like one process.
+ */
+export function withParamPositions<T>(positions: ReadonlyMap<Parameter, number>, build: () => T): T {
+  const outer = imposedPositions;
+  imposedPositions = positions;
+  try {
+    return build();
+  } finally {
+    imposedPositions = outer;
+  }
+}
+
 /** Shared machinery: groups, validation before anything runs, zeroGrad, state accounting. */
 export abstract class Optimizer<O extends GroupOptions> {
   readonly paramGroups: ParamGroup<O>[];
   readonly defaults: O;
+  /** Set when this optimizer was built inside withParamPositions() over all of its parameters. */
+  private readonly imposedPositions: ReadonlyMap<Parameter, number> | null;
 
   constructor(paramsOrGroups: Parameter[] | ParamGroupSpec<O>[], defaults: O) {
     if (!Array.isArray(paramsOrGroups) || paramsOrGroups.length === 0)
@@ -137,6 +158,18 @@ export abstract class Optimizer<O extends GroupOptions> {
       this.validateGroup(g, gi);
       return g;
     });
+    const imposed = imposedPositions;
+    this.imposedPositions = imposed && this.paramGroups.every((g) => g.params.every((p) => imposed.has(p))) ? imposed : null;
+  }
+
+  /** p's position in flat parameter order (-1 if not here); inside withParamPositions(), its
+   *  position in the larger optimizer. Seeds that default to a position derive from this. */
+  protected paramPosition(p: Parameter): number {
+    const imposed = this.imposedPositions?.get(p);
+    if (imposed !== undefined) return imposed;
+    let i = 0;
+    for (const g of this.paramGroups) for (const q of g.params) { if (q === p) return i; i++; }
+    return -1;
   }
 
   /** Throws E_ARG for options out of range. Called at construction and before every step. */
