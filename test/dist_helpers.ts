@@ -72,7 +72,10 @@ export async function worldOfOneMatchesPlain(pg: ProcessGroup, dev: string): Pro
             const [x, y] = [await rawBytes(a[i].data), await rawBytes(b[i].data)];
             if (!x.equals(y)) throw new Error(`${c.name} ${dtype} shard=${shardStates} compress=${compress}: parameter ${i} differs`);
           }
-          expect(wrapped.stateBytes()).toBe(plain.stateBytes());
+          // State tensors equal; the native workspace may differ: a compressed Grass step caches
+          // one more device list of its tensors (compact gradients instead of full ones).
+          const workspace = (o: unknown) => (o as { workspaceBytes?: () => number } | null)?.workspaceBytes?.() ?? 0;
+          expect(wrapped.stateBytes() - workspace(wrapped.inner)).toBe(plain.stateBytes() - workspace(plain));
           expect(await wrapped.skippedSteps()).toBe(await plain.skippedSteps());
           plain.dispose();
           wrapped.dispose();

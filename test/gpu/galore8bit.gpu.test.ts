@@ -1,9 +1,9 @@
 // GaLoreAdamW with 8-bit moments (stateBits 8) on CUDA against the CPU backend on the same inputs,
 // strict f32 projections. The 8-bit kernel computes the moments with every op rounded on both
 // backends, so the codes agree wherever R does; R itself comes from different GEMMs (last-bit
-// differences), which can move a value across a code boundary: codes are compared by the
-// fraction equal (>= 99.9%) and by distance (<= 1 code). Skipped where no CUDA device exists.
-import { devices, GaLoreAdamW, Parameter, ProjType, tensor, Tensor, DType } from "../../lib";
+// differences), which can move a value across a code boundary: after one step codes are compared
+// by the fraction equal (>= 99.9%) and by distance (<= 1 code); after ten, dequantized. Skipped where no CUDA device exists.
+import { devices, GaLoreAdamW, Parameter, ProjType, quant, tensor, Tensor, DType } from "../../lib";
 import { relErr, Rng } from "../reference";
 import { geometricGradient } from "../galore_reference";
 import { expectCodesClose } from "../q8_reference";
@@ -13,6 +13,11 @@ const suite = hasCuda ? describe : describe.skip;
 
 async function u8(t: Tensor): Promise<Uint8Array> { return (await t.toTypedArray()) as Uint8Array; }
 async function f32(t: Tensor): Promise<Float32Array> { return t.toFloat32Array(); }
+/** The f32 values of 8-bit states (blocks of 256, the signed or unsigned dynamic map). */
+async function dequant(codes: Tensor, absmax: Tensor, signed: boolean): Promise<Float32Array> {
+  const c = await u8(codes), a = await f32(absmax), map = quant.dynamicMap(signed);
+  return Float32Array.from(c, (x, i) => map[x] * a[i >> 8]);
+}
 
 suite("GaLore stateBits 8: CUDA vs CPU", () => {
   // "full" is left to the CPU suite (test/galore8bit.test.ts): at a refresh its R = A^T G B^T is
@@ -41,14 +46,29 @@ suite("GaLore stateBits 8: CUDA vs CPU", () => {
           }
           oc.step();
           og.step();
+          if (s === 0) {
+            // One step from equal states: codes agree but for R's last-bit differences.
+            for (let k = 0; k < shapes.length; k++) {
+              const sc = oc.stateOf(pc[k])!, sg = og.stateOf(pg[k])!;
+              expect(sg.expAvg.dtype).toBe("u8");
+              expectCodesClose(await u8(sg.expAvg), await u8(sc.expAvg), 0.999);
+              expectCodesClose(await u8(sg.expAvgSq), await u8(sc.expAvgSq), 0.999);
+              expect(relErr(await f32(sg.absmaxM!), await f32(sc.absmaxM!))).toBeLessThan(1e-3);
+              expect(relErr(await f32(sg.absmaxV!), await f32(sc.absmaxV!))).toBeLessThan(1e-3);
+            }
+          }
         }
+        // After 10 steps the two runs have drifted apart as quantized runs do: a code one step off
+        // changes m by a code gap, and when that element holds its block's absmax every code of the
+        // block moves at the next step (on the H200, 2026-11-24, left/bf16 reached 96.5% equal codes,
+        // one block 12 codes apart). So the moments are compared dequantized: a wrong layout, map
+        // or absmax gives errors of order 1.
         for (let k = 0; k < shapes.length; k++) {
           const sc = oc.stateOf(pc[k])!, sg = og.stateOf(pg[k])!;
-          expect(sg.expAvg.dtype).toBe("u8");
-          expectCodesClose(await u8(sg.expAvg), await u8(sc.expAvg), 0.999);
-          expectCodesClose(await u8(sg.expAvgSq), await u8(sc.expAvgSq), 0.999);
-          expect(relErr(await f32(sg.absmaxM!), await f32(sc.absmaxM!))).toBeLessThan(1e-3);
-          expect(relErr(await f32(sg.absmaxV!), await f32(sc.absmaxV!))).toBeLessThan(1e-3);
+          const errM = relErr(await dequant(sg.expAvg, sg.absmaxM!, true), await dequant(sc.expAvg, sc.absmaxM!, true));
+          const errV = relErr(await dequant(sg.expAvgSq, sg.absmaxV!, false), await dequant(sc.expAvgSq, sc.absmaxV!, false));
+          expect(errM).toBeLessThan(5e-2);
+          expect(errV).toBeLessThan(5e-2);
           const base = await f32(tensor(w0[k], [w0[k].length], { device: "cpu", dtype }));
           const uc = (await f32(pc[k].data)).map((x, i) => x - base[i]);
           const ug = (await f32(pg[k].data)).map((x, i) => x - base[i]);
