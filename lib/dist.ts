@@ -46,7 +46,8 @@ export interface ProcessGroupOptions {
   /** File through which rank 0 hands the NCCL id to the others (default: SLIMOPT_RENDEZVOUS). */
   rendezvous?: string;
   /** How long the other ranks wait for the id, and (shm) how long a collective waits for the
-   *  others (ms; default SLIMOPT_DIST_TIMEOUT_MS, else 120000). */
+   *  others (ms; default SLIMOPT_DIST_TIMEOUT_MS, else 600000: a rank may be busy for minutes
+   *  between collectives, saving a checkpoint say; a rank that has exited is noticed at once). */
   timeoutMs?: number;
   /** Force the local backend for a world of one (tests); "shm" is what several CPU ranks use. */
   backend?: "nccl" | "local" | "shm";
@@ -285,7 +286,7 @@ export async function initProcessGroup(o: ProcessGroupOptions = {}): Promise<Pro
   const rank = o.rank ?? envInt("SLIMOPT_RANK") ?? 0;
   if (!Number.isInteger(worldSize) || worldSize < 1) fail("E_ARG", `worldSize must be a positive integer, got ${String(worldSize)}`);
   if (!Number.isInteger(rank) || rank < 0 || rank >= worldSize) fail("E_ARG", `rank must be in [0, ${worldSize}), got ${String(rank)}`);
-  const timeoutMs = o.timeoutMs ?? envInt("SLIMOPT_DIST_TIMEOUT_MS") ?? 120_000;
+  const timeoutMs = o.timeoutMs ?? envInt("SLIMOPT_DIST_TIMEOUT_MS") ?? 600_000;
   if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 1) fail("E_ARG", `timeoutMs must be a positive integer, got ${String(timeoutMs)}`);
   if (o.backend !== undefined && !["nccl", "local", "shm"].includes(o.backend))
     fail("E_ARG", `backend must be "nccl", "local" or "shm", got ${String(o.backend)}`);
