@@ -51,56 +51,34 @@ template <DType D>
 __device__ __forceinline__ void st(void* p, int64_t i, float x) { storeFromFloat(p, D, i, x); }
 
 // 4 consecutive elements (16 bytes for f32, 8 for 16-bit types); i % 4 == 0, base quad-aligned.
-template <DType D>
+// kStream: the streaming cache hints (ld.global.cs / st.global.cs: evict first), for rows that the
+// standalone gather / scatter touch once (bench/micro/rows_bench.cu measured them).
+template <typename T, bool kStream>
+__device__ __forceinline__ T ldHint(const T* p) { if constexpr (kStream) return __ldcs(p); else return *p; }
+template <typename T, bool kStream>
+__device__ __forceinline__ void stHint(T* p, T v) { if constexpr (kStream) __stcs(p, v); else *p = v; }
+template <DType D, bool kStream = false>
 __device__ __forceinline__ void loadQuad(const void* p, int64_t i, float x[4]) {
   if (D == DType::F32) {
-    float4 f = *reinterpret_cast<const float4*>(static_cast<const float*>(p) + i);
+    const float4 f = ldHint<float4, kStream>(reinterpret_cast<const float4*>(static_cast<const float*>(p) + i));
     x[0] = f.x; x[1] = f.y; x[2] = f.z; x[3] = f.w;
   } else {
-    uint2 u = *reinterpret_cast<const uint2*>(static_cast<const uint16_t*>(p) + i);
+    const uint2 u = ldHint<uint2, kStream>(reinterpret_cast<const uint2*>(static_cast<const uint16_t*>(p) + i));
     uint16_t h[4] = {uint16_t(u.x), uint16_t(u.x >> 16), uint16_t(u.y), uint16_t(u.y >> 16)};
 #pragma unroll
     for (int k = 0; k < 4; ++k) x[k] = D == DType::BF16 ? bf16ToFloat(h[k]) : f16ToFloat(h[k]);
   }
 }
-template <DType D>
+template <DType D, bool kStream = false>
 __device__ __forceinline__ void storeQuad(void* p, int64_t i, const float x[4]) {
   if (D == DType::F32) {
-    *reinterpret_cast<float4*>(static_cast<float*>(p) + i) = make_float4(x[0], x[1], x[2], x[3]);
+    stHint<float4, kStream>(reinterpret_cast<float4*>(static_cast<float*>(p) + i), make_float4(x[0], x[1], x[2], x[3]));
   } else {
     uint16_t h[4];
 #pragma unroll
     for (int k = 0; k < 4; ++k) h[k] = D == DType::BF16 ? floatToBf16(x[k]) : floatToF16(x[k]);
-    uint2 u;
-    u.x = uint32_t(h[0]) | (uint32_t(h[1]) << 16);
-    u.y = uint32_t(h[2]) | (uint32_t(h[3]) << 16);
-    *reinterpret_cast<uint2*>(static_cast<uint16_t*>(p) + i) = u;
-  }
-}
-// The same with the streaming cache hints (ld.global.cs / st.global.cs: evict first), for rows
-// touched once by the standalone gather / scatter (bench/micro/rows_bench.cu measured them).
-template <DType D>
-__device__ __forceinline__ void loadQuadStreaming(const void* p, int64_t i, float x[4]) {
-  if (D == DType::F32) {
-    const float4 f = __ldcs(reinterpret_cast<const float4*>(static_cast<const float*>(p) + i));
-    x[0] = f.x; x[1] = f.y; x[2] = f.z; x[3] = f.w;
-  } else {
-    const uint2 u = __ldcs(reinterpret_cast<const uint2*>(static_cast<const uint16_t*>(p) + i));
-    uint16_t h[4] = {uint16_t(u.x), uint16_t(u.x >> 16), uint16_t(u.y), uint16_t(u.y >> 16)};
-#pragma unroll
-    for (int k = 0; k < 4; ++k) x[k] = D == DType::BF16 ? bf16ToFloat(h[k]) : f16ToFloat(h[k]);
-  }
-}
-template <DType D>
-__device__ __forceinline__ void storeQuadStreaming(void* p, int64_t i, const float x[4]) {
-  if (D == DType::F32) {
-    __stcs(reinterpret_cast<float4*>(static_cast<float*>(p) + i), make_float4(x[0], x[1], x[2], x[3]));
-  } else {
-    uint16_t h[4];
-#pragma unroll
-    for (int k = 0; k < 4; ++k) h[k] = D == DType::BF16 ? floatToBf16(x[k]) : floatToF16(x[k]);
-    __stcs(reinterpret_cast<uint2*>(static_cast<uint16_t*>(p) + i),
-           make_uint2(uint32_t(h[0]) | (uint32_t(h[1]) << 16), uint32_t(h[2]) | (uint32_t(h[3]) << 16)));
+    stHint<uint2, kStream>(reinterpret_cast<uint2*>(static_cast<uint16_t*>(p) + i),
+                           make_uint2(uint32_t(h[0]) | (uint32_t(h[1]) << 16), uint32_t(h[2]) | (uint32_t(h[3]) << 16)));
   }
 }
 __device__ __forceinline__ void loadQuadF(const float* p, int64_t i, float x[4]) {
@@ -902,14 +880,14 @@ __global__ void __launch_bounds__(kGatherThreads) gatherRowsKernel(void* __restr
       float x[kQ][4];
 #pragma unroll
       for (int k = 0; k < kQ; ++k)
-        if (q0 + k * kT < q1) loadQuadStreaming<D>(src, base + 4 * (q0 + k * kT), x[k]);
+        if (q0 + k * kT < q1) loadQuad<D, true>(src, base + 4 * (q0 + k * kT), x[k]);
       if (kRowOverlap) gridLaunchDependents();
 #pragma unroll
       for (int k = 0; k < kQ; ++k) {
         if (q0 + k * kT >= q1) continue;
 #pragma unroll
         for (int e = 0; e < 4; ++e) x[k][e] = sc * x[k][e];
-        storeQuadStreaming<D>(out, j * n + 4 * (q0 + k * kT), x[k]);
+        storeQuad<D, true>(out, j * n + 4 * (q0 + k * kT), x[k]);
       }
       continue;
     }
@@ -962,7 +940,7 @@ __global__ void __launch_bounds__(kScatterThreads) scatterRowsKernel(void* __res
         if (q >= q1) continue;
 #pragma unroll
         for (int e = 0; e < 4; ++e) dq[k][e] = __fadd_rn(dq[k][e], __fadd_rn(0.0f, __fmul_rn(cf, sq[k][e])));
-        storeQuadStreaming<D>(dst, base + 4 * q, dq[k]);
+        storeQuad<D, true>(dst, base + 4 * q, dq[k]);
       }
       continue;
     }
