@@ -72,13 +72,17 @@ __device__ __forceinline__ void storeCodes(uint8_t* codes, int64_t e0, int64_t n
   }
 }
 
-template <DType D>
+// kScaled: findCodeScaled's conditions hold (finite block, map top >= 1).
+template <DType D, bool kScaled = false>
 __device__ __forceinline__ void encodeSlot(const float (&v)[Tile<D>::V], float inv, const QuantFinder& f,
                                            const uint32_t* table, uint8_t* codes, int64_t e0, int64_t n, bool full) {
   constexpr int V = Tile<D>::V;
   uint32_t c[V];
 #pragma unroll
-  for (int k = 0; k < V; ++k) c[k] = findCode<true>(__fmul_rn(v[k], inv), f, table);
+  for (int k = 0; k < V; ++k) {
+    const float x = __fmul_rn(v[k], inv);
+    c[k] = kScaled ? findCodeScaled(x, f, table) : findCode<true>(x, f, table);
+  }
   storeCodes<V>(codes, e0, n, full, c);
 }
 
@@ -165,21 +169,45 @@ __device__ __forceinline__ void quantizeTilePair(const TileAhead<D>& t0, const T
     unpack16<D>(t0.raw[s], v0[s]);
     unpack16<D>(t1.raw[s], v1[s]);
   }
+  // The lane's maxima propagate NaN (a finite result means every value is finite), and as they
+  // equal fmaxf's on finite values the absmax stored is unchanged. Pairs of finite values on a
+  // map with top >= 1 skip the finder's clamp to top (findCodeScaled); any other pair takes the
+  // full finder, which also maps NaN and the infinities as the CPU does.
   float mx0 = 0.0f, mx1 = 0.0f;
 #pragma unroll
   for (int s = 0; s < S; ++s)
 #pragma unroll
     for (int k = 0; k < V; ++k) {
-      mx0 = fmaxf(mx0, fabsf(v0[s][k]));
-      mx1 = fmaxf(mx1, fabsf(v1[s][k]));
+      mx0 = maxAbsNaN(mx0, v0[s][k]);
+      mx1 = maxAbsNaN(mx1, v1[s][k]);
     }
+  const bool finite = __all_sync(0xffffffffu, mx0 <= 3.4028235e38f && mx1 <= 3.4028235e38f);  // false for NaN
+  const bool scaled = finite && topAtLeastOne(f);
+  if (!finite) {  // fmaxf's maxima (NaN dropped), as the CPU computes absmax
+    mx0 = mx1 = 0.0f;
+#pragma unroll
+    for (int s = 0; s < S; ++s)
+#pragma unroll
+      for (int k = 0; k < V; ++k) {
+        mx0 = fmaxf(mx0, fabsf(v0[s][k]));
+        mx1 = fmaxf(mx1, fabsf(v1[s][k]));
+      }
+  }
   float inv0, inv1;
   const float mx = warpMaxPair(mx0, mx1, lane, inv0, inv1);  // tile 0's on lanes 0-15, tile 1's on 16-31
   uint8_t* const c0 = codes + base0 + lane * V;
+  if (scaled) {
 #pragma unroll
-  for (int s = 0; s < S; ++s) {
-    encodeSlot<D>(v0[s], inv0, f, table, c0 + s * 32 * V, 0, 0, true);
-    encodeSlot<D>(v1[s], inv1, f, table, c0 + kQuantTile + s * 32 * V, 0, 0, true);
+    for (int s = 0; s < S; ++s) {
+      encodeSlot<D, true>(v0[s], inv0, f, table, c0 + s * 32 * V, 0, 0, true);
+      encodeSlot<D, true>(v1[s], inv1, f, table, c0 + kQuantTile + s * 32 * V, 0, 0, true);
+    }
+  } else {
+#pragma unroll
+    for (int s = 0; s < S; ++s) {
+      encodeSlot<D>(v0[s], inv0, f, table, c0 + s * 32 * V, 0, 0, true);
+      encodeSlot<D>(v1[s], inv1, f, table, c0 + kQuantTile + s * 32 * V, 0, 0, true);
+    }
   }
   if ((lane & 15) == 0) absmax[base0 / kQuantTile + (lane >> 4)] = mx;
 }

@@ -107,6 +107,23 @@ __device__ __forceinline__ uint32_t findCode(float x, const QuantFinder& f, cons
   return quantPick(key, table[key >> kFinderShift]);
 }
 
+// findCode for x = y * (1/absmax) with |y| <= absmax, absmax finite, on a map whose topBits >= 1.0:
+// then |x| <= 1 + 2^-22 lies in 1.0's bucket or below, inside the table, so the clamp to top (one
+// FMNMX of the ~12 operations per value) is not needed; the result is findCode's.
+__device__ __forceinline__ uint32_t findCodeScaled(float x, const QuantFinder& f, const uint32_t* table) {
+  uint32_t key = __float_as_uint(fmaxf(fabsf(x), __uint_as_float(f.baseBits)));
+  key ^= uint32_t(int32_t(__float_as_uint(x)) >> 31) & f.flipMask;
+  return quantPick(key, table[key >> kFinderShift]);
+}
+__host__ __device__ __forceinline__ bool topAtLeastOne(const QuantFinder& f) { return f.topBits >= 0x3f800000u; }
+
+// Max of a and |b| that is NaN when either is (max.NaN: FMNMX.NAN, as cheap as fmaxf, which drops a NaN).
+__device__ __forceinline__ float maxAbsNaN(float a, float b) {
+  float r;
+  asm("max.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(fabsf(b)));
+  return r;
+}
+
 // The finder table of a map staged whole at `tab` in shared memory, as findCode indexes it. The
 // pointer points before the table (never dereferenced there): key >> 16 >= firstBucket always.
 __device__ __forceinline__ const uint32_t* finderBase(const uint32_t* tab, const QuantFinder& f) {
