@@ -230,41 +230,65 @@ __global__ void adamRowsKernel(const float* R, int64_t rSlabs, float* m, float* 
   }
 }
 
-// One block: the reductions over the channels (fixed order: strided partials, then a tree), the
-// decision, the new limiter norm and every channel's coefficient; the decay factor after them.
-constexpr int kDecideThreads = 512;
-
-__global__ void __launch_bounds__(kDecideThreads) decideKernel(ApolloHyper h, const float* gradNorms, int64_t ch,
-                                                               int64_t slabs, float* chan, float* prevNorm,
-                                                               const AdamwCounters* counters, const int32_t* flag) {
+// The decision: the sums over the channels, the scales, the limiter and every channel's
+// coefficient, in three launches (one block doing all of it took 34 us for 11008 channels and 98
+// us with 32 row slabs of column norms on the H200, of a ~600 us step on two 11008 x 4096
+// matrices: bench/results/NVIDIA-H200-2026-11-24-steps-ncu.txt). Fixed orders throughout, so a
+// step's result does not depend on scheduling.
+//   channelSumsKernel  a thread per channel: |G_j|^2 (its slabs in order) and s_j; each block's
+//                      four sums (a tree) into part[4 * block ..]
+//   decideKernel       one warp: the blocks' sums (strided, then a shuffle tree), the decision,
+//                      the new limiter norm and the decay; coefficient base and tensor scale
+//                      into dec[0], dec[1]
+//   coefKernel         every channel's coefficient
+__global__ void __launch_bounds__(kApolloDecideChannels) channelSumsKernel(const float* gradNorms, int64_t ch,
+                                                                           int64_t slabs, const float* chan,
+                                                                           double* part, const int32_t* flag) {
   if (*flag != 0) return;
-  __shared__ double red[4][kDecideThreads];
-  __shared__ double coefBase, tensorScale;
+  constexpr int T = int(kApolloDecideChannels);
+  __shared__ double red[4][T];
+  const int64_t j = blockIdx.x * int64_t(T) + threadIdx.x;
   double a[4] = {0.0, 0.0, 0.0, 0.0};
-  for (int64_t j = threadIdx.x; j < ch; j += blockDim.x) {
+  if (j < ch) {
     double g2 = 0.0;
     for (int64_t s = 0; s < slabs; ++s) g2 += double(gradNorms[s * ch + j]);
     const float r2 = chan[j], n2 = chan[ch + j];
     const double sj = double(apolloChannelScale(r2, n2));
-    a[0] += double(r2); a[1] += double(n2); a[2] += g2; a[3] += sj * sj * g2;
+    a[0] = double(r2); a[1] = double(n2); a[2] = g2; a[3] = sj * sj * g2;
   }
   for (int k = 0; k < 4; ++k) red[k][threadIdx.x] = a[k];
   __syncthreads();
-  for (int w = kDecideThreads / 2; w > 0; w >>= 1) {
+  for (int w = T / 2; w > 0; w >>= 1) {
     if (int(threadIdx.x) < w)
       for (int k = 0; k < 4; ++k) red[k][threadIdx.x] += red[k][threadIdx.x + w];
     __syncthreads();
   }
-  if (threadIdx.x == 0) {
-    ApolloSums sums{red[0][0], red[1][0], red[2][0], red[3][0]};
+  if (threadIdx.x < 4) part[4 * blockIdx.x + threadIdx.x] = red[threadIdx.x][0];
+}
+
+__global__ void decideKernel(ApolloHyper h, const double* part, int64_t blocks, float* chan, int64_t ch,
+                             float* prevNorm, const AdamwCounters* counters, const int32_t* flag, double* dec) {
+  if (*flag != 0) return;
+  const int lane = threadIdx.x & 31;
+  double a[4] = {0.0, 0.0, 0.0, 0.0};
+  for (int64_t b = lane; b < blocks; b += 32)
+    for (int k = 0; k < 4; ++k) a[k] += part[4 * b + k];
+  for (int o = 16; o > 0; o >>= 1)
+    for (int k = 0; k < 4; ++k) a[k] += __shfl_xor_sync(0xffffffffu, a[k], o);
+  if (lane == 0) {
+    const ApolloSums sums{a[0], a[1], a[2], a[3]};
     const ApolloDecision d = apolloDecide(h, sums, *prevNorm, counters->step + 1);
     *prevNorm = d.prevNorm;
-    coefBase = d.coef;
-    tensorScale = d.s;
+    dec[0] = d.coef;
+    dec[1] = d.s;
     chan[3 * ch] = apolloDecay(h);
   }
-  __syncthreads();
-  for (int64_t j = threadIdx.x; j < ch; j += blockDim.x)
+}
+
+__global__ void coefKernel(ApolloHyper h, float* chan, int64_t ch, const double* dec, const int32_t* flag) {
+  if (*flag != 0) return;
+  const double coefBase = dec[0], tensorScale = dec[1];
+  for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < ch; j += int64_t(gridDim.x) * blockDim.x)
     chan[2 * ch + j] = float(coefBase * (h.channel ? double(apolloChannelScale(chan[j], chan[ch + j])) : tensorScale));
 }
 
@@ -425,7 +449,15 @@ Status apolloStep(int dev, const ApolloTensor& T, const ApolloHyper& h, const Ad
   }
   ok = lastError("apollo Adam on R");
   if (!ok.ok()) return ok;
-  decideKernel<<<1, kDecideThreads, 0, st>>>(h, T.gradNorms, ch, apolloNormSlabs(m, n), sChan, T.prevNorm, counters, flag);
+  {
+    const int64_t blocks = apolloDecideBlocks(ch);
+    double* part = reinterpret_cast<double*>(sChan + apolloChanDoublesAt(m, n));
+    double* dec = part + 4 * blocks;
+    channelSumsKernel<<<unsigned(blocks), unsigned(kApolloDecideChannels), 0, st>>>(T.gradNorms, ch, apolloNormSlabs(m, n),
+                                                                                   sChan, part, flag);
+    decideKernel<<<1, 32, 0, st>>>(h, part, blocks, sChan, ch, T.prevNorm, counters, flag, dec);
+    coefKernel<<<gridFor(dev, ch), kThreads, 0, st>>>(h, sChan, ch, dec, flag);
+  }
   ok = lastError("apollo decision");
   if (!ok.ok()) return ok;
   // Enough blocks to cover the columns once per row slab and fill the device.

@@ -34,6 +34,7 @@
 #include "internal.cuh"
 #include "launchers.h"
 #include "quant_device.cuh"
+#include "scan.cuh"
 
 namespace slimopt {
 namespace gpu {
@@ -135,34 +136,8 @@ __device__ __forceinline__ bool ownedRun(const int32_t* idx, int64_t r, int64_t 
 
 // ---- the non-finite scan ------------------------------------------------------------------------
 
-// Non-finite <=> exponent all ones <=> (word & mask) + one carries into the lane's top bit.
 __device__ __forceinline__ bool scanRange(const void* p, DType d, int64_t begin, int64_t end) {
-  const int es = dtypeSize(d);
-  const uint32_t mask = d == DType::F32 ? 0x7f800000u : d == DType::BF16 ? 0x7f807f80u : 0x7c007c00u;
-  const uint32_t one = d == DType::F32 ? 0x00800000u : d == DType::BF16 ? 0x00800080u : 0x04000400u;
-  const uint32_t top = d == DType::F32 ? 0x80000000u : 0x80008000u;
-  const uint8_t* b = static_cast<const uint8_t*>(p) + begin * es;
-  uint32_t acc = 0;
-  if ((reinterpret_cast<uintptr_t>(b) & 15) == 0) {
-    const int64_t nv = (end - begin) * es / 16;
-    const uint4* q = reinterpret_cast<const uint4*>(b);
-    for (int64_t v0 = 0; v0 < nv; v0 += 4 * kT) {
-      uint4 x[4];
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const int64_t vi = v0 + j * kT + threadIdx.x;
-        x[j] = vi < nv ? __ldg(q + vi) : make_uint4(0, 0, 0, 0);
-      }
-#pragma unroll
-      for (int j = 0; j < 4; ++j)
-        acc |= ((x[j].x & mask) + one) | ((x[j].y & mask) + one) | ((x[j].z & mask) + one) |
-               ((x[j].w & mask) + one);
-    }
-    begin += nv * 16 / es;
-  }
-  bool bad = (acc & top) != 0;
-  for (int64_t i = begin + threadIdx.x; i < end; i += kT) bad |= !isFiniteFloat(loadAsFloat(p, d, i));
-  return bad;
+  return blockScanNonFinite<kT, 4>(p, d, begin, end);
 }
 
 __global__ void __launch_bounds__(kT) scanKernel(const GrassTensor* tensors, int n, int64_t units,

@@ -43,6 +43,7 @@
 #include "internal.cuh"
 #include "quant_device.cuh"
 #include "quant_launchers.h"
+#include "scan.cuh"
 #include "stochastic_round.cuh"
 
 namespace slimopt {
@@ -117,35 +118,8 @@ struct Ctx {
 
 // ---- phase 1: does [begin, end) of this gradient hold a NaN/Inf? (the whole block scans) ------
 
-// Non-finite <=> exponent all ones <=> (word & mask) + one carries into the lane's top bit; a
-// 32-bit word holds one f32 or two 16-bit values (no carry crosses the halves).
 __device__ __forceinline__ bool scanRange(const void* grad, DType gd, int64_t begin, int64_t end) {
-  const int es = dtypeSize(gd);
-  const uint32_t mask = gd == DType::F32 ? 0x7f800000u : gd == DType::BF16 ? 0x7f807f80u : 0x7c007c00u;
-  const uint32_t one = gd == DType::F32 ? 0x00800000u : gd == DType::BF16 ? 0x00800080u : 0x04000400u;
-  const uint32_t top = gd == DType::F32 ? 0x80000000u : 0x80008000u;
-  const int tid = threadIdx.x;
-  const uint8_t* p = static_cast<const uint8_t*>(grad) + begin * es;
-  uint32_t acc = 0;
-  if ((reinterpret_cast<uintptr_t>(p) & 15) == 0) {
-    const int64_t nv = (end - begin) * es / 16;
-    const uint4* q = reinterpret_cast<const uint4*>(p);
-    for (int64_t v0 = 0; v0 < nv; v0 += kScanUnroll * kThreads) {
-      uint4 x[kScanUnroll];
-#pragma unroll
-      for (int j = 0; j < kScanUnroll; ++j) {
-        const int64_t vi = v0 + j * kThreads + tid;
-        x[j] = vi < nv ? __ldg(q + vi) : make_uint4(0, 0, 0, 0);
-      }
-#pragma unroll
-      for (int j = 0; j < kScanUnroll; ++j)
-        acc |= ((x[j].x & mask) + one) | ((x[j].y & mask) + one) | ((x[j].z & mask) + one) | ((x[j].w & mask) + one);
-    }
-    begin += nv * 16 / es;
-  }
-  bool bad = (acc & top) != 0;
-  for (int64_t i = begin + tid; i < end; i += kThreads) bad |= !isFiniteFloat(loadAsFloat(grad, gd, i));
-  return bad;
+  return blockScanNonFinite<kThreads, kScanUnroll>(grad, gd, begin, end);
 }
 
 // Index of the tensor holding `tile`: the last k with tileBegin[k] <= tile (empty tensors share
