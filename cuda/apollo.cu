@@ -7,10 +7,11 @@
 //   per tensor:
 //     P       generated into scratch from (seed, completed steps / gap) read on the device;
 //     R       = project(G) by the GEMM layer (TF32 by default; a bf16/f16 G is converted first);
-//     adam    Adam on R (m, v like R) and each channel's sums of R^2 and N^2;
-//     decide  one block: the scales, |G~| from the channel norms of G and the scales (no pass over
-//             G~), the limiter against the stored norm, each channel's coefficient c_j;
-//     update  one pass: W <- (W + c_j G) * decay, in W's dtype.
+//     adam    Adam on R (m, v like R), each channel's sums of R^2 and N^2, and each block's share
+//             of the decision's sums over the channels (R^2, N^2, |G_j|^2, s_j^2 |G_j|^2);
+//     decide  one warp: the scales, |G~| from the channel norms of G and the scales (no pass over
+//             G~), the limiter against the stored norm;
+//     update  one pass: W <- (W + c_j G) * decay, in W's dtype, c_j formed from the decision.
 // Rank 1 (APOLLO-Mini) is fused: the scan generates p first and its one read of G also computes
 // R = G p (or p^T G, partial sums per row slab), so the step skips P and the GEMM.
 // Reads of G per step: 2 at rank 1 (scan + projection, update), 3 above (scan, GEMM, update). Two
@@ -187,85 +188,98 @@ __device__ __forceinline__ void adamElement(const float* R, int64_t rSlabs, int6
   n2 += double(n) * double(n);
 }
 
-// Adam on R; per channel the sums of R^2 and N^2 (double) into chan[j], chan[ch + j].
+// The channel's part of the decision's sums, from its sums of squares of R and N as stored (f32):
+// acc += {|R_j|^2, |N_j|^2, |G_j|^2 (its slabs in order), s_j^2 |G_j|^2}.
+__device__ __forceinline__ void addChannelSums(float r2, float n2, const float* gradNorms, int64_t slabs, int64_t ch,
+                                               int64_t j, double (&acc)[4]) {
+  double g2 = 0.0;
+  for (int64_t s = 0; s < slabs; ++s) g2 += double(gradNorms[s * ch + j]);
+  const double sj = double(apolloChannelScale(r2, n2));
+  acc[0] += double(r2);
+  acc[1] += double(n2);
+  acc[2] += g2;
+  acc[3] += sj * sj * g2;
+}
+
+// Adam on R; per channel the sums of R^2 and N^2 (double, stored f32) into chan[j], chan[ch + j];
+// and the block's share of the decision's four sums over the channels into part[4 * block ..]
+// (channels in a fixed order per block, so the result does not depend on scheduling).
 // Left side (channels are R's columns): a block per 32 columns, its 8 warps take every 8th row of
 // R (128-byte coalesced rows), the 8 partial sums added in order through shared memory.
-__global__ void adamColumnsKernel(const float* R, int64_t rSlabs, float* m, float* v, int64_t ch, int64_t rank,
-                                  float beta1, float beta2, float eps, float* chan, const int32_t* flag) {
+__global__ void __launch_bounds__(kThreads) adamColumnsKernel(const float* R, int64_t rSlabs, float* m, float* v,
+                                                              int64_t ch, int64_t rank, float beta1, float beta2,
+                                                              float eps, float* chan, const float* gradNorms,
+                                                              int64_t slabs, double* part, const int32_t* flag) {
+  static_assert(kThreads / 32 * 32 == kThreads && kApolloAdamColsPerBlock == 32, "a block takes 32 columns");
   if (*flag != 0) return;
-  __shared__ double part[2][kThreads / 32][32];
+  __shared__ double sq[2][kThreads / 32][32];
   const int tx = threadIdx.x & 31, ty = threadIdx.x >> 5;
+  double acc[4] = {0.0, 0.0, 0.0, 0.0};  // warp 0's lanes: their columns' sums
   for (int64_t j0 = int64_t(blockIdx.x) * 32; j0 < ch; j0 += int64_t(gridDim.x) * 32) {
     const int64_t j = j0 + tx;
     double r2 = 0.0, n2 = 0.0;
     if (j < ch)
       for (int64_t q = ty; q < rank; q += kThreads / 32) adamElement(R, rSlabs, ch, m, v, q * ch + j, beta1, beta2, eps, r2, n2);
-    part[0][ty][tx] = r2;
-    part[1][ty][tx] = n2;
+    sq[0][ty][tx] = r2;
+    sq[1][ty][tx] = n2;
     __syncthreads();
     if (ty == 0 && j < ch) {
       double a = 0.0, b = 0.0;
-      for (int k = 0; k < kThreads / 32; ++k) { a += part[0][k][tx]; b += part[1][k][tx]; }
+      for (int k = 0; k < kThreads / 32; ++k) { a += sq[0][k][tx]; b += sq[1][k][tx]; }
       chan[j] = float(a);
       chan[ch + j] = float(b);
+      addChannelSums(float(a), float(b), gradNorms, slabs, ch, j, acc);
     }
     __syncthreads();
   }
+  if (ty == 0) {
+    for (int o = 16; o > 0; o >>= 1)
+      for (int k = 0; k < 4; ++k) acc[k] += __shfl_xor_sync(0xffffffffu, acc[k], o);
+    if (tx < 4) part[4 * blockIdx.x + tx] = acc[tx];
+  }
 }
 
-// Right side (channels are R's rows): a warp per row of R (r elements).
-__global__ void adamRowsKernel(const float* R, int64_t rSlabs, float* m, float* v, int64_t ch, int64_t rank,
-                               float beta1, float beta2, float eps, float* chan, const int32_t* flag) {
+// Right side (channels are R's rows): a warp per row of R (r elements); the block's 8 warps' sums
+// added in warp order.
+__global__ void __launch_bounds__(kThreads) adamRowsKernel(const float* R, int64_t rSlabs, float* m, float* v,
+                                                           int64_t ch, int64_t rank, float beta1, float beta2, float eps,
+                                                           float* chan, const float* gradNorms, int64_t slabs,
+                                                           double* part, const int32_t* flag) {
+  static_assert(kThreads / 32 == kApolloAdamRowsPerBlock, "a warp per row");
   if (*flag != 0) return;
-  const int lane = threadIdx.x & 31;
-  const int64_t warps = int64_t(gridDim.x) * (blockDim.x / 32);
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x / 32) + threadIdx.x / 32; i < ch; i += warps) {
+  __shared__ double warpSums[kThreads / 32][4];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t warps = int64_t(gridDim.x) * (kThreads / 32);
+  double acc[4] = {0.0, 0.0, 0.0, 0.0};
+  for (int64_t i = blockIdx.x * int64_t(kThreads / 32) + warp; i < ch; i += warps) {
     double r2 = 0.0, n2 = 0.0;
     for (int64_t q = lane; q < rank; q += 32) adamElement(R, rSlabs, ch, m, v, i * rank + q, beta1, beta2, eps, r2, n2);
     for (int o = 16; o > 0; o >>= 1) {
       r2 += __shfl_xor_sync(0xffffffffu, r2, o);
       n2 += __shfl_xor_sync(0xffffffffu, n2, o);
     }
-    if (lane == 0) { chan[i] = float(r2); chan[ch + i] = float(n2); }
+    if (lane == 0) {
+      chan[i] = float(r2);
+      chan[ch + i] = float(n2);
+      addChannelSums(float(r2), float(n2), gradNorms, slabs, ch, i, acc);
+    }
   }
-}
-
-// The decision: the sums over the channels, the scales, the limiter and every channel's
-// coefficient, in three launches (one block doing all of it took 34 us for 11008 channels and 98
-// us with 32 row slabs of column norms on the H200, of a ~600 us step on two 11008 x 4096
-// matrices: bench/results/NVIDIA-H200-2026-11-24-steps-ncu.txt). Fixed orders throughout, so a
-// step's result does not depend on scheduling.
-//   channelSumsKernel  a thread per channel: |G_j|^2 (its slabs in order) and s_j; each block's
-//                      four sums (a tree) into part[4 * block ..]
-//   decideKernel       one warp: the blocks' sums (strided, then a shuffle tree), the decision,
-//                      the new limiter norm and the decay; coefficient base and tensor scale
-//                      into dec[0], dec[1]
-//   coefKernel         every channel's coefficient
-__global__ void __launch_bounds__(kApolloDecideChannels) channelSumsKernel(const float* gradNorms, int64_t ch,
-                                                                           int64_t slabs, const float* chan,
-                                                                           double* part, const int32_t* flag) {
-  if (*flag != 0) return;
-  constexpr int T = int(kApolloDecideChannels);
-  __shared__ double red[4][T];
-  const int64_t j = blockIdx.x * int64_t(T) + threadIdx.x;
-  double a[4] = {0.0, 0.0, 0.0, 0.0};
-  if (j < ch) {
-    double g2 = 0.0;
-    for (int64_t s = 0; s < slabs; ++s) g2 += double(gradNorms[s * ch + j]);
-    const float r2 = chan[j], n2 = chan[ch + j];
-    const double sj = double(apolloChannelScale(r2, n2));
-    a[0] = double(r2); a[1] = double(n2); a[2] = g2; a[3] = sj * sj * g2;
-  }
-  for (int k = 0; k < 4; ++k) red[k][threadIdx.x] = a[k];
+  if (lane == 0)
+    for (int k = 0; k < 4; ++k) warpSums[warp][k] = acc[k];
   __syncthreads();
-  for (int w = T / 2; w > 0; w >>= 1) {
-    if (int(threadIdx.x) < w)
-      for (int k = 0; k < 4; ++k) red[k][threadIdx.x] += red[k][threadIdx.x + w];
-    __syncthreads();
+  if (threadIdx.x < 4) {
+    double t = 0.0;
+    for (int w = 0; w < kThreads / 32; ++w) t += warpSums[w][threadIdx.x];
+    part[4 * blockIdx.x + threadIdx.x] = t;
   }
-  if (threadIdx.x < 4) part[4 * blockIdx.x + threadIdx.x] = red[threadIdx.x][0];
 }
 
+// The decision, one warp: the Adam blocks' sums (strided, then a shuffle tree), the scales, the
+// limiter against the stored norm, the new norm and the decay; the coefficient base and the tensor
+// scale into dec[0], dec[1], from which the update kernels form each channel's coefficient.
+// (One block doing the sums over the channels, the decision and the coefficients took 34 us for
+// 11008 channels and 98 us with 32 row slabs of column norms on the H200, of a ~600 us step on two
+// 11008 x 4096 matrices: bench/results/NVIDIA-H200-2026-11-24-steps-ncu.txt.)
 __global__ void decideKernel(ApolloHyper h, const double* part, int64_t blocks, float* chan, int64_t ch,
                              float* prevNorm, const AdamwCounters* counters, const int32_t* flag, double* dec) {
   if (*flag != 0) return;
@@ -285,63 +299,80 @@ __global__ void decideKernel(ApolloHyper h, const double* part, int64_t blocks, 
   }
 }
 
-__global__ void coefKernel(ApolloHyper h, float* chan, int64_t ch, const double* dec, const int32_t* flag) {
-  if (*flag != 0) return;
-  const double coefBase = dec[0], tensorScale = dec[1];
-  for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < ch; j += int64_t(gridDim.x) * blockDim.x)
-    chan[2 * ch + j] = float(coefBase * (h.channel ? double(apolloChannelScale(chan[j], chan[ch + j])) : tensorScale));
+// Channel j's coefficient c_j = coef * (s_j or the tensor scale), rounded to f32 as the CPU does.
+__device__ __forceinline__ float channelCoef(const float* chan, int64_t ch, int64_t j, const double* dec, bool channel) {
+  return float(dec[0] * (channel ? double(apolloChannelScale(chan[j], chan[ch + j])) : dec[1]));
 }
 
 // W <- (W + c_j G) * decay: blocks stride over rows (y), threads over columns; c_j by row (right)
-// or column (left). Rounded as the CPU rounds (no contraction).
+// or column (left). Each thread forms the coefficient of a row or column it owns once, before its
+// loop over that row or column (the same value in every thread that forms it). Rounded as the
+// CPU rounds (no contraction).
+template <DType WT, DType GT>
+__device__ __forceinline__ void updateElement(void* W, const void* G, int64_t idx, float c, float decay) {
+  const float w = __fadd_rn(loadAsFloat(W, WT, idx), __fmul_rn(c, loadAsFloat(G, GT, idx)));
+  storeFromFloat(W, WT, idx, __fmul_rn(w, decay));
+}
+
 template <DType WT, DType GT>
 __global__ void updateKernel(void* W, const void* G, int64_t rows, int64_t cols, bool left, const float* chan,
-                             int64_t ch, const int32_t* flag) {
+                             int64_t ch, const double* dec, bool channel, const int32_t* flag) {
   if (*flag != 0) return;
-  const float* coef = chan + 2 * ch;
   const float decay = chan[3 * ch];
-  for (int64_t i = blockIdx.y; i < rows; i += gridDim.y) {
-    const float ci = left ? 0.0f : coef[i];
-    for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < cols; j += int64_t(gridDim.x) * blockDim.x) {
-      const int64_t idx = i * cols + j;
-      const float c = left ? coef[j] : ci;
-      const float w = __fadd_rn(loadAsFloat(W, WT, idx), __fmul_rn(c, loadAsFloat(G, GT, idx)));
-      storeFromFloat(W, WT, idx, __fmul_rn(w, decay));
+  const int64_t j0 = blockIdx.x * int64_t(blockDim.x) + threadIdx.x, js = int64_t(gridDim.x) * blockDim.x;
+  if (left) {
+    for (int64_t j = j0; j < cols; j += js) {
+      const float c = channelCoef(chan, ch, j, dec, channel);
+      for (int64_t i = blockIdx.y; i < rows; i += gridDim.y) updateElement<WT, GT>(W, G, i * cols + j, c, decay);
+    }
+  } else {
+    for (int64_t i = blockIdx.y; i < rows; i += gridDim.y) {
+      const float c = channelCoef(chan, ch, i, dec, channel);
+      for (int64_t j = j0; j < cols; j += js) updateElement<WT, GT>(W, G, i * cols + j, c, decay);
     }
   }
+}
+
+__device__ __forceinline__ float4 updateQuad(float4 w, float4 g, float4 c, float decay) {
+  w.x = __fmul_rn(__fadd_rn(w.x, __fmul_rn(c.x, g.x)), decay);
+  w.y = __fmul_rn(__fadd_rn(w.y, __fmul_rn(c.y, g.y)), decay);
+  w.z = __fmul_rn(__fadd_rn(w.z, __fmul_rn(c.z, g.z)), decay);
+  w.w = __fmul_rn(__fadd_rn(w.w, __fmul_rn(c.w, g.w)), decay);
+  return w;
 }
 
 // The same for f32 W and G with 16-byte aligned rows: float4 accesses.
 template <bool LEFT>
 __global__ void updateF32x4Kernel(float* __restrict__ W, const float* __restrict__ G, int64_t rows, int64_t cols4,
-                                  const float* __restrict__ chan, int64_t ch, const int32_t* flag) {
+                                  const float* __restrict__ chan, int64_t ch, const double* __restrict__ dec,
+                                  bool channel, const int32_t* flag) {
   if (*flag != 0) return;
-  const float* coef = chan + 2 * ch;
   const float decay = chan[3 * ch];
-  for (int64_t i = blockIdx.y; i < rows; i += gridDim.y) {
-    const float ci = LEFT ? 0.0f : coef[i];
-    float4* w4 = reinterpret_cast<float4*>(W) + i * cols4;
-    const float4* g4 = reinterpret_cast<const float4*>(G) + i * cols4;
-    for (int64_t q = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; q < cols4; q += int64_t(gridDim.x) * blockDim.x) {
-      float4 w = w4[q];
-      const float4 g = g4[q];
-      const float4 c = LEFT ? reinterpret_cast<const float4*>(coef)[q] : make_float4(ci, ci, ci, ci);
-      w.x = __fmul_rn(__fadd_rn(w.x, __fmul_rn(c.x, g.x)), decay);
-      w.y = __fmul_rn(__fadd_rn(w.y, __fmul_rn(c.y, g.y)), decay);
-      w.z = __fmul_rn(__fadd_rn(w.z, __fmul_rn(c.z, g.z)), decay);
-      w.w = __fmul_rn(__fadd_rn(w.w, __fmul_rn(c.w, g.w)), decay);
-      w4[q] = w;
+  float4* W4 = reinterpret_cast<float4*>(W);
+  const float4* G4 = reinterpret_cast<const float4*>(G);
+  const int64_t q0 = blockIdx.x * int64_t(blockDim.x) + threadIdx.x, qs = int64_t(gridDim.x) * blockDim.x;
+  if (LEFT) {
+    for (int64_t q = q0; q < cols4; q += qs) {
+      const float4 c = make_float4(channelCoef(chan, ch, 4 * q, dec, channel), channelCoef(chan, ch, 4 * q + 1, dec, channel),
+                                   channelCoef(chan, ch, 4 * q + 2, dec, channel), channelCoef(chan, ch, 4 * q + 3, dec, channel));
+      for (int64_t i = blockIdx.y; i < rows; i += gridDim.y) W4[i * cols4 + q] = updateQuad(W4[i * cols4 + q], G4[i * cols4 + q], c, decay);
+    }
+  } else {
+    for (int64_t i = blockIdx.y; i < rows; i += gridDim.y) {
+      const float ci = channelCoef(chan, ch, i, dec, channel);
+      const float4 c = make_float4(ci, ci, ci, ci);
+      for (int64_t q = q0; q < cols4; q += qs) W4[i * cols4 + q] = updateQuad(W4[i * cols4 + q], G4[i * cols4 + q], c, decay);
     }
   }
 }
 
 template <DType WT>
 void launchUpdate(DType gt, dim3 grid, cudaStream_t st, void* W, const void* G, int64_t rows, int64_t cols, bool left,
-                  const float* chan, int64_t ch, const int32_t* flag) {
+                  const float* chan, int64_t ch, const double* dec, bool channel, const int32_t* flag) {
   switch (gt) {
-    case DType::F32: updateKernel<WT, DType::F32><<<grid, kThreads, 0, st>>>(W, G, rows, cols, left, chan, ch, flag); break;
-    case DType::BF16: updateKernel<WT, DType::BF16><<<grid, kThreads, 0, st>>>(W, G, rows, cols, left, chan, ch, flag); break;
-    default: updateKernel<WT, DType::F16><<<grid, kThreads, 0, st>>>(W, G, rows, cols, left, chan, ch, flag); break;
+    case DType::F32: updateKernel<WT, DType::F32><<<grid, kThreads, 0, st>>>(W, G, rows, cols, left, chan, ch, dec, channel, flag); break;
+    case DType::BF16: updateKernel<WT, DType::BF16><<<grid, kThreads, 0, st>>>(W, G, rows, cols, left, chan, ch, dec, channel, flag); break;
+    default: updateKernel<WT, DType::F16><<<grid, kThreads, 0, st>>>(W, G, rows, cols, left, chan, ch, dec, channel, flag); break;
   }
 }
 
@@ -438,26 +469,21 @@ Status apolloStep(int dev, const ApolloTensor& T, const ApolloHyper& h, const Ad
   const int64_t rSlabs = fusedR ? apolloNormSlabs(m, n) : 0;
   if (!fusedR) ok = projectByGemm(dev, st, T, h, counters, flag, sP, sR, sBig);
   if (!ok.ok()) return ok;
-  {
-    // Left: 32 channels per block; right: 8 (a warp each).
-    const int64_t per = left ? 32 : kThreads / 32;
-    const unsigned blocks = unsigned(std::max<int64_t>(1, std::min<int64_t>((ch + per - 1) / per, int64_t(smCount(dev)) * 16)));
-    if (left)
-      adamColumnsKernel<<<blocks, kThreads, 0, st>>>(R, rSlabs, T.expAvg, T.expAvgSq, ch, r, h.beta1, h.beta2, h.eps, sChan, flag);
-    else
-      adamRowsKernel<<<blocks, kThreads, 0, st>>>(R, rSlabs, T.expAvg, T.expAvgSq, ch, r, h.beta1, h.beta2, h.eps, sChan, flag);
-  }
+  // Adam on R with the channels' sums (a block's share of the decision's sums into part), then
+  // the decision (one warp) into dec.
+  const int64_t adamBlocks = std::min<int64_t>(apolloAdamBlocks(m, n), int64_t(smCount(dev)) * 16);
+  double* part = reinterpret_cast<double*>(sChan + apolloChanDoublesAt(m, n));
+  double* dec = part + 4 * apolloAdamBlocks(m, n);
+  const int64_t slabs = apolloNormSlabs(m, n);
+  if (left)
+    adamColumnsKernel<<<unsigned(adamBlocks), kThreads, 0, st>>>(R, rSlabs, T.expAvg, T.expAvgSq, ch, r, h.beta1, h.beta2,
+                                                                 h.eps, sChan, T.gradNorms, slabs, part, flag);
+  else
+    adamRowsKernel<<<unsigned(adamBlocks), kThreads, 0, st>>>(R, rSlabs, T.expAvg, T.expAvgSq, ch, r, h.beta1, h.beta2, h.eps,
+                                                              sChan, T.gradNorms, slabs, part, flag);
   ok = lastError("apollo Adam on R");
   if (!ok.ok()) return ok;
-  {
-    const int64_t blocks = apolloDecideBlocks(ch);
-    double* part = reinterpret_cast<double*>(sChan + apolloChanDoublesAt(m, n));
-    double* dec = part + 4 * blocks;
-    channelSumsKernel<<<unsigned(blocks), unsigned(kApolloDecideChannels), 0, st>>>(T.gradNorms, ch, apolloNormSlabs(m, n),
-                                                                                   sChan, part, flag);
-    decideKernel<<<1, 32, 0, st>>>(h, part, blocks, sChan, ch, T.prevNorm, counters, flag, dec);
-    coefKernel<<<gridFor(dev, ch), kThreads, 0, st>>>(h, sChan, ch, dec, flag);
-  }
+  decideKernel<<<1, 32, 0, st>>>(h, part, adamBlocks, sChan, ch, T.prevNorm, counters, flag, dec);
   ok = lastError("apollo decision");
   if (!ok.ok()) return ok;
   // Enough blocks to cover the columns once per row slab and fill the device.
@@ -470,14 +496,15 @@ Status apolloStep(int dev, const ApolloTensor& T, const ApolloHyper& h, const Ad
   if (vec) {
     auto* W = static_cast<float*>(T.param);
     auto* G = static_cast<const float*>(T.grad);
-    if (left) updateF32x4Kernel<true><<<grid, kThreads, 0, st>>>(W, G, m, n / 4, sChan, ch, flag);
-    else updateF32x4Kernel<false><<<grid, kThreads, 0, st>>>(W, G, m, n / 4, sChan, ch, flag);
+    const bool chn = h.channel != 0;
+    if (left) updateF32x4Kernel<true><<<grid, kThreads, 0, st>>>(W, G, m, n / 4, sChan, ch, dec, chn, flag);
+    else updateF32x4Kernel<false><<<grid, kThreads, 0, st>>>(W, G, m, n / 4, sChan, ch, dec, chn, flag);
     return lastError("apollo update");
   }
   switch (T.paramDtype) {
-    case DType::F32: launchUpdate<DType::F32>(T.gradDtype, grid, st, T.param, T.grad, m, n, left, sChan, ch, flag); break;
-    case DType::BF16: launchUpdate<DType::BF16>(T.gradDtype, grid, st, T.param, T.grad, m, n, left, sChan, ch, flag); break;
-    default: launchUpdate<DType::F16>(T.gradDtype, grid, st, T.param, T.grad, m, n, left, sChan, ch, flag); break;
+    case DType::F32: launchUpdate<DType::F32>(T.gradDtype, grid, st, T.param, T.grad, m, n, left, sChan, ch, dec, h.channel != 0, flag); break;
+    case DType::BF16: launchUpdate<DType::BF16>(T.gradDtype, grid, st, T.param, T.grad, m, n, left, sChan, ch, dec, h.channel != 0, flag); break;
+    default: launchUpdate<DType::F16>(T.gradDtype, grid, st, T.param, T.grad, m, n, left, sChan, ch, dec, h.channel != 0, flag); break;
   }
   return lastError("apollo update");
 }

@@ -47,16 +47,21 @@ SLIMOPT_HD int64_t apolloNormSlabs(int64_t rows, int64_t cols) {
 SLIMOPT_HD int64_t apolloNormFloats(int64_t rows, int64_t cols) {
   return apolloNormSlabs(rows, cols) * apolloChannels(rows, cols);
 }
-// Channels per block of the CUDA decision's first kernel (its block size).
-constexpr int64_t kApolloDecideChannels = 256;
-SLIMOPT_HD int64_t apolloDecideBlocks(int64_t ch) { return (ch + kApolloDecideChannels - 1) / kApolloDecideChannels; }
+// Channels per block of the CUDA Adam-on-R kernels (right: a warp per row; left: 32 columns), and
+// their grid's cap: each block leaves four partial sums of the decision in the channel scratch.
+constexpr int64_t kApolloAdamRowsPerBlock = 8, kApolloAdamColsPerBlock = 32, kApolloMaxAdamBlocks = 4096;
+SLIMOPT_HD int64_t apolloAdamBlocks(int64_t rows, int64_t cols) {
+  const int64_t per = apolloLeft(rows, cols) ? kApolloAdamColsPerBlock : kApolloAdamRowsPerBlock;
+  const int64_t b = (apolloChannels(rows, cols) + per - 1) / per;
+  return b < kApolloMaxAdamBlocks ? b : kApolloMaxAdamBlocks;
+}
 // Float offset (even: 8-byte aligned) of the CUDA decision's doubles in the channel scratch.
 SLIMOPT_HD int64_t apolloChanDoublesAt(int64_t rows, int64_t cols) { return (3 * apolloChannels(rows, cols) + 2) & ~int64_t(1); }
-// Floats of the per-step channel scratch: sum R^2, sum N^2, coefficient per channel, the decay
-// factor; then, from apolloChanDoublesAt, the CUDA decision's doubles: four sums per block of
-// channels, then the coefficient base and the tensor scale.
+// Floats of the per-step channel scratch: sum R^2, sum N^2, coefficient (CPU) per channel, the
+// decay factor; then, from apolloChanDoublesAt, the CUDA decision's doubles: four sums per Adam
+// block, then the coefficient base and the tensor scale.
 SLIMOPT_HD int64_t apolloChanFloats(int64_t rows, int64_t cols) {
-  return apolloChanDoublesAt(rows, cols) + 2 * (4 * apolloDecideBlocks(apolloChannels(rows, cols)) + 2);
+  return apolloChanDoublesAt(rows, cols) + 2 * (4 * apolloAdamBlocks(rows, cols) + 2);
 }
 
 // One parameter. Pointers are device pointers for CUDA, host for the CPU.
