@@ -274,23 +274,31 @@ __global__ void __launch_bounds__(kThreads) adamRowsKernel(const float* R, int64
   }
 }
 
-// The decision, one warp: the Adam blocks' sums (strided, then a shuffle tree), the scales, the
-// limiter against the stored norm, the new norm and the decay; the coefficient base and the tensor
-// scale into dec[0], dec[1], from which the update kernels form each channel's coefficient.
-// (One block doing the sums over the channels, the decision and the coefficients took 34 us for
-// 11008 channels and 98 us with 32 row slabs of column norms on the H200, of a ~600 us step on two
-// 11008 x 4096 matrices: bench/results/NVIDIA-H200-2026-11-24-steps-ncu.txt.)
-__global__ void decideKernel(ApolloHyper h, const double* part, int64_t blocks, float* chan, int64_t ch,
-                             float* prevNorm, const AdamwCounters* counters, const int32_t* flag, double* dec) {
+// The decision, one block: the Adam blocks' sums (each thread a strided share in order, then a
+// tree), the scales, the limiter against the stored norm, the new norm and the decay; the
+// coefficient base and the tensor scale into dec[0], dec[1], from which the update kernels form
+// each channel's coefficient. (One block doing the sums over the channels, the decision and the
+// coefficients took 34 us for 11008 channels and 98 us with 32 row slabs of column norms on the
+// H200, of a ~600 us step on two 11008 x 4096 matrices: bench/results/NVIDIA-H200-2026-11-24-steps-ncu.txt.)
+constexpr int kDecideThreads = 256;
+__global__ void __launch_bounds__(kDecideThreads) decideKernel(ApolloHyper h, const double* part, int64_t blocks,
+                                                               float* chan, int64_t ch, float* prevNorm,
+                                                               const AdamwCounters* counters, const int32_t* flag,
+                                                               double* dec) {
   if (*flag != 0) return;
-  const int lane = threadIdx.x & 31;
+  __shared__ double red[4][kDecideThreads];
   double a[4] = {0.0, 0.0, 0.0, 0.0};
-  for (int64_t b = lane; b < blocks; b += 32)
+  for (int64_t b = threadIdx.x; b < blocks; b += kDecideThreads)
     for (int k = 0; k < 4; ++k) a[k] += part[4 * b + k];
-  for (int o = 16; o > 0; o >>= 1)
-    for (int k = 0; k < 4; ++k) a[k] += __shfl_xor_sync(0xffffffffu, a[k], o);
-  if (lane == 0) {
-    const ApolloSums sums{a[0], a[1], a[2], a[3]};
+  for (int k = 0; k < 4; ++k) red[k][threadIdx.x] = a[k];
+  __syncthreads();
+  for (int w = kDecideThreads / 2; w > 0; w >>= 1) {
+    if (int(threadIdx.x) < w)
+      for (int k = 0; k < 4; ++k) red[k][threadIdx.x] += red[k][threadIdx.x + w];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    const ApolloSums sums{red[0][0], red[1][0], red[2][0], red[3][0]};
     const ApolloDecision d = apolloDecide(h, sums, *prevNorm, counters->step + 1);
     *prevNorm = d.prevNorm;
     dec[0] = d.coef;
@@ -326,8 +334,10 @@ __global__ void updateKernel(void* W, const void* G, int64_t rows, int64_t cols,
       for (int64_t i = blockIdx.y; i < rows; i += gridDim.y) updateElement<WT, GT>(W, G, i * cols + j, c, decay);
     }
   } else {
+    float next = blockIdx.y < rows ? channelCoef(chan, ch, blockIdx.y, dec, channel) : 0.0f;
     for (int64_t i = blockIdx.y; i < rows; i += gridDim.y) {
-      const float c = channelCoef(chan, ch, i, dec, channel);
+      const float c = next;
+      if (i + gridDim.y < rows) next = channelCoef(chan, ch, i + gridDim.y, dec, channel);  // overlaps the row
       for (int64_t j = j0; j < cols; j += js) updateElement<WT, GT>(W, G, i * cols + j, c, decay);
     }
   }
@@ -358,9 +368,12 @@ __global__ void updateF32x4Kernel(float* __restrict__ W, const float* __restrict
       for (int64_t i = blockIdx.y; i < rows; i += gridDim.y) W4[i * cols4 + q] = updateQuad(W4[i * cols4 + q], G4[i * cols4 + q], c, decay);
     }
   } else {
+    // The next row's coefficient is formed while this row streams: formed just before its row, its
+    // latency (two loads, a square root, a division) slowed the kernel from 4.1 to 3.5 TB/s.
+    float next = blockIdx.y < rows ? channelCoef(chan, ch, blockIdx.y, dec, channel) : 0.0f;
     for (int64_t i = blockIdx.y; i < rows; i += gridDim.y) {
-      const float ci = channelCoef(chan, ch, i, dec, channel);
-      const float4 c = make_float4(ci, ci, ci, ci);
+      const float4 c = make_float4(next, next, next, next);
+      if (i + gridDim.y < rows) next = channelCoef(chan, ch, i + gridDim.y, dec, channel);
       for (int64_t q = q0; q < cols4; q += qs) W4[i * cols4 + q] = updateQuad(W4[i * cols4 + q], G4[i * cols4 + q], c, decay);
     }
   }
@@ -483,7 +496,7 @@ Status apolloStep(int dev, const ApolloTensor& T, const ApolloHyper& h, const Ad
                                                               sChan, T.gradNorms, slabs, part, flag);
   ok = lastError("apollo Adam on R");
   if (!ok.ok()) return ok;
-  decideKernel<<<1, 32, 0, st>>>(h, part, adamBlocks, sChan, ch, T.prevNorm, counters, flag, dec);
+  decideKernel<<<1, kDecideThreads, 0, st>>>(h, part, adamBlocks, sChan, ch, T.prevNorm, counters, flag, dec);
   ok = lastError("apollo decision");
   if (!ok.ok()) return ok;
   // Enough blocks to cover the columns once per row slab and fill the device.
