@@ -1,6 +1,7 @@
-// Grass on CUDA against the CPU backend on the same inputs. Selections must be identical (same
-// lines, bit-identical rho: both backends use the same exactly rounded orders); parameters and
-// moments agree to f32 accuracy. Skipped where no CUDA device exists.
+// Grass on CUDA against the CPU backend on the same inputs, with f32 and with 8-bit moments.
+// Selections must be identical (same lines, bit-identical rho: both backends use the same exactly
+// rounded orders); parameters and f32 moments agree to f32 accuracy, 8-bit codes except at ties
+// (>= 99.99%). Skipped where no CUDA device exists.
 import { GrassAdamW, GrassSelectMode, grassSelect, gatherRows, scatterRows, devices, Parameter, tensor, zeros, DType, SlimoptError, Tensor } from "../../lib";
 import { relErr, Rng } from "../reference";
 import { expectCode } from "../helpers";
@@ -12,6 +13,11 @@ async function bits(t: Tensor): Promise<number[]> {
   const a = await t.toTypedArray();
   if (Object.prototype.toString.call(a) === "[object Float32Array]") return Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length));
   return Array.from(a);
+}
+function sameFraction(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let same = 0;
+  for (let i = 0; i < a.length; i++) if (a[i] === b[i]) same++;
+  return a.length ? same / a.length : 1;
 }
 const f32bits = (a: Float32Array) => Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length));
 const tol = (d: DType) => (d === "f32" ? 1e-5 : 1e-2);
@@ -46,41 +52,57 @@ suite("Grass selection: CUDA picks the same lines as the CPU", () => {
 });
 
 interface RunOpts { select: GrassSelectMode; keepState: boolean; dtype: DType; steps: number; K: number; seed: number;
-                    grad?: (name: string, n: number, step: number, rng: Rng) => Float32Array; poison?: { step: number; name: string } }
+                    stateBits: 32 | 8; grad?: (name: string, n: number, step: number, rng: Rng) => Float32Array;
+                    poison?: { step: number; name: string }; compactFrom?: number }
 
-/** Rows with n % 4 == 0 (quad path) and odd (scalar path), columns, a 3-D tensor, dense tensors
- *  in the rank group, and a plain group; identical gradients on both backends. */
+/** Rows with n % 4 == 0 (quad path) and odd (scalar path), columns, a 3-D tensor, a larger matrix
+ *  (26 blocks of 8-bit moments), dense tensors in the rank group (f32 moments), and a plain group;
+ *  identical gradients on both backends. At every refresh the selections (lines and rho) are the
+ *  same bits. compactFrom: from that step on, non-refresh steps get compact gradients (the
+ *  selected lines, gathered on the host from the CPU's selection) instead. */
 async function run(o: RunOpts) {
   const rng = new Rng(o.seed);
   const shapes: Record<string, number[]> = {
-    quad: [257, 64], odd: [33, 19], cols: [48, 300], cube: [5, 6, 7], dense: [1000], tiny: [7], plain: [4097],
+    quad: [257, 64], odd: [33, 19], cols: [48, 300], cube: [5, 6, 7], big: [4097, 65], dense: [1000], tiny: [7], plain: [4097],
   };
   const names = Object.keys(shapes);
+  const matrices = ["quad", "odd", "cols", "big"];  // projected and 2-D: compact gradients apply
   const mk = (device: string) => Object.fromEntries(names.map((nm, i) => {
     const n = shapes[nm].reduce((a, b) => a * b, 1);
     return [nm, new Parameter(tensor(new Rng(100 + i).normals(n, 0.2), shapes[nm], { dtype: o.dtype, device }), { name: nm })];
   })) as Record<string, Parameter>;
   const pc = mk("cpu"), pg = mk("cuda");
   const spec = (p: Record<string, Parameter>) => [
-    { params: ["quad", "odd", "cols", "cube", "dense", "tiny"].map((nm) => p[nm]), rank: 13, updateProjGap: o.K, select: o.select,
-      keepState: o.keepState, scale: 0.5 },
+    { params: names.filter((nm) => nm !== "plain").map((nm) => p[nm]), rank: 13, updateProjGap: o.K, select: o.select,
+      keepState: o.keepState, scale: 0.5, stateBits: o.stateBits },
     { params: [p.plain], lr: 0.005 }];
   const oc = new GrassAdamW(spec(pc), { lr: 0.02, weightDecay: 0.05, seed: o.seed });
   const og = new GrassAdamW(spec(pg), { lr: 0.02, weightDecay: 0.05, seed: o.seed });
   const w0 = Object.fromEntries(await Promise.all(names.map(async (nm) => [nm, await pc[nm].data.toFloat32Array()] as const)));
   for (let s = 0; s < o.steps; s++) {
+    const refreshing = oc.needsFullGrad(pc.quad);
+    const compact = o.compactFrom !== undefined && s >= o.compactFrom && !refreshing;
     for (const nm of names) {
       const n = pc[nm].numel;
       const g = o.grad ? o.grad(nm, n, s, rng) : rng.normals(n, 1 + 0.1 * s);
       if (o.poison && o.poison.step === s && o.poison.name === nm) g[n >> 1] = NaN;
       pc[nm].grad.copyFrom(g);
       pg[nm].grad.copyFrom(g);
+      if (compact && matrices.includes(nm)) {
+        const idx = await oc.selectedRows(pc[nm]);
+        const [m, cols] = [shapes[nm][0], n / shapes[nm][0]];
+        const rows = m >= cols;
+        const c = new Float32Array(idx.length * (rows ? cols : m));
+        for (let j = 0; j < idx.length; j++)
+          for (let k = 0; k < (rows ? cols : m); k++) c[rows ? j * cols + k : k * idx.length + j] = rows ? g[idx[j] * cols + k] : g[k * cols + idx[j]];
+        oc.setCompactGrad(pc[nm], tensor(c, oc.compactShape(pc[nm]), { dtype: o.dtype, device: "cpu" }));
+        og.setCompactGrad(pg[nm], tensor(c, og.compactShape(pg[nm]), { dtype: o.dtype, device: "cuda" }));
+      }
     }
-    const refreshing = oc.needsFullGrad(pc.quad);
     oc.step();
     og.step();
     if (refreshing) {
-      for (const nm of ["quad", "odd", "cols", "cube"]) {
+      for (const nm of [...matrices, "cube"]) {
         const a = oc.stateOf(pc[nm])!, b = og.stateOf(pg[nm])!;
         expect(await bits(b.indices!)).toEqual(await bits(a.indices!));
         expect(await bits(b.rho!)).toEqual(await bits(a.rho!));
@@ -93,8 +115,16 @@ async function run(o: RunOpts) {
     const dg = Float64Array.from(wg, (x, i) => x - w0[nm][i]);
     expect(relErr(dg, dc)).toBeLessThan(tol(o.dtype));
     const a = oc.stateOf(pc[nm])!, b = og.stateOf(pg[nm])!;
-    expect(relErr(await b.expAvg.toFloat32Array(), await a.expAvg.toFloat32Array())).toBeLessThan(tol(o.dtype));
-    expect(relErr(await b.expAvgSq.toFloat32Array(), await a.expAvgSq.toFloat32Array())).toBeLessThan(tol(o.dtype));
+    if (a.absmaxM) {  // 8-bit moments: codes equal except at ties, absmax close
+      expect(b.expAvg.dtype).toBe("u8");
+      expect(sameFraction(await bits(b.expAvg), await bits(a.expAvg))).toBeGreaterThanOrEqual(0.9999);
+      expect(sameFraction(await bits(b.expAvgSq), await bits(a.expAvgSq))).toBeGreaterThanOrEqual(0.9999);
+      expect(relErr(await b.absmaxM!.toFloat32Array(), await a.absmaxM.toFloat32Array())).toBeLessThan(1e-5);
+      expect(relErr(await b.absmaxV!.toFloat32Array(), await a.absmaxV!.toFloat32Array())).toBeLessThan(1e-5);
+    } else {
+      expect(relErr(await b.expAvg.toFloat32Array(), await a.expAvg.toFloat32Array())).toBeLessThan(tol(o.dtype));
+      expect(relErr(await b.expAvgSq.toFloat32Array(), await a.expAvgSq.toFloat32Array())).toBeLessThan(tol(o.dtype));
+    }
     if (a.ages) expect(await bits(b.ages!)).toEqual(await bits(a.ages));
     if (a.indices) expect(await bits(b.indices!)).toEqual(await bits(a.indices));
   }
@@ -106,59 +136,76 @@ async function run(o: RunOpts) {
   for (const p of [...Object.values(pc), ...Object.values(pg)]) p.dispose();
 }
 
-suite("GrassAdamW on CUDA against the CPU backend", () => {
-  for (const select of ["topk", "multinomial", "uniform"] as GrassSelectMode[]) {
-    for (const keepState of [false, true]) {
-      test(`${select}, keepState ${keepState}, f32: 10 steps, refresh every 3`, async () => {
-        await run({ select, keepState, dtype: "f32", steps: 10, K: 3, seed: select.length + (keepState ? 50 : 0) });
-      });
+// The same cases with f32 moments and with 8-bit moments (stateBits 8: the codes are computed with
+// every op rounded on both backends, so they agree except at ties).
+for (const stateBits of [32, 8] as const) {
+  const seed0 = stateBits === 8 ? 10 : 0;
+  suite(`GrassAdamW, stateBits ${stateBits}, on CUDA against the CPU backend`, () => {
+    for (const select of ["topk", "multinomial", "uniform"] as GrassSelectMode[]) {
+      for (const keepState of [false, true]) {
+        test(`${select}, keepState ${keepState}, f32: 9 steps, refresh every 3`, async () => {
+          await run({ select, keepState, dtype: "f32", steps: 9, K: 3, seed: seed0 + select.length + (keepState ? 50 : 0), stateBits });
+        });
+      }
     }
-  }
 
-  test("bf16 parameters (multinomial, keepState) and f16 parameters (topk)", async () => {
-    await run({ select: "multinomial", keepState: true, dtype: "bf16", steps: 8, K: 3, seed: 61 });
-    await run({ select: "topk", keepState: false, dtype: "f16", steps: 8, K: 3, seed: 62 });
-  });
+    test("bf16 parameters (multinomial, keepState) and f16 parameters (topk)", async () => {
+      await run({ select: "multinomial", keepState: true, dtype: "bf16", steps: 8, K: 3, seed: seed0 + 61, stateBits });
+      await run({ select: "topk", keepState: false, dtype: "f16", steps: 8, K: 3, seed: seed0 + 62, stateBits });
+    });
 
-  test("duplicate lines: a dominant row and column drawn many times", async () => {
-    await run({
-      select: "multinomial", keepState: true, dtype: "f32", steps: 6, K: 2, seed: 63,
-      grad: (name, n, step, rng) => {
-        const g = rng.normals(n, 0.01);
-        if (name === "quad") for (let k = 0; k < 64; k++) g[5 * 64 + k] = 2 + step;
-        if (name === "cols") for (let k = 0; k < 48; k++) g[k * 300 + 7] = -3;
-        return g;
-      },
+    test("duplicate lines: a dominant row and column drawn many times", async () => {
+      await run({
+        select: "multinomial", keepState: true, dtype: "f32", steps: 6, K: 2, seed: seed0 + 63, stateBits,
+        grad: (name, n, step, rng) => {
+          const g = rng.normals(n, 0.01);
+          if (name === "quad") for (let k = 0; k < 64; k++) g[5 * 64 + k] = 2 + step;
+          if (name === "cols") for (let k = 0; k < 48; k++) g[k * 300 + 7] = -3;
+          return g;
+        },
+      });
+    });
+
+    test("a NaN skips the group on the device exactly as on the CPU (at a refresh and between)", async () => {
+      await run({ select: "topk", keepState: true, dtype: "f32", steps: 8, K: 3, seed: seed0 + 64, stateBits, poison: { step: 3, name: "quad" } });
+      await run({ select: "multinomial", keepState: false, dtype: "f32", steps: 8, K: 3, seed: seed0 + 65, stateBits, poison: { step: 4, name: "big" } });
+    });
+
+    test("compact gradients between refreshes", async () => {
+      await run({ select: "uniform", keepState: true, dtype: "f32", steps: 8, K: 4, seed: seed0 + 76, stateBits, compactFrom: 1 });
+    });
+
+    test("a larger matrix: 4096 × 1024, r = 512, and its transpose, 4 steps with a keepState refresh", async () => {
+      for (const shape of [[4096, 1024], [1024, 4096]]) {
+        const n = shape[0] * shape[1];
+        const rng = new Rng(shape[0] + stateBits);
+        const w = rng.normals(n, 0.02);
+        const pc = new Parameter(tensor(w, shape, { device: "cpu" })), pg = new Parameter(tensor(w, shape, { device: "cuda" }));
+        const mk = (p: Parameter) =>
+          new GrassAdamW([{ params: [p], rank: 512, updateProjGap: 2, select: "multinomial", keepState: true, stateBits }], { lr: 1e-3 });
+        const oc = mk(pc), og = mk(pg);
+        for (let s = 0; s < 4; s++) {
+          const g = rng.normals(n);
+          pc.grad.copyFrom(g); pg.grad.copyFrom(g);
+          oc.step(); og.step();
+        }
+        const a = oc.stateOf(pc)!, b = og.stateOf(pg)!;
+        expect(await bits(b.indices!)).toEqual(await bits(a.indices!));
+        if (stateBits === 8) {
+          expect(sameFraction(await bits(b.expAvg), await bits(a.expAvg))).toBeGreaterThanOrEqual(0.9999);
+          expect(sameFraction(await bits(b.expAvgSq), await bits(a.expAvgSq))).toBeGreaterThanOrEqual(0.9999);
+        }
+        const dc = Float64Array.from(await pc.data.toFloat32Array(), (x, i) => x - w[i]);
+        const dg = Float64Array.from(await pg.data.toFloat32Array(), (x, i) => x - w[i]);
+        expect(relErr(dg, dc)).toBeLessThan(1e-5);
+        oc.dispose(); og.dispose(); pc.dispose(); pg.dispose();
+      }
     });
   });
+}
 
-  test("a NaN skips the group on the device exactly as on the CPU (at a refresh and between)", async () => {
-    await run({ select: "topk", keepState: true, dtype: "f32", steps: 8, K: 3, seed: 64, poison: { step: 3, name: "quad" } });
-    await run({ select: "multinomial", keepState: false, dtype: "f32", steps: 8, K: 3, seed: 65, poison: { step: 4, name: "dense" } });
-  });
-
-  test("a larger matrix: 4096 × 1024, r = 512, and its transpose", async () => {
-    for (const shape of [[4096, 1024], [1024, 4096]]) {
-      const n = shape[0] * shape[1];
-      const rng = new Rng(shape[0]);
-      const w = rng.normals(n, 0.02);
-      const pc = new Parameter(tensor(w, shape, { device: "cpu" })), pg = new Parameter(tensor(w, shape, { device: "cuda" }));
-      const mk = (p: Parameter) => new GrassAdamW([{ params: [p], rank: 512, updateProjGap: 2, select: "multinomial", keepState: true }], { lr: 1e-3 });
-      const oc = mk(pc), og = mk(pg);
-      for (let s = 0; s < 4; s++) {
-        const g = rng.normals(n);
-        pc.grad.copyFrom(g); pg.grad.copyFrom(g);
-        oc.step(); og.step();
-      }
-      expect(await bits(og.stateOf(pg)!.indices!)).toEqual(await bits(oc.stateOf(pc)!.indices!));
-      const dc = Float64Array.from(await pc.data.toFloat32Array(), (x, i) => x - w[i]);
-      const dg = Float64Array.from(await pg.data.toFloat32Array(), (x, i) => x - w[i]);
-      expect(relErr(dg, dc)).toBeLessThan(1e-5);
-      oc.dispose(); og.dispose(); pc.dispose(); pg.dispose();
-    }
-  });
-
-  test("the compact-gradient path on CUDA equals the full path on CUDA", async () => {
+suite("GrassAdamW on CUDA: the compact-gradient path equals the full path", () => {
+  test("two matrices, 7 steps, multinomial with keepState", async () => {
     const rng = new Rng(66);
     const shapes = [[129, 32], [40, 120]];
     const mk = () => shapes.map((s, i) => new Parameter(tensor(new Rng(i).normals(s[0] * s[1], 0.2), s, { device: "cuda" })));
