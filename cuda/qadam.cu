@@ -100,13 +100,7 @@ __host__ __device__ inline SmemLayout smemLayout(const QuantFinder& fA, const Qu
 }
 
 // The maps in shared memory: values, and finder tables as findCode indexes them (finderBase).
-struct Maps {
-  const float* valA;
-  const float* valB;
-  const uint32_t* tabA;
-  const uint32_t* tabB;
-  QuantFinder fA, fB;
-};
+using Maps = Q8View;
 
 struct Ctx {
   AdamwScalars s;
