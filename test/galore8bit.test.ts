@@ -8,13 +8,13 @@
 import { GaLoreAdamW, Parameter, tensor, ProjType, Tensor } from "../lib";
 import { relErr, Rng } from "./reference";
 import { refDequantize, refQuantize } from "./quant_reference";
-import { expectCloseToF32, expectCodesClose, MAP_M, MAP_V, Q8_BLOCK, zeroCodeOf } from "./q8_reference";
+import { expectCodesClose, expectStateBits8CloseToF32, MAP_M, MAP_V, Q8_BLOCK, zeroCodeOf } from "./q8_reference";
 import { expectCode } from "./helpers";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 
-const { abs, sqrt, ceil } = Math;
+const { sqrt, ceil } = Math;
 const fr = Math.fround;
 const BLOCK = Q8_BLOCK;
 
@@ -147,18 +147,9 @@ describe("GaLoreAdamW stateBits 8: against f32 states, checkpoints, skips, refus
     const rng = new Rng(31);
     const w0 = rng.normals(257 * 40, 0.1);
     const grads = Array.from({ length: 50 }, () => rng.normals(257 * 40, 0.01));
-    const runs: { w: Float32Array; m: Float32Array; v: Float32Array }[] = [];
-    for (const stateBits of [32, 8]) {
-      const p = new Parameter(tensor(w0, [257, 40], { device: "cpu" }));
-      const opt = new GaLoreAdamW([{ params: [p], rank: 16, updateProjGap: 20, scale: 1, stateBits }], { lr: 1e-3, eps: 1e-8 });
-      for (const g of grads) { p.grad.copyFrom(g); opt.step(); }
-      const st = opt.stateOf(p)!;
-      const m = stateBits === 8 ? refDequantize(await u8(st.expAvg), await st.absmaxM!.toFloat32Array(), MAP_M, BLOCK) : await st.expAvg.toFloat32Array();
-      const v = stateBits === 8 ? refDequantize(await u8(st.expAvgSq), await st.absmaxV!.toFloat32Array(), MAP_V, BLOCK) : await st.expAvgSq.toFloat32Array();
-      runs.push({ w: await p.data.toFloat32Array(), m, v });
-      opt.dispose();
-    }
-    expectCloseToF32(runs[0], runs[1], w0);
+    await expectStateBits8CloseToF32(
+      (p, stateBits) => new GaLoreAdamW([{ params: [p], rank: 16, updateProjGap: 20, scale: 1, stateBits }], { lr: 1e-3, eps: 1e-8 }),
+      [257, 40], w0, grads);
   });
 
   test("stateDict / loadStateDict and save / load mid-run continue bit-identically", async () => {

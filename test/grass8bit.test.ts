@@ -7,7 +7,7 @@
 import { GrassAdamW, GrassSelectMode, Parameter, tensor, DType, Tensor } from "../lib";
 import { relErr, Rng, roundTo } from "./reference";
 import { refDequantize, refQuantize, toF32 } from "./quant_reference";
-import { expectCloseToF32, MAP_M, MAP_V, Q8_BLOCK, zeroCodeOf } from "./q8_reference";
+import { expectStateBits8CloseToF32, MAP_M, MAP_V, Q8_BLOCK, zeroCodeOf } from "./q8_reference";
 import { expectCode } from "./helpers";
 import * as fs from "fs";
 import * as os from "os";
@@ -310,19 +310,10 @@ describe("8-bit states against the f32 path", () => {
     const rng = new Rng(21);
     const shape = [257, 33];
     const w0 = rng.normals(257 * 33, 0.1);
-    const runs: { w: Float32Array; m: Float32Array; v: Float32Array }[] = [];
     const grads = Array.from({ length: 50 }, () => rng.normals(257 * 33, 0.01));
-    for (const stateBits of [32, 8]) {
-      const p = new Parameter(tensor(w0, shape, { device: "cpu" }));
-      const opt = new GrassAdamW([{ params: [p], rank: 16, updateProjGap: 20, stateBits }], { lr: 1e-3, eps: 1e-8 });
-      for (const g of grads) { p.grad.copyFrom(g); opt.step(); }
-      const st = opt.stateOf(p)!;
-      const m = stateBits === 8 ? refDequantize(await u8(st.expAvg), await st.absmaxM!.toFloat32Array(), MAP_M, BLOCK) : await st.expAvg.toFloat32Array();
-      const v = stateBits === 8 ? refDequantize(await u8(st.expAvgSq), await st.absmaxV!.toFloat32Array(), MAP_V, BLOCK) : await st.expAvgSq.toFloat32Array();
-      runs.push({ w: await p.data.toFloat32Array(), m, v });
-      opt.dispose();
-    }
-    expectCloseToF32(runs[0], runs[1], w0);
+    await expectStateBits8CloseToF32(
+      (p, stateBits) => new GrassAdamW([{ params: [p], rank: 16, updateProjGap: 20, stateBits }], { lr: 1e-3, eps: 1e-8 }),
+      shape, w0, grads);
   });
 });
 

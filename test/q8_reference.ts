@@ -1,7 +1,8 @@
 // Shared pieces of the 8-bit state suites (Grass, GaLore stateBits 8): the maps as slimopt builds
 // them (checked against bitsandbytes' construction in test/quant.test.ts), the code of 0, the
 // widest rounding step, code comparisons and the comparison against an f32-state run.
-import { quant } from "../lib";
+import { quant, Parameter, tensor, Tensor } from "../lib";
+import { refDequantize } from "./quant_reference";
 
 const { abs, max } = Math;
 
@@ -63,4 +64,32 @@ export function expectCloseToF32(f: { w: Float32Array; m: Float32Array; v: Float
   expect(moved / updated).toBeGreaterThan(2e-3);  // the problem is not trivial
   expect(errW / updated).toBeLessThan(2.5e-4);
   expect(errW).toBeGreaterThan(0);  // the two runs are not the same code
+}
+
+/** What expectStateBits8CloseToF32 needs of an optimizer with stateBits 8 (GaLore, Grass). */
+interface Q8Optimizer {
+  step(): void;
+  dispose(): void;
+  stateOf(p: Parameter): { expAvg: Tensor; expAvgSq: Tensor; absmaxM?: Tensor; absmaxV?: Tensor } | undefined;
+}
+
+/** One CPU parameter of `shape` starting at w0, through `grads`, once with stateBits 32 and once
+ *  with 8 (`make` builds the optimizer around it); the 8-bit run's dequantized moments and its
+ *  parameters against the f32 run's (expectCloseToF32). */
+export async function expectStateBits8CloseToF32(make: (p: Parameter, stateBits: 32 | 8) => Q8Optimizer, shape: number[],
+                                                 w0: Float32Array, grads: Float32Array[]): Promise<void> {
+  const runs: { w: Float32Array; m: Float32Array; v: Float32Array }[] = [];
+  for (const stateBits of [32, 8] as const) {
+    const p = new Parameter(tensor(w0, shape, { device: "cpu" }));
+    const opt = make(p, stateBits);
+    for (const g of grads) { p.grad.copyFrom(g); opt.step(); }
+    const st = opt.stateOf(p)!;
+    const dequantized = async (codes: Tensor, absmax: Tensor, map: Float32Array) =>
+      refDequantize((await codes.toTypedArray()) as Uint8Array, await absmax.toFloat32Array(), map, Q8_BLOCK);
+    const m = stateBits === 8 ? await dequantized(st.expAvg, st.absmaxM!, MAP_M) : await st.expAvg.toFloat32Array();
+    const v = stateBits === 8 ? await dequantized(st.expAvgSq, st.absmaxV!, MAP_V) : await st.expAvgSq.toFloat32Array();
+    runs.push({ w: await p.data.toFloat32Array(), m, v });
+    opt.dispose();
+  }
+  expectCloseToF32(runs[0], runs[1], w0);
 }
