@@ -173,8 +173,7 @@ Napi::Value Step(const Napi::CallbackInfo& info) {
   T.projected = given ? static_cast<const float*>(bufArg(env, info[19], dev, rn * 4, "projected gradient")) : nullptr;
   T.grad = given ? nullptr : bufArg(env, info[2], dev, mn * dtypeSize(T.gradDtype), "gradient");
   const bool quantized = info.Length() > 20 && !info[20].IsNull() && !info[20].IsUndefined();
-  QuantMap* mapA = nullptr;
-  QuantMap* mapB = nullptr;
+  Q8MapArgs maps{};
   if (quantized) {
     const size_t blocks = (rn + size_t(kQ8Block) - 1) / size_t(kQ8Block);
     T.quantized = 1;
@@ -182,9 +181,7 @@ Napi::Value Step(const Napi::CallbackInfo& info) {
     T.codeV = static_cast<uint8_t*>(bufArg(env, info[5], dev, rn, "exp_avg_sq codes"));
     T.absmaxM = static_cast<float*>(bufArg(env, info[20], dev, blocks * 4, "exp_avg absmax"));
     T.absmaxV = static_cast<float*>(bufArg(env, info[21], dev, blocks * 4, "exp_avg_sq absmax"));
-    mapA = QuantMap::From(env, info[22], "first-moment map");
-    mapB = QuantMap::From(env, info[23], "second-moment map");
-    if (mapA->size() != 256 || mapB->size() != 256) throwError(env, "E_SHAPE", "8-bit states need maps of 256 entries");
+    maps = q8MapArgs(env, info[22], info[23]);
   } else {
     T.expAvg = static_cast<float*>(bufArg(env, info[4], dev, rn * 4, "exp_avg"));
     T.expAvgSq = static_cast<float*>(bufArg(env, info[5], dev, rn * 4, "exp_avg_sq"));
@@ -202,17 +199,7 @@ Napi::Value Step(const Napi::CallbackInfo& info) {
   h.lr = float(numField(env, o, "lr")); h.beta1 = float(numField(env, o, "beta1")); h.beta2 = float(numField(env, o, "beta2"));
   h.eps = float(numField(env, o, "eps")); h.weightDecay = float(numField(env, o, "weightDecay"));
   h.scale = float(numField(env, o, "scale")); h.mode = modeOf(env, o);
-  if (quantized) {
-    h.q8.fA = mapA->host().finder;
-    h.q8.fB = mapB->host().finder;
-    if (dev == kCpu) {
-      h.q8.blobA = mapA->hostBlob();
-      h.q8.blobB = mapB->hostBlob();
-    } else {
-      h.q8.blobA = static_cast<const uint8_t*>(mapA->deviceBlob(env, dev));
-      h.q8.blobB = static_cast<const uint8_t*>(mapB->deviceBlob(env, dev));
-    }
-  }
+  if (quantized) h.q8 = q8MapsOn(env, maps, dev);
   if (dev == kCpu) {
     cpu::galoreStep(T, h, counters, flag, sR, sT);
     return env.Undefined();

@@ -124,9 +124,9 @@ class GrassGroup : public Napi::ObjectWrap<GrassGroup> {
     counters_ = counters;
     refs_.push_back(Napi::Persistent(info[2].As<Napi::Object>()));
     if (!info[3].IsUndefined() && !info[3].IsNull()) {
-      mapA_ = QuantMap::From(env, info[3], "first-moment map");
-      mapB_ = QuantMap::From(env, info[4], "second-moment map");
-      if (mapA_->size() != 256 || mapB_->size() != 256) throwError(env, "E_SHAPE", "8-bit states need maps of 256 entries");
+      const Q8MapArgs m = q8MapArgs(env, info[3], info[4]);
+      mapA_ = m.a;
+      mapB_ = m.b;
       refs_.push_back(Napi::Persistent(info[3].As<Napi::Object>()));
       refs_.push_back(Napi::Persistent(info[4].As<Napi::Object>()));
     }
@@ -352,13 +352,7 @@ class GrassGroup : public Napi::ObjectWrap<GrassGroup> {
         list[i].newAbsmax = base_[i].newAbsmax;
       }
     }
-    if (mapA_ != nullptr) {
-      const bool cpu = device_ == kCpu;
-      hp.q8.blobA = cpu ? mapA_->hostBlob() : static_cast<const uint8_t*>(mapA_->deviceBlob(env, device_));
-      hp.q8.blobB = cpu ? mapB_->hostBlob() : static_cast<const uint8_t*>(mapB_->deviceBlob(env, device_));
-      hp.q8.fA = mapA_->host().finder;
-      hp.q8.fB = mapB_->host().finder;
-    }
+    if (mapA_ != nullptr) hp.q8 = q8MapsOn(env, Q8MapArgs{mapA_, mapB_}, device_);
     auto* counters = static_cast<AdamwCounters*>(counters_->data());
     if (device_ == kCpu) {
       try {

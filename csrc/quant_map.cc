@@ -60,4 +60,19 @@ Napi::Value QuantMap::TableBytes(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), double(mapBlobBytes(host_.finder)));
 }
 
+Q8MapArgs q8MapArgs(Napi::Env env, Napi::Value a, Napi::Value b) {
+  Q8MapArgs m{QuantMap::From(env, a, "first-moment map"), QuantMap::From(env, b, "second-moment map")};
+  if (m.a->size() != 256 || m.b->size() != 256) throwError(env, "E_SHAPE", "8-bit states need maps of 256 entries");
+  return m;
+}
+
+Q8Maps q8MapsOn(Napi::Env env, const Q8MapArgs& m, int dev) {
+  Q8Maps q{};
+  q.fA = m.a->host().finder;
+  q.fB = m.b->host().finder;
+  q.blobA = dev == kCpu ? m.a->hostBlob() : static_cast<const uint8_t*>(m.a->deviceBlob(env, dev));
+  q.blobB = dev == kCpu ? m.b->hostBlob() : static_cast<const uint8_t*>(m.b->deviceBlob(env, dev));
+  return q;
+}
+
 }  // namespace slimopt

@@ -37,4 +37,11 @@ class QuantMap : public Napi::ObjectWrap<QuantMap> {
   std::vector<uint8_t> hostBlob_;
 };
 
+// The maps of 8-bit Adam states (GaLore, Grass: stateBits 8) from a step's arguments: m's (signed)
+// and v's (unsigned), each a QuantMap of 256 entries (E_ARG / E_SHAPE otherwise).
+struct Q8MapArgs { QuantMap* a; QuantMap* b; };
+Q8MapArgs q8MapArgs(Napi::Env env, Napi::Value a, Napi::Value b);
+// The pair as the kernels of device dev read it: host blobs for the CPU, device blobs for CUDA.
+Q8Maps q8MapsOn(Napi::Env env, const Q8MapArgs& m, int dev);
+
 }  // namespace slimopt

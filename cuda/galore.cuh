@@ -65,23 +65,26 @@ SLIMOPT_HD int64_t galoreRNumel(const GaloreTensor& t) {
        : t.side == GaloreSide::Left ? t.rank * t.cols : t.rank * t.rank;
 }
 
-// Adam on one element of R in the GaLore convention: returns N = m / (sqrt(v) + eps); the bias
-// correction goes into the step size (adamwScalars with AdamConvention::Galore).
+// N = m / (sqrt(v) + eps): the bias correction goes into the step size (adamwScalars with
+// AdamConvention::Galore).
+SLIMOPT_HD float galoreDirection(float m, float v, float eps) { return m / (sqrtf(v) + eps); }
+
+// Adam on one element of R in the GaLore convention: returns N.
 SLIMOPT_HD float galoreAdamElement(float g, float& m, float& v, float beta1, float beta2, float eps) {
   m = beta1 * m + (1.0f - beta1) * g;
   v = beta2 * v + (1.0f - beta2) * g * g;
-  return m / (sqrtf(v) + eps);
+  return galoreDirection(m, v, eps);
 }
 
 // 8-bit states: element i of R (g = R[i]) with m, v decoded with its block's absmax, updated with
 // every op rounded on its own (the same bits on both backends, so the codes are too); returns N
-// from the f32 m, v (galoreAdamElement's last line) and leaves the new m, v for re-encoding.
+// from the f32 m, v and leaves the new m, v for re-encoding.
 SLIMOPT_HD float galoreQ8Element(const GaloreTensor& T, const Q8View& q, int64_t i, float g, float beta1, float beta2,
                                  float eps, float& m, float& v) {
   const int64_t b = i / kQ8Block;
   q8Decode(T.codeM[i], T.codeV[i], T.absmaxM[b], T.absmaxV[b], q, m, v);
   adamMomentsRn(g, m, v, beta1, beta2);
-  return m / (sqrtf(v) + eps);
+  return galoreDirection(m, v, eps);
 }
 
 // The two scalars of the project-back epilogue W <- beta*W + alpha*back(N) for step t:

@@ -29,7 +29,7 @@ import { GemmPrecision } from "./linalg";
 import { optimizerMetadata, parseOptimizerMetadata } from "./optim/checkpoint_meta";
 import { GaLoreAdamW, GaLoreProjector, ProjType, projectGradient, rShape, sideOf, view2d } from "./optim/galore";
 import { gatherCompact, GrassAdamW, grassView } from "./optim/grass";
-import { Optimizer, GroupOptions, ParamGroupSpec, withParamPositions } from "./optim/optimizer";
+import { Optimizer, GroupOptions, ParamGroupSpec, sameShape, withParamPositions } from "./optim/optimizer";
 import { Parameter } from "./parameter";
 import { Tensor, zeros } from "./tensor";
 
@@ -716,7 +716,7 @@ export class DistributedOptimizer {
     const mineNow = this.params.map((p) => (this.shardStates ? this.owners.get(p)! : 0));
     const sameDeal = set.shards === (this.shardStates ? this.pg.worldSize : 1) &&
       set.meta[0].owners.every((o, i) => o === mineNow[i]) &&
-      sameList(set.meta[shard]?.inner ?? [], innerGlobal);
+      sameShape(set.meta[shard]?.inner ?? [], innerGlobal);
     if (this.inner) {
       if (sameDeal) await this.inner.load(set.files[shard]);
       else await loadRedealt(this.inner, innerGlobal, set);
@@ -759,9 +759,6 @@ function compactPlanOf(opt: AnyOptimizer, p: Parameter): CompactPlan | undefined
   return undefined;
 }
 
-function sameList(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && a.every((x, i) => x === b[i]);
-}
 
 interface ShardSet {
   shards: number;
@@ -820,17 +817,17 @@ async function checkShardSet(dir: string, [shards, have]: [number, Set<number>],
   meta.forEach((m, k) => {
     const f = files[k];
     if (m.calls !== meta[0].calls) fail("E_CHECKPOINT", `${f}: saved at step ${m.calls}, shard 0 at step ${meta[0].calls} (shards of different saves)`);
-    if (JSON.stringify(m.params) !== JSON.stringify(meta[0].params) || !sameList(m.owners, meta[0].owners))
+    if (JSON.stringify(m.params) !== JSON.stringify(meta[0].params) || !sameShape(m.owners, meta[0].owners))
       fail("E_CHECKPOINT", `${f}: its parameter list or owner map differs from shard 0's`);
     const expect = m.owners.flatMap((o, i) => (o === k ? [i] : []));
-    if (!sameList([...m.inner].sort((a, b) => a - b), expect)) fail("E_CHECKPOINT", `${f}: holds parameters [${m.inner}], the owner map says [${expect}]`);
+    if (!sameShape([...m.inner].sort((a, b) => a - b), expect)) fail("E_CHECKPOINT", `${f}: holds parameters [${m.inner}], the owner map says [${expect}]`);
     if (m.inner.length > 0 && raw[k].format === undefined) fail("E_CHECKPOINT", `${f}: holds parameters but no optimizer state`);
   });
   const m0 = meta[0];
   if (m0.params.length !== params.length) bad(`the checkpoint has ${m0.params.length} parameters, this optimizer ${params.length}`);
   params.forEach((p, i) => {
     const q = m0.params[i];
-    if (q.dtype !== p.dtype || !sameList(q.shape, p.shape))
+    if (q.dtype !== p.dtype || !sameShape(q.shape, p.shape))
       bad(`parameter ${i} (${p.name}) is [${q.shape}] ${q.dtype} in the checkpoint, [${p.shape}] ${p.dtype} here`);
   });
   return { shards, files, meta, raw };

@@ -9,10 +9,10 @@ import { native, NativeBufferHandle } from "../native";
 import { GEMM_MODE, GemmPrecision, isGemmPrecision } from "../linalg";
 import { Parameter } from "../parameter";
 import { Tensor, zeros } from "../tensor";
-import { builtinMap, mapHandle, zeroCode } from "../quant";
 import { AdamConvention, AdamGroupEngine, engineMoments } from "./adam_core";
 import { adamHyper, AdamWOptions, validateAdamOptions } from "./adamw";
-import { checkNumber, ParamGroup, ParamGroupSpec, StateDict } from "./optimizer";
+import { checkNumber, ParamGroup, ParamGroupSpec, sameShape, StateDict } from "./optimizer";
+import { allocQ8Moments, q8Blocks, q8MapHandles } from "./q8_states";
 import { Optimizer } from "./optimizer";
 
 export type ProjType = "std" | "reverse_std" | "left" | "right" | "full";
@@ -41,8 +41,6 @@ export interface GaLoreOptions extends AdamWOptions {
    *  without rank keep their stateDtype moments. Fixed once a tensor has state. */
   stateBits?: number;
 }
-
-const Q_BLOCK = 256;
 
 const DEFAULTS: GaLoreOptions = {
   lr: 1e-3, betas: [0.9, 0.999], eps: 1e-6, weightDecay: 0, stateDtype: "f32", stochasticRounding: false,
@@ -162,9 +160,6 @@ function projectorShapes(side: Side, rows: number, cols: number, r: number): num
   return [[rows, r], [r, cols]];
 }
 
-function sameShape(t: Tensor, shape: readonly number[]): boolean {
-  return t.shape.length === shape.length && t.shape.every((x, i) => x === shape[i]);
-}
 
 /** R = project(grad) into `out` (f32, shaped like R: rows x r, r x cols or r x r) with the given
  *  projector, through the same GEMM layer and the same precision as a GaLoreAdamW step, so that the
@@ -281,20 +276,15 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
         const r = g.rank as number;
         const side = sideOf(g.projType as ProjType, rows, cols);
         const shapeR = rShape(side, rows, cols, r);
-        const q8 = g.stateBits === 8;
+        const moments = g.stateBits === 8
+          ? allocQ8Moments(shapeR, dev, (t) => { made.push(t); return t; })
+          : { m: alloc(shapeR, "f32", dev), v: alloc(shapeR, "f32", dev) };
         const lr: LowRank = {
-          rows, cols, rank: r, side,
-          m: alloc(shapeR, q8 ? "u8" : "f32", dev), v: alloc(shapeR, q8 ? "u8" : "f32", dev),
-          ...(q8 ? { absmaxM: alloc([Math.ceil(shapeR[0] * shapeR[1] / Q_BLOCK)], "f32", dev),
-                     absmaxV: alloc([Math.ceil(shapeR[0] * shapeR[1] / Q_BLOCK)], "f32", dev) } : {}),
+          rows, cols, rank: r, side, ...moments,
           pA: alloc(side === Side.Right ? [r, cols] : [rows, r], "f32", dev),
           pB: side === Side.Full ? alloc([r, cols], "f32", dev) : undefined,
           refreshed: false,
         };
-        if (q8) {  // codes start as the code of 0 (absmax 0)
-          native().fillBytes(lr.m.handle, zeroCode(builtinMap("signed8")), lr.m.nbytes);
-          native().fillBytes(lr.v.handle, zeroCode(builtinMap("unsigned8")), lr.v.nbytes);
-        }
         s.params.set(p, lr);
         added.push(p);
       }
@@ -406,7 +396,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
       t.assertLive(`projector of ${p.name}`);
       if (t.dtype !== "f32") fail("E_DTYPE", `setProjector: projector of ${p.name} is ${t.dtype}, not f32`);
       if (t.device !== p.device) fail("E_DEVICE", `setProjector: projector on ${t.device}, ${p.name} on ${p.device}`);
-      if (!sameShape(t, shapes[i])) fail("E_SHAPE", `setProjector: projector ${i} of ${p.name} is [${t.shape}], expected [${shapes[i]}]`);
+      if (!sameShape(t.shape, shapes[i])) fail("E_SHAPE", `setProjector: projector ${i} of ${p.name} is [${t.shape}], expected [${shapes[i]}]`);
     });
     this.validateGroup(g, gi);
     const q = this.prepareRanked(g).params.get(p)!;
@@ -427,7 +417,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     if (grad.dtype !== "f32") fail("E_DTYPE", `setProjectedGrad: the projected gradient of ${p.name} is ${grad.dtype}, not f32`);
     if (grad.device !== p.device) fail("E_DEVICE", `setProjectedGrad: the projected gradient is on ${grad.device}, ${p.name} on ${p.device}`);
     const want = rShape(side, rows, cols, g.rank as number);
-    if (!sameShape(grad, want)) fail("E_SHAPE", `setProjectedGrad: the projected gradient of ${p.name} is [${grad.shape}], expected [${want}]`);
+    if (!sameShape(grad.shape, want)) fail("E_SHAPE", `setProjectedGrad: the projected gradient of ${p.name} is [${grad.shape}], expected [${want}]`);
     if (this.needsFullGrad(p)) fail("E_ARG", `setProjectedGrad: the next step of ${p.name} refreshes its projector and needs the full gradient`);
     this.projectedGrads.set(p, grad);
   }
@@ -516,7 +506,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
                    q.pB?.handle ?? null, q.side, q.rows, q.cols, q.rank, counters.handle, flag.handle,
                    sc.sR!.handle, sc.sT?.handle ?? null, sc.sBig?.handle ?? null, sc.scalars?.handle ?? null, h,
                    refresh ? null : (given?.handle ?? null),
-                   ...(q.absmaxM ? [q.absmaxM.handle, q.absmaxV!.handle, mapHandle("signed8"), mapHandle("unsigned8")] : []));
+                   ...(q.absmaxM ? [q.absmaxM.handle, q.absmaxV!.handle, ...q8MapHandles()] : []));
   }
 
   /** Layer-wise step of p. A rank tensor scans only its own gradient (per-parameter skip) into its
@@ -647,7 +637,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
         const m = want(`param.${i}.exp_avg`, shapeR, dt);
         const v = want(`param.${i}.exp_avg_sq`, shapeR, dt);
         if (!m !== !v) fail("E_CHECKPOINT", `parameter ${i} has only one of its two moments`);
-        const blocks = [Math.ceil(shapeR.reduce((a, b) => a * b, 1) / Q_BLOCK)];
+        const blocks = [q8Blocks(shapeR.reduce((a, b) => a * b, 1))];
         const am = q8 ? want(`param.${i}.exp_avg_absmax`, blocks, "f32") : undefined;
         const av = q8 ? want(`param.${i}.exp_avg_sq_absmax`, blocks, "f32") : undefined;
         if (m && q8 && (!am || !av)) fail("E_CHECKPOINT", `parameter ${i} has 8-bit moments without their absmax`);

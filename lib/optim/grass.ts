@@ -10,10 +10,10 @@ import { fail } from "../errors";
 import { native, GrassGroupHandle, NativeBufferHandle } from "../native";
 import { Parameter } from "../parameter";
 import { Tensor, tensor, zeros } from "../tensor";
-import { builtinMap, mapHandle, zeroCode } from "../quant";
 import { AdamConvention, AdamGroupEngine, engineMoments } from "./adam_core";
 import { OneTensorPlans } from "./layerwise";
-import { checkNumber, GroupOptions, Optimizer, ParamGroup, ParamGroupSpec, StateDict } from "./optimizer";
+import { checkNumber, GroupOptions, Optimizer, ParamGroup, ParamGroupSpec, sameShape, StateDict } from "./optimizer";
+import { allocQ8Moments, q8Blocks, q8MapHandles } from "./q8_states";
 
 export type GrassSelectMode = "topk" | "multinomial" | "uniform";
 const SELECT_CODE: Record<GrassSelectMode, number> = { topk: 0, multinomial: 1, uniform: 2 };
@@ -130,8 +130,6 @@ function isGrassGroup(g: GrassOptions): boolean {
 function quantizedState(g: GrassOptions, v: GrassView): boolean {
   return g.stateBits === 8 && v.kind !== "dense";
 }
-
-const Q_BLOCK = 256;
 
 function paramSeed(p: Parameter, groupSeed: number, flatIndex: number): bigint {
   if (p.seed !== undefined) return BigInt.asUintN(64, BigInt(p.seed));
@@ -275,8 +273,7 @@ export class GrassAdamW extends Optimizer<GrassOptions> {
     if (c.dtype !== p.dtype) fail("E_DTYPE", `compact gradient of ${p.name} is ${c.dtype}, the parameter ${p.dtype}`);
     const want = view.kind === "rows" ? [view.rank, ...p.shape.slice(1)] : [view.rows, view.rank];
     const flat = compactShapeOf(view);
-    const same = (s: readonly number[]) => c.shape.length === s.length && c.shape.every((x, i) => x === s[i]);
-    if (!same(want) && !same(flat))
+    if (!sameShape(c.shape, want) && !sameShape(c.shape, flat))
       fail("E_SHAPE", `compact gradient of ${p.name} is [${c.shape.join(", ")}], expected [${want.join(", ")}]`);
   }
 
@@ -327,13 +324,8 @@ export class GrassAdamW extends Optimizer<GrassOptions> {
         try {
           const shape = compactShapeOf(view);
           if (quantizedState(g, view)) {
-            const blocks = Math.ceil(shape.reduce((a, b) => a * b, 1) / Q_BLOCK);
-            made.push(s.expAvg = Tensor.empty(shape, "u8", dev));
-            made.push(s.expAvgSq = Tensor.empty(shape, "u8", dev));
-            native().fillBytes(s.expAvg.handle, zeroCode(builtinMap("signed8")), s.expAvg.nbytes);
-            native().fillBytes(s.expAvgSq.handle, zeroCode(builtinMap("unsigned8")), s.expAvgSq.nbytes);
-            made.push(s.absmaxM = zeros([blocks], { device: dev }));
-            made.push(s.absmaxV = zeros([blocks], { device: dev }));
+            const q = allocQ8Moments(shape, dev, (t) => { made.push(t); return t; });
+            Object.assign(s, { expAvg: q.m, expAvgSq: q.v, absmaxM: q.absmaxM, absmaxV: q.absmaxV });
           } else {
             made.push(s.expAvg = zeros(shape, { device: dev }));
             made.push(s.expAvgSq = zeros(shape, { device: dev }));
@@ -392,7 +384,7 @@ export class GrassAdamW extends Optimizer<GrassOptions> {
 
   /** The maps of 8-bit states for the native group (none for a 32-bit group). */
   private mapsOf(g: ParamGroup<GrassOptions>): unknown[] {
-    return g.stateBits === 8 ? [mapHandle("signed8"), mapHandle("unsigned8")] : [];
+    return g.stateBits === 8 ? q8MapHandles() : [];
   }
 
   private grassHyper(g: ParamGroup<GrassOptions>) {
@@ -594,7 +586,7 @@ export class GrassAdamW extends Optimizer<GrassOptions> {
         const moments = grassGroup ? compactShapeOf(v).reduce((a, b) => a * b, 1) : p.numel;
         const q = grassGroup && quantizedState(g, v);
         const names: [string, number, string][] = [["exp_avg", moments, q ? "u8" : "f32"], ["exp_avg_sq", moments, q ? "u8" : "f32"]];
-        if (q) names.push(["exp_avg_absmax", Math.ceil(moments / Q_BLOCK), "f32"], ["exp_avg_sq_absmax", Math.ceil(moments / Q_BLOCK), "f32"]);
+        if (q) names.push(["exp_avg_absmax", q8Blocks(moments), "f32"], ["exp_avg_sq_absmax", q8Blocks(moments), "f32"]);
         if (grassGroup) names.push(["ages", v.rank, "i32"]);
         if (grassGroup && v.kind !== "dense") names.push(["indices", v.rank, "i32"], ["rho", v.rank, "f32"]);
         for (const [what, n, dt] of names) {

@@ -68,7 +68,8 @@ export function groupOptionsJson(g: { params: Parameter[] }): Record<string, unk
   return out;
 }
 
-function sameShape(a: readonly number[], b: readonly number[]): boolean {
+/** Equal lists of dimensions (or of any integers). */
+export function sameShape(a: readonly number[], b: readonly number[]): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
