@@ -5,17 +5,7 @@ set -uo pipefail
 OUT="${OUT:-$PWD/gpu-out}"; mkdir -p "$OUT"
 source .device/gpu-env.sh
 export SLIMOPT_COMMIT="${SLIMOPT_COMMIT:-$(cat .device/commit 2>/dev/null || echo unknown)}"
-# cuBLAS/cuSOLVER/NCCL from PyTorch's wheels, when the system has none (optional paths).
-for lib in cublas cusolver nccl; do
-  so=$(python3 - "$lib" <<'PY' 2>/dev/null
-import glob, os, sys, site
-for d in site.getsitepackages():
-    for f in sorted(glob.glob(os.path.join(d, "nvidia", "**", "lib", "lib%s.so.*" % sys.argv[1]), recursive=True)):
-        print(f); sys.exit(0)
-PY
-)
-  if [ -n "$so" ]; then export LD_LIBRARY_PATH="$(dirname "$so"):${LD_LIBRARY_PATH:-}"; fi
-done
+source bench/cuda_libs.sh
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv > "$OUT/nvidia-smi.txt" 2>&1
 node dist/cli/main.js info --json > "$OUT/info.json" 2>&1
 filter="${1:-test/gpu}"; shift || true
