@@ -104,59 +104,26 @@ function grassGroups(params: Parameter[], gap: number, stateBits = 32) {
   return [...byRank].map(([rank, ps]) => ({ params: ps, rank, updateProjGap: gap, select: "topk" as const, scale: 1, stateBits }));
 }
 
-// f32, per selected element (1/8 of the parameters): read G, m, v, W and write m, v, W = 28 bytes.
-// The non-finite scan reads the selected G rows a second time; that read is not in the floor.
-const STEP_BYTES = 28 / 8;
-
-const grassStep = optimizerCase({
-  name: "grass",
-  dtype: "f32",
-  variant: "r = side/8, topk",
-  bytesPerParam: STEP_BYTES,
-  expectedStateBytesPerParam: 1.05,
-  peakExtraBytesPerParam: 0.01,
-  options: { rankFraction: 0.125, select: "topk", updateProjGap: 200, keepState: false, ...HYPER },
-  make: (params) => new GrassAdamW(grassGroups(params, 200), HYPER) as unknown as Optimizer<GroupOptions>,
-});
-
-// Every step reselects: + one read of the full gradient for the norms (4 bytes/param).
-const grassRefresh = optimizerCase({
-  name: "grass-refresh",
-  dtype: "f32",
-  variant: "r = side/8, topk, every step",
-  bytesPerParam: 4 + STEP_BYTES,
-  expectedStateBytesPerParam: 1.05,
-  peakExtraBytesPerParam: 0.01,
-  options: { rankFraction: 0.125, select: "topk", updateProjGap: 1, keepState: false, ...HYPER },
-  make: (params) => new GrassAdamW(grassGroups(params, 1), HYPER) as unknown as Optimizer<GroupOptions>,
-});
-
-// stateBits 8, per selected element: read G, W and the codes of m, v (1 byte each), write W and the
-// codes = 16 bytes. The absmax pre-pass reads G and the codes a second time (6 bytes, not in the
-// floor, like the scan's read).
-const STEP_BYTES_8BIT = 16 / 8;
-
-const grassStep8 = optimizerCase({
-  name: "grass",
-  dtype: "f32",
-  variant: "r = side/8, topk, 8-bit states",
-  bytesPerParam: STEP_BYTES_8BIT,
-  expectedStateBytesPerParam: 0.32,
-  peakExtraBytesPerParam: 0.01,
-  options: { rankFraction: 0.125, select: "topk", updateProjGap: 200, keepState: false, stateBits: 8, ...HYPER },
-  make: (params) => new GrassAdamW(grassGroups(params, 200, 8), HYPER) as unknown as Optimizer<GroupOptions>,
-});
-
-const grassRefresh8 = optimizerCase({
-  name: "grass-refresh",
-  dtype: "f32",
-  variant: "r = side/8, topk, every step, 8-bit states",
-  bytesPerParam: 4 + STEP_BYTES_8BIT,
-  expectedStateBytesPerParam: 0.32,
-  peakExtraBytesPerParam: 0.01,
-  options: { rankFraction: 0.125, select: "topk", updateProjGap: 1, keepState: false, stateBits: 8, ...HYPER },
-  make: (params) => new GrassAdamW(grassGroups(params, 1, 8), HYPER) as unknown as Optimizer<GroupOptions>,
-});
+// Bytes per parameter of a steady step (the selected elements are 1/8 of the parameters):
+// - f32 states: read G, m, v, W and write m, v, W = 28 bytes per selected element;
+// - stateBits 8: read G, W and the codes of m, v (1 byte each), write W and the codes = 16 bytes.
+// Not in the floor: the non-finite scan's second read of the selected G rows, and with 8-bit
+// states the absmax pre-pass's read of G and the codes (6 bytes), like the scan's read. A step
+// that reselects (every step here) adds one read of the full gradient for the norms (4 bytes/param).
+function grassCase(refresh: boolean, stateBits: 32 | 8) {
+  const gap = refresh ? 1 : 200;
+  const q8 = stateBits === 8;
+  return optimizerCase({
+    name: refresh ? "grass-refresh" : "grass",
+    dtype: "f32",
+    variant: `r = side/8, topk${refresh ? ", every step" : ""}${q8 ? ", 8-bit states" : ""}`,
+    bytesPerParam: (refresh ? 4 : 0) + (q8 ? 16 : 28) / 8,
+    expectedStateBytesPerParam: q8 ? 0.32 : 1.05,
+    peakExtraBytesPerParam: 0.01,
+    options: { rankFraction: 0.125, select: "topk", updateProjGap: gap, keepState: false, ...(q8 ? { stateBits: 8 } : {}), ...HYPER },
+    make: (params) => new GrassAdamW(grassGroups(params, gap, stateBits), HYPER) as unknown as Optimizer<GroupOptions>,
+  });
+}
 
 export const grassRowOps: BenchDefinition = {
   name: "grass-rows",
@@ -167,5 +134,5 @@ export const grassRowOps: BenchDefinition = {
 export const grass: BenchDefinition = {
   name: "grass",
   description: "GrassAdamW step over the workload, r = 1/8 of each matrix's selected side (steady state and refresh; f32 and 8-bit states)",
-  cases: () => [grassStep, grassRefresh, grassStep8, grassRefresh8],
+  cases: () => [grassCase(false, 32), grassCase(true, 32), grassCase(false, 8), grassCase(true, 8)],
 };
