@@ -155,7 +155,8 @@ Napi::Value RefreshWorkspace(const Napi::CallbackInfo& info) {
 // galoreStep(W, wType, G, gType, m, v, Pa, Pb, side, rows, cols, rank, counters, flag, sR, sT,
 //            sBig, scalars, hyper{lr, beta1, beta2, eps, weightDecay, scale, mode}
 //            [, R[, absmaxM, absmaxV, mapA, mapB]]
-// R (f32, R-sized, or null): used in place of projecting the gradient. With absmaxM/absmaxV the
+// R (f32, R-sized, or null): used in place of projecting the gradient (R may be sR itself: Adam
+// then runs on it in place). With absmaxM/absmaxV the
 // states are 8-bit: m, v hold u8 codes of mapA (signed) / mapB (unsigned), 256-entry maps, one
 // f32 absmax per 256-block.
 Napi::Value Step(const Napi::CallbackInfo& info) {

@@ -18,7 +18,8 @@
 // (f32, bf16, f16), alpha/beta read from device memory when given, and do nothing when the
 // group's skip flag is set.
 //
-// The step. R = project(G) (GEMM into sR; a bf16 G is first converted into sBig), then one kernel
+// The step. R = project(G) (GEMM into sR; a bf16 G is first converted into sBig; or R given, as the
+// projection made before the group's non-finite check, see lib/optim/galore.ts), then one kernel
 // runs Adam on R in place (R becomes N) and writes the epilogue's alpha, beta to device memory
 // (they depend on the step count held on the device), then the project-back GEMM applies the
 // update and the decay in its epilogue. With cuBLAS the skip flag cannot stop a GEMM, so the Adam
@@ -429,9 +430,11 @@ Status galoreStep(int dev, const GaloreTensor& T, const GaloreHyper& h, const Ad
   const DType F = DType::F32;
   const GemmMode mode = h.mode;
   const int64_t rn = galoreRNumel(T);
-  ok = T.projected != nullptr
-           ? statusOf(cudaMemcpyAsync(sR, T.projected, size_t(rn) * 4, cudaMemcpyDeviceToDevice, st), "galoreStep (R given)")
-           : galoreProject(dev, T, sR, sT, sBig, mode);
+  // R given in sR itself (projected before the group's check): Adam runs on it in place.
+  ok = T.projected == nullptr ? galoreProject(dev, T, sR, sT, sBig, mode)
+       : T.projected == sR    ? Status()
+                              : statusOf(cudaMemcpyAsync(sR, T.projected, size_t(rn) * 4, cudaMemcpyDeviceToDevice, st),
+                                         "galoreStep (R given)");
   if (!ok.ok()) return ok;
   if (T.quantized) {
     const size_t smem = q8SmemBytes(h.q8);

@@ -2,6 +2,7 @@ import { GaLoreAdamW, gemm, Parameter, tensor, zeros, SlimoptError, ProjType, Te
 import { relErr, Rng } from "./reference";
 import { galoreRefStep, GaloreRef, newGaloreRef, RefSide, separatedGradient, topVectors } from "./galore_reference";
 import { expectCode } from "./helpers";
+import { expectNonFiniteSkip, NONFINITE_RANKS, NONFINITE_VALUES } from "./galore_nonfinite";
 
 async function raw(t: Tensor): Promise<number[]> { return Array.from(await t.toTypedArray()); }
 
@@ -306,4 +307,13 @@ describe("the CPU's exact projector at the GPU suite's larger shapes", () => {
       expect(relErr(got, flat)).toBeLessThan(1e-6);
     }
   }, 120000);
+});
+
+describe("GaLoreAdamW non-finite skip on steps that keep the projector", () => {
+  for (const projType of ["std", "full"] as const) for (const [k, rank] of NONFINITE_RANKS[projType].entries()) {
+    test(`${projType}, rank ${rank} (${k === 0 ? "R checked" : "G scanned"}): NaN, ±Inf, also where the projector is zero; step() and stepParam()`, async () => {
+      for (const bad of NONFINITE_VALUES) for (const zeroed of [false, true]) await expectNonFiniteSkip("cpu", projType, rank, bad, zeroed);
+      await expectNonFiniteSkip("cpu", projType, rank, Infinity, true, true);
+    });
+  }
 });

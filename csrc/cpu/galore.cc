@@ -106,7 +106,9 @@ void galoreStep(const GaloreTensor& T, const GaloreHyper& h, const AdamwCounters
   if (*flag != 0) return;
   const int64_t m = T.rows, n = T.cols, r = T.rank;
   const DType F = DType::F32;
-  if (T.projected != nullptr) std::memcpy(sR, T.projected, size_t(galoreRNumel(T)) * 4);
+  if (T.projected != nullptr) {
+    if (T.projected != sR) std::memcpy(sR, T.projected, size_t(galoreRNumel(T)) * 4);  // else R is in place
+  }
   else galoreProject(T, sR, sT);
   if (T.quantized) {
     Q8Ctx q{&T, sR, q8View(h.q8.blobA, h.q8.blobB, h.q8.fA, h.q8.fB), h.beta1, h.beta2, h.eps};

@@ -3,7 +3,7 @@
 // without `rank` run plain Adam in the same (GaLore) convention through the multi-tensor engine.
 import { Device } from "../device";
 import { DType, DTYPE_CODE } from "../dtype";
-import { fail } from "../errors";
+import { fail, SlimoptError } from "../errors";
 import { noticeBuiltinLinalg } from "../linalg";
 import { native, NativeBufferHandle } from "../native";
 import { GEMM_MODE, GemmPrecision, isGemmPrecision } from "../linalg";
@@ -87,6 +87,10 @@ export function sideOf(type: ProjType, rows: number, cols: number): Side {
 
 export function rShape(s: Side, rows: number, cols: number, r: number): number[] {
   return s === Side.Right ? [rows, r] : s === Side.Left ? [r, cols] : [r, r];
+}
+
+function rNumelOf(q: LowRank): number {
+  return rShape(q.side, q.rows, q.cols, q.rank).reduce((a, b) => a * b, 1);
 }
 
 /** The refresh workspace: n f32 elements on dev, for one step (the kernels initialise what they read). */
@@ -458,15 +462,65 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
       return { g, engine: e };
     });
     const ws = new Map<Device, Tensor>();
+    const early = new Map<ParamGroup<GaLoreOptions>, Map<Parameter, Tensor>>();
     try {
       for (const [dev, n] of this.refreshWorkspace()) if (n > 0) ws.set(dev, workspace(n, dev));
-      this.runPlans(plans, ws);
+      for (const { g, ranked } of plans) {
+        const slots = ranked && this.projectFirstSlots(g, ranked);
+        if (slots) early.set(g, slots);
+      }
+      this.runPlans(plans, ws, early);
     } finally {
       for (const t of ws.values()) t.dispose();
+      for (const slots of early.values()) for (const t of slots.values()) t.dispose();
     }
   }
 
-  private runPlans(plans: { g: ParamGroup<GaLoreOptions>; ranked?: RankGroupState; engine?: AdamGroupEngine }[], ws: Map<Device, Tensor>): void {
+  // ---- projecting first: the non-finite check on R ------------------------------------------------
+  //
+  // Projection is linear and IEEE arithmetic keeps a NaN or an infinity: a NaN/Inf anywhere in G
+  // makes R non-finite (x·NaN = NaN, ±Inf·0 = NaN, Inf + -Inf = NaN, on tensor cores as on the CPU).
+  // So on a step that keeps the projector the group's check may read every tensor's R, 1/32 of G
+  // at rank 128 of 4096, instead of a full read of every G before anything is written: each G is
+  // then read once per step (by its projection) instead of twice. That needs every tensor's R held
+  // at once until the decision; it is done when they fit in one f32 gradient of the group (the
+  // peak extra memory GaLore allows itself), else G is scanned first. The difference: a finite G
+  // whose projection overflows f32 also skips the step (with the G scan it would put NaN into W).
+
+  /** Per tensor, an uninitialised f32 buffer for its R, when this step of the group projects first
+   *  (checks enabled, no refresh, and every R together within one f32 gradient); else undefined.
+   *  Tensors given their R (setProjectedGrad) need none. An E_OOM here falls back to the G scan. */
+  private projectFirstSlots(g: ParamGroup<GaLoreOptions>, s: RankGroupState): Map<Parameter, Tensor> | undefined {
+    if (g.skipNonFinite === false || s.calls % (g.updateProjGap as number) === 0) return undefined;
+    const own = g.params.filter((p) => !this.projectedGrads.has(p));
+    if (own.length === 0) return undefined;
+    const rNumel = (p: Parameter) => rNumelOf(s.params.get(p)!);
+    const total = own.reduce((n, p) => n + rNumel(p), 0);
+    if (total > Math.max(...g.params.map((p) => p.numel))) return undefined;
+    const slots = new Map<Parameter, Tensor>();
+    try {
+      for (const p of own) slots.set(p, Tensor.empty([rNumel(p)], "f32", s.device));
+    } catch (e) {
+      for (const t of slots.values()) t.dispose();
+      if (e instanceof SlimoptError && e.code === "E_OOM") return undefined;
+      throw e;
+    }
+    return slots;
+  }
+
+  /** R of each tensor with a slot, projected into it as its step would project it. */
+  private projectInto(g: ParamGroup<GaLoreOptions>, s: RankGroupState, slots: Map<Parameter, Tensor>): void {
+    const sc = this.scratch.get(s.device)!;
+    const mode = GEMM_MODE[g.precision as GemmPrecision];
+    for (const [p, out] of slots) {
+      const q = s.params.get(p)!;
+      native().galoreProject(p.grad.handle, DTYPE_CODE[p.grad.dtype], q.pA.handle, q.pB?.handle ?? null, q.side, q.rows, q.cols,
+                             q.rank, out.handle, sc.sT?.handle ?? null, sc.sBig?.handle ?? null, mode);
+    }
+  }
+
+  private runPlans(plans: { g: ParamGroup<GaLoreOptions>; ranked?: RankGroupState; engine?: AdamGroupEngine }[], ws: Map<Device, Tensor>,
+                   early: Map<ParamGroup<GaLoreOptions>, Map<Parameter, Tensor>>): void {
     const nat = native();
     for (const { g, ranked, engine } of plans) {
       if (engine) {
@@ -474,18 +528,29 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
         continue;
       }
       const s = ranked!;
-      if (g.skipNonFinite !== false) nat.galoreScan(s.flag.handle, g.params.map((p) => this.scanEntry(p)));
-      else nat.fillZero(s.flag.handle, 4);
-      for (const p of g.params) this.stepRankedTensor(g, s, p, s.counters, s.flag, ws.get(s.device));
+      const slots = early.get(g);
+      if (slots) {
+        this.projectInto(g, s, slots);
+        nat.galoreScan(s.flag.handle, g.params.map((p) => {
+          const r = slots.get(p);
+          return r ? [r.handle, DTYPE_CODE.f32, r.numel] as [NativeBufferHandle, number, number] : this.scanEntry(p);
+        }));
+      } else if (g.skipNonFinite !== false) {
+        nat.galoreScan(s.flag.handle, g.params.map((p) => this.scanEntry(p)));
+      } else {
+        nat.fillZero(s.flag.handle, 4);
+      }
+      for (const p of g.params) this.stepRankedTensor(g, s, p, s.counters, s.flag, ws.get(s.device), slots?.get(p));
       nat.galoreFinish(s.counters.handle, s.flag.handle);
       s.calls++;
     }
     this.projectedGrads.clear();
   }
 
-  /** Refresh (when due) and step of one tensor of a rank group, on the given counters and flag. */
+  /** Refresh (when due) and step of one tensor of a rank group, on the given counters and flag.
+   *  `early`: p's R, projected already (the step runs Adam on it in place, no projection). */
   private stepRankedTensor(g: ParamGroup<GaLoreOptions>, s: RankGroupState, p: Parameter, counters: Tensor, flag: Tensor,
-                           ws: Tensor | undefined): void {
+                           ws: Tensor | undefined, early?: Tensor): void {
     const nat = native();
     const sc = this.scratch.get(s.device)!;
     const refresh = s.calls % (g.updateProjGap as number) === 0;
@@ -501,10 +566,10 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
       refreshProjectors(p.grad, q, flag, this.methodOf(g, q), refreshMode, ws, sc.sBig);
       q.refreshed = true;
     }
-    const given = this.projectedGrads.get(p);
+    const given = early ?? this.projectedGrads.get(p);
     nat.galoreStep(p.data.handle, DTYPE_CODE[p.dtype], p.grad.handle, gt, q.m.handle, q.v.handle, q.pA.handle,
                    q.pB?.handle ?? null, q.side, q.rows, q.cols, q.rank, counters.handle, flag.handle,
-                   sc.sR!.handle, sc.sT?.handle ?? null, sc.sBig?.handle ?? null, sc.scalars?.handle ?? null, h,
+                   (early ?? sc.sR!).handle, sc.sT?.handle ?? null, sc.sBig?.handle ?? null, sc.scalars?.handle ?? null, h,
                    refresh ? null : (given?.handle ?? null),
                    ...(q.absmaxM ? [q.absmaxM.handle, q.absmaxV!.handle, ...q8MapHandles()] : []));
   }
@@ -534,9 +599,18 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
         if (n > 0) ws = workspace(n, s.device);
       }
       const sub = this.roundCounters(gi, p, s.counters);
-      if (g.skipNonFinite !== false) nat.galoreScan(flag.handle, [this.scanEntry(p)]);
-      else nat.fillZero(flag.handle, 4);
-      this.stepRankedTensor(g, s, p, sub, flag, ws);
+      // Projecting first needs no more memory here: the step's own R scratch holds R.
+      const early = g.skipNonFinite !== false && s.calls % (g.updateProjGap as number) !== 0 && !this.projectedGrads.has(p)
+        ? new Map([[p, this.scratch.get(s.device)!.sR!]]) : undefined;
+      if (early) {
+        this.projectInto(g, s, early);
+        nat.galoreScan(flag.handle, [[early.get(p)!.handle, DTYPE_CODE.f32, rNumelOf(s.params.get(p)!)]]);
+      } else if (g.skipNonFinite !== false) {
+        nat.galoreScan(flag.handle, [this.scanEntry(p)]);
+      } else {
+        nat.fillZero(flag.handle, 4);
+      }
+      this.stepRankedTensor(g, s, p, sub, flag, ws, early?.get(p));
       nat.galoreFinish(sub.handle, flag.handle);
     } finally {
       ws?.dispose();

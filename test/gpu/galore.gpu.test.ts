@@ -3,6 +3,7 @@
 import { devices, GaLoreAdamW, gemm, Parameter, ProjType, setBuiltinLinalg, linalgPaths, tensor, Tensor, DType } from "../../lib";
 import { relErr, Rng } from "../reference";
 import { geometricGradient, separatedGradient } from "../galore_reference";
+import { expectNonFiniteSkip, NONFINITE_RANKS, NONFINITE_VALUES } from "../galore_nonfinite";
 
 const hasCuda = devices().length > 1;
 const suite = hasCuda ? describe : describe.skip;
@@ -177,5 +178,15 @@ for (const builtin of [false, true]) {
       expect(await f32(og.stateOf(pg)!.proj!)).toEqual(p0);
       og.dispose();
     });
+
+    // The check on R must see what IEEE says the projection carries: tensor cores included.
+    for (const projType of ["std", "full"] as const) for (const [k, rank] of NONFINITE_RANKS[projType].entries()) {
+      test(`non-finite skip on a kept projector: ${projType}, rank ${rank} (${k === 0 ? "R checked" : "G scanned"}), tf32 / bf16 / f32`, async () => {
+        for (const precision of ["tf32", "bf16", "f32"] as const) {
+          for (const bad of NONFINITE_VALUES) for (const zeroed of [false, true]) await expectNonFiniteSkip("cuda", projType, rank, bad, zeroed, false, precision);
+          await expectNonFiniteSkip("cuda", projType, rank, NaN, true, true, precision);
+        }
+      });
+    }
   });
 }
