@@ -259,11 +259,17 @@ Napi::Value LinalgInfo(const Napi::CallbackInfo& info) {
   o.Set("blas", gpu::blasPath());
   o.Set("solver", gpu::solverPath());
   o.Set("forceBuiltin", gpu::forceBuiltin());
+  o.Set("streamGemm", gpu::streamGemmEnabled());
   return o;
 }
 
 Napi::Value SetForceBuiltin(const Napi::CallbackInfo& info) {
   gpu::setForceBuiltin(info[0].ToBoolean());
+  return info.Env().Undefined();
+}
+
+Napi::Value SetStreamGemm(const Napi::CallbackInfo& info) {
+  gpu::setStreamGemm(info[0].ToBoolean());
   return info.Env().Undefined();
 }
 
@@ -279,6 +285,7 @@ void registerGalore(Napi::Env env, Napi::Object exports) {
   exports.Set("galoreProject", Napi::Function::New(env, Project));
   exports.Set("linalgInfo", Napi::Function::New(env, LinalgInfo));
   exports.Set("setForceBuiltin", Napi::Function::New(env, SetForceBuiltin));
+  exports.Set("setStreamGemm", Napi::Function::New(env, SetStreamGemm));
 }
 
 }  // namespace slimopt

@@ -378,6 +378,151 @@ __global__ void splitReduceKernel(const TcArgs k, int splits) {
   }
 }
 
+// ---- the streaming kernel: C <- alpha A B + beta C with short K -------------------------------
+//
+// GaLore's project-back W <- beta W + alpha N P (or P N) has K = r: at r = 128 its 2 m n r flops
+// are few next to the read and write of W (m n f32 each way), so the product runs at the speed W
+// streams through, and a tile-at-a-time GEMM (above, or cuBLAS: 0.5-0.6 of the copy rate on the
+// §6 shapes) waits on W after its products. Here a persistent block (one per SM, ~202 KB of
+// shared memory) keeps a whole 128-column strip of B (K x 128, K <= 128) resident and walks 64-row
+// tiles of C down the strip: while the 8 warps multiply tile i (A's 64 x K rows and the strip, all
+// of K at once, 2 x 4 warps of 32 x 32 outputs), cp.async brings tile i+1's rows of A and its 64 x
+// 128 block of C into the other of two stages, so the read of C overlaps the products and the
+// epilogue only reads shared memory. Blocks take contiguous ranges of the strip-major tile order,
+// so a block changes strip at most a few times (a change waits for the new strip). Pads: A rows
+// K+4 floats (fragment reads at bank 4g + t), B and C rows 128+8 (bank 8t + g; the epilogue's
+// 8-byte C reads conflict-free per half-warp). Operands rounded to TF32 (cvt.rna) as fragments are
+// built, as in tcGemmKernel. Takes f32 A (M x K), B (K x N) untransposed, f32 C, K a multiple of 8
+// up to 128, 16-byte aligned bases and leading dimensions a multiple of 4 (streamGemmFits).
+constexpr int ST_BM = 64, ST_BN = 128, ST_KMAX = 128, ST_THREADS = 256;
+constexpr int ST_A_STRIDE = ST_KMAX + 4, ST_B_STRIDE = ST_BN + 8, ST_C_STRIDE = ST_BN + 8;
+constexpr int ST_A_FLOATS = ST_BM * ST_A_STRIDE, ST_C_FLOATS = ST_BM * ST_C_STRIDE, ST_B_FLOATS = ST_KMAX * ST_B_STRIDE;
+constexpr size_t ST_SMEM = size_t(ST_B_FLOATS + 2 * (ST_A_FLOATS + ST_C_FLOATS)) * sizeof(float);
+
+struct StreamArgs {
+  GemmArgs g;
+  const float* alphaBeta;  // device [alpha, beta] or null (then g.alpha, g.beta)
+  const int32_t* flag;     // skip everything when *flag != 0 (null: never)
+  int64_t tilesM, tiles;   // 64-row tiles per strip; tiles in all (strip-major)
+};
+
+// Columns [j, j + 4) of a row that ends at column n: how many exist (0..4).
+__device__ __forceinline__ int validOf(int64_t j, int64_t n) {
+  const int64_t left = n - j;
+  return int(left <= 0 ? 0 : left >= 4 ? 4 : left);
+}
+
+__global__ void __launch_bounds__(ST_THREADS, 1) tcStreamKernel(const StreamArgs k) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  if (k.flag != nullptr && *k.flag != 0) return;
+  const int64_t t0 = k.tiles * blockIdx.x / gridDim.x, t1 = k.tiles * (blockIdx.x + 1) / gridDim.x;
+  if (t0 >= t1) return;
+  extern __shared__ float4 stSmem[];
+  float* const Bs = reinterpret_cast<float*>(stSmem);
+  const GemmArgs& g = k.g;
+  const float* A = static_cast<const float*>(g.A);
+  const float* B = static_cast<const float*>(g.B);
+  float* C = static_cast<float*>(g.C);
+  const int K = int(g.K);
+  const float alpha = k.alphaBeta ? k.alphaBeta[0] : g.alpha;
+  const float beta = k.alphaBeta ? k.alphaBeta[1] : g.beta;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+  const int wm = (warp >> 2) * 32, wn = (warp & 3) * 32;
+  auto stageA = [&](int s) { return Bs + ST_B_FLOATS + s * (ST_A_FLOATS + ST_C_FLOATS); };
+
+  // Tile t's rows of A and (when beta != 0) its block of C into stage s.
+  auto loadTile = [&](int64_t t, int s) {
+    const int64_t i0 = (t % k.tilesM) * ST_BM, j0 = (t / k.tilesM) * ST_BN;
+    float* As = stageA(s);
+    float* Cs = As + ST_A_FLOATS;
+    const int chunks = K / 4;
+    for (int c = threadIdx.x; c < ST_BM * chunks; c += ST_THREADS) {
+      const int r = c / chunks, col = (c % chunks) * 4;
+      const bool ok = i0 + r < g.M;
+      copyAsync4(As + r * ST_A_STRIDE + col, ok ? A + (i0 + r) * g.lda + col : A, ok ? 4 : 0, true);
+    }
+    if (beta == 0.0f) return;  // C is not read
+    for (int c = threadIdx.x; c < ST_BM * (ST_BN / 4); c += ST_THREADS) {
+      const int r = c / (ST_BN / 4), col = (c % (ST_BN / 4)) * 4;
+      const int valid = i0 + r < g.M ? validOf(j0 + col, g.N) : 0;
+      copyAsync4(Cs + r * ST_C_STRIDE + col, valid > 0 ? C + (i0 + r) * g.ldc + j0 + col : C, valid, true);
+    }
+  };
+  // The K x 128 strip of B at column j0.
+  auto loadStrip = [&](int64_t j0) {
+    for (int c = threadIdx.x; c < K * (ST_BN / 4); c += ST_THREADS) {
+      const int r = c / (ST_BN / 4), col = (c % (ST_BN / 4)) * 4;
+      const int valid = validOf(j0 + col, g.N);
+      copyAsync4(Bs + r * ST_B_STRIDE + col, valid > 0 ? B + r * g.ldb + j0 + col : B, valid, true);
+    }
+  };
+
+  int64_t strip = -1;
+  loadTile(t0, 0);
+  commitAsync();
+  for (int64_t t = t0; t < t1; ++t) {
+    const int s = int((t - t0) & 1);
+    const int64_t j = t / k.tilesM, i0 = (t % k.tilesM) * ST_BM, j0 = j * ST_BN;
+    if (j != strip) {  // every warp is done with the old strip (the loop's closing barrier)
+      loadStrip(j0);
+      strip = j;
+    }
+    commitAsync();
+    if (t + 1 < t1) loadTile(t + 1, s ^ 1);
+    commitAsync();
+    waitAsync<1>();  // all but tile t+1's copies: tile t and the strip
+    __syncthreads();
+
+    const float* As = stageA(s);
+    float acc[2][4][4] = {};
+#pragma unroll 2
+    for (int kk = 0; kk < K; kk += 8) {
+      uint32_t a[2][4], b[4][2];
+#pragma unroll
+      for (int mi = 0; mi < 2; ++mi) {
+        const float* ap = As + (wm + mi * 16 + gq) * ST_A_STRIDE + kk + tq;
+        a[mi][0] = toTf32(ap[0]);
+        a[mi][1] = toTf32(ap[8 * ST_A_STRIDE]);
+        a[mi][2] = toTf32(ap[4]);
+        a[mi][3] = toTf32(ap[8 * ST_A_STRIDE + 4]);
+      }
+#pragma unroll
+      for (int ni = 0; ni < 4; ++ni) {
+        const float* bp = Bs + (kk + tq) * ST_B_STRIDE + wn + ni * 8 + gq;
+        b[ni][0] = toTf32(bp[0]);
+        b[ni][1] = toTf32(bp[4 * ST_B_STRIDE]);
+      }
+#pragma unroll
+      for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < 4; ++ni) mmaTf32(acc[mi][ni], a[mi], b[ni]);
+    }
+
+    const float* Cs = As + ST_A_FLOATS;
+#pragma unroll
+    for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int ni = 0; ni < 4; ++ni) {
+          const int r = wm + mi * 16 + gq + h * 8, c = wn + ni * 8 + 2 * tq;
+          const int64_t row = i0 + r, col = j0 + c;
+          if (row >= g.M || col >= g.N) continue;
+          float o0 = alpha * acc[mi][ni][2 * h], o1 = alpha * acc[mi][ni][2 * h + 1];
+          if (beta != 0.0f) {
+            const float2 cv = *reinterpret_cast<const float2*>(Cs + r * ST_C_STRIDE + c);
+            o0 += beta * cv.x;
+            o1 += beta * cv.y;
+          }
+          float* out = C + row * g.ldc + col;
+          if (col + 1 < g.N) __stcs(reinterpret_cast<float2*>(out), make_float2(o0, o1));
+          else *out = o0;
+        }
+    __syncthreads();  // stage s and the strip are free again
+  }
+#endif
+}
+
 typedef void (*TcKernel)(const TcArgs);
 
 // The kernel for (transA, transB, bf16) with the given pipeline depth.
@@ -462,6 +607,48 @@ bool aligned(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p
 }  // namespace
 
 bool tensorCoreGemmAvailable(int dev) { return probe(dev).ok; }
+
+namespace {
+bool gStreamOn = true;
+std::mutex gStreamMutex;
+int gStreamOk[64] = {};  // 0 not probed, 1 runs, -1 does not (shared memory, architecture)
+
+bool streamKernelRuns(int dev) {
+  if (dev < 0 || dev >= 64 || !probe(dev).ok) return false;
+  std::lock_guard<std::mutex> lock(gStreamMutex);
+  if (gStreamOk[dev] == 0) {
+    int optin = 0;
+    const bool ok = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) == cudaSuccess &&
+                    size_t(optin) >= ST_SMEM &&
+                    cudaFuncSetAttribute(tcStreamKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(ST_SMEM)) == cudaSuccess;
+    if (!ok) cudaGetLastError();
+    gStreamOk[dev] = ok ? 1 : -1;
+  }
+  return gStreamOk[dev] == 1;
+}
+}  // namespace
+
+void setStreamGemm(bool on) { gStreamOn = on; }
+bool streamGemmEnabled() { return gStreamOn; }
+
+bool streamGemmFits(int dev, const GemmArgs& g, GemmMode mode) {
+  return gStreamOn && mode == GemmMode::Tf32 && !g.transA && !g.transB && g.aType == DType::F32 &&
+         g.bType == DType::F32 && g.cType == DType::F32 && g.K >= 8 && g.K <= ST_KMAX && g.K % 8 == 0 && g.M > 0 &&
+         g.N > 0 && aligned(g.A, 16) && aligned(g.B, 16) && aligned(g.C, 16) && g.lda % 4 == 0 && g.ldb % 4 == 0 &&
+         g.ldc % 4 == 0 && streamKernelRuns(dev);
+}
+
+Status streamGemm(int dev, cudaStream_t st, const GemmArgs& g, const float* alphaBeta, const int32_t* flag) {
+  StreamArgs k{};
+  k.g = g;
+  k.alphaBeta = alphaBeta;
+  k.flag = flag;
+  k.tilesM = (g.M + ST_BM - 1) / ST_BM;
+  k.tiles = k.tilesM * ((g.N + ST_BN - 1) / ST_BN);
+  const int64_t blocks = std::min<int64_t>(k.tiles, std::max(1, smCount(dev)));
+  tcStreamKernel<<<unsigned(blocks), ST_THREADS, ST_SMEM, st>>>(k);
+  return lastError("gemm (streaming tensor-core kernel)");
+}
 
 Status tensorCoreGemm(int dev, cudaStream_t st, const GemmArgs& g, GemmMode mode, const float* alphaBeta,
                       const int32_t* flag) {

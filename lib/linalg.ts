@@ -46,8 +46,16 @@ export function setBuiltinLinalg(force: boolean): void {
   native().setForceBuiltin(!!force);
 }
 
-/** Which GEMM and eigen-solver paths serve CUDA devices now. */
-export function linalgPaths(): { blas: string; solver: string; forceBuiltin: boolean } {
+/** @internal For comparisons (the gemm bench): off, the short-K products with C read back that the
+ *  streaming tensor-core kernel serves by default (GaLore's project-back at rank <= 128) go to
+ *  cuBLAS or the tile kernel instead. */
+export function setStreamGemm(on: boolean): void {
+  native().setStreamGemm(!!on);
+}
+
+/** Which GEMM and eigen-solver paths serve CUDA devices now (streamGemm: the streaming kernel
+ *  serves the products it fits). */
+export function linalgPaths(): { blas: string; solver: string; forceBuiltin: boolean; streamGemm: boolean } {
   return native().linalgInfo();
 }
 

@@ -104,8 +104,9 @@ export interface NativeAddon {
              h: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; scale: number; growthRate: number;
                   updateProjGap: number; channel: boolean; scaleFront: boolean; limiter: boolean; mode: number },
              fusedR?: NativeBufferHandle | null): void;
-  linalgInfo(): { blas: string; solver: string; forceBuiltin: boolean };
+  linalgInfo(): { blas: string; solver: string; forceBuiltin: boolean; streamGemm: boolean };
   setForceBuiltin(force: boolean): void;
+  setStreamGemm(on: boolean): void;
   GrassGroup: new (device: number, tensors: unknown[][], counters: NativeBufferHandle, mapA?: unknown, mapB?: unknown) => GrassGroupHandle;
   grassSelect(grad: NativeBufferHandle, rows: number, cols: number, dtype: number, mode: number, rank: number,
               select: number, seed: bigint, refreshIndex: number, idx: NativeBufferHandle, rho: NativeBufferHandle): void;

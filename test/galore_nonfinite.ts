@@ -10,9 +10,10 @@ async function raw(t: Tensor): Promise<number[]> { return Array.from(await t.toF
 
 /** The shapes of a group: one tensor projected on the right (rows >= cols), one on the left. */
 const SHAPES: [number, number][] = [[40, 24], [24, 40]];
-/** Per projType, a rank whose R all fit in one gradient (960 floats; R is checked: 240 + 240, or
- *  9 + 9 for "full") and one whose do not (G is scanned first: 800 + 800, or 529 + 529). */
-export const NONFINITE_RANKS: Record<"std" | "full", [number, number]> = { std: [3, 20], full: [3, 23] };
+/** A rank whose R all fit in one gradient (960 floats; R is checked: 320 + 320, or 64 + 64 for
+ *  "full") and one whose do not (G is scanned first: 960 + 960, or 576 + 576). Multiples of 8, so
+ *  that on CUDA the project-back runs the streaming kernel (its skip flag included). */
+export const NONFINITE_RANKS = [8, 24];
 export const NONFINITE_VALUES = [NaN, Infinity, -Infinity];
 
 /** Zeroes the projector entries that multiply gradient element (i, j) of p (rows x cols). */

@@ -180,7 +180,7 @@ for (const builtin of [false, true]) {
     });
 
     // The check on R must see what IEEE says the projection carries: tensor cores included.
-    for (const projType of ["std", "full"] as const) for (const [k, rank] of NONFINITE_RANKS[projType].entries()) {
+    for (const projType of ["std", "full"] as const) for (const [k, rank] of NONFINITE_RANKS.entries()) {
       test(`non-finite skip on a kept projector: ${projType}, rank ${rank} (${k === 0 ? "R checked" : "G scanned"}), tf32 / bf16 / f32`, async () => {
         for (const precision of ["tf32", "bf16", "f32"] as const) {
           for (const bad of NONFINITE_VALUES) for (const zeroed of [false, true]) await expectNonFiniteSkip("cuda", projType, rank, bad, zeroed, false, precision);

@@ -3,6 +3,7 @@
 // whatever serves by default (cuBLAS where it loads). Odd sizes, every transpose, long K (split-K),
 // skinny N, C in f32/bf16/f16, alpha/beta. Skipped where no CUDA device exists.
 import { devices, DType, gemm, GemmPrecision, linalgPaths, setBuiltinLinalg, tensor, Tensor } from "../../lib";
+import { setStreamGemm } from "../../lib/linalg";
 import { expectCode } from "../helpers";
 import { relErr, Rng } from "../reference";
 
@@ -109,6 +110,33 @@ suite("CUDA GEMM against the CPU", () => {
       }
     }
   });
+
+  // The streaming kernel serves untransposed TF32 products with K a multiple of 8 up to 128 and C
+  // read back (GaLore's project-back), on both paths: odd M and N (partial row tiles and column
+  // strips), every such K, beta 0 (C, NaN, not read); against the CPU and against what serves
+  // with it switched off (the tile kernel, or cuBLAS).
+  test.each([[1, 4, 8], [67, 132, 16], [300, 260, 64], [65, 8, 128], [1000, 516, 128], [4100, 1000, 120]])(
+    "streaming kernel %ix%ix%i: against the CPU and with it switched off", async (M, N, K) => {
+      expect(linalgPaths().streamGemm).toBe(true);
+      const rng = new Rng(M * 13 + N * 7 + K);
+      const o = operands(rng, M, N, K);
+      for (const [alpha, beta] of [[0.75, -0.5], [-1, 0], [-0.01, 0.99]]) {
+        const ref = await run("cpu", o, M, N, K, false, false, "f32", alpha, beta, "f32");
+        const ref0 = await run("cpu", o, M, N, K, false, false, "f32", alpha, 0, "f32");
+        for (const builtin of [true, false]) {
+          setBuiltinLinalg(builtin);
+          const got = await run("cuda", o, M, N, K, false, false, "f32", alpha, beta, "tf32");
+          expect(gemmErr(got, ref, norm(ref0))).toBeLessThan(MODE_TOL.tf32);
+          setStreamGemm(false);
+          try {
+            const other = await run("cuda", o, M, N, K, false, false, "f32", alpha, beta, "tf32");
+            expect(gemmErr(got, other, norm(ref0))).toBeLessThan(2 * MODE_TOL.tf32);
+          } finally {
+            setStreamGemm(true);
+          }
+        }
+      }
+    });
 
   // The projection shapes of a GaLore step (scaled down 2x): R = G P^T, R = P^T G (long K, N or
   // M = r: split along K) and W <- W - c N P (K = r, bf16 W in the epilogue).
