@@ -220,18 +220,16 @@ Status builtinGemm(int dev, cudaStream_t st, const GemmArgs& g, GemmMode mode, c
 
 }  // namespace
 
-// The GEMM of every caller (declared in internal.cuh): the streaming kernel where it fits (short
-// K with C read back: it beats cuBLAS there), else cuBLAS when loaded (f32 C), else the built-in
-// tile kernel.
+// The GEMM of every caller (declared in internal.cuh): cuBLAS when loaded (f32 C), else the
+// built-in kernels (the streaming one where it fits: short K with C read back).
 Status runGemm(int dev, const GemmArgs& g, GemmMode mode, const float* alphaBeta, const int32_t* flag) {
   cudaStream_t st;
   Status ok = deviceStream(dev, &st, "gemm");
   if (!ok.ok()) return ok;
-  if (streamGemmFits(dev, g, mode)) return streamGemm(dev, st, g, alphaBeta, flag);
   Cublas* b = cublas();
   if (b == nullptr || g.cType != DType::F32 || g.aType != DType::F32 || g.bType != DType::F32 ||
       (mode == GemmMode::Bf16 && b->gemmEx == nullptr))
-    return builtinGemm(dev, st, g, mode, alphaBeta, flag);
+    return streamGemmFits(dev, g, mode) ? streamGemm(dev, st, g, alphaBeta, flag) : builtinGemm(dev, st, g, mode, alphaBeta, flag);
   if (g.M <= 0 || g.N <= 0) return Status();
   if (g.M > INT32_MAX || g.N > INT32_MAX || g.K > INT32_MAX) return invalidArg("gemm: too large for cuBLAS");
   void* h = blasHandle(b, dev, st);

@@ -381,19 +381,21 @@ __global__ void splitReduceKernel(const TcArgs k, int splits) {
 // ---- the streaming kernel: C <- alpha A B + beta C with short K -------------------------------
 //
 // GaLore's project-back W <- beta W + alpha N P (or P N) has K = r: at r = 128 its 2 m n r flops
-// are few next to the read and write of W (m n f32 each way), so the product runs at the speed W
-// streams through, and a tile-at-a-time GEMM (above, or cuBLAS: 0.5-0.6 of the copy rate on the
-// §6 shapes) waits on W after its products. Here a persistent block (one per SM, ~202 KB of
-// shared memory) keeps a whole 128-column strip of B (K x 128, K <= 128) resident and walks 64-row
-// tiles of C down the strip: while the 8 warps multiply tile i (A's 64 x K rows and the strip, all
-// of K at once, 2 x 4 warps of 32 x 32 outputs), cp.async brings tile i+1's rows of A and its 64 x
-// 128 block of C into the other of two stages, so the read of C overlaps the products and the
-// epilogue only reads shared memory. Blocks take contiguous ranges of the strip-major tile order,
-// so a block changes strip at most a few times (a change waits for the new strip). Pads: A rows
-// K+4 floats (fragment reads at bank 4g + t), B and C rows 128+8 (bank 8t + g; the epilogue's
-// 8-byte C reads conflict-free per half-warp). Operands rounded to TF32 (cvt.rna) as fragments are
-// built, as in tcGemmKernel. Takes f32 A (M x K), B (K x N) untransposed, f32 C, K a multiple of 8
-// up to 128, 16-byte aligned bases and leading dimensions a multiple of 4 (streamGemmFits).
+// are few next to the read and write of W (m n f32 each way), and the tile kernel above, which
+// reads its C only after the products, takes 2x cuBLAS's time there. Here a persistent block (one
+// per SM, ~202 KB of shared memory) keeps a whole 128-column strip of B (K x 128, K <= 128)
+// resident and walks 64-row tiles of C down the strip: while the 8 warps multiply tile i (A's 64 x
+// K rows and the strip, all of K at once, 2 x 4 warps of 32 x 32 outputs), cp.async brings tile
+// i+1's rows of A and its 64 x 128 block of C into the other of two stages, so the read of C
+// overlaps the products and the epilogue reads shared memory. Blocks take contiguous ranges of the
+// strip-major tile order, so a block changes strip at most a few times; the strip is rounded to
+// TF32 once when it lands, A's fragments (cvt.rna) as they are read. Pads: A rows K+4 floats
+// (fragment reads at bank 4g + t), B and C rows 128+8 (bank 8t + g; the epilogue's 8-byte C reads
+// conflict-free per half-warp). Measured on the H200 (11008 x 4096, r = 128): ~200 us, where the
+// tile kernel takes 277 and cuBLAS 137-142 (ncu: issue-bound at 2 warps per scheduler, ~3x
+// cuBLAS's instructions), so it serves the built-in path only (runGemm). Takes f32 A (M x K), B
+// (K x N) untransposed, f32 C, K a multiple of 8 up to 128, 16-byte aligned bases and leading
+// dimensions a multiple of 4 (streamGemmFits).
 constexpr int ST_BM = 64, ST_BN = 128, ST_KMAX = 128, ST_THREADS = 256;
 constexpr int ST_A_STRIDE = ST_KMAX + 4, ST_B_STRIDE = ST_BN + 8, ST_C_STRIDE = ST_BN + 8;
 constexpr int ST_A_FLOATS = ST_BM * ST_A_STRIDE, ST_C_FLOATS = ST_BM * ST_C_STRIDE, ST_B_FLOATS = ST_KMAX * ST_B_STRIDE;
@@ -430,28 +432,30 @@ __global__ void __launch_bounds__(ST_THREADS, 1) tcStreamKernel(const StreamArgs
   const int wm = (warp >> 2) * 32, wn = (warp & 3) * 32;
   auto stageA = [&](int s) { return Bs + ST_B_FLOATS + s * (ST_A_FLOATS + ST_C_FLOATS); };
 
-  // Tile t's rows of A and (when beta != 0) its block of C into stage s.
+  // Tile t's rows of A and (when beta != 0) its block of C into stage s: 64 rows of 32 chunks of
+  // 4 floats each (A's chunks past K are not copied; they are never read).
   auto loadTile = [&](int64_t t, int s) {
     const int64_t i0 = (t % k.tilesM) * ST_BM, j0 = (t / k.tilesM) * ST_BN;
+    const int rows = int(g.M - i0 < ST_BM ? g.M - i0 : ST_BM);
     float* As = stageA(s);
     float* Cs = As + ST_A_FLOATS;
-    const int chunks = K / 4;
-    for (int c = threadIdx.x; c < ST_BM * chunks; c += ST_THREADS) {
-      const int r = c / chunks, col = (c % chunks) * 4;
-      const bool ok = i0 + r < g.M;
-      copyAsync4(As + r * ST_A_STRIDE + col, ok ? A + (i0 + r) * g.lda + col : A, ok ? 4 : 0, true);
+#pragma unroll
+    for (int it = 0; it < ST_BM * 32 / ST_THREADS; ++it) {
+      const int c = threadIdx.x + it * ST_THREADS, r = c >> 5, col = (c & 31) << 2;
+      if (col < K) copyAsync4(As + r * ST_A_STRIDE + col, r < rows ? A + (i0 + r) * g.lda + col : A, r < rows ? 4 : 0, true);
     }
     if (beta == 0.0f) return;  // C is not read
-    for (int c = threadIdx.x; c < ST_BM * (ST_BN / 4); c += ST_THREADS) {
-      const int r = c / (ST_BN / 4), col = (c % (ST_BN / 4)) * 4;
-      const int valid = i0 + r < g.M ? validOf(j0 + col, g.N) : 0;
+#pragma unroll
+    for (int it = 0; it < ST_BM * 32 / ST_THREADS; ++it) {
+      const int c = threadIdx.x + it * ST_THREADS, r = c >> 5, col = (c & 31) << 2;
+      const int valid = r < rows ? validOf(j0 + col, g.N) : 0;
       copyAsync4(Cs + r * ST_C_STRIDE + col, valid > 0 ? C + (i0 + r) * g.ldc + j0 + col : C, valid, true);
     }
   };
   // The K x 128 strip of B at column j0.
   auto loadStrip = [&](int64_t j0) {
-    for (int c = threadIdx.x; c < K * (ST_BN / 4); c += ST_THREADS) {
-      const int r = c / (ST_BN / 4), col = (c % (ST_BN / 4)) * 4;
+    for (int c = threadIdx.x; c < K * 32; c += ST_THREADS) {
+      const int r = c >> 5, col = (c & 31) << 2;
       const int valid = validOf(j0 + col, g.N);
       copyAsync4(Bs + r * ST_B_STRIDE + col, valid > 0 ? B + r * g.ldb + j0 + col : B, valid, true);
     }
@@ -463,7 +467,8 @@ __global__ void __launch_bounds__(ST_THREADS, 1) tcStreamKernel(const StreamArgs
   for (int64_t t = t0; t < t1; ++t) {
     const int s = int((t - t0) & 1);
     const int64_t j = t / k.tilesM, i0 = (t % k.tilesM) * ST_BM, j0 = j * ST_BN;
-    if (j != strip) {  // every warp is done with the old strip (the loop's closing barrier)
+    const bool newStrip = j != strip;
+    if (newStrip) {  // every warp is done with the old strip (the loop's closing barrier)
       loadStrip(j0);
       strip = j;
     }
@@ -472,15 +477,22 @@ __global__ void __launch_bounds__(ST_THREADS, 1) tcStreamKernel(const StreamArgs
     commitAsync();
     waitAsync<1>();  // all but tile t+1's copies: tile t and the strip
     __syncthreads();
+    if (newStrip) {  // round the strip to TF32 once, not at every fragment read of every tile
+      for (int e = threadIdx.x; e < K * ST_B_STRIDE; e += ST_THREADS) Bs[e] = __uint_as_float(toTf32(Bs[e]));
+      __syncthreads();
+    }
 
     const float* As = stageA(s);
+    const float* aBase = As + (wm + gq) * ST_A_STRIDE + tq;
+    const float* bBase = Bs + tq * ST_B_STRIDE + wn + gq;
     float acc[2][4][4] = {};
-#pragma unroll 2
-    for (int kk = 0; kk < K; kk += 8) {
+#pragma unroll
+    for (int ks = 0; ks < ST_KMAX / 8; ++ks) {
+      if (ks * 8 >= K) break;
       uint32_t a[2][4], b[4][2];
 #pragma unroll
       for (int mi = 0; mi < 2; ++mi) {
-        const float* ap = As + (wm + mi * 16 + gq) * ST_A_STRIDE + kk + tq;
+        const float* ap = aBase + mi * 16 * ST_A_STRIDE + ks * 8;
         a[mi][0] = toTf32(ap[0]);
         a[mi][1] = toTf32(ap[8 * ST_A_STRIDE]);
         a[mi][2] = toTf32(ap[4]);
@@ -488,9 +500,9 @@ __global__ void __launch_bounds__(ST_THREADS, 1) tcStreamKernel(const StreamArgs
       }
 #pragma unroll
       for (int ni = 0; ni < 4; ++ni) {
-        const float* bp = Bs + (kk + tq) * ST_B_STRIDE + wn + ni * 8 + gq;
-        b[ni][0] = toTf32(bp[0]);
-        b[ni][1] = toTf32(bp[4 * ST_B_STRIDE]);
+        const float* bp = bBase + ks * 8 * ST_B_STRIDE + ni * 8;
+        b[ni][0] = __float_as_uint(bp[0]);
+        b[ni][1] = __float_as_uint(bp[4 * ST_B_STRIDE]);
       }
 #pragma unroll
       for (int mi = 0; mi < 2; ++mi)
@@ -498,26 +510,31 @@ __global__ void __launch_bounds__(ST_THREADS, 1) tcStreamKernel(const StreamArgs
         for (int ni = 0; ni < 4; ++ni) mmaTf32(acc[mi][ni], a[mi], b[ni]);
     }
 
-    const float* Cs = As + ST_A_FLOATS;
+    // Epilogue: this lane's outputs are rows wm + gq + {0, 8, 16, 24}, columns wn + 2 tq + 8 ni (+1).
+    const float* cs = As + ST_A_FLOATS + (wm + gq) * ST_C_STRIDE + wn + 2 * tq;
+    float* out = C + (i0 + wm + gq) * g.ldc + j0 + wn + 2 * tq;
+    const int rowsLeft = int(g.M - i0 < ST_BM ? g.M - i0 : ST_BM) - (wm + gq);
+    const int colsLeft = int(g.N - j0 < ST_BN ? g.N - j0 : ST_BN) - (wn + 2 * tq);
 #pragma unroll
     for (int mi = 0; mi < 2; ++mi)
 #pragma unroll
-      for (int h = 0; h < 2; ++h)
+      for (int h = 0; h < 2; ++h) {
+        const int dr = mi * 16 + h * 8;
+        if (dr >= rowsLeft) continue;
 #pragma unroll
         for (int ni = 0; ni < 4; ++ni) {
-          const int r = wm + mi * 16 + gq + h * 8, c = wn + ni * 8 + 2 * tq;
-          const int64_t row = i0 + r, col = j0 + c;
-          if (row >= g.M || col >= g.N) continue;
+          if (ni * 8 >= colsLeft) continue;
           float o0 = alpha * acc[mi][ni][2 * h], o1 = alpha * acc[mi][ni][2 * h + 1];
           if (beta != 0.0f) {
-            const float2 cv = *reinterpret_cast<const float2*>(Cs + r * ST_C_STRIDE + c);
+            const float2 cv = *reinterpret_cast<const float2*>(cs + dr * ST_C_STRIDE + ni * 8);
             o0 += beta * cv.x;
             o1 += beta * cv.y;
           }
-          float* out = C + row * g.ldc + col;
-          if (col + 1 < g.N) __stcs(reinterpret_cast<float2*>(out), make_float2(o0, o1));
-          else *out = o0;
+          float* o = out + dr * g.ldc + ni * 8;
+          if (ni * 8 + 1 < colsLeft) __stcs(reinterpret_cast<float2*>(o), make_float2(o0, o1));
+          else *o = o0;
         }
+      }
     __syncthreads();  // stage s and the strip are free again
   }
 #endif

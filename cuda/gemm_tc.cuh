@@ -25,9 +25,9 @@ Status tensorCoreGemm(int dev, cudaStream_t st, const GemmArgs& g, GemmMode mode
 
 // The streaming kernel (gemm_tc.cu) for C (f32) <- alpha A B + beta C with A (M x K) and B (K x N)
 // untransposed f32, K a multiple of 8 up to 128, TF32 mode, 16-byte aligned bases and leading
-// dimensions a multiple of 4: GaLore's project-back at rank <= 128, which it runs at close to the
-// rate C streams through memory. streamGemmFits says whether g qualifies on dev (and the kernel is
-// enabled: setStreamGemm in launchers.h; off, cuBLAS or the tile kernel serves).
+// dimensions a multiple of 4: GaLore's project-back at rank <= 128 on the built-in path, where it
+// beats the tile kernel (not cuBLAS). streamGemmFits says whether g qualifies on dev (and the
+// kernel is enabled: setStreamGemm in launchers.h; off, the tile kernel serves).
 bool streamGemmFits(int dev, const GemmArgs& g, GemmMode mode);
 Status streamGemm(int dev, cudaStream_t st, const GemmArgs& g, const float* alphaBeta, const int32_t* flag);
 

@@ -32,8 +32,8 @@ std::string solverPath();
 // Forces the built-in kernels even when cuBLAS/cuSOLVER load (also SLIMOPT_LINALG=builtin).
 void setForceBuiltin(bool force);
 bool forceBuiltin();
-// The streaming kernel for short-K products with C read back (GaLore's project-back at rank <=
-// 128; cuda/gemm_tc.cu): on by default, whichever library is loaded; off for comparisons.
+// The built-in path's streaming kernel for short-K products with C read back (GaLore's
+// project-back at rank <= 128; cuda/gemm_tc.cu): on by default; off, the tile kernel serves them.
 void setStreamGemm(bool on);
 bool streamGemmEnabled();
 // Row-major GEMM on dev (GemmArgs in galore.cuh; A, B f32; C f32 or bf16 for the built-in path).

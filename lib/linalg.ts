@@ -46,15 +46,15 @@ export function setBuiltinLinalg(force: boolean): void {
   native().setForceBuiltin(!!force);
 }
 
-/** @internal For comparisons (the gemm bench): off, the short-K products with C read back that the
- *  streaming tensor-core kernel serves by default (GaLore's project-back at rank <= 128) go to
- *  cuBLAS or the tile kernel instead. */
+/** @internal For comparisons: off, the short-K products with C read back that the built-in path's
+ *  streaming tensor-core kernel serves by default (GaLore's project-back at rank <= 128) go to its
+ *  tile kernel instead. */
 export function setStreamGemm(on: boolean): void {
   native().setStreamGemm(!!on);
 }
 
-/** Which GEMM and eigen-solver paths serve CUDA devices now (streamGemm: the streaming kernel
- *  serves the products it fits). */
+/** Which GEMM and eigen-solver paths serve CUDA devices now (streamGemm: on the built-in path the
+ *  streaming kernel serves the products it fits). */
 export function linalgPaths(): { blas: string; solver: string; forceBuiltin: boolean; streamGemm: boolean } {
   return native().linalgInfo();
 }

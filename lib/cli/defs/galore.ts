@@ -27,7 +27,7 @@ export async function withLinalg(dev: Device, linalg: Linalg, ctx: BenchContext,
     if (linalg === "cublas" && !/^cuBLAS/.test(paths.blas))
       ctx.note(`galore rows labelled "cublas" ran the built-in GEMM: ${paths.blas}`);
     const row = await run();
-    // streamGemm: the project-back at rank <= 128 ran the streaming tensor-core kernel, on both paths.
+    // streamGemm: on the built-in path the project-back at rank <= 128 ran the streaming kernel.
     return { ...row, linalg, blas: paths.blas, solver: paths.solver, streamGemm: paths.streamGemm };
   } finally {
     setBuiltinLinalg(false);
