@@ -508,15 +508,22 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     return slots;
   }
 
-  /** R of each tensor with a slot, projected into it as its step would project it. */
-  private projectInto(g: ParamGroup<GaLoreOptions>, s: RankGroupState, slots: Map<Parameter, Tensor>): void {
+  /** Projects each of `params` that has a slot into it, as its step would project it, then sets
+   *  `flag` when any of them holds a NaN/Inf: its R where projected, else what scanEntry reads. */
+  private projectAndCheck(g: ParamGroup<GaLoreOptions>, s: RankGroupState, flag: Tensor, params: Parameter[],
+                          slots: Map<Parameter, Tensor>): void {
+    const nat = native();
     const sc = this.scratch.get(s.device)!;
     const mode = GEMM_MODE[g.precision as GemmPrecision];
     for (const [p, out] of slots) {
       const q = s.params.get(p)!;
-      native().galoreProject(p.grad.handle, DTYPE_CODE[p.grad.dtype], q.pA.handle, q.pB?.handle ?? null, q.side, q.rows, q.cols,
-                             q.rank, out.handle, sc.sT?.handle ?? null, sc.sBig?.handle ?? null, mode);
+      nat.galoreProject(p.grad.handle, DTYPE_CODE[p.grad.dtype], q.pA.handle, q.pB?.handle ?? null, q.side, q.rows, q.cols,
+                        q.rank, out.handle, sc.sT?.handle ?? null, sc.sBig?.handle ?? null, mode);
     }
+    nat.galoreScan(flag.handle, params.map((p) => {
+      const r = slots.get(p);
+      return r ? [r.handle, DTYPE_CODE.f32, rNumelOf(s.params.get(p)!)] as [NativeBufferHandle, number, number] : this.scanEntry(p);
+    }));
   }
 
   private runPlans(plans: { g: ParamGroup<GaLoreOptions>; ranked?: RankGroupState; engine?: AdamGroupEngine }[], ws: Map<Device, Tensor>,
@@ -530,11 +537,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
       const s = ranked!;
       const slots = early.get(g);
       if (slots) {
-        this.projectInto(g, s, slots);
-        nat.galoreScan(s.flag.handle, g.params.map((p) => {
-          const r = slots.get(p);
-          return r ? [r.handle, DTYPE_CODE.f32, r.numel] as [NativeBufferHandle, number, number] : this.scanEntry(p);
-        }));
+        this.projectAndCheck(g, s, s.flag, g.params, slots);
       } else if (g.skipNonFinite !== false) {
         nat.galoreScan(s.flag.handle, g.params.map((p) => this.scanEntry(p)));
       } else {
@@ -603,8 +606,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
       const early = g.skipNonFinite !== false && s.calls % (g.updateProjGap as number) !== 0 && !this.projectedGrads.has(p)
         ? new Map([[p, this.scratch.get(s.device)!.sR!]]) : undefined;
       if (early) {
-        this.projectInto(g, s, early);
-        nat.galoreScan(flag.handle, [[early.get(p)!.handle, DTYPE_CODE.f32, rNumelOf(s.params.get(p)!)]]);
+        this.projectAndCheck(g, s, flag, [p], early);
       } else if (g.skipNonFinite !== false) {
         nat.galoreScan(flag.handle, [this.scanEntry(p)]);
       } else {
