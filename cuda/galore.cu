@@ -210,6 +210,7 @@ Status builtinGemm(int dev, cudaStream_t st, const GemmArgs& g, GemmMode mode, c
   if (g.aType != DType::F32 || g.bType != DType::F32 ||
       (g.cType != DType::F32 && g.cType != DType::BF16 && g.cType != DType::F16))
     return invalidArg("gemm: the built-in kernel takes f32 A, B and f32/bf16/f16 C");
+  if (streamGemmFits(dev, g, mode)) return streamGemm(dev, st, g, alphaBeta, flag);  // short K, C read back
   if (mode != GemmMode::Strict && tensorCoreGemmAvailable(dev)) return tensorCoreGemm(dev, st, g, mode, alphaBeta, flag);
   if ((g.N + BN - 1) / BN > INT32_MAX || (g.M + BM - 1) / BM > 65535) return invalidArg("gemm: too large");
   KGemm k{g, alphaBeta, flag};
@@ -221,7 +222,7 @@ Status builtinGemm(int dev, cudaStream_t st, const GemmArgs& g, GemmMode mode, c
 }  // namespace
 
 // The GEMM of every caller (declared in internal.cuh): cuBLAS when loaded (f32 C), else the
-// built-in kernels (the streaming one where it fits: short K with C read back).
+// built-in kernels (builtinGemm picks one).
 Status runGemm(int dev, const GemmArgs& g, GemmMode mode, const float* alphaBeta, const int32_t* flag) {
   cudaStream_t st;
   Status ok = deviceStream(dev, &st, "gemm");
@@ -229,7 +230,7 @@ Status runGemm(int dev, const GemmArgs& g, GemmMode mode, const float* alphaBeta
   Cublas* b = cublas();
   if (b == nullptr || g.cType != DType::F32 || g.aType != DType::F32 || g.bType != DType::F32 ||
       (mode == GemmMode::Bf16 && b->gemmEx == nullptr))
-    return streamGemmFits(dev, g, mode) ? streamGemm(dev, st, g, alphaBeta, flag) : builtinGemm(dev, st, g, mode, alphaBeta, flag);
+    return builtinGemm(dev, st, g, mode, alphaBeta, flag);
   if (g.M <= 0 || g.N <= 0) return Status();
   if (g.M > INT32_MAX || g.N > INT32_MAX || g.K > INT32_MAX) return invalidArg("gemm: too large for cuBLAS");
   void* h = blasHandle(b, dev, st);

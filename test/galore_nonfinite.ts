@@ -12,7 +12,8 @@ async function raw(t: Tensor): Promise<number[]> { return Array.from(await t.toF
 const SHAPES: [number, number][] = [[40, 24], [24, 40]];
 /** A rank whose R all fit in one gradient (960 floats; R is checked: 320 + 320, or 64 + 64 for
  *  "full") and one whose do not (G is scanned first: 960 + 960, or 576 + 576). Multiples of 8, so
- *  that on CUDA the project-back runs the streaming kernel (its skip flag included). */
+ *  that on CUDA's built-in path the project-back runs the streaming kernel (its skip flag
+ *  included). */
 export const NONFINITE_RANKS = [8, 24];
 export const NONFINITE_VALUES = [NaN, Infinity, -Infinity];
 
