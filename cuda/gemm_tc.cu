@@ -382,30 +382,39 @@ __global__ void splitReduceKernel(const TcArgs k, int splits) {
 //
 // GaLore's project-back W <- beta W + alpha N P (or P N) has K = r: at r = 128 its 2 m n r flops
 // are few next to the read and write of W (m n f32 each way), and the tile kernel above, which
-// reads its C only after the products, takes 2x cuBLAS's time there. Here a persistent block (one
-// per SM, ~202 KB of shared memory) keeps a whole 128-column strip of B (K x 128, K <= 128)
-// resident and walks 64-row tiles of C down the strip: while the 8 warps multiply tile i (A's 64 x
-// K rows and the strip, all of K at once, 2 x 4 warps of 32 x 32 outputs), cp.async brings tile
-// i+1's rows of A and its 64 x 128 block of C into the other of two stages, so the read of C
-// overlaps the products and the epilogue reads shared memory. Blocks take contiguous ranges of the
-// strip-major tile order, so a block changes strip at most a few times; the strip is rounded to
-// TF32 once when it lands, A's fragments (cvt.rna) as they are read. Pads: A rows K+4 floats
-// (fragment reads at bank 4g + t), B and C rows 128+8 (bank 8t + g; the epilogue's 8-byte C reads
-// conflict-free per half-warp). Measured on the H200 (11008 x 4096, r = 128): ~200 us, where the
-// tile kernel takes 277 and cuBLAS 137-142 (ncu: issue-bound at 2 warps per scheduler, ~3x
-// cuBLAS's instructions), so it serves the built-in path only (runGemm). Takes f32 A (M x K), B
-// (K x N) untransposed, f32 C, K a multiple of 8 up to 128, 16-byte aligned bases and leading
-// dimensions a multiple of 4 (streamGemmFits).
-constexpr int ST_BM = 64, ST_BN = 128, ST_KMAX = 128, ST_THREADS = 256;
-constexpr int ST_A_STRIDE = ST_KMAX + 4, ST_B_STRIDE = ST_BN + 8, ST_C_STRIDE = ST_BN + 8;
-constexpr int ST_A_FLOATS = ST_BM * ST_A_STRIDE, ST_C_FLOATS = ST_BM * ST_C_STRIDE, ST_B_FLOATS = ST_KMAX * ST_B_STRIDE;
-constexpr size_t ST_SMEM = size_t(ST_B_FLOATS + 2 * (ST_A_FLOATS + ST_C_FLOATS)) * sizeof(float);
+// reads its C only after the products, takes 2x cuBLAS's time there. Here persistent blocks (two
+// per SM, 4 warps each, one warp per 32 columns) walk 32 x 128 tiles of C down a 128-column strip
+// of B:
+// - the strip lives in registers, each warp holding the TF32 B fragments of its 32 columns for all
+//   of K (128 registers at K = 128), loaded from global memory when the block changes strip (a
+//   few times per launch: blocks take contiguous ranges of the strip-major tile order);
+// - a 3-stage cp.async ring brings tile i+2's rows of A and its block of C in while tile i is
+//   multiplied, so two tiles of C are in flight and the epilogue reads C from shared memory;
+// - each thread rounds the chunks of A it copied to TF32 in place once they land (before the
+//   barrier that publishes the tile: cp.async writes are visible to their own thread after the
+//   wait), so each value is rounded once, not by each of the 4 warps that read it;
+// - A's fragments come from ldmatrix (four 8 x 4 TF32 sub-tiles per x4 load), a quarter of an
+//   ldmatrix per mma where 4-byte fragment reads took six loads.
+// Pads: A rows K_MAX + 4 floats (ldmatrix rows at banks 4r, conflict-free), C rows 128 + 8 (the
+// epilogue's 8-byte reads conflict-free per half-warp). Measured on the H200 (11008 x 4096,
+// r = 128): 154 us under ncu, where the tile kernel takes 280 and cuBLAS 138-142; ncu puts its
+// stalls on the mma chains and their ldmatrix (2 warps per scheduler: the strip's registers allow
+// no more), so it serves the built-in path only (builtinGemm). Takes f32 A (M x K), B (K x N)
+// untransposed, f32 C, K a multiple of 8 up to 128, 16-byte aligned bases and leading dimensions a
+// multiple of 4 (streamGemmFits).
+constexpr int ST_BM = 32, ST_BN = 128, ST_KMAX = 128, ST_THREADS = 128, ST_STAGES = 3, ST_KSTEPS = ST_KMAX / 8;
+constexpr int ST_WARPS = ST_THREADS / 32, ST_BLOCKS_PER_SM = 2;
+static_assert(ST_WARPS * 32 == ST_BN, "one warp per 32 columns of the strip");
+constexpr int ST_A_STRIDE = ST_KMAX + 4, ST_C_STRIDE = ST_BN + 8;
+constexpr int ST_A_FLOATS = ST_BM * ST_A_STRIDE, ST_C_FLOATS = ST_BM * ST_C_STRIDE;
+constexpr int ST_STAGE_FLOATS = ST_A_FLOATS + ST_C_FLOATS;
+constexpr size_t ST_SMEM = size_t(ST_STAGES) * ST_STAGE_FLOATS * sizeof(float);
 
 struct StreamArgs {
   GemmArgs g;
   const float* alphaBeta;  // device [alpha, beta] or null (then g.alpha, g.beta)
   const int32_t* flag;     // skip everything when *flag != 0 (null: never)
-  int64_t tilesM, tiles;   // 64-row tiles per strip; tiles in all (strip-major)
+  int64_t tilesM, tiles;   // 32-row tiles per strip; tiles in all (strip-major)
 };
 
 // Columns [j, j + 4) of a row that ends at column n: how many exist (0..4).
@@ -414,13 +423,24 @@ __device__ __forceinline__ int validOf(int64_t j, int64_t n) {
   return int(left <= 0 ? 0 : left >= 4 ? 4 : left);
 }
 
-__global__ void __launch_bounds__(ST_THREADS, 1) tcStreamKernel(const StreamArgs k) {
+// The four 8 x 4 f32 sub-matrices whose row addresses lanes 0-7, 8-15, 16-23, 24-31 give: lane
+// (g, t) receives element (g, t) of each, which is the m16n8k8 TF32 A fragment when the four are
+// rows 0-7 / 8-15 at k 0-3, then rows 0-7 / 8-15 at k 4-7.
+__device__ __forceinline__ void ldmatrixX4(uint32_t (&r)[4], uint32_t address) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(address));
+#endif
+}
+
+__global__ void __launch_bounds__(ST_THREADS, ST_BLOCKS_PER_SM) tcStreamKernel(const StreamArgs k) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   if (k.flag != nullptr && *k.flag != 0) return;
-  const int64_t t0 = k.tiles * blockIdx.x / gridDim.x, t1 = k.tiles * (blockIdx.x + 1) / gridDim.x;
+  const int t0 = int(k.tiles * blockIdx.x / gridDim.x), t1 = int(k.tiles * (blockIdx.x + 1) / gridDim.x);
   if (t0 >= t1) return;
   extern __shared__ float4 stSmem[];
-  float* const Bs = reinterpret_cast<float*>(stSmem);
+  float* const ring = reinterpret_cast<float*>(stSmem);
   const GemmArgs& g = k.g;
   const float* A = static_cast<const float*>(g.A);
   const float* B = static_cast<const float*>(g.B);
@@ -429,113 +449,157 @@ __global__ void __launch_bounds__(ST_THREADS, 1) tcStreamKernel(const StreamArgs
   const float alpha = k.alphaBeta ? k.alphaBeta[0] : g.alpha;
   const float beta = k.alphaBeta ? k.alphaBeta[1] : g.beta;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
-  const int wm = (warp >> 2) * 32, wn = (warp & 3) * 32;
-  auto stageA = [&](int s) { return Bs + ST_B_FLOATS + s * (ST_A_FLOATS + ST_C_FLOATS); };
+  const int wn = warp * 32;  // this warp's 32 x 32 outputs of the tile: all rows, 32 columns
 
-  // Tile t's rows of A and (when beta != 0) its block of C into stage s: 64 rows of 32 chunks of
-  // 4 floats each (A's chunks past K are not copied; they are never read).
-  auto loadTile = [&](int64_t t, int s) {
-    const int64_t i0 = (t % k.tilesM) * ST_BM, j0 = (t / k.tilesM) * ST_BN;
+  // Tile (im, j) - rows 32 im.., strip j - of A and (when beta != 0) of C into stage s: 32 rows of
+  // 32 chunks of 4 floats; this thread copies chunk c4 / 4 of rows r0 + 4 it (A's chunks past K
+  // are not copied: they are never read).
+  const int r0 = threadIdx.x >> 5, c4 = (threadIdx.x & 31) << 2;
+  auto loadTile = [&](int im, int j, int s) {
+    const int64_t i0 = int64_t(im) * ST_BM, j0 = int64_t(j) * ST_BN;
     const int rows = int(g.M - i0 < ST_BM ? g.M - i0 : ST_BM);
-    float* As = stageA(s);
-    float* Cs = As + ST_A_FLOATS;
+    float* const stage = ring + s * ST_STAGE_FLOATS;
+    if (c4 < K) {
+      const float* a = A + (i0 + r0) * g.lda + c4;
+      float* as = stage + r0 * ST_A_STRIDE + c4;
 #pragma unroll
-    for (int it = 0; it < ST_BM * 32 / ST_THREADS; ++it) {
-      const int c = threadIdx.x + it * ST_THREADS, r = c >> 5, col = (c & 31) << 2;
-      if (col < K) copyAsync4(As + r * ST_A_STRIDE + col, r < rows ? A + (i0 + r) * g.lda + col : A, r < rows ? 4 : 0, true);
+      for (int it = 0; it < ST_BM / ST_WARPS; ++it) {
+        const bool ok = r0 + ST_WARPS * it < rows;
+        copyAsync4(as + it * ST_WARPS * ST_A_STRIDE, ok ? a + int64_t(it * ST_WARPS) * g.lda : A, ok ? 4 : 0, true);
+      }
     }
     if (beta == 0.0f) return;  // C is not read
+    const int valid = validOf(j0 + c4, g.N);
+    const float* c = C + (i0 + r0) * g.ldc + j0 + c4;
+    float* cs = stage + ST_A_FLOATS + r0 * ST_C_STRIDE + c4;
 #pragma unroll
-    for (int it = 0; it < ST_BM * 32 / ST_THREADS; ++it) {
-      const int c = threadIdx.x + it * ST_THREADS, r = c >> 5, col = (c & 31) << 2;
-      const int valid = r < rows ? validOf(j0 + col, g.N) : 0;
-      copyAsync4(Cs + r * ST_C_STRIDE + col, valid > 0 ? C + (i0 + r) * g.ldc + j0 + col : C, valid, true);
+    for (int it = 0; it < ST_BM / ST_WARPS; ++it) {
+      const bool ok = valid > 0 && r0 + ST_WARPS * it < rows;
+      copyAsync4(cs + it * ST_WARPS * ST_C_STRIDE, ok ? c + int64_t(it * ST_WARPS) * g.ldc : C, ok ? valid : 0, true);
     }
   };
-  // The K x 128 strip of B at column j0.
+
+  // This warp's B fragments of the strip at column j0: b[ks][ni] = rows ks*8 + tq (+4), column
+  // j0 + wn + 8 ni + gq, rounded to TF32; zeros past K or N.
+  uint32_t b[ST_KSTEPS][4][2];
   auto loadStrip = [&](int64_t j0) {
-    for (int c = threadIdx.x; c < K * 32; c += ST_THREADS) {
-      const int r = c >> 5, col = (c & 31) << 2;
-      const int valid = validOf(j0 + col, g.N);
-      copyAsync4(Bs + r * ST_B_STRIDE + col, valid > 0 ? B + r * g.ldb + j0 + col : B, valid, true);
+    // All 128 loads into b first (addresses clamped inside B), then the rounding in place: rounding
+    // each value as it arrived serialised the loads' latencies (a fifth of the kernel's time in ncu).
+#pragma unroll
+    for (int ni = 0; ni < 4; ++ni) {
+      const int64_t col = j0 + wn + ni * 8 + gq;
+      const float* bp = B + (col < g.N ? col : g.N - 1);
+#pragma unroll
+      for (int ks = 0; ks < ST_KSTEPS; ++ks) {
+        const int k0 = ks * 8 + tq < K ? ks * 8 + tq : K - 1, k1 = ks * 8 + tq + 4 < K ? ks * 8 + tq + 4 : K - 1;
+        b[ks][ni][0] = __float_as_uint(__ldg(bp + int64_t(k0) * g.ldb));
+        b[ks][ni][1] = __float_as_uint(__ldg(bp + int64_t(k1) * g.ldb));
+      }
+    }
+#pragma unroll
+    for (int ni = 0; ni < 4; ++ni) {
+      const bool inside = j0 + wn + ni * 8 + gq < g.N;
+#pragma unroll
+      for (int ks = 0; ks < ST_KSTEPS; ++ks) {
+        const bool on = inside && ks * 8 < K;  // K is a multiple of 8: rows ks*8 .. ks*8+7 all exist
+        b[ks][ni][0] = on ? toTf32(__uint_as_float(b[ks][ni][0])) : 0u;
+        b[ks][ni][1] = on ? toTf32(__uint_as_float(b[ks][ni][1])) : 0u;
+      }
     }
   };
 
-  int64_t strip = -1;
-  loadTile(t0, 0);
+  // ldmatrix row address of this lane within a stage: sub-matrix lane / 8 (rows +8 for odd ones,
+  // k +4 for the upper two), row lane % 8.
+  const uint32_t aLane = sharedAddress(ring + ((lane & 7) + ((lane >> 3) & 1) * 8) * ST_A_STRIDE + (lane >> 4) * 4);
+
+  // Tile t is (row tile t % tilesM, strip t / tilesM); positions advance one tile at a time (no
+  // 64-bit division per tile). `at` is the tile multiplied, `ahead` the next one to copy.
+  const int tilesM = int(k.tilesM);
+  struct Pos { int im, j; };
+  auto next = [&](Pos p) { return ++p.im == tilesM ? Pos{0, p.j + 1} : p; };
+  Pos at{int(t0 % tilesM), int(t0 / tilesM)};
+  Pos ahead = at;
+  int strip = -1;
+  loadTile(ahead.im, ahead.j, 0);
   commitAsync();
-  for (int64_t t = t0; t < t1; ++t) {
-    const int s = int((t - t0) & 1);
-    const int64_t j = t / k.tilesM, i0 = (t % k.tilesM) * ST_BM, j0 = j * ST_BN;
-    const bool newStrip = j != strip;
-    if (newStrip) {  // every warp is done with the old strip (the loop's closing barrier)
+  ahead = next(ahead);
+  if (t0 + 1 < t1) loadTile(ahead.im, ahead.j, 1);
+  commitAsync();
+  ahead = next(ahead);
+  int s = 0;
+  for (int t = t0; t < t1; ++t, at = next(at)) {
+    const int64_t i0 = int64_t(at.im) * ST_BM, j0 = int64_t(at.j) * ST_BN;
+    if (at.j != strip) {  // registers only: no barrier
       loadStrip(j0);
-      strip = j;
+      strip = at.j;
+    }
+    waitAsync<1>();  // this thread's copies of tile t landed (tile t+1's may still be in flight)
+    if (c4 < K) {    // round the chunks of A this thread copied to TF32, once for the 4 warps that read each
+      float* as = ring + s * ST_STAGE_FLOATS + r0 * ST_A_STRIDE + c4;
+#pragma unroll
+      for (int it = 0; it < ST_BM / ST_WARPS; ++it) {
+        float4* q = reinterpret_cast<float4*>(as + it * ST_WARPS * ST_A_STRIDE);
+        const float4 v = *q;
+        *q = make_float4(__uint_as_float(toTf32(v.x)), __uint_as_float(toTf32(v.y)), __uint_as_float(toTf32(v.z)),
+                         __uint_as_float(toTf32(v.w)));
+      }
+    }
+    __syncthreads();  // tile t is in place for every warp, and every warp is done with tile t-1's stage
+    if (t + 2 < t1) {
+      loadTile(ahead.im, ahead.j, s == 0 ? 2 : s - 1);  // (s + 2) % 3: tile t-1's stage
+      ahead = next(ahead);
     }
     commitAsync();
-    if (t + 1 < t1) loadTile(t + 1, s ^ 1);
-    commitAsync();
-    waitAsync<1>();  // all but tile t+1's copies: tile t and the strip
-    __syncthreads();
-    if (newStrip) {  // round the strip to TF32 once, not at every fragment read of every tile
-      for (int e = threadIdx.x; e < K * ST_B_STRIDE; e += ST_THREADS) Bs[e] = __uint_as_float(toTf32(Bs[e]));
-      __syncthreads();
-    }
 
-    const float* As = stageA(s);
-    const float* aBase = As + (wm + gq) * ST_A_STRIDE + tq;
-    const float* bBase = Bs + tq * ST_B_STRIDE + wn + gq;
-    float acc[2][4][4] = {};
+    // The warp's 32 rows in two halves of 16 (one m16 row of mma tiles each), so that only 16
+    // accumulators are live beside the 128 registers of the strip (with all 32 live, ptxas spilled
+    // twice as much at the 255-register cap, and the reloads stalled the loop).
+    const uint32_t aStage = aLane + uint32_t(s * ST_STAGE_FLOATS * sizeof(float));
+    const float* cs = ring + s * ST_STAGE_FLOATS + ST_A_FLOATS + gq * ST_C_STRIDE + wn + 2 * tq;
+    float* out = C + (i0 + gq) * g.ldc + j0 + wn + 2 * tq;
+    const int tileRows = int(g.M - i0 < ST_BM ? g.M - i0 : ST_BM), tileCols = int(g.N - j0 < ST_BN ? g.N - j0 : ST_BN);
+    const bool full = tileRows == ST_BM && tileCols == ST_BN;
+    const int rowsLeft = tileRows - gq, colsLeft = tileCols - (wn + 2 * tq);
 #pragma unroll
-    for (int ks = 0; ks < ST_KMAX / 8; ++ks) {
-      if (ks * 8 >= K) break;
-      uint32_t a[2][4], b[4][2];
+    for (int mi = 0; mi < 2; ++mi) {
+      float acc[4][4] = {};
 #pragma unroll
-      for (int mi = 0; mi < 2; ++mi) {
-        const float* ap = aBase + mi * 16 * ST_A_STRIDE + ks * 8;
-        a[mi][0] = toTf32(ap[0]);
-        a[mi][1] = toTf32(ap[8 * ST_A_STRIDE]);
-        a[mi][2] = toTf32(ap[4]);
-        a[mi][3] = toTf32(ap[8 * ST_A_STRIDE + 4]);
+      for (int ks = 0; ks < ST_KSTEPS; ++ks) {
+        if (ks * 8 >= K) break;
+        uint32_t a[4];
+        ldmatrixX4(a, aStage + uint32_t((mi * 16 * ST_A_STRIDE + ks * 8) * sizeof(float)));
+#pragma unroll
+        for (int ni = 0; ni < 4; ++ni) mmaTf32(acc[ni], a, b[ks][ni]);
       }
-#pragma unroll
-      for (int ni = 0; ni < 4; ++ni) {
-        const float* bp = bBase + ks * 8 * ST_B_STRIDE + ni * 8;
-        b[ni][0] = __float_as_uint(bp[0]);
-        b[ni][1] = __float_as_uint(bp[4 * ST_B_STRIDE]);
-      }
-#pragma unroll
-      for (int mi = 0; mi < 2; ++mi)
-#pragma unroll
-        for (int ni = 0; ni < 4; ++ni) mmaTf32(acc[mi][ni], a[mi], b[ni]);
-    }
-
-    // Epilogue: this lane's outputs are rows wm + gq + {0, 8, 16, 24}, columns wn + 2 tq + 8 ni (+1).
-    const float* cs = As + ST_A_FLOATS + (wm + gq) * ST_C_STRIDE + wn + 2 * tq;
-    float* out = C + (i0 + wm + gq) * g.ldc + j0 + wn + 2 * tq;
-    const int rowsLeft = int(g.M - i0 < ST_BM ? g.M - i0 : ST_BM) - (wm + gq);
-    const int colsLeft = int(g.N - j0 < ST_BN ? g.N - j0 : ST_BN) - (wn + 2 * tq);
-#pragma unroll
-    for (int mi = 0; mi < 2; ++mi)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
+      // Epilogue: this lane's outputs are rows 16 mi + gq (+8), columns wn + 2 tq + 8 ni (+1).
+      auto emit = [&](int h, int ni, bool two) {
         const int dr = mi * 16 + h * 8;
-        if (dr >= rowsLeft) continue;
+        float o0 = alpha * acc[ni][2 * h], o1 = alpha * acc[ni][2 * h + 1];
+        if (beta != 0.0f) {
+          const float2 cv = *reinterpret_cast<const float2*>(cs + dr * ST_C_STRIDE + ni * 8);
+          o0 += beta * cv.x;
+          o1 += beta * cv.y;
+        }
+        float* o = out + dr * g.ldc + ni * 8;
+        if (two) __stcs(reinterpret_cast<float2*>(o), make_float2(o0, o1));
+        else *o = o0;
+      };
+      if (full) {  // the common case: no predicates
 #pragma unroll
-        for (int ni = 0; ni < 4; ++ni) {
-          if (ni * 8 >= colsLeft) continue;
-          float o0 = alpha * acc[mi][ni][2 * h], o1 = alpha * acc[mi][ni][2 * h + 1];
-          if (beta != 0.0f) {
-            const float2 cv = *reinterpret_cast<const float2*>(cs + dr * ST_C_STRIDE + ni * 8);
-            o0 += beta * cv.x;
-            o1 += beta * cv.y;
-          }
-          float* o = out + dr * g.ldc + ni * 8;
-          if (ni * 8 + 1 < colsLeft) __stcs(reinterpret_cast<float2*>(o), make_float2(o0, o1));
-          else *o = o0;
+        for (int h = 0; h < 2; ++h)
+#pragma unroll
+          for (int ni = 0; ni < 4; ++ni) emit(h, ni, true);
+      } else {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          if (mi * 16 + h * 8 >= rowsLeft) continue;
+#pragma unroll
+          for (int ni = 0; ni < 4; ++ni)
+            if (ni * 8 < colsLeft) emit(h, ni, ni * 8 + 1 < colsLeft);
         }
       }
-    __syncthreads();  // stage s and the strip are free again
+    }
+    s = s == 2 ? 0 : s + 1;
   }
 #endif
 }
@@ -652,7 +716,7 @@ bool streamGemmFits(int dev, const GemmArgs& g, GemmMode mode) {
   return gStreamOn && mode == GemmMode::Tf32 && !g.transA && !g.transB && g.aType == DType::F32 &&
          g.bType == DType::F32 && g.cType == DType::F32 && g.K >= 8 && g.K <= ST_KMAX && g.K % 8 == 0 && g.M > 0 &&
          g.N > 0 && aligned(g.A, 16) && aligned(g.B, 16) && aligned(g.C, 16) && g.lda % 4 == 0 && g.ldb % 4 == 0 &&
-         g.ldc % 4 == 0 && streamKernelRuns(dev);
+         g.ldc % 4 == 0 && ((g.M + ST_BM - 1) / ST_BM) * ((g.N + ST_BN - 1) / ST_BN) <= INT32_MAX && streamKernelRuns(dev);
 }
 
 Status streamGemm(int dev, cudaStream_t st, const GemmArgs& g, const float* alphaBeta, const int32_t* flag) {
@@ -662,7 +726,7 @@ Status streamGemm(int dev, cudaStream_t st, const GemmArgs& g, const float* alph
   k.flag = flag;
   k.tilesM = (g.M + ST_BM - 1) / ST_BM;
   k.tiles = k.tilesM * ((g.N + ST_BN - 1) / ST_BN);
-  const int64_t blocks = std::min<int64_t>(k.tiles, std::max(1, smCount(dev)));
+  const int64_t blocks = std::min<int64_t>(k.tiles, int64_t(ST_BLOCKS_PER_SM) * std::max(1, smCount(dev)));
   tcStreamKernel<<<unsigned(blocks), ST_THREADS, ST_SMEM, st>>>(k);
   return lastError("gemm (streaming tensor-core kernel)");
 }

@@ -115,7 +115,8 @@ suite("CUDA GEMM against the CPU", () => {
   // of 8 up to 128 and C read back (GaLore's project-back): odd M and N (partial row tiles and
   // column strips), every such K, beta 0 (C, NaN, not read); against the CPU and against the tile
   // kernel (streaming switched off); the default path (cuBLAS where it loads) against the CPU too.
-  test.each([[1, 4, 8], [67, 132, 16], [300, 260, 64], [65, 8, 128], [1000, 516, 128], [4100, 1000, 120]])(
+  // (The last two give each block of an H200 several tiles, across strip boundaries.)
+  test.each([[1, 4, 8], [67, 132, 16], [300, 260, 64], [65, 8, 128], [1000, 516, 128], [4100, 1000, 120], [11000, 520, 128]])(
     "streaming kernel %ix%ix%i: against the CPU and the tile kernel", async (M, N, K) => {
       expect(linalgPaths().streamGemm).toBe(true);
       const rng = new Rng(M * 13 + N * 7 + K);
