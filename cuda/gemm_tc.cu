@@ -390,16 +390,16 @@ __global__ void splitReduceKernel(const TcArgs k, int splits) {
 //   few times per launch: blocks take contiguous ranges of the strip-major tile order);
 // - a 3-stage cp.async ring brings tile i+2's rows of A and its block of C in while tile i is
 //   multiplied, so two tiles of C are in flight and the epilogue reads C from shared memory;
-// - each thread rounds the chunks of A it copied to TF32 in place once they land (before the
-//   barrier that publishes the tile: cp.async writes are visible to their own thread after the
-//   wait), so each value is rounded once, not by each of the 4 warps that read it;
 // - A's fragments come from ldmatrix (four 8 x 4 TF32 sub-tiles per x4 load), a quarter of an
-//   ldmatrix per mma where 4-byte fragment reads took six loads.
+//   ldmatrix per mma where 4-byte fragment reads took six loads, and go to the mma unrounded: the
+//   tensor core reads the top 19 bits of each f32, TF32 by truncation (within 2^-10 relative,
+//   2^-11 on average toward zero, where rounding to nearest gives 2^-11; B is rounded to nearest).
+//   Rounding A in shared memory once per tile cost 8% (154 -> 167 us).
 // Pads: A rows K_MAX + 4 floats (ldmatrix rows at banks 4r, conflict-free), C rows 128 + 8 (the
 // epilogue's 8-byte reads conflict-free per half-warp). Measured on the H200 (11008 x 4096,
-// r = 128): 154 us under ncu, where the tile kernel takes 280 and cuBLAS 138-142; ncu puts its
-// stalls on the mma chains and their ldmatrix (2 warps per scheduler: the strip's registers allow
-// no more), so it serves the built-in path only (builtinGemm). Takes f32 A (M x K), B (K x N)
+// r = 128): 154 us under ncu, where the tile kernel takes 280 and cuBLAS 137-141; ncu puts most
+// stalls on the mma chains and their ldmatrix results (2 warps per scheduler: the strip's
+// registers allow no more), so it serves the built-in path only (builtinGemm). Takes f32 A (M x K), B (K x N)
 // untransposed, f32 C, K a multiple of 8 up to 128, 16-byte aligned bases and leading dimensions a
 // multiple of 4 (streamGemmFits).
 constexpr int ST_BM = 32, ST_BN = 128, ST_KMAX = 128, ST_THREADS = 128, ST_STAGES = 3, ST_KSTEPS = ST_KMAX / 8;
@@ -533,18 +533,8 @@ __global__ void __launch_bounds__(ST_THREADS, ST_BLOCKS_PER_SM) tcStreamKernel(c
       loadStrip(j0);
       strip = at.j;
     }
-    waitAsync<1>();  // this thread's copies of tile t landed (tile t+1's may still be in flight)
-    if (c4 < K) {    // round the chunks of A this thread copied to TF32, once for the 4 warps that read each
-      float* as = ring + s * ST_STAGE_FLOATS + r0 * ST_A_STRIDE + c4;
-#pragma unroll
-      for (int it = 0; it < ST_BM / ST_WARPS; ++it) {
-        float4* q = reinterpret_cast<float4*>(as + it * ST_WARPS * ST_A_STRIDE);
-        const float4 v = *q;
-        *q = make_float4(__uint_as_float(toTf32(v.x)), __uint_as_float(toTf32(v.y)), __uint_as_float(toTf32(v.z)),
-                         __uint_as_float(toTf32(v.w)));
-      }
-    }
-    __syncthreads();  // tile t is in place for every warp, and every warp is done with tile t-1's stage
+    waitAsync<1>();   // this thread's copies of tile t landed (tile t+1's may still be in flight)
+    __syncthreads();  // everyone's copies of tile t landed, and everyone is done with tile t-1's stage
     if (t + 2 < t1) {
       loadTile(ahead.im, ahead.j, s == 0 ? 2 : s - 1);  // (s + 2) % 3: tile t-1's stage
       ahead = next(ahead);
