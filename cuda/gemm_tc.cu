@@ -394,14 +394,14 @@ __global__ void splitReduceKernel(const TcArgs k, int splits) {
 //   ldmatrix per mma where 4-byte fragment reads took six loads, and go to the mma unrounded: the
 //   tensor core reads the top 19 bits of each f32, TF32 by truncation (within 2^-10 relative,
 //   2^-11 on average toward zero, where rounding to nearest gives 2^-11; B is rounded to nearest).
-//   Rounding A in shared memory once per tile cost 8% (154 -> 167 us).
+//   Rounding A in shared memory once per tile cost 7% (156 -> 167 us).
 // Pads: A rows K_MAX + 4 floats (ldmatrix rows at banks 4r, conflict-free), C rows 128 + 8 (the
 // epilogue's 8-byte reads conflict-free per half-warp). Measured on the H200 (11008 x 4096,
-// r = 128): 154 us under ncu, where the tile kernel takes 280 and cuBLAS 137-141; ncu puts most
-// stalls on the mma chains and their ldmatrix results (2 warps per scheduler: the strip's
-// registers allow no more), so it serves the built-in path only (builtinGemm). Takes f32 A (M x K), B (K x N)
-// untransposed, f32 C, K a multiple of 8 up to 128, 16-byte aligned bases and leading dimensions a
-// multiple of 4 (streamGemmFits).
+// r = 128): 156-158 us under ncu, where the tile kernel takes 281 and cuBLAS 136-141; ncu puts
+// most stalls on the mma chains and their ldmatrix results (2 warps per scheduler: the strip's
+// registers allow no more), so it serves the built-in path only (builtinGemm). Takes f32 A
+// (M x K), B (K x N) untransposed, f32 C, K a multiple of 8 up to 128, 16-byte aligned bases and
+// leading dimensions a multiple of 4 (streamGemmFits).
 constexpr int ST_BM = 32, ST_BN = 128, ST_KMAX = 128, ST_THREADS = 128, ST_STAGES = 3, ST_KSTEPS = ST_KMAX / 8;
 constexpr int ST_WARPS = ST_THREADS / 32, ST_BLOCKS_PER_SM = 2;
 static_assert(ST_WARPS * 32 == ST_BN, "one warp per 32 columns of the strip");
@@ -452,29 +452,29 @@ __global__ void __launch_bounds__(ST_THREADS, ST_BLOCKS_PER_SM) tcStreamKernel(c
   const int wn = warp * 32;  // this warp's 32 x 32 outputs of the tile: all rows, 32 columns
 
   // Tile (im, j) - rows 32 im.., strip j - of A and (when beta != 0) of C into stage s: 32 rows of
-  // 32 chunks of 4 floats; this thread copies chunk c4 / 4 of rows r0 + 4 it (A's chunks past K
-  // are not copied: they are never read).
-  const int r0 = threadIdx.x >> 5, c4 = (threadIdx.x & 31) << 2;
+  // 32 chunks of 4 floats; this thread copies chunk lane (floats c4..c4+3) of rows warp + 4 it
+  // (A's chunks past K are not copied: they are never read).
+  const int c4 = lane << 2;
   auto loadTile = [&](int im, int j, int s) {
     const int64_t i0 = int64_t(im) * ST_BM, j0 = int64_t(j) * ST_BN;
     const int rows = int(g.M - i0 < ST_BM ? g.M - i0 : ST_BM);
     float* const stage = ring + s * ST_STAGE_FLOATS;
     if (c4 < K) {
-      const float* a = A + (i0 + r0) * g.lda + c4;
-      float* as = stage + r0 * ST_A_STRIDE + c4;
+      const float* a = A + (i0 + warp) * g.lda + c4;
+      float* as = stage + warp * ST_A_STRIDE + c4;
 #pragma unroll
       for (int it = 0; it < ST_BM / ST_WARPS; ++it) {
-        const bool ok = r0 + ST_WARPS * it < rows;
+        const bool ok = warp + ST_WARPS * it < rows;
         copyAsync4(as + it * ST_WARPS * ST_A_STRIDE, ok ? a + int64_t(it * ST_WARPS) * g.lda : A, ok ? 4 : 0, true);
       }
     }
     if (beta == 0.0f) return;  // C is not read
     const int valid = validOf(j0 + c4, g.N);
-    const float* c = C + (i0 + r0) * g.ldc + j0 + c4;
-    float* cs = stage + ST_A_FLOATS + r0 * ST_C_STRIDE + c4;
+    const float* c = C + (i0 + warp) * g.ldc + j0 + c4;
+    float* cs = stage + ST_A_FLOATS + warp * ST_C_STRIDE + c4;
 #pragma unroll
     for (int it = 0; it < ST_BM / ST_WARPS; ++it) {
-      const bool ok = valid > 0 && r0 + ST_WARPS * it < rows;
+      const bool ok = valid > 0 && warp + ST_WARPS * it < rows;
       copyAsync4(cs + it * ST_WARPS * ST_C_STRIDE, ok ? c + int64_t(it * ST_WARPS) * g.ldc : C, ok ? valid : 0, true);
     }
   };
