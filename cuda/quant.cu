@@ -181,8 +181,7 @@ __device__ __forceinline__ void quantizeTilePair(const TileAhead<D>& t0, const T
       mx0 = maxAbsNaN(mx0, v0[s][k]);
       mx1 = maxAbsNaN(mx1, v1[s][k]);
     }
-  const bool finite = __all_sync(0xffffffffu, mx0 <= 3.4028235e38f && mx1 <= 3.4028235e38f);  // false for NaN
-  const bool scaled = finite && topAtLeastOne(f);
+  const bool finite = __all_sync(0xffffffffu, mx0 <= kFloatMax && mx1 <= kFloatMax);  // false for NaN
   if (!finite) {  // fmaxf's maxima (NaN dropped), as the CPU computes absmax
     mx0 = mx1 = 0.0f;
 #pragma unroll
@@ -195,6 +194,9 @@ __device__ __forceinline__ void quantizeTilePair(const TileAhead<D>& t0, const T
   }
   float inv0, inv1;
   const float mx = warpMaxPair(mx0, mx1, lane, inv0, inv1);  // tile 0's on lanes 0-15, tile 1's on 16-31
+  // An absmax of 2^-128 or less has an infinite inverse: its values scale to inf (NaN for 0), which
+  // only the full finder clamps (findCodeScaled would index past its table).
+  const bool scaled = finite && topAtLeastOne(f) && inv0 <= kFloatMax && inv1 <= kFloatMax;
   uint8_t* const c0 = codes + base0 + lane * V;
   if (scaled) {
 #pragma unroll

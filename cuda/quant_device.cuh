@@ -107,7 +107,10 @@ __device__ __forceinline__ uint32_t findCode(float x, const QuantFinder& f, cons
   return quantPick(key, table[key >> kFinderShift]);
 }
 
-// findCode for x = y * (1/absmax) with |y| <= absmax, absmax finite, on a map whose topBits >= 1.0:
+constexpr float kFloatMax = 3.4028235e38f;
+
+// findCode for x = y * (1/absmax) with |y| <= absmax, absmax and 1/absmax finite (an absmax of
+// 2^-128 or less has an infinite inverse), on a map whose topBits >= 1.0:
 // then |x| <= 1 + 2^-22 lies in 1.0's bucket or below, inside the table, so the clamp to top (one
 // FMNMX of the ~12 operations per value) is not needed; the result is findCode's.
 __device__ __forceinline__ uint32_t findCodeScaled(float x, const QuantFinder& f, const uint32_t* table) {

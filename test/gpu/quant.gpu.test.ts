@@ -78,6 +78,28 @@ const BLOCKS = [64, 128, 256, 512, 1024, 2048, 4096];
     }
   });
 
+  test("blocks of subnormal values (absmax <= 2^-128, an infinite inverse: the full finder) agree with the CPU", async () => {
+    // Every value of such a block scales to +-inf (none is 0 here: 0 * inf is a NaN whose sign the
+    // host may set differently), which the full finder clamps to the top code.
+    const n = 16 * 4096 + 77, block = 256;
+    for (const dtype of ["f32", "bf16"] as DType[]) {
+      const x = await randn([n], { device: "cpu", seed: 43, std: 0.3 }).toFloat32Array();
+      for (let i = 1024; i < 1280; i++) x[i] = ((i % 7) - 3 || 1) * 1e-40;   // absmax 3e-40
+      for (let i = 2048; i < 2304; i++) x[i] = ((i % 5) - 2 || 1) * 1.4e-39;  // 2.8e-39 < 2^-128
+      for (let i = 4096; i < 4352; i++) x[i] = ((i % 3) - 1 || 1) * 1e-38;    // finite inverse
+      const xc = zeros([n], { dtype, device: "cpu" }).copyFrom(x);
+      for (const signed of [true, false]) {
+        const qc = quant.quantizeBlockwise(xc, { signed, blockSize: block });
+        const qg = quant.quantizeBlockwise(xc.clone("cuda"), { signed, blockSize: block });
+        const ac = await arr(qc.absmax);
+        expect(Array.from(await arr(qg.absmax))).toEqual(Array.from(ac));
+        expect(ac[4]).toBeGreaterThan(0);
+        expect(ac[8]).toBeLessThanOrEqual(2 ** -128);
+        expect(sameFraction(await bytes(qg.codes), await bytes(qc.codes))).toBe(1);
+      }
+    }
+  });
+
   test("unaligned input and codes (the scalar path) agree with the CPU", async () => {
     const n = 70001;
     const xc = randn([n], { device: "cpu", seed: 5 });
