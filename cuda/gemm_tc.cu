@@ -682,18 +682,22 @@ bool tensorCoreGemmAvailable(int dev) { return probe(dev).ok; }
 namespace {
 bool gStreamOn = true;
 std::mutex gStreamMutex;
-int gStreamOk[64] = {};  // 0 not probed, 1 runs, -1 does not (shared memory, architecture)
+int gStreamOk[64] = {};           // 0 not probed, 1 runs, -1 does not (shared memory, architecture)
+int gStreamBlocksPerSm[64] = {};  // resident blocks per SM where it runs (occupancy query)
 
 bool streamKernelRuns(int dev) {
   if (dev < 0 || dev >= 64 || !probe(dev).ok) return false;
   std::lock_guard<std::mutex> lock(gStreamMutex);
   if (gStreamOk[dev] == 0) {
-    int optin = 0;
+    int optin = 0, occ = 0;
     const bool ok = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) == cudaSuccess &&
                     size_t(optin) >= ST_SMEM &&
-                    cudaFuncSetAttribute(tcStreamKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(ST_SMEM)) == cudaSuccess;
+                    cudaFuncSetAttribute(tcStreamKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(ST_SMEM)) == cudaSuccess &&
+                    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, tcStreamKernel, ST_THREADS, ST_SMEM) == cudaSuccess &&
+                    occ > 0;
     if (!ok) cudaGetLastError();
     gStreamOk[dev] = ok ? 1 : -1;
+    gStreamBlocksPerSm[dev] = std::min(occ, ST_BLOCKS_PER_SM);
   }
   return gStreamOk[dev] == 1;
 }
@@ -716,7 +720,11 @@ Status streamGemm(int dev, cudaStream_t st, const GemmArgs& g, const float* alph
   k.flag = flag;
   k.tilesM = (g.M + ST_BM - 1) / ST_BM;
   k.tiles = k.tilesM * ((g.N + ST_BN - 1) / ST_BN);
-  const int64_t blocks = std::min<int64_t>(k.tiles, int64_t(ST_BLOCKS_PER_SM) * std::max(1, smCount(dev)));
+  // As many blocks as are resident at once: the blocks are persistent over tile ranges, so a second
+  // wave (where two blocks of ST_SMEM do not fit, as on sm_80) would only repeat each block's setup,
+  // its strip of B loaded and its copy pipeline filled, for half the tiles.
+  const int perSm = streamKernelRuns(dev) ? gStreamBlocksPerSm[dev] : 1;
+  const int64_t blocks = std::min<int64_t>(k.tiles, int64_t(std::max(1, perSm)) * std::max(1, smCount(dev)));
   tcStreamKernel<<<unsigned(blocks), ST_THREADS, ST_SMEM, st>>>(k);
   return lastError("gemm (streaming tensor-core kernel)");
 }
