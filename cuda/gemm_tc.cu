@@ -682,13 +682,14 @@ bool tensorCoreGemmAvailable(int dev) { return probe(dev).ok; }
 namespace {
 bool gStreamOn = true;
 std::mutex gStreamMutex;
-int gStreamOk[64] = {};           // 0 not probed, 1 runs, -1 does not (shared memory, architecture)
-int gStreamBlocksPerSm[64] = {};  // resident blocks per SM where it runs (occupancy query)
+// Per device: 0 not probed, -1 the kernel does not run (shared memory, architecture), else the
+// blocks per SM that are resident at once (the occupancy query, at most ST_BLOCKS_PER_SM).
+int gStreamBlocksPerSm[64] = {};
 
-bool streamKernelRuns(int dev) {
-  if (dev < 0 || dev >= 64 || !probe(dev).ok) return false;
+int streamBlocksPerSm(int dev) {
+  if (dev < 0 || dev >= 64 || !probe(dev).ok) return 0;
   std::lock_guard<std::mutex> lock(gStreamMutex);
-  if (gStreamOk[dev] == 0) {
+  if (gStreamBlocksPerSm[dev] == 0) {
     int optin = 0, occ = 0;
     const bool ok = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) == cudaSuccess &&
                     size_t(optin) >= ST_SMEM &&
@@ -696,10 +697,9 @@ bool streamKernelRuns(int dev) {
                     cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, tcStreamKernel, ST_THREADS, ST_SMEM) == cudaSuccess &&
                     occ > 0;
     if (!ok) cudaGetLastError();
-    gStreamOk[dev] = ok ? 1 : -1;
-    gStreamBlocksPerSm[dev] = std::min(occ, ST_BLOCKS_PER_SM);
+    gStreamBlocksPerSm[dev] = ok ? std::min(occ, ST_BLOCKS_PER_SM) : -1;
   }
-  return gStreamOk[dev] == 1;
+  return std::max(0, gStreamBlocksPerSm[dev]);
 }
 }  // namespace
 
@@ -710,7 +710,7 @@ bool streamGemmFits(int dev, const GemmArgs& g, GemmMode mode) {
   return gStreamOn && mode == GemmMode::Tf32 && !g.transA && !g.transB && g.aType == DType::F32 &&
          g.bType == DType::F32 && g.cType == DType::F32 && g.K >= 8 && g.K <= ST_KMAX && g.K % 8 == 0 && g.M > 0 &&
          g.N > 0 && aligned(g.A, 16) && aligned(g.B, 16) && aligned(g.C, 16) && g.lda % 4 == 0 && g.ldb % 4 == 0 &&
-         g.ldc % 4 == 0 && ((g.M + ST_BM - 1) / ST_BM) * ((g.N + ST_BN - 1) / ST_BN) <= INT32_MAX && streamKernelRuns(dev);
+         g.ldc % 4 == 0 && ((g.M + ST_BM - 1) / ST_BM) * ((g.N + ST_BN - 1) / ST_BN) <= INT32_MAX && streamBlocksPerSm(dev) > 0;
 }
 
 Status streamGemm(int dev, cudaStream_t st, const GemmArgs& g, const float* alphaBeta, const int32_t* flag) {
@@ -723,8 +723,8 @@ Status streamGemm(int dev, cudaStream_t st, const GemmArgs& g, const float* alph
   // As many blocks as are resident at once: the blocks are persistent over tile ranges, so a second
   // wave (where two blocks of ST_SMEM do not fit, as on sm_80) would only repeat each block's setup,
   // its strip of B loaded and its copy pipeline filled, for half the tiles.
-  const int perSm = streamKernelRuns(dev) ? gStreamBlocksPerSm[dev] : 1;
-  const int64_t blocks = std::min<int64_t>(k.tiles, int64_t(std::max(1, perSm)) * std::max(1, smCount(dev)));
+  const int64_t resident = int64_t(std::max(1, streamBlocksPerSm(dev))) * std::max(1, smCount(dev));
+  const int64_t blocks = std::min<int64_t>(k.tiles, resident);
   tcStreamKernel<<<unsigned(blocks), ST_THREADS, ST_SMEM, st>>>(k);
   return lastError("gemm (streaming tensor-core kernel)");
 }
