@@ -10,14 +10,14 @@
 // and the codes is contiguous across the warp. Warps of a persistent grid (occupancy x SMs
 // blocks, all resident) take units of 32 tiles in order from an atomic counter, so the units in
 // flight are neighbours in memory (adamw.cu measured a static deal 4-10% slower on an H200); the
-// next unit is claimed a unit ahead. A unit boundary costs the warp several exposed latencies
-// (the claim, the tensor descriptor, registers reloaded): on an H200, units of 16 tiles ran the
-// §6 step 5-10% slower than 32. Units of 64 or 128 were 2-4% slower than 32, and so were units of
-// 64 with the last eighth of the work in units of 16, so idle warps at the end do not explain it;
-// the wider span of memory that the units in flight cover at once may. Full tiles of
-// 16-byte-aligned tensors are staged in shared memory with cp.async one tile ahead: the math of a
-// tile takes longer than the memory latency, so the next tile's loads stay in flight through it
-// without holding registers.
+// next unit is claimed a unit ahead. The unit size was chosen by measurement (H200, §6 step,
+// bench/results/NVIDIA-H200-2026-11-24-16): units of 16 tiles ran 5-10% slower than 32, units of
+// 64 or 128 2-4% slower, and so did units of 64 with the last eighth in units of 16 (so not idle
+// warps at the end). A static deal without claims was slower still. Neither the boundary's
+// stalls (claim, descriptor, reloaded registers) nor the span of memory that the units in flight
+// cover has been measured apart. Full tiles of 16-byte-aligned tensors are staged in shared
+// memory with cp.async one tile ahead: the math of a tile takes longer than the memory latency,
+// so the next tile's loads stay in flight through it without holding registers.
 // A unit that lies whole in one such tensor (the common case) runs its first 31 tiles in a lean
 // loop (leanRun: the copy sources advance by a tile, no per-tile tensor lookup or dispatch); the
 // general per-tile path, about twice its overhead, takes the unit's last tile (which claims and
