@@ -67,9 +67,14 @@ function rowOpCase(op: "gather-rows" | "scatter-rows", fullRows: number): BenchC
           ? (k: number) => { gatherRows(big, sets[k % SETS], { scale: rho, out: compact }); }
           : (k: number) => { scatterRows(big, sets[k % SETS], compact, { alpha: -1e-3, scale: rho }); };
         const batch = dev.kind === "cuda" ? BATCH : 1;
-        // The head start leaves L2 full of the copies' dirty lines; two untimed calls write them
-        // back, so the timed batch starts as a batch in a training step would.
-        const prime = () => { headStart(ctx, scratch); call(SETS - 1); call(SETS - 2); };
+        // The head start leaves L2 full of the copies' dirty lines, which must not be written back
+        // on the timed batch's time: untimed calls over every index set first, in the timed order
+        // (each set is then SETS calls from its last use, as in the batch). Two calls were not
+        // enough: the row kernels' loads and stores are evict-first, so the copies' lines outlive
+        // them. On the H200 (bench/results/NVIDIA-H200-2026-11-24-16/rows-harness/) gather-rows of
+        // 2048 rows measured 0.79 of its floor after 2 calls, 0.83 after 8, 0.88 after 16, 0.90
+        // without the head start; a stream of 30 batches (bench/micro/rows_bench.cu) 0.93.
+        const prime = () => { headStart(ctx, scratch); for (let k = 0; k < SETS; k++) call(k); };
         const times = await timeQueuedCalls(dev, prime, (i) => {
           for (let b = 0; b < batch; b++) call(i * batch + b);
         }, ctx.steps, ctx.warmup, (done) => ctx.progress(done / ctx.steps, `call ${done}/${ctx.steps}`));
