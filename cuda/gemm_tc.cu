@@ -29,6 +29,7 @@
 // partials in index order and applies the epilogue: the same bits on every run.
 #include <cuda_runtime.h>
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <mutex>
@@ -683,13 +684,17 @@ namespace {
 bool gStreamOn = true;
 std::mutex gStreamMutex;
 // Per device: 0 not probed, -1 the kernel does not run (shared memory, architecture), else the
-// blocks per SM that are resident at once (the occupancy query, at most ST_BLOCKS_PER_SM).
-int gStreamBlocksPerSm[64] = {};
+// blocks per SM that are resident at once (the occupancy query, at most ST_BLOCKS_PER_SM). Read
+// without the lock once probed: every GEMM asks twice (streamGemmFits, streamGemm).
+std::atomic<int> gStreamBlocksPerSm[64] = {};
 
 int streamBlocksPerSm(int dev) {
-  if (dev < 0 || dev >= 64 || !probe(dev).ok) return 0;
+  if (dev < 0 || dev >= 64) return 0;
+  const int known = gStreamBlocksPerSm[dev].load(std::memory_order_acquire);
+  if (known != 0) return std::max(0, known);
+  if (!probe(dev).ok) return 0;
   std::lock_guard<std::mutex> lock(gStreamMutex);
-  if (gStreamBlocksPerSm[dev] == 0) {
+  if (gStreamBlocksPerSm[dev].load(std::memory_order_relaxed) == 0) {
     int optin = 0, occ = 0;
     const bool ok = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) == cudaSuccess &&
                     size_t(optin) >= ST_SMEM &&
@@ -697,9 +702,9 @@ int streamBlocksPerSm(int dev) {
                     cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, tcStreamKernel, ST_THREADS, ST_SMEM) == cudaSuccess &&
                     occ > 0;
     if (!ok) cudaGetLastError();
-    gStreamBlocksPerSm[dev] = ok ? std::min(occ, ST_BLOCKS_PER_SM) : -1;
+    gStreamBlocksPerSm[dev].store(ok ? std::min(occ, ST_BLOCKS_PER_SM) : -1, std::memory_order_release);
   }
-  return std::max(0, gStreamBlocksPerSm[dev]);
+  return std::max(0, gStreamBlocksPerSm[dev].load(std::memory_order_relaxed));
 }
 }  // namespace
 

@@ -70,10 +70,9 @@ function rowOpCase(op: "gather-rows" | "scatter-rows", fullRows: number): BenchC
         // The head start leaves L2 full of the copies' dirty lines, which must not be written back
         // on the timed batch's time: untimed calls over every index set first, in the timed order
         // (each set is then SETS calls from its last use, as in the batch). Two calls were not
-        // enough, likely because the row kernels' loads and stores are evict-first, so the copies'
-        // lines outlive them. On the H200 (bench/results/NVIDIA-H200-2026-11-24-16/rows-harness/) gather-rows of
-        // 2048 rows measured 0.79 of its floor after 2 calls, 0.83 after 8, 0.88 after 16, 0.90
-        // without the head start; a stream of 30 batches (bench/micro/rows_bench.cu) 0.93.
+        // enough, likely because the row kernels' loads and stores are evict-first: gather-rows of
+        // 2048 rows measured 0.79 of its floor after 2, 0.88 after 16 (H200, bench/results/
+        // NVIDIA-H200-2026-11-24-16/rows-harness/).
         const prime = () => { headStart(ctx, scratch); for (let k = 0; k < SETS; k++) call(k); };
         const times = await timeQueuedCalls(dev, prime, (i) => {
           for (let b = 0; b < batch; b++) call(i * batch + b);
