@@ -595,6 +595,229 @@ __global__ void __launch_bounds__(ST_THREADS, ST_BLOCKS_PER_SM) tcStreamKernel(c
 #endif
 }
 
+// ---- the streaming kernel on Hopper (sm_90a): warpgroup MMAs -----------------------------------
+//
+// The same product and walk as tcStreamKernel, where wgmma exists (H100/H200, an sm_90a image):
+// one warpgroup (128 threads, one block per SM) walks 64 x 128 tiles of C down 128-column strips
+// of B, blocks taking contiguous ranges of the strip-major tile order.
+// - The strip, all of K (up to 128), sits in shared memory as wgmma reads B: K-major, rounded to
+//   TF32 (nearest), in the 128-byte swizzle. B is K x N row-major, so its rows are transposed on
+//   the way in, once per strip (a few times per launch).
+// - A's 64 rows are K-major already: cp.async copies them into the same swizzled layout, beside the
+//   tile's block of C (read back by the epilogue), two stages: tile t+1 is copied while tile t is
+//   multiplied and written, and tile t+2's C is asked of L2 (prefetch) before that.
+// - A tile is K/8 wgmma m64n128k8 (f32 += tf32 x tf32) from shared memory: no fragment loads, the
+//   64 accumulators per thread in registers. A reaches the tensor cores truncated to TF32, as in
+//   tcStreamKernel.
+// Shared memory: the strip 64 KB, each stage 32 KB of A + 34 KB of C (rows padded by 8 floats, so
+// the epilogue's 8-byte reads are conflict-free per half-warp).
+constexpr int WG_BM = 64, WG_BN = 128, WG_KMAX = 128, WG_THREADS = 128;
+constexpr int WG_A_CHUNK = WG_BM * 128, WG_B_CHUNK = WG_BN * 128;  // bytes of 32 K-values of every row
+constexpr int WG_STRIP_BYTES = (WG_KMAX / 32) * WG_B_CHUNK, WG_A_BYTES = (WG_KMAX / 32) * WG_A_CHUNK;
+constexpr int WG_C_STRIDE = WG_BN + 8;
+constexpr int WG_STAGE_BYTES = WG_A_BYTES + WG_BM * WG_C_STRIDE * int(sizeof(float));
+static_assert(WG_STAGE_BYTES % 1024 == 0, "every chunk of A starts on a swizzle atom (1024 bytes)");
+constexpr size_t WG_SMEM = size_t(WG_STRIP_BYTES) + 2 * size_t(WG_STAGE_BYTES) + 1024;  // + alignment
+
+// 1 in the image that carries the wgmma kernel: the host reads it to learn which image it loaded.
+__device__ int gStreamWgmmaImage =
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    1;
+#else
+    0;
+#endif
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// Byte offset of K-value k (0..31) of row `row` in a K-major chunk with the 128-byte swizzle: the
+// row's 16-byte group k/4 sits at group (k/4) ^ (row % 8).
+__device__ __forceinline__ uint32_t swizzled(int row, int k) {
+  return uint32_t(row * 128 + ((((k >> 2) ^ row) & 7) << 4) + ((k & 3) << 2));
+}
+// Shared-memory matrix descriptor: K-major, 128-byte swizzle, 8-row groups 1024 bytes apart (the
+// leading byte offset is unused by this layout). The chunk holding `address` starts 1024-aligned.
+__device__ __forceinline__ uint64_t wgmmaDescriptor(uint32_t address) {
+  return uint64_t((address & 0x3FFFF) >> 4) | (uint64_t(1) << 16) | (uint64_t(1024 >> 4) << 32) | (uint64_t(1) << 62);
+}
+// d (+)= A B for a 64 x 128 x 8 step; accumulate 0 overwrites d.
+__device__ __forceinline__ void wgmmaTf32(float (&d)[64], uint64_t a, uint64_t b, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(a), "l"(b), "r"(accumulate));
+}
+// Keeps the compiler from moving accesses to d across the asynchronous MMAs' issue and wait.
+__device__ __forceinline__ void fenceAccumulators(float (&d)[64]) {
+#pragma unroll
+  for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+#endif
+
+__global__ void __launch_bounds__(WG_THREADS, 1) tcStreamWgmmaKernel(const StreamArgs k) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  if (k.flag != nullptr && *k.flag != 0) return;
+  const int t0 = int(k.tiles * blockIdx.x / gridDim.x), t1 = int(k.tiles * (blockIdx.x + 1) / gridDim.x);
+  if (t0 >= t1) return;
+  extern __shared__ float4 wgSmem[];
+  // Aligned to 1024 bytes by an offset from the shared array itself, so that the compiler still
+  // knows every access below is to shared memory (a pointer cast from an integer would be generic).
+  uint8_t* const strip = reinterpret_cast<uint8_t*>(wgSmem) + ((1024u - (sharedAddress(wgSmem) & 1023u)) & 1023u);
+  uint8_t* const stages = strip + WG_STRIP_BYTES;
+  const GemmArgs& g = k.g;
+  const float* A = static_cast<const float*>(g.A);
+  const float* B = static_cast<const float*>(g.B);
+  float* C = static_cast<float*>(g.C);
+  const int K = int(g.K), tilesM = int(k.tilesM);
+  const float alpha = k.alphaBeta ? k.alphaBeta[0] : g.alpha;
+  const float beta = k.alphaBeta ? k.alphaBeta[1] : g.beta;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+
+  // Tile t's 64 rows of A and (when beta != 0) block of C into stage s. This thread copies 16-byte
+  // group `lane` of rows warp + 4 it: a warp reads 512 contiguous bytes of a row.
+  auto loadTile = [&](int t, int s) {
+    const int64_t i0 = int64_t(t % tilesM) * WG_BM, j0 = int64_t(t / tilesM) * WG_BN;
+    uint8_t* const stage = stages + s * WG_STAGE_BYTES;
+    {
+      uint8_t* const chunk = stage + (lane >> 3) * WG_A_CHUNK;
+#pragma unroll
+      for (int it = 0; it < WG_BM / 4; ++it) {
+        const int row = warp + 4 * it;
+        const bool ok = i0 + row < g.M && 4 * lane < K;  // zeros past M and K
+        copyAsync4(reinterpret_cast<float*>(chunk + swizzled(row, 4 * (lane & 7))), ok ? A + (i0 + row) * g.lda + 4 * lane : A,
+                   ok ? 4 : 0, true);
+      }
+    }
+    if (beta == 0.0f) return;  // C is not read
+    const int64_t col = j0 + 4 * lane;
+    const int valid = validOf(col, g.N);
+    float* const cs = reinterpret_cast<float*>(stage + WG_A_BYTES) + 4 * lane;
+#pragma unroll
+    for (int it = 0; it < WG_BM / 4; ++it) {
+      const int row = warp + 4 * it;
+      const bool ok = valid > 0 && i0 + row < g.M;
+      copyAsync4(cs + row * WG_C_STRIDE, ok ? C + (i0 + row) * g.ldc + col : C, ok ? valid : 0, true);
+    }
+  };
+  // Tile t's block of C into L2 (a hint: four 128-byte lines of each row's 512 bytes).
+  auto prefetchC = [&](int t) {
+    if (beta == 0.0f) return;
+    const int64_t i0 = int64_t(t % tilesM) * WG_BM, j0 = int64_t(t / tilesM) * WG_BN;
+#pragma unroll
+    for (int l = threadIdx.x; l < WG_BM * 4; l += WG_THREADS) {
+      const int64_t i = i0 + (l >> 2), j = j0 + (l & 3) * 32;
+      if (i < g.M && j < g.N) asm volatile("prefetch.global.L2 [%0];\n" ::"l"(C + i * g.ldc + j));
+    }
+  };
+  // Strip jn of B (K x 128, zeros past K and N) into shared memory, transposed to K-major and rounded.
+  // A warp takes 8 rows x 16 columns per step (lane: row lane % 8, 4 columns lane / 8), so that its
+  // shared stores hit 16 banks twice rather than 2 banks 16 times; 8 steps' loads are issued first.
+  auto loadStrip = [&](int jn) {
+    const int64_t j0 = int64_t(jn) * WG_BN;
+    for (int u0 = warp; u0 < WG_KMAX; u0 += 4 * 8) {
+      float4 v[8];
+#pragma unroll
+      for (int s = 0; s < 8; ++s) {
+        const int u = u0 + 4 * s;
+        v[s] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        const int kk = (u >> 3) * 8 + (lane & 7);
+        if (kk >= K) continue;
+        const int64_t col = j0 + 4 * ((u & 7) * 4 + (lane >> 3));
+        const float* src = B + int64_t(kk) * g.ldb + col;
+        if (col + 3 < g.N) {
+          v[s] = __ldg(reinterpret_cast<const float4*>(src));
+        } else {
+          if (col < g.N) v[s].x = __ldg(src);
+          if (col + 1 < g.N) v[s].y = __ldg(src + 1);
+          if (col + 2 < g.N) v[s].z = __ldg(src + 2);
+        }
+      }
+#pragma unroll
+      for (int s = 0; s < 8; ++s) {
+        const int u = u0 + 4 * s;
+        const int kk = (u >> 3) * 8 + (lane & 7), n = 4 * ((u & 7) * 4 + (lane >> 3));
+        uint8_t* const chunk = strip + (kk >> 5) * WG_B_CHUNK;
+        const float x[4] = {v[s].x, v[s].y, v[s].z, v[s].w};
+#pragma unroll
+        for (int e = 0; e < 4; ++e) *reinterpret_cast<uint32_t*>(chunk + swizzled(n + e, kk & 31)) = toTf32(x[e]);
+      }
+    }
+  };
+
+  float acc[64];
+#pragma unroll
+  for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
+  const uint32_t stripAddress = sharedAddress(strip), stagesAddress = sharedAddress(stages);
+  int strip_j = -1;
+  loadTile(t0, 0);
+  commitAsync();
+  if (t0 + 1 < t1) prefetchC(t0 + 1);
+  for (int t = t0, s = 0; t < t1; ++t, s ^= 1) {
+    const int jn = t / tilesM;
+    if (jn != strip_j) {
+      if (strip_j >= 0) __syncthreads();  // every warp's MMAs on the old strip are done
+      loadStrip(jn);
+      strip_j = jn;
+    }
+    waitAsync<0>();  // this thread's copies of tile t landed
+    // Shared memory written by the generic proxy (cp.async, the strip's stores) is read next by the
+    // tensor cores (the async proxy).
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+    __syncthreads();  // everyone's copies and strip stores landed; everyone is done with stage s ^ 1
+    if (t + 1 < t1) loadTile(t + 1, s ^ 1);
+    commitAsync();
+    if (t + 2 < t1) prefetchC(t + 2);
+
+    const uint32_t aStage = stagesAddress + uint32_t(s * WG_STAGE_BYTES);
+    fenceAccumulators(acc);
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+    // All 16 steps whatever K (zeros past it): no branch between the MMAs, which would make ptxas
+    // fence the accumulators between them.
+#pragma unroll
+    for (int ks = 0; ks < WG_KMAX / 8; ++ks) {
+      const uint32_t inChunk = uint32_t((ks & 3) * 32);  // 8 TF32 = 32 bytes along the swizzled row
+      wgmmaTf32(acc, wgmmaDescriptor(aStage + uint32_t((ks >> 2) * WG_A_CHUNK) + inChunk),
+                wgmmaDescriptor(stripAddress + uint32_t((ks >> 2) * WG_B_CHUNK) + inChunk), ks > 0 ? 1 : 0);
+    }
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+    fenceAccumulators(acc);
+
+    // Epilogue: acc[4 i + 2 h + e] is row 16 warp + lane / 4 + 8 h, column 8 i + 2 (lane % 4) + e.
+    const int64_t i0 = int64_t(t % tilesM) * WG_BM, j0 = int64_t(jn) * WG_BN;
+    const int r0 = warp * 16 + (lane >> 2), c0 = 2 * (lane & 3);
+    const float* const cs = reinterpret_cast<const float*>(stages + s * WG_STAGE_BYTES + WG_A_BYTES);
+    const int rowsLeft = int(g.M - i0 < WG_BM ? g.M - i0 : WG_BM) - r0;
+    const int colsLeft = int(g.N - j0 < WG_BN ? g.N - j0 : WG_BN) - c0;
+    const bool full = rowsLeft >= 9 && colsLeft >= WG_BN - 6;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      if (!full && 8 * h >= rowsLeft) continue;
+      float* const out = C + (i0 + r0 + 8 * h) * g.ldc + j0 + c0;
+      const float* const cin = cs + (r0 + 8 * h) * WG_C_STRIDE + c0;
+#pragma unroll
+      for (int i = 0; i < WG_BN / 8; ++i) {
+        if (!full && 8 * i >= colsLeft) continue;
+        float o0 = alpha * acc[4 * i + 2 * h], o1 = alpha * acc[4 * i + 2 * h + 1];
+        if (beta != 0.0f) {
+          const float2 cv = *reinterpret_cast<const float2*>(cin + 8 * i);
+          o0 += beta * cv.x;
+          o1 += beta * cv.y;
+        }
+        if (full || 8 * i + 1 < colsLeft) __stcs(reinterpret_cast<float2*>(out + 8 * i), make_float2(o0, o1));
+        else out[8 * i] = o0;
+      }
+    }
+  }
+#endif
+}
+
 typedef void (*TcKernel)(const TcArgs);
 
 // The kernel for (transA, transB, bf16) with the given pipeline depth.
@@ -706,16 +929,47 @@ int streamBlocksPerSm(int dev) {
   }
   return std::max(0, gStreamBlocksPerSm[dev].load(std::memory_order_relaxed));
 }
+
+// Per device: 0 not probed, -1 no, 1 the wgmma kernel runs there (the loaded image has it, and a
+// block gets its shared memory). Read without the lock once probed.
+std::atomic<int> gStreamWgmma[64] = {};
+
+bool streamWgmmaRuns(int dev) {
+  if (dev < 0 || dev >= 64) return false;
+  const int known = gStreamWgmma[dev].load(std::memory_order_acquire);
+  if (known != 0) return known > 0;
+  std::lock_guard<std::mutex> lock(gStreamMutex);
+  if (gStreamWgmma[dev].load(std::memory_order_relaxed) == 0) {
+    int major = 0, optin = 0, image = 0;
+    const bool ok = cudaSetDevice(dev) == cudaSuccess &&
+                    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major == 9 &&
+                    cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) == cudaSuccess &&
+                    size_t(optin) >= WG_SMEM &&
+                    cudaMemcpyFromSymbol(&image, gStreamWgmmaImage, sizeof(image)) == cudaSuccess && image == 1 &&
+                    cudaFuncSetAttribute(tcStreamWgmmaKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(WG_SMEM)) == cudaSuccess;
+    if (!ok) cudaGetLastError();
+    gStreamWgmma[dev].store(ok ? 1 : -1, std::memory_order_release);
+  }
+  return gStreamWgmma[dev].load(std::memory_order_relaxed) > 0;
+}
 }  // namespace
+
+bool streamGemmWgmma(int dev) { return gStreamOn && streamWgmmaRuns(dev); }
 
 void setStreamGemm(bool on) { gStreamOn = on; }
 bool streamGemmEnabled() { return gStreamOn; }
+std::string streamGemmKernel(int dev) {
+  if (!gStreamOn) return "off";
+  if (streamWgmmaRuns(dev)) return "wgmma";
+  return streamBlocksPerSm(dev) > 0 ? "mma.sync" : "none";
+}
 
 bool streamGemmFits(int dev, const GemmArgs& g, GemmMode mode) {
   return gStreamOn && mode == GemmMode::Tf32 && !g.transA && !g.transB && g.aType == DType::F32 &&
          g.bType == DType::F32 && g.cType == DType::F32 && g.K >= 8 && g.K <= ST_KMAX && g.K % 8 == 0 && g.M > 0 &&
          g.N > 0 && aligned(g.A, 16) && aligned(g.B, 16) && aligned(g.C, 16) && g.lda % 4 == 0 && g.ldb % 4 == 0 &&
-         g.ldc % 4 == 0 && ((g.M + ST_BM - 1) / ST_BM) * ((g.N + ST_BN - 1) / ST_BN) <= INT32_MAX && streamBlocksPerSm(dev) > 0;
+         g.ldc % 4 == 0 && ((g.M + ST_BM - 1) / ST_BM) * ((g.N + ST_BN - 1) / ST_BN) <= INT32_MAX &&
+         (streamWgmmaRuns(dev) || streamBlocksPerSm(dev) > 0);
 }
 
 Status streamGemm(int dev, cudaStream_t st, const GemmArgs& g, const float* alphaBeta, const int32_t* flag) {
@@ -723,6 +977,13 @@ Status streamGemm(int dev, cudaStream_t st, const GemmArgs& g, const float* alph
   k.g = g;
   k.alphaBeta = alphaBeta;
   k.flag = flag;
+  if (streamWgmmaRuns(dev)) {  // one block per SM, persistent over tile ranges
+    k.tilesM = (g.M + WG_BM - 1) / WG_BM;
+    k.tiles = k.tilesM * ((g.N + WG_BN - 1) / WG_BN);
+    const int64_t blocks = std::min<int64_t>(k.tiles, std::max(1, smCount(dev)));
+    tcStreamWgmmaKernel<<<unsigned(blocks), WG_THREADS, WG_SMEM, st>>>(k);
+    return lastError("gemm (streaming wgmma kernel)");
+  }
   k.tilesM = (g.M + ST_BM - 1) / ST_BM;
   k.tiles = k.tilesM * ((g.N + ST_BN - 1) / ST_BN);
   // As many blocks as are resident at once: the blocks are persistent over tile ranges, so a second
