@@ -603,21 +603,23 @@ __global__ void __launch_bounds__(ST_THREADS, ST_BLOCKS_PER_SM) tcStreamKernel(c
 // - The strip, all of K (up to 128), sits in shared memory as wgmma reads B: K-major, rounded to
 //   TF32 (nearest), in the 128-byte swizzle. B is K x N row-major, so its rows are transposed on
 //   the way in, once per strip (a few times per launch).
-// - A's 64 rows are K-major already: cp.async copies them into the same swizzled layout, beside the
-//   tile's block of C (read back by the epilogue), two stages: tile t+1 is copied while tile t is
-//   multiplied and written, and tile t+2's C is asked of L2 (prefetch) before that.
-// - A tile is K/8 wgmma m64n128k8 (f32 += tf32 x tf32) from shared memory: no fragment loads, the
-//   64 accumulators per thread in registers. A reaches the tensor cores truncated to TF32, as in
-//   tcStreamKernel.
-// Shared memory: the strip 64 KB, each stage 32 KB of A + 34 KB of C (rows padded by 8 floats, so
-// the epilogue's 8-byte reads are conflict-free per half-warp).
-constexpr int WG_BM = 64, WG_BN = 128, WG_KMAX = 128, WG_THREADS = 128;
-constexpr int WG_A_CHUNK = WG_BM * 128, WG_B_CHUNK = WG_BN * 128;  // bytes of 32 K-values of every row
-constexpr int WG_STRIP_BYTES = (WG_KMAX / 32) * WG_B_CHUNK, WG_A_BYTES = (WG_KMAX / 32) * WG_A_CHUNK;
+// - A comes from registers: each thread loads its fragments of the tile's 64 rows straight from
+//   global memory (L2), 16 bytes at a time, one tile ahead. The mma's k order within each 16 is
+//   permuted so that a thread's four consecutive floats are its fragments of two k-steps; the
+//   strip is stored with the same permutation, so the sums are unchanged. A reaches the tensor
+//   cores truncated to TF32, as in tcStreamKernel.
+// - C, read back by the epilogue, comes through a 4-stage cp.async ring: tiles t+1..t+3 are in
+//   flight while tile t is multiplied (three 32 KB tiles per SM: what keeps DRAM busy).
+// - A tile is K/8 wgmma m64n128k8 (f32 += tf32 x tf32), always 16 (zeros past K), so that no
+//   branch separates them; the 64 accumulators per thread live in registers.
+// Shared memory: the strip 64 KB, 4 stages of C at 34 KB (rows padded by 8 floats, so that the
+// epilogue's 8-byte reads are conflict-free per half-warp).
+constexpr int WG_BM = 64, WG_BN = 128, WG_KMAX = 128, WG_THREADS = 128, WG_STAGES = 4;
+constexpr int WG_B_CHUNK = WG_BN * 128;  // bytes of 32 K-values of every column of the strip
+constexpr int WG_STRIP_BYTES = (WG_KMAX / 32) * WG_B_CHUNK;
 constexpr int WG_C_STRIDE = WG_BN + 8;
-constexpr int WG_STAGE_BYTES = WG_A_BYTES + WG_BM * WG_C_STRIDE * int(sizeof(float));
-static_assert(WG_STAGE_BYTES % 1024 == 0, "every chunk of A starts on a swizzle atom (1024 bytes)");
-constexpr size_t WG_SMEM = size_t(WG_STRIP_BYTES) + 2 * size_t(WG_STAGE_BYTES) + 1024;  // + alignment
+constexpr int WG_STAGE_BYTES = WG_BM * WG_C_STRIDE * int(sizeof(float));
+constexpr size_t WG_SMEM = size_t(WG_STRIP_BYTES) + WG_STAGES * size_t(WG_STAGE_BYTES) + 1024;  // + alignment
 
 // 1 in the image that carries the wgmma kernel: the host reads it to learn which image it loaded.
 __device__ int gStreamWgmmaImage =
@@ -633,16 +635,23 @@ __device__ int gStreamWgmmaImage =
 __device__ __forceinline__ uint32_t swizzled(int row, int k) {
   return uint32_t(row * 128 + ((((k >> 2) ^ row) & 7) << 4) + ((k & 3) << 2));
 }
+// The mma's k index (8 ks + slot) of B's row k: within each 16 rows, k = 16 j + 4 t + 2 q + lo is
+// slot t + 4 lo of k-step 2 j + q, matching the A fragments of lane t (loadA below).
+__device__ __forceinline__ int mmaK(int k) {
+  const int j = k >> 4, t = (k >> 2) & 3, q = (k >> 1) & 1, lo = k & 1;
+  return 8 * (2 * j + q) + t + 4 * lo;
+}
 // Shared-memory matrix descriptor: K-major, 128-byte swizzle, 8-row groups 1024 bytes apart (the
 // leading byte offset is unused by this layout). The chunk holding `address` starts 1024-aligned.
 __device__ __forceinline__ uint64_t wgmmaDescriptor(uint32_t address) {
   return uint64_t((address & 0x3FFFF) >> 4) | (uint64_t(1) << 16) | (uint64_t(1024 >> 4) << 32) | (uint64_t(1) << 62);
 }
-// d (+)= A B for a 64 x 128 x 8 step; accumulate 0 overwrites d.
-__device__ __forceinline__ void wgmmaTf32(float (&d)[64], uint64_t a, uint64_t b, int accumulate) {
+// d (+)= A B for a 64 x 128 x 8 step, A from registers (lane (g, t) of warp w: rows 16 w + g and
+// + 8 at k slots t and t + 4), B from shared memory; accumulate 0 overwrites d.
+__device__ __forceinline__ void wgmmaTf32(float (&d)[64], float a0, float a1, float a2, float a3, uint64_t b, int accumulate) {
   asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1;\n}\n"
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1;\n}\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
         "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
         "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
@@ -651,7 +660,8 @@ __device__ __forceinline__ void wgmmaTf32(float (&d)[64], uint64_t a, uint64_t b
         "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
         "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
         "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-      : "l"(a), "l"(b), "r"(accumulate));
+      : "r"(__float_as_uint(a0)), "r"(__float_as_uint(a1)), "r"(__float_as_uint(a2)), "r"(__float_as_uint(a3)),
+        "l"(b), "r"(accumulate));
 }
 // Keeps the compiler from moving accesses to d across the asynchronous MMAs' issue and wait.
 __device__ __forceinline__ void fenceAccumulators(float (&d)[64]) {
@@ -669,7 +679,7 @@ __global__ void __launch_bounds__(WG_THREADS, 1) tcStreamWgmmaKernel(const Strea
   // Aligned to 1024 bytes by an offset from the shared array itself, so that the compiler still
   // knows every access below is to shared memory (a pointer cast from an integer would be generic).
   uint8_t* const strip = reinterpret_cast<uint8_t*>(wgSmem) + ((1024u - (sharedAddress(wgSmem) & 1023u)) & 1023u);
-  uint8_t* const stages = strip + WG_STRIP_BYTES;
+  float* const ring = reinterpret_cast<float*>(strip + WG_STRIP_BYTES);
   const GemmArgs& g = k.g;
   const float* A = static_cast<const float*>(g.A);
   const float* B = static_cast<const float*>(g.B);
@@ -677,27 +687,15 @@ __global__ void __launch_bounds__(WG_THREADS, 1) tcStreamWgmmaKernel(const Strea
   const int K = int(g.K), tilesM = int(k.tilesM);
   const float alpha = k.alphaBeta ? k.alphaBeta[0] : g.alpha;
   const float beta = k.alphaBeta ? k.alphaBeta[1] : g.beta;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
 
-  // Tile t's 64 rows of A and (when beta != 0) block of C into stage s. This thread copies 16-byte
-  // group `lane` of rows warp + 4 it: a warp reads 512 contiguous bytes of a row.
-  auto loadTile = [&](int t, int s) {
-    const int64_t i0 = int64_t(t % tilesM) * WG_BM, j0 = int64_t(t / tilesM) * WG_BN;
-    uint8_t* const stage = stages + s * WG_STAGE_BYTES;
-    {
-      uint8_t* const chunk = stage + (lane >> 3) * WG_A_CHUNK;
-#pragma unroll
-      for (int it = 0; it < WG_BM / 4; ++it) {
-        const int row = warp + 4 * it;
-        const bool ok = i0 + row < g.M && 4 * lane < K;  // zeros past M and K
-        copyAsync4(reinterpret_cast<float*>(chunk + swizzled(row, 4 * (lane & 7))), ok ? A + (i0 + row) * g.lda + 4 * lane : A,
-                   ok ? 4 : 0, true);
-      }
-    }
+  // Tile t's block of C (when beta != 0) into stage s. This thread copies 16-byte group `lane` of
+  // rows warp + 4 it: a warp reads 512 contiguous bytes of a row.
+  auto loadC = [&](int t, int s) {
     if (beta == 0.0f) return;  // C is not read
-    const int64_t col = j0 + 4 * lane;
+    const int64_t i0 = int64_t(t % tilesM) * WG_BM, col = int64_t(t / tilesM) * WG_BN + 4 * lane;
     const int valid = validOf(col, g.N);
-    float* const cs = reinterpret_cast<float*>(stage + WG_A_BYTES) + 4 * lane;
+    float* const cs = ring + s * (WG_BM * WG_C_STRIDE) + 4 * lane;
 #pragma unroll
     for (int it = 0; it < WG_BM / 4; ++it) {
       const int row = warp + 4 * it;
@@ -705,19 +703,23 @@ __global__ void __launch_bounds__(WG_THREADS, 1) tcStreamWgmmaKernel(const Strea
       copyAsync4(cs + row * WG_C_STRIDE, ok ? C + (i0 + row) * g.ldc + col : C, ok ? valid : 0, true);
     }
   };
-  // Tile t's block of C into L2 (a hint: four 128-byte lines of each row's 512 bytes).
-  auto prefetchC = [&](int t) {
-    if (beta == 0.0f) return;
-    const int64_t i0 = int64_t(t % tilesM) * WG_BM, j0 = int64_t(t / tilesM) * WG_BN;
+  // This thread's A fragments of tile t: rows 16 warp + gq (+ 8), floats 16 j + 4 tq .. + 3 of
+  // each (zeros past M and K). a[h][j] serves k-steps 2 j and 2 j + 1 (mmaK).
+  auto loadA = [&](int t, float4 (&a)[2][8]) {
+    const int64_t row = int64_t(t % tilesM) * WG_BM + 16 * warp + gq;
 #pragma unroll
-    for (int l = threadIdx.x; l < WG_BM * 4; l += WG_THREADS) {
-      const int64_t i = i0 + (l >> 2), j = j0 + (l & 3) * 32;
-      if (i < g.M && j < g.N) asm volatile("prefetch.global.L2 [%0];\n" ::"l"(C + i * g.ldc + j));
+    for (int h = 0; h < 2; ++h) {
+      const bool ok = row + 8 * h < g.M;
+      const float* const p = A + (ok ? row + 8 * h : 0) * g.lda + 4 * tq;
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+        a[h][j] = ok && 16 * j + 4 * tq < K ? __ldg(reinterpret_cast<const float4*>(p + 16 * j)) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     }
   };
-  // Strip jn of B (K x 128, zeros past K and N) into shared memory, transposed to K-major and rounded.
-  // A warp takes 8 rows x 16 columns per step (lane: row lane % 8, 4 columns lane / 8), so that its
-  // shared stores hit 16 banks twice rather than 2 banks 16 times; 8 steps' loads are issued first.
+  // Strip jn of B (K x 128, zeros past K and N) into shared memory, transposed to K-major, rows in
+  // the mma's k order (mmaK), rounded. A warp takes 8 rows x 16 columns per step (lane: row
+  // lane % 8, 4 columns lane / 8), so that its shared stores hit 16 banks twice rather than 2 banks
+  // 16 times; 8 steps' loads are issued first.
   auto loadStrip = [&](int jn) {
     const int64_t j0 = int64_t(jn) * WG_BN;
     for (int u0 = warp; u0 < WG_KMAX; u0 += 4 * 8) {
@@ -741,7 +743,7 @@ __global__ void __launch_bounds__(WG_THREADS, 1) tcStreamWgmmaKernel(const Strea
 #pragma unroll
       for (int s = 0; s < 8; ++s) {
         const int u = u0 + 4 * s;
-        const int kk = (u >> 3) * 8 + (lane & 7), n = 4 * ((u & 7) * 4 + (lane >> 3));
+        const int kk = mmaK((u >> 3) * 8 + (lane & 7)), n = 4 * ((u & 7) * 4 + (lane >> 3));
         uint8_t* const chunk = strip + (kk >> 5) * WG_B_CHUNK;
         const float x[4] = {v[s].x, v[s].y, v[s].z, v[s].w};
 #pragma unroll
@@ -753,49 +755,56 @@ __global__ void __launch_bounds__(WG_THREADS, 1) tcStreamWgmmaKernel(const Strea
   float acc[64];
 #pragma unroll
   for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
-  const uint32_t stripAddress = sharedAddress(strip), stagesAddress = sharedAddress(stages);
-  int strip_j = -1;
-  loadTile(t0, 0);
-  commitAsync();
-  if (t0 + 1 < t1) prefetchC(t0 + 1);
-  for (int t = t0, s = 0; t < t1; ++t, s ^= 1) {
+  const uint32_t stripAddress = sharedAddress(strip);
+#pragma unroll
+  for (int p = 0; p < WG_STAGES - 1; ++p) {
+    if (t0 + p < t1) loadC(t0 + p, p);
+    commitAsync();  // empty groups keep the count uniform
+  }
+  float4 aNext[2][8];
+  loadA(t0, aNext);
+  int stripJ = -1;
+  for (int t = t0, s = 0; t < t1; ++t, s = (s + 1) & (WG_STAGES - 1)) {
     const int jn = t / tilesM;
-    if (jn != strip_j) {
-      if (strip_j >= 0) __syncthreads();  // every warp's MMAs on the old strip are done
+    if (jn != stripJ) {
+      if (stripJ >= 0) __syncthreads();  // every warp's MMAs on the old strip are done
       loadStrip(jn);
-      strip_j = jn;
+      stripJ = jn;
     }
-    waitAsync<0>();  // this thread's copies of tile t landed
-    // Shared memory written by the generic proxy (cp.async, the strip's stores) is read next by the
-    // tensor cores (the async proxy).
+    float4 a[2][8];
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int j = 0; j < 8; ++j) a[h][j] = aNext[h][j];
+    if (t + 1 < t1) loadA(t + 1, aNext);
+    waitAsync<WG_STAGES - 2>();  // this thread's copies of tile t's C landed
+    // The strip's stores (generic proxy) are read next by the tensor cores (async proxy).
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-    __syncthreads();  // everyone's copies and strip stores landed; everyone is done with stage s ^ 1
-    if (t + 1 < t1) loadTile(t + 1, s ^ 1);
+    __syncthreads();  // everyone's copies and strip stores landed; everyone is done with tile t-1's stage
+    if (t + WG_STAGES - 1 < t1) loadC(t + WG_STAGES - 1, (s + WG_STAGES - 1) & (WG_STAGES - 1));
     commitAsync();
-    if (t + 2 < t1) prefetchC(t + 2);
 
-    const uint32_t aStage = stagesAddress + uint32_t(s * WG_STAGE_BYTES);
     fenceAccumulators(acc);
     asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-    // All 16 steps whatever K (zeros past it): no branch between the MMAs, which would make ptxas
-    // fence the accumulators between them.
 #pragma unroll
     for (int ks = 0; ks < WG_KMAX / 8; ++ks) {
-      const uint32_t inChunk = uint32_t((ks & 3) * 32);  // 8 TF32 = 32 bytes along the swizzled row
-      wgmmaTf32(acc, wgmmaDescriptor(aStage + uint32_t((ks >> 2) * WG_A_CHUNK) + inChunk),
-                wgmmaDescriptor(stripAddress + uint32_t((ks >> 2) * WG_B_CHUNK) + inChunk), ks > 0 ? 1 : 0);
+      const float4 lo = a[0][ks >> 1], hi = a[1][ks >> 1];
+      // k-step 2 j + q takes floats 2 q, 2 q + 1 of each row's four (slots tq, tq + 4).
+      const uint64_t b = wgmmaDescriptor(stripAddress + uint32_t((ks >> 2) * WG_B_CHUNK + (ks & 3) * 32));
+      if ((ks & 1) == 0) wgmmaTf32(acc, lo.x, hi.x, lo.y, hi.y, b, ks > 0 ? 1 : 0);
+      else wgmmaTf32(acc, lo.z, hi.z, lo.w, hi.w, b, 1);
     }
     asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
     asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
     fenceAccumulators(acc);
 
-    // Epilogue: acc[4 i + 2 h + e] is row 16 warp + lane / 4 + 8 h, column 8 i + 2 (lane % 4) + e.
+    // Epilogue: acc[4 i + 2 h + e] is row 16 warp + gq + 8 h, column 8 i + 2 tq + e.
     const int64_t i0 = int64_t(t % tilesM) * WG_BM, j0 = int64_t(jn) * WG_BN;
-    const int r0 = warp * 16 + (lane >> 2), c0 = 2 * (lane & 3);
-    const float* const cs = reinterpret_cast<const float*>(stages + s * WG_STAGE_BYTES + WG_A_BYTES);
+    const int r0 = warp * 16 + gq, c0 = 2 * tq;
+    const float* const cs = ring + s * (WG_BM * WG_C_STRIDE);
     const int rowsLeft = int(g.M - i0 < WG_BM ? g.M - i0 : WG_BM) - r0;
     const int colsLeft = int(g.N - j0 < WG_BN ? g.N - j0 : WG_BN) - c0;
-    const bool full = rowsLeft >= 9 && colsLeft >= WG_BN - 6;
+    const bool full = rowsLeft > 8 && colsLeft > WG_BN - 8 + 1;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       if (!full && 8 * h >= rowsLeft) continue;
