@@ -598,28 +598,22 @@ __global__ void __launch_bounds__(ST_THREADS, ST_BLOCKS_PER_SM) tcStreamKernel(c
 // ---- the streaming kernel on Hopper (sm_90a): warpgroup MMAs -----------------------------------
 //
 // The same product and walk as tcStreamKernel, where wgmma exists (H100/H200, an sm_90a image):
-// one warpgroup (128 threads, one block per SM) walks 64 x 128 tiles of C down 128-column strips
-// of B, blocks taking contiguous ranges of the strip-major tile order.
+// blocks of one warpgroup (128 threads), two per SM, walk 64 x 128 tiles of C down 128-column
+// strips of B, each taking a contiguous range of the strip-major tile order.
 // - The strip, all of K (up to 128), sits in shared memory as wgmma reads B: K-major, rounded to
 //   TF32 (nearest), in the 128-byte swizzle. B is K x N row-major, so its rows are transposed on
-//   the way in, once per strip (a few times per launch).
-// - A comes from registers: each thread loads its fragments of the tile's 64 rows straight from
-//   global memory (L2), 16 bytes at a time, one tile ahead. The mma's k order within each 16 is
-//   permuted so that a thread's four consecutive floats are its fragments of two k-steps; the
-//   strip is stored with the same permutation, so the sums are unchanged. A reaches the tensor
-//   cores truncated to TF32, as in tcStreamKernel.
-// - C, read back by the epilogue, comes through a 4-stage cp.async ring: tiles t+1..t+3 are in
-//   flight while tile t is multiplied (three 32 KB tiles per SM: what keeps DRAM busy).
-// - A tile is K/8 wgmma m64n128k8 (f32 += tf32 x tf32), always 16 (zeros past K), so that no
-//   branch separates them; the 64 accumulators per thread live in registers.
-// Shared memory: the strip 64 KB, 4 stages of C at 34 KB (rows padded by 8 floats, so that the
-// epilogue's 8-byte reads are conflict-free per half-warp).
-constexpr int WG_BM = 64, WG_BN = 128, WG_KMAX = 128, WG_THREADS = 128, WG_STAGES = 4;
+//   the way in, once per strip (a few times per launch), all 32 loads per thread issued at once.
+// - A and C come from registers: each thread loads its fragments of the tile straight from global
+//   memory, A (L2-resident) 16 bytes at a time, C 8. C is asked of L2 (prefetch) two tiles ahead,
+//   so DRAM streams it while the block works; the other block of the SM covers each one's waits.
+//   The mma's k order within each 16 is permuted so that a thread's four consecutive floats of A
+//   are its fragments of two k-steps; the strip is stored with the same permutation, so the sums
+//   are unchanged. A reaches the tensor cores truncated to TF32, as in tcStreamKernel.
+// - A tile is 16 wgmma m64n128k8 (f32 += tf32 x tf32; zeros past K), no branch between them.
+constexpr int WG_BM = 64, WG_BN = 128, WG_KMAX = 128, WG_THREADS = 128, WG_BLOCKS_PER_SM = 2, WG_AHEAD = 2;
 constexpr int WG_B_CHUNK = WG_BN * 128;  // bytes of 32 K-values of every column of the strip
 constexpr int WG_STRIP_BYTES = (WG_KMAX / 32) * WG_B_CHUNK;
-constexpr int WG_C_STRIDE = WG_BN + 8;
-constexpr int WG_STAGE_BYTES = WG_BM * WG_C_STRIDE * int(sizeof(float));
-constexpr size_t WG_SMEM = size_t(WG_STRIP_BYTES) + WG_STAGES * size_t(WG_STAGE_BYTES) + 1024;  // + alignment
+constexpr size_t WG_SMEM = size_t(WG_STRIP_BYTES) + 1024;  // + alignment
 
 // 1 in the image that carries the wgmma kernel: the host reads it to learn which image it loaded.
 __device__ int gStreamWgmmaImage =
@@ -670,7 +664,7 @@ __device__ __forceinline__ void fenceAccumulators(float (&d)[64]) {
 }
 #endif
 
-__global__ void __launch_bounds__(WG_THREADS, 1) tcStreamWgmmaKernel(const StreamArgs k) {
+__global__ void __launch_bounds__(WG_THREADS, WG_BLOCKS_PER_SM) tcStreamWgmmaKernel(const StreamArgs k) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   if (k.flag != nullptr && *k.flag != 0) return;
   const int t0 = int(k.tiles * blockIdx.x / gridDim.x), t1 = int(k.tiles * (blockIdx.x + 1) / gridDim.x);
@@ -679,7 +673,7 @@ __global__ void __launch_bounds__(WG_THREADS, 1) tcStreamWgmmaKernel(const Strea
   // Aligned to 1024 bytes by an offset from the shared array itself, so that the compiler still
   // knows every access below is to shared memory (a pointer cast from an integer would be generic).
   uint8_t* const strip = reinterpret_cast<uint8_t*>(wgSmem) + ((1024u - (sharedAddress(wgSmem) & 1023u)) & 1023u);
-  float* const ring = reinterpret_cast<float*>(strip + WG_STRIP_BYTES);
+  const uint32_t stripAddress = sharedAddress(strip);
   const GemmArgs& g = k.g;
   const float* A = static_cast<const float*>(g.A);
   const float* B = static_cast<const float*>(g.B);
@@ -689,101 +683,94 @@ __global__ void __launch_bounds__(WG_THREADS, 1) tcStreamWgmmaKernel(const Strea
   const float beta = k.alphaBeta ? k.alphaBeta[1] : g.beta;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
 
-  // Tile t's block of C (when beta != 0) into stage s. This thread copies 16-byte group `lane` of
-  // rows warp + 4 it: a warp reads 512 contiguous bytes of a row.
-  auto loadC = [&](int t, int s) {
-    if (beta == 0.0f) return;  // C is not read
-    const int64_t i0 = int64_t(t % tilesM) * WG_BM, col = int64_t(t / tilesM) * WG_BN + 4 * lane;
-    const int valid = validOf(col, g.N);
-    float* const cs = ring + s * (WG_BM * WG_C_STRIDE) + 4 * lane;
+  // Tile t's block of C into L2: four 128-byte lines of each of its 64 rows' 512 bytes.
+  auto prefetchC = [&](int t) {
+    const int64_t i = int64_t(t % tilesM) * WG_BM + (threadIdx.x >> 1), j = int64_t(t / tilesM) * WG_BN + (threadIdx.x & 1) * 64;
+    if (i >= g.M) return;
 #pragma unroll
-    for (int it = 0; it < WG_BM / 4; ++it) {
-      const int row = warp + 4 * it;
-      const bool ok = valid > 0 && i0 + row < g.M;
-      copyAsync4(cs + row * WG_C_STRIDE, ok ? C + (i0 + row) * g.ldc + col : C, ok ? valid : 0, true);
-    }
-  };
-  // This thread's A fragments of tile t: rows 16 warp + gq (+ 8), floats 16 j + 4 tq .. + 3 of
-  // each (zeros past M and K). a[h][j] serves k-steps 2 j and 2 j + 1 (mmaK).
-  auto loadA = [&](int t, float4 (&a)[2][8]) {
-    const int64_t row = int64_t(t % tilesM) * WG_BM + 16 * warp + gq;
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const bool ok = row + 8 * h < g.M;
-      const float* const p = A + (ok ? row + 8 * h : 0) * g.lda + 4 * tq;
-#pragma unroll
-      for (int j = 0; j < 8; ++j)
-        a[h][j] = ok && 16 * j + 4 * tq < K ? __ldg(reinterpret_cast<const float4*>(p + 16 * j)) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    }
+    for (int h = 0; h < 2; ++h)
+      if (j + 32 * h < g.N) asm volatile("prefetch.global.L2 [%0];\n" ::"l"(C + i * g.ldc + j + 32 * h));
   };
   // Strip jn of B (K x 128, zeros past K and N) into shared memory, transposed to K-major, rows in
   // the mma's k order (mmaK), rounded. A warp takes 8 rows x 16 columns per step (lane: row
   // lane % 8, 4 columns lane / 8), so that its shared stores hit 16 banks twice rather than 2 banks
-  // 16 times; 8 steps' loads are issued first.
+  // 16 times; all 32 steps' loads are issued first.
   auto loadStrip = [&](int jn) {
     const int64_t j0 = int64_t(jn) * WG_BN;
-    for (int u0 = warp; u0 < WG_KMAX; u0 += 4 * 8) {
-      float4 v[8];
+    float4 v[WG_KMAX / 4];
 #pragma unroll
-      for (int s = 0; s < 8; ++s) {
-        const int u = u0 + 4 * s;
-        v[s] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        const int kk = (u >> 3) * 8 + (lane & 7);
-        if (kk >= K) continue;
-        const int64_t col = j0 + 4 * ((u & 7) * 4 + (lane >> 3));
-        const float* src = B + int64_t(kk) * g.ldb + col;
-        if (col + 3 < g.N) {
-          v[s] = __ldg(reinterpret_cast<const float4*>(src));
-        } else {
-          if (col < g.N) v[s].x = __ldg(src);
-          if (col + 1 < g.N) v[s].y = __ldg(src + 1);
-          if (col + 2 < g.N) v[s].z = __ldg(src + 2);
-        }
+    for (int s = 0; s < WG_KMAX / 4; ++s) {
+      const int u = warp + 4 * s, kk = (u >> 3) * 8 + (lane & 7);
+      const int64_t col = j0 + 4 * ((u & 7) * 4 + (lane >> 3));
+      const float* src = B + int64_t(kk) * g.ldb + col;
+      v[s] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      if (kk >= K) continue;
+      if (col + 3 < g.N) {
+        v[s] = __ldg(reinterpret_cast<const float4*>(src));
+      } else {
+        if (col < g.N) v[s].x = __ldg(src);
+        if (col + 1 < g.N) v[s].y = __ldg(src + 1);
+        if (col + 2 < g.N) v[s].z = __ldg(src + 2);
       }
+    }
 #pragma unroll
-      for (int s = 0; s < 8; ++s) {
-        const int u = u0 + 4 * s;
-        const int kk = mmaK((u >> 3) * 8 + (lane & 7)), n = 4 * ((u & 7) * 4 + (lane >> 3));
-        uint8_t* const chunk = strip + (kk >> 5) * WG_B_CHUNK;
-        const float x[4] = {v[s].x, v[s].y, v[s].z, v[s].w};
+    for (int s = 0; s < WG_KMAX / 4; ++s) {
+      const int u = warp + 4 * s;
+      const int kk = mmaK((u >> 3) * 8 + (lane & 7)), n = 4 * ((u & 7) * 4 + (lane >> 3));
+      uint8_t* const chunk = strip + (kk >> 5) * WG_B_CHUNK;
+      const float x[4] = {v[s].x, v[s].y, v[s].z, v[s].w};
 #pragma unroll
-        for (int e = 0; e < 4; ++e) *reinterpret_cast<uint32_t*>(chunk + swizzled(n + e, kk & 31)) = toTf32(x[e]);
-      }
+      for (int e = 0; e < 4; ++e) *reinterpret_cast<uint32_t*>(chunk + swizzled(n + e, kk & 31)) = toTf32(x[e]);
     }
   };
 
-  float acc[64];
-#pragma unroll
-  for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
-  const uint32_t stripAddress = sharedAddress(strip);
-#pragma unroll
-  for (int p = 0; p < WG_STAGES - 1; ++p) {
-    if (t0 + p < t1) loadC(t0 + p, p);
-    commitAsync();  // empty groups keep the count uniform
-  }
-  float4 aNext[2][8];
-  loadA(t0, aNext);
+  for (int p = 0; p < WG_AHEAD; ++p)
+    if (t0 + p < t1) prefetchC(t0 + p);
   int stripJ = -1;
-  for (int t = t0, s = 0; t < t1; ++t, s = (s + 1) & (WG_STAGES - 1)) {
-    const int jn = t / tilesM;
+  for (int t = t0; t < t1; ++t) {
+    const int im = t % tilesM, jn = t / tilesM;
     if (jn != stripJ) {
       if (stripJ >= 0) __syncthreads();  // every warp's MMAs on the old strip are done
       loadStrip(jn);
+      // The strip's stores (generic proxy) are read next by the tensor cores (async proxy).
+      asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+      __syncthreads();
       stripJ = jn;
     }
+    if (t + WG_AHEAD < t1) prefetchC(t + WG_AHEAD);
+    const int64_t i0 = int64_t(im) * WG_BM, j0 = int64_t(jn) * WG_BN;
+    const int r0 = 16 * warp + gq, c0 = 2 * tq;
+    const int rowsLeft = int(g.M - i0 < WG_BM ? g.M - i0 : WG_BM) - r0;  // this thread's rows: r0, r0 + 8
+    const int colsLeft = int(g.N - j0 < WG_BN ? g.N - j0 : WG_BN) - c0;  // its columns: c0 + 8 i (+1)
+    const bool full = rowsLeft > 8 && colsLeft > WG_BN - 8 + 1;
+
+    // A: rows r0 (+ 8), floats 16 j + 4 tq .. + 3 (zeros past M and K); a[h][j] serves k-steps 2 j
+    // and 2 j + 1 (mmaK).
     float4 a[2][8];
 #pragma unroll
-    for (int h = 0; h < 2; ++h)
+    for (int h = 0; h < 2; ++h) {
+      const bool ok = 8 * h < rowsLeft;
+      const float* const p = A + (ok ? i0 + r0 + 8 * h : 0) * g.lda + 4 * tq;
 #pragma unroll
-      for (int j = 0; j < 8; ++j) a[h][j] = aNext[h][j];
-    if (t + 1 < t1) loadA(t + 1, aNext);
-    waitAsync<WG_STAGES - 2>();  // this thread's copies of tile t's C landed
-    // The strip's stores (generic proxy) are read next by the tensor cores (async proxy).
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-    __syncthreads();  // everyone's copies and strip stores landed; everyone is done with tile t-1's stage
-    if (t + WG_STAGES - 1 < t1) loadC(t + WG_STAGES - 1, (s + WG_STAGES - 1) & (WG_STAGES - 1));
-    commitAsync();
+      for (int j = 0; j < 8; ++j)
+        a[h][j] = ok && 16 * j + 4 * tq < K ? __ldg(reinterpret_cast<const float4*>(p + 16 * j)) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+    // C (when read): element pairs (r0 + 8 h, c0 + 8 i), the accumulators' layout.
+    float2 c[2][WG_BN / 8];
+    if (beta != 0.0f) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const float* const p = C + (i0 + r0 + 8 * h) * g.ldc + j0 + c0;
+#pragma unroll
+        for (int i = 0; i < WG_BN / 8; ++i) {
+          c[h][i] = make_float2(0.0f, 0.0f);
+          if (full || (8 * h < rowsLeft && 8 * i + 1 < colsLeft)) c[h][i] = *reinterpret_cast<const float2*>(p + 8 * i);
+          else if (8 * h < rowsLeft && 8 * i < colsLeft) c[h][i].x = p[8 * i];
+        }
+      }
+    }
 
+    float acc[64];
     fenceAccumulators(acc);
     asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
@@ -798,29 +785,19 @@ __global__ void __launch_bounds__(WG_THREADS, 1) tcStreamWgmmaKernel(const Strea
     asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
     fenceAccumulators(acc);
 
-    // Epilogue: acc[4 i + 2 h + e] is row 16 warp + gq + 8 h, column 8 i + 2 tq + e.
-    const int64_t i0 = int64_t(t % tilesM) * WG_BM, j0 = int64_t(jn) * WG_BN;
-    const int r0 = warp * 16 + gq, c0 = 2 * tq;
-    const float* const cs = ring + s * (WG_BM * WG_C_STRIDE);
-    const int rowsLeft = int(g.M - i0 < WG_BM ? g.M - i0 : WG_BM) - r0;
-    const int colsLeft = int(g.N - j0 < WG_BN ? g.N - j0 : WG_BN) - c0;
-    const bool full = rowsLeft > 8 && colsLeft > WG_BN - 8 + 1;
+    // Epilogue: acc[4 i + 2 h + e] is row r0 + 8 h, column c0 + 8 i + e.
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      if (!full && 8 * h >= rowsLeft) continue;
       float* const out = C + (i0 + r0 + 8 * h) * g.ldc + j0 + c0;
-      const float* const cin = cs + (r0 + 8 * h) * WG_C_STRIDE + c0;
 #pragma unroll
       for (int i = 0; i < WG_BN / 8; ++i) {
-        if (!full && 8 * i >= colsLeft) continue;
         float o0 = alpha * acc[4 * i + 2 * h], o1 = alpha * acc[4 * i + 2 * h + 1];
         if (beta != 0.0f) {
-          const float2 cv = *reinterpret_cast<const float2*>(cin + 8 * i);
-          o0 += beta * cv.x;
-          o1 += beta * cv.y;
+          o0 += beta * c[h][i].x;
+          o1 += beta * c[h][i].y;
         }
-        if (full || 8 * i + 1 < colsLeft) __stcs(reinterpret_cast<float2*>(out + 8 * i), make_float2(o0, o1));
-        else out[8 * i] = o0;
+        if (full || (8 * h < rowsLeft && 8 * i + 1 < colsLeft)) __stcs(reinterpret_cast<float2*>(out + 8 * i), make_float2(o0, o1));
+        else if (8 * h < rowsLeft && 8 * i < colsLeft) out[8 * i] = o0;
       }
     }
   }
@@ -986,10 +963,10 @@ Status streamGemm(int dev, cudaStream_t st, const GemmArgs& g, const float* alph
   k.g = g;
   k.alphaBeta = alphaBeta;
   k.flag = flag;
-  if (streamWgmmaRuns(dev)) {  // one block per SM, persistent over tile ranges
+  if (streamWgmmaRuns(dev)) {  // two blocks per SM, persistent over tile ranges
     k.tilesM = (g.M + WG_BM - 1) / WG_BM;
     k.tiles = k.tilesM * ((g.N + WG_BN - 1) / WG_BN);
-    const int64_t blocks = std::min<int64_t>(k.tiles, std::max(1, smCount(dev)));
+    const int64_t blocks = std::min<int64_t>(k.tiles, int64_t(WG_BLOCKS_PER_SM) * std::max(1, smCount(dev)));
     tcStreamWgmmaKernel<<<unsigned(blocks), WG_THREADS, WG_SMEM, st>>>(k);
     return lastError("gemm (streaming wgmma kernel)");
   }
