@@ -595,215 +595,6 @@ __global__ void __launch_bounds__(ST_THREADS, ST_BLOCKS_PER_SM) tcStreamKernel(c
 #endif
 }
 
-// ---- the streaming kernel on Hopper (sm_90a): warpgroup MMAs -----------------------------------
-//
-// The same product and walk as tcStreamKernel, where wgmma exists (H100/H200, an sm_90a image):
-// blocks of one warpgroup (128 threads), two per SM, walk 64 x 128 tiles of C down 128-column
-// strips of B, each taking a contiguous range of the strip-major tile order.
-// - The strip, all of K (up to 128), sits in shared memory as wgmma reads B: K-major, rounded to
-//   TF32 (nearest), in the 128-byte swizzle. B is K x N row-major, so its rows are transposed on
-//   the way in, once per strip (a few times per launch), all 32 loads per thread issued at once.
-// - A and C come from registers: each thread loads its fragments of the tile straight from global
-//   memory, A (L2-resident) 16 bytes at a time, C 8. C is asked of L2 (prefetch) two tiles ahead,
-//   so DRAM streams it while the block works; the other block of the SM covers each one's waits.
-//   The mma's k order within each 16 is permuted so that a thread's four consecutive floats of A
-//   are its fragments of two k-steps; the strip is stored with the same permutation, so the sums
-//   are unchanged. A reaches the tensor cores truncated to TF32, as in tcStreamKernel.
-// - A tile is 16 wgmma m64n128k8 (f32 += tf32 x tf32; zeros past K), no branch between them.
-constexpr int WG_BM = 64, WG_BN = 128, WG_KMAX = 128, WG_THREADS = 128, WG_BLOCKS_PER_SM = 2, WG_AHEAD = 2;
-constexpr int WG_B_CHUNK = WG_BN * 128;  // bytes of 32 K-values of every column of the strip
-constexpr int WG_STRIP_BYTES = (WG_KMAX / 32) * WG_B_CHUNK;
-constexpr size_t WG_SMEM = size_t(WG_STRIP_BYTES) + 1024;  // + alignment
-
-// 1 in the image that carries the wgmma kernel: the host reads it to learn which image it loaded.
-__device__ int gStreamWgmmaImage =
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    1;
-#else
-    0;
-#endif
-
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-// Byte offset of K-value k (0..31) of row `row` in a K-major chunk with the 128-byte swizzle: the
-// row's 16-byte group k/4 sits at group (k/4) ^ (row % 8).
-__device__ __forceinline__ uint32_t swizzled(int row, int k) {
-  return uint32_t(row * 128 + ((((k >> 2) ^ row) & 7) << 4) + ((k & 3) << 2));
-}
-// The mma's k index (8 ks + slot) of B's row k: within each 16 rows, k = 16 j + 4 t + 2 q + lo is
-// slot t + 4 lo of k-step 2 j + q, matching the A fragments of lane t (loadA below).
-__device__ __forceinline__ int mmaK(int k) {
-  const int j = k >> 4, t = (k >> 2) & 3, q = (k >> 1) & 1, lo = k & 1;
-  return 8 * (2 * j + q) + t + 4 * lo;
-}
-// Shared-memory matrix descriptor: K-major, 128-byte swizzle, 8-row groups 1024 bytes apart (the
-// leading byte offset is unused by this layout). The chunk holding `address` starts 1024-aligned.
-__device__ __forceinline__ uint64_t wgmmaDescriptor(uint32_t address) {
-  return uint64_t((address & 0x3FFFF) >> 4) | (uint64_t(1) << 16) | (uint64_t(1024 >> 4) << 32) | (uint64_t(1) << 62);
-}
-// d (+)= A B for a 64 x 128 x 8 step, A from registers (lane (g, t) of warp w: rows 16 w + g and
-// + 8 at k slots t and t + 4), B from shared memory; accumulate 0 overwrites d.
-__device__ __forceinline__ void wgmmaTf32(float (&d)[64], float a0, float a1, float a2, float a3, uint64_t b, int accumulate) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-      : "r"(__float_as_uint(a0)), "r"(__float_as_uint(a1)), "r"(__float_as_uint(a2)), "r"(__float_as_uint(a3)),
-        "l"(b), "r"(accumulate));
-}
-// Keeps the compiler from moving accesses to d across the asynchronous MMAs' issue and wait.
-__device__ __forceinline__ void fenceAccumulators(float (&d)[64]) {
-#pragma unroll
-  for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
-}
-#endif
-
-__global__ void __launch_bounds__(WG_THREADS, WG_BLOCKS_PER_SM) tcStreamWgmmaKernel(const StreamArgs k) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  if (k.flag != nullptr && *k.flag != 0) return;
-  const int t0 = int(k.tiles * blockIdx.x / gridDim.x), t1 = int(k.tiles * (blockIdx.x + 1) / gridDim.x);
-  if (t0 >= t1) return;
-  extern __shared__ float4 wgSmem[];
-  // Aligned to 1024 bytes by an offset from the shared array itself, so that the compiler still
-  // knows every access below is to shared memory (a pointer cast from an integer would be generic).
-  uint8_t* const strip = reinterpret_cast<uint8_t*>(wgSmem) + ((1024u - (sharedAddress(wgSmem) & 1023u)) & 1023u);
-  const uint32_t stripAddress = sharedAddress(strip);
-  const GemmArgs& g = k.g;
-  const float* A = static_cast<const float*>(g.A);
-  const float* B = static_cast<const float*>(g.B);
-  float* C = static_cast<float*>(g.C);
-  const int K = int(g.K), tilesM = int(k.tilesM);
-  const float alpha = k.alphaBeta ? k.alphaBeta[0] : g.alpha;
-  const float beta = k.alphaBeta ? k.alphaBeta[1] : g.beta;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
-
-  // Tile t's block of C into L2: four 128-byte lines of each of its 64 rows' 512 bytes.
-  auto prefetchC = [&](int t) {
-    const int64_t i = int64_t(t % tilesM) * WG_BM + (threadIdx.x >> 1), j = int64_t(t / tilesM) * WG_BN + (threadIdx.x & 1) * 64;
-    if (i >= g.M) return;
-#pragma unroll
-    for (int h = 0; h < 2; ++h)
-      if (j + 32 * h < g.N) asm volatile("prefetch.global.L2 [%0];\n" ::"l"(C + i * g.ldc + j + 32 * h));
-  };
-  // Strip jn of B (K x 128, zeros past K and N) into shared memory, transposed to K-major, rows in
-  // the mma's k order (mmaK), rounded. A warp takes 8 rows x 16 columns per step (lane: row
-  // lane % 8, 4 columns lane / 8), so that its shared stores hit 16 banks twice rather than 2 banks
-  // 16 times; all 32 steps' loads are issued first.
-  auto loadStrip = [&](int jn) {
-    const int64_t j0 = int64_t(jn) * WG_BN;
-    float4 v[WG_KMAX / 4];
-#pragma unroll
-    for (int s = 0; s < WG_KMAX / 4; ++s) {
-      const int u = warp + 4 * s, kk = (u >> 3) * 8 + (lane & 7);
-      const int64_t col = j0 + 4 * ((u & 7) * 4 + (lane >> 3));
-      const float* src = B + int64_t(kk) * g.ldb + col;
-      v[s] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      if (kk >= K) continue;
-      if (col + 3 < g.N) {
-        v[s] = __ldg(reinterpret_cast<const float4*>(src));
-      } else {
-        if (col < g.N) v[s].x = __ldg(src);
-        if (col + 1 < g.N) v[s].y = __ldg(src + 1);
-        if (col + 2 < g.N) v[s].z = __ldg(src + 2);
-      }
-    }
-#pragma unroll
-    for (int s = 0; s < WG_KMAX / 4; ++s) {
-      const int u = warp + 4 * s;
-      const int kk = mmaK((u >> 3) * 8 + (lane & 7)), n = 4 * ((u & 7) * 4 + (lane >> 3));
-      uint8_t* const chunk = strip + (kk >> 5) * WG_B_CHUNK;
-      const float x[4] = {v[s].x, v[s].y, v[s].z, v[s].w};
-#pragma unroll
-      for (int e = 0; e < 4; ++e) *reinterpret_cast<uint32_t*>(chunk + swizzled(n + e, kk & 31)) = toTf32(x[e]);
-    }
-  };
-
-  for (int p = 0; p < WG_AHEAD; ++p)
-    if (t0 + p < t1) prefetchC(t0 + p);
-  int stripJ = -1;
-  for (int t = t0; t < t1; ++t) {
-    const int im = t % tilesM, jn = t / tilesM;
-    if (jn != stripJ) {
-      if (stripJ >= 0) __syncthreads();  // every warp's MMAs on the old strip are done
-      loadStrip(jn);
-      // The strip's stores (generic proxy) are read next by the tensor cores (async proxy).
-      asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-      __syncthreads();
-      stripJ = jn;
-    }
-    if (t + WG_AHEAD < t1) prefetchC(t + WG_AHEAD);
-    const int64_t i0 = int64_t(im) * WG_BM, j0 = int64_t(jn) * WG_BN;
-    const int r0 = 16 * warp + gq, c0 = 2 * tq;
-    const int rowsLeft = int(g.M - i0 < WG_BM ? g.M - i0 : WG_BM) - r0;  // this thread's rows: r0, r0 + 8
-    const int colsLeft = int(g.N - j0 < WG_BN ? g.N - j0 : WG_BN) - c0;  // its columns: c0 + 8 i (+1)
-    const bool full = rowsLeft > 8 && colsLeft > WG_BN - 8 + 1;
-
-    // A: rows r0 (+ 8), floats 16 j + 4 tq .. + 3 (zeros past M and K); a[h][j] serves k-steps 2 j
-    // and 2 j + 1 (mmaK).
-    float4 a[2][8];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const bool ok = 8 * h < rowsLeft;
-      const float* const p = A + (ok ? i0 + r0 + 8 * h : 0) * g.lda + 4 * tq;
-#pragma unroll
-      for (int j = 0; j < 8; ++j)
-        a[h][j] = ok && 16 * j + 4 * tq < K ? __ldg(reinterpret_cast<const float4*>(p + 16 * j)) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    }
-    // C (when read): element pairs (r0 + 8 h, c0 + 8 i), the accumulators' layout.
-    float2 c[2][WG_BN / 8];
-    if (beta != 0.0f) {
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const float* const p = C + (i0 + r0 + 8 * h) * g.ldc + j0 + c0;
-#pragma unroll
-        for (int i = 0; i < WG_BN / 8; ++i) {
-          c[h][i] = make_float2(0.0f, 0.0f);
-          if (full || (8 * h < rowsLeft && 8 * i + 1 < colsLeft)) c[h][i] = *reinterpret_cast<const float2*>(p + 8 * i);
-          else if (8 * h < rowsLeft && 8 * i < colsLeft) c[h][i].x = p[8 * i];
-        }
-      }
-    }
-
-    float acc[64];
-    fenceAccumulators(acc);
-    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-#pragma unroll
-    for (int ks = 0; ks < WG_KMAX / 8; ++ks) {
-      const float4 lo = a[0][ks >> 1], hi = a[1][ks >> 1];
-      // k-step 2 j + q takes floats 2 q, 2 q + 1 of each row's four (slots tq, tq + 4).
-      const uint64_t b = wgmmaDescriptor(stripAddress + uint32_t((ks >> 2) * WG_B_CHUNK + (ks & 3) * 32));
-      if ((ks & 1) == 0) wgmmaTf32(acc, lo.x, hi.x, lo.y, hi.y, b, ks > 0 ? 1 : 0);
-      else wgmmaTf32(acc, lo.z, hi.z, lo.w, hi.w, b, 1);
-    }
-    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-    fenceAccumulators(acc);
-
-    // Epilogue: acc[4 i + 2 h + e] is row r0 + 8 h, column c0 + 8 i + e.
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      float* const out = C + (i0 + r0 + 8 * h) * g.ldc + j0 + c0;
-#pragma unroll
-      for (int i = 0; i < WG_BN / 8; ++i) {
-        float o0 = alpha * acc[4 * i + 2 * h], o1 = alpha * acc[4 * i + 2 * h + 1];
-        if (beta != 0.0f) {
-          o0 += beta * c[h][i].x;
-          o1 += beta * c[h][i].y;
-        }
-        if (full || (8 * h < rowsLeft && 8 * i + 1 < colsLeft)) __stcs(reinterpret_cast<float2*>(out + 8 * i), make_float2(o0, o1));
-        else if (8 * h < rowsLeft && 8 * i < colsLeft) out[8 * i] = o0;
-      }
-    }
-  }
-#endif
-}
-
 typedef void (*TcKernel)(const TcArgs);
 
 // The kernel for (transA, transB, bf16) with the given pipeline depth.
@@ -915,47 +706,16 @@ int streamBlocksPerSm(int dev) {
   }
   return std::max(0, gStreamBlocksPerSm[dev].load(std::memory_order_relaxed));
 }
-
-// Per device: 0 not probed, -1 no, 1 the wgmma kernel runs there (the loaded image has it, and a
-// block gets its shared memory). Read without the lock once probed.
-std::atomic<int> gStreamWgmma[64] = {};
-
-bool streamWgmmaRuns(int dev) {
-  if (dev < 0 || dev >= 64) return false;
-  const int known = gStreamWgmma[dev].load(std::memory_order_acquire);
-  if (known != 0) return known > 0;
-  std::lock_guard<std::mutex> lock(gStreamMutex);
-  if (gStreamWgmma[dev].load(std::memory_order_relaxed) == 0) {
-    int major = 0, optin = 0, image = 0;
-    const bool ok = cudaSetDevice(dev) == cudaSuccess &&
-                    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major == 9 &&
-                    cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) == cudaSuccess &&
-                    size_t(optin) >= WG_SMEM &&
-                    cudaMemcpyFromSymbol(&image, gStreamWgmmaImage, sizeof(image)) == cudaSuccess && image == 1 &&
-                    cudaFuncSetAttribute(tcStreamWgmmaKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(WG_SMEM)) == cudaSuccess;
-    if (!ok) cudaGetLastError();
-    gStreamWgmma[dev].store(ok ? 1 : -1, std::memory_order_release);
-  }
-  return gStreamWgmma[dev].load(std::memory_order_relaxed) > 0;
-}
 }  // namespace
-
-bool streamGemmWgmma(int dev) { return gStreamOn && streamWgmmaRuns(dev); }
 
 void setStreamGemm(bool on) { gStreamOn = on; }
 bool streamGemmEnabled() { return gStreamOn; }
-std::string streamGemmKernel(int dev) {
-  if (!gStreamOn) return "off";
-  if (streamWgmmaRuns(dev)) return "wgmma";
-  return streamBlocksPerSm(dev) > 0 ? "mma.sync" : "none";
-}
 
 bool streamGemmFits(int dev, const GemmArgs& g, GemmMode mode) {
   return gStreamOn && mode == GemmMode::Tf32 && !g.transA && !g.transB && g.aType == DType::F32 &&
          g.bType == DType::F32 && g.cType == DType::F32 && g.K >= 8 && g.K <= ST_KMAX && g.K % 8 == 0 && g.M > 0 &&
          g.N > 0 && aligned(g.A, 16) && aligned(g.B, 16) && aligned(g.C, 16) && g.lda % 4 == 0 && g.ldb % 4 == 0 &&
-         g.ldc % 4 == 0 && ((g.M + ST_BM - 1) / ST_BM) * ((g.N + ST_BN - 1) / ST_BN) <= INT32_MAX &&
-         (streamWgmmaRuns(dev) || streamBlocksPerSm(dev) > 0);
+         g.ldc % 4 == 0 && ((g.M + ST_BM - 1) / ST_BM) * ((g.N + ST_BN - 1) / ST_BN) <= INT32_MAX && streamBlocksPerSm(dev) > 0;
 }
 
 Status streamGemm(int dev, cudaStream_t st, const GemmArgs& g, const float* alphaBeta, const int32_t* flag) {
@@ -963,13 +723,6 @@ Status streamGemm(int dev, cudaStream_t st, const GemmArgs& g, const float* alph
   k.g = g;
   k.alphaBeta = alphaBeta;
   k.flag = flag;
-  if (streamWgmmaRuns(dev)) {  // two blocks per SM, persistent over tile ranges
-    k.tilesM = (g.M + WG_BM - 1) / WG_BM;
-    k.tiles = k.tilesM * ((g.N + WG_BN - 1) / WG_BN);
-    const int64_t blocks = std::min<int64_t>(k.tiles, int64_t(WG_BLOCKS_PER_SM) * std::max(1, smCount(dev)));
-    tcStreamWgmmaKernel<<<unsigned(blocks), WG_THREADS, WG_SMEM, st>>>(k);
-    return lastError("gemm (streaming wgmma kernel)");
-  }
   k.tilesM = (g.M + ST_BM - 1) / ST_BM;
   k.tiles = k.tilesM * ((g.N + ST_BN - 1) / ST_BN);
   // As many blocks as are resident at once: the blocks are persistent over tile ranges, so a second
