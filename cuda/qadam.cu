@@ -13,9 +13,9 @@
 // next unit is claimed a unit ahead. The unit size was chosen by measurement (H200, §6 step,
 // bench/results/NVIDIA-H200-2026-11-24-16): units of 16 tiles ran 5-10% slower than 32, units of
 // 64 or 128 up to 3% slower, and so did units of 64 with the last eighth in units of 16 (so not
-// idle warps at the end). A static deal without claims was slower still. Neither the boundary's
-// stalls (claim, descriptor, reloaded registers) nor the span of memory that the units in flight
-// cover has been measured apart. Full tiles of 16-byte-aligned tensors are staged in shared
+// idle warps at the end). A static deal of units of 32 without claims was 1-2.5% slower than the
+// claimed ones. Neither the boundary's stalls (claim, descriptor, reloaded registers) nor the span
+// of memory that the units in flight cover has been measured apart. Full tiles of 16-byte-aligned tensors are staged in shared
 // memory with cp.async one tile ahead: the math of a tile takes longer than the memory latency,
 // so the next tile's loads stay in flight through it without holding registers.
 // A unit that lies whole in one such tensor (the common case) runs its first 31 tiles in a lean
