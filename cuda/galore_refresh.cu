@@ -311,6 +311,40 @@ __global__ void scaleRowsColsKernel(double* E, int64_t rows, int64_t cols, const
   }
 }
 
+// The Chebyshev filter's schedule (see Refresher::filterSolve): the first round's degree, the later
+// rounds' degree, the most rounds before the exact host solver takes over, and the predicted
+// reduction of the r-th vector's error that ends the iteration.
+constexpr int kFirstDegree = 8, kRoundDegree = 12, kMaxRounds = 12;
+constexpr double kFilterTarget = 1e-6;
+
+// One block: *out = trace(A) / n (A n x n, row-major): the mean eigenvalue, the first cut.
+__global__ void meanDiagonalKernel(const float* A, int64_t n, double* out) {
+  __shared__ double sh[8];
+  double s = 0.0;
+  for (int64_t i = threadIdx.x; i < n; i += 256) s += double(A[i * n + i]);
+  s = blockSum<256>(s, sh);
+  if (threadIdx.x == 0) *out = s / double(n);
+}
+
+// One Chebyshev step on rows (one block each, len entries): y = a Ynew + c Ycur, then both rows are
+// divided by ||y|| (a row pair scaled alike keeps the three-term recurrence linear in it), so that
+// the filter's growth never overflows f32. Rows whose y is zero or not finite are left alone.
+__global__ void chebStepKernel(float* Ynew, float* Ycur, int64_t len, float a, float c) {
+  __shared__ double sh[8];
+  float* yn = Ynew + blockIdx.x * len;
+  float* yc = Ycur + blockIdx.x * len;
+  double s = 0.0;
+  for (int64_t i = threadIdx.x; i < len; i += 256) {
+    const float y = a * yn[i] + c * yc[i];
+    yn[i] = y;
+    s += double(y) * y;
+  }
+  s = blockSum<256>(s, sh);
+  if (!(s > 0.0 && s < 1e300)) return;
+  const float inv = float(1.0 / sqrt(s));
+  for (int64_t i = threadIdx.x; i < len; i += 256) { yn[i] *= inv; yc[i] *= inv; }
+}
+
 __device__ void atomicMaxNonNeg(int32_t* word, float v) {
   // Non-negative floats order as their bit patterns; NaN (0x7fc00000) sorts above +inf.
   atomicMax(word, int32_t(floatBits(v)));
@@ -538,14 +572,25 @@ struct Plan {
   bool host = false;     // the exact host solver (k over the one-block Jacobi's limit, no cuSOLVER)
   bool refine = false;   // the final two-sided Rayleigh-Ritz on X (k within the one-block Jacobi)
   bool dsyevd = false;   // the refinement's k x k f64 eigen-problems on cuSOLVER Dsyevd (else f64 Jacobi)
+  bool filter = false;   // svd by the Chebyshev-filtered iteration on A (Refresher::filterSolve)
   int lwork = 0;
   int lwork64 = 0;       // Dsyevd's workspace (doubles)
   int passes = 0;        // of the refinement (see galoreRefresh)
   // Offsets in floats. oQ: k x n (the iteration's Z), followed by oY (its Y2); together they hold
   // the refinement's f64 T. o64: the refinement's f64 k x k matrices (refine()).
   int64_t oA = 0, oW = 0, oWork = 0, oQ = 0, oY = 0, oB = 0, oT = 0, oS = 0, oEw = 0, oE = 0, oD = 0, oU = 0,
-          oL = 0, o64 = 0, total = 0;
+          oL = 0, o64 = 0, oF = 0, oR64 = 0, total = 0;
 };
+
+// SLIMOPT_GRAM_SOLVER=syevdx: the svd refresh solves the Gram matrix with cuSOLVER Ssyevdx (when it
+// loads) instead of the Chebyshev filter: the path before it, kept to compare the two in one run.
+bool syevdxForced() {
+  static const bool on = [] {
+    const char* e = std::getenv("SLIMOPT_GRAM_SOLVER");
+    return e != nullptr && std::string(e) == "syevdx";
+  }();
+  return on;
+}
 
 int64_t align64(int64_t x) { return (x + 63) / 64 * 64; }
 
@@ -569,6 +614,37 @@ Status makePlan(int dev, int64_t rows, int64_t cols, int64_t r, bool left, Refre
   Cusolver* s = p.gram && p.n <= 46340 ? cusolver() : nullptr;  // n*n must fit cuSOLVER's int lwork math
   int64_t at = align64(kStatusWords);
   auto take = [&](int64_t floats) { const int64_t o = at; at += align64(std::max<int64_t>(floats, 1)); return o; };
+  // The filter's block is wider than the old oversampling: its error shrinks per degree with the
+  // gap between the r-th and the (kf+1)-th eigenvalue (r + 128 at r = 128 and 512 halved the
+  // filter's work against r + 32 in the H200 prototype, bench/proto/chefsi_torch.py).
+  const int64_t kf = std::min(n, r + std::min<int64_t>(128, std::max<int64_t>(32, r)));
+  if (p.gram && kf <= kMaxBlock && !(syevdxForced() && s != nullptr)) {
+    p.filter = true;
+    p.refine = true;
+    p.k = kf;
+    Cusolver* c = cusolver();  // the k x k f64 problems on Dsyevd when it loads
+    if (c != nullptr && c->dBufferSize != nullptr && c->dsyevd != nullptr) {
+      cudaStream_t st;
+      Status ok = deviceStream(dev, &st, "galoreRefresh");
+      if (!ok.ok()) return ok;
+      void* h = solverHandle(c, dev, st);
+      if (h == nullptr) return solverFail(-1, "cusolverDnCreate");
+      const int rc = c->dBufferSize(h, kEigModeVector, kFillLower, int(kf), nullptr, int(kf), nullptr, &p.lwork64);
+      if (rc != 0) return solverFail(rc, "cusolverDnDsyevd_bufferSize");
+      p.dsyevd = true;
+    }
+    p.oA = take(n * n);
+    p.oF = take(3 * align64(kf * n));                  // three k x n f32 blocks of the filter
+    p.oR64 = take(2 * (6 * kf * kf + 3 * kf));         // the Rayleigh-Ritz's f64 k x k matrices
+    p.o64 = take(small64Floats(kf, p.lwork64));
+    p.passes = double(kf) * double(n) * double(p.other) <= 1073741824.0 ? 2 : 1;
+    p.oQ = take(2 * align64(kf * n));
+    p.oT = take(kf * p.other);
+    if (!p.same || p.passes > 1) p.oL = take(kf * p.other);
+    p.total = at;
+    *out = p;
+    return Status();
+  }
   if (s != nullptr) {
     cudaStream_t st;
     Status ok = deviceStream(dev, &st, "galoreRefresh");
@@ -906,6 +982,158 @@ class Refresher {
     return ok;
   }
 
+  // ---- the svd path: Chebyshev-filtered subspace iteration on A ----------------------------
+  // k rows Z (k x n); each round applies T_d(2A/b - I) (Chebyshev polynomial of degree d: it stays
+  // within [-1, 1] on the eigenvalues in [0, b] and grows fast above b) to them, then a Rayleigh-Ritz
+  // step re-bases them on the Ritz vectors. The cut b is the smallest Ritz value of the previous
+  // round (a lower bound of lambda_k), the first one the mean eigenvalue. A round of degree d shrinks
+  // the part of vector i outside the block by about T_d(2 lambda_{k+1}/b - 1) / T_d(2 lambda_i/b - 1);
+  // the iteration stops when the product of these factors for i = r, estimated from the Ritz values,
+  // is below kFilterTarget (or the r-th and k-th Ritz values are no longer apart in f32). Products
+  // with A are strict f32 GEMMs (TF32's rounding would set the block's accuracy; the error of a
+  // TF32 GEMM also grows with its K on the H200); the small problems are f64.
+  // Against cuSOLVER Ssyevdx on the same f32 A (the path before it): the same accuracy after the
+  // final refinement, a fraction of the time (bench/proto/chefsi_torch.py measured both in PyTorch).
+  Status g64(int64_t M, int64_t N, int64_t K, const void* A, Real at, int64_t lda, bool ta, const void* B, Real bt,
+             int64_t ldb, bool tb, void* C, Real ct) {
+    Gemm64Args g;
+    g.M = M; g.N = N; g.K = K;
+    g.A = A; g.aType = at; g.lda = lda; g.transA = ta;
+    g.B = B; g.bType = bt; g.ldb = ldb; g.transB = tb;
+    g.C = C; g.cType = ct; g.ldc = N;
+    return gemm64(dev_, st_, g);
+  }
+
+  // C (k x n) = alpha F A + beta C, strict f32.
+  Status productA(const float* F, float* C, float alpha, float beta) {
+    const int64_t k = p_.k, n = p_.n;
+    GemmArgs g = mk(k, n, n, F, n, false, ws_ + p_.oA, n, false, C, n);
+    g.alpha = alpha;
+    g.beta = beta;
+    return gemm(dev_, g, GemmMode::Strict);
+  }
+
+  // Rayleigh-Ritz on the rows of F (any basis, not orthonormal): G = F A; E1 = D^-1/2 U^T diag(s)
+  // from the unit-row Gram of F (so E1 F is orthonormal; dependent rows drop out as zeros); C =
+  // E1 (G F^T) E1^T = E2^T Theta E2; M = E2 E1. Writes Z = M F (Ritz vectors, by descending Ritz
+  // value) and Y = M G (= Z A) and leaves Theta in theta (f64, device). Z rows that came out zero
+  // are refilled at random. F and G may not be Z or Y.
+  Status rayleighRitz(const float* F, float* G, float* Z, float* Y, double** theta, uint64_t seed) {
+    const int64_t k = p_.k, n = p_.n, kk = k * k;
+    double* S = reinterpret_cast<double*>(ws_ + p_.oR64);
+    double* E1 = S + kk;
+    double* C = E1 + kk;
+    double* T = C + kk;
+    double* E2 = T + kk;
+    double* work = E2 + kk;
+    double* d = work + kk;
+    double* sc = d + k;
+    double* w = sc + k;
+    const Real F32 = Real::F32, F64 = Real::F64;
+    Status ok = productA(F, G, 1.0f, 0.0f);
+    if (ok.ok()) ok = g64(k, k, n, F, F32, n, false, F, F32, n, true, S, F64);
+    if (!ok.ok()) return ok;
+    unitDiagonalKernel<<<1, 1024, 0, st_>>>(S, k, sc);
+    ok = lastError("galoreRefresh (unit rows)");
+    if (ok.ok()) ok = eigen64(S, work, w, E1, d);
+    if (!ok.ok()) return ok;
+    scaleRowsColsKernel<<<gridFor(dev_, kk), 256, 0, st_>>>(E1, k, k, d, kDropRatio, sc);
+    ok = lastError("galoreRefresh (E1)");
+    if (ok.ok()) ok = g64(k, k, n, G, F32, n, false, F, F32, n, true, C, F64);     // H = G F^T
+    if (ok.ok()) ok = g64(k, k, k, E1, F64, k, false, C, F64, k, false, T, F64);   // E1 H
+    if (ok.ok()) ok = g64(k, k, k, T, F64, k, false, E1, F64, k, true, C, F64);    // E1 H E1^T
+    if (ok.ok()) ok = eigen64(C, work, w, E2, d);
+    if (ok.ok()) ok = g64(k, k, k, E2, F64, k, false, E1, F64, k, false, T, F64);  // M = E2 E1
+    if (ok.ok()) ok = g64(k, n, k, T, F64, k, false, F, F32, n, false, Z, F32);
+    if (ok.ok()) ok = g64(k, n, k, T, F64, k, false, G, F32, n, false, Y, F32);
+    if (!ok.ok()) return ok;
+    fixRowsKernel<<<unsigned(k), 256, 0, st_>>>(Z, n, seed);
+    *theta = d;
+    return lastError("galoreRefresh (Ritz vectors)");
+  }
+
+  // The top k Ritz vectors as rows of *V (ld n, descending). *done false: the filter did not reach
+  // its target in kMaxRounds (the caller falls back to the exact host solver).
+  Status filterSolve(const float** V, bool* done) {
+    const int64_t k = p_.k, n = p_.n, r = p_.r;
+    float* buf[3] = {ws_ + p_.oF, ws_ + p_.oF + align64(k * n), ws_ + p_.oF + 2 * align64(k * n)};
+    uint64_t seed = 0xc4eb0000ull + uint64_t(n) * 131 + uint64_t(k);
+    *done = false;
+    // Start: random rows, the first cut the mean eigenvalue.
+    double* mean = reinterpret_cast<double*>(ws_ + p_.oR64);
+    meanDiagonalKernel<<<1, 256, 0, st_>>>(ws_ + p_.oA, n, mean);
+    randomRowsKernel<<<gridFor(dev_, k * n), 256, 0, st_>>>(buf[0], 0, k, n, seed);
+    Status ok = lastError("galoreRefresh (filter start)");
+    double b = 0.0;
+    if (ok.ok()) ok = copyDtoH(dev_, &b, mean, sizeof b);
+    if (!ok.ok()) return ok;
+    if (!(b > 0.0) || !std::isfinite(b)) return Status();  // zero gradient: the status words decide
+    std::vector<double> th(size_t(k), 0.0);
+    float* zc = buf[0];  // the current rows (random, then Ritz vectors)
+    float* yc = buf[1];  // zc A once a Rayleigh-Ritz step has formed it (haveY)
+    float* fr = buf[2];
+    bool haveY = false;
+    double progress = 1.0;
+    for (int round = 0; round < kMaxRounds; ++round) {
+      const int d = round == 0 ? kFirstDegree : kRoundDegree;
+      float* y0 = yc;  // filtered rows end in y1, y0 is free then
+      float* y1 = zc;
+      if (k < n) {
+        // y1 = T_1 = (2/b) Z A - Z (from the Ritz step's Z A when there is one), then
+        // y_{j+1} = (4/b) y_j A - 2 y_j - y_{j-1}: the GEMM forms (4/b) y_j A - y_{j-1} over y_{j-1}.
+        y0 = zc;
+        y1 = yc;
+        if (haveY) {
+          chebStepKernel<<<unsigned(k), 256, 0, st_>>>(y1, y0, n, float(2.0 / b), -1.0f);
+        } else {
+          ok = copyDtoD(dev_, y1, y0, size_t(k * n) * 4);
+          if (ok.ok()) ok = productA(y0, y1, float(2.0 / b), -1.0f);
+          if (!ok.ok()) return ok;
+          chebStepKernel<<<unsigned(k), 256, 0, st_>>>(y1, y0, n, 1.0f, 0.0f);
+        }
+        ok = lastError("galoreRefresh (filter)");
+        for (int j = 1; ok.ok() && j < d; ++j) {
+          ok = productA(y1, y0, float(4.0 / b), -1.0f);
+          if (!ok.ok()) return ok;
+          chebStepKernel<<<unsigned(k), 256, 0, st_>>>(y0, y1, n, 1.0f, -2.0f);
+          ok = lastError("galoreRefresh (filter)");
+          std::swap(y0, y1);
+        }
+        if (!ok.ok()) return ok;
+      }
+      // Rayleigh-Ritz of the rows in y1: G = y1 A into y0, Z into fr, Z A over y1.
+      double* theta = nullptr;
+      ok = rayleighRitz(y1, y0, fr, y1, &theta, seed + 1 + uint64_t(round));
+      if (ok.ok()) ok = copyDtoH(dev_, th.data(), theta, size_t(k) * sizeof(double));
+      if (!ok.ok()) return ok;
+      zc = fr;
+      yc = y1;
+      fr = y0;
+      haveY = true;
+      if (k >= n) { *done = true; break; }  // the block is the whole space: Rayleigh-Ritz is exact
+      // How far the r-th vector is. Ritz values at or under the f32 floor of A do not count.
+      const double top = th[0];
+      if (!(top > 0.0) || !std::isfinite(top)) break;  // unusable: the status words keep P
+      int64_t rEff = r;
+      while (rEff > 0 && !(th[size_t(rEff - 1)] > kFloorRatio * top)) --rEff;
+      if (rEff == 0) { *done = true; break; }
+      // The smallest Ritz value above the floor: a lower bound of lambda_k (rows dropped as
+      // dependent have Ritz value 0 and were refilled), the estimate of lambda_{k+1} and the next cut.
+      double cut = 0.0;
+      for (int64_t i = k - 1; i >= 0 && !(cut > 1e-12 * top); --i) cut = th[size_t(i)];
+      const double thr = th[size_t(rEff - 1)];
+      if (thr - cut <= 1e-6 * top) { *done = true; break; }  // no gap that f32 resolves
+      if (round > 0) {
+        auto cheb = [&](double x) { return x <= 1.0 ? 1.0 : std::cosh(d * std::acosh(x)); };
+        progress *= cheb(2.0 * cut / b - 1.0) / cheb(2.0 * thr / b - 1.0);
+        if (progress <= kFilterTarget) { *done = true; break; }
+      }
+      b = cut > 0.0 ? cut : 1e-3 * top;
+    }
+    *V = zc;
+    return Status();
+  }
+
  private:
   int dev_;
   cudaStream_t st_;
@@ -919,10 +1147,14 @@ class Refresher {
 
 std::string solverPath() {
   Cusolver* s = loadCusolver();
-  if (s != nullptr && !forceBuiltin())
-    return "cuSOLVER syevdx (" + s->path + ") on the f32 Gram matrix + an f64 Rayleigh-Ritz refinement, on the device";
-  return std::string("built-in: f32 Gram matrix + block subspace iteration with one-block Jacobi Rayleigh-Ritz + an f64 "
-                     "Rayleigh-Ritz refinement, on the device") +
+  if (s != nullptr && !forceBuiltin()) {
+    if (syevdxForced())
+      return "cuSOLVER syevdx (" + s->path + ") on the f32 Gram matrix + an f64 Rayleigh-Ritz refinement, on the device";
+    return "cuSOLVER Dsyevd (" + s->path + ") in the Rayleigh-Ritz steps of a Chebyshev-filtered subspace iteration "
+           "on the f32 Gram matrix + an f64 Rayleigh-Ritz refinement, on the device";
+  }
+  return std::string("built-in: Chebyshev-filtered subspace iteration on the f32 Gram matrix with one-block f64 Jacobi "
+                     "Rayleigh-Ritz + an f64 Rayleigh-Ritz refinement, on the device") +
          (s != nullptr ? " (forced)" : " (cuSOLVER not found)");
 }
 
@@ -993,7 +1225,19 @@ Status galoreRefresh(int dev, const void* X, DType xt, int64_t rows, int64_t col
     info = dinfo;
   }
   Refresher rf(dev, st, p, Xf, ws, mode);
-  if (!p.solver) {
+  if (p.filter) {
+    int32_t h0[kStatusWords];
+    ok = copyDtoH(dev, h0, ws, sizeof h0);
+    if (!ok.ok()) return ok;
+    if (h0[0] != 0 || h0[1] == 0) return Status();  // unusable gradient: P is kept
+    bool done = false;
+    ok = rf.filterSolve(&V, &done);
+    if (!ok.ok()) return ok;
+    // Not converged in kMaxRounds (eigenvalues clustered across the block's edge): the exact
+    // host solver. Not seen on random or training gradients; there for the worst case.
+    if (!done) return hostRefresh(dev, X, xt, rows, cols, r, left, P, hasPrev, flag);
+    info = stw + 2;
+  } else if (!p.solver) {
     ok = rf.iterate(method == RefreshMethod::Warm, P, left, hasPrev, &V);
     if (!ok.ok()) return ok;
     if (V == nullptr) return Status();  // unusable gradient: P kept
