@@ -311,20 +311,19 @@ __global__ void scaleRowsColsKernel(double* E, int64_t rows, int64_t cols, const
   }
 }
 
-// The Chebyshev filter's schedule (see Refresher::filterSolve): the first round's degree, the later
-// rounds' degree, the most rounds before the exact host solver takes over, and the predicted
-// reduction of the r-th vector's error that ends the iteration.
-constexpr int kFirstDegree = 8, kRoundDegree = 12, kMaxRounds = 12;
+// The Chebyshev filter's schedule (see Refresher::filterSolve): the first filtered round's degree,
+// the later rounds' degree, the most rounds before the exact host solver takes over, and the
+// predicted reduction of the r-th vector's error that ends the iteration.
+constexpr int kFirstDegree = 8, kRoundDegree = 12, kMaxRounds = 16;
 constexpr double kFilterTarget = 1e-6;
-
-// One block: *out = trace(A) / n (A n x n, row-major): the mean eigenvalue, the first cut.
-__global__ void meanDiagonalKernel(const float* A, int64_t n, double* out) {
-  __shared__ double sh[8];
-  double s = 0.0;
-  for (int64_t i = threadIdx.x; i < n; i += 256) s += double(A[i * n + i]);
-  s = blockSum<256>(s, sh);
-  if (threadIdx.x == 0) *out = s / double(n);
-}
+// A round's degree is also capped so that it grows the top vector at most kMaxGrowth times more
+// than the r-th: the block is stored in f32, and a row that the top direction swamps loses the
+// r-th's digits (a gradient's spectrum falling steeply, e.g. geometrically, would else collapse it).
+constexpr double kMaxGrowth = 1e3;
+// With cuSOLVER loaded, blocks wider than this go to Ssyevdx: on the H200 the filter took 1.17 s
+// against Ssyevdx's 2.67 s for the 28 matrices of DESIGN §6 at r = 128 (k = 256), and 3.23 s
+// against 3.07 s at r = 512 (k = 640), whose Rayleigh-Ritz steps cost more than they save.
+constexpr int64_t kFilterMaxK = 256;
 
 // One Chebyshev step on rows (one block each, len entries): y = a Ynew + c Ycur, then both rows are
 // divided by ||y|| (a row pair scaled alike keeps the three-term recurrence linear in it), so that
@@ -618,7 +617,7 @@ Status makePlan(int dev, int64_t rows, int64_t cols, int64_t r, bool left, Refre
   // gap between the r-th and the (kf+1)-th eigenvalue (r + 128 at r = 128 and 512 halved the
   // filter's work against r + 32 in the H200 prototype, bench/proto/chefsi_torch.py).
   const int64_t kf = std::min(n, r + std::min<int64_t>(128, std::max<int64_t>(32, r)));
-  if (p.gram && kf <= kMaxBlock && !(syevdxForced() && s != nullptr)) {
+  if (p.gram && kf <= kMaxBlock && !(s != nullptr && (syevdxForced() || kf > kFilterMaxK))) {
     p.filter = true;
     p.refine = true;
     p.k = kf;
@@ -985,8 +984,9 @@ class Refresher {
   // ---- the svd path: Chebyshev-filtered subspace iteration on A ----------------------------
   // k rows Z (k x n); each round applies T_d(2A/b - I) (Chebyshev polynomial of degree d: it stays
   // within [-1, 1] on the eigenvalues in [0, b] and grows fast above b) to them, then a Rayleigh-Ritz
-  // step re-bases them on the Ritz vectors. The cut b is the smallest Ritz value of the previous
-  // round (a lower bound of lambda_k), the first one the mean eigenvalue. A round of degree d shrinks
+  // step re-bases them on the Ritz vectors. Round 0 is the Rayleigh-Ritz of random rows alone. The
+  // cut b is the smallest Ritz value of the previous round (a lower bound of lambda_k). A round of
+  // degree d (capped by kMaxGrowth) shrinks
   // the part of vector i outside the block by about T_d(2 lambda_{k+1}/b - 1) / T_d(2 lambda_i/b - 1);
   // the iteration stops when the product of these factors for i = r, estimated from the Ritz values,
   // is below kFilterTarget (or the r-th and k-th Ritz values are no longer apart in f32). Products
@@ -1059,26 +1059,23 @@ class Refresher {
     float* buf[3] = {ws_ + p_.oF, ws_ + p_.oF + align64(k * n), ws_ + p_.oF + 2 * align64(k * n)};
     uint64_t seed = 0xc4eb0000ull + uint64_t(n) * 131 + uint64_t(k);
     *done = false;
-    // Start: random rows, the first cut the mean eigenvalue.
-    double* mean = reinterpret_cast<double*>(ws_ + p_.oR64);
-    meanDiagonalKernel<<<1, 256, 0, st_>>>(ws_ + p_.oA, n, mean);
+    // Start: random rows; their Rayleigh-Ritz values give the first cut and degree.
     randomRowsKernel<<<gridFor(dev_, k * n), 256, 0, st_>>>(buf[0], 0, k, n, seed);
     Status ok = lastError("galoreRefresh (filter start)");
-    double b = 0.0;
-    if (ok.ok()) ok = copyDtoH(dev_, &b, mean, sizeof b);
     if (!ok.ok()) return ok;
-    if (!(b > 0.0) || !std::isfinite(b)) return Status();  // zero gradient: the status words decide
+    double b = 0.0;
     std::vector<double> th(size_t(k), 0.0);
     float* zc = buf[0];  // the current rows (random, then Ritz vectors)
     float* yc = buf[1];  // zc A once a Rayleigh-Ritz step has formed it (haveY)
     float* fr = buf[2];
     bool haveY = false;
     double progress = 1.0;
+    int degree = 0;  // round 0: the Rayleigh-Ritz of the random rows only, for the first estimates
     for (int round = 0; round < kMaxRounds; ++round) {
-      const int d = round == 0 ? kFirstDegree : kRoundDegree;
+      const int d = degree;
       float* y0 = yc;  // filtered rows end in y1, y0 is free then
       float* y1 = zc;
-      if (k < n) {
+      if (k < n && d > 0) {
         // y1 = T_1 = (2/b) Z A - Z (from the Ritz step's Z A when there is one), then
         // y_{j+1} = (4/b) y_j A - 2 y_j - y_{j-1}: the GEMM forms (4/b) y_j A - y_{j-1} over y_{j-1}.
         y0 = zc;
@@ -1123,12 +1120,20 @@ class Refresher {
       for (int64_t i = k - 1; i >= 0 && !(cut > 1e-12 * top); --i) cut = th[size_t(i)];
       const double thr = th[size_t(rEff - 1)];
       if (thr - cut <= 1e-6 * top) { *done = true; break; }  // no gap that f32 resolves
+      auto lnCheb = [](int deg, double x) {  // ln T_deg(x), x >= 1 (1 below: the damped side)
+        const double y = x <= 1.0 ? 0.0 : deg * std::acosh(x);
+        return y > 40.0 ? y - std::log(2.0) : std::log(std::cosh(y));
+      };
       if (round > 0) {
-        auto cheb = [&](double x) { return x <= 1.0 ? 1.0 : std::cosh(d * std::acosh(x)); };
-        progress *= cheb(2.0 * cut / b - 1.0) / cheb(2.0 * thr / b - 1.0);
+        progress *= std::exp(lnCheb(d, 2.0 * cut / b - 1.0) - lnCheb(d, 2.0 * thr / b - 1.0));
         if (progress <= kFilterTarget) { *done = true; break; }
       }
       b = cut > 0.0 ? cut : 1e-3 * top;
+      // The next degree: kFirstDegree, then kRoundDegree, as far as kMaxGrowth allows (at least 1).
+      const int cap = round == 0 ? kFirstDegree : kRoundDegree;
+      const double x1 = 2.0 * top / b - 1.0, xr = 2.0 * thr / b - 1.0;
+      degree = 1;
+      while (degree < cap && lnCheb(degree + 1, x1) - lnCheb(degree + 1, xr) <= std::log(kMaxGrowth)) ++degree;
     }
     *V = zc;
     return Status();
