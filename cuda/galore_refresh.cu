@@ -1155,8 +1155,9 @@ std::string solverPath() {
   if (s != nullptr && !forceBuiltin()) {
     if (syevdxForced())
       return "cuSOLVER syevdx (" + s->path + ") on the f32 Gram matrix + an f64 Rayleigh-Ritz refinement, on the device";
-    return "cuSOLVER Dsyevd (" + s->path + ") in the Rayleigh-Ritz steps of a Chebyshev-filtered subspace iteration "
-           "on the f32 Gram matrix + an f64 Rayleigh-Ritz refinement, on the device";
+    return "cuSOLVER (" + s->path + "): a Chebyshev-filtered subspace iteration on the f32 Gram matrix with Dsyevd "
+           "Rayleigh-Ritz steps for blocks of up to " + std::to_string(kFilterMaxK) + " vectors, Ssyevdx on it for wider "
+           "ones; + an f64 Rayleigh-Ritz refinement, on the device";
   }
   return std::string("built-in: Chebyshev-filtered subspace iteration on the f32 Gram matrix with one-block f64 Jacobi "
                      "Rayleigh-Ritz + an f64 Rayleigh-Ritz refinement, on the device") +
