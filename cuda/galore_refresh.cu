@@ -28,13 +28,19 @@
 // zeros) the largest-magnitude entry (first on ties) is made positive.
 //
 // Eigen-solvers of A:
+//  * The svd default: a Chebyshev-filtered subspace iteration on A with k = r + clamp(r, 32, 128)
+//    rows (Refresher::filterSolve: strict f32 products, f64 Rayleigh-Ritz steps whose k x k
+//    problems go to cuSOLVER Dsyevd when it loads, else to the f64 one-block Jacobi). With cuSOLVER
+//    loaded it serves blocks of up to kFilterMaxK rows; wider ones, and SLIMOPT_GRAM_SOLVER=syevdx,
+//    take Ssyevdx below. If it does not reach its target in kMaxRounds, the exact host solver does.
 //  * cuSOLVER (dlopen SLIMOPT_CUSOLVER, libcusolver.so.12, then .11; prototypes declared below
 //    because the build has no headers): cusolverDnSsyevdx with the index range [n-r+1, n], i.e.
 //    exactly the r largest eigenpairs (ascending in A's first r columns). Enum values from the
 //    cuSOLVER documentation: CUSOLVER_EIG_MODE_VECTOR 1; CUSOLVER_EIG_RANGE_I 1002;
 //    CUBLAS_FILL_MODE_LOWER 0; CUSOLVER_STATUS_SUCCESS 0. A column-major n x n A is the same bits as
 //    a row-major one (symmetric), and column j of the result is row j of our row-major buffer.
-//  * Built-in (no cuSOLVER, or forced): block subspace iteration on A with k = r + p vectors
+//  * Built-in iteration (the warm projector; the svd one beyond the filter's block limit): block
+//    subspace iteration on A with k = r + p vectors
 //    (p = clamp(r/4, 16, 64)), stored as rows (k x n). An iteration, from an orthonormal Z:
 //    Y2 = Z A; Rayleigh-Ritz H = Z Y2^T = W^T Theta W (k x k); Q = W Z are the Ritz vectors in
 //    descending order and Y = W Y2 = Q A; the residuals ||A q_i - theta_i q_i|| of the leading r
