@@ -853,15 +853,6 @@ class Refresher {
     double* w = sc + k;
     float* Zn = ws_ + p_.oL;
     const Real F = Real::F32, D = Real::F64;
-    auto g64 = [&](int64_t M, int64_t N, int64_t K, const void* A, Real at, int64_t lda, bool ta, const void* B, Real bt,
-                   int64_t ldb, bool tb, void* C, Real ct) {
-      Gemm64Args g;
-      g.M = M; g.N = N; g.K = K;
-      g.A = A; g.aType = at; g.lda = lda; g.transA = ta;
-      g.B = B; g.bType = bt; g.ldb = ldb; g.transB = tb;
-      g.C = C; g.cType = ct; g.ldc = N;
-      return gemm64(dev_, st_, g);
-    };
     const unsigned kkGrid = gridFor(dev_, k * k);
     const float* Z = Z0;
     int64_t lz = ldz;
