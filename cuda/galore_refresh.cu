@@ -989,8 +989,10 @@ class Refresher {
   // is below kFilterTarget (or the r-th and k-th Ritz values are no longer apart in f32). Products
   // with A are strict f32 GEMMs (TF32's rounding would set the block's accuracy; the error of a
   // TF32 GEMM also grows with its K on the H200); the small problems are f64.
-  // Against cuSOLVER Ssyevdx on the same f32 A (the path before it): the same accuracy after the
-  // final refinement, a fraction of the time (bench/proto/chefsi_torch.py measured both in PyTorch).
+  // Against cuSOLVER Ssyevdx on the same f32 A (the path before it): as exact after the final
+  // refinement (worst vector 1.7e-6 against 4.3e-6 in the PyTorch prototype, bench/proto), half
+  // the time at k = 256 on the H200 (1.31 s against 2.67 s for DESIGN §6's 28 matrices), slower at
+  // k = 640 (see kFilterMaxK).
   Status g64(int64_t M, int64_t N, int64_t K, const void* A, Real at, int64_t lda, bool ta, const void* B, Real bt,
              int64_t ldb, bool tb, void* C, Real ct) {
     Gemm64Args g;
