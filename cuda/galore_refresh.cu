@@ -326,9 +326,10 @@ constexpr double kFilterTarget = 1e-6;
 // than the r-th: the block is stored in f32, and a row that the top direction swamps loses the
 // r-th's digits (a gradient's spectrum falling steeply, e.g. geometrically, would else collapse it).
 constexpr double kMaxGrowth = 1e3;
-// With cuSOLVER loaded, blocks wider than this go to Ssyevdx: on the H200 the filter took 1.17 s
-// against Ssyevdx's 2.67 s for the 28 matrices of DESIGN §6 at r = 128 (k = 256), and 3.23 s
-// against 3.07 s at r = 512 (k = 640), whose Rayleigh-Ritz steps cost more than they save.
+// With cuSOLVER loaded, blocks wider than this go to Ssyevdx: on the H200 the filter took 1.31 s
+// against Ssyevdx's 2.67 s for the 28 matrices of DESIGN §6 at r = 128 (k = 256), and (88ee504,
+// degree 8 then 12 without the growth cap) 3.23 s against 3.07 s at r = 512 (k = 640), whose
+// Rayleigh-Ritz steps cost more than they save.
 constexpr int64_t kFilterMaxK = 256;
 
 // One Chebyshev step on rows (one block each, len entries): y = a Ynew + c Ycur, then both rows are
@@ -1016,7 +1017,8 @@ class Refresher {
   // from the unit-row Gram of F (so E1 F is orthonormal; dependent rows drop out as zeros); C =
   // E1 (G F^T) E1^T = E2^T Theta E2; M = E2 E1. Writes Z = M F (Ritz vectors, by descending Ritz
   // value) and Y = M G (= Z A) and leaves Theta in theta (f64, device). Z rows that came out zero
-  // are refilled at random. F and G may not be Z or Y.
+  // are refilled at random. Z and G must be apart from F and each other; Y may be F (F is last read
+  // for Z) but not G.
   Status rayleighRitz(const float* F, float* G, float* Z, float* Y, double** theta, uint64_t seed) {
     const int64_t k = p_.k, n = p_.n, kk = k * k;
     double* S = reinterpret_cast<double*>(ws_ + p_.oR64);
@@ -1065,28 +1067,21 @@ class Refresher {
     double b = 0.0;
     std::vector<double> th(size_t(k), 0.0);
     float* zc = buf[0];  // the current rows (random, then Ritz vectors)
-    float* yc = buf[1];  // zc A once a Rayleigh-Ritz step has formed it (haveY)
+    float* yc = buf[1];  // zc A once a Rayleigh-Ritz step has formed it (every round after round 0)
     float* fr = buf[2];
-    bool haveY = false;
     double progress = 1.0;
     int degree = 0;  // round 0: the Rayleigh-Ritz of the random rows only, for the first estimates
     for (int round = 0; round < kMaxRounds; ++round) {
       const int d = degree;
-      float* y0 = yc;  // filtered rows end in y1, y0 is free then
+      // The rows to re-base end in y1; y0 is free then. Round 0 (d = 0) takes the random rows.
+      float* y0 = yc;
       float* y1 = zc;
-      if (k < n && d > 0) {
-        // y1 = T_1 = (2/b) Z A - Z (from the Ritz step's Z A when there is one), then
+      if (d > 0) {
+        // y1 = T_1 = (2/b) Z A - Z from the Ritz step's Z A, then
         // y_{j+1} = (4/b) y_j A - 2 y_j - y_{j-1}: the GEMM forms (4/b) y_j A - y_{j-1} over y_{j-1}.
         y0 = zc;
         y1 = yc;
-        if (haveY) {
-          chebStepKernel<<<unsigned(k), 256, 0, st_>>>(y1, y0, n, float(2.0 / b), -1.0f);
-        } else {
-          ok = copyDtoD(dev_, y1, y0, size_t(k * n) * 4);
-          if (ok.ok()) ok = productA(y0, y1, float(2.0 / b), -1.0f);
-          if (!ok.ok()) return ok;
-          chebStepKernel<<<unsigned(k), 256, 0, st_>>>(y1, y0, n, 1.0f, 0.0f);
-        }
+        chebStepKernel<<<unsigned(k), 256, 0, st_>>>(y1, y0, n, float(2.0 / b), -1.0f);
         ok = lastError("galoreRefresh (filter)");
         for (int j = 1; ok.ok() && j < d; ++j) {
           ok = productA(y1, y0, float(4.0 / b), -1.0f);
@@ -1105,11 +1100,11 @@ class Refresher {
       zc = fr;
       yc = y1;
       fr = y0;
-      haveY = true;
       if (k >= n) { *done = true; break; }  // the block is the whole space: Rayleigh-Ritz is exact
       // How far the r-th vector is. Ritz values at or under the f32 floor of A do not count.
       const double top = th[0];
-      if (!(top > 0.0) || !std::isfinite(top)) break;  // unusable: the status words keep P
+      // Not expected after the gradient's status check; the exact host solver then decides.
+      if (!(top > 0.0) || !std::isfinite(top)) break;
       int64_t rEff = r;
       while (rEff > 0 && !(th[size_t(rEff - 1)] > kFloorRatio * top)) --rEff;
       if (rEff == 0) { *done = true; break; }
