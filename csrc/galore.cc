@@ -27,13 +27,16 @@ GemmMode modeOf(Napi::Env env, Napi::Object o) {
   return GemmMode(m);
 }
 
-// side, rows, cols, rank of a GaLore tensor from info[at..at+3], checked (E_ARG).
-void readShape(Napi::Env env, const Napi::CallbackInfo& info, int at, GaloreTensor& T) {
-  int64_t side = countArg(env, info[at], "side");
-  if (side > 2) throwError(env, "E_ARG", "side must be 0, 1 or 2");
-  T.side = GaloreSide(side);
-  T.rows = countArg(env, info[at + 1], "rows"); T.cols = countArg(env, info[at + 2], "cols"); T.rank = countArg(env, info[at + 3], "rank");
+// side, rows, cols, rank of a GaLore tensor, checked (E_ARG).
+void readShape(Napi::Env env, Napi::Value side, Napi::Value rows, Napi::Value cols, Napi::Value rank, GaloreTensor& T) {
+  int64_t s = countArg(env, side, "side");
+  if (s > 2) throwError(env, "E_ARG", "side must be 0, 1 or 2");
+  T.side = GaloreSide(s);
+  T.rows = countArg(env, rows, "rows"); T.cols = countArg(env, cols, "cols"); T.rank = countArg(env, rank, "rank");
   if (T.rank < 1 || T.rank > std::min(T.rows, T.cols)) throwError(env, "E_ARG", "rank must be in [1, min(rows, cols)]");
+}
+void readShape(Napi::Env env, const Napi::CallbackInfo& info, int at, GaloreTensor& T) {
+  readShape(env, info[at], info[at + 1], info[at + 2], info[at + 3], T);
 }
 
 // The projector(s) of T on dev: P (r x cols Right, rows x r otherwise) and, for Full, B (r x cols).
@@ -210,30 +213,100 @@ Napi::Value Step(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// One projection's operands from (G, gType, Pa, Pb, side, rows, cols, rank, out), all checked
+// against `dev` (the device of the first call's G; deviceOf(G) when dev < -1).
+struct Projection {
+  GaloreTensor T{};
+  float* out = nullptr;
+};
+Projection readProjection(Napi::Env env, const Napi::Value* v, int* dev) {
+  if (*dev < kCpu) *dev = deviceOf(env, v[0]);
+  else if (deviceOf(env, v[0]) != *dev) throwError(env, "E_DEVICE", "galoreProjectMany: gradients on different devices");
+  Projection p;
+  GaloreTensor& T = p.T;
+  T.gradDtype = floatDtype(env, v[1]);
+  readShape(env, v[4], v[5], v[6], v[7], T);
+  const size_t mn = size_t(T.rows * T.cols), rn = size_t(galoreRNumel(T));
+  T.grad = bufArg(env, v[0], *dev, mn * dtypeSize(T.gradDtype), "gradient");
+  readProjectors(env, *dev, v[2], v[3], T);
+  p.out = static_cast<float*>(bufArg(env, v[8], *dev, rn * 4, "output"));
+  return p;
+}
+
+// The scratch of a projection batch: sT (r x cols f32) when one is Full, sBig (rows x cols f32)
+// when one has a non-f32 G on CUDA; sized for the largest that needs it.
+void readProjectScratch(Napi::Env env, int dev, const std::vector<Projection>& ps, Napi::Value vT, Napi::Value vBig,
+                        float** sT, float** sBig) {
+  size_t t = 0, big = 0;
+  for (const Projection& p : ps) {
+    if (p.T.side == GaloreSide::Full) t = std::max(t, size_t(p.T.rank * p.T.cols));
+    if (dev != kCpu && p.T.gradDtype != DType::F32) big = std::max(big, size_t(p.T.rows * p.T.cols));
+  }
+  *sT = t > 0 ? static_cast<float*>(bufArg(env, vT, dev, t * 4, "scratch T")) : nullptr;
+  *sBig = big > 0 ? static_cast<float*>(bufArg(env, vBig, dev, big * 4, "scratch")) : nullptr;
+}
+
+GemmMode modeArg(Napi::Env env, Napi::Value v) {
+  int64_t mode = countArg(env, v, "mode");
+  if (mode > 2) throwError(env, "E_ARG", "mode must be 0 (tf32), 1 (strict f32) or 2 (bf16)");
+  return GemmMode(mode);
+}
+
 // galoreProject(G, gType, Pa, Pb, side, rows, cols, rank, out, sT, sBig, mode): out = project(G)
 // (f32, R-sized), the projection galoreStep makes, on the same GEMM layer. sT: r x cols f32 for
 // Full; sBig: rows x cols f32 when G is not f32 on CUDA.
 Napi::Value Project(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 12) throwError(env, "E_ARG", "galoreProject: bad arguments");
-  int dev = deviceOf(env, info[0]);
-  GaloreTensor T{};
-  T.gradDtype = floatDtype(env, info[1]);
-  readShape(env, info, 4, T);
-  int64_t mode = countArg(env, info[11], "mode");
-  if (mode > 2) throwError(env, "E_ARG", "mode must be 0 (tf32), 1 (strict f32) or 2 (bf16)");
-  const size_t mn = size_t(T.rows * T.cols), rn = size_t(galoreRNumel(T));
-  T.grad = bufArg(env, info[0], dev, mn * dtypeSize(T.gradDtype), "gradient");
-  readProjectors(env, dev, info[2], info[3], T);
-  auto* out = static_cast<float*>(bufArg(env, info[8], dev, rn * 4, "output"));
-  auto* sT = T.side == GaloreSide::Full ? static_cast<float*>(bufArg(env, info[9], dev, size_t(T.rank * T.cols) * 4, "scratch T")) : nullptr;
-  auto* sBig = static_cast<float*>(dev != kCpu && T.gradDtype != DType::F32 ? bufArg(env, info[10], dev, mn * 4, "scratch") : nullptr);
+  int dev = kCpu - 1;
+  Napi::Value v[9];
+  for (int i = 0; i < 9; ++i) v[i] = info[i];
+  std::vector<Projection> ps{readProjection(env, v, &dev)};
+  const GemmMode mode = modeArg(env, info[11]);
+  float *sT, *sBig;
+  readProjectScratch(env, dev, ps, info[9], info[10], &sT, &sBig);
   if (dev == kCpu) {
-    cpu::galoreProject(T, out, sT);
+    cpu::galoreProject(ps[0].T, ps[0].out, sT);
     return env.Undefined();
   }
-  gpu::Status st = gpu::galoreProject(dev, T, out, sT, sBig, GemmMode(mode));
+  gpu::Status st = gpu::galoreProject(dev, ps[0].T, ps[0].out, sT, sBig, mode);
   if (!st.ok()) throwCuda(env, dev, st, "galoreProject");
+  return env.Undefined();
+}
+
+// galoreProjectMany(entries, sT, sBig, mode), entries: [G, gType, Pa, Pb, side, rows, cols, rank,
+// out] each, on one device: every galoreProject of the list, all checked before any runs (CUDA:
+// same-shaped f32 ones as one batched product). Outputs must not overlap each other or any input.
+Napi::Value ProjectMany(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[0].IsArray()) throwError(env, "E_ARG", "galoreProjectMany(entries, sT, sBig, mode)");
+  Napi::Array list = info[0].As<Napi::Array>();
+  if (list.Length() == 0) return env.Undefined();
+  int dev = kCpu - 1;
+  std::vector<Projection> ps;
+  for (uint32_t i = 0; i < list.Length(); ++i) {
+    Napi::Value e = list.Get(i);
+    if (!e.IsArray() || e.As<Napi::Array>().Length() != 9) throwError(env, "E_ARG", "galoreProjectMany: an entry is not a 9-array");
+    Napi::Array a = e.As<Napi::Array>();
+    Napi::Value v[9];
+    for (uint32_t k = 0; k < 9; ++k) v[k] = a.Get(k);
+    ps.push_back(readProjection(env, v, &dev));
+  }
+  const GemmMode mode = modeArg(env, info[3]);
+  float *sT, *sBig;
+  readProjectScratch(env, dev, ps, info[1], info[2], &sT, &sBig);
+  if (dev == kCpu) {
+    for (const Projection& p : ps) cpu::galoreProject(p.T, p.out, sT);
+    return env.Undefined();
+  }
+  std::vector<GaloreTensor> ts;
+  std::vector<float*> outs;
+  for (const Projection& p : ps) {
+    ts.push_back(p.T);
+    outs.push_back(p.out);
+  }
+  gpu::Status st = gpu::galoreProjectMany(dev, ts.data(), outs.data(), int64_t(ts.size()), sT, sBig, mode);
+  if (!st.ok()) throwCuda(env, dev, st, "galoreProjectMany");
   return env.Undefined();
 }
 
@@ -283,6 +356,7 @@ void registerGalore(Napi::Env env, Napi::Object exports) {
   exports.Set("galoreStep", Napi::Function::New(env, Step));
   exports.Set("galoreFinish", Napi::Function::New(env, Finish));
   exports.Set("galoreProject", Napi::Function::New(env, Project));
+  exports.Set("galoreProjectMany", Napi::Function::New(env, ProjectMany));
   exports.Set("linalgInfo", Napi::Function::New(env, LinalgInfo));
   exports.Set("setForceBuiltin", Napi::Function::New(env, SetForceBuiltin));
   exports.Set("setStreamGemm", Napi::Function::New(env, SetStreamGemm));

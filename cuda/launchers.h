@@ -59,6 +59,10 @@ Status galoreStep(int dev, const GaloreTensor& T, const GaloreHyper& h, const Ad
 // R = project(G) into sR (sBig: G's f32 copy when G is not f32), and out = back(N) in f32, as
 // galoreStep computes them (used by GaLoreAdafactor).
 Status galoreProject(int dev, const GaloreTensor& T, float* sR, float* sT, float* sBig, GemmMode mode);
+// galoreProject of n tensors into outs[i]; f32 gradients of one shape and side go to cuBLAS as one
+// batched call (sT, sBig as galoreProject: shared scratch for the tensors that need it).
+Status galoreProjectMany(int dev, const GaloreTensor* ts, float* const* outs, int64_t n, float* sT, float* sBig,
+                         GemmMode mode);
 Status galoreBackF32(int dev, const GaloreTensor& T, const float* N, float* out, float* sT, GemmMode mode);
 // counters->step += 1 or counters->skipped += 1 by *flag.
 Status galoreFinish(int dev, AdamwCounters* counters, const int32_t* flag);

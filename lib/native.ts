@@ -91,6 +91,11 @@ export interface NativeAddon {
   galoreProject(g: NativeBufferHandle, gType: number, pa: NativeBufferHandle, pb: NativeBufferHandle | null, side: number,
                 rows: number, cols: number, rank: number, out: NativeBufferHandle, sT: NativeBufferHandle | null,
                 sBig: NativeBufferHandle | null, mode: number): void;
+  /** galoreProject of each entry [g, gType, pa, pb, side, rows, cols, rank, out], all checked first;
+   *  on CUDA same-shaped f32 projections run as one batched product. */
+  galoreProjectMany(entries: [NativeBufferHandle, number, NativeBufferHandle, NativeBufferHandle | null, number, number,
+                              number, number, NativeBufferHandle][],
+                    sT: NativeBufferHandle | null, sBig: NativeBufferHandle | null, mode: number): void;
   galoreFinish(counters: NativeBufferHandle, flag: NativeBufferHandle): void;
   apolloScratch(rows: number, cols: number, rank: number): { p: number; r: number; chan: number; norms: number; left: boolean };
   apolloProjection(p: NativeBufferHandle, seed: bigint, refreshIndex: number, rows: number, cols: number, rank: number): void;

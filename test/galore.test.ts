@@ -3,6 +3,7 @@ import { relErr, Rng } from "./reference";
 import { galoreRefStep, GaloreRef, newGaloreRef, RefSide, separatedGradient, topVectors } from "./galore_reference";
 import { expectCode } from "./helpers";
 import { expectNonFiniteSkip, NONFINITE_RANKS, NONFINITE_VALUES } from "./galore_nonfinite";
+import { native } from "../lib/native";
 
 async function raw(t: Tensor): Promise<number[]> { return Array.from(await t.toTypedArray()); }
 
@@ -206,6 +207,30 @@ describe("GaLoreAdamW refusals change nothing", () => {
     expectCode(() => new GaLoreAdamW([{ params: [w, b], rank: 2 }]), "E_ARG");
     expectCode(() => new GaLoreAdamW([{ params: [w], rank: 2, projType: "diag" as ProjType }]), "E_ARG");
     expectCode(() => new GaLoreAdamW([{ params: [w], rank: 2, scale: -1 }]), "E_ARG");
+  });
+
+  test("the batched projection call: every entry checked before any runs; results as one call each", async () => {
+    const rng = new Rng(81);
+    const nat = native();
+    // Right side (P: r x cols) for 6 x 4 at rank 2; left side (P: rows x r) for 3 x 5 at rank 2.
+    const g1 = tensor(rng.normals(24), [6, 4], { device: "cpu" }), p1 = tensor(rng.normals(8), [2, 4], { device: "cpu" });
+    const g2 = tensor(rng.normals(15), [3, 5], { device: "cpu" }), p2 = tensor(rng.normals(6), [3, 2], { device: "cpu" });
+    const outs = [tensor(new Float32Array(12).fill(7), [12], { device: "cpu" }), tensor(new Float32Array(10).fill(7), [10], { device: "cpu" })];
+    const short = zeros([9], { device: "cpu" });
+    const entry = (g: Tensor, p: Tensor, side: number, rows: number, cols: number, out: Tensor) =>
+      [g.handle, 0, p.handle, null, side, rows, cols, 2, out.handle] as Parameters<typeof nat.galoreProjectMany>[0][number];
+    // A bad second entry (output too small, rank over min(rows, cols), 10-element entry): nothing is written.
+    for (const [bad, code] of [[entry(g2, p2, 1, 3, 5, short), "E_SHAPE"],
+                               [entry(g2, p2, 1, 3, 5, outs[1]).map((v, i) => (i === 7 ? 4 : v)), "E_ARG"],
+                               [[...entry(g2, p2, 1, 3, 5, outs[1]), 0], "E_ARG"]] as const) {
+      expectCode(() => nat.galoreProjectMany([entry(g1, p1, 0, 6, 4, outs[0]), bad as never], null, null, 0), code);
+      for (const o of outs) expect(Array.from(await o.toFloat32Array()).every((x) => x === 7)).toBe(true);
+    }
+    nat.galoreProjectMany([entry(g1, p1, 0, 6, 4, outs[0]), entry(g2, p2, 1, 3, 5, outs[1])], null, null, 1);
+    const one = [zeros([12], { device: "cpu" }), zeros([10], { device: "cpu" })];
+    nat.galoreProject(g1.handle, 0, p1.handle, null, 0, 6, 4, 2, one[0].handle, null, null, 1);
+    nat.galoreProject(g2.handle, 0, p2.handle, null, 1, 3, 5, 2, one[1].handle, null, null, 1);
+    for (let i = 0; i < 2; i++) expect(await outs[i].toFloat32Array()).toEqual(await one[i].toFloat32Array());
   });
 
   test("options broken between steps -> E_ARG, parameters and states bit-identical", async () => {

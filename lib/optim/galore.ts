@@ -515,11 +515,12 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     const nat = native();
     const sc = this.scratch.get(s.device)!;
     const mode = GEMM_MODE[g.precision as GemmPrecision];
-    for (const [p, out] of slots) {
+    // One call: same-shaped tensors are projected as one batched product on CUDA.
+    nat.galoreProjectMany([...slots].map(([p, out]) => {
       const q = s.params.get(p)!;
-      nat.galoreProject(p.grad.handle, DTYPE_CODE[p.grad.dtype], q.pA.handle, q.pB?.handle ?? null, q.side, q.rows, q.cols,
-                        q.rank, out.handle, sc.sT?.handle ?? null, sc.sBig?.handle ?? null, mode);
-    }
+      return [p.grad.handle, DTYPE_CODE[p.grad.dtype], q.pA.handle, q.pB?.handle ?? null, q.side, q.rows, q.cols, q.rank,
+              out.handle];
+    }), sc.sT?.handle ?? null, sc.sBig?.handle ?? null, mode);
     nat.galoreScan(flag.handle, params.map((p) => {
       const r = slots.get(p);
       return r ? [r.handle, DTYPE_CODE.f32, rNumelOf(s.params.get(p)!)] as [NativeBufferHandle, number, number] : this.scanEntry(p);
@@ -543,11 +544,77 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
       } else {
         nat.fillZero(s.flag.handle, 4);
       }
-      for (const p of g.params) this.stepRankedTensor(g, s, p, s.counters, s.flag, ws.get(s.device), slots?.get(p));
+      if (slots) {
+        for (const p of g.params) this.stepRankedTensor(g, s, p, s.counters, s.flag, ws.get(s.device), slots.get(p));
+      } else {
+        for (const chunk of this.projectionChunks(g, s)) this.stepChunk(g, s, chunk, ws.get(s.device));
+      }
       nat.galoreFinish(s.counters.handle, s.flag.handle);
       s.calls++;
     }
     this.projectedGrads.clear();
+  }
+
+  // ---- batched projections on the other steps ---------------------------------------------------
+  //
+  // Where R is not projected first (the G scan, or no check), each step would project its own
+  // tensor. On CUDA, same-shaped tensors with f32 gradients are instead projected a chunk at a time
+  // by one batched product (many small products fill the GPU together; bench/NOTES.md), each chunk's
+  // R buffers together within one f32 gradient of the group, as projecting first allows itself.
+
+  /** The group's tensors in the order they step, as chunks: a chunk of one projects in its own
+   *  step; a longer one is projected together first. */
+  private projectionChunks(g: ParamGroup<GaLoreOptions>, s: RankGroupState): Parameter[][] {
+    const refresh = s.calls % (g.updateProjGap as number) === 0;
+    if (s.device.kind !== "cuda" || refresh) return g.params.map((p) => [p]);
+    const budget = Math.max(...g.params.map((p) => p.numel));
+    const byShape = new Map<string, Parameter[][]>();
+    const chunks: Parameter[][] = [];
+    for (const p of g.params) {
+      const q = s.params.get(p)!;
+      if (p.grad.dtype !== "f32" || q.side === Side.Full || this.projectedGrads.has(p)) {
+        chunks.push([p]);
+        continue;
+      }
+      const key = `${q.side} ${q.rows} ${q.cols} ${q.rank}`;
+      const open = byShape.get(key);
+      const last = open?.[open.length - 1];
+      if (last && (last.length + 1) * rNumelOf(q) <= budget) {
+        last.push(p);
+      } else {
+        const c = [p];
+        chunks.push(c);
+        if (open) open.push(c);
+        else byShape.set(key, [c]);
+      }
+    }
+    return chunks;
+  }
+
+  /** Steps a chunk of projectionChunks(): a longer one projected first into its own R buffers (one
+   *  per tensor, freed after); where those cannot be allocated (E_OOM), each projects itself. */
+  private stepChunk(g: ParamGroup<GaLoreOptions>, s: RankGroupState, chunk: Parameter[], ws: Tensor | undefined): void {
+    const step = (p: Parameter, r?: Tensor) => this.stepRankedTensor(g, s, p, s.counters, s.flag, ws, r);
+    if (chunk.length === 1) return step(chunk[0]);
+    const rs: Tensor[] = [];
+    try {
+      for (const p of chunk) rs.push(Tensor.empty([rNumelOf(s.params.get(p)!)], "f32", s.device));
+    } catch (e) {
+      for (const t of rs) t.dispose();
+      if (!(e instanceof SlimoptError && e.code === "E_OOM")) throw e;
+      for (const p of chunk) step(p);
+      return;
+    }
+    try {
+      const sc = this.scratch.get(s.device)!;
+      native().galoreProjectMany(chunk.map((p, i) => {
+        const q = s.params.get(p)!;
+        return [p.grad.handle, DTYPE_CODE.f32, q.pA.handle, null, q.side, q.rows, q.cols, q.rank, rs[i].handle];
+      }), sc.sT?.handle ?? null, sc.sBig?.handle ?? null, GEMM_MODE[g.precision as GemmPrecision]);
+      chunk.forEach((p, i) => step(p, rs[i]));
+    } finally {
+      for (const t of rs) t.dispose();
+    }
   }
 
   /** Refresh (when due) and step of one tensor of a rank group, on the given counters and flag.
