@@ -11,7 +11,13 @@
 //  * Older GPUs: SIMT FMAs, each thread owning a 4 x 4 block of C at stride 16 (rows ty + 16u,
 //    columns tx + 16w), so that a warp's shared memory reads are broadcasts (A) or consecutive
 //    doubles (B).
+// Split-K. The refresh's k x k products over the gradient's side (k = 256, K = 4096 or more) have
+// 16 output tiles for 132 SMs: one took 480 us on the H200 (bench/results/NVIDIA-H200-2026-11-25-3/
+// ncu-refresh-*.txt). With fewer tiles than SMs and a long K, blockIdx.z takes one of s contiguous K
+// ranges (multiples of BK) and writes its f64 partial tile to a stream-ordered workspace, and
+// splitSumKernel adds the s partials in index order (the same bits on every run) into C.
 #include "gemm_f64.cuh"
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 
@@ -61,8 +67,34 @@ __device__ __forceinline__ void mmaF64(double& d0, double& d1, double a, double 
 #endif
 }
 
+// The kernels' arguments: the product, the K range of one blockIdx.z (a multiple of BK; K when not
+// split), and the split's partial tiles ([s][M][N] f64) or null (then C is written).
+struct K64 {
+  Gemm64Args g;
+  int64_t kPer;
+  double* partials;
+};
+
+// Writes one element of the block's result: to its split's partial tile, or to C in C's type.
+template <typename TC>
+__device__ __forceinline__ void put(const K64& k, int64_t i, int64_t j, double v) {
+  if (k.partials != nullptr) k.partials[(int64_t(blockIdx.z) * k.g.M + i) * k.g.N + j] = v;
+  else static_cast<TC*>(k.g.C)[i * k.g.ldc + j] = TC(v);
+}
+
+template <typename TC>
+__global__ void splitSumKernel(const double* __restrict__ parts, int s, int64_t M, int64_t N, TC* __restrict__ C,
+                               int64_t ldc) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < M * N; e += int64_t(gridDim.x) * blockDim.x) {
+    double v = 0.0;
+    for (int z = 0; z < s; ++z) v += parts[int64_t(z) * M * N + e];
+    C[(e / N) * ldc + e % N] = TC(v);
+  }
+}
+
 template <typename TA, typename TB, typename TC>
-__global__ void __launch_bounds__(kThreads) gemm64TensorKernel(const Gemm64Args g) {
+__global__ void __launch_bounds__(kThreads) gemm64TensorKernel(const K64 k) {
+  const Gemm64Args& g = k.g;
   __shared__ double As[BK][kStride];
   __shared__ double Bs[BK][kStride];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
@@ -74,7 +106,8 @@ __global__ void __launch_bounds__(kThreads) gemm64TensorKernel(const Gemm64Args 
   for (int mt = 0; mt < 4; ++mt)
 #pragma unroll
     for (int nt = 0; nt < 2; ++nt) acc[mt][nt][0] = acc[mt][nt][1] = 0.0;
-  for (int64_t p0 = 0; p0 < g.K; p0 += BK) {
+  const int64_t kBegin = int64_t(blockIdx.z) * k.kPer, kEnd = min(g.K, kBegin + k.kPer);
+  for (int64_t p0 = kBegin; p0 < kEnd; p0 += BK) {
     loadSlice<TA, TB, kStride>(g, i0, j0, p0, As, Bs);
     __syncthreads();
 #pragma unroll
@@ -91,7 +124,6 @@ __global__ void __launch_bounds__(kThreads) gemm64TensorKernel(const Gemm64Args 
     }
     __syncthreads();
   }
-  TC* C = static_cast<TC*>(g.C);
 #pragma unroll
   for (int mt = 0; mt < 4; ++mt) {
     const int64_t i = i0 + wm + mt * 8 + gq;
@@ -101,13 +133,14 @@ __global__ void __launch_bounds__(kThreads) gemm64TensorKernel(const Gemm64Args 
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const int64_t j = j0 + wn + nt * 8 + 2 * tq + h;
-        if (j < g.N) C[i * g.ldc + j] = TC(acc[mt][nt][h]);
+        if (j < g.N) put<TC>(k, i, j, acc[mt][nt][h]);
       }
   }
 }
 
 template <typename TA, typename TB, typename TC>
-__global__ void __launch_bounds__(kThreads) gemm64Kernel(const Gemm64Args g) {
+__global__ void __launch_bounds__(kThreads) gemm64Kernel(const K64 k) {
+  const Gemm64Args& g = k.g;
   __shared__ double As[BK][BM + 1];
   __shared__ double Bs[BK][BN + 1];
   const int tid = threadIdx.x;
@@ -118,7 +151,8 @@ __global__ void __launch_bounds__(kThreads) gemm64Kernel(const Gemm64Args g) {
   for (int u = 0; u < TM; ++u)
 #pragma unroll
     for (int w = 0; w < TN; ++w) acc[u][w] = 0.0;
-  for (int64_t p0 = 0; p0 < g.K; p0 += BK) {
+  const int64_t kBegin = int64_t(blockIdx.z) * k.kPer, kEnd = min(g.K, kBegin + k.kPer);
+  for (int64_t p0 = kBegin; p0 < kEnd; p0 += BK) {
     loadSlice<TA, TB, BM + 1>(g, i0, j0, p0, As, Bs);
     __syncthreads();
 #pragma unroll
@@ -135,7 +169,6 @@ __global__ void __launch_bounds__(kThreads) gemm64Kernel(const Gemm64Args g) {
     }
     __syncthreads();
   }
-  TC* C = static_cast<TC*>(g.C);
 #pragma unroll
   for (int u = 0; u < TM; ++u) {
     const int64_t i = i0 + ty + 16 * u;
@@ -143,27 +176,32 @@ __global__ void __launch_bounds__(kThreads) gemm64Kernel(const Gemm64Args g) {
 #pragma unroll
     for (int w = 0; w < TN; ++w) {
       const int64_t j = j0 + tx + 16 * w;
-      if (j < g.N) C[i * g.ldc + j] = TC(acc[u][w]);
+      if (j < g.N) put<TC>(k, i, j, acc[u][w]);
     }
   }
 }
 
 template <typename TA, typename TB, typename TC>
-void launch(cudaStream_t st, const Gemm64Args& g, dim3 grid, bool tensor) {
-  if (tensor) gemm64TensorKernel<TA, TB, TC><<<grid, kThreads, 0, st>>>(g);
-  else gemm64Kernel<TA, TB, TC><<<grid, kThreads, 0, st>>>(g);
+void launch(cudaStream_t st, const K64& k, dim3 grid, bool tensor) {
+  if (tensor) gemm64TensorKernel<TA, TB, TC><<<grid, kThreads, 0, st>>>(k);
+  else gemm64Kernel<TA, TB, TC><<<grid, kThreads, 0, st>>>(k);
+  if (k.partials != nullptr) {
+    const int64_t mn = k.g.M * k.g.N;
+    const unsigned blocks = unsigned(std::min<int64_t>((mn + 255) / 256, 1024));
+    splitSumKernel<TC><<<blocks, 256, 0, st>>>(k.partials, int(grid.z), k.g.M, k.g.N, static_cast<TC*>(k.g.C), k.g.ldc);
+  }
 }
 
 template <typename TA, typename TB>
-void launchC(cudaStream_t st, const Gemm64Args& g, dim3 grid, bool tensor) {
-  if (g.cType == Real::F32) launch<TA, TB, float>(st, g, grid, tensor);
-  else launch<TA, TB, double>(st, g, grid, tensor);
+void launchC(cudaStream_t st, const K64& k, dim3 grid, bool tensor) {
+  if (k.g.cType == Real::F32) launch<TA, TB, float>(st, k, grid, tensor);
+  else launch<TA, TB, double>(st, k, grid, tensor);
 }
 
 template <typename TA>
-void launchB(cudaStream_t st, const Gemm64Args& g, dim3 grid, bool tensor) {
-  if (g.bType == Real::F32) launchC<TA, float>(st, g, grid, tensor);
-  else launchC<TA, double>(st, g, grid, tensor);
+void launchB(cudaStream_t st, const K64& k, dim3 grid, bool tensor) {
+  if (k.g.bType == Real::F32) launchC<TA, float>(st, k, grid, tensor);
+  else launchC<TA, double>(st, k, grid, tensor);
 }
 
 }  // namespace
@@ -178,10 +216,36 @@ Status gemm64(int dev, cudaStream_t st, const Gemm64Args& g) {
     return e != nullptr && std::string(e) == "simt";
   }();
   const bool tensor = major >= 8 && !simt;
-  const dim3 grid(unsigned((g.N + BN - 1) / BN), unsigned((g.M + BM - 1) / BM));
-  if (g.aType == Real::F32) launchB<float>(st, g, grid, tensor);
-  else launchB<double>(st, g, grid, tensor);
-  return lastError("gemm64");
+  const int64_t tiles = ((g.N + BN - 1) / BN) * ((g.M + BM - 1) / BM);
+  int sms = 0;
+  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) return lastError("gemm64");
+  // Splits: about two blocks per SM, each K range at least kMinSplitK long, at most kMaxSplits.
+  constexpr int64_t kMinSplitK = 256, kMaxSplits = 32;
+  int64_t splits = 1;
+  if (tiles < sms && g.K >= 2 * kMinSplitK)
+    splits = std::max<int64_t>(1, std::min({(2 * int64_t(sms) + tiles - 1) / tiles, g.K / kMinSplitK, kMaxSplits}));
+  K64 k{g, g.K, nullptr};
+  if (splits > 1) {
+    const int64_t per = (g.K + splits - 1) / splits;
+    k.kPer = (per + BK - 1) / BK * BK;
+    splits = (g.K + k.kPer - 1) / k.kPer;
+    // Without the workspace (out of memory) the product runs unsplit.
+    if (cudaMallocAsync(reinterpret_cast<void**>(&k.partials), size_t(splits * g.M * g.N) * sizeof(double), st) != cudaSuccess) {
+      cudaGetLastError();
+      k.partials = nullptr;
+      k.kPer = g.K;
+      splits = 1;
+    }
+  }
+  const dim3 grid(unsigned((g.N + BN - 1) / BN), unsigned((g.M + BM - 1) / BM), unsigned(splits));
+  if (g.aType == Real::F32) launchB<float>(st, k, grid, tensor);
+  else launchB<double>(st, k, grid, tensor);
+  Status ok = lastError("gemm64");
+  if (k.partials != nullptr) {
+    const Status freed = statusOf(cudaFreeAsync(k.partials, st), "gemm64 (split workspace)");
+    if (ok.ok()) ok = freed;
+  }
+  return ok;
 }
 
 }  // namespace gpu
