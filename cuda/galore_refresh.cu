@@ -96,6 +96,14 @@ typedef int (*SyevdxFn)(void*, int, int, int, int, float*, int, float, float, in
 // uplo, n, A, lda, W, work, lwork, devInfo): the refinement's small f64 problems (optional symbols).
 typedef int (*DsyevdBufferSizeFn)(void*, int, int, int, const double*, int, const double*, int*);
 typedef int (*DsyevdFn)(void*, int, int, int, double*, int, double*, double*, int, int*);
+// cusolverDnDpotrf_bufferSize(handle, uplo, n, A, lda, lwork) / cusolverDnDpotrf(handle, uplo, n, A,
+// lda, work, lwork, devInfo); cusolverDnXtrtri_bufferSize(handle, uplo, diag, n, dataType, A, lda,
+// deviceBytes, hostBytes) / cusolverDnXtrtri(handle, uplo, diag, n, dataType, A, lda, device,
+// deviceBytes, host, hostBytes, devInfo): the filter's Cholesky orthonormalisation (optional).
+typedef int (*DpotrfBufferSizeFn)(void*, int, int, double*, int, int*);
+typedef int (*DpotrfFn)(void*, int, int, double*, int, double*, int, int*);
+typedef int (*XtrtriBufferSizeFn)(void*, int, int, int64_t, int, void*, int64_t, size_t*, size_t*);
+typedef int (*XtrtriFn)(void*, int, int, int64_t, int, void*, int64_t, void*, size_t, void*, size_t, int*);
 
 struct Cusolver {
   bool tried = false;
@@ -107,10 +115,15 @@ struct Cusolver {
   SyevdxFn syevdx = nullptr;
   DsyevdBufferSizeFn dBufferSize = nullptr;  // optional: without them the f64 Jacobi serves
   DsyevdFn dsyevd = nullptr;
+  DpotrfBufferSizeFn dpotrfBufferSize = nullptr;  // optional: without them the eigen-problem serves
+  DpotrfFn dpotrf = nullptr;
+  XtrtriBufferSizeFn xtrtriBufferSize = nullptr;
+  XtrtriFn xtrtri = nullptr;
   void* handles[64] = {};
 };
 
-constexpr int kEigModeVector = 1, kEigRangeI = 1002, kFillLower = 0;
+// cusolverEigMode_t, cusolverEigRange_t, cublasFillMode_t, cublasDiagType_t, cudaDataType_t values.
+constexpr int kEigModeVector = 1, kEigRangeI = 1002, kFillLower = 0, kFillUpper = 1, kDiagNonUnit = 0, kCudaR64F = 1;
 
 std::mutex gSolverMutex;
 Cusolver gSolver;
@@ -133,6 +146,10 @@ Cusolver* loadCusolver() {
       gSolver.syevdx = reinterpret_cast<SyevdxFn>(dlsym(h, "cusolverDnSsyevdx"));
       gSolver.dBufferSize = reinterpret_cast<DsyevdBufferSizeFn>(dlsym(h, "cusolverDnDsyevd_bufferSize"));
       gSolver.dsyevd = reinterpret_cast<DsyevdFn>(dlsym(h, "cusolverDnDsyevd"));
+      gSolver.dpotrfBufferSize = reinterpret_cast<DpotrfBufferSizeFn>(dlsym(h, "cusolverDnDpotrf_bufferSize"));
+      gSolver.dpotrf = reinterpret_cast<DpotrfFn>(dlsym(h, "cusolverDnDpotrf"));
+      gSolver.xtrtriBufferSize = reinterpret_cast<XtrtriBufferSizeFn>(dlsym(h, "cusolverDnXtrtri_bufferSize"));
+      gSolver.xtrtri = reinterpret_cast<XtrtriFn>(dlsym(h, "cusolverDnXtrtri"));
       if (gSolver.create && gSolver.setStream && gSolver.bufferSize && gSolver.syevdx) {
         gSolver.lib = h;
         gSolver.path = n;
@@ -183,6 +200,10 @@ constexpr int kStatusWords = 8;
 // Ritz values (squared singular values) below kFloorRatio of the largest are under the f32 rounding
 // of the gradient, where the Gram side keeps the solver's vector.
 constexpr double kDropRatio = 1e-10, kFloorRatio = 1e-14;
+// The filter's Rayleigh-Ritz steps orthonormalise by Cholesky where E1 S E1^T is within this of the
+// identity (the eigen-decomposition, which drops dependent rows, reaches about the same with
+// kDropRatio); else by the eigen-decomposition.
+constexpr double kCholResidual = 1e-6;
 
 SLIMOPT_HD uint64_t splitmix(uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
@@ -315,6 +336,38 @@ __global__ void scaleRowsColsKernel(double* E, int64_t rows, int64_t cols, const
     const double f = (di > floor * d[0] && di > 0.0) ? 1.0 / sqrt(di) : 0.0;
     E[e] *= colScale != nullptr ? f * colScale[j] : f;
   }
+}
+
+// T (k x k) = the lower triangle of L (row-major; what Dpotrf + Xtrtri with the upper fill mode leave
+// there: the inverse of the row-major Cholesky factor), zeros above; E = T diag(c).
+__global__ void lowerInverseKernel(const double* L, int64_t k, const double* c, double* T, double* E) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < k * k; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = e / k, j = e % k;
+    const double v = j <= i ? L[e] : 0.0;
+    T[e] = v;
+    E[e] = v * c[j];
+  }
+}
+
+// *out = max |R_ij - delta_ij| over the k x k R, or +inf when either factorisation reported a
+// failure (status words 6, 7): one block.
+__global__ void identityResidualKernel(const double* R, int64_t k, const int32_t* st, double* out) {
+  __shared__ double red[1024];
+  double m = 0.0;
+  for (int64_t e = threadIdx.x; e < k * k; e += blockDim.x) {
+    const double v = fabs(R[e] - (e / k == e % k ? 1.0 : 0.0));
+    m = v > m || v != v ? v : m;  // a NaN wins
+  }
+  red[threadIdx.x] = m;
+  __syncthreads();
+  for (int w = blockDim.x / 2; w > 0; w /= 2) {
+    if (threadIdx.x < w) {
+      const double o = red[threadIdx.x + w];
+      if (o > red[threadIdx.x] || o != o) red[threadIdx.x] = o;
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) *out = (st[6] != 0 || st[7] != 0 || red[0] != red[0]) ? INFINITY : red[0];
 }
 
 // The Chebyshev filter's schedule (see Refresher::filterSolve): the first filtered round's degree,
@@ -581,6 +634,10 @@ struct Plan {
   bool filter = false;   // svd by the Chebyshev-filtered iteration on A (Refresher::filterSolve)
   int lwork = 0;
   int lwork64 = 0;       // Dsyevd's workspace (doubles)
+  bool chol = false;     // the filter's Rayleigh-Ritz orthonormalises by Dpotrf + Xtrtri (else eigen64)
+  int cholLwork = 0;     // Dpotrf's workspace (doubles)
+  size_t trtriDevice = 0, trtriHost = 0;  // Xtrtri's workspaces (bytes)
+  int64_t oChol = 0;     // Dpotrf's workspace, Xtrtri's, and the residual (one double)
   int passes = 0;        // of the refinement (see galoreRefresh)
   // Offsets in floats. oQ: k x n (the iteration's Z), followed by oY (its Y2); together they hold
   // the refinement's f64 T. o64: the refinement's f64 k x k matrices (refine()).
@@ -598,7 +655,20 @@ bool syevdxForced() {
   return on;
 }
 
+// SLIMOPT_RR_ORTHO=eigen: the filter's Rayleigh-Ritz steps orthonormalise by the eigen-decomposition
+// even where Cholesky is available (the path before it, kept to compare the two in one run).
+bool cholOff() {
+  static const bool off = [] {
+    const char* e = std::getenv("SLIMOPT_RR_ORTHO");
+    return e != nullptr && std::string(e) == "eigen";
+  }();
+  return off;
+}
+
 int64_t align64(int64_t x) { return (x + 63) / 64 * 64; }
+
+// Where Xtrtri's device workspace starts after Dpotrf's (doubles; 256-byte aligned).
+int64_t cholTrtriOffset(int64_t potrfDoubles) { return (potrfDoubles + 32) / 32 * 32; }
 
 // Floats of the refinement's f64 block: four k x k matrices, three k-vectors, Dsyevd's workspace.
 int64_t small64Floats(int64_t k, int64_t lwork64) { return 2 * (4 * k * k + 3 * k + lwork64); }
@@ -638,11 +708,17 @@ Status makePlan(int dev, int64_t rows, int64_t cols, int64_t r, bool left, Refre
       const int rc = c->dBufferSize(h, kEigModeVector, kFillLower, int(kf), nullptr, int(kf), nullptr, &p.lwork64);
       if (rc != 0) return solverFail(rc, "cusolverDnDsyevd_bufferSize");
       p.dsyevd = true;
+      if (!cholOff() && c->dpotrfBufferSize != nullptr && c->dpotrf != nullptr && c->xtrtriBufferSize != nullptr &&
+          c->xtrtri != nullptr &&
+          c->dpotrfBufferSize(h, kFillUpper, int(kf), nullptr, int(kf), &p.cholLwork) == 0 &&
+          c->xtrtriBufferSize(h, kFillUpper, kDiagNonUnit, kf, kCudaR64F, nullptr, kf, &p.trtriDevice, &p.trtriHost) == 0)
+        p.chol = true;
     }
     p.oA = take(n * n);
     p.oF = take(3 * align64(kf * n));                  // three k x n f32 blocks of the filter
     p.oR64 = take(2 * (6 * kf * kf + 3 * kf));         // the Rayleigh-Ritz's f64 k x k matrices
     p.o64 = take(small64Floats(kf, p.lwork64));
+    if (p.chol) p.oChol = take(2 * (cholTrtriOffset(p.cholLwork) + int64_t((p.trtriDevice + 7) / 8) + 1));
     p.passes = double(kf) * double(n) * double(p.other) <= 1073741824.0 ? 2 : 1;
     p.oQ = take(2 * align64(kf * n));
     p.oT = take(kf * p.other);
@@ -1013,8 +1089,50 @@ class Refresher {
     return gemm(dev_, g, GemmMode::Strict);
   }
 
+  // E1 = Lr^-1 diag(sc) from the unit-row Gram S (k x k, kept) = Lr Lr^T: E1 F is then orthonormal.
+  // Dpotrf and Xtrtri on a copy in `work`; T, R, U are k x k scratch. *used: the residual
+  // max |Lr^-1 S Lr^-T - I| (read on the host: one sync) is within kCholResidual, else the caller
+  // takes the eigen-decomposition. Where Dsyevd took ~2 ms at k = 256 on the H200, this takes a
+  // fraction (bench/results/NVIDIA-H200-2026-11-25-3/).
+  Status choleskyE1(const double* S, double* work, const double* sc, double* E1, double* T, double* R, double* U,
+                    bool* used) {
+    const int64_t k = p_.k, kk = k * k;
+    *used = false;
+    Cusolver* s = cusolver();
+    void* h = s ? solverHandle(s, dev_, st_) : nullptr;
+    if (h == nullptr) return solverFail(-1, "cusolverDnCreate");
+    int32_t* stw = reinterpret_cast<int32_t*>(ws_);
+    double* lwork = reinterpret_cast<double*>(ws_ + p_.oChol);
+    double* tdev = lwork + cholTrtriOffset(p_.cholLwork);
+    double* residual = tdev + (p_.trtriDevice + 7) / 8;
+    trtriHost_.resize(p_.trtriHost + 16);
+    Status ok = statusOf(cudaMemcpyAsync(work, S, size_t(kk) * 8, cudaMemcpyDeviceToDevice, st_), "galoreRefresh (Cholesky)");
+    if (!ok.ok()) return ok;
+    int rc = s->dpotrf(h, kFillUpper, int(k), work, int(k), lwork, p_.cholLwork, stw + 6);
+    if (rc != 0) return solverFail(rc, "cusolverDnDpotrf");
+    rc = s->xtrtri(h, kFillUpper, kDiagNonUnit, k, kCudaR64F, work, k, tdev, p_.trtriDevice, trtriHost_.data(),
+                   p_.trtriHost, stw + 7);
+    if (rc != 0) return solverFail(rc, "cusolverDnXtrtri");
+    lowerInverseKernel<<<gridFor(dev_, kk), 256, 0, st_>>>(work, k, sc, T, E1);
+    ok = lastError("galoreRefresh (Cholesky)");
+    const Real F64 = Real::F64;
+    if (ok.ok()) ok = g64(k, k, k, T, F64, k, false, S, F64, k, false, R, F64);  // Lr^-1 S
+    if (ok.ok()) ok = g64(k, k, k, R, F64, k, false, T, F64, k, true, U, F64);   // Lr^-1 S Lr^-T
+    if (!ok.ok()) return ok;
+    identityResidualKernel<<<1, 1024, 0, st_>>>(U, k, stw, residual);
+    ok = lastError("galoreRefresh (Cholesky check)");
+    double r = INFINITY;
+    if (ok.ok()) ok = copyDtoH(dev_, &r, residual, sizeof(double));
+    if (!ok.ok()) return ok;
+    // A failed factorisation leaves its info word set; clear both for the next attempt.
+    ok = memsetZero(dev_, stw + 6, 8);
+    *used = r <= kCholResidual;
+    return ok;
+  }
+
   // Rayleigh-Ritz on the rows of F (any basis, not orthonormal): G = F A; E1 = D^-1/2 U^T diag(s)
-  // from the unit-row Gram of F (so E1 F is orthonormal; dependent rows drop out as zeros); C =
+  // from the unit-row Gram of F, or its Cholesky factor's inverse (choleskyE1), so that E1 F is
+  // orthonormal (on the eigen path dependent rows drop out as zeros); C =
   // E1 (G F^T) E1^T = E2^T Theta E2; M = E2 E1. Writes Z = M F (Ritz vectors, by descending Ritz
   // value) and Y = M G (= Z A) and leaves Theta in theta (f64, device). Z rows that came out zero
   // are refilled at random. Z and G must be apart from F and each other; Y may be F (F is last read
@@ -1036,10 +1154,14 @@ class Refresher {
     if (!ok.ok()) return ok;
     unitDiagonalKernel<<<1, 1024, 0, st_>>>(S, k, sc);
     ok = lastError("galoreRefresh (unit rows)");
-    if (ok.ok()) ok = eigen64(S, work, w, E1, d);
-    if (!ok.ok()) return ok;
-    scaleRowsColsKernel<<<gridFor(dev_, kk), 256, 0, st_>>>(E1, k, k, d, kDropRatio, sc);
-    ok = lastError("galoreRefresh (E1)");
+    bool cholesky = false;
+    if (ok.ok() && p_.chol) ok = choleskyE1(S, work, sc, E1, C, T, E2, &cholesky);
+    if (ok.ok() && !cholesky) {
+      ok = eigen64(S, work, w, E1, d);
+      if (!ok.ok()) return ok;
+      scaleRowsColsKernel<<<gridFor(dev_, kk), 256, 0, st_>>>(E1, k, k, d, kDropRatio, sc);
+      ok = lastError("galoreRefresh (E1)");
+    }
     if (ok.ok()) ok = g64(k, k, n, G, F32, n, false, F, F32, n, true, C, F64);     // H = G F^T
     if (ok.ok()) ok = g64(k, k, k, E1, F64, k, false, C, F64, k, false, T, F64);   // E1 H
     if (ok.ok()) ok = g64(k, k, k, T, F64, k, false, E1, F64, k, true, C, F64);    // E1 H E1^T
@@ -1140,6 +1262,7 @@ class Refresher {
   const float* X_;
   float* ws_;
   GemmMode applyMode_;
+  std::vector<char> trtriHost_;  // Xtrtri's host workspace
 };
 
 }  // namespace
@@ -1149,9 +1272,10 @@ std::string solverPath() {
   if (s != nullptr && !forceBuiltin()) {
     if (syevdxForced())
       return "cuSOLVER syevdx (" + s->path + ") on the f32 Gram matrix + an f64 Rayleigh-Ritz refinement, on the device";
-    return "cuSOLVER (" + s->path + "): a Chebyshev-filtered subspace iteration on the f32 Gram matrix with Dsyevd "
-           "Rayleigh-Ritz steps for blocks of up to " + std::to_string(kFilterMaxK) + " vectors, Ssyevdx on it for wider "
-           "ones; + an f64 Rayleigh-Ritz refinement, on the device";
+    const bool chol = !cholOff() && s->dpotrf != nullptr && s->xtrtri != nullptr;
+    return "cuSOLVER (" + s->path + "): a Chebyshev-filtered subspace iteration on the f32 Gram matrix with " +
+           std::string(chol ? "Dpotrf/Xtrtri-orthonormalised " : "") + "Dsyevd Rayleigh-Ritz steps for blocks of up to " +
+           std::to_string(kFilterMaxK) + " vectors, Ssyevdx on it for wider ones; + an f64 Rayleigh-Ritz refinement, on the device";
   }
   return std::string("built-in: Chebyshev-filtered subspace iteration on the f32 Gram matrix with one-block f64 Jacobi "
                      "Rayleigh-Ritz + an f64 Rayleigh-Ritz refinement, on the device") +
