@@ -647,11 +647,18 @@ struct Plan {
 
 // SLIMOPT_GRAM_SOLVER=syevdx: the svd refresh solves the Gram matrix with cuSOLVER Ssyevdx (when it
 // loads) instead of the Chebyshev filter: the path before it, kept to compare the two in one run.
+// SLIMOPT_GRAM_SOLVER=filter: the filter also for blocks wider than kFilterMaxK (to measure where
+// the split belongs).
+std::string gramSolverEnv() {
+  const char* e = std::getenv("SLIMOPT_GRAM_SOLVER");
+  return e != nullptr ? std::string(e) : std::string();
+}
 bool syevdxForced() {
-  static const bool on = [] {
-    const char* e = std::getenv("SLIMOPT_GRAM_SOLVER");
-    return e != nullptr && std::string(e) == "syevdx";
-  }();
+  static const bool on = gramSolverEnv() == "syevdx";
+  return on;
+}
+bool filterForced() {
+  static const bool on = gramSolverEnv() == "filter";
   return on;
 }
 
@@ -694,7 +701,7 @@ Status makePlan(int dev, int64_t rows, int64_t cols, int64_t r, bool left, Refre
   // gap between the r-th and the (kf+1)-th eigenvalue (r + 128 at r = 128 and 512 halved the
   // filter's work against r + 32 in the H200 prototype, bench/proto/chefsi_torch.py).
   const int64_t kf = std::min(n, r + std::min<int64_t>(128, std::max<int64_t>(32, r)));
-  if (p.gram && kf <= kMaxBlock && !(s != nullptr && (syevdxForced() || kf > kFilterMaxK))) {
+  if (p.gram && kf <= kMaxBlock && !(s != nullptr && (syevdxForced() || (kf > kFilterMaxK && !filterForced())))) {
     p.filter = true;
     p.refine = true;
     p.k = kf;
@@ -1274,8 +1281,10 @@ std::string solverPath() {
       return "cuSOLVER syevdx (" + s->path + ") on the f32 Gram matrix + an f64 Rayleigh-Ritz refinement, on the device";
     const bool chol = !cholOff() && s->dpotrf != nullptr && s->xtrtri != nullptr;
     return "cuSOLVER (" + s->path + "): a Chebyshev-filtered subspace iteration on the f32 Gram matrix with " +
-           std::string(chol ? "Dpotrf/Xtrtri-orthonormalised " : "") + "Dsyevd Rayleigh-Ritz steps for blocks of up to " +
-           std::to_string(kFilterMaxK) + " vectors, Ssyevdx on it for wider ones; + an f64 Rayleigh-Ritz refinement, on the device";
+           std::string(chol ? "Dpotrf/Xtrtri-orthonormalised " : "") + "Dsyevd Rayleigh-Ritz steps for blocks of " +
+           (filterForced() ? std::string("any width (forced)")
+                           : "up to " + std::to_string(kFilterMaxK) + " vectors, Ssyevdx on it for wider ones") +
+           "; + an f64 Rayleigh-Ritz refinement, on the device";
   }
   return std::string("built-in: Chebyshev-filtered subspace iteration on the f32 Gram matrix with one-block f64 Jacobi "
                      "Rayleigh-Ritz + an f64 Rayleigh-Ritz refinement, on the device") +
