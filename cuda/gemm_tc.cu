@@ -52,6 +52,7 @@ constexpr int K_STRIDE = TC_BK + 4;                   // floats per row of a k-c
 constexpr int MN_STRIDE = TC_BM + 8;                  // floats per row of an mn-contiguous tile
 static_assert(TC_BM == TC_BN, "one mn-contiguous stride serves A and B");
 static_assert((TC_BM / TC_WM) * (TC_BN / TC_WN) * 32 == TC_THREADS, "one warp per warp tile");
+static_assert(TC_NT % 2 == 0 && (K_STRIDE * 4) % 16 == 0, "B fragments in pairs; ldmatrix rows 16-byte aligned");
 
 // Floats of one operand tile in shared memory.
 constexpr int tileFloats(bool kContiguous) { return kContiguous ? TC_BM * K_STRIDE : TC_BK * MN_STRIDE; }
@@ -172,6 +173,17 @@ __device__ __forceinline__ void mmaBf16(float (&d)[4], const uint32_t (&a)[4], c
 #endif
 }
 
+// The four 8 x 4 f32 sub-matrices whose row addresses lanes 0-7, 8-15, 16-23, 24-31 give: lane
+// (g, t) receives element (g, t) of each, which is the m16n8k8 TF32 A fragment when the four are
+// rows 0-7 / 8-15 at k 0-3, then rows 0-7 / 8-15 at k 4-7.
+__device__ __forceinline__ void ldmatrixX4(uint32_t (&r)[4], uint32_t address) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(address));
+#endif
+}
+
 // The warp's products over one K slice held in shared memory. Fragment layouts (PTX ISA, mma
 // m16n8k8 .tf32 and m16n8k16 .bf16): lane (g, t) holds A rows g and g+8, B column g, C rows g and
 // g+8 x columns 2t, 2t+1.
@@ -182,19 +194,36 @@ __device__ __forceinline__ void sliceProducts(const float* As, const float* Bs, 
 #pragma unroll
     for (int kk = 0; kk < TC_BK; kk += 8) {
       uint32_t a[TC_MT][4], b[TC_NT][2];
+      // k-contiguous tiles: one ldmatrix.x4 per A fragment and per two B fragments (lane l names
+      // row l % 8 of sub-matrix l / 8; rows 144 bytes apart, so each phase of 8 rows is
+      // conflict-free); mn-contiguous tiles: 4-byte reads.
+      const int q = (g * 4 + t) >> 3, r8 = (g * 4 + t) & 7;
 #pragma unroll
       for (int mt = 0; mt < TC_MT; ++mt) {
         const int o = mBase + mt * 16 + g;
-        a[mt][0] = tf32Operand(tileAt<KA>(As, o, kk + t));
-        a[mt][1] = tf32Operand(tileAt<KA>(As, o + 8, kk + t));
-        a[mt][2] = tf32Operand(tileAt<KA>(As, o, kk + t + 4));
-        a[mt][3] = tf32Operand(tileAt<KA>(As, o + 8, kk + t + 4));
+        if (KA) {
+          ldmatrixX4(a[mt], sharedAddress(As + (mBase + mt * 16 + r8 + (q & 1) * 8) * K_STRIDE + kk + (q >> 1) * 4));
+        } else {
+          a[mt][0] = tf32Operand(tileAt<KA>(As, o, kk + t));
+          a[mt][1] = tf32Operand(tileAt<KA>(As, o + 8, kk + t));
+          a[mt][2] = tf32Operand(tileAt<KA>(As, o, kk + t + 4));
+          a[mt][3] = tf32Operand(tileAt<KA>(As, o + 8, kk + t + 4));
+        }
       }
 #pragma unroll
-      for (int nt = 0; nt < TC_NT; ++nt) {
-        const int o = nBase + nt * 8 + g;
-        b[nt][0] = tf32Operand(tileAt<KB>(Bs, o, kk + t));
-        b[nt][1] = tf32Operand(tileAt<KB>(Bs, o, kk + t + 4));
+      for (int nt = 0; nt < TC_NT; nt += 2) {
+        if (KB) {
+          uint32_t r[4];
+          ldmatrixX4(r, sharedAddress(Bs + (nBase + nt * 8 + (q >> 1) * 8 + r8) * K_STRIDE + kk + (q & 1) * 4));
+          b[nt][0] = r[0]; b[nt][1] = r[1]; b[nt + 1][0] = r[2]; b[nt + 1][1] = r[3];
+        } else {
+#pragma unroll
+          for (int u = 0; u < 2; ++u) {
+            const int o = nBase + (nt + u) * 8 + g;
+            b[nt + u][0] = tf32Operand(tileAt<KB>(Bs, o, kk + t));
+            b[nt + u][1] = tf32Operand(tileAt<KB>(Bs, o, kk + t + 4));
+          }
+        }
       }
 #pragma unroll
       for (int mt = 0; mt < TC_MT; ++mt)
@@ -427,17 +456,6 @@ struct StreamArgs {
 __device__ __forceinline__ int validOf(int64_t j, int64_t n) {
   const int64_t left = n - j;
   return int(left <= 0 ? 0 : left >= 4 ? 4 : left);
-}
-
-// The four 8 x 4 f32 sub-matrices whose row addresses lanes 0-7, 8-15, 16-23, 24-31 give: lane
-// (g, t) receives element (g, t) of each, which is the m16n8k8 TF32 A fragment when the four are
-// rows 0-7 / 8-15 at k 0-3, then rows 0-7 / 8-15 at k 4-7.
-__device__ __forceinline__ void ldmatrixX4(uint32_t (&r)[4], uint32_t address) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(address));
-#endif
 }
 
 __global__ void __launch_bounds__(ST_THREADS, ST_BLOCKS_PER_SM) tcStreamKernel(const StreamArgs k) {
