@@ -1,5 +1,7 @@
 // The built-in tensor-core GEMM: mma.sync on sm_80+ (TF32 m16n8k8, or bf16 m16n8k16), f32
-// operands streamed into shared memory by cp.async, rounded to TF32/bf16 as fragments are built.
+// operands streamed into shared memory by cp.async; the tile kernel rounds them to bf16 as fragments
+// are built and gives TF32 mma their bits as they are (the tensor cores truncate), k-contiguous
+// tiles by ldmatrix.
 //
 // Tiling. A 256-thread block computes a 128x128 tile of C; its 8 warps form a 2x4 grid of 64x32
 // warp tiles (4x4 mma tiles each, 64 f32 accumulators per thread). K advances in slices of 32
