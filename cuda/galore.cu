@@ -355,10 +355,6 @@ Status runGemmBatched(int dev, const std::vector<GemmArgs>& gs, GemmMode mode) {
   return lastError("gemm (cuBLAS, batched)");
 }
 
-}  // namespace
-
-namespace {
-
 // ---- elementwise kernels --------------------------------------------------------------------
 
 // The NaN/Inf guard's read of G: a one-shot grid, block b scanning elements [b, b + 1) * kScanChunk

@@ -216,14 +216,12 @@ Status gemm64(int dev, cudaStream_t st, const Gemm64Args& g) {
     return e != nullptr && std::string(e) == "simt";
   }();
   const bool tensor = major >= 8 && !simt;
-  const int64_t tiles = ((g.N + BN - 1) / BN) * ((g.M + BM - 1) / BM);
-  int sms = 0;
-  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) return lastError("gemm64");
+  const int64_t tiles = ((g.N + BN - 1) / BN) * ((g.M + BM - 1) / BM), sms = smCount(dev);
   // Splits: about two blocks per SM, each K range at least kMinSplitK long, at most kMaxSplits.
   constexpr int64_t kMinSplitK = 256, kMaxSplits = 32;
   int64_t splits = 1;
   if (tiles < sms && g.K >= 2 * kMinSplitK)
-    splits = std::max<int64_t>(1, std::min({(2 * int64_t(sms) + tiles - 1) / tiles, g.K / kMinSplitK, kMaxSplits}));
+    splits = std::max<int64_t>(1, std::min({(2 * sms + tiles - 1) / tiles, g.K / kMinSplitK, kMaxSplits}));
   K64 k{g, g.K, nullptr};
   if (splits > 1) {
     const int64_t per = (g.K + splits - 1) / splits;
