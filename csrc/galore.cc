@@ -213,8 +213,8 @@ Napi::Value Step(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// One projection's operands from (G, gType, Pa, Pb, side, rows, cols, rank, out), all checked
-// against `dev` (the device of the first call's G; deviceOf(G) when dev < -1).
+// One projection's operands from (G, gType, Pa, Pb, side, rows, cols, rank, out), all checked on
+// *dev: set from this G when *dev < kCpu (the first entry), else every G must be on it.
 struct Projection {
   GaloreTensor T{};
   float* out = nullptr;
