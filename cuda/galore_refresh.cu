@@ -916,7 +916,9 @@ class Refresher {
   //   Y = Z Xh^T (k x other, stored f32: any basis of that span serves)
   //   Q = E1 Y with E1 = D1^-1/2 U diag(s) from the unit-row Gram  diag(s) Y Y^T diag(s) = U^T D1 U
   //       (orthonormal to f64 rounding: the rows of Y are nearly orthogonal, so one pass serves;
-  //       rows with D1 <= kDropRatio max are dependent and dropped); Q is never formed
+  //       rows with D1 <= kDropRatio max are dependent and dropped), or E1 = Lr^-1 diag(s) from its
+  //       Cholesky factor where the plan has Dpotrf and the factor passes its check
+  //       (orthonormaliser); Q is never formed
   //   T = Y Xh (k x n, f64), B = Q Xh = E1 T, C = B B^T = E1 (T T^T) E1^T = E2^T D2 E2
   //   -> Gram-side vectors D2^-1/2 E2 E1 T, other-side vectors E2 E1 Y (rows, descending).
   // So the vectors are those of an exact SVD of X to about 1e-16 / gap, rounded once to f32: what
@@ -946,13 +948,9 @@ class Refresher {
       ok = p_.colsSide ? g64(k, rows, cols, Z, F, lz, false, X_, F, cols, true, Y, F)
                        : g64(k, cols, rows, Z, F, lz, false, X_, F, cols, false, Y, F);
       if (ok.ok()) ok = g64(k, k, other, Y, F, other, false, Y, F, other, true, S, D);
-      if (!ok.ok()) return ok;
-      unitDiagonalKernel<<<1, 1024, 0, st_>>>(S, k, sc);
-      ok = lastError("galoreRefresh (unit rows)");
-      if (ok.ok()) ok = eigen64(S, tmp, w, E1, d);
-      if (!ok.ok()) return ok;
-      scaleRowsColsKernel<<<kkGrid, 256, 0, st_>>>(E1, k, k, d, kDropRatio, sc);
-      ok = lastError("galoreRefresh (E1)");
+      // T (k x n f64) is formed next: until then it is the Cholesky check's scratch when it holds two
+      // k x k matrices.
+      if (ok.ok()) ok = orthonormaliser(S, sc, E1, tmp, w, d, E2, T, n >= 2 * k ? T + k * k : nullptr);
       if (ok.ok()) ok = p_.colsSide ? g64(k, cols, rows, Y, F, rows, false, X_, F, cols, false, T, D)
                                     : g64(k, rows, cols, Y, F, cols, false, X_, F, cols, true, T, D);
       if (ok.ok()) ok = g64(k, k, n, T, D, n, false, T, D, n, true, S, D);        // H = T T^T
@@ -1138,6 +1136,24 @@ class Refresher {
     return ok;
   }
 
+  // S (f64 k x k, the Gram matrix of some rows F) scaled in place to unit diagonal (sc: the row
+  // scales), and E1 with E1 F orthonormal: by choleskyE1 where the plan has it, the scratch x1..x3
+  // (k x k f64 each; x3 null: none) is given and its check passes, else by the eigen-decomposition
+  // (dependent rows dropped as zeros; work, w, d as eigen64 takes them, d then its eigenvalues).
+  Status orthonormaliser(double* S, double* sc, double* E1, double* work, double* w, double* d, double* x1,
+                         double* x2, double* x3) {
+    const int64_t k = p_.k;
+    unitDiagonalKernel<<<1, 1024, 0, st_>>>(S, k, sc);
+    Status ok = lastError("galoreRefresh (unit rows)");
+    bool cholesky = false;
+    if (ok.ok() && p_.chol && x3 != nullptr) ok = choleskyE1(S, work, sc, E1, x1, x2, x3, &cholesky);
+    if (!ok.ok() || cholesky) return ok;
+    ok = eigen64(S, work, w, E1, d);
+    if (!ok.ok()) return ok;
+    scaleRowsColsKernel<<<gridFor(dev_, k * k), 256, 0, st_>>>(E1, k, k, d, kDropRatio, sc);
+    return lastError("galoreRefresh (E1)");
+  }
+
   // Rayleigh-Ritz on the rows of F (any basis, not orthonormal): G = F A; E1 = D^-1/2 U^T diag(s)
   // from the unit-row Gram of F, or its Cholesky factor's inverse (choleskyE1), so that E1 F is
   // orthonormal (on the eigen path dependent rows drop out as zeros); C =
@@ -1159,17 +1175,7 @@ class Refresher {
     const Real F32 = Real::F32, F64 = Real::F64;
     Status ok = productA(F, G, 1.0f, 0.0f);
     if (ok.ok()) ok = g64(k, k, n, F, F32, n, false, F, F32, n, true, S, F64);
-    if (!ok.ok()) return ok;
-    unitDiagonalKernel<<<1, 1024, 0, st_>>>(S, k, sc);
-    ok = lastError("galoreRefresh (unit rows)");
-    bool cholesky = false;
-    if (ok.ok() && p_.chol) ok = choleskyE1(S, work, sc, E1, C, T, E2, &cholesky);
-    if (ok.ok() && !cholesky) {
-      ok = eigen64(S, work, w, E1, d);
-      if (!ok.ok()) return ok;
-      scaleRowsColsKernel<<<gridFor(dev_, kk), 256, 0, st_>>>(E1, k, k, d, kDropRatio, sc);
-      ok = lastError("galoreRefresh (E1)");
-    }
+    if (ok.ok()) ok = orthonormaliser(S, sc, E1, work, w, d, C, T, E2);
     if (ok.ok()) ok = g64(k, k, n, G, F32, n, false, F, F32, n, true, C, F64);     // H = G F^T
     if (ok.ok()) ok = g64(k, k, k, E1, F64, k, false, C, F64, k, false, T, F64);   // E1 H
     if (ok.ok()) ok = g64(k, k, k, T, F64, k, false, E1, F64, k, true, C, F64);    // E1 H E1^T
