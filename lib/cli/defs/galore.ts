@@ -39,6 +39,13 @@ function stepCase(ctx: BenchContext, want: number, linalg: Linalg, stateBits = 3
   const rank = Math.min(want, ...ctx.workload.matrices.map((m) => Math.min(...m.shape)));
   // m, v and P: about (2 m r + n r) * 4 / (m n); 8-bit m, v: (2 m r * 1.016 + 4 n r) / (m n)
   const stateBytes = (stateBits === 8 ? 0.2 : 0.4) * rank / 128;
+  // Peak extra memory of a step: the Rs it holds at once (all of them, projected before the non-finite
+  // check, or a chunk of them projected together after the G scan) stay within one f32 copy of the
+  // largest gradient (lib/optim/galore.ts); the R-sized scratch (std: rank x the longer side) comes on top.
+  const mats = ctx.workload.matrices;
+  const largest = Math.max(...mats.map(({ shape: [m, n] }) => m * n));
+  const largestR = Math.max(...mats.map(({ shape: [m, n] }) => rank * Math.max(m, n)));
+  const peakExtra = 4 * (largest + largestR) / ctx.workload.params;
   const inner = optimizerCase({
     name: "galore",
     dtype: "f32",
@@ -48,7 +55,7 @@ function stepCase(ctx: BenchContext, want: number, linalg: Linalg, stateBits = 3
     // read G, read + write W (the states are r/n of the size and stay in cache)
     bytesPerParam: 12,
     expectedStateBytesPerParam: stateBytes,
-    peakExtraBytesPerParam: 0,
+    peakExtraBytesPerParam: peakExtra,
     options: { rank, updateProjGap: 200, scale: 0.25, projType: "std", precision: "tf32", refresh: "none (steady step)", stateBits },
     make: (params) => {
       const o = new GaLoreAdamW([{ params, rank, updateProjGap: 1_000_000_000, scale: 0.25, projType: "std", stateBits }], HYPER);
