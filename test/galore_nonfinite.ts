@@ -10,8 +10,9 @@ async function raw(t: Tensor): Promise<number[]> { return Array.from(await t.toF
 
 /** The shapes of a group: one tensor projected on the right (rows >= cols), one on the left. */
 const SHAPES: [number, number][] = [[40, 24], [24, 40]];
-/** A rank whose R all fit in one gradient (960 floats; R is checked: 320 + 320, or 64 + 64 for
- *  "full") and one whose do not (G is scanned first: 960 + 960, or 576 + 576). Multiples of 8, so
+/** A rank whose R all fit in one gradient with the optimizer's scratch (960 floats; R is checked:
+ *  320 + 320 and the 320 of the R scratch, or 64 + 64 and 64 + 320 for "full") and one whose do not
+ *  (G is scanned first: 960 + 960, or 576 + 576). Multiples of 8, so
  *  that on CUDA's built-in path the project-back runs the streaming kernel (its skip flag
  *  included). */
 export const NONFINITE_RANKS = [8, 24];

@@ -487,6 +487,15 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
   // peak extra memory GaLore allows itself), else G is scanned first. The difference: a finite G
   // whose projection overflows f32 also skips the step (with the G scan it would put NaN into W).
 
+  /** Floats of R a step may hold at once: one f32 gradient of the group's largest tensor (the peak
+   *  extra memory GaLore allows itself) less the device's scratch (sR, sT, sBig), which is kept
+   *  between steps: so the two together stay within that one gradient. */
+  private heldRBudget(g: ParamGroup<GaLoreOptions>, s: RankGroupState): number {
+    const sc = this.scratch.get(s.device) ?? {};
+    const scratch = (sc.sR?.numel ?? 0) + (sc.sT?.numel ?? 0) + (sc.sBig?.numel ?? 0);
+    return Math.max(...g.params.map((p) => p.numel)) - scratch;
+  }
+
   /** Per tensor, an uninitialised f32 buffer for its R, when this step of the group projects first
    *  (checks enabled, no refresh, and every R together within one f32 gradient); else undefined.
    *  Tensors given their R (setProjectedGrad) need none. An E_OOM here falls back to the G scan. */
@@ -496,7 +505,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     if (own.length === 0) return undefined;
     const rNumel = (p: Parameter) => rNumelOf(s.params.get(p)!);
     const total = own.reduce((n, p) => n + rNumel(p), 0);
-    if (total > Math.max(...g.params.map((p) => p.numel))) return undefined;
+    if (total > this.heldRBudget(g, s)) return undefined;
     const slots = new Map<Parameter, Tensor>();
     try {
       for (const p of own) slots.set(p, Tensor.empty([rNumel(p)], "f32", s.device));
@@ -567,7 +576,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
   private projectionChunks(g: ParamGroup<GaLoreOptions>, s: RankGroupState): Parameter[][] {
     const refresh = s.calls % (g.updateProjGap as number) === 0;
     if (s.device.kind !== "cuda" || refresh) return g.params.map((p) => [p]);
-    const budget = Math.max(...g.params.map((p) => p.numel));
+    const budget = this.heldRBudget(g, s);
     const byShape = new Map<string, Parameter[][]>();
     const chunks: Parameter[][] = [];
     for (const p of g.params) {
