@@ -21,11 +21,12 @@ int64_t intField(Napi::Env env, Napi::Object o, const char* key, int64_t lo) {
   if (d != std::floor(d) || d < double(lo) || d > 9.0e15) throwError(env, "E_ARG", std::string(key) + " is out of range");
   return int64_t(d);
 }
-GemmMode modeOf(Napi::Env env, Napi::Object o) {
-  int64_t m = intField(env, o, "mode", 0);
+GemmMode checkedMode(Napi::Env env, int64_t m) {
   if (m > 2) throwError(env, "E_ARG", "mode must be 0 (tf32), 1 (strict f32) or 2 (bf16)");
   return GemmMode(m);
 }
+GemmMode modeOf(Napi::Env env, Napi::Object o) { return checkedMode(env, intField(env, o, "mode", 0)); }
+GemmMode modeArg(Napi::Env env, Napi::Value v) { return checkedMode(env, countArg(env, v, "mode")); }
 
 // side, rows, cols, rank of a GaLore tensor, checked (E_ARG).
 void readShape(Napi::Env env, Napi::Value side, Napi::Value rows, Napi::Value cols, Napi::Value rank, GaloreTensor& T) {
@@ -244,12 +245,6 @@ void readProjectScratch(Napi::Env env, int dev, const std::vector<Projection>& p
   }
   *sT = t > 0 ? static_cast<float*>(bufArg(env, vT, dev, t * 4, "scratch T")) : nullptr;
   *sBig = big > 0 ? static_cast<float*>(bufArg(env, vBig, dev, big * 4, "scratch")) : nullptr;
-}
-
-GemmMode modeArg(Napi::Env env, Napi::Value v) {
-  int64_t mode = countArg(env, v, "mode");
-  if (mode > 2) throwError(env, "E_ARG", "mode must be 0 (tf32), 1 (strict f32) or 2 (bf16)");
-  return GemmMode(mode);
 }
 
 // galoreProject(G, gType, Pa, Pb, side, rows, cols, rank, out, sT, sBig, mode): out = project(G)

@@ -30,7 +30,8 @@
 // Eigen-solvers of A:
 //  * The svd default: a Chebyshev-filtered subspace iteration on A with k = r + clamp(r, 32, 128)
 //    rows (Refresher::filterSolve: strict f32 products, f64 Rayleigh-Ritz steps whose k x k
-//    problems go to cuSOLVER Dsyevd when it loads, else to the f64 one-block Jacobi). With cuSOLVER
+//    problems go to cuSOLVER when it loads, Dpotrf + Xtrtri orthonormalising and Dsyevd solving,
+//    else to the f64 one-block Jacobi). With cuSOLVER
 //    loaded it serves blocks of up to kFilterMaxK rows; wider ones, and SLIMOPT_GRAM_SOLVER=syevdx,
 //    take Ssyevdx below. If it does not reach its target in kMaxRounds, the exact host solver does.
 //  * cuSOLVER (dlopen SLIMOPT_CUSOLVER, libcusolver.so.12, then .11; prototypes declared below
@@ -200,8 +201,8 @@ constexpr int kStatusWords = 8;
 // Ritz values (squared singular values) below kFloorRatio of the largest are under the f32 rounding
 // of the gradient, where the Gram side keeps the solver's vector.
 constexpr double kDropRatio = 1e-10, kFloorRatio = 1e-14;
-// The filter's Rayleigh-Ritz steps orthonormalise by Cholesky where E1 S E1^T is within this of the
-// identity, else by the eigen-decomposition (which drops dependent rows). By estimate, not
+// The filter's Rayleigh-Ritz steps and the final refinement orthonormalise by Cholesky where
+// E1 S E1^T is within this of the identity, else by the eigen-decomposition (which drops dependent rows). By estimate, not
 // measured: the eigen path's own error there is of the same order (f64 rounding 1e-16 times the
 // condition number kDropRatio allows, 1e10).
 constexpr double kCholResidual = 1e-6;
@@ -380,10 +381,10 @@ constexpr double kFilterTarget = 1e-6;
 // than the r-th: the block is stored in f32, and a row that the top direction swamps loses the
 // r-th's digits (a gradient's spectrum falling steeply, e.g. geometrically, would else collapse it).
 constexpr double kMaxGrowth = 1e3;
-// With cuSOLVER loaded, blocks wider than this go to Ssyevdx: on the H200 the filter took 1.31 s
-// against Ssyevdx's 2.67 s for the 28 matrices of DESIGN §6 at r = 128 (k = 256), and (88ee504,
-// degree 8 then 12 without the growth cap) 3.23 s against 3.07 s at r = 512 (k = 640), whose
-// Rayleigh-Ritz steps cost more than they save.
+// With cuSOLVER loaded, blocks wider than this go to Ssyevdx. On the H200, for the 28 matrices of
+// DESIGN §6: at r = 128 (k = 256) the filter took 1.31 s against Ssyevdx's 2.67 s (0c7e45e), 0.90 s
+// since its Rayleigh-Ritz steps became cheaper (bfade3c); at r = 512 (k = 640) it took 3.07 s
+// against Ssyevdx's 3.01 s even so (6b508f2, SLIMOPT_GRAM_SOLVER=filter).
 constexpr int64_t kFilterMaxK = 256;
 
 // One Chebyshev step on rows (one block each, len entries): y = a Ynew + c Ycur, then both rows are
@@ -635,7 +636,7 @@ struct Plan {
   bool filter = false;   // svd by the Chebyshev-filtered iteration on A (Refresher::filterSolve)
   int lwork = 0;
   int lwork64 = 0;       // Dsyevd's workspace (doubles)
-  bool chol = false;     // the filter's Rayleigh-Ritz orthonormalises by Dpotrf + Xtrtri (else eigen64)
+  bool chol = false;     // orthonormaliser() may use Dpotrf + Xtrtri (else eigen64); filter plans only
   int cholLwork = 0;     // Dpotrf's workspace (doubles)
   size_t trtriDevice = 0, trtriHost = 0;  // Xtrtri's workspaces (bytes)
   int64_t oChol = 0;     // Dpotrf's workspace, Xtrtri's, and the residual (one double)
@@ -646,30 +647,29 @@ struct Plan {
           oL = 0, o64 = 0, oF = 0, oR64 = 0, total = 0;
 };
 
+// Whether environment variable `name` is set to `value`.
+bool envIs(const char* name, const char* value) {
+  const char* e = std::getenv(name);
+  return e != nullptr && std::string(e) == value;
+}
+
 // SLIMOPT_GRAM_SOLVER=syevdx: the svd refresh solves the Gram matrix with cuSOLVER Ssyevdx (when it
 // loads) instead of the Chebyshev filter: the path before it, kept to compare the two in one run.
 // SLIMOPT_GRAM_SOLVER=filter: the filter also for blocks wider than kFilterMaxK (to measure where
 // the split belongs).
-std::string gramSolverEnv() {
-  const char* e = std::getenv("SLIMOPT_GRAM_SOLVER");
-  return e != nullptr ? std::string(e) : std::string();
-}
 bool syevdxForced() {
-  static const bool on = gramSolverEnv() == "syevdx";
+  static const bool on = envIs("SLIMOPT_GRAM_SOLVER", "syevdx");
   return on;
 }
 bool filterForced() {
-  static const bool on = gramSolverEnv() == "filter";
+  static const bool on = envIs("SLIMOPT_GRAM_SOLVER", "filter");
   return on;
 }
 
-// SLIMOPT_RR_ORTHO=eigen: the filter's Rayleigh-Ritz steps orthonormalise by the eigen-decomposition
-// even where Cholesky is available (the path before it, kept to compare the two in one run).
+// SLIMOPT_RR_ORTHO=eigen: orthonormaliser() takes the eigen-decomposition even where Cholesky is
+// available (the path before it, kept to compare the two in one run).
 bool cholOff() {
-  static const bool off = [] {
-    const char* e = std::getenv("SLIMOPT_RR_ORTHO");
-    return e != nullptr && std::string(e) == "eigen";
-  }();
+  static const bool off = envIs("SLIMOPT_RR_ORTHO", "eigen");
   return off;
 }
 
@@ -1073,9 +1073,8 @@ class Refresher {
   // with A are strict f32 GEMMs (TF32's rounding would set the block's accuracy; the error of a
   // TF32 GEMM also grows with its K on the H200); the small problems are f64.
   // Against cuSOLVER Ssyevdx on the same f32 A (the path before it): as exact after the final
-  // refinement (worst vector 1.7e-6 against 4.3e-6 in the PyTorch prototype, bench/proto), half
-  // the time at k = 256 on the H200 (1.31 s against 2.67 s for DESIGN §6's 28 matrices), slower at
-  // k = 640 (see kFilterMaxK).
+  // refinement (worst vector 1.7e-6 against 4.3e-6 in the PyTorch prototype, bench/proto), faster
+  // at k = 256 on the H200, slower at k = 640 (see kFilterMaxK).
   Status g64(int64_t M, int64_t N, int64_t K, const void* A, Real at, int64_t lda, bool ta, const void* B, Real bt,
              int64_t ldb, bool tb, void* C, Real ct) {
     Gemm64Args g;

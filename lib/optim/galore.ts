@@ -98,6 +98,11 @@ export function workspace(n: number, dev: Device): Tensor {
   return zeros([n], { dtype: "f32", device: dev });
 }
 
+/** Whether the group's step() call number `calls` (0, 1, ...) refreshes its projectors: 0, T, 2T, ... */
+export function refreshCall(g: { updateProjGap?: number }, calls: number): boolean {
+  return calls % (g.updateProjGap as number) === 0;
+}
+
 /** The checks of a rank group's projection options and parameters, shared by GaLoreAdamW and
  *  GaLoreAdafactor (E_ARG). */
 export function validateProjection(g: { params: Parameter[]; rank?: number; updateProjGap?: number; scale?: number;
@@ -338,7 +343,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     const need = new Map<Device, number>();
     for (const g of this.paramGroups) {
       const s = this.ranked.get(g);
-      if (!s || s.device.kind !== "cuda" || s.calls % (g.updateProjGap as number) !== 0) continue;
+      if (!s || s.device.kind !== "cuda" || !refreshCall(g, s.calls)) continue;
       for (const q of s.params.values())
         need.set(s.device, Math.max(need.get(s.device) ?? 0, refreshWorkspaceFloats(s.flag, q, this.methodOf(g, q))));
     }
@@ -370,7 +375,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     const g = this.paramGroups[gi];
     if (!this.isRanked(g)) return true;
     const calls = this.ranked.get(g)?.calls ?? this.initialCalls;
-    return calls % (g.updateProjGap as number) === 0;
+    return refreshCall(g, calls);
   }
 
   /** Shape of p's projected gradient R: [rows, r] ("right"), [r, cols] ("left"), [r, r] ("full"). */
@@ -500,7 +505,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
    *  (checks enabled, no refresh, and every R together within one f32 gradient); else undefined.
    *  Tensors given their R (setProjectedGrad) need none. An E_OOM here falls back to the G scan. */
   private projectFirstSlots(g: ParamGroup<GaLoreOptions>, s: RankGroupState): Map<Parameter, Tensor> | undefined {
-    if (g.skipNonFinite === false || s.calls % (g.updateProjGap as number) === 0) return undefined;
+    if (g.skipNonFinite === false || refreshCall(g, s.calls)) return undefined;
     const own = g.params.filter((p) => !this.projectedGrads.has(p));
     if (own.length === 0) return undefined;
     const rNumel = (p: Parameter) => rNumelOf(s.params.get(p)!);
@@ -574,7 +579,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
   /** The group's tensors in the order they step, as chunks: a chunk of one projects in its own
    *  step; a longer one is projected together first. */
   private projectionChunks(g: ParamGroup<GaLoreOptions>, s: RankGroupState): Parameter[][] {
-    const refresh = s.calls % (g.updateProjGap as number) === 0;
+    const refresh = refreshCall(g, s.calls);
     if (s.device.kind !== "cuda" || refresh) return g.params.map((p) => [p]);
     const budget = this.heldRBudget(g, s);
     const byShape = new Map<string, Parameter[][]>();
@@ -632,7 +637,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
                            ws: Tensor | undefined, early?: Tensor): void {
     const nat = native();
     const sc = this.scratch.get(s.device)!;
-    const refresh = s.calls % (g.updateProjGap as number) === 0;
+    const refresh = refreshCall(g, s.calls);
     const h = {
       lr: g.lr, beta1: g.betas![0], beta2: g.betas![1], eps: g.eps!, weightDecay: g.weightDecay!,
       scale: g.scale as number, mode: GEMM_MODE[g.precision as GemmPrecision],
@@ -672,14 +677,14 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     }
     let ws: Tensor | undefined;
     try {
-      if (s.device.kind === "cuda" && s.calls % (g.updateProjGap as number) === 0) {
+      if (s.device.kind === "cuda" && refreshCall(g, s.calls)) {
         const q = s.params.get(p)!;
         const n = refreshWorkspaceFloats(s.flag, q, this.methodOf(g, q));
         if (n > 0) ws = workspace(n, s.device);
       }
       const sub = this.roundCounters(gi, p, s.counters);
       // Projecting first needs no more memory here: the step's own R scratch holds R.
-      const early = g.skipNonFinite !== false && s.calls % (g.updateProjGap as number) !== 0 && !this.projectedGrads.has(p)
+      const early = g.skipNonFinite !== false && !refreshCall(g, s.calls) && !this.projectedGrads.has(p)
         ? new Map([[p, this.scratch.get(s.device)!.sR!]]) : undefined;
       if (early) {
         this.projectAndCheck(g, s, flag, [p], early);

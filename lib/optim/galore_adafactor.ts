@@ -14,7 +14,7 @@ import { Parameter } from "../parameter";
 import { Tensor, zeros } from "../tensor";
 import { Adafactor, adafactorHyper, AdafactorOptions, GroupState, scanInto } from "./adafactor";
 import {
-  ProjType, refreshProjectors, refreshWorkspaceFloats, rShape, Side, sideOf, validateProjection, view2d, workspace,
+  ProjType, refreshCall, refreshProjectors, refreshWorkspaceFloats, rShape, Side, sideOf, validateProjection, view2d, workspace,
 } from "./galore";
 import { ParamGroup, ParamGroupSpec, StateDict } from "./optimizer";
 
@@ -140,7 +140,7 @@ export class GaLoreAdafactor extends Adafactor {
     const sc = this.rscratch.get(s.device)!;
     const q = s.params.get(p)!;
     const mode = g.precision === "f32" ? 1 : 0;
-    if (s.calls % (g.updateProjGap as number) === 0) {
+    if (refreshCall(g, s.calls)) {
       refreshProjectors(p.grad, q, flag, this.methodOf(g, q), mode, ws, sc.sBig);
       q.refreshed = true;
     }
@@ -161,7 +161,7 @@ export class GaLoreAdafactor extends Adafactor {
   }
 
   private refreshWs(g: ParamGroup<GaLoreAdafactorOptions>, s: RankGroup, only?: Parameter): Tensor | undefined {
-    if (s.device.kind !== "cuda" || s.calls % (g.updateProjGap as number) !== 0) return undefined;
+    if (s.device.kind !== "cuda" || !refreshCall(g, s.calls)) return undefined;
     let n = 0;
     for (const [p, q] of s.params) if (!only || p === only) n = Math.max(n, refreshWorkspaceFloats(s.flag, q, this.methodOf(g, q)));
     return n > 0 ? workspace(n, s.device) : undefined;
