@@ -29,9 +29,10 @@
 //
 // Eigen-solvers of A:
 //  * The svd default: a Chebyshev-filtered subspace iteration on A with k = r + clamp(r, 32, 128)
-//    rows (Refresher::filterSolve: strict f32 products, f64 Rayleigh-Ritz steps whose k x k
-//    problems go to cuSOLVER when it loads, Dpotrf + Xtrtri orthonormalising and Dsyevd solving,
-//    else to the f64 one-block Jacobi). With cuSOLVER
+//    rows (Refresher::filterSolve: strict f32 products; an f64 Rayleigh-Ritz step after the first
+//    round, Cholesky orthonormalisation after the others; the k x k problems go to cuSOLVER when it
+//    loads, Dpotrf + Xtrtri orthonormalising and Dsyevd solving, else to the f64 one-block Jacobi).
+//    With cuSOLVER
 //    loaded it serves blocks of up to kFilterMaxK rows; wider ones, and SLIMOPT_GRAM_SOLVER=syevdx,
 //    take Ssyevdx below. If it does not reach its target in kMaxRounds, the exact host solver does.
 //  * cuSOLVER (dlopen SLIMOPT_CUSOLVER, libcusolver.so.12, then .11; prototypes declared below
@@ -71,6 +72,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -285,6 +287,18 @@ __global__ void normalizeRowsKernel(float* V, int64_t len) {
   if (!(s > 0.0)) return;
   const float inv = float(1.0 / sqrt(s));
   for (int64_t i = threadIdx.x; i < len; i += 256) v[i] *= inv;
+}
+
+// d[i] = sum_j Y[i, j] Z[i, j] in f64, one block per row (len entries): with Y = Z A, the Rayleigh
+// quotient of each orthonormal row of Z.
+__global__ void rowDotKernel(const float* Y, const float* Z, int64_t len, double* d) {
+  __shared__ double sh[8];
+  const float* y = Y + blockIdx.x * len;
+  const float* z = Z + blockIdx.x * len;
+  double s = 0.0;
+  for (int64_t i = threadIdx.x; i < len; i += 256) s += double(y[i]) * z[i];
+  s = blockSum<256>(s, sh);
+  if (threadIdx.x == 0) d[blockIdx.x] = s;
 }
 
 // cuSOLVER's k x k result (eigenvectors as rows, eigenvalues w ascending) in the Jacobi kernel's
@@ -671,6 +685,13 @@ bool filterForced() {
 bool cholOff() {
   static const bool off = envIs("SLIMOPT_RR_ORTHO", "eigen");
   return off;
+}
+
+// SLIMOPT_FILTER_RR=every: every filter round ends in a full Rayleigh-Ritz step (the path before
+// the Cholesky-only rounds, kept to compare the two in one run).
+bool rrEveryRound() {
+  static const bool on = envIs("SLIMOPT_FILTER_RR", "every");
+  return on;
 }
 
 int64_t align64(int64_t x) { return (x + 63) / 64 * 64; }
@@ -1063,9 +1084,15 @@ class Refresher {
 
   // ---- the svd path: Chebyshev-filtered subspace iteration on A ----------------------------
   // k rows Z (k x n); each round applies T_d(2A/b - I) (Chebyshev polynomial of degree d: it stays
-  // within [-1, 1] on the eigenvalues in [0, b] and grows fast above b) to them, then a Rayleigh-Ritz
-  // step re-bases them on the Ritz vectors. Round 0 is the Rayleigh-Ritz of random rows alone. The
-  // cut b is the smallest Ritz value of the previous round (a lower bound of lambda_k). A round of
+  // within [-1, 1] on the eigenvalues in [0, b] and grows fast above b) to them, then orthonormalises
+  // them. Round 0 is the Rayleigh-Ritz of random rows alone: Ritz vectors by descending value. Later
+  // rounds orthonormalise by Cholesky only, which keeps that order (row i is made orthogonal to the
+  // rows before it: simultaneous iteration), and take the rows' Rayleigh quotients as the Ritz
+  // values; a full Rayleigh-Ritz step (its k x k eigen-problem was ~1.8 ms of Dsyevd at k = 256)
+  // runs only where Cholesky fails its check. The span after each round, all the final refinement
+  // uses, is p(A) span(Z) whatever the basis; the basis only sets how the f32 rows round and the
+  // estimates below. The cut b is the smallest Ritz value of the previous round (a lower bound of
+  // lambda_k; the smallest Rayleigh quotient of ordered, nearly converged rows is close to it). A round of
   // degree d (capped by kMaxGrowth) shrinks
   // the part of vector i outside the block by about T_d(2 lambda_{k+1}/b - 1) / T_d(2 lambda_i/b - 1);
   // the iteration stops when the product of these factors for i = r, estimated from the Ritz values,
@@ -1140,12 +1167,13 @@ class Refresher {
   // (k x k f64 each; x3 null: none) is given and its check passes, else by the eigen-decomposition
   // (dependent rows dropped as zeros; work, w, d as eigen64 takes them, d then its eigenvalues).
   Status orthonormaliser(double* S, double* sc, double* E1, double* work, double* w, double* d, double* x1,
-                         double* x2, double* x3) {
+                         double* x2, double* x3, bool* byCholesky = nullptr) {
     const int64_t k = p_.k;
     unitDiagonalKernel<<<1, 1024, 0, st_>>>(S, k, sc);
     Status ok = lastError("galoreRefresh (unit rows)");
     bool cholesky = false;
     if (ok.ok() && p_.chol && x3 != nullptr) ok = choleskyE1(S, work, sc, E1, x1, x2, x3, &cholesky);
+    if (byCholesky != nullptr) *byCholesky = ok.ok() && cholesky;
     if (!ok.ok() || cholesky) return ok;
     ok = eigen64(S, work, w, E1, d);
     if (!ok.ok()) return ok;
@@ -1160,7 +1188,12 @@ class Refresher {
   // value) and Y = M G (= Z A) and leaves Theta in theta (f64, device). Z rows that came out zero
   // are refilled at random. Z and G must be apart from F and each other; Y may be F (F is last read
   // for Z) but not G.
-  Status rayleighRitz(const float* F, float* G, float* Z, float* Y, double** theta, uint64_t seed) {
+  // orthOnly: where Cholesky orthonormalised F, stop there: Z = E1 F, Y = E1 G and theta the rows'
+  // Rayleigh quotients (unsorted); *ritz then says false. E1 is triangular, so row i of Z is row i
+  // of F made orthogonal to the rows before it: rows that were Ritz vectors by descending value
+  // stay ordered, and the filter's span is the same in any basis (see filterSolve).
+  Status rayleighRitz(const float* F, float* G, float* Z, float* Y, double** theta, uint64_t seed, bool orthOnly,
+                      bool* ritz) {
     const int64_t k = p_.k, n = p_.n, kk = k * k;
     double* S = reinterpret_cast<double*>(ws_ + p_.oR64);
     double* E1 = S + kk;
@@ -1174,7 +1207,17 @@ class Refresher {
     const Real F32 = Real::F32, F64 = Real::F64;
     Status ok = productA(F, G, 1.0f, 0.0f);
     if (ok.ok()) ok = g64(k, k, n, F, F32, n, false, F, F32, n, true, S, F64);
-    if (ok.ok()) ok = orthonormaliser(S, sc, E1, work, w, d, C, T, E2);
+    bool cholesky = false;
+    if (ok.ok()) ok = orthonormaliser(S, sc, E1, work, w, d, C, T, E2, &cholesky);
+    *ritz = !(orthOnly && cholesky);
+    if (ok.ok() && !*ritz) {
+      ok = g64(k, n, k, E1, F64, k, false, F, F32, n, false, Z, F32);
+      if (ok.ok()) ok = g64(k, n, k, E1, F64, k, false, G, F32, n, false, Y, F32);
+      if (!ok.ok()) return ok;
+      rowDotKernel<<<unsigned(k), 256, 0, st_>>>(Y, Z, n, d);
+      *theta = d;
+      return lastError("galoreRefresh (Rayleigh quotients)");
+    }
     if (ok.ok()) ok = g64(k, k, n, G, F32, n, false, F, F32, n, true, C, F64);     // H = G F^T
     if (ok.ok()) ok = g64(k, k, k, E1, F64, k, false, C, F64, k, false, T, F64);   // E1 H
     if (ok.ok()) ok = g64(k, k, k, T, F64, k, false, E1, F64, k, true, C, F64);    // E1 H E1^T
@@ -1228,10 +1271,16 @@ class Refresher {
         if (!ok.ok()) return ok;
       }
       // Rayleigh-Ritz of the rows in y1: G = y1 A into y0, Z into fr, Z A over y1.
+      // After round 0 the rows are ordered Ritz vectors, so a round only orthonormalises them
+      // (Cholesky, order kept) unless that fails its check or SLIMOPT_FILTER_RR=every.
       double* theta = nullptr;
-      ok = rayleighRitz(y1, y0, fr, y1, &theta, seed + 1 + uint64_t(round));
+      bool ritz = true;
+      ok = rayleighRitz(y1, y0, fr, y1, &theta, seed + 1 + uint64_t(round), round > 0 && !rrEveryRound(), &ritz);
       if (ok.ok()) ok = copyDtoH(dev_, th.data(), theta, size_t(k) * sizeof(double));
       if (!ok.ok()) return ok;
+      // Rayleigh quotients of ordered rows are nearly but not exactly descending: the estimates
+      // below take them sorted.
+      if (!ritz) std::sort(th.begin(), th.end(), std::greater<double>());
       zc = fr;
       yc = y1;
       fr = y0;
