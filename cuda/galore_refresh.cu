@@ -107,6 +107,14 @@ typedef int (*DpotrfBufferSizeFn)(void*, int, int, double*, int, int*);
 typedef int (*DpotrfFn)(void*, int, int, double*, int, double*, int, int*);
 typedef int (*XtrtriBufferSizeFn)(void*, int, int, int64_t, int, void*, int64_t, size_t*, size_t*);
 typedef int (*XtrtriFn)(void*, int, int, int64_t, int, void*, int64_t, void*, size_t, void*, size_t, int*);
+// cusolverDnCreateSyevjInfo(params), cusolverDnXsyevjSetMaxSweeps(params, n),
+// cusolverDnDsyevj_bufferSize(handle, jobz, uplo, n, A, lda, W, lwork, params) / cusolverDnDsyevj(handle,
+// jobz, uplo, n, A, lda, W, work, lwork, devInfo, params): Jacobi for the refinement's nearly
+// diagonal problem (optional, SLIMOPT_SMALL_EIG=syevj).
+typedef int (*CreateSyevjInfoFn)(void**);
+typedef int (*SyevjSetMaxSweepsFn)(void*, int);
+typedef int (*DsyevjBufferSizeFn)(void*, int, int, int, const double*, int, const double*, int*, void*);
+typedef int (*DsyevjFn)(void*, int, int, int, double*, int, double*, double*, int, int*, void*);
 
 struct Cusolver {
   bool tried = false;
@@ -122,6 +130,11 @@ struct Cusolver {
   DpotrfFn dpotrf = nullptr;
   XtrtriBufferSizeFn xtrtriBufferSize = nullptr;
   XtrtriFn xtrtri = nullptr;
+  CreateSyevjInfoFn createSyevjInfo = nullptr;  // optional: SLIMOPT_SMALL_EIG=syevj
+  SyevjSetMaxSweepsFn syevjSetMaxSweeps = nullptr;
+  DsyevjBufferSizeFn dsyevjBufferSize = nullptr;
+  DsyevjFn dsyevj = nullptr;
+  void* syevjParams = nullptr;
   void* handles[64] = {};
 };
 
@@ -153,6 +166,10 @@ Cusolver* loadCusolver() {
       gSolver.dpotrf = reinterpret_cast<DpotrfFn>(dlsym(h, "cusolverDnDpotrf"));
       gSolver.xtrtriBufferSize = reinterpret_cast<XtrtriBufferSizeFn>(dlsym(h, "cusolverDnXtrtri_bufferSize"));
       gSolver.xtrtri = reinterpret_cast<XtrtriFn>(dlsym(h, "cusolverDnXtrtri"));
+      gSolver.createSyevjInfo = reinterpret_cast<CreateSyevjInfoFn>(dlsym(h, "cusolverDnCreateSyevjInfo"));
+      gSolver.syevjSetMaxSweeps = reinterpret_cast<SyevjSetMaxSweepsFn>(dlsym(h, "cusolverDnXsyevjSetMaxSweeps"));
+      gSolver.dsyevjBufferSize = reinterpret_cast<DsyevjBufferSizeFn>(dlsym(h, "cusolverDnDsyevj_bufferSize"));
+      gSolver.dsyevj = reinterpret_cast<DsyevjFn>(dlsym(h, "cusolverDnDsyevj"));
       if (gSolver.create && gSolver.setStream && gSolver.bufferSize && gSolver.syevdx) {
         gSolver.lib = h;
         gSolver.path = n;
@@ -398,8 +415,10 @@ constexpr double kMaxGrowth = 1e3;
 // With cuSOLVER loaded, blocks wider than this go to Ssyevdx. On the H200, for the 28 matrices of
 // DESIGN §6: at r = 128 (k = 256) the filter took 1.31 s against Ssyevdx's 2.67 s (0c7e45e), 0.90 s
 // since its Rayleigh-Ritz steps became cheaper (bfade3c); at r = 512 (k = 640) it took 3.07 s
-// against Ssyevdx's 3.01 s even so (6b508f2, SLIMOPT_GRAM_SOLVER=filter).
-constexpr int64_t kFilterMaxK = 256;
+// against Ssyevdx's 3.01 s even so (6b508f2, SLIMOPT_GRAM_SOLVER=filter); since the rounds after
+// the first orthonormalise by Cholesky only (c9c0408) it takes 56 / 71 ms per 4096 x 4096 /
+// 11008 x 4096 matrix there against Ssyevdx's 106 / 115 (bench/results/NVIDIA-H200-2026-11-25-9).
+constexpr int64_t kFilterMaxK = 640;
 
 // One Chebyshev step on rows (one block each, len entries): y = a Ynew + c Ycur, then both rows are
 // divided by ||y|| (a row pair scaled alike keeps the three-term recurrence linear in it), so that
@@ -651,6 +670,7 @@ struct Plan {
   int lwork = 0;
   int lwork64 = 0;       // Dsyevd's workspace (doubles)
   bool chol = false;     // orthonormaliser() may use Dpotrf + Xtrtri (else eigen64); filter plans only
+  bool syevj = false;    // the refinement's nearly diagonal problem on Dsyevj (SLIMOPT_SMALL_EIG=syevj)
   int cholLwork = 0;     // Dpotrf's workspace (doubles)
   size_t trtriDevice = 0, trtriHost = 0;  // Xtrtri's workspaces (bytes)
   int64_t oChol = 0;     // Dpotrf's workspace, Xtrtri's, and the residual (one double)
@@ -692,6 +712,23 @@ bool cholOff() {
 bool rrEveryRound() {
   static const bool on = envIs("SLIMOPT_FILTER_RR", "every");
   return on;
+}
+
+// SLIMOPT_SMALL_EIG=syevj: the refinement's k x k problem (nearly diagonal after the filter) by
+// cuSOLVER's Jacobi instead of Dsyevd (to compare the two in one run).
+bool syevjWanted() {
+  static const bool on = envIs("SLIMOPT_SMALL_EIG", "syevj");
+  return on;
+}
+
+// The shared Jacobi parameters (default tolerance: machine accuracy), made once; null: unavailable.
+void* syevjParams(Cusolver* c) {
+  std::lock_guard<std::mutex> lock(gSolverMutex);
+  if (c->syevjParams == nullptr && c->createSyevjInfo != nullptr && c->syevjSetMaxSweeps != nullptr) {
+    void* params = nullptr;
+    if (c->createSyevjInfo(&params) == 0 && c->syevjSetMaxSweeps(params, 100) == 0) c->syevjParams = params;
+  }
+  return c->syevjParams;
 }
 
 int64_t align64(int64_t x) { return (x + 63) / 64 * 64; }
@@ -742,6 +779,13 @@ Status makePlan(int dev, int64_t rows, int64_t cols, int64_t r, bool left, Refre
           c->dpotrfBufferSize(h, kFillUpper, int(kf), nullptr, int(kf), &p.cholLwork) == 0 &&
           c->xtrtriBufferSize(h, kFillUpper, kDiagNonUnit, kf, kCudaR64F, nullptr, kf, &p.trtriDevice, &p.trtriHost) == 0)
         p.chol = true;
+      int jLwork = 0;
+      void* params = syevjWanted() && c->dsyevjBufferSize != nullptr && c->dsyevj != nullptr ? syevjParams(c) : nullptr;
+      if (params != nullptr &&
+          c->dsyevjBufferSize(h, kEigModeVector, kFillLower, int(kf), nullptr, int(kf), nullptr, &jLwork, params) == 0) {
+        p.syevj = true;
+        p.lwork64 = std::max(p.lwork64, jLwork);
+      }
     }
     p.oA = take(n * n);
     p.oF = take(3 * align64(kf * n));                  // three k x n f32 blocks of the filter
@@ -875,7 +919,7 @@ class Refresher {
   // descending; S destroyed, work (k x k) used by the Jacobi, w (k) by Dsyevd. cuSOLVER Dsyevd when
   // the plan has it (S is symmetric: its row-major upper triangle is the column-major lower one,
   // and column j of the result is row j here), else the f64 one-block Jacobi.
-  Status eigen64(double* S, double* work, double* w, double* E, double* d) {
+  Status eigen64(double* S, double* work, double* w, double* E, double* d, bool nearlyDiagonal = false) {
     const int k = int(p_.k);
     if (!p_.dsyevd) return jacobi<double>(S, k, true, false, work, E, d);
     Cusolver* s = cusolver();
@@ -883,8 +927,13 @@ class Refresher {
     if (h == nullptr) return solverFail(-1, "cusolverDnCreate");
     int32_t* stw = reinterpret_cast<int32_t*>(ws_);
     double* lwork = reinterpret_cast<double*>(ws_ + p_.o64) + small64Floats(p_.k, 0) / 2;
-    const int rc = s->dsyevd(h, kEigModeVector, kFillLower, k, S, k, w, lwork, p_.lwork64, stw + 5);
-    if (rc != 0) return solverFail(rc, "cusolverDnDsyevd (refinement)");
+    if (p_.syevj && nearlyDiagonal) {
+      const int rc = s->dsyevj(h, kEigModeVector, kFillLower, k, S, k, w, lwork, p_.lwork64, stw + 5, syevjParams(s));
+      if (rc != 0) return solverFail(rc, "cusolverDnDsyevj (refinement)");
+    } else {
+      const int rc = s->dsyevd(h, kEigModeVector, kFillLower, k, S, k, w, lwork, p_.lwork64, stw + 5);
+      if (rc != 0) return solverFail(rc, "cusolverDnDsyevd (refinement)");
+    }
     keepInfoKernel<<<1, 1, 0, st_>>>(stw);
     fromAscendingKernel<double><<<unsigned(k), 256, 0, st_>>>(S, w, k, false, E, d);
     return lastError("galoreRefresh (small eigen)");
@@ -977,7 +1026,7 @@ class Refresher {
       if (ok.ok()) ok = g64(k, k, n, T, D, n, false, T, D, n, true, S, D);        // H = T T^T
       if (ok.ok()) ok = g64(k, k, k, E1, D, k, false, S, D, k, false, tmp, D);    // E1 H
       if (ok.ok()) ok = g64(k, k, k, tmp, D, k, false, E1, D, k, true, S, D);     // C = E1 H E1^T
-      if (ok.ok()) ok = eigen64(S, tmp, w, E2, d);
+      if (ok.ok()) ok = eigen64(S, tmp, w, E2, d, p_.filter);
       if (ok.ok()) ok = g64(k, k, k, E2, D, k, false, E1, D, k, false, tmp, D);   // M = E2 E1
       if (!ok.ok() || pass + 1 == passes) break;
       // The next pass starts from all k Gram-side vectors D2^-1/2 M T.
@@ -1101,7 +1150,7 @@ class Refresher {
   // TF32 GEMM also grows with its K on the H200); the small problems are f64.
   // Against cuSOLVER Ssyevdx on the same f32 A (the path before it): as exact after the final
   // refinement (worst vector 1.7e-6 against 4.3e-6 in the PyTorch prototype, bench/proto), faster
-  // at k = 256 on the H200, slower at k = 640 (see kFilterMaxK).
+  // up to k = 640 on the H200 (see kFilterMaxK).
   Status g64(int64_t M, int64_t N, int64_t K, const void* A, Real at, int64_t lda, bool ta, const void* B, Real bt,
              int64_t ldb, bool tb, void* C, Real ct) {
     Gemm64Args g;
