@@ -107,14 +107,6 @@ typedef int (*DpotrfBufferSizeFn)(void*, int, int, double*, int, int*);
 typedef int (*DpotrfFn)(void*, int, int, double*, int, double*, int, int*);
 typedef int (*XtrtriBufferSizeFn)(void*, int, int, int64_t, int, void*, int64_t, size_t*, size_t*);
 typedef int (*XtrtriFn)(void*, int, int, int64_t, int, void*, int64_t, void*, size_t, void*, size_t, int*);
-// cusolverDnCreateSyevjInfo(params), cusolverDnXsyevjSetMaxSweeps(params, n),
-// cusolverDnDsyevj_bufferSize(handle, jobz, uplo, n, A, lda, W, lwork, params) / cusolverDnDsyevj(handle,
-// jobz, uplo, n, A, lda, W, work, lwork, devInfo, params): Jacobi for the refinement's nearly
-// diagonal problem (optional, SLIMOPT_SMALL_EIG=syevj).
-typedef int (*CreateSyevjInfoFn)(void**);
-typedef int (*SyevjSetMaxSweepsFn)(void*, int);
-typedef int (*DsyevjBufferSizeFn)(void*, int, int, int, const double*, int, const double*, int*, void*);
-typedef int (*DsyevjFn)(void*, int, int, int, double*, int, double*, double*, int, int*, void*);
 
 struct Cusolver {
   bool tried = false;
@@ -130,11 +122,6 @@ struct Cusolver {
   DpotrfFn dpotrf = nullptr;
   XtrtriBufferSizeFn xtrtriBufferSize = nullptr;
   XtrtriFn xtrtri = nullptr;
-  CreateSyevjInfoFn createSyevjInfo = nullptr;  // optional: SLIMOPT_SMALL_EIG=syevj
-  SyevjSetMaxSweepsFn syevjSetMaxSweeps = nullptr;
-  DsyevjBufferSizeFn dsyevjBufferSize = nullptr;
-  DsyevjFn dsyevj = nullptr;
-  void* syevjParams = nullptr;
   void* handles[64] = {};
 };
 
@@ -166,10 +153,6 @@ Cusolver* loadCusolver() {
       gSolver.dpotrf = reinterpret_cast<DpotrfFn>(dlsym(h, "cusolverDnDpotrf"));
       gSolver.xtrtriBufferSize = reinterpret_cast<XtrtriBufferSizeFn>(dlsym(h, "cusolverDnXtrtri_bufferSize"));
       gSolver.xtrtri = reinterpret_cast<XtrtriFn>(dlsym(h, "cusolverDnXtrtri"));
-      gSolver.createSyevjInfo = reinterpret_cast<CreateSyevjInfoFn>(dlsym(h, "cusolverDnCreateSyevjInfo"));
-      gSolver.syevjSetMaxSweeps = reinterpret_cast<SyevjSetMaxSweepsFn>(dlsym(h, "cusolverDnXsyevjSetMaxSweeps"));
-      gSolver.dsyevjBufferSize = reinterpret_cast<DsyevjBufferSizeFn>(dlsym(h, "cusolverDnDsyevj_bufferSize"));
-      gSolver.dsyevj = reinterpret_cast<DsyevjFn>(dlsym(h, "cusolverDnDsyevj"));
       if (gSolver.create && gSolver.setStream && gSolver.bufferSize && gSolver.syevdx) {
         gSolver.lib = h;
         gSolver.path = n;
@@ -350,13 +333,18 @@ __global__ void floorRowsKernel(float* Out, int64_t len, const float* Z, int64_t
 
 // S (k x k) <- diag(s) S diag(s) with s_i = 1/sqrt(S_ii) (0 where S_ii <= 0), s kept: the Gram
 // matrix of rows scaled to unit length (well conditioned when the rows are nearly orthogonal).
-__global__ void unitDiagonalKernel(double* S, int64_t k, double* s) {
-  for (int64_t i = threadIdx.x; i < k; i += blockDim.x) {
-    const double v = S[i * k + i];
-    s[i] = v > 0.0 ? 1.0 / sqrt(v) : 0.0;
-  }
-  __syncthreads();
-  for (int64_t e = threadIdx.x; e < k * k; e += blockDim.x) S[e] *= s[e / k] * s[e % k];
+// Two kernels, s first, so that no block reads a diagonal another has already scaled; then one
+// block per row (one block for all of S took 0.2 ms at k = 640 on the H200).
+__global__ void rowScalesKernel(const double* S, int64_t k, double* s) {
+  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= k) return;
+  const double v = S[i * k + i];
+  s[i] = v > 0.0 ? 1.0 / sqrt(v) : 0.0;
+}
+__global__ void unitDiagonalKernel(double* S, int64_t k, const double* s) {
+  const int64_t i = blockIdx.x;
+  const double si = s[i];
+  for (int64_t j = threadIdx.x; j < k; j += blockDim.x) S[i * k + j] *= si * s[j];
 }
 
 // E (rows x cols) <- diag(f) E diag(c): f_i = 1/sqrt(d_i), 0 where d_i <= floor * d_0 (d descending);
@@ -383,24 +371,30 @@ __global__ void lowerInverseKernel(const double* L, int64_t k, const double* c, 
 }
 
 // *out = max |R_ij - delta_ij| over the k x k R, or +inf when either factorisation reported a
-// failure (status words 6, 7): one block.
+// failure (status words 6, 7). One block of 256 per row, *out zeroed before: the maxima meet by
+// atomicMax on the bits (a non-negative double orders like its bits; NaN's bits are above
+// +inf's, so a NaN wins).
 __global__ void identityResidualKernel(const double* R, int64_t k, const int32_t* st, double* out) {
-  __shared__ double red[1024];
+  __shared__ double red[256];
+  const int64_t i = blockIdx.x;
   double m = 0.0;
-  for (int64_t e = threadIdx.x; e < k * k; e += blockDim.x) {
-    const double v = fabs(R[e] - (e / k == e % k ? 1.0 : 0.0));
-    m = v > m || v != v ? v : m;  // a NaN wins
+  for (int64_t j = threadIdx.x; j < k; j += 256) {
+    const double v = fabs(R[i * k + j] - (i == j ? 1.0 : 0.0));
+    m = v > m || v != v ? v : m;
   }
   red[threadIdx.x] = m;
   __syncthreads();
-  for (int w = blockDim.x / 2; w > 0; w /= 2) {
+  for (int w = 128; w > 0; w /= 2) {
     if (threadIdx.x < w) {
       const double o = red[threadIdx.x + w];
       if (o > red[threadIdx.x] || o != o) red[threadIdx.x] = o;
     }
     __syncthreads();
   }
-  if (threadIdx.x == 0) *out = (st[6] != 0 || st[7] != 0 || red[0] != red[0]) ? INFINITY : red[0];
+  if (threadIdx.x != 0) return;
+  double v = red[0] != red[0] ? NAN : red[0];
+  if (i == 0 && (st[6] != 0 || st[7] != 0)) v = INFINITY;
+  atomicMax(reinterpret_cast<unsigned long long*>(out), static_cast<unsigned long long>(__double_as_longlong(fabs(v))));
 }
 
 // The Chebyshev filter's schedule (see Refresher::filterSolve): the first filtered round's degree,
@@ -670,7 +664,6 @@ struct Plan {
   int lwork = 0;
   int lwork64 = 0;       // Dsyevd's workspace (doubles)
   bool chol = false;     // orthonormaliser() may use Dpotrf + Xtrtri (else eigen64); filter plans only
-  bool syevj = false;    // the refinement's nearly diagonal problem on Dsyevj (SLIMOPT_SMALL_EIG=syevj)
   int cholLwork = 0;     // Dpotrf's workspace (doubles)
   size_t trtriDevice = 0, trtriHost = 0;  // Xtrtri's workspaces (bytes)
   int64_t oChol = 0;     // Dpotrf's workspace, Xtrtri's, and the residual (one double)
@@ -712,23 +705,6 @@ bool cholOff() {
 bool rrEveryRound() {
   static const bool on = envIs("SLIMOPT_FILTER_RR", "every");
   return on;
-}
-
-// SLIMOPT_SMALL_EIG=syevj: the refinement's k x k problem (nearly diagonal after the filter) by
-// cuSOLVER's Jacobi instead of Dsyevd (to compare the two in one run).
-bool syevjWanted() {
-  static const bool on = envIs("SLIMOPT_SMALL_EIG", "syevj");
-  return on;
-}
-
-// The shared Jacobi parameters (default tolerance: machine accuracy), made once; null: unavailable.
-void* syevjParams(Cusolver* c) {
-  std::lock_guard<std::mutex> lock(gSolverMutex);
-  if (c->syevjParams == nullptr && c->createSyevjInfo != nullptr && c->syevjSetMaxSweeps != nullptr) {
-    void* params = nullptr;
-    if (c->createSyevjInfo(&params) == 0 && c->syevjSetMaxSweeps(params, 100) == 0) c->syevjParams = params;
-  }
-  return c->syevjParams;
 }
 
 int64_t align64(int64_t x) { return (x + 63) / 64 * 64; }
@@ -779,13 +755,7 @@ Status makePlan(int dev, int64_t rows, int64_t cols, int64_t r, bool left, Refre
           c->dpotrfBufferSize(h, kFillUpper, int(kf), nullptr, int(kf), &p.cholLwork) == 0 &&
           c->xtrtriBufferSize(h, kFillUpper, kDiagNonUnit, kf, kCudaR64F, nullptr, kf, &p.trtriDevice, &p.trtriHost) == 0)
         p.chol = true;
-      int jLwork = 0;
-      void* params = syevjWanted() && c->dsyevjBufferSize != nullptr && c->dsyevj != nullptr ? syevjParams(c) : nullptr;
-      if (params != nullptr &&
-          c->dsyevjBufferSize(h, kEigModeVector, kFillLower, int(kf), nullptr, int(kf), nullptr, &jLwork, params) == 0) {
-        p.syevj = true;
-        p.lwork64 = std::max(p.lwork64, jLwork);
-      }
+
     }
     p.oA = take(n * n);
     p.oF = take(3 * align64(kf * n));                  // three k x n f32 blocks of the filter
@@ -919,7 +889,7 @@ class Refresher {
   // descending; S destroyed, work (k x k) used by the Jacobi, w (k) by Dsyevd. cuSOLVER Dsyevd when
   // the plan has it (S is symmetric: its row-major upper triangle is the column-major lower one,
   // and column j of the result is row j here), else the f64 one-block Jacobi.
-  Status eigen64(double* S, double* work, double* w, double* E, double* d, bool nearlyDiagonal = false) {
+  Status eigen64(double* S, double* work, double* w, double* E, double* d) {
     const int k = int(p_.k);
     if (!p_.dsyevd) return jacobi<double>(S, k, true, false, work, E, d);
     Cusolver* s = cusolver();
@@ -927,13 +897,8 @@ class Refresher {
     if (h == nullptr) return solverFail(-1, "cusolverDnCreate");
     int32_t* stw = reinterpret_cast<int32_t*>(ws_);
     double* lwork = reinterpret_cast<double*>(ws_ + p_.o64) + small64Floats(p_.k, 0) / 2;
-    if (p_.syevj && nearlyDiagonal) {
-      const int rc = s->dsyevj(h, kEigModeVector, kFillLower, k, S, k, w, lwork, p_.lwork64, stw + 5, syevjParams(s));
-      if (rc != 0) return solverFail(rc, "cusolverDnDsyevj (refinement)");
-    } else {
-      const int rc = s->dsyevd(h, kEigModeVector, kFillLower, k, S, k, w, lwork, p_.lwork64, stw + 5);
-      if (rc != 0) return solverFail(rc, "cusolverDnDsyevd (refinement)");
-    }
+    const int rc = s->dsyevd(h, kEigModeVector, kFillLower, k, S, k, w, lwork, p_.lwork64, stw + 5);
+    if (rc != 0) return solverFail(rc, "cusolverDnDsyevd (refinement)");
     keepInfoKernel<<<1, 1, 0, st_>>>(stw);
     fromAscendingKernel<double><<<unsigned(k), 256, 0, st_>>>(S, w, k, false, E, d);
     return lastError("galoreRefresh (small eigen)");
@@ -1026,7 +991,7 @@ class Refresher {
       if (ok.ok()) ok = g64(k, k, n, T, D, n, false, T, D, n, true, S, D);        // H = T T^T
       if (ok.ok()) ok = g64(k, k, k, E1, D, k, false, S, D, k, false, tmp, D);    // E1 H
       if (ok.ok()) ok = g64(k, k, k, tmp, D, k, false, E1, D, k, true, S, D);     // C = E1 H E1^T
-      if (ok.ok()) ok = eigen64(S, tmp, w, E2, d, p_.filter);
+      if (ok.ok()) ok = eigen64(S, tmp, w, E2, d);
       if (ok.ok()) ok = g64(k, k, k, E2, D, k, false, E1, D, k, false, tmp, D);   // M = E2 E1
       if (!ok.ok() || pass + 1 == passes) break;
       // The next pass starts from all k Gram-side vectors D2^-1/2 M T.
@@ -1200,8 +1165,9 @@ class Refresher {
     if (ok.ok()) ok = g64(k, k, k, T, F64, k, false, S, F64, k, false, R, F64);  // Lr^-1 S
     if (ok.ok()) ok = g64(k, k, k, R, F64, k, false, T, F64, k, true, U, F64);   // Lr^-1 S Lr^-T
     if (!ok.ok()) return ok;
-    identityResidualKernel<<<1, 1024, 0, st_>>>(U, k, stw, residual);
-    ok = lastError("galoreRefresh (Cholesky check)");
+    ok = memsetZero(dev_, residual, sizeof(double));
+    if (ok.ok()) identityResidualKernel<<<unsigned(k), 256, 0, st_>>>(U, k, stw, residual);
+    if (ok.ok()) ok = lastError("galoreRefresh (Cholesky check)");
     double r = INFINITY;
     if (ok.ok()) ok = copyDtoH(dev_, &r, residual, sizeof(double));
     if (!ok.ok()) return ok;
@@ -1218,7 +1184,8 @@ class Refresher {
   Status orthonormaliser(double* S, double* sc, double* E1, double* work, double* w, double* d, double* x1,
                          double* x2, double* x3, bool* byCholesky = nullptr) {
     const int64_t k = p_.k;
-    unitDiagonalKernel<<<1, 1024, 0, st_>>>(S, k, sc);
+    rowScalesKernel<<<unsigned((k + 255) / 256), 256, 0, st_>>>(S, k, sc);
+    unitDiagonalKernel<<<unsigned(k), 256, 0, st_>>>(S, k, sc);
     Status ok = lastError("galoreRefresh (unit rows)");
     bool cholesky = false;
     if (ok.ok() && p_.chol && x3 != nullptr) ok = choleskyE1(S, work, sc, E1, x1, x2, x3, &cholesky);

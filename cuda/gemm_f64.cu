@@ -4,7 +4,8 @@
 // transposes, each global read coalesced along the contiguous index).
 //  * sm_80+: the FP64 tensor cores (mma.sync m8n8k4 f64, exact f64 products and sums; twice the
 //    SIMT FP64 rate on an H100/H200). The 8 warps form a 2 x 4 grid of 32 x 16 warp tiles (4 x 2
-//    mma tiles, 16 f64 accumulators per thread). Fragments (PTX ISA, m8n8k4 .f64; lane = 4g + t):
+//    mma tiles, 16 f64 accumulators per thread). Two shared buffers: the next slice is read into
+//    registers while the current one is multiplied. Fragments (PTX ISA, m8n8k4 .f64; lane = 4g + t):
 //    A (row) holds A[g][t], B (col) B[t][g], C the pair C[g][2t], C[g][2t+1]. With rows of 64 + 8
 //    doubles a warp's fragment read (k = t, m or n = g) touches every bank pair exactly twice: the
 //    minimum for 32 doubles.
@@ -92,11 +93,59 @@ __global__ void splitSumKernel(const double* __restrict__ parts, int s, int64_t 
   }
 }
 
+// One thread's share of a K slice (kPerThread elements of op(A)'s BM x BK block and of op(B)'s
+// BK x BN block), with the offsets that do not change from slice to slice worked out once: the
+// element at slice p0 is base + p0 * step, present when `in` and pp + p0 < kEnd.
+constexpr int kPerThread = BM * BK / kThreads;
+static_assert(BM * BK % kThreads == 0 && BN == BM, "each thread stages the same count of A and B");
+struct Stage {
+  int64_t base[kPerThread];
+  int pp[kPerThread], mn[kPerThread];
+  bool in[kPerThread];
+};
+
+__device__ __forceinline__ void stageA(const Gemm64Args& g, int64_t i0, Stage& s) {
+#pragma unroll
+  for (int q = 0; q < kPerThread; ++q) {
+    const int e = threadIdx.x + q * kThreads;
+    int ii, pp;
+    if (g.transA) { ii = e % BM; pp = e / BM; } else { pp = e % BK; ii = e / BK; }  // coalesced either way
+    const int64_t i = i0 + ii;
+    s.pp[q] = pp; s.mn[q] = ii; s.in[q] = i < g.M;
+    s.base[q] = g.transA ? int64_t(pp) * g.lda + i : i * g.lda + pp;
+  }
+}
+
+__device__ __forceinline__ void stageB(const Gemm64Args& g, int64_t j0, Stage& s) {
+#pragma unroll
+  for (int q = 0; q < kPerThread; ++q) {
+    const int e = threadIdx.x + q * kThreads;
+    int jj, pp;
+    if (g.transB) { pp = e % BK; jj = e / BK; } else { jj = e % BN; pp = e / BN; }
+    const int64_t j = j0 + jj;
+    s.pp[q] = pp; s.mn[q] = jj; s.in[q] = j < g.N;
+    s.base[q] = g.transB ? j * g.ldb + pp : int64_t(pp) * g.ldb + j;
+  }
+}
+
+// The slice at p0 of one operand into registers (zeros past the edges), widened to f64.
+template <typename T>
+__device__ __forceinline__ void fetch(const void* src, const Stage& s, int64_t p0, int64_t step, int64_t kEnd,
+                                      double (&v)[kPerThread]) {
+#pragma unroll
+  for (int q = 0; q < kPerThread; ++q)
+    v[q] = (s.in[q] && p0 + s.pp[q] < kEnd) ? ld<T>(src, s.base[q] + p0 * step) : 0.0;
+}
+
+// Two shared buffers and the next slice fetched into registers while the current one is
+// multiplied: one barrier per slice, and the global loads' latency hidden behind the mma work (the
+// single-buffer version ran the refresh's f64-summed products at ~7-12 TFLOP/s on the H200,
+// bench/results/NVIDIA-H200-2026-11-25-10/ncu-refresh-r512-*.txt).
 template <typename TA, typename TB, typename TC>
 __global__ void __launch_bounds__(kThreads) gemm64TensorKernel(const K64 k) {
   const Gemm64Args& g = k.g;
-  __shared__ double As[BK][kStride];
-  __shared__ double Bs[BK][kStride];
+  __shared__ double As[2][BK][kStride];
+  __shared__ double Bs[2][BK][kStride];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int gq = lane / 4, tq = lane % 4;
   const int wm = (warp / 4) * 32, wn = (warp % 4) * 16;  // the warp tile's origin in the block tile
@@ -107,22 +156,39 @@ __global__ void __launch_bounds__(kThreads) gemm64TensorKernel(const K64 k) {
 #pragma unroll
     for (int nt = 0; nt < 2; ++nt) acc[mt][nt][0] = acc[mt][nt][1] = 0.0;
   const int64_t kBegin = int64_t(blockIdx.z) * k.kPer, kEnd = min(g.K, kBegin + k.kPer);
+  const int64_t stepA = g.transA ? g.lda : 1, stepB = g.transB ? 1 : g.ldb;
+  Stage sa, sb;
+  stageA(g, i0, sa);
+  stageB(g, j0, sb);
+  double ra[kPerThread], rb[kPerThread];
+  fetch<TA>(g.A, sa, kBegin, stepA, kEnd, ra);
+  fetch<TB>(g.B, sb, kBegin, stepB, kEnd, rb);
+  int buf = 0;
   for (int64_t p0 = kBegin; p0 < kEnd; p0 += BK) {
-    loadSlice<TA, TB, kStride>(g, i0, j0, p0, As, Bs);
+#pragma unroll
+    for (int q = 0; q < kPerThread; ++q) {
+      As[buf][sa.pp[q]][sa.mn[q]] = ra[q];
+      Bs[buf][sb.pp[q]][sb.mn[q]] = rb[q];
+    }
     __syncthreads();
+    if (p0 + BK < kEnd) {
+      fetch<TA>(g.A, sa, p0 + BK, stepA, kEnd, ra);
+      fetch<TB>(g.B, sb, p0 + BK, stepB, kEnd, rb);
+    }
 #pragma unroll
     for (int kk = 0; kk < BK; kk += 4) {
       double a[4], b[2];
 #pragma unroll
-      for (int mt = 0; mt < 4; ++mt) a[mt] = As[kk + tq][wm + mt * 8 + gq];
+      for (int mt = 0; mt < 4; ++mt) a[mt] = As[buf][kk + tq][wm + mt * 8 + gq];
 #pragma unroll
-      for (int nt = 0; nt < 2; ++nt) b[nt] = Bs[kk + tq][wn + nt * 8 + gq];
+      for (int nt = 0; nt < 2; ++nt) b[nt] = Bs[buf][kk + tq][wn + nt * 8 + gq];
 #pragma unroll
       for (int mt = 0; mt < 4; ++mt)
 #pragma unroll
         for (int nt = 0; nt < 2; ++nt) mmaF64(acc[mt][nt][0], acc[mt][nt][1], a[mt], b[nt]);
     }
-    __syncthreads();
+    // The other buffer was last read before this slice's barrier: free to fill next.
+    buf ^= 1;
   }
 #pragma unroll
   for (int mt = 0; mt < 4; ++mt) {
