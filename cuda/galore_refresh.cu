@@ -29,7 +29,8 @@
 //
 // Eigen-solvers of A:
 //  * The svd default: a Chebyshev-filtered subspace iteration on A with k = r + clamp(r, 32, 128)
-//    rows (Refresher::filterSolve: strict f32 products; an f64 Rayleigh-Ritz step after the first
+//    rows (Refresher::filterSolve: TF32 products while the error is far above TF32's rounding,
+//    strict f32 products after; an f64 Rayleigh-Ritz step after the first
 //    round, Cholesky orthonormalisation after the others; the k x k problems go to cuSOLVER when it
 //    loads, Dpotrf + Xtrtri orthonormalising and Dsyevd solving, else to the f64 one-block Jacobi).
 //    With cuSOLVER
@@ -406,6 +407,12 @@ constexpr double kFilterTarget = 1e-6;
 // than the r-th: the block is stored in f32, and a row that the top direction swamps loses the
 // r-th's digits (a gradient's spectrum falling steeply, e.g. geometrically, would else collapse it).
 constexpr double kMaxGrowth = 1e3;
+// The r-th vector's error that a round of TF32 products leaves, as a multiple of lambda_1 /
+// lambda_r: TF32 rounds each term to 2^-11 (built-in kernel: truncates, 2^-10), an error spread
+// over all n directions, about 2^-11 ||A||_F / sqrt(n) <= 2^-11 lambda_1 per row; counted as 1e-3
+// for margin. Where that floor is not below kTf32Useful (a steep spectrum) the filter multiplies in
+// strict f32 from the start.
+constexpr double kTf32Floor = 1e-3, kTf32Useful = 1e-2;
 // With cuSOLVER loaded, blocks wider than this go to Ssyevdx. On the H200, for the 28 matrices of
 // DESIGN §6: at r = 128 (k = 256) the filter took 1.31 s against Ssyevdx's 2.67 s (0c7e45e), 0.90 s
 // since its Rayleigh-Ritz steps became cheaper (bfade3c); at r = 512 (k = 640) it took 3.07 s
@@ -705,6 +712,13 @@ bool cholOff() {
 bool rrEveryRound() {
   static const bool on = envIs("SLIMOPT_FILTER_RR", "every");
   return on;
+}
+
+// SLIMOPT_FILTER_TF32=off: the filter multiplies in strict f32 in every round (the path before its
+// TF32 rounds, kept to compare the two in one run).
+bool filterTf32Off() {
+  static const bool off = envIs("SLIMOPT_FILTER_TF32", "off");
+  return off;
 }
 
 int64_t align64(int64_t x) { return (x + 63) / 64 * 64; }
@@ -1111,8 +1125,9 @@ class Refresher {
   // the part of vector i outside the block by about T_d(2 lambda_{k+1}/b - 1) / T_d(2 lambda_i/b - 1);
   // the iteration stops when the product of these factors for i = r, estimated from the Ritz values,
   // is below kFilterTarget (or the r-th and k-th Ritz values are no longer apart in f32). Products
-  // with A are strict f32 GEMMs (TF32's rounding would set the block's accuracy; the error of a
-  // TF32 GEMM also grows with its K on the H200); the small problems are f64.
+  // with A are TF32 GEMMs while the predicted error is above what TF32's rounding leaves
+  // (kTf32Floor), then strict f32 GEMMs, which set the block's accuracy (TF32's rounding would;
+  // the error of a TF32 GEMM also grows with its K on the H200); the small problems are f64.
   // Against cuSOLVER Ssyevdx on the same f32 A (the path before it): as exact after the final
   // refinement (worst vector 1.7e-6 against 4.3e-6 in the PyTorch prototype, bench/proto), faster
   // up to k = 640 on the H200 (see kFilterMaxK).
@@ -1126,13 +1141,13 @@ class Refresher {
     return gemm64(dev_, st_, g);
   }
 
-  // C (k x n) = alpha F A + beta C, strict f32.
+  // C (k x n) = alpha F A + beta C, in the filter's current precision (filterMode_).
   Status productA(const float* F, float* C, float alpha, float beta) {
     const int64_t k = p_.k, n = p_.n;
     GemmArgs g = mk(k, n, n, F, n, false, ws_ + p_.oA, n, false, C, n);
     g.alpha = alpha;
     g.beta = beta;
-    return gemm(dev_, g, GemmMode::Strict);
+    return gemm(dev_, g, filterMode_);
   }
 
   // E1 = Lr^-1 diag(sc) from the unit-row Gram S (k x k, kept) = Lr Lr^T: E1 F is then orthonormal.
@@ -1264,6 +1279,11 @@ class Refresher {
     float* yc = buf[1];  // zc A once a Rayleigh-Ritz step has formed it (every round after round 0)
     float* fr = buf[2];
     double progress = 1.0;
+    // The early rounds multiply in TF32 (tensor cores, several times the strict f32 rate) while
+    // the predicted error is still above what TF32's rounding leaves (tf32Floor, estimated each
+    // round); then strict f32 to the end, counting from that floor.
+    bool tf32 = !filterTf32Off();
+    filterMode_ = tf32 ? GemmMode::Tf32 : GemmMode::Strict;
     int degree = 0;  // round 0: the Rayleigh-Ritz of the random rows only, for the first estimates
     for (int round = 0; round < kMaxRounds; ++round) {
       const int d = degree;
@@ -1313,14 +1333,23 @@ class Refresher {
       double cut = 0.0;
       for (int64_t i = k - 1; i >= 0 && !(cut > 1e-12 * top); --i) cut = th[size_t(i)];
       const double thr = th[size_t(rEff - 1)];
-      if (thr - cut <= 1e-6 * top) { *done = true; break; }  // no gap that f32 resolves
+      const bool noGap = thr - cut <= 1e-6 * top;  // no gap that f32 resolves
+      if (noGap && !tf32) { *done = true; break; }
       auto lnCheb = [](int deg, double x) {  // ln T_deg(x), x >= 1 (1 below: the damped side)
         const double y = x <= 1.0 ? 0.0 : deg * std::acosh(x);
         return y > 40.0 ? y - std::log(2.0) : std::log(std::cosh(y));
       };
+      const double tf32Floor = kTf32Floor * top / thr;
       if (round > 0) {
         progress *= std::exp(lnCheb(d, 2.0 * cut / b - 1.0) - lnCheb(d, 2.0 * thr / b - 1.0));
+        if (tf32) progress = std::max(progress, tf32Floor);
         if (progress <= kFilterTarget) { *done = true; break; }
+      }
+      // (A gap under TF32's rounding of the Ritz values is looked at again in strict f32.)
+      if (tf32 && (noGap || !(progress > tf32Floor && tf32Floor < kTf32Useful))) {
+        tf32 = false;
+        filterMode_ = GemmMode::Strict;
+        progress = std::max(progress, tf32Floor);
       }
       b = cut > 0.0 ? cut : 1e-3 * top;
       // The next degree: kFirstDegree, then kRoundDegree, as far as kMaxGrowth allows (at least 1).
@@ -1340,6 +1369,7 @@ class Refresher {
   const float* X_;
   float* ws_;
   GemmMode applyMode_;
+  GemmMode filterMode_ = GemmMode::Strict;  // the filter's products with A (filterSolve switches it)
   std::vector<char> trtriHost_;  // Xtrtri's host workspace
 };
 
