@@ -65,6 +65,8 @@ typedef int (*GemmExFn)(void*, int, int, int, int, int, const void*, const void*
 // Carray, Ctype, ldc, batchCount, computeType, algo): arrays of device pointers in device memory.
 typedef int (*GemmBatchedExFn)(void*, int, int, int, int, int, const void*, const void* const*, int, int,
                                const void* const*, int, int, const void*, void* const*, int, int, int, int, int);
+// cublasSsyrk_v2(handle, uplo, trans, n, k, alpha, A, lda, beta, C, ldc): the refresh's Gram matrix.
+typedef int (*SsyrkFn)(void*, int, int, int, int, const float*, const float*, int, const float*, float*, int);
 // cublasComputeType_t: CUBLAS_COMPUTE_32F 68, CUBLAS_COMPUTE_32F_FAST_16BF 75, _FAST_TF32 77.
 constexpr int kCudaR32F = 0, kCompute32F = 68, kComputeFast16BF = 75, kComputeFastTf32 = 77, kGemmDefault = -1;
 
@@ -79,6 +81,7 @@ struct Cublas {
   SgemmFn sgemm = nullptr;
   GemmExFn gemmEx = nullptr;  // optional: without it GemmMode::Bf16 takes the built-in kernel
   GemmBatchedExFn gemmBatchedEx = nullptr;  // optional: without it a batch is one call per product
+  SsyrkFn ssyrk = nullptr;  // optional: without it the Gram matrix is a full GEMM
   void* handles[64] = {};
   void** ptrArrays[64] = {};  // per device: the batched call's A, B, C pointer arrays (3 x kBatchMax)
 };
@@ -114,6 +117,7 @@ Cublas* cublas() {
       gBlas.sgemm = reinterpret_cast<SgemmFn>(dlsym(h, "cublasSgemm_v2"));
       gBlas.gemmEx = reinterpret_cast<GemmExFn>(dlsym(h, "cublasGemmEx"));
       gBlas.gemmBatchedEx = reinterpret_cast<GemmBatchedExFn>(dlsym(h, "cublasGemmBatchedEx"));
+      gBlas.ssyrk = reinterpret_cast<SsyrkFn>(dlsym(h, "cublasSsyrk_v2"));
       if (gBlas.create && gBlas.setStream && gBlas.setMathMode && gBlas.setPointerMode && gBlas.sgemm) {
         gBlas.lib = h;
         gBlas.path = n;
@@ -260,6 +264,57 @@ Status runGemm(int dev, const GemmArgs& g, GemmMode mode, const float* alphaBeta
   if (alphaBeta) b->setPointerMode(h, 0);
   if (rc != 0) return blasFail(rc, mode == GemmMode::Bf16 ? "cublasGemmEx" : "cublasSgemm");
   return lastError("gemm (cuBLAS)");
+}
+
+namespace {
+
+// Ssyrk leaves the lower triangle of a column-major n x n matrix, which is the upper one (column
+// >= row) of the row-major M: copy it over the other, 32 x 32 tiles through shared memory so that
+// both the reads and the writes are coalesced.
+__global__ void mirrorUpperKernel(float* M, int64_t n) {
+  const int64_t ta = blockIdx.y, tb = blockIdx.x;  // the destination tile: rows ta, columns tb < ta
+  if (tb > ta) return;
+  __shared__ float t[32][33];
+  for (int y = threadIdx.y; y < 32; y += blockDim.y) {  // source rows tb*32 + y, columns ta*32 + x
+    const int64_t r = tb * 32 + y, c = ta * 32 + threadIdx.x;
+    if (r < n && c < n) t[y][threadIdx.x] = M[r * n + c];
+  }
+  __syncthreads();
+  for (int y = threadIdx.y; y < 32; y += blockDim.y) {
+    const int64_t r = ta * 32 + y, c = tb * 32 + threadIdx.x;
+    if (r < n && c < r) M[r * n + c] = t[threadIdx.x][y];
+  }
+}
+
+}  // namespace
+
+Status gramStrict(int dev, const float* X, int64_t rows, int64_t cols, bool colsSide, float* A) {
+  const int64_t n = colsSide ? cols : rows, inner = colsSide ? rows : cols;
+  cudaStream_t st;
+  Status ok = deviceStream(dev, &st, "gram");
+  if (!ok.ok()) return ok;
+  Cublas* b = cublas();
+  if (b == nullptr || b->ssyrk == nullptr || n > INT32_MAX || inner > INT32_MAX || cols > INT32_MAX) {
+    GemmArgs g;
+    g.M = n; g.N = n; g.K = inner;
+    g.A = X; g.lda = cols; g.transA = colsSide;
+    g.B = X; g.ldb = cols; g.transB = !colsSide;
+    g.C = A; g.ldc = n;
+    return runGemm(dev, g, GemmMode::Strict, nullptr, nullptr);
+  }
+  void* h = blasHandle(b, dev, st);
+  if (h == nullptr) return blasFail(-1, "cublasCreate");
+  int rc = b->setMathMode(h, 0);
+  if (rc == 0) rc = b->setPointerMode(h, 0);
+  if (rc != 0) return blasFail(rc, "cublasSetMathMode");
+  // Row-major X (rows x cols) is the column-major Xc (cols x rows): X^T X = Xc Xc^T (no transpose),
+  // X X^T = Xc^T Xc (transpose). Lower triangle (0), operation N (0) / T (1).
+  const float one = 1.0f, zero = 0.0f;
+  rc = b->ssyrk(h, 0, colsSide ? 0 : 1, int(n), int(inner), &one, X, int(cols), &zero, A, int(n));
+  if (rc != 0) return blasFail(rc, "cublasSsyrk");
+  const unsigned tiles = unsigned((n + 31) / 32);
+  mirrorUpperKernel<<<dim3(tiles, tiles), dim3(32, 8), 0, st>>>(A, n);
+  return lastError("gram (mirror)");
 }
 
 namespace {

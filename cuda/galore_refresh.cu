@@ -1428,9 +1428,7 @@ Status galoreRefresh(int dev, const void* X, DType xt, int64_t rows, int64_t col
 
   const int64_t n = p.n;
   if (p.gram) {
-    float* A = ws + p.oA;
-    ok = p.colsSide ? gemm(dev, mk(n, n, rows, Xf, cols, true, Xf, cols, false, A, n), GemmMode::Strict)
-                    : gemm(dev, mk(n, n, cols, Xf, cols, false, Xf, cols, true, A, n), GemmMode::Strict);
+    ok = gramStrict(dev, Xf, rows, cols, p.colsSide, ws + p.oA);
     if (!ok.ok()) return ok;
   }
   const float* V = nullptr;  // the solver's vectors of the Gram side, ld n

@@ -18,6 +18,10 @@ Status invalidArg(const std::string& what);
 // else the built-in kernel. alphaBeta: device [alpha, beta] or null; flag: the built-in kernel does
 // nothing when *flag != 0 (cuBLAS cannot skip: callers must make its result harmless).
 Status runGemm(int dev, const GemmArgs& g, GemmMode mode, const float* alphaBeta, const int32_t* flag);
+// The Gram matrix A (n x n) = X^T X (colsSide, n = cols) or X X^T (n = rows) of a row-major f32 X,
+// strict f32 (cuda/galore.cu): cuBLAS Ssyrk (one triangle, half the GEMM's work) and a mirror
+// kernel when it loads, else a full GEMM through runGemm.
+Status gramStrict(int dev, const float* X, int64_t rows, int64_t cols, bool colsSide, float* A);
 // Multiprocessor count of dev (cached).
 int smCount(int dev);
 
