@@ -294,7 +294,12 @@ Status gramStrict(int dev, const float* X, int64_t rows, int64_t cols, bool cols
   Status ok = deviceStream(dev, &st, "gram");
   if (!ok.ok()) return ok;
   Cublas* b = cublas();
-  if (b == nullptr || b->ssyrk == nullptr || n > INT32_MAX || inner > INT32_MAX || cols > INT32_MAX) {
+  // SLIMOPT_GRAM=gemm: the full GEMM even where Ssyrk loads (to compare the two in one run).
+  static const bool gemmForced = [] {
+    const char* e = std::getenv("SLIMOPT_GRAM");
+    return e != nullptr && std::string(e) == "gemm";
+  }();
+  if (b == nullptr || b->ssyrk == nullptr || gemmForced || n > INT32_MAX || inner > INT32_MAX || cols > INT32_MAX) {
     GemmArgs g;
     g.M = n; g.N = n; g.K = inner;
     g.A = X; g.lda = cols; g.transA = colsSide;
