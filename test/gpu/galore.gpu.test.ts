@@ -96,7 +96,9 @@ for (const builtin of [false, true]) {
               const up = (await f32(pp[k].data)).map((x, i) => x - base[i]);
               // The device rounds in several places (G, P, N, the GEMM sums) where the perturbed run
               // rounds once: a few times the measured sensitivity, never less than the nominal bound.
-              const tol = Math.max(nominal, 6 * relErr(up, uc));
+              // (full, f32: 5.99x to 6.01x here with refresh variants whose projectors all lie within
+              // 4e-8 of the CPU's, bench/results/NVIDIA-H200-2026-11-25-13/: 8x leaves that margin.)
+              const tol = Math.max(nominal, 8 * relErr(up, uc));
               const sc = oc.stateOf(pc[k])!, sg = og.stateOf(pg[k])!;
               const pe = relErr(await f32(sg.proj!), await f32(sc.proj!));
               if (relErr(ug, uc) >= tol || pe >= 1e-5)
