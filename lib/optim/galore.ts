@@ -857,6 +857,18 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     return out;
   }
 
+  /** Bytes of device workspace the largest refresh of this optimizer's tensors takes (0 on the CPU
+   *  and before the first step): held during a refresh step only, beside scratchBytes(). */
+  refreshWorkspaceBytes(): number {
+    let n = 0;
+    for (const g of this.paramGroups) {
+      const s = this.ranked.get(g);
+      if (!s || s.device.kind !== "cuda") continue;
+      for (const q of s.params.values()) n = Math.max(n, refreshWorkspaceFloats(s.flag, q, this.methodOf(g, q)));
+    }
+    return 4 * n;
+  }
+
   /** Bytes of scratch held between steps (not state): R-sized buffers, plus one f32 gradient on
    *  CUDA when parameters are not f32. */
   scratchBytes(): number {

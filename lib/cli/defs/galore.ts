@@ -101,6 +101,10 @@ async function runRefresh(ctx: BenchContext, rank: number): Promise<BenchRow> {
     const ts = await timeCalls(dev, () => steady.step(), ctx.steps, ctx.warmup,
       (d) => ctx.progress(0.8 + 0.2 * d / ctx.steps, `steady ${d}/${ctx.steps}`));
     const a = stats(tr), b = stats(ts);
+    // A refresh step holds the refresh's workspace (the largest tensor's) beside the scratch kept
+    // between steps; the rule is one f32 copy of the largest gradient.
+    const peakExtra = withRefresh.scratchBytes() + withRefresh.refreshWorkspaceBytes();
+    const largest = Math.max(...workload.matrices.map(({ shape: [m, n] }) => m * n));
     return {
       name: "galore-refresh",
       dtype: "f32",
@@ -116,6 +120,9 @@ async function runRefresh(ctx: BenchContext, rank: number): Promise<BenchRow> {
       stepWithRefreshMs: a.median,
       steadyStepMs: b.median,
       perMatrixMs: (a.median - b.median) / workload.matrices.length,
+      peakExtraBytesPerParam: peakExtra / workload.params,
+      refreshPeakExtraMiB: peakExtra / 2 ** 20,
+      largestGradientF32MiB: 4 * largest / 2 ** 20,
     };
   } finally {
     for (const o of opts) o.dispose();
