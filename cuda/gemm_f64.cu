@@ -1,15 +1,17 @@
-// The f64-accumulating GEMM of gemm_f64.cuh. One template per operand type triple. A 256-thread
-// block computes a 64 x 64 tile of C; K advances in slices of 16 through shared memory, where the
-// operands are widened to f64 as they are stored (As[k][m], Bs[k][n]: the same layout whatever the
-// transposes, each global read coalesced along the contiguous index).
+// The f64-accumulating GEMM of gemm_f64.cuh. One template per operand type triple. K advances in
+// slices through shared memory, where the operands are widened to f64 as they are stored
+// (As[k][m], Bs[k][n]: the same layout whatever the transposes, each global read coalesced along
+// the contiguous index).
 //  * sm_80+: the FP64 tensor cores (mma.sync m8n8k4 f64, exact f64 products and sums; twice the
-//    SIMT FP64 rate on an H100/H200). The 8 warps form a 2 x 4 grid of 32 x 16 warp tiles (4 x 2
-//    mma tiles, 16 f64 accumulators per thread). Two shared buffers: the next slice is read into
-//    registers while the current one is multiplied. Fragments (PTX ISA, m8n8k4 .f64; lane = 4g + t):
-//    A (row) holds A[g][t], B (col) B[t][g], C the pair C[g][2t], C[g][2t+1]. With rows of 64 + 8
-//    doubles a warp's fragment read (k = t, m or n = g) touches every bank pair exactly twice: the
-//    minimum for 32 doubles.
-//  * Older GPUs: SIMT FMAs, each thread owning a 4 x 4 block of C at stride 16 (rows ty + 16u,
+//    SIMT FP64 rate on an H100/H200). A 256-thread block computes a 128 x 64 tile of C in K slices
+//    of 8; its 8 warps form a 4 x 2 grid of 32 x 32 warp tiles (4 x 4 mma tiles, 32 f64
+//    accumulators per thread). Two shared buffers: the next slice is read into registers while the
+//    current one is multiplied. Fragments (PTX ISA, m8n8k4 .f64; lane = 4g + t): A (row) holds
+//    A[g][t], B (col) B[t][g], C the pair C[g][2t], C[g][2t+1]. With rows of 128 + 8 (A) and
+//    64 + 8 (B) doubles a warp's fragment read (k = t, m or n = g) touches every bank pair exactly
+//    twice: the minimum for 32 doubles.
+//  * Older GPUs: SIMT FMAs, a 64 x 64 tile of C per 256-thread block in K slices of 16, each
+//    thread owning a 4 x 4 block of C at stride 16 (rows ty + 16u,
 //    columns tx + 16w), so that a warp's shared memory reads are broadcasts (A) or consecutive
 //    doubles (B).
 // Split-K. The refresh's k x k products over the gradient's side (k = 256, K = 4096 or more) have
@@ -30,9 +32,7 @@ namespace gpu {
 
 namespace {
 
-constexpr int BM = 64, BN = 64, BK = 16, TM = 4, TN = 4, kThreads = 256;
-constexpr int kStride = BM + 8;  // doubles per shared row of the tensor-core kernel (see the header)
-static_assert(BM == BN, "one stride serves A and B");
+constexpr int BM = 64, BN = 64, BK = 16, TM = 4, TN = 4, kThreads = 256;  // the SIMT kernel's tile
 
 template <typename T>
 __device__ __forceinline__ double ld(const void* p, int64_t i) {
@@ -93,99 +93,100 @@ __global__ void splitSumKernel(const double* __restrict__ parts, int s, int64_t 
   }
 }
 
-// One thread's share of a K slice (kPerThread elements of op(A)'s BM x BK block and of op(B)'s
-// BK x BN block), with the offsets that do not change from slice to slice worked out once: the
-// element at slice p0 is base + p0 * step, present when `in` and pp + p0 < kEnd.
-constexpr int kPerThread = BM * BK / kThreads;
-static_assert(BM * BK % kThreads == 0 && BN == BM, "each thread stages the same count of A and B");
+// The tensor-core kernel's tile: 128 x 64 of C per 256-thread block, K slices of 8; its 8 warps
+// form a 4 x 2 grid of 32 x 32 warp tiles (4 x 4 mma tiles, 32 f64 accumulators per thread): 8
+// fragment reads from shared memory per 16 mma, where 32 x 16 warp tiles took 6 per 8.
+constexpr int TBM = 128, TBN = 64, TBK = 8;
+constexpr int kStrideA = TBM + 8, kStrideB = TBN + 8;  // doubles per shared row (see the header)
+constexpr int kPerA = TBM * TBK / kThreads, kPerB = TBN * TBK / kThreads;
+static_assert(TBM * TBK % kThreads == 0 && TBN * TBK % kThreads == 0, "whole elements per thread");
+static_assert(BK % TBK == 0, "split-K ranges are whole slices of either kernel");
+
+// One thread's share of a K slice of one operand (the element at slice p0 is base + p0 * step,
+// present when `in` and pp + p0 < kEnd), the offsets that do not change from slice to slice
+// worked out once.
+template <int N>
 struct Stage {
-  int64_t base[kPerThread];
-  int pp[kPerThread], mn[kPerThread];
-  bool in[kPerThread];
+  int64_t base[N];
+  int pp[N], mn[N];
+  bool in[N];
 };
 
-__device__ __forceinline__ void stageA(const Gemm64Args& g, int64_t i0, Stage& s) {
+// Operand A (rows i0.. of op(A), TBM of them) or B (columns j0.. of op(B), TBN): element e of the
+// slice is (mn, pp) with the contiguous index fastest, so that a warp's reads coalesce.
+template <int N, int EXT>
+__device__ __forceinline__ void stage(int64_t o0, int64_t limit, bool kContiguous, int64_t ld, Stage<N>& s) {
 #pragma unroll
-  for (int q = 0; q < kPerThread; ++q) {
+  for (int q = 0; q < N; ++q) {
     const int e = threadIdx.x + q * kThreads;
-    int ii, pp;
-    if (g.transA) { ii = e % BM; pp = e / BM; } else { pp = e % BK; ii = e / BK; }  // coalesced either way
-    const int64_t i = i0 + ii;
-    s.pp[q] = pp; s.mn[q] = ii; s.in[q] = i < g.M;
-    s.base[q] = g.transA ? int64_t(pp) * g.lda + i : i * g.lda + pp;
-  }
-}
-
-__device__ __forceinline__ void stageB(const Gemm64Args& g, int64_t j0, Stage& s) {
-#pragma unroll
-  for (int q = 0; q < kPerThread; ++q) {
-    const int e = threadIdx.x + q * kThreads;
-    int jj, pp;
-    if (g.transB) { pp = e % BK; jj = e / BK; } else { jj = e % BN; pp = e / BN; }
-    const int64_t j = j0 + jj;
-    s.pp[q] = pp; s.mn[q] = jj; s.in[q] = j < g.N;
-    s.base[q] = g.transB ? j * g.ldb + pp : int64_t(pp) * g.ldb + j;
+    int mn, pp;
+    if (kContiguous) { pp = e % TBK; mn = e / TBK; } else { mn = e % EXT; pp = e / EXT; }
+    const int64_t o = o0 + mn;
+    s.pp[q] = pp; s.mn[q] = mn; s.in[q] = o < limit;
+    s.base[q] = kContiguous ? o * ld + pp : int64_t(pp) * ld + o;
   }
 }
 
 // The slice at p0 of one operand into registers (zeros past the edges), widened to f64.
-template <typename T>
-__device__ __forceinline__ void fetch(const void* src, const Stage& s, int64_t p0, int64_t step, int64_t kEnd,
-                                      double (&v)[kPerThread]) {
+template <typename T, int N>
+__device__ __forceinline__ void fetch(const void* src, const Stage<N>& s, int64_t p0, int64_t step, int64_t kEnd,
+                                      double (&v)[N]) {
 #pragma unroll
-  for (int q = 0; q < kPerThread; ++q)
+  for (int q = 0; q < N; ++q)
     v[q] = (s.in[q] && p0 + s.pp[q] < kEnd) ? ld<T>(src, s.base[q] + p0 * step) : 0.0;
 }
 
 // Two shared buffers and the next slice fetched into registers while the current one is
 // multiplied: one barrier per slice, and the global loads' latency hidden behind the mma work (the
 // single-buffer version ran the refresh's f64-summed products at ~7-12 TFLOP/s on the H200,
-// bench/results/NVIDIA-H200-2026-11-25-10/ncu-refresh-r512-*.txt).
+// bench/results/NVIDIA-H200-2026-11-25-10/ncu-refresh-r512-*.txt). Each output's sum runs over K
+// in the same order as in the 64 x 64 version before it: the same bits.
 template <typename TA, typename TB, typename TC>
 __global__ void __launch_bounds__(kThreads) gemm64TensorKernel(const K64 k) {
   const Gemm64Args& g = k.g;
-  __shared__ double As[2][BK][kStride];
-  __shared__ double Bs[2][BK][kStride];
+  __shared__ double As[2][TBK][kStrideA];
+  __shared__ double Bs[2][TBK][kStrideB];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int gq = lane / 4, tq = lane % 4;
-  const int wm = (warp / 4) * 32, wn = (warp % 4) * 16;  // the warp tile's origin in the block tile
-  const int64_t i0 = int64_t(blockIdx.y) * BM, j0 = int64_t(blockIdx.x) * BN;
-  double acc[4][2][2];
+  const int wm = (warp / 2) * 32, wn = (warp % 2) * 32;  // the warp tile's origin in the block tile
+  const int64_t i0 = int64_t(blockIdx.y) * TBM, j0 = int64_t(blockIdx.x) * TBN;
+  double acc[4][4][2];
 #pragma unroll
   for (int mt = 0; mt < 4; ++mt)
 #pragma unroll
-    for (int nt = 0; nt < 2; ++nt) acc[mt][nt][0] = acc[mt][nt][1] = 0.0;
+    for (int nt = 0; nt < 4; ++nt) acc[mt][nt][0] = acc[mt][nt][1] = 0.0;
   const int64_t kBegin = int64_t(blockIdx.z) * k.kPer, kEnd = min(g.K, kBegin + k.kPer);
+  // A is k-contiguous unless transposed (M x K rows), B only when transposed (N x K rows).
   const int64_t stepA = g.transA ? g.lda : 1, stepB = g.transB ? 1 : g.ldb;
-  Stage sa, sb;
-  stageA(g, i0, sa);
-  stageB(g, j0, sb);
-  double ra[kPerThread], rb[kPerThread];
+  Stage<kPerA> sa;
+  Stage<kPerB> sb;
+  stage<kPerA, TBM>(i0, g.M, !g.transA, g.lda, sa);
+  stage<kPerB, TBN>(j0, g.N, g.transB, g.ldb, sb);
+  double ra[kPerA], rb[kPerB];
   fetch<TA>(g.A, sa, kBegin, stepA, kEnd, ra);
   fetch<TB>(g.B, sb, kBegin, stepB, kEnd, rb);
   int buf = 0;
-  for (int64_t p0 = kBegin; p0 < kEnd; p0 += BK) {
+  for (int64_t p0 = kBegin; p0 < kEnd; p0 += TBK) {
 #pragma unroll
-    for (int q = 0; q < kPerThread; ++q) {
-      As[buf][sa.pp[q]][sa.mn[q]] = ra[q];
-      Bs[buf][sb.pp[q]][sb.mn[q]] = rb[q];
-    }
+    for (int q = 0; q < kPerA; ++q) As[buf][sa.pp[q]][sa.mn[q]] = ra[q];
+#pragma unroll
+    for (int q = 0; q < kPerB; ++q) Bs[buf][sb.pp[q]][sb.mn[q]] = rb[q];
     __syncthreads();
-    if (p0 + BK < kEnd) {
-      fetch<TA>(g.A, sa, p0 + BK, stepA, kEnd, ra);
-      fetch<TB>(g.B, sb, p0 + BK, stepB, kEnd, rb);
+    if (p0 + TBK < kEnd) {
+      fetch<TA>(g.A, sa, p0 + TBK, stepA, kEnd, ra);
+      fetch<TB>(g.B, sb, p0 + TBK, stepB, kEnd, rb);
     }
 #pragma unroll
-    for (int kk = 0; kk < BK; kk += 4) {
-      double a[4], b[2];
+    for (int kk = 0; kk < TBK; kk += 4) {
+      double a[4], b[4];
 #pragma unroll
       for (int mt = 0; mt < 4; ++mt) a[mt] = As[buf][kk + tq][wm + mt * 8 + gq];
 #pragma unroll
-      for (int nt = 0; nt < 2; ++nt) b[nt] = Bs[buf][kk + tq][wn + nt * 8 + gq];
+      for (int nt = 0; nt < 4; ++nt) b[nt] = Bs[buf][kk + tq][wn + nt * 8 + gq];
 #pragma unroll
       for (int mt = 0; mt < 4; ++mt)
 #pragma unroll
-        for (int nt = 0; nt < 2; ++nt) mmaF64(acc[mt][nt][0], acc[mt][nt][1], a[mt], b[nt]);
+        for (int nt = 0; nt < 4; ++nt) mmaF64(acc[mt][nt][0], acc[mt][nt][1], a[mt], b[nt]);
     }
     // The other buffer was last read before this slice's barrier: free to fill next.
     buf ^= 1;
@@ -195,7 +196,7 @@ __global__ void __launch_bounds__(kThreads) gemm64TensorKernel(const K64 k) {
     const int64_t i = i0 + wm + mt * 8 + gq;
     if (i >= g.M) continue;
 #pragma unroll
-    for (int nt = 0; nt < 2; ++nt)
+    for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const int64_t j = j0 + wn + nt * 8 + 2 * tq + h;
@@ -274,7 +275,7 @@ void launchB(cudaStream_t st, const K64& k, dim3 grid, bool tensor) {
 
 Status gemm64(int dev, cudaStream_t st, const Gemm64Args& g) {
   if (g.M <= 0 || g.N <= 0) return Status();
-  if ((g.N + BN - 1) / BN > INT32_MAX || (g.M + BM - 1) / BM > 65535) return invalidArg("gemm64: too large");
+  if ((g.N + BN - 1) / BN > INT32_MAX || (g.M + BM - 1) / BM > 65535) return invalidArg("gemm64: too large");  // either tile
   int major = 0;
   if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) return lastError("gemm64");
   static const bool simt = [] {  // SLIMOPT_GEMM64=simt: the SIMT kernel everywhere (diagnostics)
@@ -282,7 +283,8 @@ Status gemm64(int dev, cudaStream_t st, const Gemm64Args& g) {
     return e != nullptr && std::string(e) == "simt";
   }();
   const bool tensor = major >= 8 && !simt;
-  const int64_t tiles = ((g.N + BN - 1) / BN) * ((g.M + BM - 1) / BM), sms = smCount(dev);
+  const int64_t tm = tensor ? TBM : BM, tn = tensor ? TBN : BN;
+  const int64_t tiles = ((g.N + tn - 1) / tn) * ((g.M + tm - 1) / tm), sms = smCount(dev);
   // Splits: about two blocks per SM, each K range at least kMinSplitK long, at most kMaxSplits.
   constexpr int64_t kMinSplitK = 256, kMaxSplits = 32;
   int64_t splits = 1;
@@ -301,7 +303,7 @@ Status gemm64(int dev, cudaStream_t st, const Gemm64Args& g) {
       splits = 1;
     }
   }
-  const dim3 grid(unsigned((g.N + BN - 1) / BN), unsigned((g.M + BM - 1) / BM), unsigned(splits));
+  const dim3 grid(unsigned((g.N + tn - 1) / tn), unsigned((g.M + tm - 1) / tm), unsigned(splits));
   if (g.aType == Real::F32) launchB<float>(st, k, grid, tensor);
   else launchB<double>(st, k, grid, tensor);
   Status ok = lastError("gemm64");
