@@ -142,7 +142,7 @@ __device__ __forceinline__ void fetch(const void* src, const Stage<N>& s, int64_
 // bench/results/NVIDIA-H200-2026-11-25-10/ncu-refresh-r512-*.txt). Each output's sum runs over K
 // in the same order as in the 64 x 64 version before it: the same bits.
 template <typename TA, typename TB, typename TC>
-__global__ void __launch_bounds__(kThreads) gemm64TensorKernel(const K64 k) {
+__global__ void __launch_bounds__(kThreads, 2) gemm64TensorKernel(const K64 k) {
   const Gemm64Args& g = k.g;
   __shared__ double As[2][TBK][kStrideA];
   __shared__ double Bs[2][TBK][kStrideB];
