@@ -139,8 +139,9 @@ __device__ __forceinline__ void fetch(const void* src, const Stage<N>& s, int64_
 // Two shared buffers and the next slice fetched into registers while the current one is
 // multiplied: one barrier per slice, and the global loads' latency hidden behind the mma work (the
 // single-buffer version ran the refresh's f64-summed products at ~7-12 TFLOP/s on the H200,
-// bench/results/NVIDIA-H200-2026-11-25-10/ncu-refresh-r512-*.txt). Each output's sum runs over K
-// in the same order as in the 64 x 64 version before it: the same bits.
+// bench/results/NVIDIA-H200-2026-11-25-10/ncu-refresh-r512-*.txt). Within a split-K range each
+// output's sum runs over K in index order; the ranges follow the tile count, so the bits differ
+// from the SIMT kernel's where it splits differently.
 template <typename TA, typename TB, typename TC>
 __global__ void __launch_bounds__(kThreads, 2) gemm64TensorKernel(const K64 k) {
   const Gemm64Args& g = k.g;
