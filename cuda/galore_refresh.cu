@@ -30,10 +30,9 @@
 // Eigen-solvers of A:
 //  * The svd default: a Chebyshev-filtered subspace iteration on A with k = r + clamp(r, 32, 128)
 //    rows (Refresher::filterSolve: TF32 products while the error is far above TF32's rounding,
-//    strict f32 products after; an f64 Rayleigh-Ritz step after the first
-//    round, Cholesky orthonormalisation after the others; the k x k problems go to cuSOLVER when it
-//    loads, Dpotrf + Xtrtri orthonormalising and Dsyevd solving, else to the f64 one-block Jacobi).
-//    With cuSOLVER
+//    strict f32 products after; an f64 Rayleigh-Ritz step after the first round, Cholesky
+//    orthonormalisation after the others; the k x k problems go to cuSOLVER when it loads, Dpotrf
+//    + Xtrtri orthonormalising and Dsyevd solving, else to the f64 one-block Jacobi). With cuSOLVER
 //    loaded it serves blocks of up to kFilterMaxK rows; wider ones, and SLIMOPT_GRAM_SOLVER=syevdx,
 //    take Ssyevdx below. If it does not reach its target in kMaxRounds, the exact host solver does.
 //  * cuSOLVER (dlopen SLIMOPT_CUSOLVER, libcusolver.so.12, then .11; prototypes declared below
@@ -419,6 +418,7 @@ constexpr double kTf32Floor = 1e-3, kTf32Useful = 1e-2;
 // against Ssyevdx's 3.01 s even so (6b508f2, SLIMOPT_GRAM_SOLVER=filter); since the rounds after
 // the first orthonormalise by Cholesky only (c9c0408) it takes 56 / 71 ms per 4096 x 4096 /
 // 11008 x 4096 matrix there against Ssyevdx's 106 / 115 (bench/results/NVIDIA-H200-2026-11-25-9).
+// At r = 1024 (k = 1152) the two were even (114-140 against 122-135 ms per matrix, -12/).
 constexpr int64_t kFilterMaxK = 640;
 
 // One Chebyshev step on rows (one block each, len entries): y = a Ynew + c Ycur, then both rows are
@@ -787,7 +787,6 @@ Status makePlan(int dev, int64_t rows, int64_t cols, int64_t r, bool left, Refre
           c->dpotrfBufferSize(h, kFillUpper, int(kf), nullptr, int(kf), &p.cholLwork) == 0 &&
           c->xtrtriBufferSize(h, kFillUpper, kDiagNonUnit, kf, kCudaR64F, nullptr, kf, &p.trtriDevice, &p.trtriHost) == 0)
         p.chol = true;
-
     }
     p.oA = take(n * n);
     p.oR64 = take(2 * (6 * kf * kf + 3 * kf));         // the Rayleigh-Ritz's f64 k x k matrices
@@ -1400,8 +1399,11 @@ std::string solverPath() {
     if (syevdxForced())
       return "cuSOLVER syevdx (" + s->path + ") on the f32 Gram matrix + an f64 Rayleigh-Ritz refinement, on the device";
     const bool chol = !cholOff() && s->dpotrf != nullptr && s->xtrtri != nullptr;
-    return "cuSOLVER (" + s->path + "): a Chebyshev-filtered subspace iteration on the f32 Gram matrix with " +
-           std::string(chol ? "Dpotrf/Xtrtri-orthonormalised " : "") + "Dsyevd Rayleigh-Ritz steps for blocks of " +
+    const std::string products = filterTf32Off() ? "strict f32 products" : "TF32 then strict f32 products";
+    const std::string rounds = chol && !rrEveryRound() ? "a Dsyevd Rayleigh-Ritz step, then Dpotrf/Xtrtri-orthonormalised rounds"
+                                                       : "Dsyevd Rayleigh-Ritz steps";
+    return "cuSOLVER (" + s->path + "): a Chebyshev-filtered subspace iteration on the f32 Gram matrix (" + products +
+           "; " + rounds + ") for blocks of " +
            (filterForced() ? std::string("any width (forced)")
                            : "up to " + std::to_string(kFilterMaxK) + " vectors, Ssyevdx on it for wider ones") +
            "; + an f64 Rayleigh-Ritz refinement, on the device";
