@@ -91,10 +91,7 @@ Cublas gBlas;
 int gForce = -1;  // -1: read SLIMOPT_LINALG once
 
 bool forced() {
-  if (gForce < 0) {
-    const char* e = std::getenv("SLIMOPT_LINALG");
-    gForce = (e != nullptr && std::string(e) == "builtin") ? 1 : 0;
-  }
+  if (gForce < 0) gForce = envIs("SLIMOPT_LINALG", "builtin") ? 1 : 0;
   return gForce == 1;
 }
 
@@ -146,6 +143,19 @@ Status blasFail(int code, const char* what) {
   Status s = invalidArg(std::string("cuBLAS status ") + std::to_string(code) + " in " + what);
   s.name = "CUBLAS_ERROR";
   return s;
+}
+
+// dev's handle, set for one call: TF32 math in Tf32 mode, else the default (strict f32; Bf16 says
+// it by the compute type), alpha and beta read from device memory when devicePointers.
+Status preparedHandle(Cublas* b, int dev, cudaStream_t st, GemmMode mode, bool devicePointers, void** out) {
+  void* h = blasHandle(b, dev, st);
+  if (h == nullptr) return blasFail(-1, "cublasCreate");
+  int rc = b->setMathMode(h, mode == GemmMode::Tf32 ? 3 : 0);
+  if (rc != 0) return blasFail(rc, "cublasSetMathMode");
+  rc = b->setPointerMode(h, devicePointers ? 1 : 0);
+  if (rc != 0) return blasFail(rc, "cublasSetPointerMode");
+  *out = h;
+  return Status();
 }
 
 // ---- built-in GEMM --------------------------------------------------------------------------
@@ -245,12 +255,10 @@ Status runGemm(int dev, const GemmArgs& g, GemmMode mode, const float* alphaBeta
     return builtinGemm(dev, st, g, mode, alphaBeta, flag);
   if (g.M <= 0 || g.N <= 0) return Status();
   if (g.M > INT32_MAX || g.N > INT32_MAX || g.K > INT32_MAX) return invalidArg("gemm: too large for cuBLAS");
-  void* h = blasHandle(b, dev, st);
-  if (h == nullptr) return blasFail(-1, "cublasCreate");
-  int rc = b->setMathMode(h, mode == GemmMode::Tf32 ? 3 : 0);  // Bf16: the compute type says it
-  if (rc != 0) return blasFail(rc, "cublasSetMathMode");
-  rc = b->setPointerMode(h, alphaBeta ? 1 : 0);
-  if (rc != 0) return blasFail(rc, "cublasSetPointerMode");
+  void* h;
+  ok = preparedHandle(b, dev, st, mode, alphaBeta != nullptr, &h);
+  if (!ok.ok()) return ok;
+  int rc;
   const float* alpha = alphaBeta ? alphaBeta : &g.alpha;
   const float* beta = alphaBeta ? alphaBeta + 1 : &g.beta;
   // (cuBLAS with k = 0 scales C by beta: the same as ours.)
@@ -295,10 +303,7 @@ Status gramStrict(int dev, const float* X, int64_t rows, int64_t cols, bool cols
   if (!ok.ok()) return ok;
   Cublas* b = cublas();
   // SLIMOPT_GRAM=gemm: the full GEMM even where Ssyrk loads (to compare the two in one run).
-  static const bool gemmForced = [] {
-    const char* e = std::getenv("SLIMOPT_GRAM");
-    return e != nullptr && std::string(e) == "gemm";
-  }();
+  static const bool gemmForced = envIs("SLIMOPT_GRAM", "gemm");
   if (b == nullptr || b->ssyrk == nullptr || gemmForced || n > INT32_MAX || inner > INT32_MAX || cols > INT32_MAX) {
     GemmArgs g;
     g.M = n; g.N = n; g.K = inner;
@@ -307,15 +312,13 @@ Status gramStrict(int dev, const float* X, int64_t rows, int64_t cols, bool cols
     g.C = A; g.ldc = n;
     return runGemm(dev, g, GemmMode::Strict, nullptr, nullptr);
   }
-  void* h = blasHandle(b, dev, st);
-  if (h == nullptr) return blasFail(-1, "cublasCreate");
-  int rc = b->setMathMode(h, 0);
-  if (rc == 0) rc = b->setPointerMode(h, 0);
-  if (rc != 0) return blasFail(rc, "cublasSetMathMode");
+  void* h;
+  ok = preparedHandle(b, dev, st, GemmMode::Strict, false, &h);
+  if (!ok.ok()) return ok;
   // Row-major X (rows x cols) is the column-major Xc (cols x rows): X^T X = Xc Xc^T (no transpose),
   // X X^T = Xc^T Xc (transpose). Lower triangle (0), operation N (0) / T (1).
   const float one = 1.0f, zero = 0.0f;
-  rc = b->ssyrk(h, 0, colsSide ? 0 : 1, int(n), int(inner), &one, X, int(cols), &zero, A, int(n));
+  const int rc = b->ssyrk(h, 0, colsSide ? 0 : 1, int(n), int(inner), &one, X, int(cols), &zero, A, int(n));
   if (rc != 0) return blasFail(rc, "cublasSsyrk");
   const unsigned tiles = unsigned((n + 31) / 32);
   mirrorUpperKernel<<<dim3(tiles, tiles), dim3(32, 8), 0, st>>>(A, n);
@@ -375,8 +378,9 @@ Status runGemmBatched(int dev, const std::vector<GemmArgs>& gs, GemmMode mode) {
   cudaStream_t st;
   Status ok = deviceStream(dev, &st, "gemm (batched)");
   if (!ok.ok()) return ok;
-  void* h = blasHandle(b, dev, st);
-  if (h == nullptr) return blasFail(-1, "cublasCreate");
+  void* h;
+  ok = preparedHandle(b, dev, st, mode, false, &h);
+  if (!ok.ok()) return ok;
   void** arrays;
   {
     std::lock_guard<std::mutex> lock(gBlasMutex);
@@ -389,10 +393,6 @@ Status runGemmBatched(int dev, const std::vector<GemmArgs>& gs, GemmMode mode) {
     }
     arrays = b->ptrArrays[dev];
   }
-  int rc = b->setMathMode(h, mode == GemmMode::Tf32 ? 3 : 0);
-  if (rc != 0) return blasFail(rc, "cublasSetMathMode");
-  rc = b->setPointerMode(h, 0);
-  if (rc != 0) return blasFail(rc, "cublasSetPointerMode");
   const int compute = mode == GemmMode::Tf32 ? kComputeFastTf32 : mode == GemmMode::Bf16 ? kComputeFast16BF : kCompute32F;
   for (size_t at = 0; at < gs.size(); at += kBatchMax) {
     PtrBatch p{};
@@ -406,7 +406,7 @@ Status runGemmBatched(int dev, const std::vector<GemmArgs>& gs, GemmMode mode) {
     fillPtrArraysKernel<<<1, kBatchMax, 0, st>>>(p, arrays);
     ok = lastError("gemm (batched): pointer arrays");
     if (!ok.ok()) return ok;
-    rc = b->gemmBatchedEx(h, g.transB ? 1 : 0, g.transA ? 1 : 0, int(g.N), int(g.M), int(g.K), &g.alpha,
+    const int rc = b->gemmBatchedEx(h, g.transB ? 1 : 0, g.transA ? 1 : 0, int(g.N), int(g.M), int(g.K), &g.alpha,
                           const_cast<const void* const*>(arrays), kCudaR32F, int(g.ldb),
                           const_cast<const void* const*>(arrays + kBatchMax), kCudaR32F, int(g.lda), &g.beta,
                           arrays + 2 * kBatchMax, kCudaR32F, int(g.ldc), p.n, compute, kGemmDefault);

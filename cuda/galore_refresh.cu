@@ -203,10 +203,10 @@ constexpr int kStatusWords = 8;
 // Ritz values (squared singular values) below kFloorRatio of the largest are under the f32 rounding
 // of the gradient, where the Gram side keeps the solver's vector.
 constexpr double kDropRatio = 1e-10, kFloorRatio = 1e-14;
-// The filter's Rayleigh-Ritz steps and the final refinement orthonormalise by Cholesky where
-// E1 S E1^T is within this of the identity, else by the eigen-decomposition (which drops dependent rows). By estimate, not
-// measured: the eigen path's own error there is of the same order (f64 rounding 1e-16 times the
-// condition number kDropRatio allows, 1e10).
+// The filter's rounds and the final refinement orthonormalise by Cholesky where E1 S E1^T is
+// within this of the identity, else by the eigen-decomposition (which drops dependent rows). By
+// estimate, not measured: the eigen path's own error there is of the same order (f64 rounding
+// 1e-16 times the condition number kDropRatio allows, 1e10).
 constexpr double kCholResidual = 1e-6;
 
 SLIMOPT_HD uint64_t splitmix(uint64_t x) {
@@ -680,12 +680,6 @@ struct Plan {
   int64_t oA = 0, oW = 0, oWork = 0, oQ = 0, oY = 0, oB = 0, oT = 0, oS = 0, oEw = 0, oE = 0, oD = 0, oU = 0,
           oL = 0, o64 = 0, oF = 0, oR64 = 0, total = 0;
 };
-
-// Whether environment variable `name` is set to `value`.
-bool envIs(const char* name, const char* value) {
-  const char* e = std::getenv(name);
-  return e != nullptr && std::string(e) == value;
-}
 
 // SLIMOPT_GRAM_SOLVER=syevdx: the svd refresh solves the Gram matrix with cuSOLVER Ssyevdx (when it
 // loads) instead of the Chebyshev filter: the path before it, kept to compare the two in one run.

@@ -279,10 +279,7 @@ Status gemm64(int dev, cudaStream_t st, const Gemm64Args& g) {
   if ((g.N + BN - 1) / BN > INT32_MAX || (g.M + BM - 1) / BM > 65535) return invalidArg("gemm64: too large");  // either tile
   int major = 0;
   if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) return lastError("gemm64");
-  static const bool simt = [] {  // SLIMOPT_GEMM64=simt: the SIMT kernel everywhere (diagnostics)
-    const char* e = std::getenv("SLIMOPT_GEMM64");
-    return e != nullptr && std::string(e) == "simt";
-  }();
+  static const bool simt = envIs("SLIMOPT_GEMM64", "simt");  // the SIMT kernel everywhere (diagnostics)
   const bool tensor = major >= 8 && !simt;
   const int64_t tm = tensor ? TBM : BM, tn = tensor ? TBN : BN;
   const int64_t tiles = ((g.N + tn - 1) / tn) * ((g.M + tm - 1) / tm), sms = smCount(dev);

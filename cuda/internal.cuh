@@ -22,6 +22,9 @@ Status runGemm(int dev, const GemmArgs& g, GemmMode mode, const float* alphaBeta
 // strict f32 (cuda/galore.cu): cuBLAS Ssyrk (one triangle, half the GEMM's work) and a mirror
 // kernel when it loads, else a full GEMM through runGemm.
 Status gramStrict(int dev, const float* X, int64_t rows, int64_t cols, bool colsSide, float* A);
+// Whether environment variable `name` is set to `value` (the diagnostic switches, read once by
+// their callers).
+bool envIs(const char* name, const char* value);
 // Multiprocessor count of dev (cached).
 int smCount(int dev);
 

@@ -1,6 +1,7 @@
 // cuda/runtime.h on the CUDA runtime (linked statically, so this loads with no driver at all).
 #include <cuda_runtime.h>
 #include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -86,6 +87,11 @@ Status useDevice(int dev, cudaStream_t* out, const char* op) {
 }  // namespace
 
 Status deviceStream(int dev, cudaStream_t* out, const char* what) { return useDevice(dev, out, what); }
+
+bool envIs(const char* name, const char* value) {
+  const char* e = std::getenv(name);
+  return e != nullptr && std::string(e) == value;
+}
 Status statusOf(cudaError_t e, const std::string& what) { return check(e, what); }
 Status statusFromCode(int code, const std::string& what) { return check(cudaError_t(code), what); }
 Status invalidArg(const std::string& what) {

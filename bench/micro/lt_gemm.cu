@@ -24,13 +24,7 @@
 #include <string>
 #include <vector>
 
-#define CK(x) check((x), #x, __LINE__)
-static void check(cudaError_t e, const char* what, int line) {
-  if (e != cudaSuccess) {
-    std::fprintf(stderr, "CUDA error %s at line %d: %s\n", cudaGetErrorString(e), line, what);
-    std::exit(1);
-  }
-}
+#include "check.cuh"
 
 namespace {
 

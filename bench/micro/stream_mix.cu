@@ -18,13 +18,7 @@
 #include <cstdlib>
 #include <vector>
 
-#define CK(x) check((x), #x, __LINE__)
-static void check(cudaError_t e, const char* what, int line) {
-  if (e != cudaSuccess) {
-    std::fprintf(stderr, "CUDA error %s at line %d: %s\n", cudaGetErrorString(e), line, what);
-    std::exit(1);
-  }
-}
+#include "check.cuh"
 
 namespace {
 

@@ -338,12 +338,13 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
   }
 
   /** f32 elements of device workspace the refreshes of this step need (0 on the CPU or when no
-   *  group refreshes now). The workspace lives for the step only (stream-ordered free). */
-  private refreshWorkspace(): Map<Device, number> {
+   *  group refreshes now; `anyStep`: of any refresh step, due or not). The workspace lives for the
+   *  step only (stream-ordered free). */
+  private refreshWorkspace(anyStep = false): Map<Device, number> {
     const need = new Map<Device, number>();
     for (const g of this.paramGroups) {
       const s = this.ranked.get(g);
-      if (!s || s.device.kind !== "cuda" || !refreshCall(g, s.calls)) continue;
+      if (!s || s.device.kind !== "cuda" || !(anyStep || refreshCall(g, s.calls))) continue;
       for (const q of s.params.values())
         need.set(s.device, Math.max(need.get(s.device) ?? 0, refreshWorkspaceFloats(s.flag, q, this.methodOf(g, q))));
     }
@@ -527,18 +528,22 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
   private projectAndCheck(g: ParamGroup<GaLoreOptions>, s: RankGroupState, flag: Tensor, params: Parameter[],
                           slots: Map<Parameter, Tensor>): void {
     const nat = native();
-    const sc = this.scratch.get(s.device)!;
-    const mode = GEMM_MODE[g.precision as GemmPrecision];
-    // One call: same-shaped tensors are projected as one batched product on CUDA.
-    nat.galoreProjectMany([...slots].map(([p, out]) => {
-      const q = s.params.get(p)!;
-      return [p.grad.handle, DTYPE_CODE[p.grad.dtype], q.pA.handle, q.pB?.handle ?? null, q.side, q.rows, q.cols, q.rank,
-              out.handle];
-    }), sc.sT?.handle ?? null, sc.sBig?.handle ?? null, mode);
+    this.projectMany(g, s, [...slots]);
     nat.galoreScan(flag.handle, params.map((p) => {
       const r = slots.get(p);
       return r ? [r.handle, DTYPE_CODE.f32, rNumelOf(s.params.get(p)!)] as [NativeBufferHandle, number, number] : this.scanEntry(p);
     }));
+  }
+
+  /** Each p's R into its buffer, as its step would project it, in one call: on CUDA same-shaped
+   *  tensors with f32 gradients as one batched product. */
+  private projectMany(g: ParamGroup<GaLoreOptions>, s: RankGroupState, outs: [Parameter, Tensor][]): void {
+    const sc = this.scratch.get(s.device)!;
+    native().galoreProjectMany(outs.map(([p, out]) => {
+      const q = s.params.get(p)!;
+      return [p.grad.handle, DTYPE_CODE[p.grad.dtype], q.pA.handle, q.pB?.handle ?? null, q.side, q.rows, q.cols, q.rank,
+              out.handle];
+    }), sc.sT?.handle ?? null, sc.sBig?.handle ?? null, GEMM_MODE[g.precision as GemmPrecision]);
   }
 
   private runPlans(plans: { g: ParamGroup<GaLoreOptions>; ranked?: RankGroupState; engine?: AdamGroupEngine }[], ws: Map<Device, Tensor>,
@@ -620,11 +625,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
       return;
     }
     try {
-      const sc = this.scratch.get(s.device)!;
-      native().galoreProjectMany(chunk.map((p, i) => {
-        const q = s.params.get(p)!;
-        return [p.grad.handle, DTYPE_CODE.f32, q.pA.handle, null, q.side, q.rows, q.cols, q.rank, rs[i].handle];
-      }), sc.sT?.handle ?? null, sc.sBig?.handle ?? null, GEMM_MODE[g.precision as GemmPrecision]);
+      this.projectMany(g, s, chunk.map((p, i) => [p, rs[i]]));
       chunk.forEach((p, i) => step(p, rs[i]));
     } finally {
       for (const t of rs) t.dispose();
@@ -860,13 +861,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
   /** Bytes of device workspace the largest refresh of this optimizer's tensors takes (0 on the CPU
    *  and before the first step): held during a refresh step only, beside scratchBytes(). */
   refreshWorkspaceBytes(): number {
-    let n = 0;
-    for (const g of this.paramGroups) {
-      const s = this.ranked.get(g);
-      if (!s || s.device.kind !== "cuda") continue;
-      for (const q of s.params.values()) n = Math.max(n, refreshWorkspaceFloats(s.flag, q, this.methodOf(g, q)));
-    }
-    return 4 * n;
+    return 4 * Math.max(0, ...this.refreshWorkspace(true).values());
   }
 
   /** Bytes of scratch held between steps (not state): R-sized buffers, plus one f32 gradient on

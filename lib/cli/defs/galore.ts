@@ -18,6 +18,11 @@ const HYPER = { lr: 1e-3, betas: [0.9, 0.999] as [number, number], eps: 1e-6, we
 
 export type Linalg = "cublas" | "builtin";
 
+/** Elements of the workload's largest matrix: GaLore's peak-memory rule is one f32 copy of it. */
+function largestNumel(ctx: BenchContext): number {
+  return Math.max(...ctx.workload.matrices.map(({ shape: [m, n] }) => m * n));
+}
+
 /** Runs `run` with the linear-algebra path forced as asked, and labels the row with what served. */
 export async function withLinalg(dev: Device, linalg: Linalg, ctx: BenchContext, run: () => Promise<BenchRow>): Promise<BenchRow> {
   if (dev.kind !== "cuda") return { ...(await run()), linalg: "cpu" };
@@ -42,8 +47,7 @@ function stepCase(ctx: BenchContext, want: number, linalg: Linalg, stateBits = 3
   // Peak extra memory of a step: the Rs it holds at once (all of them, projected before the non-finite
   // check, or a chunk of them projected together after the G scan) and the scratch kept between steps
   // stay within one f32 copy of the largest gradient together (lib/optim/galore.ts, heldRBudget).
-  const largest = Math.max(...ctx.workload.matrices.map(({ shape: [m, n] }) => m * n));
-  const peakExtra = 4 * largest / ctx.workload.params;
+  const peakExtra = 4 * largestNumel(ctx) / ctx.workload.params;
   const inner = optimizerCase({
     name: "galore",
     dtype: "f32",
@@ -104,7 +108,6 @@ async function runRefresh(ctx: BenchContext, rank: number): Promise<BenchRow> {
     // A refresh step holds the refresh's workspace (the largest tensor's) beside the scratch kept
     // between steps; the rule is one f32 copy of the largest gradient.
     const peakExtra = withRefresh.scratchBytes() + withRefresh.refreshWorkspaceBytes();
-    const largest = Math.max(...workload.matrices.map(({ shape: [m, n] }) => m * n));
     return {
       name: "galore-refresh",
       dtype: "f32",
@@ -122,7 +125,7 @@ async function runRefresh(ctx: BenchContext, rank: number): Promise<BenchRow> {
       perMatrixMs: (a.median - b.median) / workload.matrices.length,
       peakExtraBytesPerParam: peakExtra / workload.params,
       refreshPeakExtraMiB: peakExtra / 2 ** 20,
-      largestGradientF32MiB: 4 * largest / 2 ** 20,
+      largestGradientF32MiB: 4 * largestNumel(ctx) / 2 ** 20,
     };
   } finally {
     for (const o of opts) o.dispose();
