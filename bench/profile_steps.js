@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // One step of each projected optimizer on two §6 matrices (11008 x 4096 and 4096 x 11008, so both
 // sides of the projection run), for `ncu` (bench/profile_steps.sh) to time every kernel the step
-// launches: APOLLO-Mini, APOLLO rank 256, GaLore rank 128 (steady step: the refresh runs in an
+// launches: APOLLO-Mini, APOLLO rank 256, GaLore rank 128 / 512 / 1024 (steady step: the refresh runs in an
 // untimed first step). Not a benchmark: no timings are taken here.
 const s = require("../dist");
 const dev = s.defaultDevice();
@@ -32,7 +32,8 @@ async function main() {
   const only = process.argv[2] ? new RegExp(process.argv[2]) : /./;
   if (only.test("apollo-mini")) await run("apollo-mini", (ps) => new s.ApolloMini(ps));
   if (only.test("apollo-256")) await run("apollo-256", (ps) => new s.Apollo([{ params: ps, rank: 256, scaleType: "channel" }]));
-  if (only.test("galore-128")) await run("galore-128", (ps) => new s.GaLoreAdamW([{ params: ps, rank: 128, updateProjGap: 200, scale: 0.25 }]));
+  for (const rank of [128, 512, 1024])
+    if (only.test(`galore-${rank}`)) await run(`galore-${rank}`, (ps) => new s.GaLoreAdamW([{ params: ps, rank, updateProjGap: 200, scale: 0.25 }]));
   console.error("profile_steps: done on", dev.name);
 }
 main().catch((e) => { console.error(e); process.exit(1); });
