@@ -66,6 +66,7 @@ void setForceBuiltin(bool) {}
 bool forceBuiltin() { return false; }
 void setStreamGemm(bool) {}
 bool streamGemmEnabled() { return false; }
+std::string streamGemmKernel(int) { return "none"; }
 Status gemm(int, const GemmArgs&, GemmMode) { return noCuda(); }
 Status scanNonFinite(int, const void*, DType, int64_t, int32_t*) { return noCuda(); }
 Status galoreRefreshWorkspace(int, int64_t, int64_t, int64_t, bool, RefreshMethod, int64_t* floats) {

@@ -336,6 +336,10 @@ Napi::Value SetForceBuiltin(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+Napi::Value StreamGemmKernel(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), gpu::streamGemmKernel(info[0].As<Napi::Number>().Int32Value()));
+}
+
 Napi::Value SetStreamGemm(const Napi::CallbackInfo& info) {
   gpu::setStreamGemm(info[0].ToBoolean());
   return info.Env().Undefined();
@@ -355,6 +359,7 @@ void registerGalore(Napi::Env env, Napi::Object exports) {
   exports.Set("linalgInfo", Napi::Function::New(env, LinalgInfo));
   exports.Set("setForceBuiltin", Napi::Function::New(env, SetForceBuiltin));
   exports.Set("setStreamGemm", Napi::Function::New(env, SetStreamGemm));
+  exports.Set("streamGemmKernel", Napi::Function::New(env, StreamGemmKernel));
 }
 
 }  // namespace slimopt

@@ -249,6 +249,8 @@ Status runGemm(int dev, const GemmArgs& g, GemmMode mode, const float* alphaBeta
   cudaStream_t st;
   Status ok = deviceStream(dev, &st, "gemm");
   if (!ok.ok()) return ok;
+  // The Hopper streaming kernel serves the project-back on both paths (faster than cuBLAS there).
+  if (streamGemmWgmma(dev) && streamGemmFits(dev, g, mode)) return streamGemm(dev, st, g, alphaBeta, flag);
   Cublas* b = cublas();
   if (b == nullptr || g.cType != DType::F32 || g.aType != DType::F32 || g.bType != DType::F32 ||
       (mode == GemmMode::Bf16 && b->gemmEx == nullptr))

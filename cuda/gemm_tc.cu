@@ -451,7 +451,8 @@ struct StreamArgs {
   GemmArgs g;
   const float* alphaBeta;  // device [alpha, beta] or null (then g.alpha, g.beta)
   const int32_t* flag;     // skip everything when *flag != 0 (null: never)
-  int64_t tilesM, tiles;   // 32-row tiles per strip; tiles in all (strip-major)
+  int64_t tilesM, tiles;   // row tiles per strip; tiles in all (strip-major)
+  int phases;              // wgmma kernel: blocks per strip (block b: strip b % strips), or 0: ranges
 };
 
 // Columns [j, j + 4) of a row that ends at column n: how many exist (0..4).
@@ -620,6 +621,332 @@ __global__ void __launch_bounds__(ST_THREADS, ST_BLOCKS_PER_SM) tcStreamKernel(c
 #endif
 }
 
+// ---- the streaming kernel on Hopper (sm_90a): warpgroup MMAs, warp-specialised ----------------
+//
+// The same product as tcStreamKernel, where wgmma exists (H100/H200, an sm_90a image). One block
+// of four warpgroups per SM walks 64 x 128 tiles of C down 128-column strips of B:
+// - Warpgroups 0 and 1 multiply, taking alternate tiles: 16 wgmma m64n128k8 per tile (f32 +=
+//   tf32 x tf32; zeros past K), A from registers, B from the strip in shared memory.
+// - Warpgroups 2 and 3 stream C with plain 16-byte loads and stores (a warp one 512-byte row of a
+//   tile), keeping the next tile's C in registers: out = alpha * product + beta * C. setmaxnreg
+//   gives the multiplying warpgroups 168 registers and these 88.
+// - Tile q uses shared buffer q % 4 twice: first for its rows of A, copied by its multiplying
+//   warpgroup with cp.async two tiles ahead (when it starts tile q - 2, once the memory side has
+//   read the buffer's previous product), then for its product, written over A once the
+//   warpgroup's fragments are in registers. mbarriers pass each buffer between the two sides.
+//   A thread-copy needs no registers, and A then lands while the tile before is multiplied: with
+//   A loaded into registers at the start of each tile, its latency from L2 bounded the kernel.
+// - The strip, all of K (up to 128), sits in shared memory as wgmma reads B: K-major, rounded to
+//   TF32 (nearest), in the 128-byte swizzle; B is K x N row-major, so it is transposed on the way
+//   in, once per strip. The mma's k order within each 16 is permuted (mmaK) so that a thread's
+//   four consecutive floats of A are its fragments of two k-steps; the strip is stored with the
+//   same permutation, so the sums are unchanged. A reaches the tensor cores truncated to TF32, as
+//   in tcStreamKernel.
+// - Tile order: where the strips are at most half the SMs, block b keeps strip b % strips and
+//   takes row tiles b / strips + phases * i (the blocks resident at once cover a band of whole
+//   rows, as a copy would); otherwise blocks take contiguous ranges of the strip-major order and
+//   reload the strip where their range crosses into the next.
+// Measured on the H200 (bench/micro/back_bulk.cu "wgmma pref", 11008 x 4096 x 128): 138 µs against
+// cuBLAS's 158 in the same run, 0.73 of the copy rate; 4096 x 4096: 63 against 74.
+constexpr int WG_BM = 64, WG_BN = 128, WG_KMAX = 128, WG_THREADS = 512, WG_RING = 4;
+constexpr int WG_B_CHUNK = WG_BN * 128;  // bytes of 32 K-values of every column of the strip
+constexpr int WG_STRIP_BYTES = (WG_KMAX / 32) * WG_B_CHUNK;
+constexpr int WG_STRIDE = WG_KMAX + 16;  // floats per buffer row: A's 16-byte fragment reads conflict-free
+constexpr int WG_BUF_FLOATS = WG_BM * WG_STRIDE;
+constexpr size_t WG_SMEM = size_t(WG_STRIP_BYTES) + size_t(WG_RING) * WG_BUF_FLOATS * sizeof(float) + 1024;  // + alignment
+static_assert(WG_BN == 4 * 32, "a memory warp covers a tile row with 16-byte accesses");
+
+// 1 in the image that carries the wgmma kernel: the host reads it to learn which image it loaded.
+__device__ int gStreamWgmmaImage =
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    1;
+#else
+    0;
+#endif
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// Byte offset of K-value k (0..31) of row `row` in a K-major chunk with the 128-byte swizzle: the
+// row's 16-byte group k/4 sits at group (k/4) ^ (row % 8).
+__device__ __forceinline__ uint32_t swizzled(int row, int k) {
+  return uint32_t(row * 128 + ((((k >> 2) ^ row) & 7) << 4) + ((k & 3) << 2));
+}
+// The mma's k index (8 ks + slot) of B's row k: within each 16 rows, k = 16 j + 4 t + 2 q + lo is
+// slot t + 4 lo of k-step 2 j + q, matching the A fragments of lane t.
+__device__ __forceinline__ int mmaK(int k) {
+  const int j = k >> 4, t = (k >> 2) & 3, q = (k >> 1) & 1, lo = k & 1;
+  return 8 * (2 * j + q) + t + 4 * lo;
+}
+// Shared-memory matrix descriptor: K-major, 128-byte swizzle, 8-row groups 1024 bytes apart (the
+// leading byte offset is unused by this layout). The chunk holding `address` starts 1024-aligned.
+__device__ __forceinline__ uint64_t wgmmaDescriptor(uint32_t address) {
+  return uint64_t((address & 0x3FFFF) >> 4) | (uint64_t(1) << 16) | (uint64_t(1024 >> 4) << 32) | (uint64_t(1) << 62);
+}
+// d (+)= A B for a 64 x 128 x 8 step, A from registers (lane (g, t) of warp w: rows 16 w + g and
+// + 8 at k slots t and t + 4), B from shared memory; accumulate 0 overwrites d.
+__device__ __forceinline__ void wgmmaTf32(float (&d)[64], float a0, float a1, float a2, float a3, uint64_t b, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "r"(__float_as_uint(a0)), "r"(__float_as_uint(a1)), "r"(__float_as_uint(a2)), "r"(__float_as_uint(a3)),
+        "l"(b), "r"(accumulate));
+}
+// Keeps the compiler from moving accesses to d across the asynchronous MMAs' issue and wait.
+__device__ __forceinline__ void fenceAccumulators(float (&d)[64]) {
+#pragma unroll
+  for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+__device__ __forceinline__ void mbarInit(uint64_t* bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(sharedAddress(bar)), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbarArrive(uint64_t* bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(sharedAddress(bar)) : "memory");
+}
+// Waits for the phase with the given parity of bar to complete.
+__device__ __forceinline__ void mbarWait(uint64_t* bar, uint32_t parity) {
+  asm volatile(
+      "{\n .reg .pred p;\n WAIT_%=:\n"
+      " mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
+      " @!p bra WAIT_%=;\n}\n" ::"r"(sharedAddress(bar)), "r"(parity) : "memory");
+}
+#endif
+
+// Tile q of a block: its row tile and strip (see the tile order above).
+struct WgTiles {
+  int strips, tilesM, phases;  // phases 0: contiguous ranges
+  int first, count;            // phase order: strip `first`, row tiles rb0 + phases q; ranges: tiles first + q
+  int rb0;
+  __device__ void at(int q, int& rb, int& strip) const {
+    if (phases > 0) { rb = rb0 + q * phases; strip = first; }
+    else { const int t = first + q; rb = t % tilesM; strip = t / tilesM; }
+  }
+};
+
+__global__ void __launch_bounds__(WG_THREADS, 1) tcStreamWgmmaKernel(const StreamArgs k) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  if (k.flag != nullptr && *k.flag != 0) return;
+  const GemmArgs& g = k.g;
+  WgTiles tl{};
+  tl.strips = int((g.N + WG_BN - 1) / WG_BN);
+  tl.tilesM = int(k.tilesM);
+  tl.phases = k.phases;
+  if (tl.phases > 0) {
+    tl.first = int(blockIdx.x) % tl.strips;
+    tl.rb0 = int(blockIdx.x) / tl.strips;
+    tl.count = tl.rb0 < tl.tilesM ? (tl.tilesM - tl.rb0 + tl.phases - 1) / tl.phases : 0;
+  } else {
+    const int t0 = int(k.tiles * blockIdx.x / gridDim.x), t1 = int(k.tiles * (blockIdx.x + 1) / gridDim.x);
+    tl.first = t0;
+    tl.count = t1 - t0;
+  }
+  if (tl.count <= 0) return;
+  extern __shared__ float4 wgSmem[];
+  // Aligned to 1024 bytes by an offset from the shared array itself, so that the compiler still
+  // knows every access below is to shared memory (a pointer cast from an integer would be generic).
+  uint8_t* const strip = reinterpret_cast<uint8_t*>(wgSmem) + ((1024u - (sharedAddress(wgSmem) & 1023u)) & 1023u);
+  float* const bufs = reinterpret_cast<float*>(strip + WG_STRIP_BYTES);
+  __shared__ __align__(8) uint64_t pFull[WG_RING], pFree[WG_RING];  // product written / read
+  const float* A = static_cast<const float*>(g.A);
+  const float* B = static_cast<const float*>(g.B);
+  float* C = static_cast<float*>(g.C);
+  const int K = int(g.K);
+  const float alpha = k.alphaBeta ? k.alphaBeta[0] : g.alpha;
+  const float beta = k.alphaBeta ? k.alphaBeta[1] : g.beta;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < WG_RING; ++s) {
+      mbarInit(&pFull[s], 128);  // the tile's multiplying warpgroup
+      mbarInit(&pFree[s], 256);  // the memory warpgroups
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+
+  if (warp >= 8) {  // memory warpgroups: thread m covers rows m / 32 + 8 it, columns 4 (m % 32) ..
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 88;\n" ::: "memory");
+    const int m = threadIdx.x - 256, r0 = m >> 5, c4 = 4 * (m & 31);
+    const bool readC = beta != 0.0f;
+    float4 cur[8], nxt[8];
+    // Tile q's C of this thread (zeros where outside C or not read).
+    auto loadC = [&](int q, float4 (&c)[8]) {
+      int rb, sj;
+      tl.at(q, rb, sj);
+      const int64_t i0 = int64_t(rb) * WG_BM, j0 = int64_t(sj) * WG_BN;
+      const int rows = int(g.M - i0 < WG_BM ? g.M - i0 : WG_BM);
+      const int valid = validOf(j0 + c4, g.N);
+      const float* const p = C + (i0 + r0) * g.ldc + j0 + c4;
+#pragma unroll
+      for (int it = 0; it < 8; ++it) {
+        c[it] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (!readC || r0 + 8 * it >= rows || valid == 0) continue;
+        const float* const pi = p + int64_t(8 * it) * g.ldc;
+        if (valid == 4) {
+          c[it] = *reinterpret_cast<const float4*>(pi);
+        } else {
+          c[it].x = pi[0];
+          if (valid > 1) c[it].y = pi[1];
+          if (valid > 2) c[it].z = pi[2];
+        }
+      }
+    };
+    loadC(0, cur);
+    for (int q = 0; q < tl.count; ++q) {
+      const int s = q % WG_RING;
+      if (q + 1 < tl.count) loadC(q + 1, nxt);
+      mbarWait(&pFull[s], uint32_t((q / WG_RING) & 1));
+      int rb, sj;
+      tl.at(q, rb, sj);
+      const int64_t i0 = int64_t(rb) * WG_BM, j0 = int64_t(sj) * WG_BN;
+      const int rows = int(g.M - i0 < WG_BM ? g.M - i0 : WG_BM);
+      const int valid = validOf(j0 + c4, g.N);
+      const float* const pr = bufs + s * WG_BUF_FLOATS + r0 * WG_STRIDE + c4;
+      float* const out = C + (i0 + r0) * g.ldc + j0 + c4;
+#pragma unroll
+      for (int it = 0; it < 8; ++it) {
+        const float4 x = *reinterpret_cast<const float4*>(pr + 8 * it * WG_STRIDE);
+        if (r0 + 8 * it >= rows || valid == 0) continue;
+        const float4 o = make_float4(alpha * x.x + beta * cur[it].x, alpha * x.y + beta * cur[it].y,
+                                     alpha * x.z + beta * cur[it].z, alpha * x.w + beta * cur[it].w);
+        float* const oi = out + int64_t(8 * it) * g.ldc;
+        if (valid == 4) {
+          *reinterpret_cast<float4*>(oi) = o;
+        } else {
+          oi[0] = o.x;
+          if (valid > 1) oi[1] = o.y;
+          if (valid > 2) oi[2] = o.z;
+        }
+      }
+      mbarArrive(&pFree[s]);
+#pragma unroll
+      for (int it = 0; it < 8; ++it) cur[it] = nxt[it];
+    }
+    return;
+  }
+
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 168;\n" ::: "memory");
+  const int wg = warp >> 2, w = warp & 3, gq = lane >> 2, tq = lane & 3, t = threadIdx.x & 127;
+  // Strip sj of B (K x 128, zeros past K and N) into shared memory, transposed to K-major, rows in
+  // the mma's k order (mmaK), rounded: the 8 multiplying warps, 8 rows x 16 columns per warp step
+  // (lane: row lane % 8, 4 columns lane / 8), each thread's 8 loads issued first.
+  auto loadStrip = [&](int sj) {
+    const int64_t j0 = int64_t(sj) * WG_BN;
+    for (int u0 = warp; u0 < WG_KMAX; u0 += 8 * 8) {
+      float4 v[8];
+#pragma unroll
+      for (int s = 0; s < 8; ++s) {
+        const int u = u0 + 8 * s;
+        v[s] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        const int kk = (u >> 3) * 8 + (lane & 7);
+        if (kk >= K) continue;
+        const int64_t col = j0 + 4 * ((u & 7) * 4 + (lane >> 3));
+        const float* src = B + int64_t(kk) * g.ldb + col;
+        if (col + 3 < g.N) {
+          v[s] = __ldg(reinterpret_cast<const float4*>(src));
+        } else {
+          if (col < g.N) v[s].x = __ldg(src);
+          if (col + 1 < g.N) v[s].y = __ldg(src + 1);
+          if (col + 2 < g.N) v[s].z = __ldg(src + 2);
+        }
+      }
+#pragma unroll
+      for (int s = 0; s < 8; ++s) {
+        const int u = u0 + 8 * s;
+        const int kk = mmaK((u >> 3) * 8 + (lane & 7)), n = 4 * ((u & 7) * 4 + (lane >> 3));
+        uint8_t* const chunk = strip + (kk >> 5) * WG_B_CHUNK;
+        const float x[4] = {v[s].x, v[s].y, v[s].z, v[s].w};
+#pragma unroll
+        for (int e = 0; e < 4; ++e) *reinterpret_cast<uint32_t*>(chunk + swizzled(n + e, kk & 31)) = toTf32(x[e]);
+      }
+    }
+    // The strip's stores (generic proxy) are read next by the tensor cores (async proxy).
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+  };
+  // Tile q's rows of A into buffer q % RING: thread t copies 16-byte chunks t + 128 i (a warp one
+  // row); chunks past K, rows past M are not copied (their products are never stored).
+  auto copyA = [&](int q) {
+    int rb, sj;
+    tl.at(q, rb, sj);
+    const int64_t i0 = int64_t(rb) * WG_BM;
+    const int rows = int(g.M - i0 < WG_BM ? g.M - i0 : WG_BM);
+    float* const buf = bufs + (q % WG_RING) * WG_BUF_FLOATS;
+#pragma unroll
+    for (int i = 0; i < WG_BM * WG_KMAX / 4 / 128; ++i) {
+      const int e = t + 128 * i, r = e >> 5, c = (e & 31) * 4;
+      if (r < rows && c < K) copyAsync4(buf + r * WG_STRIDE + c, A + (i0 + r) * g.lda + c, 4, true);
+    }
+    commitAsync();
+  };
+  const uint32_t stripAddress = sharedAddress(strip);
+  float acc[64];
+  int loaded = -1;
+  if (wg < tl.count) copyA(wg);
+  for (int q0 = 0; q0 < tl.count;) {
+    // The tiles of one strip: [q0, q1).
+    int rb, sj;
+    tl.at(q0, rb, sj);
+    const int q1 = tl.phases > 0 ? tl.count : (sj + 1) * tl.tilesM - tl.first < tl.count ? (sj + 1) * tl.tilesM - tl.first : tl.count;
+    if (sj != loaded) {
+      if (loaded >= 0) asm volatile("bar.sync 1, 256;\n" ::: "memory");  // both warpgroups are done with the old strip
+      loadStrip(sj);
+      loaded = sj;
+      asm volatile("bar.sync 1, 256;\n" ::: "memory");
+    }
+    for (int q = q0 + ((q0 & 1) != wg ? 1 : 0); q < q1; q += 2) {
+      const int s = q % WG_RING;
+      float* const buf = bufs + s * WG_BUF_FLOATS;
+      if (q + 2 < tl.count) {
+        // Buffer (q + 2) % RING last held tile q - 2's product: wait until the memory side read it.
+        if (q >= 2) mbarWait(&pFree[(q + 2) % WG_RING], uint32_t(((q - 2) / WG_RING) & 1));
+        copyA(q + 2);
+        waitAsync<1>();
+      } else {
+        waitAsync<0>();
+      }
+      asm volatile("bar.sync %0, 128;\n" ::"r"(2 + wg) : "memory");  // every thread's copies of tile q landed
+      // A fragments: rows 16 w + gq (+ 8), floats 16 j + 4 tq .. + 3; zeros past K.
+      float4 a[2][8];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const float* const p = buf + (16 * w + gq + 8 * h) * WG_STRIDE + 4 * tq;
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+          a[h][j] = 16 * j + 4 * tq < K ? *reinterpret_cast<const float4*>(p + 16 * j) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      }
+      fenceAccumulators(acc);
+      asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+      for (int ks = 0; ks < WG_KMAX / 8; ++ks) {
+        // k-step 2 j + q takes floats 2 q, 2 q + 1 of each row's four (slots tq, tq + 4).
+        const float4 lo = a[0][ks >> 1], hi = a[1][ks >> 1];
+        const uint64_t b = wgmmaDescriptor(stripAddress + uint32_t((ks >> 2) * WG_B_CHUNK + (ks & 3) * 32));
+        if ((ks & 1) == 0) wgmmaTf32(acc, lo.x, hi.x, lo.y, hi.y, b, ks > 0 ? 1 : 0);
+        else wgmmaTf32(acc, lo.z, hi.z, lo.w, hi.w, b, 1);
+      }
+      asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+      asm volatile("bar.sync %0, 128;\n" ::"r"(2 + wg) : "memory");  // the warpgroup's reads of A are done
+      asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+      fenceAccumulators(acc);
+      // The product over A: acc[4 i + 2 h + e] is row 16 w + gq + 8 h, column 8 i + 2 tq + e.
+      float* const pr = buf + (16 * w + gq) * WG_STRIDE + 2 * tq;
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int i = 0; i < WG_BN / 8; ++i)
+          *reinterpret_cast<float2*>(pr + 8 * h * WG_STRIDE + 8 * i) = make_float2(acc[4 * i + 2 * h], acc[4 * i + 2 * h + 1]);
+      mbarArrive(&pFull[s]);
+    }
+    q0 = q1;
+  }
+#endif
+}
+
 typedef void (*TcKernel)(const TcArgs);
 
 // The kernel for (transA, transB, bf16) with the given pipeline depth.
@@ -731,16 +1058,47 @@ int streamBlocksPerSm(int dev) {
   }
   return std::max(0, gStreamBlocksPerSm[dev].load(std::memory_order_relaxed));
 }
+
+// Per device: 0 not probed, -1 no, 1 the wgmma kernel runs there (the loaded image has it, and a
+// block gets its shared memory). Read without the lock once probed.
+std::atomic<int> gStreamWgmma[64] = {};
+
+bool streamWgmmaRuns(int dev) {
+  if (dev < 0 || dev >= 64) return false;
+  const int known = gStreamWgmma[dev].load(std::memory_order_acquire);
+  if (known != 0) return known > 0;
+  std::lock_guard<std::mutex> lock(gStreamMutex);
+  if (gStreamWgmma[dev].load(std::memory_order_relaxed) == 0) {
+    int major = 0, optin = 0, image = 0;
+    const bool ok = cudaSetDevice(dev) == cudaSuccess &&
+                    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major == 9 &&
+                    cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) == cudaSuccess &&
+                    size_t(optin) >= WG_SMEM &&
+                    cudaMemcpyFromSymbol(&image, gStreamWgmmaImage, sizeof(image)) == cudaSuccess && image == 1 &&
+                    cudaFuncSetAttribute(tcStreamWgmmaKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(WG_SMEM)) == cudaSuccess;
+    if (!ok) cudaGetLastError();
+    gStreamWgmma[dev].store(ok ? 1 : -1, std::memory_order_release);
+  }
+  return gStreamWgmma[dev].load(std::memory_order_relaxed) > 0;
+}
 }  // namespace
+
+bool streamGemmWgmma(int dev) { return gStreamOn && streamWgmmaRuns(dev); }
 
 void setStreamGemm(bool on) { gStreamOn = on; }
 bool streamGemmEnabled() { return gStreamOn; }
+std::string streamGemmKernel(int dev) {
+  if (!gStreamOn) return "off";
+  if (streamWgmmaRuns(dev)) return "wgmma";
+  return streamBlocksPerSm(dev) > 0 ? "mma.sync" : "none";
+}
 
 bool streamGemmFits(int dev, const GemmArgs& g, GemmMode mode) {
   return gStreamOn && mode == GemmMode::Tf32 && !g.transA && !g.transB && g.aType == DType::F32 &&
          g.bType == DType::F32 && g.cType == DType::F32 && g.K >= 8 && g.K <= ST_KMAX && g.K % 8 == 0 && g.M > 0 &&
          g.N > 0 && aligned(g.A, 16) && aligned(g.B, 16) && aligned(g.C, 16) && g.lda % 4 == 0 && g.ldb % 4 == 0 &&
-         g.ldc % 4 == 0 && ((g.M + ST_BM - 1) / ST_BM) * ((g.N + ST_BN - 1) / ST_BN) <= INT32_MAX && streamBlocksPerSm(dev) > 0;
+         g.ldc % 4 == 0 && ((g.M + ST_BM - 1) / ST_BM) * ((g.N + ST_BN - 1) / ST_BN) <= INT32_MAX &&
+         (streamWgmmaRuns(dev) || streamBlocksPerSm(dev) > 0);
 }
 
 Status streamGemm(int dev, cudaStream_t st, const GemmArgs& g, const float* alphaBeta, const int32_t* flag) {
@@ -748,6 +1106,15 @@ Status streamGemm(int dev, cudaStream_t st, const GemmArgs& g, const float* alph
   k.g = g;
   k.alphaBeta = alphaBeta;
   k.flag = flag;
+  if (streamWgmmaRuns(dev)) {  // one block per SM, persistent
+    const int64_t strips = (g.N + WG_BN - 1) / WG_BN, sms = std::max(1, smCount(dev));
+    k.tilesM = (g.M + WG_BM - 1) / WG_BM;
+    k.tiles = k.tilesM * strips;
+    k.phases = 2 * strips <= sms ? int(std::min<int64_t>(sms / strips, k.tilesM)) : 0;
+    const int64_t blocks = k.phases > 0 ? strips * k.phases : std::min<int64_t>(k.tiles, sms);
+    tcStreamWgmmaKernel<<<unsigned(blocks), WG_THREADS, WG_SMEM, st>>>(k);
+    return lastError("gemm (streaming wgmma kernel)");
+  }
   k.tilesM = (g.M + ST_BM - 1) / ST_BM;
   k.tiles = k.tilesM * ((g.N + ST_BN - 1) / ST_BN);
   // As many blocks as are resident at once: the blocks are persistent over tile ranges, so a second

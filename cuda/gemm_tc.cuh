@@ -28,8 +28,11 @@ Status tensorCoreGemm(int dev, cudaStream_t st, const GemmArgs& g, GemmMode mode
 // dimensions a multiple of 4: GaLore's project-back at rank <= 128 on the built-in path, where it
 // beats the tile kernel (not cuBLAS). streamGemmFits says whether g qualifies on dev (and the
 // kernel is enabled: setStreamGemm in launchers.h; off, the tile kernel serves).
+// On sm_90 with an sm_90a image the warpgroup-MMA version of the kernel serves instead
+// (streamGemmWgmma), and then on the cuBLAS path too, where it beats cuBLAS's project-back.
 bool streamGemmFits(int dev, const GemmArgs& g, GemmMode mode);
 Status streamGemm(int dev, cudaStream_t st, const GemmArgs& g, const float* alphaBeta, const int32_t* flag);
+bool streamGemmWgmma(int dev);
 
 }  // namespace gpu
 }  // namespace slimopt

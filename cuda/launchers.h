@@ -32,10 +32,13 @@ std::string solverPath();
 // Forces the built-in kernels even when cuBLAS/cuSOLVER load (also SLIMOPT_LINALG=builtin).
 void setForceBuiltin(bool force);
 bool forceBuiltin();
-// The built-in path's streaming kernel for short-K products with C read back (GaLore's
-// project-back at rank <= 128; cuda/gemm_tc.cu): on by default; off, the tile kernel serves them.
+// The streaming kernel for short-K products with C read back (GaLore's project-back at rank
+// <= 128; cuda/gemm_tc.cu): on by default; off, the tile kernel (or cuBLAS) serves them. Its
+// wgmma version serves the cuBLAS path too. streamGemmKernel: which version serves dev ("wgmma",
+// "mma.sync", "off" when switched off, "none" where neither runs).
 void setStreamGemm(bool on);
 bool streamGemmEnabled();
+std::string streamGemmKernel(int dev);
 // Row-major GEMM on dev (GemmArgs in galore.cuh; A, B f32; C f32 or bf16 for the built-in path).
 Status gemm(int dev, const GemmArgs& a, GemmMode mode);
 // flag |= any NaN/Inf in g[0..n) (flag is device memory, zeroed by the caller first).

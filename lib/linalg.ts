@@ -46,11 +46,17 @@ export function setBuiltinLinalg(force: boolean): void {
   native().setForceBuiltin(!!force);
 }
 
-/** @internal For comparisons: off, the short-K products with C read back that the built-in path's
- *  streaming tensor-core kernel serves by default (GaLore's project-back at rank <= 128) go to its
- *  tile kernel instead. */
+/** @internal For comparisons: off, the short-K products with C read back that the streaming
+ *  tensor-core kernel serves by default (GaLore's project-back at rank <= 128) go to the tile
+ *  kernel (built-in path) or cuBLAS instead. */
 export function setStreamGemm(on: boolean): void {
   native().setStreamGemm(!!on);
+}
+
+/** @internal Which streaming kernel serves CUDA device `index`: "wgmma" (sm_90a, on both paths),
+ *  "mma.sync" (built-in path only), "off" (setStreamGemm(false)) or "none". */
+export function streamGemmKernel(index: number): string {
+  return native().streamGemmKernel(index);
 }
 
 /** Which GEMM and eigen-solver paths serve CUDA devices now (streamGemm: on the built-in path the

@@ -112,6 +112,7 @@ export interface NativeAddon {
   linalgInfo(): { blas: string; solver: string; forceBuiltin: boolean; streamGemm: boolean };
   setForceBuiltin(force: boolean): void;
   setStreamGemm(on: boolean): void;
+  streamGemmKernel(device: number): string;
   GrassGroup: new (device: number, tensors: unknown[][], counters: NativeBufferHandle, mapA?: unknown, mapB?: unknown) => GrassGroupHandle;
   grassSelect(grad: NativeBufferHandle, rows: number, cols: number, dtype: number, mode: number, rank: number,
               select: number, seed: bigint, refreshIndex: number, idx: NativeBufferHandle, rho: NativeBufferHandle): void;

@@ -553,11 +553,10 @@ __global__ void __launch_bounds__(256, 1) backStageKernel(const Args k) {
   const int width = int(k.N - j0 < BN ? k.N - j0 : BN);
   const bool colOk = 4 * lane < width;
   float acc[64];
-  for (int q = wg; q < count; q += 2) {
-    const int64_t i0 = int64_t(rb0 + q * rbStep) * WG_BM;
-    const int rows = int(k.M - i0 < WG_BM ? k.M - i0 : WG_BM);
-    const int64_t row = i0 + 16 * w + gq;
-    float4 a[2][8];
+  // A fragments of tile q: rows 16 w + gq (+ 8), floats 16 j + 4 tq .. + 3 (zeros past M, K).
+  float4 a[2][8], an[2][8];
+  auto loadA = [&](int q, float4 (&a)[2][8]) {
+    const int64_t row = int64_t(rb0 + q * rbStep) * WG_BM + 16 * w + gq;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const bool ok = row + 8 * h < k.M;
@@ -566,13 +565,11 @@ __global__ void __launch_bounds__(256, 1) backStageKernel(const Args k) {
       for (int j = 0; j < 8; ++j)
         a[h][j] = ok && 16 * j + 4 * tq < K ? __ldg(reinterpret_cast<const float4*>(p + 16 * j)) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     }
-    float4 c[16];
-    if (MOVE_C) {
-      const float* const cp = k.C + (i0 + w) * k.ldc + j0 + 4 * lane;
-#pragma unroll
-      for (int it = 0; it < 16; ++it)
-        c[it] = colOk && w + 4 * it < rows ? *reinterpret_cast<const float4*>(cp + int64_t(4 * it) * k.ldc) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    }
+  };
+  if (wg < count) loadA(wg, a);
+  for (int q = wg; q < count; q += 2) {
+    const int64_t i0 = int64_t(rb0 + q * rbStep) * WG_BM;
+    const int rows = int(k.M - i0 < WG_BM ? k.M - i0 : WG_BM);
     fenceAccumulators(acc);
     asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
@@ -583,8 +580,18 @@ __global__ void __launch_bounds__(256, 1) backStageKernel(const Args k) {
       else wgmmaTf32(acc, lo.z, hi.z, lo.w, hi.w, b, 1);
     }
     asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+    // C's loads go out while the MMAs run; A's for this warpgroup's next tile once they are done
+    // (the MMAs read a[] until then), in flight through the epilogue.
+    float4 c[16];
+    if (MOVE_C) {
+      const float* const cp = k.C + (i0 + w) * k.ldc + j0 + 4 * lane;
+#pragma unroll
+      for (int it = 0; it < 16; ++it)
+        c[it] = colOk && w + 4 * it < rows ? *reinterpret_cast<const float4*>(cp + int64_t(4 * it) * k.ldc) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
     asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
     fenceAccumulators(acc);
+    if (q + 2 < count) loadA(q + 2, a);
     asm volatile("bar.sync %0, 128;" ::"r"(1 + wg) : "memory");  // the previous tile's staging reads are done
     {
       float* const st = stage + (16 * w + gq) * C_STRIDE + 2 * tq;
@@ -609,6 +616,489 @@ __global__ void __launch_bounds__(256, 1) backStageKernel(const Args k) {
     }
   }
 }
+
+
+// ---- wgmma products, C moved by separate memory warpgroups -------------------------------------
+// 512 threads, one block per SM: warpgroups 0 and 1 multiply (alternate 64 x 128 tiles; A from
+// L2 into registers, loaded for the next tile as soon as the MMAs of this one are done) and put the
+// products into shared stages; warpgroups 2 and 3 stream C with plain 16-byte loads and stores,
+// one tile ahead in registers: out = alpha * product + beta * C. setmaxnreg moves registers from
+// the memory warpgroups (80) to the multiplying ones (176).
+constexpr int SP_STAGES = 4;
+// APREF: A for this warpgroup's next tile loaded into a second register set while the MMAs run
+// (the memory warpgroups then keep no C tile ahead: registers 216 / 40).
+template <bool MOVE_C, bool APREF>
+__global__ void __launch_bounds__(512, 1) backSplitKernel(const Args k) {
+  extern __shared__ float4 wgSmem[];
+  uint8_t* const strip = reinterpret_cast<uint8_t*>(wgSmem) + ((1024u - (smemAddr(wgSmem) & 1023u)) & 1023u);
+  float* const stages = reinterpret_cast<float*>(strip + WG_STRIP_BYTES);
+  __shared__ __align__(8) uint64_t ready[SP_STAGES], freed[SP_STAGES];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int K = int(k.K);
+  const int sj = blockIdx.x % k.strips, rb0 = blockIdx.x / k.strips, rbStep = k.phases;
+  const int tilesM = int((k.M + WG_BM - 1) / WG_BM);
+  const int count = rb0 < tilesM ? (tilesM - rb0 + rbStep - 1) / rbStep : 0;
+  if (count == 0) return;
+  const int64_t j0 = int64_t(sj) * BN;
+  const int width = int(k.N - j0 < BN ? k.N - j0 : BN);
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < SP_STAGES; ++s) {
+      asm volatile("mbarrier.init.shared::cta.b64 [%0], 128;" ::"r"(smemAddr(&ready[s])));
+      asm volatile("mbarrier.init.shared::cta.b64 [%0], 256;" ::"r"(smemAddr(&freed[s])));
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+  const float alpha = k.alphaBeta[0], beta = k.alphaBeta[1];
+
+  if (warp >= 8) {  // memory warpgroups: thread m covers rows m / 32 + 8 it, columns 4 (m % 32) ..
+    if (APREF) asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+    else asm volatile("setmaxnreg.dec.sync.aligned.u32 80;\n" ::: "memory");
+    const int m = threadIdx.x - 256, r0 = m >> 5, c4 = 4 * (m & 31);
+    const bool colOk = c4 < width;
+    float4 cur[8], nxt[8];
+    auto loadC = [&](int q, float4 (&c)[8]) {
+      const int64_t i0 = int64_t(rb0 + q * rbStep) * WG_BM;
+      const int rows = int(k.M - i0 < WG_BM ? k.M - i0 : WG_BM);
+      const float* const p = k.C + (i0 + r0) * k.ldc + j0 + c4;
+#pragma unroll
+      for (int it = 0; it < 8; ++it)
+        c[it] = MOVE_C && colOk && r0 + 8 * it < rows ? *reinterpret_cast<const float4*>(p + int64_t(8 * it) * k.ldc)
+                                                       : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    };
+    if (!APREF) loadC(0, cur);
+    for (int q = 0; q < count; ++q) {
+      const int s = q % SP_STAGES;
+      if (APREF) loadC(q, cur);
+      else if (q + 1 < count) loadC(q + 1, nxt);
+      mbarWait(smemAddr(&ready[s]), uint32_t((q / SP_STAGES) & 1));
+      const int64_t i0 = int64_t(rb0 + q * rbStep) * WG_BM;
+      const int rows = int(k.M - i0 < WG_BM ? k.M - i0 : WG_BM);
+      const float* const st = stages + s * WG_STAGE_FLOATS + r0 * C_STRIDE + c4;
+      float* const out = k.C + (i0 + r0) * k.ldc + j0 + c4;
+#pragma unroll
+      for (int it = 0; it < 8; ++it) {
+        const float4 x = *reinterpret_cast<const float4*>(st + 8 * it * C_STRIDE);
+        if (!colOk || r0 + 8 * it >= rows) continue;
+        float4 o = make_float4(alpha * x.x, alpha * x.y, alpha * x.z, alpha * x.w);
+        if (MOVE_C) { o.x += beta * cur[it].x; o.y += beta * cur[it].y; o.z += beta * cur[it].z; o.w += beta * cur[it].w; }
+        *reinterpret_cast<float4*>(out + int64_t(8 * it) * k.ldc) = o;
+      }
+      asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smemAddr(&freed[s])) : "memory");
+      if (!APREF)
+#pragma unroll
+        for (int it = 0; it < 8; ++it) cur[it] = nxt[it];
+    }
+    return;
+  }
+
+  if (APREF) asm volatile("setmaxnreg.inc.sync.aligned.u32 216;\n" ::: "memory");
+  else asm volatile("setmaxnreg.inc.sync.aligned.u32 176;\n" ::: "memory");
+  const int wg = warp >> 2, w = warp & 3, gq = lane >> 2, tq = lane & 3;
+  for (int u0 = warp; u0 < KMAX; u0 += 8 * 8) {
+    float4 v[8];
+#pragma unroll
+    for (int s = 0; s < 8; ++s) {
+      const int u = u0 + 8 * s;
+      v[s] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      const int kk = (u >> 3) * 8 + (lane & 7);
+      if (u >= KMAX || kk >= K) continue;
+      const int64_t col = j0 + 4 * ((u & 7) * 4 + (lane >> 3));
+      const float* src = k.B + int64_t(kk) * k.ldb + col;
+      if (col + 3 < k.N) {
+        v[s] = __ldg(reinterpret_cast<const float4*>(src));
+      } else {
+        if (col < k.N) v[s].x = __ldg(src);
+        if (col + 1 < k.N) v[s].y = __ldg(src + 1);
+        if (col + 2 < k.N) v[s].z = __ldg(src + 2);
+      }
+    }
+#pragma unroll
+    for (int s = 0; s < 8; ++s) {
+      const int u = u0 + 8 * s;
+      if (u >= KMAX) continue;
+      const int kk = mmaK((u >> 3) * 8 + (lane & 7)), n = 4 * ((u & 7) * 4 + (lane >> 3));
+      uint8_t* const chunk = strip + (kk >> 5) * WG_B_CHUNK;
+      const float x[4] = {v[s].x, v[s].y, v[s].z, v[s].w};
+#pragma unroll
+      for (int e = 0; e < 4; ++e) *reinterpret_cast<uint32_t*>(chunk + swizzled(n + e, kk & 31)) = toTf32(x[e]);
+    }
+  }
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+  asm volatile("bar.sync 1, 256;" ::: "memory");
+  const uint32_t stripAddress = smemAddr(strip);
+  float acc[64];
+  float4 a[2][8], an[2][8];
+  auto loadA = [&](int q, float4 (&a)[2][8]) {
+    const int64_t row = int64_t(rb0 + q * rbStep) * WG_BM + 16 * w + gq;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const bool ok = row + 8 * h < k.M;
+      const float* const p = k.A + (ok ? row + 8 * h : 0) * k.lda + 4 * tq;
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+        a[h][j] = ok && 16 * j + 4 * tq < K ? __ldg(reinterpret_cast<const float4*>(p + 16 * j)) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+  };
+  if (wg < count) loadA(wg, a);
+  for (int q = wg; q < count; q += 2) {
+    const int s = q % SP_STAGES;
+    if (APREF && q + 2 < count) loadA(q + 2, an);
+    fenceAccumulators(acc);
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+    for (int ks = 0; ks < KMAX / 8; ++ks) {
+      const float4 lo = a[0][ks >> 1], hi = a[1][ks >> 1];
+      const uint64_t b = wgmmaDescriptor(stripAddress + uint32_t((ks >> 2) * WG_B_CHUNK + (ks & 3) * 32));
+      if ((ks & 1) == 0) wgmmaTf32(acc, lo.x, hi.x, lo.y, hi.y, b, ks > 0 ? 1 : 0);
+      else wgmmaTf32(acc, lo.z, hi.z, lo.w, hi.w, b, 1);
+    }
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+    fenceAccumulators(acc);
+    if (!APREF && q + 2 < count) loadA(q + 2, a);
+    if (APREF)
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int j = 0; j < 8; ++j) a[h][j] = an[h][j];
+    if (q >= SP_STAGES) mbarWait(smemAddr(&freed[s]), uint32_t(((q / SP_STAGES) - 1) & 1));
+    float* const st = stages + s * WG_STAGE_FLOATS + (16 * w + gq) * C_STRIDE + 2 * tq;
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int i = 0; i < 16; ++i)
+        *reinterpret_cast<float2*>(st + 8 * h * C_STRIDE + 8 * i) = make_float2(acc[4 * i + 2 * h], acc[4 * i + 2 * h + 1]);
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smemAddr(&ready[s])) : "memory");
+  }
+}
+
+
+// ---- wgmma products, a ring of shared buffers that hold A, then the product --------------------
+// As backSplitKernel, but A comes through shared memory: a ring of RING buffers, each holding a
+// tile's rows of A (bulk copies from L2, issued by warp 8 when the memory warpgroups have read the
+// buffer's previous product), then that tile's product (the multiplying warpgroup loads its A
+// fragments into registers, multiplies, and writes the product over them). A is so in place
+// RING - 2 tiles ahead of the warpgroup that needs it, and the registers go to C: the memory
+// warpgroups keep one tile of C ahead (88 registers; the multiplying ones 168).
+constexpr int RG_RING = 4, RG_STRIDE = KMAX + 16;  // floats per row: A's 16-byte fragment reads conflict-free
+constexpr int RG_BUF_FLOATS = WG_BM * RG_STRIDE;
+template <bool MOVE_C>
+__global__ void __launch_bounds__(512, 1) backRingKernel(const Args k) {
+  extern __shared__ float4 wgSmem[];
+  uint8_t* const strip = reinterpret_cast<uint8_t*>(wgSmem) + ((1024u - (smemAddr(wgSmem) & 1023u)) & 1023u);
+  float* const bufs = reinterpret_cast<float*>(strip + WG_STRIP_BYTES);
+  __shared__ __align__(8) uint64_t aFull[RG_RING], pFull[RG_RING];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int K = int(k.K);
+  const int sj = blockIdx.x % k.strips, rb0 = blockIdx.x / k.strips, rbStep = k.phases;
+  const int tilesM = int((k.M + WG_BM - 1) / WG_BM);
+  const int count = rb0 < tilesM ? (tilesM - rb0 + rbStep - 1) / rbStep : 0;
+  if (count == 0) return;
+  const int64_t j0 = int64_t(sj) * BN;
+  const int width = int(k.N - j0 < BN ? k.N - j0 : BN);
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < RG_RING; ++s) {
+      asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smemAddr(&aFull[s])));
+      asm volatile("mbarrier.init.shared::cta.b64 [%0], 128;" ::"r"(smemAddr(&pFull[s])));
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+  const float alpha = k.alphaBeta[0], beta = k.alphaBeta[1];
+
+  if (warp >= 8) {  // memory warpgroups
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 88;\n" ::: "memory");
+    // Warp 8: tile q's rows of A into buffer q % RING (rows past M are not copied: never stored).
+    auto loadA = [&](int q) {
+      const int64_t i0 = int64_t(rb0 + q * rbStep) * WG_BM;
+      const int rows = int(k.M - i0 < WG_BM ? k.M - i0 : WG_BM);
+      const uint32_t bar = smemAddr(&aFull[q % RG_RING]);
+      if (lane == 0)
+        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(uint32_t(rows) * uint32_t(K) * 4)
+                     : "memory");
+      __syncwarp();
+      float* const buf = bufs + (q % RG_RING) * RG_BUF_FLOATS;
+      for (int r = lane; r < rows; r += 32)
+        asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+                     ::"r"(smemAddr(buf + r * RG_STRIDE)), "l"(k.A + (i0 + r) * k.lda), "r"(uint32_t(K) * 4), "r"(bar)
+                     : "memory");
+    };
+    if (warp == 8)
+      for (int q = 0; q < RG_RING && q < count; ++q) loadA(q);
+    const int m = threadIdx.x - 256, r0 = m >> 5, c4 = 4 * (m & 31);
+    const bool colOk = c4 < width;
+    float4 cur[8], nxt[8];
+    auto loadC = [&](int q, float4 (&c)[8]) {
+      const int64_t i0 = int64_t(rb0 + q * rbStep) * WG_BM;
+      const int rows = int(k.M - i0 < WG_BM ? k.M - i0 : WG_BM);
+      const float* const p = k.C + (i0 + r0) * k.ldc + j0 + c4;
+#pragma unroll
+      for (int it = 0; it < 8; ++it)
+        c[it] = MOVE_C && colOk && r0 + 8 * it < rows ? *reinterpret_cast<const float4*>(p + int64_t(8 * it) * k.ldc)
+                                                       : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    };
+    loadC(0, cur);
+    for (int q = 0; q < count; ++q) {
+      const int s = q % RG_RING;
+      if (q + 1 < count) loadC(q + 1, nxt);
+      mbarWait(smemAddr(&pFull[s]), uint32_t((q / RG_RING) & 1));
+      const int64_t i0 = int64_t(rb0 + q * rbStep) * WG_BM;
+      const int rows = int(k.M - i0 < WG_BM ? k.M - i0 : WG_BM);
+      const float* const st = bufs + s * RG_BUF_FLOATS + r0 * RG_STRIDE + c4;
+      float* const out = k.C + (i0 + r0) * k.ldc + j0 + c4;
+#pragma unroll
+      for (int it = 0; it < 8; ++it) {
+        const float4 x = *reinterpret_cast<const float4*>(st + 8 * it * RG_STRIDE);
+        if (!colOk || r0 + 8 * it >= rows) continue;
+        float4 o = make_float4(alpha * x.x, alpha * x.y, alpha * x.z, alpha * x.w);
+        if (MOVE_C) { o.x += beta * cur[it].x; o.y += beta * cur[it].y; o.z += beta * cur[it].z; o.w += beta * cur[it].w; }
+        *reinterpret_cast<float4*>(out + int64_t(8 * it) * k.ldc) = o;
+      }
+      asm volatile("bar.sync 3, 256;" ::: "memory");  // every memory thread has read buffer s
+      if (warp == 8 && q + RG_RING < count) loadA(q + RG_RING);
+#pragma unroll
+      for (int it = 0; it < 8; ++it) cur[it] = nxt[it];
+    }
+    return;
+  }
+
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 168;\n" ::: "memory");
+  const int wg = warp >> 2, w = warp & 3, gq = lane >> 2, tq = lane & 3;
+  for (int u0 = warp; u0 < KMAX; u0 += 8 * 8) {
+    float4 v[8];
+#pragma unroll
+    for (int s = 0; s < 8; ++s) {
+      const int u = u0 + 8 * s;
+      v[s] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      const int kk = (u >> 3) * 8 + (lane & 7);
+      if (u >= KMAX || kk >= K) continue;
+      const int64_t col = j0 + 4 * ((u & 7) * 4 + (lane >> 3));
+      const float* src = k.B + int64_t(kk) * k.ldb + col;
+      if (col + 3 < k.N) {
+        v[s] = __ldg(reinterpret_cast<const float4*>(src));
+      } else {
+        if (col < k.N) v[s].x = __ldg(src);
+        if (col + 1 < k.N) v[s].y = __ldg(src + 1);
+        if (col + 2 < k.N) v[s].z = __ldg(src + 2);
+      }
+    }
+#pragma unroll
+    for (int s = 0; s < 8; ++s) {
+      const int u = u0 + 8 * s;
+      if (u >= KMAX) continue;
+      const int kk = mmaK((u >> 3) * 8 + (lane & 7)), n = 4 * ((u & 7) * 4 + (lane >> 3));
+      uint8_t* const chunk = strip + (kk >> 5) * WG_B_CHUNK;
+      const float x[4] = {v[s].x, v[s].y, v[s].z, v[s].w};
+#pragma unroll
+      for (int e = 0; e < 4; ++e) *reinterpret_cast<uint32_t*>(chunk + swizzled(n + e, kk & 31)) = toTf32(x[e]);
+    }
+  }
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+  asm volatile("bar.sync 1, 256;" ::: "memory");
+  const uint32_t stripAddress = smemAddr(strip);
+  float acc[64];
+  for (int q = wg; q < count; q += 2) {
+    const int s = q % RG_RING;
+    float* const buf = bufs + s * RG_BUF_FLOATS;
+    mbarWait(smemAddr(&aFull[s]), uint32_t((q / RG_RING) & 1));
+    // A fragments: rows 16 w + gq (+ 8), floats 16 j + 4 tq .. + 3; zeros past K (rows past M
+    // hold stale values whose products are never stored).
+    float4 a[2][8];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float* const p = buf + (16 * w + gq + 8 * h) * RG_STRIDE + 4 * tq;
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+        a[h][j] = 16 * j + 4 * tq < K ? *reinterpret_cast<const float4*>(p + 16 * j) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+    fenceAccumulators(acc);
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+    for (int ks = 0; ks < KMAX / 8; ++ks) {
+      const float4 lo = a[0][ks >> 1], hi = a[1][ks >> 1];
+      const uint64_t b = wgmmaDescriptor(stripAddress + uint32_t((ks >> 2) * WG_B_CHUNK + (ks & 3) * 32));
+      if ((ks & 1) == 0) wgmmaTf32(acc, lo.x, hi.x, lo.y, hi.y, b, ks > 0 ? 1 : 0);
+      else wgmmaTf32(acc, lo.z, hi.z, lo.w, hi.w, b, 1);
+    }
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+    asm volatile("bar.sync %0, 128;" ::"r"(1 + wg) : "memory");  // the warpgroup's A reads are done
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+    fenceAccumulators(acc);
+    float* const st = buf + (16 * w + gq) * RG_STRIDE + 2 * tq;
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int i = 0; i < 16; ++i)
+        *reinterpret_cast<float2*>(st + 8 * h * RG_STRIDE + 8 * i) = make_float2(acc[4 * i + 2 * h], acc[4 * i + 2 * h + 1]);
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smemAddr(&pFull[s])) : "memory");
+  }
+}
+
+// ---- wgmma products; A copied ahead by the multiplying warpgroups themselves ---------------------
+// As backRingKernel (four shared buffers, each a tile's A and then its product, q % 4), but each
+// multiplying warpgroup copies its next tile's A (cp.async, 16 bytes per thread-copy, no
+// registers) into its other buffer at the start of a tile, once the memory warpgroups have read
+// that buffer's previous product: A lands while this tile is multiplied and stored.
+template <bool MOVE_C>
+__global__ void __launch_bounds__(512, 1) backPrefKernel(const Args k) {
+  extern __shared__ float4 wgSmem[];
+  uint8_t* const strip = reinterpret_cast<uint8_t*>(wgSmem) + ((1024u - (smemAddr(wgSmem) & 1023u)) & 1023u);
+  float* const bufs = reinterpret_cast<float*>(strip + WG_STRIP_BYTES);
+  __shared__ __align__(8) uint64_t pFree[RG_RING], pFull[RG_RING];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int K = int(k.K);
+  const int sj = blockIdx.x % k.strips, rb0 = blockIdx.x / k.strips, rbStep = k.phases;
+  const int tilesM = int((k.M + WG_BM - 1) / WG_BM);
+  const int count = rb0 < tilesM ? (tilesM - rb0 + rbStep - 1) / rbStep : 0;
+  if (count == 0) return;
+  const int64_t j0 = int64_t(sj) * BN;
+  const int width = int(k.N - j0 < BN ? k.N - j0 : BN);
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < RG_RING; ++s) {
+      asm volatile("mbarrier.init.shared::cta.b64 [%0], 256;" ::"r"(smemAddr(&pFree[s])));
+      asm volatile("mbarrier.init.shared::cta.b64 [%0], 128;" ::"r"(smemAddr(&pFull[s])));
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+  const float alpha = k.alphaBeta[0], beta = k.alphaBeta[1];
+
+  if (warp >= 8) {  // memory warpgroups
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 88;\n" ::: "memory");
+    const int m = threadIdx.x - 256, r0 = m >> 5, c4 = 4 * (m & 31);
+    const bool colOk = c4 < width;
+    float4 cur[8], nxt[8];
+    auto loadC = [&](int q, float4 (&c)[8]) {
+      const int64_t i0 = int64_t(rb0 + q * rbStep) * WG_BM;
+      const int rows = int(k.M - i0 < WG_BM ? k.M - i0 : WG_BM);
+      const float* const p = k.C + (i0 + r0) * k.ldc + j0 + c4;
+#pragma unroll
+      for (int it = 0; it < 8; ++it)
+        c[it] = MOVE_C && colOk && r0 + 8 * it < rows ? *reinterpret_cast<const float4*>(p + int64_t(8 * it) * k.ldc)
+                                                       : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    };
+    loadC(0, cur);
+    for (int q = 0; q < count; ++q) {
+      const int s = q % RG_RING;
+      if (q + 1 < count) loadC(q + 1, nxt);
+      mbarWait(smemAddr(&pFull[s]), uint32_t((q / RG_RING) & 1));
+      const int64_t i0 = int64_t(rb0 + q * rbStep) * WG_BM;
+      const int rows = int(k.M - i0 < WG_BM ? k.M - i0 : WG_BM);
+      const float* const st = bufs + s * RG_BUF_FLOATS + r0 * RG_STRIDE + c4;
+      float* const out = k.C + (i0 + r0) * k.ldc + j0 + c4;
+#pragma unroll
+      for (int it = 0; it < 8; ++it) {
+        const float4 x = *reinterpret_cast<const float4*>(st + 8 * it * RG_STRIDE);
+        if (!colOk || r0 + 8 * it >= rows) continue;
+        float4 o = make_float4(alpha * x.x, alpha * x.y, alpha * x.z, alpha * x.w);
+        if (MOVE_C) { o.x += beta * cur[it].x; o.y += beta * cur[it].y; o.z += beta * cur[it].z; o.w += beta * cur[it].w; }
+        *reinterpret_cast<float4*>(out + int64_t(8 * it) * k.ldc) = o;
+      }
+      asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smemAddr(&pFree[s])) : "memory");
+#pragma unroll
+      for (int it = 0; it < 8; ++it) cur[it] = nxt[it];
+    }
+    return;
+  }
+
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 168;\n" ::: "memory");
+  const int wg = warp >> 2, w = warp & 3, gq = lane >> 2, tq = lane & 3;
+  for (int u0 = warp; u0 < KMAX; u0 += 8 * 8) {
+    float4 v[8];
+#pragma unroll
+    for (int s = 0; s < 8; ++s) {
+      const int u = u0 + 8 * s;
+      v[s] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      const int kk = (u >> 3) * 8 + (lane & 7);
+      if (u >= KMAX || kk >= K) continue;
+      const int64_t col = j0 + 4 * ((u & 7) * 4 + (lane >> 3));
+      const float* src = k.B + int64_t(kk) * k.ldb + col;
+      if (col + 3 < k.N) {
+        v[s] = __ldg(reinterpret_cast<const float4*>(src));
+      } else {
+        if (col < k.N) v[s].x = __ldg(src);
+        if (col + 1 < k.N) v[s].y = __ldg(src + 1);
+        if (col + 2 < k.N) v[s].z = __ldg(src + 2);
+      }
+    }
+#pragma unroll
+    for (int s = 0; s < 8; ++s) {
+      const int u = u0 + 8 * s;
+      if (u >= KMAX) continue;
+      const int kk = mmaK((u >> 3) * 8 + (lane & 7)), n = 4 * ((u & 7) * 4 + (lane >> 3));
+      uint8_t* const chunk = strip + (kk >> 5) * WG_B_CHUNK;
+      const float x[4] = {v[s].x, v[s].y, v[s].z, v[s].w};
+#pragma unroll
+      for (int e = 0; e < 4; ++e) *reinterpret_cast<uint32_t*>(chunk + swizzled(n + e, kk & 31)) = toTf32(x[e]);
+    }
+  }
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+  asm volatile("bar.sync 1, 256;" ::: "memory");
+  const uint32_t stripAddress = smemAddr(strip);
+  float acc[64];
+  const int t = threadIdx.x & 127;
+  // Tile q's rows of A into buffer q % RING: thread t copies 16-byte chunks t + 128 i (row
+  // (t + 128 i) / 32, a warp one row); chunks past K or rows past M are not copied.
+  auto copyA = [&](int q) {
+    const int64_t i0 = int64_t(rb0 + q * rbStep) * WG_BM;
+    const int rows = int(k.M - i0 < WG_BM ? k.M - i0 : WG_BM);
+    float* const buf = bufs + (q % RG_RING) * RG_BUF_FLOATS;
+#pragma unroll
+    for (int i = 0; i < WG_BM * KMAX / 4 / 128; ++i) {
+      const int e = t + 128 * i, r = e >> 5, c = (e & 31) * 4;
+      if (r < rows && c < K)
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smemAddr(buf + r * RG_STRIDE + c)),
+                     "l"(k.A + (i0 + r) * k.lda + c) : "memory");
+    }
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+  };
+  if (wg < count) copyA(wg);
+  for (int q = wg; q < count; q += 2) {
+    const int s = q % RG_RING;
+    float* const buf = bufs + s * RG_BUF_FLOATS;
+    if (q + 2 < count) {
+      // Buffer (q + 2) % RING last held tile q - 2's product: wait until the memory side read it.
+      if (q >= 2) mbarWait(smemAddr(&pFree[(q + 2) % RG_RING]), uint32_t(((q - 2) / RG_RING) & 1));
+      copyA(q + 2);
+      asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+    } else {
+      asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+    }
+    asm volatile("bar.sync %0, 128;" ::"r"(1 + wg) : "memory");  // every thread's copies of tile q landed
+    // A fragments: rows 16 w + gq (+ 8), floats 16 j + 4 tq .. + 3; zeros past K (rows past M
+    // hold stale values whose products are never stored).
+    float4 a[2][8];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float* const p = buf + (16 * w + gq + 8 * h) * RG_STRIDE + 4 * tq;
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+        a[h][j] = 16 * j + 4 * tq < K ? *reinterpret_cast<const float4*>(p + 16 * j) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+    fenceAccumulators(acc);
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+    for (int ks = 0; ks < KMAX / 8; ++ks) {
+      const float4 lo = a[0][ks >> 1], hi = a[1][ks >> 1];
+      const uint64_t b = wgmmaDescriptor(stripAddress + uint32_t((ks >> 2) * WG_B_CHUNK + (ks & 3) * 32));
+      if ((ks & 1) == 0) wgmmaTf32(acc, lo.x, hi.x, lo.y, hi.y, b, ks > 0 ? 1 : 0);
+      else wgmmaTf32(acc, lo.z, hi.z, lo.w, hi.w, b, 1);
+    }
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+    asm volatile("bar.sync %0, 128;" ::"r"(1 + wg) : "memory");  // the warpgroup's A reads are done
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+    fenceAccumulators(acc);
+    float* const st = buf + (16 * w + gq) * RG_STRIDE + 2 * tq;
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int i = 0; i < 16; ++i)
+        *reinterpret_cast<float2*>(st + 8 * h * RG_STRIDE + 8 * i) = make_float2(acc[4 * i + 2 * h], acc[4 * i + 2 * h + 1]);
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smemAddr(&pFull[s])) : "memory");
+  }
+}
+
 
 __global__ void refKernel(int64_t M, int64_t N, int64_t K, const float* A, const float* B, const float* C0, float* R,
                           const float* ab) {
@@ -787,6 +1277,40 @@ int main() {
       };
       runStage(backStageKernel<true>, "wgmma staged", true);
       runStage(backStageKernel<false>, "wgmma staged, stores only", false);
+      auto runSplit = [&](auto kernel, const char* name, bool moves) {
+        const int grid = kw.strips * kw.phases;
+        const int smem = WG_STRIP_BYTES + SP_STAGES * WG_STAGE_FLOATS * 4 + 1024;
+        CK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+        CK(cudaMemcpy(tmp, C0, nC * 4, cudaMemcpyDeviceToDevice));
+        kw.C = tmp;
+        kernel<<<grid, 512, smem>>>(kw);
+        CK(cudaGetLastError());
+        CK(cudaDeviceSynchronize());
+        const float err = moves ? relErr(tmp) : 0.0f;
+        const double us = timeUs([&](int i) { Args kk = kw; kk.C = Cs[i]; kernel<<<grid, 512, smem>>>(kk); });
+        row(name, us, err);
+      };
+      runSplit(backSplitKernel<true, false>, "wgmma split", true);
+      runSplit(backSplitKernel<false, false>, "wgmma split, stores only", false);
+      auto runRing = [&](auto kernel, const char* name, bool moves) {
+        const int grid = kw.strips * kw.phases;
+        const int smem = WG_STRIP_BYTES + RG_RING * RG_BUF_FLOATS * 4 + 1024;
+        CK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+        CK(cudaMemcpy(tmp, C0, nC * 4, cudaMemcpyDeviceToDevice));
+        kw.C = tmp;
+        kernel<<<grid, 512, smem>>>(kw);
+        CK(cudaGetLastError());
+        CK(cudaDeviceSynchronize());
+        const float err = moves ? relErr(tmp) : 0.0f;
+        const double us = timeUs([&](int i) { Args kk = kw; kk.C = Cs[i]; kernel<<<grid, 512, smem>>>(kk); });
+        row(name, us, err);
+      };
+      runRing(backPrefKernel<true>, "wgmma pref", true);
+      runRing(backPrefKernel<false>, "wgmma pref, stores only", false);
+      runRing(backRingKernel<true>, "wgmma ring", true);
+      runRing(backRingKernel<false>, "wgmma ring, stores only", false);
+      runSplit(backSplitKernel<true, true>, "wgmma split A ahead", true);
+      runSplit(backSplitKernel<false, true>, "wgmma split A ahead, stores only", false);
     }
     if (sgemm) {
       auto call = [&](float* out) {

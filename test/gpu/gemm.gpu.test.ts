@@ -3,7 +3,7 @@
 // whatever serves by default (cuBLAS where it loads). Odd sizes, every transpose, long K (split-K),
 // skinny N, C in f32/bf16/f16, alpha/beta. Skipped where no CUDA device exists.
 import { devices, DType, gemm, GemmPrecision, linalgPaths, setBuiltinLinalg, tensor, Tensor } from "../../lib";
-import { setStreamGemm } from "../../lib/linalg";
+import { setStreamGemm, streamGemmKernel } from "../../lib/linalg";
 import { expectCode } from "../helpers";
 import { relErr, Rng } from "../reference";
 
@@ -111,17 +111,30 @@ suite("CUDA GEMM against the CPU", () => {
     }
   });
 
-  // On the built-in path the streaming kernel serves untransposed TF32 products with K a multiple
-  // of 8 up to 128 and C read back (GaLore's project-back): odd M and N (partial row tiles and
-  // column strips), every such K, beta 0 (C, NaN, not read); against the CPU and against the tile
-  // kernel (streaming switched off); the default path (cuBLAS where it loads) against the CPU too.
-  // (The last two give each block of an H200 several tiles, across strip boundaries.)
+  // The streaming kernel serves untransposed TF32 products with K a multiple of 8 up to 128 and C
+  // read back (GaLore's project-back): on the built-in path, and where its wgmma version runs
+  // (sm_90) on the default path too. Odd M and N (partial row tiles and column strips), K not a
+  // multiple of 32 (zeros past K in the last chunk), beta 0 (C, NaN, not read); against the CPU,
+  // against the tile kernel and cuBLAS (streaming switched off on either path). The last shapes
+  // give each block of an H200 several tiles, across strip boundaries.
+  test("the wgmma streaming kernel serves sm_90 devices", () => {
+    const cuda = devices().find((d) => d.kind === "cuda")!;
+    expect(streamGemmKernel(cuda.index)).toBe(cuda.computeCapability === "9.0" ? "wgmma" : "mma.sync");
+    setStreamGemm(false);
+    try {
+      expect(streamGemmKernel(cuda.index)).toBe("off");
+    } finally {
+      setStreamGemm(true);
+    }
+  });
+
   test.each([[1, 4, 8], [67, 132, 16], [63, 4, 40], [64, 128, 8], [300, 260, 64], [65, 8, 128], [129, 388, 72],
              [1000, 516, 128], [2000, 1036, 104], [4100, 1000, 120], [11000, 520, 128]])(
-    "streaming kernel %ix%ix%i: against the CPU and the tile kernel", async (M, N, K) => {
+    "streaming kernel %ix%ix%i: against the CPU, the tile kernel and cuBLAS", async (M, N, K) => {
       expect(linalgPaths().streamGemm).toBe(true);
       const rng = new Rng(M * 13 + N * 7 + K);
       const o = operands(rng, M, N, K);
+      const haveBlas = /^cuBLAS/.test(linalgPaths().blas);
       for (const [alpha, beta] of [[0.75, -0.5], [-1, 0], [-0.01, 0.99]]) {
         const ref = await run("cpu", o, M, N, K, false, false, "f32", alpha, beta, "f32");
         const ref0 = await run("cpu", o, M, N, K, false, false, "f32", alpha, 0, "f32");
@@ -129,11 +142,11 @@ suite("CUDA GEMM against the CPU", () => {
           setBuiltinLinalg(builtin);
           const got = await run("cuda", o, M, N, K, false, false, "f32", alpha, beta, "tf32");
           expect(gemmErr(got, ref, norm(ref0))).toBeLessThan(MODE_TOL.tf32);
-          if (!builtin) continue;  // the streaming kernel serves the built-in path only
-          setStreamGemm(false);
+          if (!builtin && !haveBlas) continue;  // the default path is the built-in one
+          setStreamGemm(false);  // built-in: the tile kernel; default: cuBLAS
           try {
-            const tile = await run("cuda", o, M, N, K, false, false, "f32", alpha, beta, "tf32");
-            expect(gemmErr(got, tile, norm(ref0))).toBeLessThan(2 * MODE_TOL.tf32);
+            const other = await run("cuda", o, M, N, K, false, false, "f32", alpha, beta, "tf32");
+            expect(gemmErr(got, other, norm(ref0))).toBeLessThan(2 * MODE_TOL.tf32);
           } finally {
             setStreamGemm(true);
           }

@@ -6,8 +6,8 @@
 set -e
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp}
-nvcc -std=c++17 -O3 -arch=sm_90 --expt-relaxed-constexpr -Xcompiler=-ffp-contract=off -I. \
-  -DSLIMOPT_CUDA_ARCHS='"90"' -DSLIMOPT_BUILD_FLAGS='"check"' \
+nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -Xcompiler=-ffp-contract=off -I. \
+  -DSLIMOPT_CUDA_ARCHS='"90a"' -DSLIMOPT_BUILD_FLAGS='"check"' \
   test/native/gemm_check.cu cuda/*.cu \
   csrc/cpu/*.cc -o "$OUT/gemm_check" -ldl -lpthread
 "$OUT/gemm_check"

@@ -4,8 +4,8 @@
 set -e
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp}
-nvcc -std=c++17 -O3 -arch=sm_90 --expt-relaxed-constexpr -Xcompiler=-ffp-contract=off -I. \
-  -DSLIMOPT_CUDA_ARCHS='"90"' -DSLIMOPT_BUILD_FLAGS='"check"' \
+nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -Xcompiler=-ffp-contract=off -I. \
+  -DSLIMOPT_CUDA_ARCHS='"90a"' -DSLIMOPT_BUILD_FLAGS='"check"' \
   test/native/grass_check.cu cuda/*.cu \
   csrc/cpu/*.cc -o "$OUT/grass_check" -ldl -lpthread
 "$OUT/grass_check"

@@ -5,7 +5,7 @@
 // Each row runs twice: with cuBLAS/cuSOLVER (where they load) and with the built-in kernels forced,
 // labelled "linalg": "cublas" | "builtin" (the solver in use is named in "solver").
 import { Device } from "../../device";
-import { linalgPaths, setBuiltinLinalg } from "../../linalg";
+import { linalgPaths, setBuiltinLinalg, streamGemmKernel } from "../../linalg";
 import { GaLoreAdamW } from "../../optim/galore";
 import { Optimizer, GroupOptions } from "../../optim/optimizer";
 import { Parameter } from "../../parameter";
@@ -32,8 +32,9 @@ export async function withLinalg(dev: Device, linalg: Linalg, ctx: BenchContext,
     if (linalg === "cublas" && !/^cuBLAS/.test(paths.blas))
       ctx.note(`galore rows labelled "cublas" ran the built-in GEMM: ${paths.blas}`);
     const row = await run();
-    // streamGemm: on the built-in path the project-back at rank <= 128 ran the streaming kernel.
-    return { ...row, linalg, blas: paths.blas, solver: paths.solver, streamGemm: paths.streamGemm };
+    // streamGemm: the project-back at rank <= 128 ran the streaming kernel (streamKernel: which
+    // one) on the built-in path, and on the cuBLAS path too where that is "wgmma".
+    return { ...row, linalg, blas: paths.blas, solver: paths.solver, streamGemm: paths.streamGemm, streamKernel: streamGemmKernel(dev.index) };
   } finally {
     setBuiltinLinalg(false);
   }

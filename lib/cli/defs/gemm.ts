@@ -8,7 +8,7 @@
 // bandwidth; TFLOP/s is 2 m n r / time. A timed call is a batch of back-to-back GEMMs (one takes
 // ~10-100 µs, about what the host takes to enqueue a call), after a few ms of copies queued so the
 // device does not wait on the host.
-import { GemmPrecision, gemm, linalgPaths, setBuiltinLinalg } from "../../linalg";
+import { GemmPrecision, gemm, linalgPaths, setBuiltinLinalg, setStreamGemm, streamGemmKernel } from "../../linalg";
 import { native, NativeBufferHandle } from "../../native";
 import { randn, zeros, Tensor } from "../../tensor";
 import { BenchCase, BenchContext, BenchDefinition, BenchRow } from "../registry";
@@ -85,12 +85,23 @@ function gemmCase(shape: Shape, op: Op, rank: number, precision: GemmPrecision):
         const blasPath = linalgPaths().blas;
         const haveBlas = /^cuBLAS/.test(blasPath);
         if (!haveBlas) ctx.note(`gemm rows: no cuBLAS here (${blasPath}); cublas* fields are absent`);
-        const blas = haveBlas ? await timeOne("cuBLAS", 0.5) : builtin;
         // The built-in time is the streaming kernel's where it fits (cuda/gemm_tc.cuh streamGemmFits:
-        // untransposed TF32 with K a multiple of 8 up to 128), else the tile kernel's.
-        const kernel = op === "back" && precision === "tf32" && r <= 128 && r % 8 === 0 ? "stream" : "tile";
+        // untransposed TF32 with K a multiple of 8 up to 128), else the tile kernel's. Its wgmma
+        // version (sm_90) serves the default path too: cuBLAS is timed with it switched off.
+        const streams = op === "back" && precision === "tf32" && r <= 128 && r % 8 === 0;
+        const kernel = streams ? `stream (${streamGemmKernel(dev.index)})` : "tile";
+        let blas = builtin;
+        if (haveBlas) {
+          setStreamGemm(false);
+          try {
+            blas = await timeOne("cuBLAS", 0.5);
+          } finally {
+            setStreamGemm(true);
+          }
+        }
+        const defaultPath = streams && streamGemmKernel(dev.index) === "wgmma" ? kernel : haveBlas ? "cuBLAS" : kernel;
         return {
-          ...base, ...row(builtin), fracOfFloor: floorMs / builtin.median, linalg: "builtin", kernel,
+          ...base, ...row(builtin), fracOfFloor: floorMs / builtin.median, linalg: "builtin", kernel, defaultPath,
           ...(haveBlas ? { cublasMs: blas.median, cublasTFLOPs: flops / (blas.median * 1e9), ratioToCublas: builtin.median / blas.median, blas: blasPath } : {}),
         };
       } finally {
