@@ -68,7 +68,7 @@ void setStreamGemm(bool) {}
 bool streamGemmEnabled() { return false; }
 std::string streamGemmKernel(int) { return "none"; }
 Status gemm(int, const GemmArgs&, GemmMode) { return noCuda(); }
-Status scanNonFinite(int, const void*, DType, int64_t, int32_t*) { return noCuda(); }
+Status scanNonFinite(int, const ScanEntry*, int64_t, int32_t*) { return noCuda(); }
 Status galoreRefreshWorkspace(int, int64_t, int64_t, int64_t, bool, RefreshMethod, int64_t* floats) {
   *floats = 0;
   return noCuda();
@@ -79,6 +79,9 @@ Status galoreRefresh(int, const void*, DType, int64_t, int64_t, int64_t, bool, f
 }
 Status galoreStep(int, const GaloreTensor&, const GaloreHyper&, const AdamwCounters*, const int32_t*, float*,
                   float*, float*, float*) {
+  return noCuda();
+}
+Status galoreAdamMany(int, const GaloreAdamEntry*, int64_t, const GaloreHyper&, const AdamwCounters*, const int32_t*, float*) {
   return noCuda();
 }
 Status galoreFinish(int, AdamwCounters*, const int32_t*) { return noCuda(); }

@@ -83,8 +83,7 @@ Napi::Value Scan(const Napi::CallbackInfo& info) {
   int dev = deviceOf(env, info[0]);
   auto* flag = static_cast<int32_t*>(bufArg(env, info[0], dev, 4, "flag"));
   Napi::Array a = info[1].As<Napi::Array>();
-  struct G { const void* p; DType t; int64_t n; };
-  std::vector<G> gs;
+  std::vector<gpu::ScanEntry> gs;
   for (uint32_t i = 0; i < a.Length(); ++i) {
     Napi::Value e = a.Get(i);
     if (!e.IsArray() || e.As<Napi::Array>().Length() != 3) throwError(env, "E_ARG", "malformed gradient entry");
@@ -95,12 +94,12 @@ Napi::Value Scan(const Napi::CallbackInfo& info) {
   }
   if (dev == kCpu) {
     bool bad = false;
-    for (const G& g : gs) if (!bad) bad = cpu::anyNonFinite(g.p, g.t, g.n);
+    for (const gpu::ScanEntry& g : gs) if (!bad) bad = cpu::anyNonFinite(g.p, g.t, g.n);
     *flag = bad ? 1 : 0;
     return env.Undefined();
   }
   gpu::Status st = gpu::memsetZero(dev, flag, 4);
-  for (const G& g : gs) if (st.ok()) st = gpu::scanNonFinite(dev, g.p, g.t, g.n, flag);
+  if (st.ok()) st = gpu::scanNonFinite(dev, gs.data(), int64_t(gs.size()), flag);
   if (!st.ok()) throwCuda(env, dev, st, "galoreScan");
   return env.Undefined();
 }
@@ -192,6 +191,9 @@ Napi::Value Step(const Napi::CallbackInfo& info) {
     T.expAvgSq = static_cast<float*>(bufArg(env, info[5], dev, rn * 4, "exp_avg_sq"));
   }
   readProjectors(env, dev, info[6], info[7], T);
+  // info[24]: true when galoreAdamMany has run Adam on the R given (CUDA only).
+  T.adamDone = info.Length() > 24 && info[24].ToBoolean() ? 1 : 0;
+  if (T.adamDone && (dev == kCpu || !given || quantized)) throwError(env, "E_ARG", "galoreStep: Adam done needs CUDA, the R given and f32 states");
   auto* counters = static_cast<AdamwCounters*>(bufArg(env, info[12], dev, sizeof(AdamwCounters), "counters"));
   auto* flag = static_cast<int32_t*>(bufArg(env, info[13], dev, 4, "flag"));
   auto* sR = static_cast<float*>(bufArg(env, info[14], dev, rn * 4, "scratch R"));
@@ -305,6 +307,40 @@ Napi::Value ProjectMany(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// galoreAdamMany([[R, m, v, numel], ...], counters, flag, scalars, hyper): Adam on every R in place
+// (R becomes N) in one launch, and the epilogue scalars (CUDA; f32 states).
+Napi::Value AdamMany(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 5 || !info[0].IsArray() || !info[4].IsObject()) throwError(env, "E_ARG", "galoreAdamMany: bad arguments");
+  int dev = deviceOf(env, info[1]);
+  if (dev == kCpu) throwError(env, "E_DEVICE", "galoreAdamMany: CUDA only");
+  auto* counters = static_cast<AdamwCounters*>(bufArg(env, info[1], dev, sizeof(AdamwCounters), "counters"));
+  auto* flag = static_cast<int32_t*>(bufArg(env, info[2], dev, 4, "flag"));
+  auto* scalars = static_cast<float*>(bufArg(env, info[3], dev, 8, "scalars"));
+  Napi::Array a = info[0].As<Napi::Array>();
+  std::vector<gpu::GaloreAdamEntry> es;
+  for (uint32_t i = 0; i < a.Length(); ++i) {
+    Napi::Value e = a.Get(i);
+    if (!e.IsArray() || e.As<Napi::Array>().Length() != 4) throwError(env, "E_ARG", "galoreAdamMany: malformed entry");
+    Napi::Array x = e.As<Napi::Array>();
+    const int64_t n = countArg(env, x.Get(3u), "numel");
+    gpu::GaloreAdamEntry g{};
+    g.r = static_cast<float*>(bufArg(env, x.Get(0u), dev, size_t(n) * 4, "R"));
+    g.m = static_cast<float*>(bufArg(env, x.Get(1u), dev, size_t(n) * 4, "exp_avg"));
+    g.v = static_cast<float*>(bufArg(env, x.Get(2u), dev, size_t(n) * 4, "exp_avg_sq"));
+    g.n = n;
+    es.push_back(g);
+  }
+  Napi::Object o = info[4].As<Napi::Object>();
+  GaloreHyper h{};
+  h.lr = float(numField(env, o, "lr")); h.beta1 = float(numField(env, o, "beta1")); h.beta2 = float(numField(env, o, "beta2"));
+  h.eps = float(numField(env, o, "eps")); h.weightDecay = float(numField(env, o, "weightDecay"));
+  h.scale = float(numField(env, o, "scale")); h.mode = modeOf(env, o);
+  gpu::Status st = gpu::galoreAdamMany(dev, es.data(), int64_t(es.size()), h, counters, flag, scalars);
+  if (!st.ok()) throwCuda(env, dev, st, "galoreAdamMany");
+  return env.Undefined();
+}
+
 // galoreFinish(counters, flag)
 Napi::Value Finish(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -350,6 +386,7 @@ Napi::Value SetStreamGemm(const Napi::CallbackInfo& info) {
 void registerGalore(Napi::Env env, Napi::Object exports) {
   exports.Set("gemm", Napi::Function::New(env, Gemm));
   exports.Set("galoreScan", Napi::Function::New(env, Scan));
+  exports.Set("galoreAdamMany", Napi::Function::New(env, AdamMany));
   exports.Set("galoreRefresh", Napi::Function::New(env, Refresh));
   exports.Set("galoreRefreshWorkspace", Napi::Function::New(env, RefreshWorkspace));
   exports.Set("galoreStep", Napi::Function::New(env, Step));

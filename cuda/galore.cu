@@ -419,13 +419,26 @@ Status runGemmBatched(int dev, const std::vector<GemmArgs>& gs, GemmMode mode) {
 
 // ---- elementwise kernels --------------------------------------------------------------------
 
-// The NaN/Inf guard's read of G: a one-shot grid, block b scanning elements [b, b + 1) * kScanChunk
-// with 16-byte loads, 8 in flight per thread (a grid-stride loop of 4-byte loads read G at 2.4 TB/s
-// on the H200, 2026-11-24: bench/results/NVIDIA-H200-2026-11-24-steps-ncu.txt).
+// The NaN/Inf guard's read of G (or of every R): a one-shot grid over up to kScanBatch arrays,
+// block b scanning chunk b - first[e] (kScanChunk elements) of the array e it falls in, with 16-byte
+// loads, 8 in flight per thread (a grid-stride loop of 4-byte loads read G at 2.4 TB/s on the H200,
+// 2026-11-24: bench/results/NVIDIA-H200-2026-11-24-steps-ncu.txt). One launch for a group's arrays:
+// its 28 Rs of the §6 workload at rank 128 (2-6 MB each) took 4.4-5.1 µs a launch one by one
+// (bench/results/NVIDIA-H200-2026-11-25-18/ncu-galore-step.txt).
 constexpr int64_t kScanChunk = 16384;
-__global__ void __launch_bounds__(256) scanKernel(const void* g, DType t, int64_t n, int32_t* flag) {
-  const int64_t b = blockIdx.x * kScanChunk;
-  const bool bad = blockScanNonFinite<256, 8>(g, t, b, min(n, b + kScanChunk));
+constexpr int kScanBatch = 32;
+struct ScanBatch {
+  const void* p[kScanBatch];
+  int64_t n[kScanBatch];
+  int64_t first[kScanBatch + 1];  // first block of each array; first[count] = the grid
+  int32_t t[kScanBatch];
+  int32_t count;
+};
+__global__ void __launch_bounds__(256) scanKernel(const ScanBatch sb, int32_t* flag) {
+  int e = 0;
+  while (e + 1 < sb.count && int64_t(blockIdx.x) >= sb.first[e + 1]) ++e;
+  const int64_t b = (int64_t(blockIdx.x) - sb.first[e]) * kScanChunk;
+  const bool bad = blockScanNonFinite<256, 8>(sb.p[e], DType(sb.t[e]), b, min(sb.n[e], b + kScanChunk));
   if (__syncthreads_or(bad) && threadIdx.x == 0) atomicOr(flag, 1);
 }
 
@@ -440,6 +453,42 @@ __global__ void adamRKernel(float* r, float* m, float* v, int64_t n, GaloreHyper
     else galoreEpilogue(h, counters->step + 1, &scalars[0], &scalars[1]);
   }
   for (int64_t i = i0; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    if (skip) { r[i] = 0.0f; continue; }
+    float mi = m[i], vi = v[i];
+    r[i] = galoreAdamElement(r[i], mi, vi, h.beta1, h.beta2, h.eps);
+    m[i] = mi;
+    v[i] = vi;
+  }
+}
+
+// adamRKernel over up to kAdamBatch Rs of one group (the same hyper-parameters and counters, so
+// the same scalars): block b takes chunk b - first[e] (kAdamChunk elements) of the R it falls in.
+// One launch for the 28 Rs of the §6 workload at rank 128, which took 6.5-12.9 µs each one by one
+// (2-6 MB each: bench/results/NVIDIA-H200-2026-11-25-18/ncu-galore-step.txt).
+constexpr int kAdamBatch = 32;
+constexpr int64_t kAdamChunk = 4096;
+struct AdamBatch {
+  float* r[kAdamBatch];
+  float* m[kAdamBatch];
+  float* v[kAdamBatch];
+  int64_t n[kAdamBatch];
+  int64_t first[kAdamBatch + 1];
+  int32_t count;
+};
+__global__ void __launch_bounds__(256) adamManyKernel(const AdamBatch ab, GaloreHyper h, const AdamwCounters* counters,
+                                                      const int32_t* flag, float* scalars) {
+  const bool skip = *flag != 0;
+  if (blockIdx.x == 0 && threadIdx.x == 0) {
+    if (skip) { scalars[0] = 0.0f; scalars[1] = 1.0f; }
+    else galoreEpilogue(h, counters->step + 1, &scalars[0], &scalars[1]);
+  }
+  int e = 0;
+  while (e + 1 < ab.count && int64_t(blockIdx.x) >= ab.first[e + 1]) ++e;
+  const int64_t b = (int64_t(blockIdx.x) - ab.first[e]) * kAdamChunk, end = min(ab.n[e], b + kAdamChunk);
+  float* const r = ab.r[e];
+  float* const m = ab.m[e];
+  float* const v = ab.v[e];
+  for (int64_t i = b + threadIdx.x; i < end; i += blockDim.x) {
     if (skip) { r[i] = 0.0f; continue; }
     float mi = m[i], vi = v[i];
     r[i] = galoreAdamElement(r[i], mi, vi, h.beta1, h.beta2, h.eps);
@@ -531,12 +580,53 @@ bool forceBuiltin() { return forced(); }
 
 Status gemm(int dev, const GemmArgs& a, GemmMode mode) { return runGemm(dev, a, mode, nullptr, nullptr); }
 
-Status scanNonFinite(int dev, const void* g, DType t, int64_t n, int32_t* flag) {
+Status scanNonFinite(int dev, const ScanEntry* entries, int64_t count, int32_t* flag) {
   cudaStream_t st;
   Status ok = deviceStream(dev, &st, "scanNonFinite");
-  if (!ok.ok() || n <= 0) return ok;
-  scanKernel<<<unsigned((n + kScanChunk - 1) / kScanChunk), 256, 0, st>>>(g, t, n, flag);
-  return lastError("scanNonFinite");
+  ScanBatch sb{};
+  for (int64_t i = 0; ok.ok() && i <= count; ++i) {
+    if (i == count || sb.count == kScanBatch) {  // launch what is gathered
+      if (sb.first[sb.count] > 0) {
+        scanKernel<<<unsigned(sb.first[sb.count]), 256, 0, st>>>(sb, flag);
+        ok = lastError("scanNonFinite");
+      }
+      sb = ScanBatch{};
+      if (i == count) break;
+    }
+    const ScanEntry& e = entries[i];
+    if (e.n <= 0) continue;
+    sb.p[sb.count] = e.p;
+    sb.n[sb.count] = e.n;
+    sb.t[sb.count] = int32_t(e.t);
+    sb.first[sb.count + 1] = sb.first[sb.count] + (e.n + kScanChunk - 1) / kScanChunk;
+    ++sb.count;
+  }
+  return ok;
+}
+
+Status galoreAdamMany(int dev, const GaloreAdamEntry* entries, int64_t count, const GaloreHyper& h,
+                      const AdamwCounters* counters, const int32_t* flag, float* scalars) {
+  cudaStream_t st;
+  Status ok = deviceStream(dev, &st, "galoreAdamMany");
+  AdamBatch ab{};
+  for (int64_t i = 0; ok.ok() && i <= count; ++i) {
+    if (i == count || ab.count == kAdamBatch) {  // launch what is gathered (each launch writes the scalars)
+      if (ab.count > 0) {
+        adamManyKernel<<<unsigned(std::max<int64_t>(1, ab.first[ab.count])), 256, 0, st>>>(ab, h, counters, flag, scalars);
+        ok = lastError("galoreAdamMany");
+      }
+      ab = AdamBatch{};
+      if (i == count) break;
+    }
+    const GaloreAdamEntry& e = entries[i];
+    ab.r[ab.count] = e.r;
+    ab.m[ab.count] = e.m;
+    ab.v[ab.count] = e.v;
+    ab.n[ab.count] = e.n;
+    ab.first[ab.count + 1] = ab.first[ab.count] + (e.n + kAdamChunk - 1) / kAdamChunk;
+    ++ab.count;
+  }
+  return ok;
 }
 
 Status galoreFinish(int dev, AdamwCounters* counters, const int32_t* flag) {
@@ -586,7 +676,10 @@ Status galoreProjectMany(int dev, const GaloreTensor* ts, float* const* outs, in
   for (int64_t i = 0; i < n; ++i) {
     if (done[i]) continue;
     const GaloreTensor& T = ts[i];
-    if (T.gradDtype != DType::F32 || T.side == GaloreSide::Full) {
+    // Left-side projections (R = P^T G) run one by one: cuBLAS's batched kernel for them took 305
+    // against 4 x 55 µs for the §6 workload's four 4096 x 11008 matrices at rank 128, and ~810
+    // against 4 x 139 µs at rank 512 (bench/results/NVIDIA-H200-2026-11-25-18/ncu-galore-step.txt).
+    if (T.gradDtype != DType::F32 || T.side != GaloreSide::Right) {
       Status ok = galoreProject(dev, T, outs[i], sT, sBig, mode);
       if (!ok.ok()) return ok;
       continue;
@@ -635,7 +728,10 @@ Status galoreStep(int dev, const GaloreTensor& T, const GaloreHyper& h, const Ad
                               : statusOf(cudaMemcpyAsync(sR, T.projected, size_t(rn) * 4, cudaMemcpyDeviceToDevice, st),
                                          "galoreStep (R given)");
   if (!ok.ok()) return ok;
-  if (T.quantized) {
+  if (T.adamDone) {
+    // galoreAdamMany ran Adam on sR (it must be the R given) and wrote the scalars.
+    if (T.projected != sR || T.quantized) return invalidArg("galoreStep: Adam done only on the R given, f32 states");
+  } else if (T.quantized) {
     const size_t smem = q8SmemBytes(h.q8);
     if (h.q8.blobA == nullptr) return invalidArg("galoreStep: 8-bit states without their maps");
     ok = statusOf(q8AllowSmem(reinterpret_cast<const void*>(adamRQ8Kernel), smem), "galore 8-bit (shared memory)");

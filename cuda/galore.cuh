@@ -51,6 +51,8 @@ struct GaloreTensor {
   // R given (f32, R-shaped; distributed steps average projected gradients): galoreStep copies it
   // in place of projecting grad, which it does not read then. Null: project grad.
   const float* projected;
+  // CUDA: Adam has run on `projected` already (galoreAdamMany: it holds N): galoreStep projects back only.
+  int32_t adamDone;
 };
 
 struct GaloreHyper {

@@ -42,7 +42,13 @@ std::string streamGemmKernel(int dev);
 // Row-major GEMM on dev (GemmArgs in galore.cuh; A, B f32; C f32 or bf16 for the built-in path).
 Status gemm(int dev, const GemmArgs& a, GemmMode mode);
 // flag |= any NaN/Inf in g[0..n) (flag is device memory, zeroed by the caller first).
-Status scanNonFinite(int dev, const void* g, DType t, int64_t n, int32_t* flag);
+// One array of a batched NaN/Inf scan.
+struct ScanEntry {
+  const void* p;
+  DType t;
+  int64_t n;
+};
+Status scanNonFinite(int dev, const ScanEntry* entries, int64_t count, int32_t* flag);
 // Top-r singular vectors of X into P with the sign rule (layout as cpu::topSingular), on the
 // device (cuda/galore_refresh.cu): Svd exact (cuSOLVER syevdx or the built-in subspace iteration on
 // the f32 Gram matrix), Warm started from P. P is kept when *flag != 0 (the group's step is
@@ -67,6 +73,16 @@ Status galoreProject(int dev, const GaloreTensor& T, float* sR, float* sT, float
 Status galoreProjectMany(int dev, const GaloreTensor* ts, float* const* outs, int64_t n, float* sT, float* sBig,
                          GemmMode mode);
 Status galoreBackF32(int dev, const GaloreTensor& T, const float* N, float* out, float* sT, GemmMode mode);
+// Adam on many f32-state Rs of one group in one launch (R becomes N in place) and the epilogue
+// scalars, as galoreStep's Adam kernel does for one; galoreStep with adamDone then projects back.
+struct GaloreAdamEntry {
+  float* r;
+  float* m;
+  float* v;
+  int64_t n;
+};
+Status galoreAdamMany(int dev, const GaloreAdamEntry* entries, int64_t count, const GaloreHyper& h,
+                      const AdamwCounters* counters, const int32_t* flag, float* scalars);
 // counters->step += 1 or counters->skipped += 1 by *flag.
 Status galoreFinish(int dev, AdamwCounters* counters, const int32_t* flag);
 // Grass (cuda/grass.cuh). grassCubBytes: the radix-sort scratch for selections over up to

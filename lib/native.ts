@@ -77,6 +77,11 @@ export interface NativeAddon {
   gemm(a: NativeBufferHandle, aType: number, b: NativeBufferHandle, bType: number, c: NativeBufferHandle, cType: number,
        o: { m: number; n: number; k: number; transA: boolean; transB: boolean; alpha: number; beta: number; mode: number }): void;
   galoreScan(flag: NativeBufferHandle, grads: [NativeBufferHandle, number, number][]): void;
+  /** CUDA: Adam on each entry's R in place ([R, m, v, numel], f32 states) in one launch, and the
+   *  epilogue scalars; galoreStep with adamDone then projects back only. */
+  galoreAdamMany(entries: [NativeBufferHandle, NativeBufferHandle, NativeBufferHandle, number][], counters: NativeBufferHandle,
+                 flag: NativeBufferHandle, scalars: NativeBufferHandle,
+                 h: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; scale: number; mode: number }): void;
   galoreRefresh(g: NativeBufferHandle, gType: number, rows: number, cols: number, rank: number, left: boolean,
                 p: NativeBufferHandle, hasPrev: boolean, flag: NativeBufferHandle, method?: number, mode?: number,
                 ws?: NativeBufferHandle | null, xScratch?: NativeBufferHandle | null): void;
