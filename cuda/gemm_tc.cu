@@ -796,23 +796,9 @@ __global__ void __launch_bounds__(WG_THREADS, 1) tcStreamWgmmaKernel(const Strea
         }
       }
     };
-    // Tile q's C asked of L2 (thread m: row m / 4, 128-byte line m % 4 of the tile's 512-byte row
-    // segment), so that the register loads one tile ahead find it there: they alone keep 32 KB in
-    // flight per SM, less than DRAM's latency needs.
-    auto prefetchC = [&](int q) {
-      if (!readC || q >= tl.count) return;
-      int rb, sj;
-      tl.at(q, rb, sj);
-      const int64_t i0 = int64_t(rb) * WG_BM, j = int64_t(sj) * WG_BN + 32 * (m & 3);
-      if (i0 + (m >> 2) < g.M && j < g.N)
-        asm volatile("prefetch.global.L2 [%0];\n" ::"l"(C + (i0 + (m >> 2)) * g.ldc + j));
-    };
     loadC(0, cur);
-    prefetchC(1);
-    prefetchC(2);
     for (int q = 0; q < tl.count; ++q) {
       const int s = q % WG_RING;
-      prefetchC(q + 3);
       if (q + 1 < tl.count) loadC(q + 1, nxt);
       mbarWait(&pFull[s], uint32_t((q / WG_RING) & 1));
       int rb, sj;
