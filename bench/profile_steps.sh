@@ -7,8 +7,10 @@ set -uo pipefail
 OUT="${OUT:-$PWD/gpu-out}"; mkdir -p "$OUT"
 source .device/gpu-env.sh
 source bench/cuda_libs.sh
+# PROFILE_SCRIPT / PROFILE_NAME: another script to profile the same way (bench/profile_galore_step.sh).
+script="${PROFILE_SCRIPT:-bench/profile_steps.js}"; name="${PROFILE_NAME:-steps}"
 ncu --clock-control none --csv --page raw --print-units base \
   --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,launch__grid_size,launch__registers_per_thread \
-  node bench/profile_steps.js "${1:-.}" > "$OUT/ncu-steps.csv" 2> "$OUT/ncu-steps.err"
+  node "$script" "${1:-.}" > "$OUT/ncu-$name.csv" 2> "$OUT/ncu-$name.err"
 echo "ncu exit: $?"
-python3 bench/ncu_summary.py "$OUT/ncu-steps.csv" "# bench/profile_steps.sh ${1:-.} at $(cat .device/commit 2>/dev/null || echo unknown)" | tee "$OUT/ncu-steps.txt"
+python3 bench/ncu_summary.py "$OUT/ncu-$name.csv" "# $script ${1:-.} at $(cat .device/commit 2>/dev/null || echo unknown)" | tee "$OUT/ncu-$name.txt"

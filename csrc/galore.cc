@@ -26,6 +26,15 @@ GemmMode checkedMode(Napi::Env env, int64_t m) {
   return GemmMode(m);
 }
 GemmMode modeOf(Napi::Env env, Napi::Object o) { return checkedMode(env, intField(env, o, "mode", 0)); }
+
+// The step's hyper-parameters { lr, beta1, beta2, eps, weightDecay, scale, mode } (no 8-bit maps).
+GaloreHyper hyperArg(Napi::Env env, Napi::Object o) {
+  GaloreHyper h{};
+  h.lr = float(numField(env, o, "lr")); h.beta1 = float(numField(env, o, "beta1")); h.beta2 = float(numField(env, o, "beta2"));
+  h.eps = float(numField(env, o, "eps")); h.weightDecay = float(numField(env, o, "weightDecay"));
+  h.scale = float(numField(env, o, "scale")); h.mode = modeOf(env, o);
+  return h;
+}
 GemmMode modeArg(Napi::Env env, Napi::Value v) { return checkedMode(env, countArg(env, v, "mode")); }
 
 // side, rows, cols, rank of a GaLore tensor, checked (E_ARG).
@@ -201,11 +210,7 @@ Napi::Value Step(const Napi::CallbackInfo& info) {
   const bool needBig = dev != kCpu && (T.paramDtype != DType::F32 || (!given && T.gradDtype != DType::F32));
   auto* sBig = static_cast<float*>(needBig ? bufArg(env, info[16], dev, mn * 4, "scratch") : optBufArg(env, info[16], dev, 0, "scratch"));
   auto* scalars = static_cast<float*>(dev != kCpu ? bufArg(env, info[17], dev, 8, "scalars") : nullptr);
-  Napi::Object o = info[18].As<Napi::Object>();
-  GaloreHyper h{};
-  h.lr = float(numField(env, o, "lr")); h.beta1 = float(numField(env, o, "beta1")); h.beta2 = float(numField(env, o, "beta2"));
-  h.eps = float(numField(env, o, "eps")); h.weightDecay = float(numField(env, o, "weightDecay"));
-  h.scale = float(numField(env, o, "scale")); h.mode = modeOf(env, o);
+  GaloreHyper h = hyperArg(env, info[18].As<Napi::Object>());
   if (quantized) h.q8 = q8MapsOn(env, maps, dev);
   if (dev == kCpu) {
     cpu::galoreStep(T, h, counters, flag, sR, sT);
@@ -331,11 +336,7 @@ Napi::Value AdamMany(const Napi::CallbackInfo& info) {
     g.n = n;
     es.push_back(g);
   }
-  Napi::Object o = info[4].As<Napi::Object>();
-  GaloreHyper h{};
-  h.lr = float(numField(env, o, "lr")); h.beta1 = float(numField(env, o, "beta1")); h.beta2 = float(numField(env, o, "beta2"));
-  h.eps = float(numField(env, o, "eps")); h.weightDecay = float(numField(env, o, "weightDecay"));
-  h.scale = float(numField(env, o, "scale")); h.mode = modeOf(env, o);
+  const GaloreHyper h = hyperArg(env, info[4].As<Napi::Object>());
   gpu::Status st = gpu::galoreAdamMany(dev, es.data(), int64_t(es.size()), h, counters, flag, scalars);
   if (!st.ok()) throwCuda(env, dev, st, "galoreAdamMany");
   return env.Undefined();

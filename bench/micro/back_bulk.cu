@@ -1,19 +1,28 @@
 // Microbenchmark: GaLore's project-back C <- beta C + alpha A B (A: M x K, B: K x N, row-major, f32,
-// K = r <= 128, TF32) with C's rows moved by the bulk-copy engine (cp.async.bulk into shared memory
-// on an mbarrier, cp.async.bulk back out) instead of per-thread cp.async copies and stores, against
-// cublasSgemm (TF32 math) on the same data. Question: does taking C's bytes off the threads let the
-// mma.sync streaming kernel (cuda/gemm_tc.cu tcStreamKernel: strip of B in registers, 32 x 128
-// tiles, two 4-warp blocks per SM) stream W nearer the copy rate than cuBLAS (0.55-0.6 of it)?
-// Self-contained (cuBLAS by dlopen as in lt_gemm.cu):
+// K = r <= 128, TF32) against cublasSgemm (TF32 math) on the same data: which kernel structure
+// streams W nearer the copy rate than cuBLAS (0.55-0.65 of it)? Self-contained (cuBLAS by dlopen
+// as in lt_gemm.cu):
 //
 //   nvcc -O3 -gencode arch=compute_90a,code=sm_90a -cudart static -o /tmp/back bench/micro/back_bulk.cu -ldl && /tmp/back
 //
-// Variants: tile order "phase" (block b keeps strip b % strips and walks row blocks b / strips,
-// + phases, ...: the blocks resident at once cover a band of whole rows, as a copy would) or
-// "strip" (blocks take contiguous ranges of the strip-major tile order, as tcStreamKernel);
-// "compute" (no C read or write: the products alone). Each result is checked against a plain f32
-// kernel (|diff| <= 2e-3 max |ref| scale, TF32). Times: median of 20 launches over 4 rotating C
-// buffers (beyond L2), CUDA events; fraction = (C read + written) / time over the copy bandwidth.
+// Kernels, in the order they were tried (bench/results/NVIDIA-H200-2026-11-25-18/README.md has
+// each one's runs):
+//   backBulkKernel   mma.sync, the strip of B in registers (as cuda/gemm_tc.cu tcStreamKernel), C
+//                    moved by the bulk-copy engine; tile order "phase" (block b keeps strip
+//                    b % strips, row tiles b / strips + phases i) or "strip" (contiguous ranges)
+//   backWgKernel     wgmma (A from registers, the strip swizzled in shared memory), a producer warp
+//                    moving C by bulk copies
+//   backRegKernel    wgmma, C loaded and stored in the accumulator layout
+//   backStageKernel  wgmma, C in whole rows, the result staged in shared memory
+//   backSplitKernel  two multiplying warpgroups, two memory warpgroups (setmaxnreg); APREF: A for
+//                    the next tile in a second register set
+//   backRingKernel   A through shared buffers by bulk copies issued by the memory side
+//   backPrefKernel   A through shared buffers by cp.async issued by the multiplying warpgroup two
+//                    tiles ahead: the form cuda/gemm_tc.cu tcStreamWgmmaKernel took
+// "products only" / "stores only" rows leave out C's read (and write): what bounds each side.
+// Each result is checked against a plain f32 kernel (relErr: max |diff| / max |ref|). Times:
+// median of 20 launches over 4 rotating C buffers (beyond L2), CUDA events; fraction = (C read +
+// written) / time over the bandwidth of a copy kernel in the same run.
 #include <cuda_runtime.h>
 #include <dlfcn.h>
 #include <algorithm>
@@ -253,6 +262,42 @@ __device__ __forceinline__ void fenceAccumulators(float (&d)[64]) {
   for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
+// The strip of B (K x 128 columns from j0, zeros past K and N) into shared memory by 8 warps:
+// transposed to K-major, rows in the mma's k order (mmaK), rounded, in the 128-byte swizzle; a
+// warp takes 8 rows x 16 columns per step, its 8 loads issued first.
+__device__ void loadStripSwizzled(uint8_t* strip, const Args& k, int64_t j0, int warp, int lane) {
+  const int K = int(k.K);
+  for (int u0 = warp; u0 < KMAX; u0 += 8 * 8) {
+    float4 v[8];
+#pragma unroll
+    for (int s = 0; s < 8; ++s) {
+      const int u = u0 + 8 * s;
+      v[s] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      const int kk = (u >> 3) * 8 + (lane & 7);
+      if (u >= KMAX || kk >= K) continue;
+      const int64_t col = j0 + 4 * ((u & 7) * 4 + (lane >> 3));
+      const float* src = k.B + int64_t(kk) * k.ldb + col;
+      if (col + 3 < k.N) {
+        v[s] = __ldg(reinterpret_cast<const float4*>(src));
+      } else {
+        if (col < k.N) v[s].x = __ldg(src);
+        if (col + 1 < k.N) v[s].y = __ldg(src + 1);
+        if (col + 2 < k.N) v[s].z = __ldg(src + 2);
+      }
+    }
+#pragma unroll
+    for (int s = 0; s < 8; ++s) {
+      const int u = u0 + 8 * s;
+      if (u >= KMAX) continue;
+      const int kk = mmaK((u >> 3) * 8 + (lane & 7)), n = 4 * ((u & 7) * 4 + (lane >> 3));
+      uint8_t* const chunk = strip + (kk >> 5) * WG_B_CHUNK;
+      const float x[4] = {v[s].x, v[s].y, v[s].z, v[s].w};
+#pragma unroll
+      for (int e = 0; e < 4; ++e) *reinterpret_cast<uint32_t*>(chunk + swizzled(n + e, kk & 31)) = toTf32(x[e]);
+    }
+  }
+}
+
 template <bool MOVE_C>
 __global__ void __launch_bounds__(WG_THREADS, 1) backWgKernel(const Args k) {
   extern __shared__ float4 wgSmem[];
@@ -315,35 +360,7 @@ __global__ void __launch_bounds__(WG_THREADS, 1) backWgKernel(const Args k) {
   // Consumers: warpgroup wg (0, 1), warp w within it.
   const int wg = warp >> 2, w = warp & 3, gq = lane >> 2, tq = lane & 3;
   // The strip, transposed and swizzled: 256 threads, 8 rows (k) x 16 columns per warp step.
-  for (int u0 = warp; u0 < KMAX; u0 += 8 * 8) {
-    float4 v[8];
-#pragma unroll
-    for (int s = 0; s < 8; ++s) {
-      const int u = u0 + 8 * s;
-      v[s] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      const int kk = (u >> 3) * 8 + (lane & 7);
-      if (u >= KMAX || kk >= K) continue;
-      const int64_t col = j0 + 4 * ((u & 7) * 4 + (lane >> 3));
-      const float* src = k.B + int64_t(kk) * k.ldb + col;
-      if (col + 3 < k.N) {
-        v[s] = __ldg(reinterpret_cast<const float4*>(src));
-      } else {
-        if (col < k.N) v[s].x = __ldg(src);
-        if (col + 1 < k.N) v[s].y = __ldg(src + 1);
-        if (col + 2 < k.N) v[s].z = __ldg(src + 2);
-      }
-    }
-#pragma unroll
-    for (int s = 0; s < 8; ++s) {
-      const int u = u0 + 8 * s;
-      if (u >= KMAX) continue;
-      const int kk = mmaK((u >> 3) * 8 + (lane & 7)), n = 4 * ((u & 7) * 4 + (lane >> 3));
-      uint8_t* const chunk = strip + (kk >> 5) * WG_B_CHUNK;
-      const float x[4] = {v[s].x, v[s].y, v[s].z, v[s].w};
-#pragma unroll
-      for (int e = 0; e < 4; ++e) *reinterpret_cast<uint32_t*>(chunk + swizzled(n + e, kk & 31)) = toTf32(x[e]);
-    }
-  }
+  loadStripSwizzled(strip, k, j0, warp, lane);
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
   asm volatile("bar.sync 1, 256;" ::: "memory");  // the consumers' strip stores landed
 
@@ -415,35 +432,7 @@ __global__ void __launch_bounds__(256, 1) backRegKernel(const Args k) {
   if (count == 0) return;
   const int64_t j0 = int64_t(sj) * BN;
   const int wg = warp >> 2, w = warp & 3, gq = lane >> 2, tq = lane & 3;
-  for (int u0 = warp; u0 < KMAX; u0 += 8 * 8) {
-    float4 v[8];
-#pragma unroll
-    for (int s = 0; s < 8; ++s) {
-      const int u = u0 + 8 * s;
-      v[s] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      const int kk = (u >> 3) * 8 + (lane & 7);
-      if (u >= KMAX || kk >= K) continue;
-      const int64_t col = j0 + 4 * ((u & 7) * 4 + (lane >> 3));
-      const float* src = k.B + int64_t(kk) * k.ldb + col;
-      if (col + 3 < k.N) {
-        v[s] = __ldg(reinterpret_cast<const float4*>(src));
-      } else {
-        if (col < k.N) v[s].x = __ldg(src);
-        if (col + 1 < k.N) v[s].y = __ldg(src + 1);
-        if (col + 2 < k.N) v[s].z = __ldg(src + 2);
-      }
-    }
-#pragma unroll
-    for (int s = 0; s < 8; ++s) {
-      const int u = u0 + 8 * s;
-      if (u >= KMAX) continue;
-      const int kk = mmaK((u >> 3) * 8 + (lane & 7)), n = 4 * ((u & 7) * 4 + (lane >> 3));
-      uint8_t* const chunk = strip + (kk >> 5) * WG_B_CHUNK;
-      const float x[4] = {v[s].x, v[s].y, v[s].z, v[s].w};
-#pragma unroll
-      for (int e = 0; e < 4; ++e) *reinterpret_cast<uint32_t*>(chunk + swizzled(n + e, kk & 31)) = toTf32(x[e]);
-    }
-  }
+  loadStripSwizzled(strip, k, j0, warp, lane);
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
   __syncthreads();
 
@@ -516,35 +505,7 @@ __global__ void __launch_bounds__(256, 1) backStageKernel(const Args k) {
   const int count = rb0 < tilesM ? (tilesM - rb0 + rbStep - 1) / rbStep : 0;
   if (count == 0) return;
   const int64_t j0 = int64_t(sj) * BN;
-  for (int u0 = warp; u0 < KMAX; u0 += 8 * 8) {
-    float4 v[8];
-#pragma unroll
-    for (int s = 0; s < 8; ++s) {
-      const int u = u0 + 8 * s;
-      v[s] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      const int kk = (u >> 3) * 8 + (lane & 7);
-      if (u >= KMAX || kk >= K) continue;
-      const int64_t col = j0 + 4 * ((u & 7) * 4 + (lane >> 3));
-      const float* src = k.B + int64_t(kk) * k.ldb + col;
-      if (col + 3 < k.N) {
-        v[s] = __ldg(reinterpret_cast<const float4*>(src));
-      } else {
-        if (col < k.N) v[s].x = __ldg(src);
-        if (col + 1 < k.N) v[s].y = __ldg(src + 1);
-        if (col + 2 < k.N) v[s].z = __ldg(src + 2);
-      }
-    }
-#pragma unroll
-    for (int s = 0; s < 8; ++s) {
-      const int u = u0 + 8 * s;
-      if (u >= KMAX) continue;
-      const int kk = mmaK((u >> 3) * 8 + (lane & 7)), n = 4 * ((u & 7) * 4 + (lane >> 3));
-      uint8_t* const chunk = strip + (kk >> 5) * WG_B_CHUNK;
-      const float x[4] = {v[s].x, v[s].y, v[s].z, v[s].w};
-#pragma unroll
-      for (int e = 0; e < 4; ++e) *reinterpret_cast<uint32_t*>(chunk + swizzled(n + e, kk & 31)) = toTf32(x[e]);
-    }
-  }
+  loadStripSwizzled(strip, k, j0, warp, lane);
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
   __syncthreads();
 
@@ -695,35 +656,7 @@ __global__ void __launch_bounds__(512, 1) backSplitKernel(const Args k) {
   if (APREF) asm volatile("setmaxnreg.inc.sync.aligned.u32 216;\n" ::: "memory");
   else asm volatile("setmaxnreg.inc.sync.aligned.u32 176;\n" ::: "memory");
   const int wg = warp >> 2, w = warp & 3, gq = lane >> 2, tq = lane & 3;
-  for (int u0 = warp; u0 < KMAX; u0 += 8 * 8) {
-    float4 v[8];
-#pragma unroll
-    for (int s = 0; s < 8; ++s) {
-      const int u = u0 + 8 * s;
-      v[s] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      const int kk = (u >> 3) * 8 + (lane & 7);
-      if (u >= KMAX || kk >= K) continue;
-      const int64_t col = j0 + 4 * ((u & 7) * 4 + (lane >> 3));
-      const float* src = k.B + int64_t(kk) * k.ldb + col;
-      if (col + 3 < k.N) {
-        v[s] = __ldg(reinterpret_cast<const float4*>(src));
-      } else {
-        if (col < k.N) v[s].x = __ldg(src);
-        if (col + 1 < k.N) v[s].y = __ldg(src + 1);
-        if (col + 2 < k.N) v[s].z = __ldg(src + 2);
-      }
-    }
-#pragma unroll
-    for (int s = 0; s < 8; ++s) {
-      const int u = u0 + 8 * s;
-      if (u >= KMAX) continue;
-      const int kk = mmaK((u >> 3) * 8 + (lane & 7)), n = 4 * ((u & 7) * 4 + (lane >> 3));
-      uint8_t* const chunk = strip + (kk >> 5) * WG_B_CHUNK;
-      const float x[4] = {v[s].x, v[s].y, v[s].z, v[s].w};
-#pragma unroll
-      for (int e = 0; e < 4; ++e) *reinterpret_cast<uint32_t*>(chunk + swizzled(n + e, kk & 31)) = toTf32(x[e]);
-    }
-  }
+  loadStripSwizzled(strip, k, j0, warp, lane);
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
   asm volatile("bar.sync 1, 256;" ::: "memory");
   const uint32_t stripAddress = smemAddr(strip);
@@ -865,35 +798,7 @@ __global__ void __launch_bounds__(512, 1) backRingKernel(const Args k) {
 
   asm volatile("setmaxnreg.inc.sync.aligned.u32 168;\n" ::: "memory");
   const int wg = warp >> 2, w = warp & 3, gq = lane >> 2, tq = lane & 3;
-  for (int u0 = warp; u0 < KMAX; u0 += 8 * 8) {
-    float4 v[8];
-#pragma unroll
-    for (int s = 0; s < 8; ++s) {
-      const int u = u0 + 8 * s;
-      v[s] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      const int kk = (u >> 3) * 8 + (lane & 7);
-      if (u >= KMAX || kk >= K) continue;
-      const int64_t col = j0 + 4 * ((u & 7) * 4 + (lane >> 3));
-      const float* src = k.B + int64_t(kk) * k.ldb + col;
-      if (col + 3 < k.N) {
-        v[s] = __ldg(reinterpret_cast<const float4*>(src));
-      } else {
-        if (col < k.N) v[s].x = __ldg(src);
-        if (col + 1 < k.N) v[s].y = __ldg(src + 1);
-        if (col + 2 < k.N) v[s].z = __ldg(src + 2);
-      }
-    }
-#pragma unroll
-    for (int s = 0; s < 8; ++s) {
-      const int u = u0 + 8 * s;
-      if (u >= KMAX) continue;
-      const int kk = mmaK((u >> 3) * 8 + (lane & 7)), n = 4 * ((u & 7) * 4 + (lane >> 3));
-      uint8_t* const chunk = strip + (kk >> 5) * WG_B_CHUNK;
-      const float x[4] = {v[s].x, v[s].y, v[s].z, v[s].w};
-#pragma unroll
-      for (int e = 0; e < 4; ++e) *reinterpret_cast<uint32_t*>(chunk + swizzled(n + e, kk & 31)) = toTf32(x[e]);
-    }
-  }
+  loadStripSwizzled(strip, k, j0, warp, lane);
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
   asm volatile("bar.sync 1, 256;" ::: "memory");
   const uint32_t stripAddress = smemAddr(strip);
@@ -1004,35 +909,7 @@ __global__ void __launch_bounds__(512, 1) backPrefKernel(const Args k) {
 
   asm volatile("setmaxnreg.inc.sync.aligned.u32 168;\n" ::: "memory");
   const int wg = warp >> 2, w = warp & 3, gq = lane >> 2, tq = lane & 3;
-  for (int u0 = warp; u0 < KMAX; u0 += 8 * 8) {
-    float4 v[8];
-#pragma unroll
-    for (int s = 0; s < 8; ++s) {
-      const int u = u0 + 8 * s;
-      v[s] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      const int kk = (u >> 3) * 8 + (lane & 7);
-      if (u >= KMAX || kk >= K) continue;
-      const int64_t col = j0 + 4 * ((u & 7) * 4 + (lane >> 3));
-      const float* src = k.B + int64_t(kk) * k.ldb + col;
-      if (col + 3 < k.N) {
-        v[s] = __ldg(reinterpret_cast<const float4*>(src));
-      } else {
-        if (col < k.N) v[s].x = __ldg(src);
-        if (col + 1 < k.N) v[s].y = __ldg(src + 1);
-        if (col + 2 < k.N) v[s].z = __ldg(src + 2);
-      }
-    }
-#pragma unroll
-    for (int s = 0; s < 8; ++s) {
-      const int u = u0 + 8 * s;
-      if (u >= KMAX) continue;
-      const int kk = mmaK((u >> 3) * 8 + (lane & 7)), n = 4 * ((u & 7) * 4 + (lane >> 3));
-      uint8_t* const chunk = strip + (kk >> 5) * WG_B_CHUNK;
-      const float x[4] = {v[s].x, v[s].y, v[s].z, v[s].w};
-#pragma unroll
-      for (int e = 0; e < 4; ++e) *reinterpret_cast<uint32_t*>(chunk + swizzled(n + e, kk & 31)) = toTf32(x[e]);
-    }
-  }
+  loadStripSwizzled(strip, k, j0, warp, lane);
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
   asm volatile("bar.sync 1, 256;" ::: "memory");
   const uint32_t stripAddress = smemAddr(strip);
@@ -1189,10 +1066,6 @@ int main() {
   CK(cudaFuncSetAttribute(backBulkKernel<0, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(SMEM)));
   CK(cudaFuncSetAttribute(backBulkKernel<1, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(SMEM)));
   CK(cudaFuncSetAttribute(backBulkKernel<0, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(SMEM)));
-  CK(cudaFuncSetAttribute(backWgKernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(WG_SMEM)));
-  CK(cudaFuncSetAttribute(backWgKernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(WG_SMEM)));
-  CK(cudaFuncSetAttribute(backRegKernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, WG_STRIP_BYTES + 1024));
-  CK(cudaFuncSetAttribute(backRegKernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, WG_STRIP_BYTES + 1024));
   int occ = 0;
   CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, backBulkKernel<0, true>, THREADS, SMEM));
   struct Shape { int64_t M, N, K; };
@@ -1236,81 +1109,36 @@ int main() {
     {
       Args kw = k;
       kw.phases = std::max(1, sms / kw.strips);
-      auto runWg = [&](auto kernel, const char* name, bool moves) {
+      // One block per SM over strips x phases, `threads` threads and `smem` bytes of shared memory.
+      auto runWide = [&](auto kernel, int threads, int smem, const char* name, bool moves) {
         const int grid = kw.strips * kw.phases;
-        CK(cudaMemcpy(tmp, C0, nC * 4, cudaMemcpyDeviceToDevice));
-        kw.C = tmp;
-        kernel<<<grid, WG_THREADS, WG_SMEM>>>(kw);
-        CK(cudaGetLastError());
-        CK(cudaDeviceSynchronize());
-        const float err = moves ? relErr(tmp) : 0.0f;
-        const double us = timeUs([&](int i) { Args kk = kw; kk.C = Cs[i]; kernel<<<grid, WG_THREADS, WG_SMEM>>>(kk); });
-        row(name, us, err);
-      };
-      runWg(backWgKernel<true>, "wgmma ws", true);
-      runWg(backWgKernel<false>, "wgmma products only", false);
-      auto runReg = [&](auto kernel, const char* name, bool moves) {
-        const int grid = kw.strips * kw.phases;
-        CK(cudaMemcpy(tmp, C0, nC * 4, cudaMemcpyDeviceToDevice));
-        kw.C = tmp;
-        kernel<<<grid, 256, WG_STRIP_BYTES + 1024>>>(kw);
-        CK(cudaGetLastError());
-        CK(cudaDeviceSynchronize());
-        const float err = moves ? relErr(tmp) : 0.0f;
-        const double us = timeUs([&](int i) { Args kk = kw; kk.C = Cs[i]; kernel<<<grid, 256, WG_STRIP_BYTES + 1024>>>(kk); });
-        row(name, us, err);
-      };
-      runReg(backRegKernel<true>, "wgmma regs", true);
-      runReg(backRegKernel<false>, "wgmma regs products only (stores)", false);
-      auto runStage = [&](auto kernel, const char* name, bool moves) {
-        const int grid = kw.strips * kw.phases;
-        const int smem = WG_STRIP_BYTES + 2 * WG_STAGE_FLOATS * 4 + 1024;
         CK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
         CK(cudaMemcpy(tmp, C0, nC * 4, cudaMemcpyDeviceToDevice));
         kw.C = tmp;
-        kernel<<<grid, 256, smem>>>(kw);
+        kernel<<<grid, threads, smem>>>(kw);
         CK(cudaGetLastError());
         CK(cudaDeviceSynchronize());
         const float err = moves ? relErr(tmp) : 0.0f;
-        const double us = timeUs([&](int i) { Args kk = kw; kk.C = Cs[i]; kernel<<<grid, 256, smem>>>(kk); });
+        const double us = timeUs([&](int i) { Args kk = kw; kk.C = Cs[i]; kernel<<<grid, threads, smem>>>(kk); });
         row(name, us, err);
       };
-      runStage(backStageKernel<true>, "wgmma staged", true);
-      runStage(backStageKernel<false>, "wgmma staged, stores only", false);
-      auto runSplit = [&](auto kernel, const char* name, bool moves) {
-        const int grid = kw.strips * kw.phases;
-        const int smem = WG_STRIP_BYTES + SP_STAGES * WG_STAGE_FLOATS * 4 + 1024;
-        CK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-        CK(cudaMemcpy(tmp, C0, nC * 4, cudaMemcpyDeviceToDevice));
-        kw.C = tmp;
-        kernel<<<grid, 512, smem>>>(kw);
-        CK(cudaGetLastError());
-        CK(cudaDeviceSynchronize());
-        const float err = moves ? relErr(tmp) : 0.0f;
-        const double us = timeUs([&](int i) { Args kk = kw; kk.C = Cs[i]; kernel<<<grid, 512, smem>>>(kk); });
-        row(name, us, err);
-      };
-      runSplit(backSplitKernel<true, false>, "wgmma split", true);
-      runSplit(backSplitKernel<false, false>, "wgmma split, stores only", false);
-      auto runRing = [&](auto kernel, const char* name, bool moves) {
-        const int grid = kw.strips * kw.phases;
-        const int smem = WG_STRIP_BYTES + RG_RING * RG_BUF_FLOATS * 4 + 1024;
-        CK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-        CK(cudaMemcpy(tmp, C0, nC * 4, cudaMemcpyDeviceToDevice));
-        kw.C = tmp;
-        kernel<<<grid, 512, smem>>>(kw);
-        CK(cudaGetLastError());
-        CK(cudaDeviceSynchronize());
-        const float err = moves ? relErr(tmp) : 0.0f;
-        const double us = timeUs([&](int i) { Args kk = kw; kk.C = Cs[i]; kernel<<<grid, 512, smem>>>(kk); });
-        row(name, us, err);
-      };
-      runRing(backPrefKernel<true>, "wgmma pref", true);
-      runRing(backPrefKernel<false>, "wgmma pref, stores only", false);
-      runRing(backRingKernel<true>, "wgmma ring", true);
-      runRing(backRingKernel<false>, "wgmma ring, stores only", false);
-      runSplit(backSplitKernel<true, true>, "wgmma split A ahead", true);
-      runSplit(backSplitKernel<false, true>, "wgmma split A ahead, stores only", false);
+      const int stripSmem = WG_STRIP_BYTES + 1024;
+      runWide(backWgKernel<true>, WG_THREADS, int(WG_SMEM), "wgmma ws", true);
+      runWide(backWgKernel<false>, WG_THREADS, int(WG_SMEM), "wgmma products only", false);
+      runWide(backRegKernel<true>, 256, stripSmem, "wgmma regs", true);
+      runWide(backRegKernel<false>, 256, stripSmem, "wgmma regs products only (stores)", false);
+      const int stageSmem = stripSmem + 2 * WG_STAGE_FLOATS * 4;
+      runWide(backStageKernel<true>, 256, stageSmem, "wgmma staged", true);
+      runWide(backStageKernel<false>, 256, stageSmem, "wgmma staged, stores only", false);
+      const int splitSmem = stripSmem + SP_STAGES * WG_STAGE_FLOATS * 4, ringSmem = stripSmem + RG_RING * RG_BUF_FLOATS * 4;
+      runWide(backSplitKernel<true, false>, 512, splitSmem, "wgmma split", true);
+      runWide(backSplitKernel<false, false>, 512, splitSmem, "wgmma split, stores only", false);
+      runWide(backPrefKernel<true>, 512, ringSmem, "wgmma pref", true);
+      runWide(backPrefKernel<false>, 512, ringSmem, "wgmma pref, stores only", false);
+      runWide(backRingKernel<true>, 512, ringSmem, "wgmma ring", true);
+      runWide(backRingKernel<false>, 512, ringSmem, "wgmma ring, stores only", false);
+      runWide(backSplitKernel<true, true>, 512, splitSmem, "wgmma split A ahead", true);
+      runWide(backSplitKernel<false, true>, 512, splitSmem, "wgmma split A ahead, stores only", false);
     }
     if (sgemm) {
       auto call = [&](float* out) {
