@@ -20,9 +20,9 @@
 //
 // The step. R = project(G) (GEMM into sR; a bf16 G is first converted into sBig; or R given, as the
 // projection made before the group's non-finite check, see lib/optim/galore.ts), then one kernel
-// runs Adam on R in place (R becomes N) and writes the epilogue's alpha, beta to device memory
-// (they depend on the step count held on the device), then the project-back GEMM applies the
-// update and the decay in its epilogue. With cuBLAS the skip flag cannot stop a GEMM, so the Adam
+// runs Adam on R in place (R becomes N; or galoreAdamMany has run it for all the group's Rs given)
+// and writes the epilogue's alpha, beta to device memory (they depend on the step count held on
+// the device), then the project-back GEMM applies the update and the decay in its epilogue. With cuBLAS the skip flag cannot stop a GEMM, so the Adam
 // kernel writes N = 0 and (alpha, beta) = (0, 1) instead: W is left as it was. A bf16 W takes
 // the built-in GEMM with the update in its epilogue too; only where that kernel has no tensor cores
 // (sm_75) and cuBLAS is loaded does it take the cuBLAS product into sBig (the one f32
@@ -442,6 +442,15 @@ __global__ void __launch_bounds__(256) scanKernel(const ScanBatch sb, int32_t* f
   if (__syncthreads_or(bad) && threadIdx.x == 0) atomicOr(flag, 1);
 }
 
+// Element i of Adam on R in place (R becomes N); skipped: N = 0, m and v untouched.
+__device__ __forceinline__ void adamRElement(float* r, float* m, float* v, int64_t i, const GaloreHyper& h, bool skip) {
+  if (skip) { r[i] = 0.0f; return; }
+  float mi = m[i], vi = v[i];
+  r[i] = galoreAdamElement(r[i], mi, vi, h.beta1, h.beta2, h.eps);
+  m[i] = mi;
+  v[i] = vi;
+}
+
 // Adam on R in place (R becomes N), and the epilogue scalars. With the flag set: N = 0 and
 // (alpha, beta) = (0, 1), m and v untouched.
 __global__ void adamRKernel(float* r, float* m, float* v, int64_t n, GaloreHyper h, const AdamwCounters* counters,
@@ -452,13 +461,7 @@ __global__ void adamRKernel(float* r, float* m, float* v, int64_t n, GaloreHyper
     if (skip) { scalars[0] = 0.0f; scalars[1] = 1.0f; }
     else galoreEpilogue(h, counters->step + 1, &scalars[0], &scalars[1]);
   }
-  for (int64_t i = i0; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    if (skip) { r[i] = 0.0f; continue; }
-    float mi = m[i], vi = v[i];
-    r[i] = galoreAdamElement(r[i], mi, vi, h.beta1, h.beta2, h.eps);
-    m[i] = mi;
-    v[i] = vi;
-  }
+  for (int64_t i = i0; i < n; i += int64_t(gridDim.x) * blockDim.x) adamRElement(r, m, v, i, h, skip);
 }
 
 // adamRKernel over up to kAdamBatch Rs of one group (the same hyper-parameters and counters, so
@@ -488,13 +491,7 @@ __global__ void __launch_bounds__(256) adamManyKernel(const AdamBatch ab, Galore
   float* const r = ab.r[e];
   float* const m = ab.m[e];
   float* const v = ab.v[e];
-  for (int64_t i = b + threadIdx.x; i < end; i += blockDim.x) {
-    if (skip) { r[i] = 0.0f; continue; }
-    float mi = m[i], vi = v[i];
-    r[i] = galoreAdamElement(r[i], mi, vi, h.beta1, h.beta2, h.eps);
-    m[i] = mi;
-    v[i] = vi;
-  }
+  for (int64_t i = b + threadIdx.x; i < end; i += blockDim.x) adamRElement(r, m, v, i, h, skip);
 }
 
 // adamRKernel with 8-bit states: a warp per 256-block (8 elements per lane, strided by 32 so the
