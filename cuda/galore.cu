@@ -22,8 +22,9 @@
 // projection made before the group's non-finite check, see lib/optim/galore.ts), then one kernel
 // runs Adam on R in place (R becomes N; or galoreAdamMany has run it for all the group's Rs given)
 // and writes the epilogue's alpha, beta to device memory (they depend on the step count held on
-// the device), then the project-back GEMM applies the update and the decay in its epilogue. With cuBLAS the skip flag cannot stop a GEMM, so the Adam
-// kernel writes N = 0 and (alpha, beta) = (0, 1) instead: W is left as it was. A bf16 W takes
+// the device), then the project-back GEMM applies the update and the decay in its epilogue. With
+// cuBLAS the skip flag cannot stop a GEMM, so the Adam kernel writes N = 0 and (alpha, beta) =
+// (0, 1) instead: W is left as it was. A bf16 W takes
 // the built-in GEMM with the update in its epilogue too; only where that kernel has no tensor cores
 // (sm_75) and cuBLAS is loaded does it take the cuBLAS product into sBig (the one f32
 // gradient-sized scratch) and a fused axpy kernel.
@@ -419,25 +420,56 @@ Status runGemmBatched(int dev, const std::vector<GemmArgs>& gs, GemmMode mode) {
 
 // ---- elementwise kernels --------------------------------------------------------------------
 
-// The NaN/Inf guard's read of G (or of every R): a one-shot grid over up to kScanBatch arrays,
-// block b scanning chunk b - first[e] (kScanChunk elements) of the array e it falls in, with 16-byte
-// loads, 8 in flight per thread (a grid-stride loop of 4-byte loads read G at 2.4 TB/s on the H200,
-// 2026-11-24: bench/results/NVIDIA-H200-2026-11-24-steps-ncu.txt). One launch for a group's arrays:
-// its 28 Rs of the §6 workload at rank 128 (2-6 MB each) took 4.4-5.1 µs a launch one by one
-// (bench/results/NVIDIA-H200-2026-11-25-18/ncu-galore-step.txt).
-constexpr int64_t kScanChunk = 16384;
-constexpr int kScanBatch = 32;
-struct ScanBatch {
-  const void* p[kScanBatch];
-  int64_t n[kScanBatch];
-  int64_t first[kScanBatch + 1];  // first block of each array; first[count] = the grid
-  int32_t t[kScanBatch];
+// One launch over many arrays (a group's scan, its Adam on R): up to kLaunchBatch arrays, each cut
+// into chunks of one block; block b works on chunk b - first[e] of the array e it falls in. Those
+// were one launch per array: the 28 Rs of the §6 workload at rank 128 (2-6 MB each) took 4.4-5.1 µs
+// a scan and 6.5-12.9 µs an Adam launch (bench/results/NVIDIA-H200-2026-11-25-18/ncu-galore-step.txt).
+constexpr int kLaunchBatch = 32;
+struct BatchBlocks {
+  int64_t first[kLaunchBatch + 1];  // first block of each array; first[count] = the grid
   int32_t count;
+  // The array this block falls in, and the first element of its chunk.
+  __device__ int locate(int64_t chunk, int64_t* begin) const {
+    int e = 0;
+    while (e + 1 < count && int64_t(blockIdx.x) >= first[e + 1]) ++e;
+    *begin = (int64_t(blockIdx.x) - first[e]) * chunk;
+    return e;
+  }
+};
+
+// Gathers entries into batches (put(batch, slot, entry) stores one and returns its element count)
+// and calls launch(batch) for each, in order.
+template <typename Batch, typename Entry, typename Put, typename Launch>
+Status launchInBatches(const Entry* entries, int64_t count, int64_t chunk, Put put, Launch launch) {
+  Batch b{};
+  for (int64_t i = 0; i < count; ++i) {
+    if (b.blocks.count == kLaunchBatch) {
+      const Status ok = launch(b);
+      if (!ok.ok()) return ok;
+      b = Batch{};
+    }
+    const int slot = b.blocks.count;
+    const int64_t n = put(b, slot, entries[i]);
+    b.blocks.first[slot + 1] = b.blocks.first[slot] + (n + chunk - 1) / chunk;
+    ++b.blocks.count;
+  }
+  return b.blocks.count > 0 ? launch(b) : Status();
+}
+
+// The NaN/Inf guard's read of G (or of every R), a group's arrays in one launch (BatchBlocks): each
+// block scans kScanChunk elements with 16-byte loads, 8 in flight per thread (a grid-stride loop
+// of 4-byte loads read G at 2.4 TB/s on the H200, 2026-11-24:
+// bench/results/NVIDIA-H200-2026-11-24-steps-ncu.txt).
+constexpr int64_t kScanChunk = 16384;
+struct ScanBatch {
+  const void* p[kLaunchBatch];
+  int64_t n[kLaunchBatch];
+  int32_t t[kLaunchBatch];
+  BatchBlocks blocks;
 };
 __global__ void __launch_bounds__(256) scanKernel(const ScanBatch sb, int32_t* flag) {
-  int e = 0;
-  while (e + 1 < sb.count && int64_t(blockIdx.x) >= sb.first[e + 1]) ++e;
-  const int64_t b = (int64_t(blockIdx.x) - sb.first[e]) * kScanChunk;
+  int64_t b;
+  const int e = sb.blocks.locate(kScanChunk, &b);
   const bool bad = blockScanNonFinite<256, 8>(sb.p[e], DType(sb.t[e]), b, min(sb.n[e], b + kScanChunk));
   if (__syncthreads_or(bad) && threadIdx.x == 0) atomicOr(flag, 1);
 }
@@ -464,19 +496,15 @@ __global__ void adamRKernel(float* r, float* m, float* v, int64_t n, GaloreHyper
   for (int64_t i = i0; i < n; i += int64_t(gridDim.x) * blockDim.x) adamRElement(r, m, v, i, h, skip);
 }
 
-// adamRKernel over up to kAdamBatch Rs of one group (the same hyper-parameters and counters, so
-// the same scalars): block b takes chunk b - first[e] (kAdamChunk elements) of the R it falls in.
-// One launch for the 28 Rs of the §6 workload at rank 128, which took 6.5-12.9 µs each one by one
-// (2-6 MB each: bench/results/NVIDIA-H200-2026-11-25-18/ncu-galore-step.txt).
-constexpr int kAdamBatch = 32;
+// adamRKernel over a group's Rs in one launch (BatchBlocks; the same hyper-parameters and counters,
+// so the same scalars), kAdamChunk elements per block.
 constexpr int64_t kAdamChunk = 4096;
 struct AdamBatch {
-  float* r[kAdamBatch];
-  float* m[kAdamBatch];
-  float* v[kAdamBatch];
-  int64_t n[kAdamBatch];
-  int64_t first[kAdamBatch + 1];
-  int32_t count;
+  float* r[kLaunchBatch];
+  float* m[kLaunchBatch];
+  float* v[kLaunchBatch];
+  int64_t n[kLaunchBatch];
+  BatchBlocks blocks;
 };
 __global__ void __launch_bounds__(256) adamManyKernel(const AdamBatch ab, GaloreHyper h, const AdamwCounters* counters,
                                                       const int32_t* flag, float* scalars) {
@@ -485,9 +513,9 @@ __global__ void __launch_bounds__(256) adamManyKernel(const AdamBatch ab, Galore
     if (skip) { scalars[0] = 0.0f; scalars[1] = 1.0f; }
     else galoreEpilogue(h, counters->step + 1, &scalars[0], &scalars[1]);
   }
-  int e = 0;
-  while (e + 1 < ab.count && int64_t(blockIdx.x) >= ab.first[e + 1]) ++e;
-  const int64_t b = (int64_t(blockIdx.x) - ab.first[e]) * kAdamChunk, end = min(ab.n[e], b + kAdamChunk);
+  int64_t b;
+  const int e = ab.blocks.locate(kAdamChunk, &b);
+  const int64_t end = min(ab.n[e], b + kAdamChunk);
   float* const r = ab.r[e];
   float* const m = ab.m[e];
   float* const v = ab.v[e];
@@ -580,50 +608,42 @@ Status gemm(int dev, const GemmArgs& a, GemmMode mode) { return runGemm(dev, a, 
 Status scanNonFinite(int dev, const ScanEntry* entries, int64_t count, int32_t* flag) {
   cudaStream_t st;
   Status ok = deviceStream(dev, &st, "scanNonFinite");
-  ScanBatch sb{};
-  for (int64_t i = 0; ok.ok() && i <= count; ++i) {
-    if (i == count || sb.count == kScanBatch) {  // launch what is gathered
-      if (sb.first[sb.count] > 0) {
-        scanKernel<<<unsigned(sb.first[sb.count]), 256, 0, st>>>(sb, flag);
-        ok = lastError("scanNonFinite");
-      }
-      sb = ScanBatch{};
-      if (i == count) break;
-    }
-    const ScanEntry& e = entries[i];
-    if (e.n <= 0) continue;
-    sb.p[sb.count] = e.p;
-    sb.n[sb.count] = e.n;
-    sb.t[sb.count] = int32_t(e.t);
-    sb.first[sb.count + 1] = sb.first[sb.count] + (e.n + kScanChunk - 1) / kScanChunk;
-    ++sb.count;
-  }
-  return ok;
+  if (!ok.ok()) return ok;
+  return launchInBatches<ScanBatch>(
+      entries, count, kScanChunk,
+      [](ScanBatch& b, int slot, const ScanEntry& e) {
+        b.p[slot] = e.p;
+        b.n[slot] = e.n;
+        b.t[slot] = int32_t(e.t);
+        return e.n;
+      },
+      [&](const ScanBatch& b) {
+        const int64_t blocks = b.blocks.first[b.blocks.count];
+        if (blocks == 0) return Status();
+        scanKernel<<<unsigned(blocks), 256, 0, st>>>(b, flag);
+        return lastError("scanNonFinite");
+      });
 }
 
 Status galoreAdamMany(int dev, const GaloreAdamEntry* entries, int64_t count, const GaloreHyper& h,
                       const AdamwCounters* counters, const int32_t* flag, float* scalars) {
   cudaStream_t st;
   Status ok = deviceStream(dev, &st, "galoreAdamMany");
-  AdamBatch ab{};
-  for (int64_t i = 0; ok.ok() && i <= count; ++i) {
-    if (i == count || ab.count == kAdamBatch) {  // launch what is gathered (each launch writes the scalars)
-      if (ab.count > 0) {
-        adamManyKernel<<<unsigned(std::max<int64_t>(1, ab.first[ab.count])), 256, 0, st>>>(ab, h, counters, flag, scalars);
-        ok = lastError("galoreAdamMany");
-      }
-      ab = AdamBatch{};
-      if (i == count) break;
-    }
-    const GaloreAdamEntry& e = entries[i];
-    ab.r[ab.count] = e.r;
-    ab.m[ab.count] = e.m;
-    ab.v[ab.count] = e.v;
-    ab.n[ab.count] = e.n;
-    ab.first[ab.count + 1] = ab.first[ab.count] + (e.n + kAdamChunk - 1) / kAdamChunk;
-    ++ab.count;
-  }
-  return ok;
+  if (!ok.ok()) return ok;
+  return launchInBatches<AdamBatch>(
+      entries, count, kAdamChunk,
+      [](AdamBatch& b, int slot, const GaloreAdamEntry& e) {
+        b.r[slot] = e.r;
+        b.m[slot] = e.m;
+        b.v[slot] = e.v;
+        b.n[slot] = e.n;
+        return e.n;
+      },
+      [&](const AdamBatch& b) {  // at least one block: each launch writes the scalars
+        const int64_t blocks = std::max<int64_t>(1, b.blocks.first[b.blocks.count]);
+        adamManyKernel<<<unsigned(blocks), 256, 0, st>>>(b, h, counters, flag, scalars);
+        return lastError("galoreAdamMany");
+      });
 }
 
 Status galoreFinish(int dev, AdamwCounters* counters, const int32_t* flag) {
@@ -675,7 +695,8 @@ Status galoreProjectMany(int dev, const GaloreTensor* ts, float* const* outs, in
     const GaloreTensor& T = ts[i];
     // Left-side projections (R = P^T G) run one by one: cuBLAS's batched kernel for them took 305
     // against 4 x 55 µs for the §6 workload's four 4096 x 11008 matrices at rank 128, and ~810
-    // against 4 x 139 µs at rank 512 (bench/results/NVIDIA-H200-2026-11-25-18/ncu-galore-step.txt).
+    // against 4 x 139 µs at rank 512 (bench/results/NVIDIA-H200-2026-11-25-18/: ncu-galore-step.txt
+    // for the batches, ncu-steps-galore-128-512.txt.gz for single calls).
     if (T.gradDtype != DType::F32 || T.side != GaloreSide::Right) {
       Status ok = galoreProject(dev, T, outs[i], sT, sBig, mode);
       if (!ok.ok()) return ok;

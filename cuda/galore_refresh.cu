@@ -392,8 +392,7 @@ __global__ void identityResidualKernel(const double* R, int64_t k, const int32_t
     __syncthreads();
   }
   if (threadIdx.x != 0) return;
-  double v = red[0] != red[0] ? NAN : red[0];
-  if (i == 0 && (st[6] != 0 || st[7] != 0)) v = INFINITY;
+  const double v = i == 0 && (st[6] != 0 || st[7] != 0) ? INFINITY : red[0];
   atomicMax(reinterpret_cast<unsigned long long*>(out), static_cast<unsigned long long>(__double_as_longlong(fabs(v))));
 }
 

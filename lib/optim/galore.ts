@@ -536,7 +536,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
   }
 
   /** Each p's R into its buffer, as its step would project it, in one call: on CUDA same-shaped
-   *  tensors with f32 gradients as one batched product. */
+   *  right-side tensors with f32 gradients as one batched product. */
   private projectMany(g: ParamGroup<GaLoreOptions>, s: RankGroupState, outs: [Parameter, Tensor][]): void {
     const sc = this.scratch.get(s.device)!;
     native().galoreProjectMany(outs.map(([p, out]) => {
@@ -578,9 +578,10 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
   // ---- batched projections on the other steps ---------------------------------------------------
   //
   // Where R is not projected first (the G scan, or no check), each step would project its own
-  // tensor. On CUDA, same-shaped tensors with f32 gradients are instead projected a chunk at a time
-  // by one batched product (many small products fill the GPU together; bench/NOTES.md), each chunk's
-  // R buffers together within one f32 gradient of the group, as projecting first allows itself.
+  // tensor. On CUDA, same-shaped right-side tensors with f32 gradients are instead projected a chunk
+  // at a time by one batched product (many small products fill the GPU together; bench/NOTES.md),
+  // each chunk's R buffers together within one f32 gradient of the group, as projecting first
+  // allows itself.
 
   /** The group's tensors in the order they step, as chunks: a chunk of one projects in its own
    *  step; a longer one is projected together first. */

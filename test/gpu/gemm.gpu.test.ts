@@ -116,7 +116,9 @@ suite("CUDA GEMM against the CPU", () => {
   // (sm_90) on the default path too. Odd M and N (partial row tiles and column strips), K not a
   // multiple of 32 (zeros past K in the last chunk), beta 0 (C, NaN, not read); against the CPU,
   // against the tile kernel and cuBLAS (streaming switched off on either path). The last shapes
-  // give each block of an H200 several tiles, across strip boundaries.
+  // give each block of an H200 several tiles, across strip boundaries; the very last has more
+  // strips (71) than half the SMs, where the wgmma kernel's blocks take contiguous tile ranges and
+  // reload the strip where a range crosses into the next.
   test("the wgmma streaming kernel serves sm_90 devices", () => {
     const cuda = devices().find((d) => d.kind === "cuda")!;
     expect(streamGemmKernel(cuda.index)).toBe(cuda.computeCapability === "9.0" ? "wgmma" : "mma.sync");
@@ -129,7 +131,7 @@ suite("CUDA GEMM against the CPU", () => {
   });
 
   test.each([[1, 4, 8], [67, 132, 16], [63, 4, 40], [64, 128, 8], [300, 260, 64], [65, 8, 128], [129, 388, 72],
-             [1000, 516, 128], [2000, 1036, 104], [4100, 1000, 120], [11000, 520, 128]])(
+             [1000, 516, 128], [2000, 1036, 104], [4100, 1000, 120], [11000, 520, 128], [300, 9000, 64]])(
     "streaming kernel %ix%ix%i: against the CPU, the tile kernel and cuBLAS", async (M, N, K) => {
       expect(linalgPaths().streamGemm).toBe(true);
       const rng = new Rng(M * 13 + N * 7 + K);
