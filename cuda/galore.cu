@@ -693,11 +693,7 @@ Status galoreProjectMany(int dev, const GaloreTensor* ts, float* const* outs, in
   for (int64_t i = 0; i < n; ++i) {
     if (done[i]) continue;
     const GaloreTensor& T = ts[i];
-    // Left-side projections (R = P^T G) run one by one: cuBLAS's batched kernel for them took 305
-    // against 4 x 55 µs for the §6 workload's four 4096 x 11008 matrices at rank 128, and ~810
-    // against 4 x 139 µs at rank 512 (bench/results/NVIDIA-H200-2026-11-25-18/: ncu-galore-step.txt
-    // for the batches, ncu-steps-galore-128-512.txt.gz for single calls).
-    if (T.gradDtype != DType::F32 || T.side != GaloreSide::Right) {
+    if (T.gradDtype != DType::F32 || T.side == GaloreSide::Full) {
       Status ok = galoreProject(dev, T, outs[i], sT, sBig, mode);
       if (!ok.ok()) return ok;
       continue;

@@ -68,7 +68,7 @@ Status galoreStep(int dev, const GaloreTensor& T, const GaloreHyper& h, const Ad
 // R = project(G) into sR (sBig: G's f32 copy when G is not f32), and out = back(N) in f32, as
 // galoreStep computes them (used by GaLoreAdafactor).
 Status galoreProject(int dev, const GaloreTensor& T, float* sR, float* sT, float* sBig, GemmMode mode);
-// galoreProject of n tensors into outs[i]; right-side f32 gradients of one shape go to cuBLAS as one
+// galoreProject of n tensors into outs[i]; f32 gradients of one shape and side go to cuBLAS as one
 // batched call (sT, sBig as galoreProject: shared scratch for the tensors that need it).
 Status galoreProjectMany(int dev, const GaloreTensor* ts, float* const* outs, int64_t n, float* sT, float* sBig,
                          GemmMode mode);

@@ -536,7 +536,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
   }
 
   /** Each p's R into its buffer, as its step would project it, in one call: on CUDA same-shaped
-   *  right-side tensors with f32 gradients as one batched product. */
+   *  one-sided tensors with f32 gradients as one batched product. */
   private projectMany(g: ParamGroup<GaLoreOptions>, s: RankGroupState, outs: [Parameter, Tensor][]): void {
     const sc = this.scratch.get(s.device)!;
     native().galoreProjectMany(outs.map(([p, out]) => {
@@ -578,7 +578,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
   // ---- batched projections on the other steps ---------------------------------------------------
   //
   // Where R is not projected first (the G scan, or no check), each step would project its own
-  // tensor. On CUDA, same-shaped right-side tensors with f32 gradients are instead projected a chunk
+  // tensor. On CUDA, same-shaped one-sided tensors with f32 gradients are instead projected a chunk
   // at a time by one batched product (many small products fill the GPU together; bench/NOTES.md),
   // each chunk's R buffers together within one f32 gradient of the group, as projecting first
   // allows itself.
@@ -593,8 +593,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     const chunks: Parameter[][] = [];
     for (const p of g.params) {
       const q = s.params.get(p)!;
-      // Left-side tensors project one by one (cuda/galore.cu galoreProjectMany says why).
-      if (p.grad.dtype !== "f32" || q.side !== Side.Right || this.projectedGrads.has(p)) {
+      if (p.grad.dtype !== "f32" || q.side === Side.Full || this.projectedGrads.has(p)) {
         chunks.push([p]);
         continue;
       }
