@@ -56,32 +56,76 @@ void readProjectors(Napi::Env env, int dev, Napi::Value a, Napi::Value b, Galore
   T.projB = T.side == GaloreSide::Full ? static_cast<float*>(bufArg(env, b, dev, size_t(T.rank * T.cols) * 4, "projector B")) : nullptr;
 }
 
-// gemm(A, aType, B, bType, C, cType, { m, n, k, transA, transB, alpha, beta, mode })
-Napi::Value Gemm(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!info[6].IsObject()) throwError(env, "E_ARG", "gemm(A, aType, B, bType, C, cType, opts)");
-  int dev = deviceOf(env, info[4]);
-  Napi::Object o = info[6].As<Napi::Object>();
+// One product's operands from (A, aType, B, bType, C, cType, { m, n, k, transA, transB, alpha,
+// beta, mode }), all checked on *dev: set from C when *dev < kCpu (the first), else C must be on it.
+struct GemmCall {
   GemmArgs g;
+  GemmMode mode;
+};
+GemmCall readGemm(Napi::Env env, const Napi::Value* v, int* dev) {
+  if (!v[6].IsObject()) throwError(env, "E_ARG", "gemm(A, aType, B, bType, C, cType, opts)");
+  if (*dev < kCpu) *dev = deviceOf(env, v[4]);
+  else if (deviceOf(env, v[4]) != *dev) throwError(env, "E_DEVICE", "gemmMany: products on different devices");
+  Napi::Object o = v[6].As<Napi::Object>();
+  GemmCall c{};
+  GemmArgs& g = c.g;
   g.M = intField(env, o, "m", 0); g.N = intField(env, o, "n", 0); g.K = intField(env, o, "k", 0);
   g.transA = o.Get("transA").ToBoolean(); g.transB = o.Get("transB").ToBoolean();
   g.alpha = float(numField(env, o, "alpha")); g.beta = float(numField(env, o, "beta"));
-  g.aType = floatDtype(env, info[1]); g.bType = floatDtype(env, info[3]); g.cType = floatDtype(env, info[5]);
-  GemmMode mode = modeOf(env, o);
-  if (dev != kCpu && (g.aType != DType::F32 || g.bType != DType::F32))
+  g.aType = floatDtype(env, v[1]); g.bType = floatDtype(env, v[3]); g.cType = floatDtype(env, v[5]);
+  c.mode = modeOf(env, o);
+  if (*dev != kCpu && (g.aType != DType::F32 || g.bType != DType::F32))
     throwError(env, "E_DTYPE", "gemm on CUDA takes f32 A and B (C may be f32, bf16 or f16)");
   g.lda = g.transA ? g.M : g.K;
   g.ldb = g.transB ? g.K : g.N;
   g.ldc = g.N;
-  g.A = bufArg(env, info[0], dev, size_t(g.M * g.K) * dtypeSize(g.aType), "A");
-  g.B = bufArg(env, info[2], dev, size_t(g.K * g.N) * dtypeSize(g.bType), "B");
-  g.C = bufArg(env, info[4], dev, size_t(g.M * g.N) * dtypeSize(g.cType), "C");
+  g.A = bufArg(env, v[0], *dev, size_t(g.M * g.K) * dtypeSize(g.aType), "A");
+  g.B = bufArg(env, v[2], *dev, size_t(g.K * g.N) * dtypeSize(g.bType), "B");
+  g.C = bufArg(env, v[4], *dev, size_t(g.M * g.N) * dtypeSize(g.cType), "C");
+  return c;
+}
+
+// gemm(A, aType, B, bType, C, cType, { m, n, k, transA, transB, alpha, beta, mode })
+Napi::Value Gemm(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const Napi::Value v[7] = {info[0], info[1], info[2], info[3], info[4], info[5], info[6]};
+  int dev = kCpu - 1;
+  const GemmCall c = readGemm(env, v, &dev);
   if (dev == kCpu) {
-    cpu::gemm(g);
+    cpu::gemm(c.g);
     return env.Undefined();
   }
-  gpu::Status st = gpu::gemm(dev, g, mode);
+  gpu::Status st = gpu::gemm(dev, c.g, c.mode);
   if (!st.ok()) throwCuda(env, dev, st, "gemm");
+  return env.Undefined();
+}
+
+// gemmMany([[A, aType, B, bType, C, cType, opts], ...]): gemm of each in order, one device, every
+// product checked before any runs.
+Napi::Value GemmMany(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsArray()) throwError(env, "E_ARG", "gemmMany([[A, aType, B, bType, C, cType, opts], ...])");
+  Napi::Array a = info[0].As<Napi::Array>();
+  int dev = kCpu - 1;
+  std::vector<GemmArgs> gs;
+  std::vector<GemmMode> modes;
+  for (uint32_t i = 0; i < a.Length(); ++i) {
+    Napi::Value e = a.Get(i);
+    if (!e.IsArray() || e.As<Napi::Array>().Length() != 7) throwError(env, "E_ARG", "gemmMany: malformed product");
+    Napi::Array x = e.As<Napi::Array>();
+    Napi::Value v[7];
+    for (uint32_t j = 0; j < 7; ++j) v[j] = x.Get(j);
+    const GemmCall c = readGemm(env, v, &dev);
+    gs.push_back(c.g);
+    modes.push_back(c.mode);
+  }
+  if (gs.empty()) return env.Undefined();
+  if (dev == kCpu) {
+    for (const GemmArgs& g : gs) cpu::gemm(g);
+    return env.Undefined();
+  }
+  gpu::Status st = gpu::gemmMany(dev, gs.data(), modes.data(), int64_t(gs.size()));
+  if (!st.ok()) throwCuda(env, dev, st, "gemmMany");
   return env.Undefined();
 }
 
@@ -342,6 +386,39 @@ Napi::Value AdamMany(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// galoreBackMany([[W, P, N, side, rows, cols, rank], ...], flag, scalars, mode): the project-back
+// of one-sided f32 parameters whose N (Adam on R done by galoreAdamMany) is given (CUDA).
+Napi::Value BackMany(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[0].IsArray()) throwError(env, "E_ARG", "galoreBackMany: bad arguments");
+  int dev = deviceOf(env, info[1]);
+  if (dev == kCpu) throwError(env, "E_DEVICE", "galoreBackMany: CUDA only");
+  auto* flag = static_cast<int32_t*>(bufArg(env, info[1], dev, 4, "flag"));
+  auto* scalars = static_cast<float*>(bufArg(env, info[2], dev, 8, "scalars"));
+  const GemmMode mode = modeArg(env, info[3]);
+  Napi::Array a = info[0].As<Napi::Array>();
+  std::vector<gpu::GaloreBackEntry> es;
+  for (uint32_t i = 0; i < a.Length(); ++i) {
+    Napi::Value e = a.Get(i);
+    if (!e.IsArray() || e.As<Napi::Array>().Length() != 7) throwError(env, "E_ARG", "galoreBackMany: malformed entry");
+    Napi::Array x = e.As<Napi::Array>();
+    GaloreTensor T{};
+    readShape(env, x.Get(3u), x.Get(4u), x.Get(5u), x.Get(6u), T);
+    if (T.side == GaloreSide::Full) throwError(env, "E_ARG", "galoreBackMany: one-sided parameters only");
+    readProjectors(env, dev, x.Get(1u), env.Null(), T);
+    gpu::GaloreBackEntry b{};
+    b.param = static_cast<float*>(bufArg(env, x.Get(0u), dev, size_t(T.rows * T.cols) * 4, "parameter"));
+    b.proj = T.projA;
+    b.n = static_cast<const float*>(bufArg(env, x.Get(2u), dev, size_t(galoreRNumel(T)) * 4, "N"));
+    b.side = T.side;
+    b.rows = T.rows; b.cols = T.cols; b.rank = T.rank;
+    es.push_back(b);
+  }
+  gpu::Status st = gpu::galoreBackMany(dev, es.data(), int64_t(es.size()), mode, flag, scalars);
+  if (!st.ok()) throwCuda(env, dev, st, "galoreBackMany");
+  return env.Undefined();
+}
+
 // galoreFinish(counters, flag)
 Napi::Value Finish(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -386,8 +463,10 @@ Napi::Value SetStreamGemm(const Napi::CallbackInfo& info) {
 
 void registerGalore(Napi::Env env, Napi::Object exports) {
   exports.Set("gemm", Napi::Function::New(env, Gemm));
+  exports.Set("gemmMany", Napi::Function::New(env, GemmMany));
   exports.Set("galoreScan", Napi::Function::New(env, Scan));
   exports.Set("galoreAdamMany", Napi::Function::New(env, AdamMany));
+  exports.Set("galoreBackMany", Napi::Function::New(env, BackMany));
   exports.Set("galoreRefresh", Napi::Function::New(env, Refresh));
   exports.Set("galoreRefreshWorkspace", Napi::Function::New(env, RefreshWorkspace));
   exports.Set("galoreStep", Napi::Function::New(env, Step));

@@ -605,6 +605,83 @@ bool forceBuiltin() { return forced(); }
 
 Status gemm(int dev, const GemmArgs& a, GemmMode mode) { return runGemm(dev, a, mode, nullptr, nullptr); }
 
+namespace {
+
+// The bytes a row-major f32 operand of rows x cols at leading dimension ld spans: [first, last).
+struct Span {
+  uintptr_t first, last;
+};
+Span spanOf(const void* p, int64_t rows, int64_t cols, int64_t ld) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  return {a, a + uintptr_t(((rows - 1) * ld + cols) * 4)};
+}
+bool overlap(const Span& x, const Span& y) { return x.first < y.last && y.first < x.last; }
+
+// Products in order. On Hopper, consecutive ones the streaming kernel serves go out together
+// (streamGemmMany) unless one of them writes what another of the run reads or writes: a grouped
+// launch runs its products at the same time.
+Status runGemmsInOrder(int dev, const GemmArgs* gs, const GemmMode* modes, int64_t count, const float* alphaBeta,
+                       const int32_t* flag) {
+  if (!streamGemmWgmma(dev)) {
+    for (int64_t i = 0; i < count; ++i) {
+      const Status ok = runGemm(dev, gs[i], modes[i], alphaBeta, flag);
+      if (!ok.ok()) return ok;
+    }
+    return Status();
+  }
+  cudaStream_t st;
+  Status ok = deviceStream(dev, &st, "gemm");
+  if (!ok.ok()) return ok;
+  std::vector<GemmArgs> run;
+  auto flush = [&]() {
+    const Status s = streamGemmMany(dev, st, run.data(), int64_t(run.size()), alphaBeta, flag);
+    run.clear();
+    return s;
+  };
+  for (int64_t i = 0; i < count; ++i) {
+    const GemmArgs& g = gs[i];
+    if (!streamGemmFits(dev, g, modes[i])) {
+      ok = flush();
+      if (ok.ok()) ok = runGemm(dev, g, modes[i], alphaBeta, flag);
+      if (!ok.ok()) return ok;
+      continue;
+    }
+    if (g.M <= 0 || g.N <= 0) continue;
+    const Span a = spanOf(g.A, g.M, g.K, g.lda), b = spanOf(g.B, g.K, g.N, g.ldb), c = spanOf(g.C, g.M, g.N, g.ldc);
+    bool clash = false;
+    for (const GemmArgs& h : run) {
+      const Span ha = spanOf(h.A, h.M, h.K, h.lda), hb = spanOf(h.B, h.K, h.N, h.ldb), hc = spanOf(h.C, h.M, h.N, h.ldc);
+      clash = clash || overlap(c, ha) || overlap(c, hb) || overlap(c, hc) || overlap(hc, a) || overlap(hc, b);
+    }
+    if (clash) {
+      ok = flush();
+      if (!ok.ok()) return ok;
+    }
+    run.push_back(g);
+  }
+  return flush();
+}
+
+}  // namespace
+
+Status gemmMany(int dev, const GemmArgs* gs, const GemmMode* modes, int64_t count) {
+  return runGemmsInOrder(dev, gs, modes, count, nullptr, nullptr);
+}
+
+Status galoreBackMany(int dev, const GaloreBackEntry* entries, int64_t count, GemmMode mode, const int32_t* flag,
+                      const float* scalars) {
+  std::vector<GemmArgs> gs;
+  for (int64_t i = 0; i < count; ++i) {
+    const GaloreBackEntry& e = entries[i];
+    const int64_t m = e.rows, n = e.cols, r = e.rank;
+    if (e.side == GaloreSide::Right) gs.push_back(mk(m, n, r, e.n, r, false, e.proj, n, false, e.param, DType::F32, n));
+    else if (e.side == GaloreSide::Left) gs.push_back(mk(m, n, r, e.proj, r, false, e.n, n, false, e.param, DType::F32, n));
+    else return invalidArg("galoreBackMany: one-sided parameters only");
+  }
+  const std::vector<GemmMode> modes(gs.size(), mode);
+  return runGemmsInOrder(dev, gs.data(), modes.data(), int64_t(gs.size()), scalars, flag);
+}
+
 Status scanNonFinite(int dev, const ScanEntry* entries, int64_t count, int32_t* flag) {
   cudaStream_t st;
   Status ok = deviceStream(dev, &st, "scanNonFinite");

@@ -452,7 +452,6 @@ struct StreamArgs {
   const float* alphaBeta;  // device [alpha, beta] or null (then g.alpha, g.beta)
   const int32_t* flag;     // skip everything when *flag != 0 (null: never)
   int64_t tilesM, tiles;   // row tiles per strip; tiles in all (strip-major)
-  int phases;              // wgmma kernel: blocks per strip (block b: strip b % strips), or 0: ranges
 };
 
 // Columns [j, j + 4) of a row that ends at column n: how many exist (0..4).
@@ -646,6 +645,10 @@ __global__ void __launch_bounds__(ST_THREADS, ST_BLOCKS_PER_SM) tcStreamKernel(c
 //   takes row tiles b / strips + phases * i (the blocks resident at once cover a band of whole
 //   rows, as a copy would); otherwise blocks take contiguous ranges of the strip-major order and
 //   reload the strip where their range crosses into the next.
+// - One launch takes up to 32 products (streamGemmMany), each block doing its share of each in
+//   turn, in that order, with one ring and one mbarrier sequence over all of them: the pipeline
+//   fills and drains once per launch. One product per launch cost a fixed ~15 µs on top of its
+//   bytes (4096 x 4096 and 11008 x 4096 took 60 and 135 µs, ~3.0 TB/s between the two).
 // Measured on the H200 (bench/micro/back_bulk.cu "wgmma pref", 11008 x 4096 x 128): 138 µs against
 // cuBLAS's 158 in the same run, 0.73 of the copy rate; 4096 x 4096: 63 against 74.
 constexpr int WG_BM = 64, WG_BN = 128, WG_KMAX = 128, WG_THREADS = 512, WG_RING = 4;
@@ -718,47 +721,92 @@ __device__ __forceinline__ void mbarWait(uint64_t* bar, uint32_t parity) {
 }
 #endif
 
-// Tile q of a block: its row tile and strip (see the tile order above).
-struct WgTiles {
-  int strips, tilesM, phases;  // phases 0: contiguous ranges
-  int first, count;            // phase order: strip `first`, row tiles rb0 + phases q; ranges: tiles first + q
-  int rb0;
-  __device__ void at(int q, int& rb, int& strip) const {
-    if (phases > 0) { rb = rb0 + q * phases; strip = first; }
-    else { const int t = first + q; rb = t % tilesM; strip = t / tilesM; }
-  }
+// One product of a grouped launch: C <- alpha A B + beta C (A M x K, B K x N, row-major f32), its
+// tile order fixed on the host (phases > 0: blocks per strip, block b keeping strip b % strips;
+// 0: contiguous ranges of the strip-major order over the grid).
+struct WgEntry {
+  const float* A;
+  const float* B;
+  float* C;
+  int64_t M, N, lda, ldb, ldc;
+  int32_t K, tilesM, strips, phases;
+  float alpha, beta;
+};
+// Up to WG_GROUP products in one launch (GaLore's 28 project-backs of the §6 workload in two):
+// each block takes its share of every product in turn, so the pipeline fills and drains once per
+// launch instead of once per product. 32 entries keep the parameters under 4 KB.
+constexpr int WG_GROUP = 32;
+struct WgGroupArgs {
+  WgEntry e[WG_GROUP];
+  const float* alphaBeta;  // device [alpha, beta] for every entry, or null (then each entry's own)
+  const int32_t* flag;     // skip everything when *flag != 0 (null: never)
+  int32_t count;
 };
 
-__global__ void __launch_bounds__(WG_THREADS, 1) tcStreamWgmmaKernel(const StreamArgs k) {
+// Where a block's tiles of each entry start in its sequence of tiles (start[e] .. start[e + 1]),
+// and the entry's first tile (phase order: the block's strip; ranges: the range's first tile).
+struct WgBlockPlan {
+  int start[WG_GROUP + 1];
+  int first[WG_GROUP];
+};
+// Tile q of the block: entry e (hint, advanced in place: each caller asks for q in increasing
+// order), row tile rb and strip sj.
+__device__ __forceinline__ const WgEntry& wgPlace(const WgGroupArgs& k, const WgBlockPlan& plan, int q, int& e, int& rb,
+                                                  int& sj) {
+  while (q >= plan.start[e + 1]) ++e;
+  const WgEntry& x = k.e[e];
+  const int local = q - plan.start[e];
+  if (x.phases > 0) {
+    rb = int(blockIdx.x) / x.strips + local * x.phases;
+    sj = plan.first[e];
+  } else {
+    const int t = plan.first[e] + local;
+    rb = t % x.tilesM;
+    sj = t / x.tilesM;
+  }
+  return x;
+}
+
+__global__ void __launch_bounds__(WG_THREADS, 1) tcStreamWgmmaKernel(const __grid_constant__ WgGroupArgs k) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   if (k.flag != nullptr && *k.flag != 0) return;
-  const GemmArgs& g = k.g;
-  WgTiles tl{};
-  tl.strips = int((g.N + WG_BN - 1) / WG_BN);
-  tl.tilesM = int(k.tilesM);
-  tl.phases = k.phases;
-  if (tl.phases > 0) {
-    tl.first = int(blockIdx.x) % tl.strips;
-    tl.rb0 = int(blockIdx.x) / tl.strips;
-    tl.count = tl.rb0 < tl.tilesM ? (tl.tilesM - tl.rb0 + tl.phases - 1) / tl.phases : 0;
-  } else {
-    const int t0 = int(k.tiles * blockIdx.x / gridDim.x), t1 = int(k.tiles * (blockIdx.x + 1) / gridDim.x);
-    tl.first = t0;
-    tl.count = t1 - t0;
+  __shared__ WgBlockPlan plan;
+  if (threadIdx.x == 0) {
+    const int b = int(blockIdx.x), G = int(gridDim.x);
+    int total = 0;
+    for (int e = 0; e < k.count; ++e) {
+      const WgEntry& x = k.e[e];
+      int count = 0, first = 0;
+      if (x.phases > 0) {
+        const int rb0 = b / x.strips;
+        if (b < x.strips * x.phases && rb0 < x.tilesM) {
+          first = b % x.strips;
+          count = (x.tilesM - rb0 + x.phases - 1) / x.phases;
+        }
+      } else {
+        const int64_t tiles = int64_t(x.tilesM) * x.strips;
+        const int t0 = int(tiles * b / G), t1 = int(tiles * (b + 1) / G);
+        first = t0;
+        count = t1 - t0;
+      }
+      plan.start[e] = total;
+      plan.first[e] = first;
+      total += count;
+    }
+    plan.start[k.count] = total;
+    // Past the last entry, a sentinel start so that wgPlace's scan stops at the last entry.
+    for (int e = k.count + 1; e <= WG_GROUP; ++e) plan.start[e] = INT_MAX;
   }
-  if (tl.count <= 0) return;
+  __syncthreads();
+  const int total = plan.start[k.count];
+  if (total <= 0) return;
   extern __shared__ float4 wgSmem[];
   // Aligned to 1024 bytes by an offset from the shared array itself, so that the compiler still
   // knows every access below is to shared memory (a pointer cast from an integer would be generic).
   uint8_t* const strip = reinterpret_cast<uint8_t*>(wgSmem) + ((1024u - (sharedAddress(wgSmem) & 1023u)) & 1023u);
   float* const bufs = reinterpret_cast<float*>(strip + WG_STRIP_BYTES);
   __shared__ __align__(8) uint64_t pFull[WG_RING], pFree[WG_RING];  // product written / read
-  const float* A = static_cast<const float*>(g.A);
-  const float* B = static_cast<const float*>(g.B);
-  float* C = static_cast<float*>(g.C);
-  const int K = int(g.K);
-  const float alpha = k.alphaBeta ? k.alphaBeta[0] : g.alpha;
-  const float beta = k.alphaBeta ? k.alphaBeta[1] : g.beta;
+  const float alphaAll = k.alphaBeta ? k.alphaBeta[0] : 0.0f, betaAll = k.alphaBeta ? k.alphaBeta[1] : 0.0f;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   if (threadIdx.x == 0) {
     for (int s = 0; s < WG_RING; ++s) {
@@ -772,21 +820,22 @@ __global__ void __launch_bounds__(WG_THREADS, 1) tcStreamWgmmaKernel(const Strea
   if (warp >= 8) {  // memory warpgroups: thread m covers rows m / 32 + 8 it, columns 4 (m % 32) ..
     asm volatile("setmaxnreg.dec.sync.aligned.u32 88;\n" ::: "memory");
     const int m = threadIdx.x - 256, r0 = m >> 5, c4 = 4 * (m & 31);
-    const bool readC = beta != 0.0f;
     float4 cur[8], nxt[8];
+    int eLoad = 0, eStore = 0;
     // Tile q's C of this thread (zeros where outside C or not read).
     auto loadC = [&](int q, float4 (&c)[8]) {
       int rb, sj;
-      tl.at(q, rb, sj);
+      const WgEntry& x = wgPlace(k, plan, q, eLoad, rb, sj);
+      const bool readC = (k.alphaBeta ? betaAll : x.beta) != 0.0f;
       const int64_t i0 = int64_t(rb) * WG_BM, j0 = int64_t(sj) * WG_BN;
-      const int rows = int(g.M - i0 < WG_BM ? g.M - i0 : WG_BM);
-      const int valid = validOf(j0 + c4, g.N);
-      const float* const p = C + (i0 + r0) * g.ldc + j0 + c4;
+      const int rows = int(x.M - i0 < WG_BM ? x.M - i0 : WG_BM);
+      const int valid = validOf(j0 + c4, x.N);
+      const float* const p = x.C + (i0 + r0) * x.ldc + j0 + c4;
 #pragma unroll
       for (int it = 0; it < 8; ++it) {
         c[it] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         if (!readC || r0 + 8 * it >= rows || valid == 0) continue;
-        const float* const pi = p + int64_t(8 * it) * g.ldc;
+        const float* const pi = p + int64_t(8 * it) * x.ldc;
         if (valid == 4) {
           c[it] = *reinterpret_cast<const float4*>(pi);
         } else {
@@ -797,24 +846,25 @@ __global__ void __launch_bounds__(WG_THREADS, 1) tcStreamWgmmaKernel(const Strea
       }
     };
     loadC(0, cur);
-    for (int q = 0; q < tl.count; ++q) {
+    for (int q = 0; q < total; ++q) {
       const int s = q % WG_RING;
-      if (q + 1 < tl.count) loadC(q + 1, nxt);
+      if (q + 1 < total) loadC(q + 1, nxt);
       mbarWait(&pFull[s], uint32_t((q / WG_RING) & 1));
       int rb, sj;
-      tl.at(q, rb, sj);
+      const WgEntry& x = wgPlace(k, plan, q, eStore, rb, sj);
+      const float alpha = k.alphaBeta ? alphaAll : x.alpha, beta = k.alphaBeta ? betaAll : x.beta;
       const int64_t i0 = int64_t(rb) * WG_BM, j0 = int64_t(sj) * WG_BN;
-      const int rows = int(g.M - i0 < WG_BM ? g.M - i0 : WG_BM);
-      const int valid = validOf(j0 + c4, g.N);
+      const int rows = int(x.M - i0 < WG_BM ? x.M - i0 : WG_BM);
+      const int valid = validOf(j0 + c4, x.N);
       const float* const pr = bufs + s * WG_BUF_FLOATS + r0 * WG_STRIDE + c4;
-      float* const out = C + (i0 + r0) * g.ldc + j0 + c4;
+      float* const out = x.C + (i0 + r0) * x.ldc + j0 + c4;
 #pragma unroll
       for (int it = 0; it < 8; ++it) {
-        const float4 x = *reinterpret_cast<const float4*>(pr + 8 * it * WG_STRIDE);
+        const float4 v = *reinterpret_cast<const float4*>(pr + 8 * it * WG_STRIDE);
         if (r0 + 8 * it >= rows || valid == 0) continue;
-        const float4 o = make_float4(alpha * x.x + beta * cur[it].x, alpha * x.y + beta * cur[it].y,
-                                     alpha * x.z + beta * cur[it].z, alpha * x.w + beta * cur[it].w);
-        float* const oi = out + int64_t(8 * it) * g.ldc;
+        const float4 o = make_float4(alpha * v.x + beta * cur[it].x, alpha * v.y + beta * cur[it].y,
+                                     alpha * v.z + beta * cur[it].z, alpha * v.w + beta * cur[it].w);
+        float* const oi = out + int64_t(8 * it) * x.ldc;
         if (valid == 4) {
           *reinterpret_cast<float4*>(oi) = o;
         } else {
@@ -832,10 +882,10 @@ __global__ void __launch_bounds__(WG_THREADS, 1) tcStreamWgmmaKernel(const Strea
 
   asm volatile("setmaxnreg.inc.sync.aligned.u32 168;\n" ::: "memory");
   const int wg = warp >> 2, w = warp & 3, gq = lane >> 2, tq = lane & 3, t = threadIdx.x & 127;
-  // Strip sj of B (K x 128, zeros past K and N) into shared memory, transposed to K-major, rows in
-  // the mma's k order (mmaK), rounded: the 8 multiplying warps, 8 rows x 16 columns per warp step
-  // (lane: row lane % 8, 4 columns lane / 8), each thread's 8 loads issued first.
-  auto loadStrip = [&](int sj) {
+  // Strip sj of entry x's B (K x 128, zeros past K and N) into shared memory, transposed to
+  // K-major, rows in the mma's k order (mmaK), rounded: the 8 multiplying warps, 8 rows x 16
+  // columns per warp step (lane: row lane % 8, 4 columns lane / 8), each thread's 8 loads first.
+  auto loadStrip = [&](const WgEntry& x, int sj) {
     const int64_t j0 = int64_t(sj) * WG_BN;
     for (int u0 = warp; u0 < WG_KMAX; u0 += 8 * 8) {
       float4 v[8];
@@ -844,15 +894,15 @@ __global__ void __launch_bounds__(WG_THREADS, 1) tcStreamWgmmaKernel(const Strea
         const int u = u0 + 8 * s;
         v[s] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         const int kk = (u >> 3) * 8 + (lane & 7);
-        if (kk >= K) continue;
+        if (kk >= x.K) continue;
         const int64_t col = j0 + 4 * ((u & 7) * 4 + (lane >> 3));
-        const float* src = B + int64_t(kk) * g.ldb + col;
-        if (col + 3 < g.N) {
+        const float* src = x.B + int64_t(kk) * x.ldb + col;
+        if (col + 3 < x.N) {
           v[s] = __ldg(reinterpret_cast<const float4*>(src));
         } else {
-          if (col < g.N) v[s].x = __ldg(src);
-          if (col + 1 < g.N) v[s].y = __ldg(src + 1);
-          if (col + 2 < g.N) v[s].z = __ldg(src + 2);
+          if (col < x.N) v[s].x = __ldg(src);
+          if (col + 1 < x.N) v[s].y = __ldg(src + 1);
+          if (col + 2 < x.N) v[s].z = __ldg(src + 2);
         }
       }
 #pragma unroll
@@ -860,9 +910,9 @@ __global__ void __launch_bounds__(WG_THREADS, 1) tcStreamWgmmaKernel(const Strea
         const int u = u0 + 8 * s;
         const int kk = mmaK((u >> 3) * 8 + (lane & 7)), n = 4 * ((u & 7) * 4 + (lane >> 3));
         uint8_t* const chunk = strip + (kk >> 5) * WG_B_CHUNK;
-        const float x[4] = {v[s].x, v[s].y, v[s].z, v[s].w};
+        const float f[4] = {v[s].x, v[s].y, v[s].z, v[s].w};
 #pragma unroll
-        for (int e = 0; e < 4; ++e) *reinterpret_cast<uint32_t*>(chunk + swizzled(n + e, kk & 31)) = toTf32(x[e]);
+        for (int e = 0; e < 4; ++e) *reinterpret_cast<uint32_t*>(chunk + swizzled(n + e, kk & 31)) = toTf32(f[e]);
       }
     }
     // The strip's stores (generic proxy) are read next by the tensor cores (async proxy).
@@ -870,38 +920,46 @@ __global__ void __launch_bounds__(WG_THREADS, 1) tcStreamWgmmaKernel(const Strea
   };
   // Tile q's rows of A into buffer q % RING: thread t copies 16-byte chunks t + 128 i (a warp one
   // row); chunks past K, rows past M are not copied (their products are never stored).
+  int eCopy = 0;
   auto copyA = [&](int q) {
     int rb, sj;
-    tl.at(q, rb, sj);
+    const WgEntry& x = wgPlace(k, plan, q, eCopy, rb, sj);
     const int64_t i0 = int64_t(rb) * WG_BM;
-    const int rows = int(g.M - i0 < WG_BM ? g.M - i0 : WG_BM);
+    const int rows = int(x.M - i0 < WG_BM ? x.M - i0 : WG_BM);
     float* const buf = bufs + (q % WG_RING) * WG_BUF_FLOATS;
 #pragma unroll
     for (int i = 0; i < WG_BM * WG_KMAX / 4 / 128; ++i) {
       const int e = t + 128 * i, r = e >> 5, c = (e & 31) * 4;
-      if (r < rows && c < K) copyAsync4(buf + r * WG_STRIDE + c, A + (i0 + r) * g.lda + c, 4, true);
+      if (r < rows && c < x.K) copyAsync4(buf + r * WG_STRIDE + c, x.A + (i0 + r) * x.lda + c, 4, true);
     }
     commitAsync();
   };
   const uint32_t stripAddress = sharedAddress(strip);
   float acc[64];
-  int loaded = -1;
-  if (wg < tl.count) copyA(wg);
-  for (int q0 = 0; q0 < tl.count;) {
-    // The tiles of one strip: [q0, q1).
+  int loadedEntry = -1, loadedStrip = -1, eRun = 0;
+  if (wg < total) copyA(wg);
+  for (int q0 = 0; q0 < total;) {
+    // The tiles of one strip of one entry: [q0, q1).
     int rb, sj;
-    tl.at(q0, rb, sj);
-    const int q1 = tl.phases > 0 ? tl.count : (sj + 1) * tl.tilesM - tl.first < tl.count ? (sj + 1) * tl.tilesM - tl.first : tl.count;
-    if (sj != loaded) {
-      if (loaded >= 0) asm volatile("bar.sync 1, 256;\n" ::: "memory");  // both warpgroups are done with the old strip
-      loadStrip(sj);
-      loaded = sj;
+    const WgEntry& x = wgPlace(k, plan, q0, eRun, rb, sj);
+    const int entryEnd = plan.start[eRun + 1];
+    int q1 = entryEnd;
+    if (x.phases == 0) {
+      const int runEnd = plan.start[eRun] + (sj + 1) * x.tilesM - plan.first[eRun];
+      q1 = runEnd < entryEnd ? runEnd : entryEnd;
+    }
+    if (eRun != loadedEntry || sj != loadedStrip) {
+      if (loadedEntry >= 0) asm volatile("bar.sync 1, 256;\n" ::: "memory");  // both warpgroups are done with the old strip
+      loadStrip(x, sj);
+      loadedEntry = eRun;
+      loadedStrip = sj;
       asm volatile("bar.sync 1, 256;\n" ::: "memory");
     }
+    const int K = x.K;
     for (int q = q0 + ((q0 & 1) != wg ? 1 : 0); q < q1; q += 2) {
       const int s = q % WG_RING;
       float* const buf = bufs + s * WG_BUF_FLOATS;
-      if (q + 2 < tl.count) {
+      if (q + 2 < total) {
         // Buffer (q + 2) % RING last held tile q - 2's product: wait until the memory side read it.
         if (q >= 2) mbarWait(&pFree[(q + 2) % WG_RING], uint32_t(((q - 2) / WG_RING) & 1));
         copyA(q + 2);
@@ -1101,20 +1159,72 @@ bool streamGemmFits(int dev, const GemmArgs& g, GemmMode mode) {
          (streamWgmmaRuns(dev) || streamBlocksPerSm(dev) > 0);
 }
 
+namespace {
+// The wgmma kernel's entry for g: one block per SM, persistent; phase order where the strips are at
+// most half the SMs, else contiguous ranges (see the tile order above).
+WgEntry wgEntryOf(const GemmArgs& g, int64_t sms, int64_t* blocks) {
+  WgEntry x{};
+  x.A = static_cast<const float*>(g.A);
+  x.B = static_cast<const float*>(g.B);
+  x.C = static_cast<float*>(g.C);
+  x.M = g.M; x.N = g.N; x.lda = g.lda; x.ldb = g.ldb; x.ldc = g.ldc;
+  x.K = int32_t(g.K);
+  x.alpha = g.alpha;
+  x.beta = g.beta;
+  const int64_t strips = (g.N + WG_BN - 1) / WG_BN, tilesM = (g.M + WG_BM - 1) / WG_BM;
+  x.tilesM = int32_t(tilesM);
+  x.strips = int32_t(strips);
+  x.phases = 2 * strips <= sms ? int32_t(std::min<int64_t>(sms / strips, tilesM)) : 0;
+  *blocks = x.phases > 0 ? strips * x.phases : std::min<int64_t>(tilesM * strips, sms);
+  return x;
+}
+}  // namespace
+
+Status streamGemmMany(int dev, cudaStream_t st, const GemmArgs* gs, int64_t count, const float* alphaBeta,
+                      const int32_t* flag) {
+  if (!streamWgmmaRuns(dev)) {
+    for (int64_t i = 0; i < count; ++i) {
+      const Status ok = streamGemm(dev, st, gs[i], alphaBeta, flag);
+      if (!ok.ok()) return ok;
+    }
+    return Status();
+  }
+  const int64_t sms = std::max(1, smCount(dev));
+  WgGroupArgs k{};
+  k.alphaBeta = alphaBeta;
+  k.flag = flag;
+  int64_t blocks = 0, tiles = 0;
+  auto launch = [&]() {
+    if (k.count == 0) return Status();
+    tcStreamWgmmaKernel<<<unsigned(blocks), WG_THREADS, WG_SMEM, st>>>(k);
+    k.count = 0;
+    blocks = tiles = 0;
+    return lastError("gemm (streaming wgmma kernel)");
+  };
+  for (int64_t i = 0; i < count; ++i) {
+    const GemmArgs& g = gs[i];
+    if (g.M <= 0 || g.N <= 0) continue;
+    int64_t b = 0;
+    const WgEntry x = wgEntryOf(g, sms, &b);
+    // A block's tile count over a launch stays an int (streamGemmFits bounds each product's).
+    const int64_t t = int64_t(x.tilesM) * x.strips;
+    if (k.count == WG_GROUP || tiles + t > (int64_t(1) << 30)) {
+      const Status ok = launch();
+      if (!ok.ok()) return ok;
+    }
+    k.e[k.count++] = x;
+    blocks = std::max(blocks, b);
+    tiles += t;
+  }
+  return launch();
+}
+
 Status streamGemm(int dev, cudaStream_t st, const GemmArgs& g, const float* alphaBeta, const int32_t* flag) {
+  if (streamWgmmaRuns(dev)) return streamGemmMany(dev, st, &g, 1, alphaBeta, flag);
   StreamArgs k{};
   k.g = g;
   k.alphaBeta = alphaBeta;
   k.flag = flag;
-  if (streamWgmmaRuns(dev)) {  // one block per SM, persistent
-    const int64_t strips = (g.N + WG_BN - 1) / WG_BN, sms = std::max(1, smCount(dev));
-    k.tilesM = (g.M + WG_BM - 1) / WG_BM;
-    k.tiles = k.tilesM * strips;
-    k.phases = 2 * strips <= sms ? int(std::min<int64_t>(sms / strips, k.tilesM)) : 0;
-    const int64_t blocks = k.phases > 0 ? strips * k.phases : std::min<int64_t>(k.tiles, sms);
-    tcStreamWgmmaKernel<<<unsigned(blocks), WG_THREADS, WG_SMEM, st>>>(k);
-    return lastError("gemm (streaming wgmma kernel)");
-  }
   k.tilesM = (g.M + ST_BM - 1) / ST_BM;
   k.tiles = k.tilesM * ((g.N + ST_BN - 1) / ST_BN);
   // As many blocks as are resident at once: the blocks are persistent over tile ranges, so a second

@@ -32,6 +32,11 @@ Status tensorCoreGemm(int dev, cudaStream_t st, const GemmArgs& g, GemmMode mode
 // (streamGemmWgmma), and then on the cuBLAS path too, where it beats cuBLAS's project-back.
 bool streamGemmFits(int dev, const GemmArgs& g, GemmMode mode);
 Status streamGemm(int dev, cudaStream_t st, const GemmArgs& g, const float* alphaBeta, const int32_t* flag);
+// streamGemm of each of gs[0 .. count), in order, every one fitting (streamGemmFits); alphaBeta and
+// flag as streamGemm's, for all of them. The wgmma kernel takes them 32 to a launch; elsewhere one
+// launch each. The results are those of streamGemm one by one, bit for bit.
+Status streamGemmMany(int dev, cudaStream_t st, const GemmArgs* gs, int64_t count, const float* alphaBeta,
+                      const int32_t* flag);
 bool streamGemmWgmma(int dev);
 
 }  // namespace gpu

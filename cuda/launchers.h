@@ -41,6 +41,9 @@ bool streamGemmEnabled();
 std::string streamGemmKernel(int dev);
 // Row-major GEMM on dev (GemmArgs in galore.cuh; A, B f32; C f32 or bf16 for the built-in path).
 Status gemm(int dev, const GemmArgs& a, GemmMode mode);
+// gemm() of each of gs[0 .. count) in order (modes[i] for gs[i]); on Hopper, runs of products the
+// streaming kernel serves go out together in grouped launches, bit for bit the same results.
+Status gemmMany(int dev, const GemmArgs* gs, const GemmMode* modes, int64_t count);
 // flag |= any NaN/Inf in g[0..n) (flag is device memory, zeroed by the caller first).
 // One array of a batched NaN/Inf scan.
 struct ScanEntry {
@@ -83,6 +86,18 @@ struct GaloreAdamEntry {
 };
 Status galoreAdamMany(int dev, const GaloreAdamEntry* entries, int64_t count, const GaloreHyper& h,
                       const AdamwCounters* counters, const int32_t* flag, float* scalars);
+// The project-back W <- beta W + alpha back(N) of one-sided f32 parameters whose R buffer holds N
+// (galoreAdamMany ran), alpha and beta from the scalars it wrote, nothing when *flag != 0: as
+// galoreStep with adamDone does for each, with the streaming kernel's grouped launches on Hopper.
+struct GaloreBackEntry {
+  float* param;        // f32, rows x cols
+  const float* proj;   // P: rank x cols (Right) or rows x rank (Left)
+  const float* n;      // N: rows x rank (Right) or rank x cols (Left)
+  GaloreSide side;     // Right or Left
+  int64_t rows, cols, rank;
+};
+Status galoreBackMany(int dev, const GaloreBackEntry* entries, int64_t count, GemmMode mode, const int32_t* flag,
+                      const float* scalars);
 // counters->step += 1 or counters->skipped += 1 by *flag.
 Status galoreFinish(int dev, AdamwCounters* counters, const int32_t* flag);
 // Grass (cuda/grass.cuh). grassCubBytes: the radix-sort scratch for selections over up to

@@ -23,6 +23,24 @@ export function isGemmPrecision(p: unknown): p is GemmPrecision {
 
 /** c = alpha * op(a) op(b) + beta * c, row-major 2-D tensors on one device. */
 export function gemm(a: Tensor, b: Tensor, c: Tensor, o: GemmOptions = {}): void {
+  const call = gemmCall(a, b, c, o);
+  native().gemm(...call);
+}
+
+/** @internal gemm(a, b, c, options) of each product in order, on one device, every one checked
+ *  before any runs. On Hopper the project-back products the streaming kernel serves go out up to
+ *  32 to a launch (one pipeline fill and drain for all; products that share memory with a later
+ *  one's output are kept apart), with the same results as one call each. */
+export function gemmMany(calls: { a: Tensor; b: Tensor; c: Tensor; options?: GemmOptions }[]): void {
+  if (!Array.isArray(calls)) fail("E_ARG", "gemmMany: calls must be an array");
+  const checked = calls.map((x) => gemmCall(x?.a, x?.b, x?.c, x?.options ?? {}));
+  if (checked.length > 1 && calls.some((x) => x.c.device !== calls[0].c.device)) fail("E_DEVICE", "gemmMany: products on different devices");
+  native().gemmMany(checked);
+}
+
+type GemmCallArgs = Parameters<ReturnType<typeof native>["gemm"]>;
+
+function gemmCall(a: Tensor, b: Tensor, c: Tensor, o: GemmOptions): GemmCallArgs {
   for (const [t, n] of [[a, "a"], [b, "b"], [c, "c"]] as [Tensor, string][]) {
     if (!(t instanceof Tensor)) fail("E_ARG", `gemm: ${n} is not a Tensor`);
     t.assertLive(`gemm operand ${n}`);
@@ -36,9 +54,9 @@ export function gemm(a: Tensor, b: Tensor, c: Tensor, o: GemmOptions = {}): void
   const alpha = o.alpha ?? 1, beta = o.beta ?? 0;
   if (!Number.isFinite(alpha) || !Number.isFinite(beta)) fail("E_ARG", "gemm: alpha and beta must be finite");
   if (o.precision !== undefined && !isGemmPrecision(o.precision)) fail("E_ARG", "gemm: precision is tf32, f32 or bf16");
-  native().gemm(a.handle, DTYPE_CODE[a.dtype], b.handle, DTYPE_CODE[b.dtype], c.handle, DTYPE_CODE[c.dtype], {
+  return [a.handle, DTYPE_CODE[a.dtype], b.handle, DTYPE_CODE[b.dtype], c.handle, DTYPE_CODE[c.dtype], {
     m, n, k, transA: !!o.transA, transB: !!o.transB, alpha, beta, mode: GEMM_MODE[o.precision ?? "tf32"],
-  });
+  }];
 }
 
 /** Forces the built-in CUDA kernels even where cuBLAS/cuSOLVER load (as SLIMOPT_LINALG=builtin). */

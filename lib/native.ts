@@ -76,12 +76,18 @@ export interface NativeAddon {
                    chunkSize: number) => AdamwGroupHandle;
   gemm(a: NativeBufferHandle, aType: number, b: NativeBufferHandle, bType: number, c: NativeBufferHandle, cType: number,
        o: { m: number; n: number; k: number; transA: boolean; transB: boolean; alpha: number; beta: number; mode: number }): void;
+  gemmMany(calls: [NativeBufferHandle, number, NativeBufferHandle, number, NativeBufferHandle, number,
+                   { m: number; n: number; k: number; transA: boolean; transB: boolean; alpha: number; beta: number; mode: number }][]): void;
   galoreScan(flag: NativeBufferHandle, grads: [NativeBufferHandle, number, number][]): void;
   /** CUDA: Adam on each entry's R in place ([R, m, v, numel], f32 states) in one launch, and the
    *  epilogue scalars; galoreStep with adamDone then projects back only. */
   galoreAdamMany(entries: [NativeBufferHandle, NativeBufferHandle, NativeBufferHandle, number][], counters: NativeBufferHandle,
                  flag: NativeBufferHandle, scalars: NativeBufferHandle,
                  h: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; scale: number; mode: number }): void;
+  /** CUDA: the project-back of one-sided f32 parameters ([W, P, N, side, rows, cols, rank]) whose
+   *  N galoreAdamMany wrote, with its scalars; nothing when the flag is set. */
+  galoreBackMany(entries: [NativeBufferHandle, NativeBufferHandle, NativeBufferHandle, number, number, number, number][],
+                 flag: NativeBufferHandle, scalars: NativeBufferHandle, mode: number): void;
   galoreRefresh(g: NativeBufferHandle, gType: number, rows: number, cols: number, rank: number, left: boolean,
                 p: NativeBufferHandle, hasPrev: boolean, flag: NativeBufferHandle, method?: number, mode?: number,
                 ws?: NativeBufferHandle | null, xScratch?: NativeBufferHandle | null): void;

@@ -4,6 +4,7 @@ import { galoreRefStep, GaloreRef, newGaloreRef, RefSide, separatedGradient, top
 import { expectCode } from "./helpers";
 import { expectNonFiniteSkip, NONFINITE_RANKS, NONFINITE_VALUES } from "./galore_nonfinite";
 import { native } from "../lib/native";
+import { gemmMany } from "../lib/linalg";
 
 async function raw(t: Tensor): Promise<number[]> { return Array.from(await t.toTypedArray()); }
 
@@ -28,6 +29,33 @@ describe("CPU GEMM against float64", () => {
       gemm(A, B, C, { transA, transB });
       expect((await C.toFloat32Array()).every(Number.isFinite)).toBe(true);
     }
+  });
+});
+
+describe("gemmMany on the CPU", () => {
+  test("each product in order, as gemm one by one (a later product reading an earlier one's C); a bad product refuses the call, nothing written", async () => {
+    const rng = new Rng(97);
+    const mk = (r: number, c: number) => tensor(rng.normals(r * c), [r, c], { device: "cpu" });
+    const a1 = mk(5, 3), b1 = mk(3, 4), a2 = mk(6, 7), b2 = mk(4, 7), a3 = mk(2, 5);
+    const c1 = mk(5, 4), c2 = mk(6, 4), c3 = mk(2, 4);
+    const start = await Promise.all([c1, c2, c3].map((t) => t.toFloat32Array()));
+    // c3 <- a3 c1 reads c1 after the first product wrote it.
+    const calls = [
+      { a: a1, b: b1, c: c1, options: { alpha: 0.5, beta: -1 } },
+      { a: a2, b: b2, c: c2, options: { transB: true, alpha: 2, beta: 0.25 } },
+      { a: a3, b: c1, c: c3, options: { beta: 1 } },
+    ];
+    for (const [bad, code] of [[{ a: a1, b: b1, c: c2 }, "E_SHAPE"], [{ a: a1, b: b1, c: c1, options: { alpha: NaN } }, "E_ARG"],
+                               [{ a: a1, b: b1, c: c1, options: { precision: "fp8" as never } }, "E_ARG"], [{ a: a1, b: b1 }, "E_ARG"]] as const) {
+      expectCode(() => gemmMany([...calls, bad as never]), code);
+      for (const [i, t] of [c1, c2, c3].entries()) expect(await t.toFloat32Array()).toEqual(start[i]);
+    }
+    gemmMany(calls);
+    const got = await Promise.all([c1, c2, c3].map((t) => t.toFloat32Array()));
+    [c1, c2, c3].forEach((t, i) => t.copyFrom(start[i]));
+    for (const x of calls) gemm(x.a, x.b, x.c, x.options);
+    for (const [i, t] of [c1, c2, c3].entries()) expect(got[i]).toEqual(await t.toFloat32Array());
+    gemmMany([]);
   });
 });
 

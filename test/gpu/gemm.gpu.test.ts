@@ -3,7 +3,7 @@
 // whatever serves by default (cuBLAS where it loads). Odd sizes, every transpose, long K (split-K),
 // skinny N, C in f32/bf16/f16, alpha/beta. Skipped where no CUDA device exists.
 import { devices, DType, gemm, GemmPrecision, linalgPaths, setBuiltinLinalg, tensor, Tensor } from "../../lib";
-import { setStreamGemm, streamGemmKernel } from "../../lib/linalg";
+import { gemmMany, setStreamGemm, streamGemmKernel } from "../../lib/linalg";
 import { expectCode } from "../helpers";
 import { relErr, Rng } from "../reference";
 
@@ -155,6 +155,78 @@ suite("CUDA GEMM against the CPU", () => {
         }
       }
     });
+
+  // gemmMany: the streaming kernel's grouped launches (up to 32 products each) against one call per
+  // product, bit for bit, on both paths: 41 products (two launches, the second of 9) of odd shapes
+  // in both tile orders (phase: few strips; ranges: 9000 columns, 71 strips), K from 8 to 128, each
+  // its own alpha/beta (beta 0: C, NaN, not read); products the kernel does not serve (transposed
+  // B, K = 136, strict f32) between them; one reading an earlier one's C (which must go to a later
+  // launch). Then against the CPU within TF32's tolerance.
+  test("gemmMany: grouped streaming launches equal one call each, bit for bit", async () => {
+    const rng = new Rng(2027);
+    type Spec = { M: number; N: number; K: number; alpha: number; beta: number; transB?: boolean; precision?: GemmPrecision; readsC?: number };
+    const specs: Spec[] = [];
+    const dims = [[1, 4, 8], [67, 132, 16], [63, 4, 40], [300, 260, 64], [65, 8, 128], [129, 388, 72], [1000, 516, 128],
+                  [300, 9000, 64], [2000, 1036, 104], [517, 2051, 120], [64, 128, 8]];
+    for (let i = 0; i < 38; i++) {
+      const [M, N, K] = dims[i % dims.length];
+      specs.push({ M, N, K, alpha: rng.normal(), beta: i % 5 === 4 ? 0 : rng.normal() });
+      if (i === 6) specs.push({ M: 129, N: 65, K: 72, alpha: 1, beta: 1, transB: true });
+      if (i === 20) specs.push({ M: 257, N: 300, K: 136, alpha: -0.5, beta: 1 });
+    }
+    specs.push({ M: 300, N: 260, K: 64, alpha: 0.25, beta: 1, precision: "f32" });
+    // A = product 4's C (65 x 8), which that product writes first.
+    specs.push({ M: 65, N: 200, K: 8, alpha: 1, beta: 0.5, readsC: 4 });
+    expect(specs.length).toBe(42);
+    expect([specs[4].M, specs[4].N]).toEqual([65, 8]);
+    const ops = specs.map((x) => ({
+      a: rng.normals(x.M * x.K), b: rng.normals(x.K * x.N), c: x.beta === 0 ? new Float32Array(x.M * x.N).fill(NaN) : rng.normals(x.M * x.N),
+    }));
+    const haveBlas = /^cuBLAS/.test(linalgPaths().blas);
+    let many: Float32Array[] = [];
+    for (const builtin of [true, false]) {
+      if (!builtin && !haveBlas) continue;
+      setBuiltinLinalg(builtin);
+      const out: Float32Array[][] = [];
+      for (const grouped of [true, false]) {
+        const Cs = specs.map((x, i) => tensor(ops[i].c, [x.M, x.N], { device: "cuda" }));
+        const own = specs.map((x, i) => (x.readsC !== undefined ? null : tensor(ops[i].a, [x.M, x.K], { device: "cuda" })));
+        const Bs = specs.map((x, i) => tensor(ops[i].b, x.transB ? [x.N, x.K] : [x.K, x.N], { device: "cuda" }));
+        try {
+          const calls = specs.map((x, i) => ({
+            a: own[i] ?? Cs[x.readsC!], b: Bs[i], c: Cs[i],
+            options: { alpha: x.alpha, beta: x.beta, transB: !!x.transB, precision: x.precision ?? "tf32" as GemmPrecision },
+          }));
+          if (grouped) gemmMany(calls);
+          else for (const x of calls) gemm(x.a, x.b, x.c, x.options);
+          out.push(await Promise.all(Cs.map((t) => t.toFloat32Array())));
+        } finally {
+          for (const t of [...Cs, ...Bs]) t.dispose();
+          for (const t of own) t?.dispose();
+        }
+      }
+      specs.forEach((x, i) => {
+        if (!Buffer.from(out[0][i].buffer).equals(Buffer.from(out[1][i].buffer)))
+          throw new Error(`product ${i} (${x.M}x${x.N}x${x.K}) ${builtin ? "built-in" : "default"} path: grouped differs from one call each`);
+      });
+      many = out[0];
+    }
+    // Against the CPU in f32, in order (the dependent product on product 4's CPU result).
+    const cpu: Float32Array[] = [];
+    for (const [i, x] of specs.entries()) {
+      const A = tensor(x.readsC !== undefined ? cpu[x.readsC] : ops[i].a, [x.M, x.K], { device: "cpu" });
+      const B = tensor(ops[i].b, x.transB ? [x.N, x.K] : [x.K, x.N], { device: "cpu" });
+      const C = tensor(ops[i].c, [x.M, x.N], { device: "cpu" });
+      const C0 = tensor(new Float32Array(x.M * x.N), [x.M, x.N], { device: "cpu" });
+      gemm(A, B, C, { alpha: x.alpha, beta: x.beta, transB: !!x.transB });
+      gemm(A, B, C0, { alpha: x.alpha, transB: !!x.transB });
+      cpu.push(await C.toFloat32Array());
+      // The dependent product's A carries product 4's TF32 rounding.
+      const tol = x.readsC !== undefined ? 2 * MODE_TOL.tf32 : MODE_TOL[x.precision ?? "tf32"];
+      const err = gemmErr(many[i], cpu[i], norm(await C0.toFloat32Array()));
+      if (!(err < tol)) throw new Error(`product ${i} (${x.M}x${x.N}x${x.K}): rel err ${err} >= ${tol}`);
+    }
+  });
 
   // The projection shapes of a GaLore step (scaled down 2x): R = G P^T, R = P^T G (long K, N or
   // M = r: split along K) and W <- W - c N P (K = r, bf16 W in the epilogue).

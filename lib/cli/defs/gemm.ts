@@ -8,7 +8,7 @@
 // bandwidth; TFLOP/s is 2 m n r / time. A timed call is a batch of back-to-back GEMMs (one takes
 // ~10-100 µs, about what the host takes to enqueue a call), after a few ms of copies queued so the
 // device does not wait on the host.
-import { GemmPrecision, gemm, linalgPaths, setBuiltinLinalg, setStreamGemm, streamGemmKernel } from "../../linalg";
+import { GemmPrecision, gemm, gemmMany, linalgPaths, setBuiltinLinalg, setStreamGemm, streamGemmKernel } from "../../linalg";
 import { native, NativeBufferHandle } from "../../native";
 import { randn, zeros, Tensor } from "../../tensor";
 import { BenchCase, BenchContext, BenchDefinition, BenchRow } from "../registry";
@@ -113,10 +113,59 @@ function gemmCase(shape: Shape, op: Op, rank: number, precision: GemmPrecision):
   };
 }
 
+/** The project-backs of a whole §6 step at `rank` (TF32): every matrix's W <- W - c back(N), by
+ *  gemmMany (on Hopper the streaming kernel's grouped launches) against one gemm call each, in the
+ *  same row. A timed call is the whole set once. */
+function backAllCase(rank: number): BenchCase {
+  return {
+    name: "gemm",
+    dtype: "f32",
+    variant: `back all §6 r=${rank} tf32`,
+    usesGemm: true,
+    run: async (ctx: BenchContext): Promise<BenchRow> => {
+      const { dev } = ctx;
+      const owned: Tensor[] = [];
+      const keep = (t: Tensor) => { owned.push(t); return t; };
+      try {
+        const calls = ctx.workload.matrices.map(({ shape: [m, n] }, i) => {
+          const r = Math.min(rank, m, n), right = m >= n;
+          const W = keep(randn([m, n], { device: dev, seed: 10 + i, std: 0.02 }));
+          const P = keep(randn(right ? [r, n] : [m, r], { device: dev, seed: 100 + i, std: 1 / Math.sqrt(right ? n : m) }));
+          const N = keep(randn(right ? [m, r] : [r, n], { device: dev, seed: 200 + i, std: 1 }));
+          return right ? { a: N, b: P, c: W, options: { alpha: -1e-3, beta: 1, precision: "tf32" as GemmPrecision } }
+                       : { a: P, b: N, c: W, options: { alpha: -1e-3, beta: 1, precision: "tf32" as GemmPrecision } };
+        });
+        const params = ctx.workload.params;
+        const bytes = calls.reduce((s, x) => s + 4 * (2 * x.c.numel + x.a.numel + x.b.numel), 0);
+        const floorMs = bytes / (ctx.copyGBps * 1e6);
+        const time = async (label: string, from: number, fn: () => void) => stats(await timeCalls(dev, () => fn(), ctx.steps, ctx.warmup,
+          (d) => ctx.progress(from + 0.5 * d / ctx.steps, `${label} ${d}/${ctx.steps}`)));
+        const many = await time("gemmMany", 0, () => gemmMany(calls));
+        const each = await time("one call each", 0.5, () => { for (const x of calls) gemm(x.a, x.b, x.c, x.options); });
+        return {
+          name: "gemm", dtype: "f32", params, op: "back-all", rank, precision: "tf32", matrices: calls.length, floorMs,
+          medianMs: many.median, minMs: many.min, maxMs: many.max, fracOfFloor: floorMs / many.median,
+          oneCallEachMs: each.median, linalg: linalgPaths().blas,
+          kernel: dev.kind === "cuda" ? `stream (${streamGemmKernel(dev.index)})` : "cpu",
+        };
+      } finally {
+        for (const t of owned) t.dispose();
+        await dev.synchronize();
+      }
+    },
+  };
+}
+
 export const gemmBench: BenchDefinition = {
   name: "gemm",
   description: "GaLore's projection GEMMs on the §6 shapes (f32, r = 128 / 512, TF32 and bf16): built-in tensor-core kernel vs cuBLAS",
   // The CPU computes f32 whatever the precision: one set of rows there.
   cases: (ctx) => (ctx.dev.kind === "cuda" ? ["tf32", "bf16"] as GemmPrecision[] : ["tf32"] as GemmPrecision[]).flatMap((precision) => [128, 512].flatMap((rank) =>
     SHAPES.flatMap((shape) => (["project", "back"] as Op[]).map((op) => gemmCase(shape, op, rank, precision))))),
+};
+
+export const gemmBackAllBench: BenchDefinition = {
+  name: "gemm-back-all",
+  description: "the project-backs of a whole §6 GaLore step at r = 128 (TF32): grouped launches (gemmMany) against one call each",
+  cases: (ctx) => (ctx.dev.kind === "cuda" ? [backAllCase(128)] : []),
 };

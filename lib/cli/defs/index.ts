@@ -7,9 +7,9 @@ import { galore, galoreRefresh } from "./galore";
 import { grass, grassRowOps } from "./grass";
 import { adamwHostOverhead } from "./host_overhead";
 import { adafactor } from "./adafactor";
-import { gemmBench } from "./gemm";
+import { gemmBackAllBench, gemmBench } from "./gemm";
 
 export const BENCHMARKS: BenchDefinition[] = [adamw, adamwHostOverhead, adamw8bit, adamw4bit, quantizeBlockwiseBench,
   dequantizeBlockwiseBench, grassRowOps, grass, galore, galoreRefresh,
-  apollo, apolloMini, gemmBench];
+  apollo, apolloMini, gemmBench, gemmBackAllBench];
 BENCHMARKS.push(adafactor);
