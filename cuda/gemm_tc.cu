@@ -627,9 +627,8 @@ __global__ void __launch_bounds__(ST_THREADS, ST_BLOCKS_PER_SM) tcStreamKernel(c
 // - Warpgroups 0 and 1 multiply, taking alternate tiles: 16 wgmma m64n128k8 per tile (f32 +=
 //   tf32 x tf32; zeros past K), A from registers, B from the strip in shared memory.
 // - Warpgroups 2 and 3 stream C with plain 16-byte loads and stores (a warp one 512-byte row of a
-//   tile), also taking alternate tiles: each holds its tile's C in registers, loaded as soon as
-//   its previous tile is stored: out = alpha * product + beta * C. setmaxnreg gives the
-//   multiplying warpgroups 152 registers and these 104.
+//   tile), keeping the next tile's C in registers: out = alpha * product + beta * C. setmaxnreg
+//   gives the multiplying warpgroups 168 registers and these 88.
 // - Tile q uses shared buffer q % 4 twice: first for its rows of A, copied by its multiplying
 //   warpgroup with cp.async two tiles ahead (when it starts tile q - 2, once the memory side has
 //   read the buffer's previous product), then for its product, written over A once the
@@ -812,25 +811,19 @@ __global__ void __launch_bounds__(WG_THREADS, 1) tcStreamWgmmaKernel(const __gri
   if (threadIdx.x == 0) {
     for (int s = 0; s < WG_RING; ++s) {
       mbarInit(&pFull[s], 128);  // the tile's multiplying warpgroup
-      mbarInit(&pFree[s], 128);  // the tile's memory warpgroup
+      mbarInit(&pFree[s], 256);  // the memory warpgroups
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
 
-  if (warp >= 8) {
-    // Memory warpgroups: warpgroup 2 + h takes the tiles q = h (mod 2); its thread m covers rows
-    // m / 32 + 4 it, columns 4 (m % 32) .. + 3. A thread holds one tile's C (16 float4) and asks
-    // for its next tile's as soon as it has stored this one, so each warpgroup keeps a whole
-    // tile's loads in flight while it waits for the product: 64 KB per SM in flight (with both
-    // warpgroups on every tile and the next tile's C in registers beside the current's, 32 KB,
-    // and the loads' latency then bounded the kernel).
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 104;\n" ::: "memory");
-    const int h = (warp - 8) >> 2, m = threadIdx.x & 127, r0 = m >> 5, c4 = 4 * (m & 31);
-    float4 c[16];
+  if (warp >= 8) {  // memory warpgroups: thread m covers rows m / 32 + 8 it, columns 4 (m % 32) ..
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 88;\n" ::: "memory");
+    const int m = threadIdx.x - 256, r0 = m >> 5, c4 = 4 * (m & 31);
+    float4 cur[8], nxt[8];
     int eLoad = 0, eStore = 0;
     // Tile q's C of this thread (zeros where outside C or not read).
-    auto loadC = [&](int q) {
+    auto loadC = [&](int q, float4 (&c)[8]) {
       int rb, sj;
       const WgEntry& x = wgPlace(k, plan, q, eLoad, rb, sj);
       const bool readC = (k.alphaBeta ? betaAll : x.beta) != 0.0f;
@@ -839,10 +832,10 @@ __global__ void __launch_bounds__(WG_THREADS, 1) tcStreamWgmmaKernel(const __gri
       const int valid = validOf(j0 + c4, x.N);
       const float* const p = x.C + (i0 + r0) * x.ldc + j0 + c4;
 #pragma unroll
-      for (int it = 0; it < 16; ++it) {
+      for (int it = 0; it < 8; ++it) {
         c[it] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        if (!readC || r0 + 4 * it >= rows || valid == 0) continue;
-        const float* const pi = p + int64_t(4 * it) * x.ldc;
+        if (!readC || r0 + 8 * it >= rows || valid == 0) continue;
+        const float* const pi = p + int64_t(8 * it) * x.ldc;
         if (valid == 4) {
           c[it] = *reinterpret_cast<const float4*>(pi);
         } else {
@@ -852,9 +845,10 @@ __global__ void __launch_bounds__(WG_THREADS, 1) tcStreamWgmmaKernel(const __gri
         }
       }
     };
-    if (h < total) loadC(h);
-    for (int q = h; q < total; q += 2) {
+    loadC(0, cur);
+    for (int q = 0; q < total; ++q) {
       const int s = q % WG_RING;
+      if (q + 1 < total) loadC(q + 1, nxt);
       mbarWait(&pFull[s], uint32_t((q / WG_RING) & 1));
       int rb, sj;
       const WgEntry& x = wgPlace(k, plan, q, eStore, rb, sj);
@@ -865,12 +859,12 @@ __global__ void __launch_bounds__(WG_THREADS, 1) tcStreamWgmmaKernel(const __gri
       const float* const pr = bufs + s * WG_BUF_FLOATS + r0 * WG_STRIDE + c4;
       float* const out = x.C + (i0 + r0) * x.ldc + j0 + c4;
 #pragma unroll
-      for (int it = 0; it < 16; ++it) {
-        const float4 v = *reinterpret_cast<const float4*>(pr + 4 * it * WG_STRIDE);
-        if (r0 + 4 * it >= rows || valid == 0) continue;
-        const float4 o = make_float4(alpha * v.x + beta * c[it].x, alpha * v.y + beta * c[it].y,
-                                     alpha * v.z + beta * c[it].z, alpha * v.w + beta * c[it].w);
-        float* const oi = out + int64_t(4 * it) * x.ldc;
+      for (int it = 0; it < 8; ++it) {
+        const float4 v = *reinterpret_cast<const float4*>(pr + 8 * it * WG_STRIDE);
+        if (r0 + 8 * it >= rows || valid == 0) continue;
+        const float4 o = make_float4(alpha * v.x + beta * cur[it].x, alpha * v.y + beta * cur[it].y,
+                                     alpha * v.z + beta * cur[it].z, alpha * v.w + beta * cur[it].w);
+        float* const oi = out + int64_t(8 * it) * x.ldc;
         if (valid == 4) {
           *reinterpret_cast<float4*>(oi) = o;
         } else {
@@ -880,12 +874,13 @@ __global__ void __launch_bounds__(WG_THREADS, 1) tcStreamWgmmaKernel(const __gri
         }
       }
       mbarArrive(&pFree[s]);
-      if (q + 2 < total) loadC(q + 2);
+#pragma unroll
+      for (int it = 0; it < 8; ++it) cur[it] = nxt[it];
     }
     return;
   }
 
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 152;\n" ::: "memory");
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 168;\n" ::: "memory");
   const int wg = warp >> 2, w = warp & 3, gq = lane >> 2, tq = lane & 3, t = threadIdx.x & 127;
   // Strip sj of entry x's B (K x 128, zeros past K and N) into shared memory, transposed to
   // K-major, rows in the mma's k order (mmaK), rounded: the 8 multiplying warps, 8 rows x 16
