@@ -656,6 +656,10 @@ constexpr int WG_B_CHUNK = WG_BN * 128;  // bytes of 32 K-values of every column
 constexpr int WG_STRIP_BYTES = (WG_KMAX / 32) * WG_B_CHUNK;
 constexpr int WG_STRIDE = WG_KMAX + 16;  // floats per buffer row: A's 16-byte fragment reads conflict-free
 constexpr int WG_BUF_FLOATS = WG_BM * WG_STRIDE;
+// Columns by which row r of a product is rotated within its 128 (8 when bit 1 of r is set): the
+// multiplying side's stores then meet no bank conflicts; the memory side reads whole rows, which
+// any rotation leaves conflict-free. Rows 8 apart share a rotation.
+__host__ __device__ constexpr int productRotation(int r) { return 8 * ((r >> 1) & 1); }
 constexpr size_t WG_SMEM = size_t(WG_STRIP_BYTES) + size_t(WG_RING) * WG_BUF_FLOATS * sizeof(float) + 1024;  // + alignment
 static_assert(WG_BN == 4 * 32, "a memory warp covers a tile row with 16-byte accesses");
 
@@ -856,7 +860,8 @@ __global__ void __launch_bounds__(WG_THREADS, 1) tcStreamWgmmaKernel(const __gri
       const int64_t i0 = int64_t(rb) * WG_BM, j0 = int64_t(sj) * WG_BN;
       const int rows = int(x.M - i0 < WG_BM ? x.M - i0 : WG_BM);
       const int valid = validOf(j0 + c4, x.N);
-      const float* const pr = bufs + s * WG_BUF_FLOATS + r0 * WG_STRIDE + c4;
+      // Row r of a product sits rotated by productRotation(r) (see the multiplying side).
+      const float* const pr = bufs + s * WG_BUF_FLOATS + r0 * WG_STRIDE + ((c4 + productRotation(r0)) & (WG_BN - 1));
       float* const out = x.C + (i0 + r0) * x.ldc + j0 + c4;
 #pragma unroll
       for (int it = 0; it < 8; ++it) {
@@ -991,13 +996,17 @@ __global__ void __launch_bounds__(WG_THREADS, 1) tcStreamWgmmaKernel(const __gri
       asm volatile("bar.sync %0, 128;\n" ::"r"(2 + wg) : "memory");  // the warpgroup's reads of A are done
       asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
       fenceAccumulators(acc);
-      // The product over A: acc[4 i + 2 h + e] is row 16 w + gq + 8 h, column 8 i + 2 tq + e.
+      // The product over A: acc[4 i + 2 h + e] is row 16 w + gq + 8 h, column 8 i + 2 tq + e, stored
+      // at column (8 i + 2 tq + e + productRotation(row)) % 128: with rows 144 floats apart, rows
+      // gq and gq + 2 would otherwise put a half-warp's 8-byte stores in the same banks.
       float* const pr = buf + (16 * w + gq) * WG_STRIDE + 2 * tq;
+      const int rot = productRotation(gq) / 8;  // rows 16 w + gq + 8 h share gq's rotation
 #pragma unroll
       for (int h = 0; h < 2; ++h)
 #pragma unroll
         for (int i = 0; i < WG_BN / 8; ++i)
-          *reinterpret_cast<float2*>(pr + 8 * h * WG_STRIDE + 8 * i) = make_float2(acc[4 * i + 2 * h], acc[4 * i + 2 * h + 1]);
+          *reinterpret_cast<float2*>(pr + 8 * h * WG_STRIDE + 8 * ((i + rot) & (WG_BN / 8 - 1))) =
+              make_float2(acc[4 * i + 2 * h], acc[4 * i + 2 * h + 1]);
       mbarArrive(&pFull[s]);
     }
     q0 = q1;
