@@ -6,7 +6,7 @@
 // taken out: steps queued behind a long copy). Prints one JSON document.
 const s = require("../dist");
 const { native } = require("../dist/native");
-const { llamaLayers } = require("../dist/cli/workload");
+const { workloadParams } = require("./workload_params");
 const dev = s.defaultDevice();
 
 function hr() { return Number(process.hrtime.bigint()) / 1e6; }
@@ -14,13 +14,7 @@ function hr() { return Number(process.hrtime.bigint()) / 1e6; }
 async function main() {
   if (dev.kind !== "cuda") throw new Error("galore_host_time: CUDA only");
   const ranks = (process.argv[2] || "128,512,1024").split(",").map(Number);
-  const params = llamaLayers().matrices.map(({ name, shape }, i) => {
-    const p = new s.Parameter(s.randn(shape, { device: dev, seed: 1 + i, std: 0.02 }), { name });
-    const g = s.randn(shape, { device: dev, seed: 1000 + i, std: 1e-2 });
-    p.grad.copyFrom(g);
-    g.dispose();
-    return p;
-  });
+  const params = workloadParams(dev);
   const nat = native();
   const bytes = 1 << 30;
   const scratch = [new nat.NativeBuffer(dev.index, bytes), new nat.NativeBuffer(dev.index, bytes)];

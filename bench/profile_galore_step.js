@@ -5,18 +5,12 @@
 // cuBLAS warm-up); the profiled step is the third of each rank, labelled on stderr. Not a
 // benchmark: no timings are taken here.
 const s = require("../dist");
-const { llamaLayers } = require("../dist/cli/workload");
+const { workloadParams } = require("./workload_params");
 const dev = s.defaultDevice();
 
 async function main() {
   const ranks = (process.argv[2] || "128,512,1024").split(",").map(Number);
-  const params = llamaLayers().matrices.map(({ name, shape }, i) => {
-    const p = new s.Parameter(s.randn(shape, { device: dev, seed: 1 + i, std: 0.02 }), { name });
-    const g = s.randn(shape, { device: dev, seed: 1000 + i, std: 1e-2 });
-    p.grad.copyFrom(g);
-    g.dispose();
-    return p;
-  });
+  const params = workloadParams(dev);
   for (const rank of ranks) {
     const opt = new s.GaLoreAdamW([{ params, rank, updateProjGap: 1e9, scale: 0.25 }], { lr: 1e-3, weightDecay: 0 });
     opt.benchSkipFirstRefresh();
