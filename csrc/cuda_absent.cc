@@ -68,6 +68,7 @@ void setStreamGemm(bool) {}
 bool streamGemmEnabled() { return false; }
 std::string streamGemmKernel(int) { return "none"; }
 Status gemm(int, const GemmArgs&, GemmMode) { return noCuda(); }
+Status gemmMany(int, const GemmArgs*, const GemmMode*, int64_t) { return noCuda(); }
 Status scanNonFinite(int, const ScanEntry*, int64_t, int32_t*) { return noCuda(); }
 Status galoreRefreshWorkspace(int, int64_t, int64_t, int64_t, bool, RefreshMethod, int64_t* floats) {
   *floats = 0;
@@ -84,6 +85,7 @@ Status galoreStep(int, const GaloreTensor&, const GaloreHyper&, const AdamwCount
 Status galoreAdamMany(int, const GaloreAdamEntry*, int64_t, const GaloreHyper&, const AdamwCounters*, const int32_t*, float*) {
   return noCuda();
 }
+Status galoreBackMany(int, const GaloreBackEntry*, int64_t, GemmMode, const int32_t*, const float*) { return noCuda(); }
 Status galoreFinish(int, AdamwCounters*, const int32_t*) { return noCuda(); }
 size_t grassCubBytes(int, int64_t, Status* status) {
   if (status) *status = noCuda();
