@@ -647,8 +647,9 @@ __global__ void __launch_bounds__(ST_THREADS, ST_BLOCKS_PER_SM) tcStreamKernel(c
 //   reload the strip where their range crosses into the next.
 // - One launch takes up to 32 products (streamGemmMany), each block doing its share of each in
 //   turn, in that order, with one ring and one mbarrier sequence over all of them: the pipeline
-//   fills and drains once per launch. One product per launch cost a fixed ~15 µs on top of its
-//   bytes (4096 x 4096 and 11008 x 4096 took 60 and 135 µs, ~3.0 TB/s between the two).
+//   fills and drains once per launch. GaLore's 28 project-backs of a §6 step at r = 128 take
+//   2.60 ms so against 2.75 one launch each (bench gemm-back-all; less than a fixed per-launch
+//   cost would have saved: the shapes differ in rate, bench/NOTES.md).
 // Measured on the H200 (bench/micro/back_bulk.cu "wgmma pref", 11008 x 4096 x 128): 138 µs against
 // cuBLAS's 158 in the same run, 0.73 of the copy rate; 4096 x 4096: 63 against 74.
 constexpr int WG_BM = 64, WG_BN = 128, WG_KMAX = 128, WG_THREADS = 512, WG_RING = 4;
