@@ -486,12 +486,14 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
   //
   // Projection is linear and IEEE arithmetic keeps a NaN or an infinity: a NaN/Inf anywhere in G
   // makes R non-finite (x·NaN = NaN, ±Inf·0 = NaN, Inf + -Inf = NaN, on tensor cores as on the CPU).
-  // So on a step that keeps the projector the group's check may read every tensor's R, 1/32 of G
-  // at rank 128 of 4096, instead of a full read of every G before anything is written: each G is
-  // then read once per step (by its projection) instead of twice. That needs every tensor's R held
-  // at once until the decision; it is done when they fit in one f32 gradient of the group (the
-  // peak extra memory GaLore allows itself), else G is scanned first. The difference: a finite G
-  // whose projection overflows f32 also skips the step (with the G scan it would put NaN into W).
+  // So on a step that keeps the projector the group's check may read a tensor's R, 1/32 of G at
+  // rank 128 of 4096, instead of a full read of its G before anything is written: that G is then
+  // read once per step (by its projection) instead of twice. Each R so checked is held until the
+  // decision, and the Rs held together stay within one f32 gradient of the group (the peak extra
+  // memory GaLore allows itself). Where not all fit (rank 512 of the §6 workload: 101 M floats of R
+  // against 40 M), as many as fit are held and the check scans the others' G; those are projected
+  // after the held ones have stepped and been freed. The difference: a finite G whose projection
+  // overflows f32 also skips the step (with the G scan it would put NaN into W).
 
   /** Floats of R a step may hold at once: one f32 gradient of the group's largest tensor (the peak
    *  extra memory GaLore allows itself) less the device's scratch (sR, sT, sBig), which is kept
@@ -502,19 +504,33 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     return Math.max(...g.params.map((p) => p.numel)) - scratch;
   }
 
-  /** Per tensor, an uninitialised f32 buffer for its R, when this step of the group projects first
-   *  (checks enabled, no refresh, and every R together within one f32 gradient); else undefined.
-   *  Tensors given their R (setProjectedGrad) need none. An E_OOM here falls back to the G scan. */
+  /** The tensors whose R this step of the group holds for the check (projectFirstSlots), in group
+   *  order: greedily the most gradient read saved per float of R held (numel / R's numel, ties in
+   *  group order), each taken while the total stays within heldRBudget. */
+  private heldForCheck(g: ParamGroup<GaLoreOptions>, s: RankGroupState): Parameter[] {
+    const rNumel = (p: Parameter) => rNumelOf(s.params.get(p)!);
+    const own = g.params.map((p, i) => ({ p, i })).filter(({ p }) => !this.projectedGrads.has(p));
+    own.sort((a, b) => b.p.numel / rNumel(b.p) - a.p.numel / rNumel(a.p) || a.i - b.i);
+    let room = this.heldRBudget(g, s);
+    const held: { p: Parameter; i: number }[] = [];
+    for (const x of own) {
+      if (rNumel(x.p) > room) continue;
+      room -= rNumel(x.p);
+      held.push(x);
+    }
+    return held.sort((a, b) => a.i - b.i).map((x) => x.p);
+  }
+
+  /** Per held tensor (heldForCheck), an uninitialised f32 buffer for its R, when this step of the
+   *  group projects first (checks enabled, no refresh); else undefined. Tensors given their R
+   *  (setProjectedGrad) need none. An E_OOM here falls back to the G scan. */
   private projectFirstSlots(g: ParamGroup<GaLoreOptions>, s: RankGroupState): Map<Parameter, Tensor> | undefined {
     if (g.skipNonFinite === false || refreshCall(g, s.calls)) return undefined;
-    const own = g.params.filter((p) => !this.projectedGrads.has(p));
-    if (own.length === 0) return undefined;
-    const rNumel = (p: Parameter) => rNumelOf(s.params.get(p)!);
-    const total = own.reduce((n, p) => n + rNumel(p), 0);
-    if (total > this.heldRBudget(g, s)) return undefined;
+    const held = this.heldForCheck(g, s);
+    if (held.length === 0) return undefined;
     const slots = new Map<Parameter, Tensor>();
     try {
-      for (const p of own) slots.set(p, Tensor.empty([rNumel(p)], "f32", s.device));
+      for (const p of held) slots.set(p, Tensor.empty([rNumelOf(s.params.get(p)!)], "f32", s.device));
     } catch (e) {
       for (const t of slots.values()) t.dispose();
       if (e instanceof SlimoptError && e.code === "E_OOM") return undefined;
@@ -563,15 +579,18 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
       } else {
         nat.fillZero(s.flag.handle, 4);
       }
+      let rest = g.params;
       if (slots) {
         const adamDone = this.adamMany(g, s, slots);
         const backDone = this.backMany(g, s, slots, adamDone);
-        for (const p of g.params) {
+        for (const p of slots.keys()) {
           if (!backDone.has(p)) this.stepRankedTensor(g, s, p, s.counters, s.flag, ws.get(s.device), slots.get(p), adamDone.has(p));
         }
-      } else {
-        for (const chunk of this.projectionChunks(g, s)) this.stepChunk(g, s, chunk, ws.get(s.device));
+        // Freed before the others' projections, so that their chunks have the whole budget.
+        for (const t of slots.values()) t.dispose();
+        rest = g.params.filter((p) => !slots.has(p));
       }
+      for (const chunk of this.projectionChunks(g, s, rest)) this.stepChunk(g, s, chunk, ws.get(s.device));
       nat.galoreFinish(s.counters.handle, s.flag.handle);
       s.calls++;
     }
@@ -580,21 +599,21 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
 
   // ---- batched projections on the other steps ---------------------------------------------------
   //
-  // Where R is not projected first (the G scan, or no check), each step would project its own
-  // tensor. On CUDA, same-shaped one-sided tensors with f32 gradients are instead projected a chunk
+  // Where R is not projected first (not held for the check, or no check), each step would project
+  // its own tensor. On CUDA, same-shaped one-sided tensors with f32 gradients are instead projected a chunk
   // at a time by one batched product (many small products fill the GPU together; bench/NOTES.md),
   // each chunk's R buffers together within one f32 gradient of the group, as projecting first
   // allows itself.
 
-  /** The group's tensors in the order they step, as chunks: a chunk of one projects in its own
-   *  step; a longer one is projected together first. */
-  private projectionChunks(g: ParamGroup<GaLoreOptions>, s: RankGroupState): Parameter[][] {
+  /** `params` (of g) in the order they step, as chunks: a chunk of one projects in its own step; a
+   *  longer one is projected together first. */
+  private projectionChunks(g: ParamGroup<GaLoreOptions>, s: RankGroupState, params: Parameter[]): Parameter[][] {
     const refresh = refreshCall(g, s.calls);
-    if (s.device.kind !== "cuda" || refresh) return g.params.map((p) => [p]);
+    if (s.device.kind !== "cuda" || refresh) return params.map((p) => [p]);
     const budget = this.heldRBudget(g, s);
     const byShape = new Map<string, Parameter[][]>();
     const chunks: Parameter[][] = [];
-    for (const p of g.params) {
+    for (const p of params) {
       const q = s.params.get(p)!;
       if (p.grad.dtype !== "f32" || q.side === Side.Full || this.projectedGrads.has(p)) {
         chunks.push([p]);

@@ -3,7 +3,7 @@
 import { devices, GaLoreAdamW, gemm, Parameter, ProjType, setBuiltinLinalg, linalgPaths, tensor, Tensor, DType } from "../../lib";
 import { relErr, Rng } from "../reference";
 import { geometricGradient, separatedGradient } from "../galore_reference";
-import { expectNonFiniteSkip, NONFINITE_RANKS, NONFINITE_VALUES } from "../galore_nonfinite";
+import { checkLabel, expectNonFiniteSkip, NONFINITE_CASES, NONFINITE_VALUES } from "../galore_nonfinite";
 import { native } from "../../lib/native";
 
 const hasCuda = devices().length > 1;
@@ -133,8 +133,9 @@ for (const builtin of [false, true]) {
     }
 
     // Same-shaped tensors: with cuBLAS their projections run as one batched product, either all at
-    // once (rank 2: every R fits in one gradient, projected before the group's check) or in chunks
-    // after the gradient scan (rank 8: 12 R of 512 floats against a largest gradient of 2560).
+    // once (rank 2: every R fits in one gradient, projected before the group's check) or partly
+    // (rank 8: 13 R of 512 floats against a largest gradient of 2560 less the R scratch: w0 - w3's
+    // R held for the check, the others' G scanned, then projected in chunks after w0 - w3 step).
     for (const rank of [2, 8]) {
       for (const precision of ["f32", "tf32"] as const) {
         test(`same-shaped tensors, rank ${rank}, ${precision}: 10 steps, refresh every 4, a NaN off a refresh`, async () => {
@@ -311,11 +312,14 @@ for (const builtin of [false, true]) {
     });
 
     // The check on R must see what IEEE says the projection carries: tensor cores included.
-    for (const projType of ["std", "full"] as const) for (const [k, rank] of NONFINITE_RANKS.entries()) {
-      test(`non-finite skip on a kept projector: ${projType}, rank ${rank} (${k === 0 ? "R checked" : "G scanned"}), tf32 / bf16 / f32`, async () => {
+    for (const projType of ["std", "full"] as const) for (const c of NONFINITE_CASES) {
+      const scanned = c[projType];
+      test(`non-finite skip on a kept projector: ${projType}, rank ${c.rank} (checks ${checkLabel(scanned)}), tf32 / bf16 / f32`, async () => {
         for (const precision of ["tf32", "bf16", "f32"] as const) {
-          for (const bad of NONFINITE_VALUES) for (const zeroed of [false, true]) await expectNonFiniteSkip("cuda", projType, rank, bad, zeroed, false, precision);
-          await expectNonFiniteSkip("cuda", projType, rank, NaN, true, true, precision);
+          for (const badIndex of [0, 1]) {
+            for (const bad of NONFINITE_VALUES) for (const zeroed of [false, true]) await expectNonFiniteSkip("cuda", projType, c.rank, bad, { zeroed, precision, badIndex, scanned });
+          }
+          await expectNonFiniteSkip("cuda", projType, c.rank, NaN, { zeroed: true, perParam: true, precision });
         }
       });
     }
