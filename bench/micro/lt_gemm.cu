@@ -210,6 +210,10 @@ int main(int argc, char** argv) {
     cases.push_back({"back right 11008x4096 r" + R, 11008, 4096, r, false, false, 1.0f});
     cases.push_back({"back left 4096x11008 r" + R, 4096, 11008, r, false, false, 1.0f});
     cases.push_back({"back 4096x4096 r" + R, 4096, 4096, r, false, false, 1.0f});
+    // The same project-backs with B stored N x K (K-major, as TF32 wgmma reads both operands).
+    cases.push_back({"back right 11008x4096 Bt r" + R, 11008, 4096, r, false, true, 1.0f});
+    cases.push_back({"back left 4096x11008 Bt r" + R, 4096, 11008, r, false, true, 1.0f});
+    cases.push_back({"back 4096x4096 Bt r" + R, 4096, 4096, r, false, true, 1.0f});
     cases.push_back({"project right 11008x4096 r" + R, 11008, r, 4096, false, true, 0.0f});
     cases.push_back({"project left 4096x11008 r" + R, r, 11008, 4096, true, false, 0.0f});
     cases.push_back({"project 4096x4096 r" + R, 4096, r, 4096, false, true, 0.0f});
