@@ -591,45 +591,6 @@ GemmArgs mk(int64_t M, int64_t N, int64_t K, const void* A, int64_t lda, bool ta
   return g;
 }
 
-// Y (cols x rows) = X^T for a row-major X (rows x cols): 32 x 32 tiles through shared memory, so
-// that both the reads and the writes are coalesced. rows on the grid's y (at most 65535 tiles).
-__global__ void transposeTileKernel(const float* X, int64_t rows, int64_t cols, float* Y) {
-  __shared__ float t[32][33];
-  const int64_t r0 = int64_t(blockIdx.y) * 32, c0 = int64_t(blockIdx.x) * 32;
-  for (int y = threadIdx.y; y < 32; y += blockDim.y) {
-    const int64_t r = r0 + y, c = c0 + threadIdx.x;
-    if (r < rows && c < cols) t[y][threadIdx.x] = X[r * cols + c];
-  }
-  __syncthreads();
-  for (int y = threadIdx.y; y < 32; y += blockDim.y) {
-    const int64_t c = c0 + y, r = r0 + threadIdx.x;
-    if (c < cols && r < rows) Y[c * rows + r] = t[threadIdx.x][y];
-  }
-}
-
-// The project-back of a one-sided f32 W (m x n) <- alpha A B + beta W, A m x r, B r x n (right: N
-// and the projector; left: the projector and N). With cuBLAS, B goes first into a buffer of n x r
-// (its transpose): TF32 tensor-core kernels on Hopper read both operands with the product's K (here
-// r) contiguous, and for B as given cuBLAS picks a slower kernel (bench/micro/lt_gemm.cu on the
-// H200: 11008 x 4096 at r = 128 126 against 154 us, at r = 512 178 against 206; 4096 x 11008 at
-// r = 1024 302 against 338 with the best cuBLASLt algorithm; bench/NOTES.md). Without cuBLAS, or
-// with SLIMOPT_GALORE_BACK=direct, B as given (the built-in kernels read it in any layout).
-bool backTransposes() {
-  static const bool direct = envIs("SLIMOPT_GALORE_BACK", "direct");
-  return !direct && cublas() != nullptr;
-}
-// The floats of the transposition buffer a project-back of rank r and n columns needs (0: none).
-int64_t backScratchFloats(int64_t n, int64_t r) { return backTransposes() && (r + 31) / 32 <= 65535 ? n * r : 0; }
-Status runBack(int dev, cudaStream_t st, int64_t m, int64_t n, int64_t r, const float* A, const float* B, float* W,
-               GemmMode mode, const float* alphaBeta, const int32_t* flag, float* scratch) {
-  if (scratch == nullptr) return runGemm(dev, mk(m, n, r, A, r, false, B, n, false, W, DType::F32, n), mode, alphaBeta, flag);
-  const dim3 grid(unsigned((n + 31) / 32), unsigned((r + 31) / 32)), block(32, 8);
-  transposeTileKernel<<<grid, block, 0, st>>>(B, r, n, scratch);
-  const Status ok = lastError("galore project-back (transposing B)");
-  if (!ok.ok()) return ok;
-  return runGemm(dev, mk(m, n, r, A, r, false, scratch, r, true, W, DType::F32, n), mode, alphaBeta, flag);
-}
-
 }  // namespace
 
 std::string blasPath() {
@@ -710,35 +671,15 @@ Status gemmMany(int dev, const GemmArgs* gs, const GemmMode* modes, int64_t coun
 Status galoreBackMany(int dev, const GaloreBackEntry* entries, int64_t count, GemmMode mode, const int32_t* flag,
                       const float* scalars) {
   std::vector<GemmArgs> gs;
-  int64_t scratchFloats = 0;
   for (int64_t i = 0; i < count; ++i) {
     const GaloreBackEntry& e = entries[i];
     const int64_t m = e.rows, n = e.cols, r = e.rank;
     if (e.side == GaloreSide::Right) gs.push_back(mk(m, n, r, e.n, r, false, e.proj, n, false, e.param, DType::F32, n));
     else if (e.side == GaloreSide::Left) gs.push_back(mk(m, n, r, e.proj, r, false, e.n, n, false, e.param, DType::F32, n));
     else return invalidArg("galoreBackMany: one-sided parameters only");
-    const int64_t need = backScratchFloats(n, r);
-    if (need == 0 && backTransposes()) scratchFloats = -1;  // a rank past the transpose's grid: all direct
-    if (scratchFloats >= 0) scratchFloats = std::max(scratchFloats, need);
   }
-  if (scratchFloats <= 0) {
-    const std::vector<GemmMode> modes(gs.size(), mode);
-    return runGemmsInOrder(dev, gs.data(), modes.data(), int64_t(gs.size()), scalars, flag);
-  }
-  // One buffer for every B in turn: the products run in order on the device's stream.
-  cudaStream_t st;
-  Status ok = deviceStream(dev, &st, "galoreBackMany");
-  if (!ok.ok()) return ok;
-  void* scratch = nullptr;
-  ok = alloc(dev, size_t(scratchFloats) * sizeof(float), &scratch);
-  if (!ok.ok()) return ok;
-  for (const GemmArgs& g : gs) {
-    ok = runBack(dev, st, g.M, g.N, g.K, static_cast<const float*>(g.A), static_cast<const float*>(g.B),
-                 static_cast<float*>(g.C), mode, scalars, flag, static_cast<float*>(scratch));
-    if (!ok.ok()) break;
-  }
-  const Status freed = release(dev, scratch);
-  return ok.ok() ? freed : ok;
+  const std::vector<GemmMode> modes(gs.size(), mode);
+  return runGemmsInOrder(dev, gs.data(), modes.data(), int64_t(gs.size()), scalars, flag);
 }
 
 Status scanNonFinite(int dev, const ScanEntry* entries, int64_t count, int32_t* flag) {
@@ -901,16 +842,6 @@ Status galoreStep(int dev, const GaloreTensor& T, const GaloreHyper& h, const Ad
   if (viaScratch && !sBig) return invalidArg("galoreStep: a non-f32 parameter needs the f32 scratch");
   GemmArgs back;
   const float* ab = viaScratch ? nullptr : scalars;
-  if (T.side != GaloreSide::Full && ct == F && !viaScratch && backScratchFloats(n, r) > 0) {
-    void* scratch = nullptr;
-    ok = alloc(dev, size_t(backScratchFloats(n, r)) * sizeof(float), &scratch);
-    if (!ok.ok()) return ok;
-    const bool right = T.side == GaloreSide::Right;
-    ok = runBack(dev, st, m, n, r, right ? sR : T.projA, right ? T.projA : sR, static_cast<float*>(T.param), mode, ab,
-                 flag, static_cast<float*>(scratch));
-    const Status freed = release(dev, scratch);
-    return ok.ok() ? freed : ok;
-  }
   switch (T.side) {
     case GaloreSide::Right: back = mk(m, n, r, sR, r, false, T.projA, n, false, C, ct, n); break;
     case GaloreSide::Left: back = mk(m, n, r, T.projA, r, false, sR, n, false, C, ct, n); break;

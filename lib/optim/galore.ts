@@ -497,16 +497,10 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
 
   /** Floats of R a step may hold at once: one f32 gradient of the group's largest tensor (the peak
    *  extra memory GaLore allows itself) less the device's scratch (sR, sT, sBig), which is kept
-   *  between steps, and on CUDA less the largest rank x cols of a one-sided tensor: with cuBLAS the
-   *  native project-back transposes its r x cols operand into a buffer of its own. So they all
-   *  stay within that one gradient. */
+   *  between steps: so the two together stay within that one gradient. */
   private heldRBudget(g: ParamGroup<GaLoreOptions>, s: RankGroupState): number {
     const sc = this.scratch.get(s.device) ?? {};
-    let transposed = 0;
-    if (s.device.kind === "cuda") {
-      for (const q of s.params.values()) if (q.side !== Side.Full) transposed = Math.max(transposed, q.rank * q.cols);
-    }
-    const scratch = (sc.sR?.numel ?? 0) + (sc.sT?.numel ?? 0) + (sc.sBig?.numel ?? 0) + transposed;
+    const scratch = (sc.sR?.numel ?? 0) + (sc.sT?.numel ?? 0) + (sc.sBig?.numel ?? 0);
     return Math.max(...g.params.map((p) => p.numel)) - scratch;
   }
 

@@ -134,9 +134,8 @@ for (const builtin of [false, true]) {
 
     // Same-shaped tensors: with cuBLAS their projections run as one batched product, either all at
     // once (rank 2: every R fits in one gradient, projected before the group's check) or partly
-    // (rank 8: 13 R of 512 floats against a largest gradient of 2560 less the R scratch and the
-    // project-back's transposition buffer, 512 each: w0 - w2's R held for the check, the others' G
-    // scanned, then projected in chunks after w0 - w2 step).
+    // (rank 8: 13 R of 512 floats against a largest gradient of 2560 less the R scratch: w0 - w3's
+    // R held for the check, the others' G scanned, then projected in chunks after w0 - w3 step).
     for (const rank of [2, 8]) {
       for (const precision of ["f32", "tf32"] as const) {
         test(`same-shaped tensors, rank ${rank}, ${precision}: 10 steps, refresh every 4, a NaN off a refresh`, async () => {
@@ -314,7 +313,7 @@ for (const builtin of [false, true]) {
 
     // The check on R must see what IEEE says the projection carries: tensor cores included.
     for (const projType of ["std", "full"] as const) for (const c of NONFINITE_CASES) {
-      const scanned = projType === "std" ? c.stdCuda : c.full;
+      const scanned = c[projType];
       test(`non-finite skip on a kept projector: ${projType}, rank ${c.rank} (checks ${checkLabel(scanned)}), tf32 / bf16 / f32`, async () => {
         for (const precision of ["tf32", "bf16", "f32"] as const) {
           for (const badIndex of [0, 1]) {
