@@ -149,15 +149,24 @@ for (const builtin of [false, true]) {
           const oc = new GaLoreAdamW(spec(pc), opts), og = new GaLoreAdamW(spec(pg), opts), op = new GaLoreAdamW(spec(pp), opts);
           // pp: the CPU on gradients perturbed at the device's rounding level (see above).
           const rel = precision === "f32" ? 2 ** -23 : 2 ** -11, prng = new Rng(77);
-          for (let s = 0; s < 10; s++) {
-            for (let k = 0; k < shapes.length; k++) {
-              const g = geometricGradient(rng, shapes[k][0], pc[k].numel / shapes[k][0], rank);
-              if (s === 6 && k === 9) g[3] = NaN;  // the group skips this (non-refresh) step whole
-              pc[k].grad.copyFrom(g); pg[k].grad.copyFrom(g);
-              const u = prng.normals(g.length);
-              pp[k].grad.copyFrom(g.map((x, i) => x * (1 + rel * u[i])));
+          const adamMany = jest.spyOn(native(), "galoreAdamMany");
+          try {
+            for (let s = 0; s < 10; s++) {
+              for (let k = 0; k < shapes.length; k++) {
+                const g = geometricGradient(rng, shapes[k][0], pc[k].numel / shapes[k][0], rank);
+                if (s === 6 && k === 9) g[3] = NaN;  // the group skips this (non-refresh) step whole
+                pc[k].grad.copyFrom(g); pg[k].grad.copyFrom(g);
+                const u = prng.normals(g.length);
+                pp[k].grad.copyFrom(g.map((x, i) => x * (1 + rel * u[i])));
+              }
+              oc.step(); og.step(); op.step();
             }
-            oc.step(); og.step(); op.step();
+            // On the 7 steps off a refresh, Adam on R in one launch per call: rank 2, all 13 held;
+            // rank 8, w0 - w3 held, then the chunks [w4 - w6] and [w7 - w10] (w11 and w12 step alone).
+            const calls = adamMany.mock.calls.map((c) => c[0].length);
+            expect(calls).toEqual(Array(7).fill(rank === 2 ? [13] : [4, 3, 4]).flat());
+          } finally {
+            adamMany.mockRestore();
           }
           await expectUpdatesMatch(`same shapes r${rank} ${precision}`, precision, w0, pc, pg, pp);
           expect(await og.skippedStepsPerGroup()).toEqual([1]);
