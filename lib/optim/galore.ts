@@ -596,10 +596,10 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
   // ---- batched projections on the other steps ---------------------------------------------------
   //
   // Where R is not projected first (not held for the check, or no check), each step would project
-  // its own tensor. On CUDA, same-shaped one-sided tensors with f32 gradients are instead projected a chunk
-  // at a time by one batched product (many small products fill the GPU together; bench/NOTES.md),
-  // each chunk's R buffers together within one f32 gradient of the group, as projecting first
-  // allows itself.
+  // its own tensor. On CUDA, same-shaped one-sided tensors with f32 gradients are instead projected
+  // a chunk at a time by one batched product (many small products fill the GPU together;
+  // bench/NOTES.md), each chunk's R buffers together within one f32 gradient of the group, as
+  // projecting first allows itself; the chunk then steps as the held Rs do (stepProjected).
 
   /** `params` (of g) in the order they step, as chunks: a chunk of one projects in its own step; a
    *  longer one is projected together first. */
@@ -664,7 +664,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     }
   }
 
-  /** On CUDA, Adam on every f32-state tensor's R projected first, in one launch (28 launches of a
+  /** On CUDA, Adam on the R of every f32-state tensor in `slots`, in one launch (28 launches of a
    *  few MB each took ~0.25 ms at rank 128 on the §6 workload); returns the tensors it served. */
   private adamMany(g: ParamGroup<GaLoreOptions>, s: RankGroupState, slots: Map<Parameter, Tensor>): Set<Parameter> {
     const done = new Set<Parameter>();
