@@ -250,7 +250,12 @@ Napi::Value Step(const Napi::CallbackInfo& info) {
   auto* counters = static_cast<AdamwCounters*>(bufArg(env, info[12], dev, sizeof(AdamwCounters), "counters"));
   auto* flag = static_cast<int32_t*>(bufArg(env, info[13], dev, 4, "flag"));
   auto* sR = static_cast<float*>(bufArg(env, info[14], dev, rn * 4, "scratch R"));
-  auto* sT = T.side == GaloreSide::Full ? static_cast<float*>(bufArg(env, info[15], dev, size_t(T.rank * T.cols) * 4, "scratch T")) : nullptr;
+  // sT: Full's r x cols product; on CUDA also a one-sided project-back's B transposed at rank <=
+  // kBackTransposeMaxRank (optional there: without it B is used as given).
+  auto* sT = T.side == GaloreSide::Full ? static_cast<float*>(bufArg(env, info[15], dev, size_t(T.rank * T.cols) * 4, "scratch T"))
+             : dev != kCpu && T.rank <= gpu::kBackTransposeMaxRank
+                 ? static_cast<float*>(optBufArg(env, info[15], dev, size_t(T.rank * T.cols) * 4, "scratch T"))
+                 : nullptr;
   const bool needBig = dev != kCpu && (T.paramDtype != DType::F32 || (!given && T.gradDtype != DType::F32));
   auto* sBig = static_cast<float*>(needBig ? bufArg(env, info[16], dev, mn * 4, "scratch") : optBufArg(env, info[16], dev, 0, "scratch"));
   auto* scalars = static_cast<float*>(dev != kCpu ? bufArg(env, info[17], dev, 8, "scalars") : nullptr);
@@ -386,8 +391,10 @@ Napi::Value AdamMany(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// galoreBackMany([[W, P, N, side, rows, cols, rank], ...], flag, scalars, mode): the project-back
-// of one-sided f32 parameters whose N (Adam on R done by galoreAdamMany) is given (CUDA).
+// galoreBackMany([[W, P, N, side, rows, cols, rank], ...], flag, scalars, mode[, sT]): the
+// project-back of one-sided f32 parameters whose N (Adam on R done by galoreAdamMany) is given
+// (CUDA). sT (f32, at least rank x cols of each entry of rank <= kBackTransposeMaxRank, or null):
+// the buffer B goes through transposed where cuBLAS serves.
 Napi::Value BackMany(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 4 || !info[0].IsArray()) throwError(env, "E_ARG", "galoreBackMany: bad arguments");
@@ -414,7 +421,11 @@ Napi::Value BackMany(const Napi::CallbackInfo& info) {
     b.rows = T.rows; b.cols = T.cols; b.rank = T.rank;
     es.push_back(b);
   }
-  gpu::Status st = gpu::galoreBackMany(dev, es.data(), int64_t(es.size()), mode, flag, scalars);
+  size_t needT = 0;
+  for (const gpu::GaloreBackEntry& b : es)
+    if (b.rank <= gpu::kBackTransposeMaxRank) needT = std::max(needT, size_t(b.rank * b.cols));
+  auto* sT = info.Length() > 4 && needT > 0 ? static_cast<float*>(optBufArg(env, info[4], dev, needT * 4, "scratch T")) : nullptr;
+  gpu::Status st = gpu::galoreBackMany(dev, es.data(), int64_t(es.size()), mode, flag, scalars, sT);
   if (!st.ok()) throwCuda(env, dev, st, "galoreBackMany");
   return env.Undefined();
 }

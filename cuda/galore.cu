@@ -591,6 +591,42 @@ GemmArgs mk(int64_t M, int64_t N, int64_t K, const void* A, int64_t lda, bool ta
   return g;
 }
 
+// Y (cols x rows) = X^T for a row-major X (rows x cols): 32 x 32 tiles through shared memory, so
+// that both the reads and the writes are coalesced. rows on the grid's y.
+__global__ void transposeTileKernel(const float* X, int64_t rows, int64_t cols, float* Y) {
+  __shared__ float t[32][33];
+  const int64_t r0 = int64_t(blockIdx.y) * 32, c0 = int64_t(blockIdx.x) * 32;
+  for (int y = threadIdx.y; y < 32; y += blockDim.y) {
+    const int64_t r = r0 + y, c = c0 + threadIdx.x;
+    if (r < rows && c < cols) t[y][threadIdx.x] = X[r * cols + c];
+  }
+  __syncthreads();
+  for (int y = threadIdx.y; y < 32; y += blockDim.y) {
+    const int64_t c = c0 + y, r = r0 + threadIdx.x;
+    if (c < cols && r < rows) Y[c * rows + r] = t[threadIdx.x][y];
+  }
+}
+
+// The project-back of a one-sided f32 W (m x n) <- alpha A B + beta W at rank r <= 128 with cuBLAS
+// (A m x r; B r x n: the projector on the right, N on the left) runs on B transposed into sT
+// (n x r): cuBLAS's TF32 kernels on Hopper want both operands K-major (r contiguous), and with
+// them it streams W faster than the wgmma kernel here does (ncu of a §6 step at r=128: 45.5 / 111
+// / 114 us per 4096^2 / 11008x4096 / 4096x11008 project-back against 2604 us for all 28 grouped;
+// the host-time bench's device step 3.58 against 3.79 ms). At r = 512 it gained nothing (6.93
+// against 6.91 ms), so larger ranks keep B as given. SLIMOPT_GALORE_BACK=direct: B as given.
+bool backTransposes(int64_t r) {
+  static const bool direct = envIs("SLIMOPT_GALORE_BACK", "direct");
+  return !direct && r <= kBackTransposeMaxRank && cublas() != nullptr;
+}
+Status runBackTransposed(int dev, cudaStream_t st, int64_t m, int64_t n, int64_t r, const float* A, const float* B,
+                         float* W, GemmMode mode, const float* alphaBeta, const int32_t* flag, float* sT) {
+  const dim3 grid(unsigned((n + 31) / 32), unsigned((r + 31) / 32)), block(32, 8);
+  transposeTileKernel<<<grid, block, 0, st>>>(B, r, n, sT);
+  const Status ok = lastError("galore project-back (B transposed)");
+  if (!ok.ok()) return ok;
+  return runGemm(dev, mk(m, n, r, A, r, false, sT, r, true, W, DType::F32, n), mode, alphaBeta, flag);
+}
+
 }  // namespace
 
 std::string blasPath() {
@@ -669,17 +705,30 @@ Status gemmMany(int dev, const GemmArgs* gs, const GemmMode* modes, int64_t coun
 }
 
 Status galoreBackMany(int dev, const GaloreBackEntry* entries, int64_t count, GemmMode mode, const int32_t* flag,
-                      const float* scalars) {
+                      const float* scalars, float* sT) {
   std::vector<GemmArgs> gs;
+  bool transposed = sT != nullptr;
   for (int64_t i = 0; i < count; ++i) {
     const GaloreBackEntry& e = entries[i];
     const int64_t m = e.rows, n = e.cols, r = e.rank;
     if (e.side == GaloreSide::Right) gs.push_back(mk(m, n, r, e.n, r, false, e.proj, n, false, e.param, DType::F32, n));
     else if (e.side == GaloreSide::Left) gs.push_back(mk(m, n, r, e.proj, r, false, e.n, n, false, e.param, DType::F32, n));
     else return invalidArg("galoreBackMany: one-sided parameters only");
+    transposed = transposed && backTransposes(r);
   }
-  const std::vector<GemmMode> modes(gs.size(), mode);
-  return runGemmsInOrder(dev, gs.data(), modes.data(), int64_t(gs.size()), scalars, flag);
+  if (!transposed) {
+    const std::vector<GemmMode> modes(gs.size(), mode);
+    return runGemmsInOrder(dev, gs.data(), modes.data(), int64_t(gs.size()), scalars, flag);
+  }
+  // sT serves every B in turn: the products run in order on the device's stream.
+  cudaStream_t st;
+  Status ok = deviceStream(dev, &st, "galoreBackMany");
+  for (size_t i = 0; ok.ok() && i < gs.size(); ++i) {
+    const GemmArgs& g = gs[i];
+    ok = runBackTransposed(dev, st, g.M, g.N, g.K, static_cast<const float*>(g.A), static_cast<const float*>(g.B),
+                           static_cast<float*>(g.C), mode, scalars, flag, sT);
+  }
+  return ok;
 }
 
 Status scanNonFinite(int dev, const ScanEntry* entries, int64_t count, int32_t* flag) {
@@ -842,6 +891,11 @@ Status galoreStep(int dev, const GaloreTensor& T, const GaloreHyper& h, const Ad
   if (viaScratch && !sBig) return invalidArg("galoreStep: a non-f32 parameter needs the f32 scratch");
   GemmArgs back;
   const float* ab = viaScratch ? nullptr : scalars;
+  if (T.side != GaloreSide::Full && !viaScratch && ct == F && sT != nullptr && backTransposes(r)) {
+    const bool right = T.side == GaloreSide::Right;
+    return runBackTransposed(dev, st, m, n, r, right ? sR : T.projA, right ? T.projA : sR, static_cast<float*>(T.param),
+                             mode, ab, flag, sT);
+  }
   switch (T.side) {
     case GaloreSide::Right: back = mk(m, n, r, sR, r, false, T.projA, n, false, C, ct, n); break;
     case GaloreSide::Left: back = mk(m, n, r, T.projA, r, false, sR, n, false, C, ct, n); break;

@@ -85,9 +85,10 @@ export interface NativeAddon {
                  flag: NativeBufferHandle, scalars: NativeBufferHandle,
                  h: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; scale: number; mode: number }): void;
   /** CUDA: the project-back of one-sided f32 parameters ([W, P, N, side, rows, cols, rank]) whose
-   *  N galoreAdamMany wrote, with its scalars; nothing when the flag is set. */
+   *  N galoreAdamMany wrote, with its scalars; nothing when the flag is set. sT (f32, rank x cols of
+   *  each entry of rank <= 128, or null): B transposed there for cuBLAS. */
   galoreBackMany(entries: [NativeBufferHandle, NativeBufferHandle, NativeBufferHandle, number, number, number, number][],
-                 flag: NativeBufferHandle, scalars: NativeBufferHandle, mode: number): void;
+                 flag: NativeBufferHandle, scalars: NativeBufferHandle, mode: number, sT?: NativeBufferHandle | null): void;
   galoreRefresh(g: NativeBufferHandle, gType: number, rows: number, cols: number, rank: number, left: boolean,
                 p: NativeBufferHandle, hasPrev: boolean, flag: NativeBufferHandle, method?: number, mode?: number,
                 ws?: NativeBufferHandle | null, xScratch?: NativeBufferHandle | null): void;

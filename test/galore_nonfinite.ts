@@ -11,17 +11,20 @@ async function raw(t: Tensor): Promise<number[]> { return Array.from(await t.toF
 
 /** The shapes of a group: one tensor projected on the right (rows >= cols), one on the left. */
 const SHAPES: [number, number][] = [[40, 24], [24, 40]];
-/** Ranks of SHAPES and what the group's check reads at each, for projType std and full (the numel
- *  of each tensor's entry in the scan: R where held, else G's 960). The largest gradient holds 960
- *  floats, less the R scratch (one R): rank 8, 320 + 320 within 640 (full: 64 + 64); rank 12, 480
- *  within 480, so tensor 0's R and tensor 1's G (full: 144 + 144); rank 24, none (full: 576 each
- *  against 384). Ranks 8 and 24 are multiples of 8, so that on CUDA's built-in path the
- *  project-back runs the streaming kernel (its skip flag included); rank 12 runs the tensor-core
- *  GEMM there. */
-export const NONFINITE_CASES: { rank: number; std: number[]; full: number[] }[] = [
-  { rank: 8, std: [320, 320], full: [64, 64] },
-  { rank: 12, std: [480, 960], full: [144, 144] },
-  { rank: 24, std: [960, 960], full: [960, 960] },
+/** Ranks of SHAPES and what the group's check reads at each, for projType std and full, on the CPU
+ *  and on CUDA (the numel of each tensor's entry in the scan: R where held, else G's 960). The
+ *  largest gradient holds 960 floats, less the R scratch (one R) and the scratch sT, which on
+ *  CUDA also takes the project-back's B transposed (rank x cols of the widest tensor; on the CPU
+ *  only Full tensors need it). CPU: rank 8, 320 + 320
+ *  within 640 (full: 64 + 64 within 576); rank 12, 480 within 480, so tensor 0's R and tensor 1's
+ *  G (full: 144 + 144 within 336); rank 24, none (full: 576 each against none). CUDA, std: rank 8,
+ *  320 within 320; rank 12 and 24, none. Ranks 8 and 24 are multiples of 8, so that on CUDA's
+ *  built-in path the project-back runs the streaming kernel (its skip flag included); rank 12
+ *  runs the tensor-core GEMM there. */
+export const NONFINITE_CASES: { rank: number; std: number[]; full: number[]; stdCuda: number[] }[] = [
+  { rank: 8, std: [320, 320], full: [64, 64], stdCuda: [320, 960] },
+  { rank: 12, std: [480, 960], full: [144, 144], stdCuda: [960, 960] },
+  { rank: 24, std: [960, 960], full: [960, 960], stdCuda: [960, 960] },
 ];
 /** "R R", "R G", ...: what each tensor's check reads, for test names. */
 export function checkLabel(scanned: number[]): string { return scanned.map((n) => (n === 960 ? "G" : "R")).join(" "); }

@@ -89,6 +89,10 @@ export function rShape(s: Side, rows: number, cols: number, r: number): number[]
   return s === Side.Right ? [rows, r] : s === Side.Left ? [r, cols] : [r, r];
 }
 
+/** The largest rank whose one-sided project-back goes through sT transposed on CUDA (with cuBLAS;
+ *  cuda/launchers.h kBackTransposeMaxRank). */
+const BACK_TRANSPOSE_MAX_RANK = 128;
+
 function rNumelOf(q: LowRank): number {
   return rShape(q.side, q.rows, q.cols, q.rank).reduce((a, b) => a * b, 1);
 }
@@ -302,7 +306,9 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
       let needR = 0, needT = 0, needBig = 0;
       for (const q of s.params.values()) {
         needR = Math.max(needR, rShape(q.side, q.rows, q.cols, q.rank).reduce((a, b) => a * b, 1));
-        if (q.side === Side.Full) needT = Math.max(needT, q.rank * q.cols);
+        // sT: Full's r x cols product; on CUDA also the project-back's B transposed at rank <= 128
+        // (cuda/launchers.h kBackTransposeMaxRank: cuBLAS's K-major kernels there).
+        if (q.side === Side.Full || (dev.kind === "cuda" && q.rank <= BACK_TRANSPOSE_MAX_RANK)) needT = Math.max(needT, q.rank * q.cols);
       }
       if (dev.kind === "cuda") for (const p of g.params) if (p.dtype !== "f32") needBig = Math.max(needBig, p.numel);
       const grow = (t: Tensor | undefined, n: number): Tensor | undefined =>
@@ -695,7 +701,8 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
       done.add(p);
     }
     if (entries.length > 0) {
-      native().galoreBackMany(entries, s.flag.handle, this.scratch.get(s.device)!.scalars!.handle, GEMM_MODE[g.precision as GemmPrecision]);
+      const sc = this.scratch.get(s.device)!;
+      native().galoreBackMany(entries, s.flag.handle, sc.scalars!.handle, GEMM_MODE[g.precision as GemmPrecision], sc.sT?.handle ?? null);
     }
     return done;
   }

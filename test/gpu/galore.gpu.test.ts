@@ -134,8 +134,9 @@ for (const builtin of [false, true]) {
 
     // Same-shaped tensors: with cuBLAS their projections run as one batched product, either all at
     // once (rank 2: every R fits in one gradient, projected before the group's check) or partly
-    // (rank 8: 13 R of 512 floats against a largest gradient of 2560 less the R scratch: w0 - w3's
-    // R held for the check, the others' G scanned, then projected in chunks after w0 - w3 step).
+    // (rank 8: 13 R of 512 floats against a largest gradient of 2560 less the R scratch and sT,
+    // which takes the project-back's B transposed, 512 each: w0 - w2's R held for the check, the
+    // others' G scanned, then projected in chunks after w0 - w2 step).
     for (const rank of [2, 8]) {
       for (const precision of ["f32", "tf32"] as const) {
         test(`same-shaped tensors, rank ${rank}, ${precision}: 10 steps, refresh every 4, a NaN off a refresh`, async () => {
@@ -162,9 +163,10 @@ for (const builtin of [false, true]) {
               oc.step(); og.step(); op.step();
             }
             // On the 7 steps off a refresh, Adam on R in one launch per call: rank 2, all 13 held;
-            // rank 8, w0 - w3 held, then the chunks [w4 - w6] and [w7 - w10] (w11 and w12 step alone).
+            // rank 8, w0 - w2 held, then the chunks [w3 - w5], [w7 - w9] and [w10, w11] (w6 and w12
+            // step alone).
             const calls = adamMany.mock.calls.map((c) => c[0].length);
-            expect(calls).toEqual(Array(7).fill(rank === 2 ? [13] : [4, 3, 4]).flat());
+            expect(calls).toEqual(Array(7).fill(rank === 2 ? [13] : [3, 3, 3, 2]).flat());
           } finally {
             adamMany.mockRestore();
           }
@@ -254,6 +256,65 @@ for (const builtin of [false, true]) {
       }
     });
 
+    // With sT, a project-back of rank <= 128 takes B transposed through it (cuBLAS's K-major
+    // kernels); without, B as given (the streaming kernel or cuBLAS). Both against float64, right
+    // and left, odd sizes and ranks, strict f32 and TF32; a too small sT is E_SHAPE, W unchanged.
+    test("galoreBackMany with and without sT (B transposed) against float64; a short sT refused", async () => {
+      const nat = native();
+      const rng = new Rng(77);
+      const cases: [number, number, number, number][] = [[72, 40, 8, 0], [40, 100, 8, 1], [33, 70, 5, 1], [129, 31, 16, 0]];
+      const alpha = -0.5, beta = 0.999;
+      const scalars = tensor(new Float32Array([alpha, beta]), [2], { device: "cuda" });
+      const flag = tensor(new Int32Array(1), [1], { device: "cuda", dtype: "i32" });
+      const sT = tensor(new Float32Array(16 * 100), [16 * 100], { device: "cuda" });
+      const shortT = tensor(new Float32Array(8 * 100 - 1), [8 * 100 - 1], { device: "cuda" });
+      const made: Tensor[] = [scalars, flag, sT, shortT];
+      try {
+        for (const [mode, tol] of [[1, 1e-5], [0, 3e-3]] as const) {
+          for (const withT of [false, true]) {
+            const entries: Parameters<typeof nat.galoreBackMany>[0] = [];
+            const expected: { W: Tensor; ref: Float64Array; w0: Float32Array }[] = [];
+            for (const [m, n, r, side] of cases) {
+              // Right: W m x n <- beta W + alpha N (m x r) P (r x n); left: P (m x r) N (r x n).
+              const a = rng.normals(m * r), b = rng.normals(r * n), w0 = rng.normals(m * n);
+              const ref = new Float64Array(m * n);
+              for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) {
+                let acc = 0;
+                for (let k = 0; k < r; k++) acc += a[i * r + k] * b[k * n + j];
+                ref[i * n + j] = beta * w0[i * n + j] + alpha * acc;
+              }
+              const W = tensor(w0, [m, n], { device: "cuda" });
+              const A = tensor(a, [m, r], { device: "cuda" }), B = tensor(b, [r, n], { device: "cuda" });
+              made.push(W, A, B);
+              entries.push(side === 0 ? [W.handle, B.handle, A.handle, 0, m, n, r] : [W.handle, A.handle, B.handle, 1, m, n, r]);
+              expected.push({ W, ref, w0 });
+            }
+            nat.galoreBackMany(entries, flag.handle, scalars.handle, mode, withT ? sT.handle : null);
+            for (const { W, ref, w0 } of expected) {
+              const got = await f32(W);
+              const du = Float64Array.from(got, (x, i) => x - w0[i]), dr = Float64Array.from(ref, (x, i) => x - w0[i]);
+              expect(relErr(du, dr)).toBeLessThan(tol);
+            }
+          }
+        }
+        const [m, n, r] = [40, 100, 8];
+        const W = tensor(rng.normals(m * n), [m, n], { device: "cuda" }), P = tensor(rng.normals(m * r), [m, r], { device: "cuda" });
+        const N = tensor(rng.normals(r * n), [r, n], { device: "cuda" });
+        made.push(W, P, N);
+        const w = await f32(W);
+        let caught: unknown;
+        try {
+          nat.galoreBackMany([[W.handle, P.handle, N.handle, 1, m, n, r]], flag.handle, scalars.handle, 0, shortT.handle);
+        } catch (e) {
+          caught = e;
+        }
+        expect((caught as { code?: string })?.code).toBe("E_SHAPE");
+        expect(Array.from(await f32(W))).toEqual(Array.from(w));
+      } finally {
+        for (const t of made) t.dispose();
+      }
+    });
+
     // The refresh alone: one step with gap 1 refreshes every step; P after the first step and after
     // a later one (the sign rule against the previous P) against the CPU's exact solver.
     for (const projector of ["svd", "warm"] as const) {
@@ -322,7 +383,7 @@ for (const builtin of [false, true]) {
 
     // The check on R must see what IEEE says the projection carries: tensor cores included.
     for (const projType of ["std", "full"] as const) for (const c of NONFINITE_CASES) {
-      const scanned = c[projType];
+      const scanned = projType === "std" ? c.stdCuda : c.full;
       test(`non-finite skip on a kept projector: ${projType}, rank ${c.rank} (checks ${checkLabel(scanned)}), tf32 / bf16 / f32`, async () => {
         for (const precision of ["tf32", "bf16", "f32"] as const) {
           for (const badIndex of [0, 1]) {
