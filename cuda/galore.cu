@@ -250,7 +250,9 @@ Status runGemm(int dev, const GemmArgs& g, GemmMode mode, const float* alphaBeta
   cudaStream_t st;
   Status ok = deviceStream(dev, &st, "gemm");
   if (!ok.ok()) return ok;
-  // The Hopper streaming kernel serves the project-back on both paths (faster than cuBLAS there).
+  // The Hopper streaming kernel serves short-K products with C read and B as given on both paths
+  // (faster than cuBLAS's kernels for that layout). GaLore's project-back with cuBLAS passes B
+  // transposed instead (runBackTransposed), which cuBLAS runs faster still.
   if (streamGemmWgmma(dev) && streamGemmFits(dev, g, mode)) return streamGemm(dev, st, g, alphaBeta, flag);
   Cublas* b = cublas();
   if (b == nullptr || g.cType != DType::F32 || g.aType != DType::F32 || g.bType != DType::F32 ||
