@@ -620,13 +620,18 @@ bool backTransposes(int64_t r) {
   static const bool direct = envIs("SLIMOPT_GALORE_BACK", "direct");
   return !direct && r <= kBackTransposeMaxRank && cublas() != nullptr;
 }
-Status runBackTransposed(int dev, cudaStream_t st, int64_t m, int64_t n, int64_t r, const float* A, const float* B,
-                         float* W, GemmMode mode, const float* alphaBeta, const int32_t* flag, float* sT) {
-  const dim3 grid(unsigned((n + 31) / 32), unsigned((r + 31) / 32)), block(32, 8);
-  transposeTileKernel<<<grid, block, 0, st>>>(B, r, n, sT);
+// g: the project-back with B (K x N, row-major, ldb = N) as given; it runs on B's transpose in sT.
+Status runBackTransposed(int dev, cudaStream_t st, const GemmArgs& g, GemmMode mode, const float* alphaBeta,
+                         const int32_t* flag, float* sT) {
+  const dim3 grid(unsigned((g.N + 31) / 32), unsigned((g.K + 31) / 32)), block(32, 8);
+  transposeTileKernel<<<grid, block, 0, st>>>(static_cast<const float*>(g.B), g.K, g.N, sT);
   const Status ok = lastError("galore project-back (B transposed)");
   if (!ok.ok()) return ok;
-  return runGemm(dev, mk(m, n, r, A, r, false, sT, r, true, W, DType::F32, n), mode, alphaBeta, flag);
+  GemmArgs t = g;
+  t.B = sT;
+  t.ldb = g.K;
+  t.transB = true;
+  return runGemm(dev, t, mode, alphaBeta, flag);
 }
 
 }  // namespace
@@ -725,11 +730,7 @@ Status galoreBackMany(int dev, const GaloreBackEntry* entries, int64_t count, Ge
   // sT serves every B in turn: the products run in order on the device's stream.
   cudaStream_t st;
   Status ok = deviceStream(dev, &st, "galoreBackMany");
-  for (size_t i = 0; ok.ok() && i < gs.size(); ++i) {
-    const GemmArgs& g = gs[i];
-    ok = runBackTransposed(dev, st, g.M, g.N, g.K, static_cast<const float*>(g.A), static_cast<const float*>(g.B),
-                           static_cast<float*>(g.C), mode, scalars, flag, sT);
-  }
+  for (size_t i = 0; ok.ok() && i < gs.size(); ++i) ok = runBackTransposed(dev, st, gs[i], mode, scalars, flag, sT);
   return ok;
 }
 
@@ -893,11 +894,6 @@ Status galoreStep(int dev, const GaloreTensor& T, const GaloreHyper& h, const Ad
   if (viaScratch && !sBig) return invalidArg("galoreStep: a non-f32 parameter needs the f32 scratch");
   GemmArgs back;
   const float* ab = viaScratch ? nullptr : scalars;
-  if (T.side != GaloreSide::Full && !viaScratch && ct == F && sT != nullptr && backTransposes(r)) {
-    const bool right = T.side == GaloreSide::Right;
-    return runBackTransposed(dev, st, m, n, r, right ? sR : T.projA, right ? T.projA : sR, static_cast<float*>(T.param),
-                             mode, ab, flag, sT);
-  }
   switch (T.side) {
     case GaloreSide::Right: back = mk(m, n, r, sR, r, false, T.projA, n, false, C, ct, n); break;
     case GaloreSide::Left: back = mk(m, n, r, T.projA, r, false, sR, n, false, C, ct, n); break;
@@ -907,6 +903,10 @@ Status galoreStep(int dev, const GaloreTensor& T, const GaloreHyper& h, const Ad
       back = mk(m, n, r, T.projA, r, false, sT, n, false, C, ct, n);
       break;
   }
+  // A one-sided f32 W at rank <= 128 with cuBLAS: on B transposed into sT (which only Full uses
+  // otherwise).
+  if (T.side != GaloreSide::Full && !viaScratch && ct == F && sT != nullptr && backTransposes(r))
+    return runBackTransposed(dev, st, back, mode, ab, flag, sT);
   ok = runGemm(dev, back, mode, ab, flag);
   if (!ok.ok()) return ok;
   if (viaScratch) {

@@ -32,9 +32,10 @@ std::string solverPath();
 // Forces the built-in kernels even when cuBLAS/cuSOLVER load (also SLIMOPT_LINALG=builtin).
 void setForceBuiltin(bool force);
 bool forceBuiltin();
-// The streaming kernel for short-K products with C read back (GaLore's project-back at rank
-// <= 128; cuda/gemm_tc.cu): on by default; off, the tile kernel (or cuBLAS) serves them. Its
-// wgmma version serves the cuBLAS path too. streamGemmKernel: which version serves dev ("wgmma",
+// The streaming kernel for short-K products with C read back and B as given (cuda/gemm_tc.cu;
+// GaLore's project-back at rank <= 128 on the built-in path; with cuBLAS that one passes B
+// transposed to cuBLAS instead): on by default; off, the tile kernel (or cuBLAS) serves them. Its
+// wgmma version serves gemm() on the cuBLAS path too. streamGemmKernel: which version serves dev ("wgmma",
 // "mma.sync", "off" when switched off, "none" where neither runs).
 void setStreamGemm(bool on);
 bool streamGemmEnabled();

@@ -305,7 +305,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
       const sc = this.scratch.get(dev) ?? {};
       let needR = 0, needT = 0, needBig = 0;
       for (const q of s.params.values()) {
-        needR = Math.max(needR, rShape(q.side, q.rows, q.cols, q.rank).reduce((a, b) => a * b, 1));
+        needR = Math.max(needR, rNumelOf(q));
         // sT: Full's r x cols product; on CUDA also the project-back's B transposed at rank <= 128
         // (cuda/launchers.h kBackTransposeMaxRank: cuBLAS's K-major kernels there).
         if (q.side === Side.Full || (dev.kind === "cuda" && q.rank <= BACK_TRANSPOSE_MAX_RANK)) needT = Math.max(needT, q.rank * q.cols);
@@ -688,8 +688,8 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
   }
 
   /** On CUDA, the project-back of every one-sided f32 parameter that adamMany served, in one call
-   *  (on Hopper grouped launches in place of one launch each: the 28 of the §6 workload at rank
-   *  128 in 2.60 against 2.75 ms); returns the tensors it served, whose step is then done. */
+   *  (with cuBLAS at rank <= 128 on B transposed into sT; on the built-in path on Hopper grouped
+   *  launches of the streaming kernel); returns the tensors it served, whose step is then done. */
   private backMany(g: ParamGroup<GaLoreOptions>, s: RankGroupState, slots: Map<Parameter, Tensor>,
                    adamDone: Set<Parameter>): Set<Parameter> {
     const done = new Set<Parameter>();

@@ -32,8 +32,8 @@ export async function withLinalg(dev: Device, linalg: Linalg, ctx: BenchContext,
     if (linalg === "cublas" && !/^cuBLAS/.test(paths.blas))
       ctx.note(`galore rows labelled "cublas" ran the built-in GEMM: ${paths.blas}`);
     const row = await run();
-    // streamGemm: the project-back at rank <= 128 ran the streaming kernel (streamKernel: which
-    // one) on the built-in path, and on the cuBLAS path too where that is "wgmma".
+    // streamGemm: on the built-in path the project-back at rank <= 128 ran the streaming kernel
+    // (streamKernel: which one); with cuBLAS it runs on cuBLAS, B transposed (cuda/galore.cu).
     return { ...row, linalg, blas: paths.blas, solver: paths.solver, streamGemm: paths.streamGemm, streamKernel: streamGemmKernel(dev.index) };
   } finally {
     setBuiltinLinalg(false);
