@@ -85,7 +85,9 @@ Status galoreStep(int, const GaloreTensor&, const GaloreHyper&, const AdamwCount
 Status galoreAdamMany(int, const GaloreAdamEntry*, int64_t, const GaloreHyper&, const AdamwCounters*, const int32_t*, float*) {
   return noCuda();
 }
-Status galoreBackMany(int, const GaloreBackEntry*, int64_t, GemmMode, const int32_t*, const float*, float*) { return noCuda(); }
+Status galoreBackMany(int, const GaloreBackEntry*, int64_t, GemmMode, const int32_t*, const float*, float*, int64_t) {
+  return noCuda();
+}
 Status galoreFinish(int, AdamwCounters*, const int32_t*) { return noCuda(); }
 size_t grassCubBytes(int, int64_t, Status* status) {
   if (status) *status = noCuda();

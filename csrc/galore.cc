@@ -394,7 +394,7 @@ Napi::Value AdamMany(const Napi::CallbackInfo& info) {
 // galoreBackMany([[W, P, N, side, rows, cols, rank], ...], flag, scalars, mode[, sT]): the
 // project-back of one-sided f32 parameters whose N (Adam on R done by galoreAdamMany) is given
 // (CUDA). sT (f32, at least rank x cols of each entry of rank <= kBackTransposeMaxRank, or null):
-// the buffer B goes through transposed where cuBLAS serves.
+// the buffer B goes through transposed where cuBLAS serves, as many Bs at once as it holds.
 Napi::Value BackMany(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 4 || !info[0].IsArray()) throwError(env, "E_ARG", "galoreBackMany: bad arguments");
@@ -425,7 +425,8 @@ Napi::Value BackMany(const Napi::CallbackInfo& info) {
   for (const gpu::GaloreBackEntry& b : es)
     if (b.rank <= gpu::kBackTransposeMaxRank) needT = std::max(needT, size_t(b.rank * b.cols));
   auto* sT = info.Length() > 4 && needT > 0 ? static_cast<float*>(optBufArg(env, info[4], dev, needT * 4, "scratch T")) : nullptr;
-  gpu::Status st = gpu::galoreBackMany(dev, es.data(), int64_t(es.size()), mode, flag, scalars, sT);
+  const int64_t sTFloats = sT ? int64_t(NativeBuffer::From(env, info[4], "scratch T")->bytes() / 4) : 0;
+  gpu::Status st = gpu::galoreBackMany(dev, es.data(), int64_t(es.size()), mode, flag, scalars, sT, sTFloats);
   if (!st.ok()) throwCuda(env, dev, st, "galoreBackMany");
   return env.Undefined();
 }

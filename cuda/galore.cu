@@ -252,7 +252,7 @@ Status runGemm(int dev, const GemmArgs& g, GemmMode mode, const float* alphaBeta
   if (!ok.ok()) return ok;
   // The Hopper streaming kernel serves short-K products with C read and B as given on both paths
   // (faster than cuBLAS's kernels for that layout). GaLore's project-back with cuBLAS passes B
-  // transposed instead (runBackTransposed), which cuBLAS runs faster still.
+  // transposed instead (runBacksTransposed), which cuBLAS runs faster still.
   if (streamGemmWgmma(dev) && streamGemmFits(dev, g, mode)) return streamGemm(dev, st, g, alphaBeta, flag);
   Cublas* b = cublas();
   if (b == nullptr || g.cType != DType::F32 || g.aType != DType::F32 || g.bType != DType::F32 ||
@@ -593,11 +593,23 @@ GemmArgs mk(int64_t M, int64_t N, int64_t K, const void* A, int64_t lda, bool ta
   return g;
 }
 
-// Y (cols x rows) = X^T for a row-major X (rows x cols): 32 x 32 tiles through shared memory, so
-// that both the reads and the writes are coalesced. rows on the grid's y.
-__global__ void transposeTileKernel(const float* X, int64_t rows, int64_t cols, float* Y) {
+// Up to kTransposeGroup transposes in one launch (blockIdx.z: the entry): Y = X^T for row-major X
+// (rows x cols), 32 x 32 tiles through shared memory so that both the reads and the writes are
+// coalesced. One launch for several Bs: each is a few MB, so alone a launch is mostly its latency.
+constexpr int kTransposeGroup = 32;
+struct TransposeGroup {
+  const float* x[kTransposeGroup];
+  float* y[kTransposeGroup];
+  int64_t rows[kTransposeGroup], cols[kTransposeGroup];
+};
+__global__ void transposeGroupKernel(const TransposeGroup g) {
   __shared__ float t[32][33];
+  const int e = blockIdx.z;
+  const int64_t rows = g.rows[e], cols = g.cols[e];
   const int64_t r0 = int64_t(blockIdx.y) * 32, c0 = int64_t(blockIdx.x) * 32;
+  if (r0 >= rows || c0 >= cols) return;  // the grid covers the group's largest entry
+  const float* X = g.x[e];
+  float* Y = g.y[e];
   for (int y = threadIdx.y; y < 32; y += blockDim.y) {
     const int64_t r = r0 + y, c = c0 + threadIdx.x;
     if (r < rows && c < cols) t[y][threadIdx.x] = X[r * cols + c];
@@ -620,18 +632,39 @@ bool backTransposes(int64_t r) {
   static const bool direct = envIs("SLIMOPT_GALORE_BACK", "direct");
   return !direct && r <= kBackTransposeMaxRank && cublas() != nullptr;
 }
-// g: the project-back with B (K x N, row-major, ldb = N) as given; it runs on B's transpose in sT.
-Status runBackTransposed(int dev, cudaStream_t st, const GemmArgs& g, GemmMode mode, const float* alphaBeta,
-                         const int32_t* flag, float* sT) {
-  const dim3 grid(unsigned((g.N + 31) / 32), unsigned((g.K + 31) / 32)), block(32, 8);
-  transposeTileKernel<<<grid, block, 0, st>>>(static_cast<const float*>(g.B), g.K, g.N, sT);
-  const Status ok = lastError("galore project-back (B transposed)");
-  if (!ok.ok()) return ok;
-  GemmArgs t = g;
-  t.B = sT;
-  t.ldb = g.K;
-  t.transB = true;
-  return runGemm(dev, t, mode, alphaBeta, flag);
+// The products gs (one-sided project-backs, B r x n as given) in order, each on B transposed into
+// sT (sTFloats floats): as many Bs as fit there are transposed by one launch, then their products
+// run.
+Status runBacksTransposed(int dev, cudaStream_t st, const GemmArgs* gs, int64_t count, GemmMode mode,
+                          const float* alphaBeta, const int32_t* flag, float* sT, int64_t sTFloats) {
+  for (int64_t i = 0; i < count;) {
+    TransposeGroup tg{};
+    int64_t used = 0, j = i, maxRows = 0, maxCols = 0;
+    for (; j < count && j - i < kTransposeGroup; ++j) {
+      const int64_t r = gs[j].K, n = gs[j].N;
+      if (j > i && used + r * n > sTFloats) break;
+      tg.x[j - i] = static_cast<const float*>(gs[j].B);
+      tg.y[j - i] = sT + used;
+      tg.rows[j - i] = r;
+      tg.cols[j - i] = n;
+      used += r * n;
+      maxRows = std::max(maxRows, r);
+      maxCols = std::max(maxCols, n);
+    }
+    const dim3 grid(unsigned((maxCols + 31) / 32), unsigned((maxRows + 31) / 32), unsigned(j - i)), block(32, 8);
+    transposeGroupKernel<<<grid, block, 0, st>>>(tg);
+    Status ok = lastError("galore project-back (B transposed)");
+    for (int64_t k = i; ok.ok() && k < j; ++k) {
+      GemmArgs t = gs[k];
+      t.B = tg.y[k - i];
+      t.ldb = t.K;
+      t.transB = true;
+      ok = runGemm(dev, t, mode, alphaBeta, flag);
+    }
+    if (!ok.ok()) return ok;
+    i = j;
+  }
+  return Status();
 }
 
 }  // namespace
@@ -712,7 +745,7 @@ Status gemmMany(int dev, const GemmArgs* gs, const GemmMode* modes, int64_t coun
 }
 
 Status galoreBackMany(int dev, const GaloreBackEntry* entries, int64_t count, GemmMode mode, const int32_t* flag,
-                      const float* scalars, float* sT) {
+                      const float* scalars, float* sT, int64_t sTFloats) {
   std::vector<GemmArgs> gs;
   bool transposed = sT != nullptr;
   for (int64_t i = 0; i < count; ++i) {
@@ -721,17 +754,17 @@ Status galoreBackMany(int dev, const GaloreBackEntry* entries, int64_t count, Ge
     if (e.side == GaloreSide::Right) gs.push_back(mk(m, n, r, e.n, r, false, e.proj, n, false, e.param, DType::F32, n));
     else if (e.side == GaloreSide::Left) gs.push_back(mk(m, n, r, e.proj, r, false, e.n, n, false, e.param, DType::F32, n));
     else return invalidArg("galoreBackMany: one-sided parameters only");
-    transposed = transposed && backTransposes(r);
+    transposed = transposed && backTransposes(r) && r * n <= sTFloats;
   }
   if (!transposed) {
     const std::vector<GemmMode> modes(gs.size(), mode);
     return runGemmsInOrder(dev, gs.data(), modes.data(), int64_t(gs.size()), scalars, flag);
   }
-  // sT serves every B in turn: the products run in order on the device's stream.
+  // sT serves the Bs in turn: the products run in order on the device's stream.
   cudaStream_t st;
   Status ok = deviceStream(dev, &st, "galoreBackMany");
-  for (size_t i = 0; ok.ok() && i < gs.size(); ++i) ok = runBackTransposed(dev, st, gs[i], mode, scalars, flag, sT);
-  return ok;
+  if (!ok.ok()) return ok;
+  return runBacksTransposed(dev, st, gs.data(), int64_t(gs.size()), mode, scalars, flag, sT, sTFloats);
 }
 
 Status scanNonFinite(int dev, const ScanEntry* entries, int64_t count, int32_t* flag) {
@@ -906,7 +939,7 @@ Status galoreStep(int dev, const GaloreTensor& T, const GaloreHyper& h, const Ad
   // A one-sided f32 W at rank <= 128 with cuBLAS: on B transposed into sT (which only Full uses
   // otherwise).
   if (T.side != GaloreSide::Full && !viaScratch && ct == F && sT != nullptr && backTransposes(r))
-    return runBackTransposed(dev, st, back, mode, ab, flag, sT);
+    return runBacksTransposed(dev, st, &back, 1, mode, ab, flag, sT, r * n);
   ok = runGemm(dev, back, mode, ab, flag);
   if (!ok.ok()) return ok;
   if (viaScratch) {

@@ -97,12 +97,13 @@ struct GaloreBackEntry {
   GaloreSide side;     // Right or Left
   int64_t rows, cols, rank;
 };
-// With cuBLAS and every rank <= kBackTransposeMaxRank, sT (at least rank x cols floats for each
-// entry; null: not used) takes each B transposed, so that cuBLAS's K-major TF32 kernels run the
-// products (faster there than the streaming kernel; cuda/galore.cu runBackTransposed).
+// With cuBLAS and every rank <= kBackTransposeMaxRank, sT (sTFloats floats, at least rank x cols
+// for each entry; null: not used) takes the Bs transposed, as many at once as fit, so that
+// cuBLAS's K-major TF32 kernels run the products (faster there than the streaming kernel;
+// cuda/galore.cu runBacksTransposed).
 constexpr int64_t kBackTransposeMaxRank = 128;
 Status galoreBackMany(int dev, const GaloreBackEntry* entries, int64_t count, GemmMode mode, const int32_t* flag,
-                      const float* scalars, float* sT);
+                      const float* scalars, float* sT, int64_t sTFloats);
 // counters->step += 1 or counters->skipped += 1 by *flag.
 Status galoreFinish(int dev, AdamwCounters* counters, const int32_t* flag);
 // Grass (cuda/grass.cuh). grassCubBytes: the radix-sort scratch for selections over up to

@@ -702,9 +702,36 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     }
     if (entries.length > 0) {
       const sc = this.scratch.get(s.device)!;
-      native().galoreBackMany(entries, s.flag.handle, sc.scalars!.handle, GEMM_MODE[g.precision as GemmPrecision], sc.sT?.handle ?? null);
+      const area = this.transposeArea(g, s, slots, entries);
+      try {
+        native().galoreBackMany(entries, s.flag.handle, sc.scalars!.handle, GEMM_MODE[g.precision as GemmPrecision],
+                                (area ?? sc.sT)?.handle ?? null);
+      } finally {
+        area?.dispose();
+      }
     }
     return done;
+  }
+
+  /** On CUDA, a buffer for the project-backs' Bs transposed (rank <= 128, rank x cols each), several
+   *  at once (one launch transposes as many as it holds: 28 launches of 2-6 MB took 146 us of a
+   *  rank-128 step, ncu): as large as they need and as the group's budget leaves beside the Rs in
+   *  `slots` (one f32 gradient less the scratch and those Rs). Undefined where that is no more
+   *  than sT, which then serves them one at a time, or where it cannot be allocated. */
+  private transposeArea(g: ParamGroup<GaLoreOptions>, s: RankGroupState, slots: Map<Parameter, Tensor>,
+                        entries: [NativeBufferHandle, NativeBufferHandle, NativeBufferHandle, number, number, number, number][]): Tensor | undefined {
+    if (s.device.kind !== "cuda") return undefined;
+    const need = entries.reduce((n, e) => n + (e[6] <= BACK_TRANSPOSE_MAX_RANK ? e[6] * e[5] : 0), 0);
+    let held = 0;
+    for (const t of slots.values()) held += t.numel;
+    const size = Math.min(need, this.heldRBudget(g, s) - held);
+    if (size <= (this.scratch.get(s.device)?.sT?.numel ?? 0)) return undefined;
+    try {
+      return Tensor.empty([size], "f32", s.device);
+    } catch (e) {
+      if (e instanceof SlimoptError && e.code === "E_OOM") return undefined;
+      throw e;
+    }
   }
 
   private hyperOf(g: ParamGroup<GaLoreOptions>) {

@@ -257,8 +257,10 @@ for (const builtin of [false, true]) {
     });
 
     // With sT, a project-back of rank <= 128 takes B transposed through it (cuBLAS's K-major
-    // kernels); without, B as given (the streaming kernel or cuBLAS). Both against float64, right
-    // and left, odd sizes and ranks, strict f32 and TF32; a too small sT is E_SHAPE, W unchanged.
+    // kernels), as many Bs per launch as sT holds: 1600 floats, so the first three (320 + 800 + 350)
+    // in one launch and the fourth (496) in a second. Without, B as given (the streaming kernel or
+    // cuBLAS). Both against float64, right and left, odd sizes and ranks, strict f32 and TF32; a
+    // too small sT is E_SHAPE, W unchanged.
     test("galoreBackMany with and without sT (B transposed) against float64; a short sT refused", async () => {
       const nat = native();
       const rng = new Rng(77);
