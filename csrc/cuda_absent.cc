@@ -78,6 +78,7 @@ Status galoreRefresh(int, const void*, DType, int64_t, int64_t, int64_t, bool, f
                      RefreshMethod, GemmMode, float*, int64_t, float*) {
   return noCuda();
 }
+Status galoreRefreshMany(int, const GaloreRefreshEntry*, int64_t, float* const*, const int64_t*, int) { return noCuda(); }
 Status galoreStep(int, const GaloreTensor&, const GaloreHyper&, const AdamwCounters*, const int32_t*, float*,
                   float*, float*, float*) {
   return noCuda();

@@ -191,6 +191,58 @@ Napi::Value Refresh(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// galoreRefreshMany([[G, gType, rows, cols, rank, left, P, flag, method, mode], ...], [ws0, ws1, ...])
+// (CUDA): galoreRefresh (hasPrev) of every entry, f32 gradients only, as many at a time as
+// workspaces are given (at most 4; ws0 the largest, and it fits every entry).
+Napi::Value RefreshMany(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsArray() || !info[1].IsArray()) throwError(env, "E_ARG", "galoreRefreshMany: bad arguments");
+  Napi::Array a = info[0].As<Napi::Array>(), w = info[1].As<Napi::Array>();
+  if (w.Length() < 1 || w.Length() > uint32_t(gpu::kMaxRefreshLanes)) throwError(env, "E_ARG", "galoreRefreshMany: 1 to 4 workspaces");
+  int dev = deviceOf(env, w.Get(0u));
+  if (dev == kCpu) throwError(env, "E_DEVICE", "galoreRefreshMany: CUDA only");
+  std::vector<float*> ws;
+  std::vector<int64_t> wsFloats;
+  for (uint32_t l = 0; l < w.Length(); ++l) {
+    ws.push_back(static_cast<float*>(bufArg(env, w.Get(l), dev, 4, "refresh workspace")));
+    wsFloats.push_back(int64_t(NativeBuffer::From(env, w.Get(l), "refresh workspace")->bytes() / 4));
+  }
+  std::vector<gpu::GaloreRefreshEntry> es;
+  for (uint32_t i = 0; i < a.Length(); ++i) {
+    Napi::Value v = a.Get(i);
+    if (!v.IsArray() || v.As<Napi::Array>().Length() != 10) throwError(env, "E_ARG", "galoreRefreshMany: malformed entry");
+    Napi::Array x = v.As<Napi::Array>();
+    if (floatDtype(env, x.Get(1u)) != DType::F32) throwError(env, "E_ARG", "galoreRefreshMany: f32 gradients only");
+    gpu::GaloreRefreshEntry e{};
+    e.rows = countArg(env, x.Get(2u), "rows");
+    e.cols = countArg(env, x.Get(3u), "cols");
+    e.rank = countArg(env, x.Get(4u), "rank");
+    if (e.rank < 1 || e.rank > std::min(e.rows, e.cols)) throwError(env, "E_ARG", "rank must be in [1, min(rows, cols)]");
+    e.left = x.Get(5u).ToBoolean();
+    e.X = bufArg(env, x.Get(0u), dev, size_t(e.rows * e.cols) * 4, "gradient");
+    e.P = static_cast<float*>(bufArg(env, x.Get(6u), dev, size_t((e.left ? e.rows : e.cols) * e.rank) * 4, "projector"));
+    e.flag = static_cast<const int32_t*>(bufArg(env, x.Get(7u), dev, 4, "flag"));
+    const int64_t method = countArg(env, x.Get(8u), "method"), mode = countArg(env, x.Get(9u), "mode");
+    if (method > 1) throwError(env, "E_ARG", "method must be 0 (svd) or 1 (warm)");
+    if (mode > 1) throwError(env, "E_ARG", "mode must be 0 (tf32) or 1 (strict f32)");
+    e.method = RefreshMethod(method);
+    e.mode = GemmMode(mode);
+    es.push_back(e);
+  }
+  for (int64_t f : wsFloats)
+    if (f > wsFloats[0]) throwError(env, "E_ARG", "galoreRefreshMany: the first workspace must be the largest");
+  for (const gpu::GaloreRefreshEntry& e : es) {
+    int64_t need = 0;
+    gpu::Status st = gpu::galoreRefreshWorkspace(dev, e.rows, e.cols, e.rank, e.left, e.method, &need);
+    if (!st.ok()) throwCuda(env, dev, st, "galoreRefreshMany");
+    if (need > wsFloats[0]) throwError(env, "E_SHAPE", "galoreRefreshMany: a refresh needs " + std::to_string(need) +
+                                                        " floats of workspace, more than the first holds");
+  }
+  gpu::Status st = gpu::galoreRefreshMany(dev, es.data(), int64_t(es.size()), ws.data(), wsFloats.data(), int(ws.size()));
+  if (!st.ok()) throwCuda(env, dev, st, "galoreRefreshMany");
+  return env.Undefined();
+}
+
 // galoreRefreshWorkspace(anyBufferOnTheDevice, rows, cols, rank, left, method): f32 elements of
 // device workspace a refresh needs (0 on the CPU).
 Napi::Value RefreshWorkspace(const Napi::CallbackInfo& info) {
@@ -480,6 +532,7 @@ void registerGalore(Napi::Env env, Napi::Object exports) {
   exports.Set("galoreAdamMany", Napi::Function::New(env, AdamMany));
   exports.Set("galoreBackMany", Napi::Function::New(env, BackMany));
   exports.Set("galoreRefresh", Napi::Function::New(env, Refresh));
+  exports.Set("galoreRefreshMany", Napi::Function::New(env, RefreshMany));
   exports.Set("galoreRefreshWorkspace", Napi::Function::New(env, RefreshWorkspace));
   exports.Set("galoreStep", Napi::Function::New(env, Step));
   exports.Set("galoreFinish", Napi::Function::New(env, Finish));

@@ -83,7 +83,7 @@ struct Cublas {
   GemmExFn gemmEx = nullptr;  // optional: without it GemmMode::Bf16 takes the built-in kernel
   GemmBatchedExFn gemmBatchedEx = nullptr;  // optional: without it a batch is one call per product
   SsyrkFn ssyrk = nullptr;  // optional: without it the Gram matrix is a full GEMM
-  void* handles[64] = {};
+  std::vector<std::pair<cudaStream_t, void*>> handles[64];  // per device: one per stream used
   void** ptrArrays[64] = {};  // per device: the batched call's A, B, C pointer arrays (3 x kBatchMax)
 };
 
@@ -127,17 +127,18 @@ Cublas* cublas() {
   return gBlas.lib != nullptr && !forced() ? &gBlas : nullptr;
 }
 
-// The device's handle, bound to its stream (created once; cublasCreate is slow).
+// dev's handle for stream st (created once per stream, since cublasCreate is slow; one per stream
+// so that concurrent refreshes on their own streams and threads never share one).
 void* blasHandle(Cublas* b, int dev, cudaStream_t st) {
   if (dev < 0 || dev >= 64) return nullptr;
   std::lock_guard<std::mutex> lock(gBlasMutex);
-  if (b->handles[dev] == nullptr) {
-    void* h = nullptr;
-    if (b->create(&h) != 0) return nullptr;
-    if (b->setStream(h, st) != 0) return nullptr;
-    b->handles[dev] = h;
-  }
-  return b->handles[dev];
+  for (const auto& e : b->handles[dev])
+    if (e.first == st) return e.second;
+  void* h = nullptr;
+  if (b->create(&h) != 0) return nullptr;
+  if (b->setStream(h, st) != 0) return nullptr;
+  b->handles[dev].emplace_back(st, h);
+  return h;
 }
 
 Status blasFail(int code, const char* what) {

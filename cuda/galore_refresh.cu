@@ -74,6 +74,7 @@
 #include <cstdlib>
 #include <functional>
 #include <mutex>
+#include <thread>
 #include <string>
 #include <vector>
 #include "../csrc/cpu/cpu_backend.h"
@@ -122,7 +123,7 @@ struct Cusolver {
   DpotrfFn dpotrf = nullptr;
   XtrtriBufferSizeFn xtrtriBufferSize = nullptr;
   XtrtriFn xtrtri = nullptr;
-  void* handles[64] = {};
+  std::vector<std::pair<cudaStream_t, void*>> handles[64];  // per device: one per stream used
 };
 
 // cusolverEigMode_t, cusolverEigRange_t, cublasFillMode_t, cublasDiagType_t, cudaDataType_t values.
@@ -172,13 +173,13 @@ Cusolver* cusolver() {
 void* solverHandle(Cusolver* s, int dev, cudaStream_t st) {
   if (dev < 0 || dev >= 64) return nullptr;
   std::lock_guard<std::mutex> lock(gSolverMutex);
-  if (s->handles[dev] == nullptr) {
-    void* h = nullptr;
-    if (s->create(&h) != 0) return nullptr;
-    if (s->setStream(h, st) != 0) return nullptr;
-    s->handles[dev] = h;
-  }
-  return s->handles[dev];
+  for (const auto& e : s->handles[dev])
+    if (e.first == st) return e.second;
+  void* h = nullptr;
+  if (s->create(&h) != 0) return nullptr;
+  if (s->setStream(h, st) != 0) return nullptr;
+  s->handles[dev].emplace_back(st, h);
+  return h;
 }
 
 Status solverFail(int code, const char* what) {
@@ -1520,6 +1521,90 @@ Status galoreRefresh(int dev, const void* X, DType xt, int64_t rows, int64_t col
   }
   writeKernel<<<unsigned(r), 256, 0, st>>>(V, ld, reversed, len, r, left, P, hasPrev, stw, info);
   return lastError("galoreRefresh (write)");
+}
+
+Status galoreRefreshMany(int dev, const GaloreRefreshEntry* entries, int64_t count, float* const* ws,
+                         const int64_t* wsFloats, int lanes) {
+  if (lanes < 1 || lanes > kMaxRefreshLanes) return invalidArg("galoreRefreshMany: lanes must be in [1, 4]");
+  if (count <= 0) return Status();
+  // Lane 0 (this thread) has the largest workspace, so it can take every entry if no thread starts.
+  const int64_t largest = ws[0] != nullptr ? wsFloats[0] : 0;
+  for (int l = 1; l < lanes; ++l)
+    if (ws[l] != nullptr && wsFloats[l] > largest) return invalidArg("galoreRefreshMany: lane 0 must have the largest workspace");
+  std::vector<int64_t> need(size_t(count), 0);
+  for (int64_t i = 0; i < count; ++i) {
+    const GaloreRefreshEntry& e = entries[i];
+    if (e.rank < 1 || e.rank > std::min(e.rows, e.cols)) return invalidArg("galoreRefreshMany: rank out of range");
+    Plan p;
+    const Status ok = makePlan(dev, e.rows, e.cols, e.rank, e.left, e.method, &p);
+    if (!ok.ok()) return ok;
+    need[size_t(i)] = p.host ? 0 : p.total;
+    if (need[size_t(i)] > largest) return invalidArg("galoreRefreshMany: a refresh does not fit any workspace");
+  }
+  cudaStream_t main;
+  Status ok = deviceStream(dev, &main, "galoreRefreshMany");
+  if (!ok.ok()) return ok;
+  std::vector<cudaStream_t> streams(size_t(lanes), main);
+  for (int l = 1; ok.ok() && l < lanes; ++l) ok = laneStream(dev, l, &streams[size_t(l)]);
+  if (!ok.ok()) return ok;
+  // The lanes start after what the device's stream has enqueued (the gradients, the flag).
+  cudaEvent_t start = nullptr;
+  if (lanes > 1) {
+    ok = statusOf(cudaEventCreateWithFlags(&start, cudaEventDisableTiming), "galoreRefreshMany (event)");
+    if (ok.ok()) ok = statusOf(cudaEventRecord(start, main), "galoreRefreshMany (event)");
+    for (int l = 1; ok.ok() && l < lanes; ++l)
+      ok = statusOf(cudaStreamWaitEvent(streams[size_t(l)], start, 0), "galoreRefreshMany (wait)");
+    if (start) cudaEventDestroy(start);
+    if (!ok.ok()) return ok;
+  }
+  std::mutex m;
+  std::vector<bool> taken(size_t(count), false);
+  int64_t failedAt = count;
+  Status failure;
+  auto lane = [&](int l) {
+    if (l > 0) {
+      if (cudaSetDevice(dev) != cudaSuccess) (void)cudaGetLastError();
+      useLane(dev, streams[size_t(l)]);
+    }
+    for (;;) {
+      int64_t i = 0;
+      {
+        std::lock_guard<std::mutex> lock(m);
+        if (failedAt < count) break;
+        while (i < count && (taken[size_t(i)] || need[size_t(i)] > (ws[l] != nullptr ? wsFloats[l] : 0))) ++i;
+        if (i == count) break;
+        taken[size_t(i)] = true;
+      }
+      const GaloreRefreshEntry& e = entries[i];
+      const Status s = galoreRefresh(dev, e.X, DType::F32, e.rows, e.cols, e.rank, e.left, e.P, true, e.flag, e.method,
+                                     e.mode, ws[l], wsFloats[l], nullptr);
+      if (!s.ok()) {
+        std::lock_guard<std::mutex> lock(m);
+        if (i < failedAt) { failedAt = i; failure = s; }
+      }
+    }
+    if (l > 0) useLane(dev, nullptr);
+  };
+  std::vector<std::thread> helpers;
+  for (int l = 1; l < lanes; ++l) {
+    try {
+      helpers.emplace_back(lane, l);
+    } catch (...) {
+      break;  // no thread: the lanes that started take the work
+    }
+  }
+  lane(0);
+  for (std::thread& t : helpers) t.join();
+  // The device's stream waits for every lane.
+  for (int l = 1; l < lanes; ++l) {
+    cudaEvent_t done = nullptr;
+    Status s = statusOf(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), "galoreRefreshMany (event)");
+    if (s.ok()) s = statusOf(cudaEventRecord(done, streams[size_t(l)]), "galoreRefreshMany (event)");
+    if (s.ok()) s = statusOf(cudaStreamWaitEvent(main, done, 0), "galoreRefreshMany (wait)");
+    if (done) cudaEventDestroy(done);
+    if (!s.ok() && failedAt == count) { failedAt = 0; failure = s; }
+  }
+  return failedAt < count ? failure : Status();
 }
 
 }  // namespace gpu

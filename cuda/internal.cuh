@@ -8,8 +8,15 @@
 namespace slimopt {
 namespace gpu {
 
-// Selects dev on this thread and returns its one stream (created on first use).
+// Selects dev on this thread and returns its one stream (created on first use), or the lane this
+// thread has selected for dev.
 Status deviceStream(int dev, cudaStream_t* out, const char* what);
+// Lanes: more streams of dev (lane >= 1, created once, kept) for work that runs beside the device's
+// stream on other host threads (GaLore's concurrent refreshes). While a thread has selected one
+// (useLane), everything it does on dev's stream (deviceStream, copies, allocations, synchronize)
+// goes to the lane instead; null selects the device's stream again.
+Status laneStream(int dev, int lane, cudaStream_t* out);
+void useLane(int dev, cudaStream_t st);
 // A Status for a CUDA error (classified; clears the thread's last error), or success.
 Status statusOf(cudaError_t e, const std::string& what);
 // A refused argument, as cudaErrorInvalidValue with our message.

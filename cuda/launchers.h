@@ -64,6 +64,24 @@ Status galoreRefreshWorkspace(int dev, int64_t rows, int64_t cols, int64_t r, bo
 Status galoreRefresh(int dev, const void* X, DType xt, int64_t rows, int64_t cols, int64_t r, bool left,
                      float* P, bool hasPrev, const int32_t* flag, RefreshMethod method, GemmMode mode, float* ws,
                      int64_t wsFloats, float* xScratch);
+// Refreshes of several tensors (as galoreRefresh with hasPrev, f32 gradients), up to `lanes` at a
+// time: lane l runs on its own stream and host thread with the workspace ws[l] (wsFloats[l]
+// floats), taking the first entry left whose workspace fits. Each refresh is computed exactly as
+// alone; the lanes start after the work enqueued on the device's stream and that stream waits for
+// them. Most of a refresh is small, latency-bound solver work, which the other lanes' products
+// fill around. ws[0] is the largest, and every entry must fit it (checked before anything runs).
+struct GaloreRefreshEntry {
+  const void* X;  // f32, rows x cols
+  int64_t rows, cols, rank;
+  bool left;
+  float* P;
+  const int32_t* flag;
+  RefreshMethod method;
+  GemmMode mode;
+};
+constexpr int kMaxRefreshLanes = 4;
+Status galoreRefreshMany(int dev, const GaloreRefreshEntry* entries, int64_t count, float* const* ws,
+                         const int64_t* wsFloats, int lanes);
 // One GaLore step of one tensor; nothing changes when *flag != 0. sR: R-sized, sT: r x cols for
 // Full, sBig: rows x cols f32 when the parameter or gradient is not f32 (else may be null),
 // scalars: 2 floats of device memory (the epilogue's alpha, beta, written on the device).

@@ -59,6 +59,9 @@ std::string devWhat(const char* op, int dev) { return std::string(op) + " on cud
 
 std::mutex gMutex;
 std::vector<cudaStream_t> gStreams;  // one per device, created on first use
+std::vector<std::vector<cudaStream_t>> gLanes;  // per device: lane i at [i - 1]
+thread_local int tLaneDev = -1;
+thread_local cudaStream_t tLane = nullptr;
 
 // Selects dev and returns its stream, creating it (and tuning its memory pool) the first time.
 Status useDevice(int dev, cudaStream_t* out, const char* op) {
@@ -80,11 +83,34 @@ Status useDevice(int dev, cudaStream_t* out, const char* op) {
     cudaGetLastError();
     gStreams[dev] = s;
   }
-  *out = gStreams[dev];
+  *out = tLaneDev == dev && tLane != nullptr ? tLane : gStreams[dev];
   return Status();
 }
 
 }  // namespace
+
+Status laneStream(int dev, int lane, cudaStream_t* out) {
+  cudaStream_t main;
+  Status st = useDevice(dev, &main, "creating a lane");
+  if (!st.ok()) return st;
+  if (lane < 1) return invalidArg("laneStream: lanes start at 1");
+  std::lock_guard<std::mutex> lock(gMutex);
+  if (dev >= int(gLanes.size())) gLanes.resize(dev + 1);
+  std::vector<cudaStream_t>& ls = gLanes[dev];
+  while (int(ls.size()) < lane) {
+    cudaStream_t s;
+    cudaError_t e = cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+    if (e != cudaSuccess) return fail(e, devWhat("creating a lane's stream", dev));
+    ls.push_back(s);
+  }
+  *out = ls[lane - 1];
+  return Status();
+}
+
+void useLane(int dev, cudaStream_t st) {
+  tLaneDev = st != nullptr ? dev : -1;
+  tLane = st;
+}
 
 Status deviceStream(int dev, cudaStream_t* out, const char* what) { return useDevice(dev, out, what); }
 

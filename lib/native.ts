@@ -92,6 +92,10 @@ export interface NativeAddon {
   galoreRefresh(g: NativeBufferHandle, gType: number, rows: number, cols: number, rank: number, left: boolean,
                 p: NativeBufferHandle, hasPrev: boolean, flag: NativeBufferHandle, method?: number, mode?: number,
                 ws?: NativeBufferHandle | null, xScratch?: NativeBufferHandle | null): void;
+  /** galoreRefresh (hasPrev) of every entry [G (f32), gType, rows, cols, rank, left, P, flag, method,
+   *  mode] (CUDA), as many at once as workspaces are given (1-4, the first the largest). */
+  galoreRefreshMany(entries: [NativeBufferHandle, number, number, number, number, boolean, NativeBufferHandle, NativeBufferHandle, number, number][],
+                    ws: NativeBufferHandle[]): void;
   galoreRefreshWorkspace(onDevice: NativeBufferHandle, rows: number, cols: number, rank: number, left: boolean,
                          method: number): number;
   galoreStep(w: NativeBufferHandle, wType: number, g: NativeBufferHandle, gType: number, m: NativeBufferHandle,

@@ -235,6 +235,8 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
   private paramFlags = new Map<Parameter, Tensor>();
   /** Projected gradients given for the next step (setProjectedGrad). */
   private projectedGrads = new Map<Parameter, Tensor>();
+  /** Tensors of the group stepping now whose projectors refreshMany refreshed already. */
+  private refreshedNow = new Set<Parameter>();
 
   /** step() calls a new rank group starts from (see benchSkipFirstRefresh). */
   private initialCalls = 0;
@@ -343,18 +345,70 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     return g.projector === "warm" && q.refreshed ? 1 : 0;
   }
 
-  /** f32 elements of device workspace the refreshes of this step need (0 on the CPU or when no
-   *  group refreshes now; `anyStep`: of any refresh step, due or not). The workspace lives for the
-   *  step only (stream-ordered free). */
-  private refreshWorkspace(anyStep = false): Map<Device, number> {
-    const need = new Map<Device, number>();
+  /** The refresh workspaces of this step per device, in f32 elements (none on the CPU or when no
+   *  group refreshes now; `anyStep`: of any refresh step, due or not). Lane 0 fits every refresh.
+   *  Lane 1, where a rank group has two f32-gradient refreshes and room for it, is as large as the
+   *  largest of them that fits beside lane 0 within the group's budget (one f32 gradient less the
+   *  scratch, as for the held Rs): galoreRefreshMany then runs two refreshes at once, whose solver
+   *  work is mostly small latency-bound kernels that the other's products fill around. The
+   *  workspaces live for the step only (stream-ordered free). */
+  private refreshWorkspace(anyStep = false): Map<Device, number[]> {
+    const lane0 = new Map<Device, number>(), lane1 = new Map<Device, number>();
+    const groups: [ParamGroup<GaLoreOptions>, RankGroupState, number[]][] = [];
     for (const g of this.paramGroups) {
       const s = this.ranked.get(g);
       if (!s || s.device.kind !== "cuda" || !(anyStep || refreshCall(g, s.calls))) continue;
-      for (const q of s.params.values())
-        need.set(s.device, Math.max(need.get(s.device) ?? 0, refreshWorkspaceFloats(s.flag, q, this.methodOf(g, q))));
+      const needs: number[] = [];
+      for (const [p, q] of s.params) {
+        const n = refreshWorkspaceFloats(s.flag, q, this.methodOf(g, q));
+        lane0.set(s.device, Math.max(lane0.get(s.device) ?? 0, n));
+        if (p.grad.dtype === "f32") needs.push(...(q.side === Side.Full ? [n, n] : [n]));
+      }
+      groups.push([g, s, needs]);
     }
-    return need;
+    if (process.env.SLIMOPT_REFRESH_LANES !== "1") {
+      for (const [g, s, needs] of groups) {
+        const room = this.heldRBudget(g, s) - lane0.get(s.device)!;
+        const fit = needs.filter((n) => n > 0 && n <= room);
+        if (needs.length >= 2 && fit.length > 0) lane1.set(s.device, Math.max(lane1.get(s.device) ?? 0, ...fit));
+      }
+    }
+    const out = new Map<Device, number[]>();
+    for (const [dev, n] of lane0) if (n > 0) out.set(dev, lane1.has(dev) ? [n, lane1.get(dev)!] : [n]);
+    return out;
+  }
+
+  /** On CUDA, the refresh of every f32-gradient tensor of g (both projectors of a "full" one) by
+   *  galoreRefreshMany, as many at once as there are workspaces; returns the tensors refreshed. */
+  private refreshMany(g: ParamGroup<GaLoreOptions>, s: RankGroupState, ws: Tensor[]): Set<Parameter> {
+    const done = new Set<Parameter>();
+    if (s.device.kind !== "cuda" || ws.length === 0) return done;
+    const mode = this.refreshModeOf(g);
+    const entries: [NativeBufferHandle, number, number, number, number, boolean, NativeBufferHandle, NativeBufferHandle, number, number][] = [];
+    for (const p of g.params) {
+      const q = s.params.get(p)!;
+      if (p.grad.dtype !== "f32") continue;
+      const method = this.methodOf(g, q);
+      const entry = (left: boolean, proj: Tensor) =>
+        entries.push([p.grad.handle, DTYPE_CODE.f32, q.rows, q.cols, q.rank, left, proj.handle, s.flag.handle, method, mode]);
+      if (q.side === Side.Full) {
+        entry(true, q.pA);
+        entry(false, q.pB!);
+      } else {
+        entry(q.side === Side.Left, q.pA);
+      }
+      done.add(p);
+    }
+    if (entries.length > 0) native().galoreRefreshMany(entries, ws.map((t) => t.handle));
+    for (const p of done) s.params.get(p)!.refreshed = true;
+    return done;
+  }
+
+  /** The refresh's GEMM mode: the group's, but tf32 for bf16 (the warm refresh's subspace iteration
+   *  needs more than bf16's 8 bits). */
+  private refreshModeOf(g: ParamGroup<GaLoreOptions>): number {
+    const mode = GEMM_MODE[g.precision as GemmPrecision];
+    return mode === GEMM_MODE.bf16 ? GEMM_MODE.tf32 : mode;
   }
 
   // ---- projected gradients and projectors (data-parallel steps, tools) -----------------------------
@@ -473,17 +527,20 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
       e.prepare(g.params);
       return { g, engine: e };
     });
-    const ws = new Map<Device, Tensor>();
+    const ws = new Map<Device, Tensor[]>();
     const early = new Map<ParamGroup<GaLoreOptions>, Map<Parameter, Tensor>>();
     try {
-      for (const [dev, n] of this.refreshWorkspace()) if (n > 0) ws.set(dev, workspace(n, dev));
+      for (const [dev, lanes] of this.refreshWorkspace()) {
+        ws.set(dev, []);
+        for (const n of lanes) ws.get(dev)!.push(workspace(n, dev));
+      }
       for (const { g, ranked } of plans) {
         const slots = ranked && this.projectFirstSlots(g, ranked);
         if (slots) early.set(g, slots);
       }
       this.runPlans(plans, ws, early);
     } finally {
-      for (const t of ws.values()) t.dispose();
+      for (const lanes of ws.values()) for (const t of lanes) t.dispose();
       for (const slots of early.values()) for (const t of slots.values()) t.dispose();
     }
   }
@@ -568,7 +625,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     }), sc.sT?.handle ?? null, sc.sBig?.handle ?? null, GEMM_MODE[g.precision as GemmPrecision]);
   }
 
-  private runPlans(plans: { g: ParamGroup<GaLoreOptions>; ranked?: RankGroupState; engine?: AdamGroupEngine }[], ws: Map<Device, Tensor>,
+  private runPlans(plans: { g: ParamGroup<GaLoreOptions>; ranked?: RankGroupState; engine?: AdamGroupEngine }[], wsLanes: Map<Device, Tensor[]>,
                    early: Map<ParamGroup<GaLoreOptions>, Map<Parameter, Tensor>>): void {
     const nat = native();
     for (const { g, ranked, engine } of plans) {
@@ -585,16 +642,20 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
       } else {
         nat.fillZero(s.flag.handle, 4);
       }
+      const lanes = wsLanes.get(s.device) ?? [];
+      this.refreshedNow.clear();
+      if (refreshCall(g, s.calls)) for (const p of this.refreshMany(g, s, lanes)) this.refreshedNow.add(p);
       let rest = g.params;
       if (slots) {
-        this.stepProjected(g, s, slots, ws.get(s.device));
+        this.stepProjected(g, s, slots, lanes[0]);
         // Freed before the others' projections, so that their chunks have the whole budget.
         for (const t of slots.values()) t.dispose();
         rest = g.params.filter((p) => !slots.has(p));
       }
-      for (const chunk of this.projectionChunks(g, s, rest)) this.stepChunk(g, s, chunk, ws.get(s.device));
+      for (const chunk of this.projectionChunks(g, s, rest)) this.stepChunk(g, s, chunk, lanes[0]);
       nat.galoreFinish(s.counters.handle, s.flag.handle);
       s.calls++;
+      this.refreshedNow.clear();
     }
     this.projectedGrads.clear();
   }
@@ -750,12 +811,10 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     const sc = this.scratch.get(s.device)!;
     const refresh = refreshCall(g, s.calls);
     const h = this.hyperOf(g);
-    // The warm refresh's subspace iteration needs more than bf16's 8 bits: tf32 there.
-    const refreshMode = h.mode === GEMM_MODE.bf16 ? GEMM_MODE.tf32 : h.mode;
     const q = s.params.get(p)!;
     const gt = DTYPE_CODE[p.grad.dtype];
-    if (refresh) {
-      refreshProjectors(p.grad, q, flag, this.methodOf(g, q), refreshMode, ws, sc.sBig);
+    if (refresh && !this.refreshedNow.has(p)) {
+      refreshProjectors(p.grad, q, flag, this.methodOf(g, q), this.refreshModeOf(g), ws, sc.sBig);
       q.refreshed = true;
     }
     const given = early ?? this.projectedGrads.get(p);
@@ -965,10 +1024,11 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     return out;
   }
 
-  /** Bytes of device workspace the largest refresh of this optimizer's tensors takes (0 on the CPU
-   *  and before the first step): held during a refresh step only, beside scratchBytes(). */
+  /** Bytes of device workspace a refresh step of this optimizer holds on one device (both lanes'
+   *  where two refreshes run at once; 0 on the CPU and before the first step): held during a
+   *  refresh step only, beside scratchBytes(). */
   refreshWorkspaceBytes(): number {
-    return 4 * Math.max(0, ...this.refreshWorkspace(true).values());
+    return 4 * Math.max(0, ...[...this.refreshWorkspace(true).values()].map((l) => l.reduce((a, b) => a + b, 0)));
   }
 
   /** Bytes of scratch held between steps (not state): R-sized buffers, plus one f32 gradient on

@@ -5,8 +5,9 @@
 // at the second (the sign rule against the previous P). It prints what mismatches, and asserts.
 // Skipped where no CUDA device exists.
 import { devices, GaLoreAdamW, gemm, Parameter, ProjType, setBuiltinLinalg, linalgPaths, tensor } from "../../lib";
-import { relErr, Rng } from "../reference";
+import { bitsEqual, relErr, Rng } from "../reference";
 import { geometricGradient, separatedGradient } from "../galore_reference";
+import { native } from "../../lib/native";
 
 const hasCuda = devices().length > 1;
 const suite = hasCuda ? describe : describe.skip;
@@ -149,13 +150,140 @@ for (const builtin of [false, true]) {
       // (P kept), so the built-in path does not spend minutes here.
       for (const p of ps) p.grad.copyFrom(new Float32Array(p.numel));
       const o = new GaLoreAdamW([{ params: ps, rank, updateProjGap: 1, projType: "std" }], { lr: 0 });
+      const spy = jest.spyOn(native(), "galoreRefreshMany");
       o.step();
+      const lanes = spy.mock.calls.map((c) => c[1].length);
+      spy.mockRestore();
+      // One call; a second lane only where it fits beside the first (the bound below holds either way).
+      console.log(`r=${rank}: refresh lanes ${JSON.stringify(lanes)}`);
+      expect(lanes.length).toBe(1);
       const extra = o.scratchBytes() + o.refreshWorkspaceBytes();
       console.log(`r=${rank}: refresh workspace ${(o.refreshWorkspaceBytes() / 2 ** 20).toFixed(1)} MiB + scratch ${(o.scratchBytes() / 2 ** 20).toFixed(1)} MiB; one gradient ${(4 * 11008 * 4096 / 2 ** 20).toFixed(1)} MiB`);
       expect(o.refreshWorkspaceBytes()).toBeGreaterThan(0);
       expect(extra).toBeLessThanOrEqual(4 * 11008 * 4096);
       o.dispose();
       for (const p of ps) { p.data.dispose(); p.grad.dispose(); }
+    });
+
+    // galoreRefreshMany: the refreshes of several tensors on up to four lanes (streams and host
+    // threads) at once. Each P must be bit for bit what galoreRefresh computes alone: fresh random
+    // gradients, odd sizes, both sides, exact and warm (warm from the exact P), 1 to 4 lanes.
+    test.each([1, 2, 3, 4])("galoreRefreshMany on %i lane(s) equals galoreRefresh one by one, bit for bit", async (lanes) => {
+      const nat = native();
+      const rng = new Rng(900 + lanes);
+      const specs: [number, number, number, boolean][] = [[300, 140, 8, false], [140, 300, 8, true], [257, 129, 16, true],
+                                                          [257, 129, 16, false], [96, 64, 5, false], [65, 200, 7, true]];
+      const grads = specs.map(([m, n]) => tensor(rng.normals(m * n), [m, n], { device: "cuda" }));
+      const pLen = ([m, n, r, left]: [number, number, number, boolean]) => (left ? m : n) * r;
+      const flag = tensor(new Int32Array(1), [1], { device: "cuda", dtype: "i32" });
+      const needs = specs.map(([m, n, r, left]) => Math.max(nat.galoreRefreshWorkspace(flag.handle, m, n, r, left, 0),
+                                                             nat.galoreRefreshWorkspace(flag.handle, m, n, r, left, 1)));
+      const sorted = [...needs].sort((a, b) => b - a);
+      // Lane 0 fits all; the others fit only some (the smaller half), so the scheduling is exercised.
+      const sizes = Array.from({ length: lanes }, (_, l) => Math.max(1, l === 0 ? sorted[0] : sorted[Math.min(sorted.length - 1, 2 + l)]));
+      const ws = sizes.map((n) => tensor(new Float32Array(n), [n], { device: "cuda" }));
+      const single = tensor(new Float32Array(sorted[0]), [sorted[0]], { device: "cuda" });
+      const serial = specs.map((sp) => tensor(new Float32Array(pLen(sp)), [pLen(sp)], { device: "cuda" }));
+      const many = specs.map((sp) => tensor(new Float32Array(pLen(sp)), [pLen(sp)], { device: "cuda" }));
+      try {
+        for (const method of [0, 1]) {
+          for (const mode of [0, 1]) {
+            specs.forEach(([m, n, r, left], i) =>
+              nat.galoreRefresh(grads[i].handle, 0, m, n, r, left, serial[i].handle, true, flag.handle, method, mode, single.handle, null));
+            nat.galoreRefreshMany(specs.map(([m, n, r, left], i) =>
+              [grads[i].handle, 0, m, n, r, left, many[i].handle, flag.handle, method, mode]), ws.map((t) => t.handle));
+            for (let i = 0; i < specs.length; i++) {
+              const a = await serial[i].toFloat32Array(), b = await many[i].toFloat32Array();
+              expect(bitsEqual(a, b)).toBe(true);
+              expect(a.some((x) => x !== 0)).toBe(true);
+            }
+          }
+          // The next round (warm) starts from these projectors on both sides.
+          for (let i = 0; i < specs.length; i++) serial[i].copyFrom(await many[i].toFloat32Array());
+        }
+      } finally {
+        for (const t of [...grads, ...ws, single, ...serial, ...many, flag]) t.dispose();
+      }
+    });
+
+    test("galoreRefreshMany refuses bad workspaces and entries (E_ARG / E_SHAPE / E_DEVICE), P unchanged", async () => {
+      const nat = native();
+      const rng = new Rng(31);
+      const g = tensor(rng.normals(120 * 50), [120, 50], { device: "cuda" }), g16 = tensor(rng.normals(120 * 50), [120, 50], { device: "cuda", dtype: "bf16" });
+      const flag = tensor(new Int32Array(1), [1], { device: "cuda", dtype: "i32" });
+      const need = nat.galoreRefreshWorkspace(flag.handle, 120, 50, 6, false, 0);
+      const big = tensor(new Float32Array(need), [need], { device: "cuda" }), small = tensor(new Float32Array(Math.max(1, need - 1)), [Math.max(1, need - 1)], { device: "cuda" });
+      const cpuWs = tensor(new Float32Array(need), [need], { device: "cpu" });
+      const P0 = rng.normals(50 * 6);
+      const P = tensor(P0, [6, 50], { device: "cuda" });
+      type E = Parameters<typeof nat.galoreRefreshMany>[0][number];
+      const ok: E = [g.handle, 0, 120, 50, 6, false, P.handle, flag.handle, 0, 1];
+      try {
+        for (const [entries, ws, code] of [
+          [[ok], [small.handle, big.handle], "E_ARG"],                                   // first not the largest
+          [[ok], [small.handle], "E_SHAPE"],                                             // does not fit
+          [[ok], [big.handle, big.handle, big.handle, big.handle, big.handle], "E_ARG"], // five lanes
+          [[ok], [], "E_ARG"],
+          [[ok, [g16.handle, 1, 120, 50, 6, false, P.handle, flag.handle, 0, 1]], [big.handle], "E_ARG"],  // bf16 gradient
+          [[ok, [g.handle, 0, 120, 50, 51, false, P.handle, flag.handle, 0, 1]], [big.handle], "E_ARG"],   // rank > min
+          [[ok, [g.handle, 0, 120, 50, 6, false, P.handle, flag.handle, 2, 1]], [big.handle], "E_ARG"],    // method
+          [[ok, [g.handle, 0, 120, 50, 6]], [big.handle], "E_ARG"],                                       // malformed
+          [[ok], [cpuWs.handle], "E_DEVICE"],
+        ] as [E[], unknown[], string][]) {
+          let caught: unknown;
+          try {
+            nat.galoreRefreshMany(entries, ws as never);
+          } catch (e) {
+            caught = e;
+          }
+          expect((caught as { code?: string })?.code).toBe(code);
+          expect(bitsEqual(await P.toFloat32Array(), P0)).toBe(true);
+        }
+        nat.galoreRefreshMany([ok], [big.handle]);
+        expect(relErr(await P.toFloat32Array(), P0)).toBeGreaterThan(0.1);  // the valid call does refresh P
+      } finally {
+        for (const t of [g, g16, flag, big, small, cpuWs, P]) t.dispose();
+      }
+    });
+
+    // The optimizer's refresh step with two lanes (the second within the one f32 gradient of room
+    // beside the first) and with one (SLIMOPT_REFRESH_LANES=1): the same parameters and projectors,
+    // bit for bit.
+    test("a refresh step on two lanes steps exactly as on one", async () => {
+      const rng = new Rng(4242);
+      // The two large ones leave room beside their workspace for the small ones' (not for each other's).
+      const shapes = [[2000, 300], [300, 2000], [160, 160], [257, 129], [90, 400]];
+      const w0 = shapes.map(([m, n]) => rng.normals(m * n, 0.02));
+      const gs = [0, 1].map(() => shapes.map(([m, n]) => rng.normals(m * n)));
+      const run = async (lanes: "1" | undefined) => {
+        const prev = process.env.SLIMOPT_REFRESH_LANES;
+        if (lanes) process.env.SLIMOPT_REFRESH_LANES = lanes; else delete process.env.SLIMOPT_REFRESH_LANES;
+        const spy = jest.spyOn(native(), "galoreRefreshMany");
+        const ps = shapes.map(([m, n], i) => new Parameter(tensor(w0[i], [m, n], { device: "cuda" }), { name: `w${i}` }));
+        const o = new GaLoreAdamW([{ params: ps, rank: 6, updateProjGap: 1, projType: "std" }], { lr: 0.01 });
+        try {
+          for (const g of gs) {
+            ps.forEach((p, i) => p.grad.copyFrom(g[i]));
+            o.step();
+          }
+          const lanesUsed = spy.mock.calls.map((c) => c[1].length);
+          return { w: await Promise.all(ps.map((p) => p.data.toFloat32Array())), pr: await Promise.all(ps.map((p) => o.stateOf(p)!.proj!.toFloat32Array())), lanesUsed };
+        } finally {
+          spy.mockRestore();
+          o.dispose();
+          for (const p of ps) p.dispose();
+          if (prev === undefined) delete process.env.SLIMOPT_REFRESH_LANES; else process.env.SLIMOPT_REFRESH_LANES = prev;
+        }
+      };
+      const two = await run(undefined), one = await run("1");
+      console.log(`refresh lanes per step: ${JSON.stringify(two.lanesUsed)} (forced one: ${JSON.stringify(one.lanesUsed)})`);
+      expect(two.lanesUsed).toEqual([2, 2]);
+      expect(one.lanesUsed).toEqual([1, 1]);
+      for (let i = 0; i < shapes.length; i++) {
+        expect(bitsEqual(two.w[i], one.w[i])).toBe(true);
+        expect(bitsEqual(two.pr[i], one.pr[i])).toBe(true);
+        expect(bitsEqual(two.w[i], w0[i])).toBe(false);  // the steps did change W
+      }
     });
 
     // A Gaussian gradient: a flat spectrum with eigenvalues close together up to and past the
