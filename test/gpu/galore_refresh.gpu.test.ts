@@ -251,8 +251,8 @@ for (const builtin of [false, true]) {
     // bit for bit.
     test("a refresh step on two lanes steps exactly as on one", async () => {
       const rng = new Rng(4242);
-      // The two large ones leave room beside their workspace for the small ones' (not for each other's).
-      const shapes = [[2000, 300], [300, 2000], [160, 160], [257, 129], [90, 400]];
+      // One f32 gradient of the largest (1.2 M floats) holds two of their workspaces (~0.5 M each).
+      const shapes = [[4000, 300], [300, 4000], [160, 160], [257, 129], [90, 400]];
       const w0 = shapes.map(([m, n]) => rng.normals(m * n, 0.02));
       const gs = [0, 1].map(() => shapes.map(([m, n]) => rng.normals(m * n)));
       const run = async (lanes: "1" | undefined) => {
@@ -276,7 +276,10 @@ for (const builtin of [false, true]) {
         }
       };
       const two = await run(undefined), one = await run("1");
-      console.log(`refresh lanes per step: ${JSON.stringify(two.lanesUsed)} (forced one: ${JSON.stringify(one.lanesUsed)})`);
+      const probe = tensor(new Int32Array(1), [1], { device: "cuda", dtype: "i32" });
+      const needs = shapes.map(([m, n]) => native().galoreRefreshWorkspace(probe.handle, m, n, 6, m < n, 0));
+      probe.dispose();
+      console.log(`refresh lanes per step: ${JSON.stringify(two.lanesUsed)} (forced one: ${JSON.stringify(one.lanesUsed)}); workspaces ${JSON.stringify(needs)} floats`);
       expect(two.lanesUsed).toEqual([2, 2]);
       expect(one.lanesUsed).toEqual([1, 1]);
       for (let i = 0; i < shapes.length; i++) {
