@@ -226,6 +226,29 @@ export function tensor(data: Float32Array | Float64Array | Uint16Array | Uint8Ar
   }
 }
 
+/** @internal f32 elements of a block that sliceBlock() cuts into parts of these sizes (each part
+ *  starts 256 bytes aligned, as the GEMM libraries like). */
+export function blockFloats(sizes: readonly number[]): number {
+  return sizes.reduce((n, k) => n + Math.ceil(k / 64) * 64, 0);
+}
+
+/** @internal f32 tensors over consecutive parts of `block` (blockFloats(sizes) elements or more):
+ *  views that own no memory, so one allocation serves them all (each allocation costs the host
+ *  time of the allocator and of V8's external-memory accounting). `block` must outlive them. */
+export function sliceBlock(block: Tensor, sizes: readonly number[]): Tensor[] {
+  block.assertLive("block");
+  if (block.device.kind !== "cuda") fail("E_DEVICE", "sliceBlock: CUDA blocks only");
+  if (block.dtype !== "f32" || block.numel < blockFloats(sizes)) fail("E_SHAPE", "sliceBlock: the block is too small");
+  const base = block.devicePointer;
+  const out: Tensor[] = [];
+  let at = 0;
+  for (const k of sizes) {
+    out.push(new Tensor(new (native().NativeBuffer)(block.device.index, k * 4, base + BigInt(at * 4)), [k], "f32", block.device));
+    at += Math.ceil(k / 64) * 64;
+  }
+  return out;
+}
+
 export function zeros(shape: readonly number[], opts: TensorOptions = {}): Tensor {
   const t = Tensor.empty(shape, checkDtype(opts.dtype ?? "f32"), resolveDevice(opts.device));
   return t.zero();

@@ -8,7 +8,7 @@ import { noticeBuiltinLinalg } from "../linalg";
 import { native, NativeBufferHandle } from "../native";
 import { GEMM_MODE, GemmPrecision, isGemmPrecision } from "../linalg";
 import { Parameter } from "../parameter";
-import { Tensor, zeros } from "../tensor";
+import { blockFloats, sliceBlock, Tensor, zeros } from "../tensor";
 import { AdamConvention, AdamGroupEngine, engineMoments } from "./adam_core";
 import { adamHyper, AdamWOptions, validateAdamOptions } from "./adamw";
 import { checkNumber, ParamGroup, ParamGroupSpec, sameShape, StateDict } from "./optimizer";
@@ -235,6 +235,9 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
   private paramFlags = new Map<Parameter, Tensor>();
   /** Projected gradients given for the next step (setProjectedGrad). */
   private projectedGrads = new Map<Parameter, Tensor>();
+  /** The one allocation behind a step's held Rs (projectFirstSlots), with the project-backs'
+   *  transpose area cut from it. */
+  private slotBlocks = new WeakMap<Map<Parameter, Tensor>, { block: Tensor; area?: Tensor }>();
   /** Tensors of the group stepping now whose projectors refreshMany refreshed already. */
   private refreshedNow = new Set<Parameter>();
 
@@ -541,7 +544,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
       this.runPlans(plans, ws, early);
     } finally {
       for (const lanes of ws.values()) for (const t of lanes) t.dispose();
-      for (const slots of early.values()) for (const t of slots.values()) t.dispose();
+      for (const slots of early.values()) this.disposeSlots(slots);
     }
   }
 
@@ -591,15 +594,42 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     if (g.skipNonFinite === false || refreshCall(g, s.calls)) return undefined;
     const held = this.heldForCheck(g, s);
     if (held.length === 0) return undefined;
-    const slots = new Map<Parameter, Tensor>();
+    const sizes = held.map((p) => rNumelOf(s.params.get(p)!));
+    if (s.device.kind !== "cuda") {
+      const slots = new Map<Parameter, Tensor>();
+      try {
+        held.forEach((p, i) => slots.set(p, Tensor.empty([sizes[i]], "f32", s.device)));
+      } catch (e) {
+        for (const t of slots.values()) t.dispose();
+        if (e instanceof SlimoptError && e.code === "E_OOM") return undefined;
+        throw e;
+      }
+      return slots;
+    }
+    // On CUDA one allocation for all of them and the transpose area: an allocation per tensor
+    // costs the host the allocator's and V8's external-memory accounting each time, and the
+    // host's time per step at rank 128 on §6 is close to the device's (~3.5 ms).
+    const area = this.transposeAreaFloats(g, s, held, blockFloats(sizes) + 64);
+    let block: Tensor;
     try {
-      for (const p of held) slots.set(p, Tensor.empty([rNumelOf(s.params.get(p)!)], "f32", s.device));
+      block = Tensor.empty([blockFloats([...sizes, area])], "f32", s.device);
     } catch (e) {
-      for (const t of slots.values()) t.dispose();
       if (e instanceof SlimoptError && e.code === "E_OOM") return undefined;
       throw e;
     }
+    const parts = sliceBlock(block, area > 0 ? [...sizes, area] : sizes);
+    const slots = new Map(held.map((p, i) => [p, parts[i]]));
+    this.slotBlocks.set(slots, { block, area: parts[held.length] });
     return slots;
+  }
+
+  /** Frees the Rs of projectFirstSlots (and what they were cut from). */
+  private disposeSlots(slots: Map<Parameter, Tensor>): void {
+    for (const t of slots.values()) t.dispose();
+    const b = this.slotBlocks.get(slots);
+    b?.area?.dispose();
+    b?.block.dispose();
+    this.slotBlocks.delete(slots);
   }
 
   /** Projects each of `params` that has a slot into it, as its step would project it, then sets
@@ -649,7 +679,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
       if (slots) {
         this.stepProjected(g, s, slots, lanes[0]);
         // Freed before the others' projections, so that their chunks have the whole budget.
-        for (const t of slots.values()) t.dispose();
+        this.disposeSlots(slots);
         rest = g.params.filter((p) => !slots.has(p));
       }
       for (const chunk of this.projectionChunks(g, s, rest)) this.stepChunk(g, s, chunk, lanes[0]);
@@ -763,30 +793,42 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     }
     if (entries.length > 0) {
       const sc = this.scratch.get(s.device)!;
-      const area = this.transposeArea(g, s, slots, entries);
+      const carved = this.slotBlocks.get(slots)?.area;
+      const area = carved ?? this.transposeArea(g, s, [...slots.keys()], slots);
       try {
         native().galoreBackMany(entries, s.flag.handle, sc.scalars!.handle, GEMM_MODE[g.precision as GemmPrecision],
                                 (area ?? sc.sT)?.handle ?? null);
       } finally {
-        area?.dispose();
+        if (!carved) area?.dispose();
       }
     }
     return done;
   }
 
-  /** On CUDA, a buffer for the project-backs' Bs transposed (rank <= 128, rank x cols each), several
-   *  at once (one launch transposes as many as it holds: 28 launches of 2-6 MB took 146 us of a
-   *  rank-128 step, ncu): as large as they need and as the group's budget leaves beside the Rs in
-   *  `slots` (one f32 gradient less the scratch and those Rs). Undefined where that is no more
-   *  than sT, which then serves them one at a time, or where it cannot be allocated. */
-  private transposeArea(g: ParamGroup<GaLoreOptions>, s: RankGroupState, slots: Map<Parameter, Tensor>,
-                        entries: [NativeBufferHandle, NativeBufferHandle, NativeBufferHandle, number, number, number, number][]): Tensor | undefined {
-    if (s.device.kind !== "cuda") return undefined;
-    const need = entries.reduce((n, e) => n + (e[6] <= BACK_TRANSPOSE_MAX_RANK ? e[6] * e[5] : 0), 0);
+  /** On CUDA, floats for the project-backs' Bs transposed (rank <= 128, rank x cols each) of those
+   *  of `params` backMany will serve, several at once (one launch transposes as many as it holds:
+   *  28 launches of 2-6 MB took 146 us of a rank-128 step, ncu): as many as they need and as the
+   *  group's budget leaves beside `heldFloats` of Rs (one f32 gradient less the scratch and those
+   *  Rs). 0 where that is no more than sT, which then serves them one at a time. */
+  private transposeAreaFloats(g: ParamGroup<GaLoreOptions>, s: RankGroupState, params: Parameter[], heldFloats: number): number {
+    if (s.device.kind !== "cuda") return 0;
+    let need = 0;
+    for (const p of params) {
+      const q = s.params.get(p)!;
+      if (p.dtype === "f32" && q.side !== Side.Full && !q.absmaxM && q.rank <= BACK_TRANSPOSE_MAX_RANK) need += q.rank * q.cols;
+    }
+    const size = Math.min(need, this.heldRBudget(g, s) - heldFloats);
+    return size > (this.scratch.get(s.device)?.sT?.numel ?? 0) ? size : 0;
+  }
+
+  /** The transpose area of a chunk's project-backs (transposeAreaFloats beside the chunk's Rs in
+   *  `slots`), allocated; undefined where it is 0 or cannot be allocated. */
+  private transposeArea(g: ParamGroup<GaLoreOptions>, s: RankGroupState, params: Parameter[],
+                        slots: Map<Parameter, Tensor>): Tensor | undefined {
     let held = 0;
     for (const t of slots.values()) held += t.numel;
-    const size = Math.min(need, this.heldRBudget(g, s) - held);
-    if (size <= (this.scratch.get(s.device)?.sT?.numel ?? 0)) return undefined;
+    const size = this.transposeAreaFloats(g, s, params, held);
+    if (size === 0) return undefined;
     try {
       return Tensor.empty([size], "f32", s.device);
     } catch (e) {
