@@ -251,8 +251,9 @@ for (const builtin of [false, true]) {
     // bit for bit.
     test("a refresh step on two lanes steps exactly as on one", async () => {
       const rng = new Rng(4242);
-      // One f32 gradient of the largest (1.2 M floats) holds two of their workspaces (~0.5 M each).
-      const shapes = [[4000, 300], [300, 4000], [160, 160], [257, 129], [90, 400]];
+      // One f32 gradient of the largest (2.4 M floats) holds its workspace and another (the cuSOLVER
+      // path's are ~0.4-0.8 M floats at these sizes, the built-in path's smaller).
+      const shapes = [[6000, 400], [4000, 300], [300, 4000], [160, 160], [257, 129], [90, 400]];
       const w0 = shapes.map(([m, n]) => rng.normals(m * n, 0.02));
       const gs = [0, 1].map(() => shapes.map(([m, n]) => rng.normals(m * n)));
       const run = async (lanes: "1" | undefined) => {
