@@ -127,19 +127,7 @@ Cublas* cublas() {
   return gBlas.lib != nullptr && !forced() ? &gBlas : nullptr;
 }
 
-// dev's handle for stream st (created once per stream, since cublasCreate is slow; one per stream
-// so that concurrent refreshes on their own streams and threads never share one).
-void* blasHandle(Cublas* b, int dev, cudaStream_t st) {
-  if (dev < 0 || dev >= 64) return nullptr;
-  std::lock_guard<std::mutex> lock(gBlasMutex);
-  for (const auto& e : b->handles[dev])
-    if (e.first == st) return e.second;
-  void* h = nullptr;
-  if (b->create(&h) != 0) return nullptr;
-  if (b->setStream(h, st) != 0) return nullptr;
-  b->handles[dev].emplace_back(st, h);
-  return h;
-}
+void* blasHandle(Cublas* b, int dev, cudaStream_t st) { return streamHandle(b, gBlasMutex, dev, st); }
 
 Status blasFail(int code, const char* what) {
   Status s = invalidArg(std::string("cuBLAS status ") + std::to_string(code) + " in " + what);

@@ -170,17 +170,7 @@ Cusolver* cusolver() {
   return s != nullptr && !forceBuiltin() ? s : nullptr;
 }
 
-void* solverHandle(Cusolver* s, int dev, cudaStream_t st) {
-  if (dev < 0 || dev >= 64) return nullptr;
-  std::lock_guard<std::mutex> lock(gSolverMutex);
-  for (const auto& e : s->handles[dev])
-    if (e.first == st) return e.second;
-  void* h = nullptr;
-  if (s->create(&h) != 0) return nullptr;
-  if (s->setStream(h, st) != 0) return nullptr;
-  s->handles[dev].emplace_back(st, h);
-  return h;
-}
+void* solverHandle(Cusolver* s, int dev, cudaStream_t st) { return streamHandle(s, gSolverMutex, dev, st); }
 
 Status solverFail(int code, const char* what) {
   Status s = invalidArg(std::string("cuSOLVER status ") + std::to_string(code) + " in " + what);

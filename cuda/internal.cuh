@@ -1,6 +1,7 @@
 // Helpers the launchers share with runtime.cu (CUDA-side only; the glue never includes this).
 #pragma once
 #include <cuda_runtime.h>
+#include <mutex>
 #include <string>
 #include "galore.cuh"
 #include "runtime.h"
@@ -17,6 +18,23 @@ Status deviceStream(int dev, cudaStream_t* out, const char* what);
 // goes to the lane instead; null selects the device's stream again.
 Status laneStream(int dev, int lane, cudaStream_t* out);
 void useLane(int dev, cudaStream_t st);
+
+// A run-time loaded library's handle for dev and stream st, created once per stream (creation is
+// slow; one per stream, so threads on their own lanes never share one). Lib: the library's table,
+// with create(void**), setStream(void*, cudaStream_t) and handles[64] of (stream, handle) pairs;
+// m guards it. Null when dev is out of range or creation fails.
+template <typename Lib>
+void* streamHandle(Lib* lib, std::mutex& m, int dev, cudaStream_t st) {
+  if (dev < 0 || dev >= 64) return nullptr;
+  std::lock_guard<std::mutex> lock(m);
+  for (const auto& e : lib->handles[dev])
+    if (e.first == st) return e.second;
+  void* h = nullptr;
+  if (lib->create(&h) != 0) return nullptr;
+  if (lib->setStream(h, st) != 0) return nullptr;
+  lib->handles[dev].emplace_back(st, h);
+  return h;
+}
 // A Status for a CUDA error (classified; clears the thread's last error), or success.
 Status statusOf(cudaError_t e, const std::string& what);
 // A refused argument, as cudaErrorInvalidValue with our message.
