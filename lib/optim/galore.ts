@@ -543,6 +543,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
       }
       this.runPlans(plans, ws, early);
     } finally {
+      this.refreshedNow.clear();  // also when a group threw part-way: a later step must refresh itself
       for (const lanes of ws.values()) for (const t of lanes) t.dispose();
       for (const slots of early.values()) this.disposeSlots(slots);
     }
