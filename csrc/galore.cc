@@ -231,12 +231,11 @@ Napi::Value RefreshMany(const Napi::CallbackInfo& info) {
   }
   for (int64_t f : wsFloats)
     if (f > wsFloats[0]) throwError(env, "E_ARG", "galoreRefreshMany: the first workspace must be the largest");
-  for (const gpu::GaloreRefreshEntry& e : es) {
-    int64_t need = 0;
-    gpu::Status st = gpu::galoreRefreshWorkspace(dev, e.rows, e.cols, e.rank, e.left, e.method, &need);
+  for (gpu::GaloreRefreshEntry& e : es) {
+    gpu::Status st = gpu::galoreRefreshWorkspace(dev, e.rows, e.cols, e.rank, e.left, e.method, &e.floats);
     if (!st.ok()) throwCuda(env, dev, st, "galoreRefreshMany");
-    if (need > wsFloats[0]) throwError(env, "E_SHAPE", "galoreRefreshMany: a refresh needs " + std::to_string(need) +
-                                                        " floats of workspace, more than the first holds");
+    if (e.floats > wsFloats[0]) throwError(env, "E_SHAPE", "galoreRefreshMany: a refresh needs " + std::to_string(e.floats) +
+                                                            " floats of workspace, more than the first holds");
   }
   gpu::Status st = gpu::galoreRefreshMany(dev, es.data(), int64_t(es.size()), ws.data(), wsFloats.data(), int(ws.size()));
   if (!st.ok()) throwCuda(env, dev, st, "galoreRefreshMany");

@@ -1515,22 +1515,7 @@ Status galoreRefresh(int dev, const void* X, DType xt, int64_t rows, int64_t col
 
 Status galoreRefreshMany(int dev, const GaloreRefreshEntry* entries, int64_t count, float* const* ws,
                          const int64_t* wsFloats, int lanes) {
-  if (lanes < 1 || lanes > kMaxRefreshLanes) return invalidArg("galoreRefreshMany: lanes must be in [1, 4]");
   if (count <= 0) return Status();
-  // Lane 0 (this thread) has the largest workspace, so it can take every entry if no thread starts.
-  const int64_t largest = ws[0] != nullptr ? wsFloats[0] : 0;
-  for (int l = 1; l < lanes; ++l)
-    if (ws[l] != nullptr && wsFloats[l] > largest) return invalidArg("galoreRefreshMany: lane 0 must have the largest workspace");
-  std::vector<int64_t> need(size_t(count), 0);
-  for (int64_t i = 0; i < count; ++i) {
-    const GaloreRefreshEntry& e = entries[i];
-    if (e.rank < 1 || e.rank > std::min(e.rows, e.cols)) return invalidArg("galoreRefreshMany: rank out of range");
-    Plan p;
-    const Status ok = makePlan(dev, e.rows, e.cols, e.rank, e.left, e.method, &p);
-    if (!ok.ok()) return ok;
-    need[size_t(i)] = p.host ? 0 : p.total;
-    if (need[size_t(i)] > largest) return invalidArg("galoreRefreshMany: a refresh does not fit any workspace");
-  }
   cudaStream_t main;
   Status ok = deviceStream(dev, &main, "galoreRefreshMany");
   if (!ok.ok()) return ok;
@@ -1561,7 +1546,7 @@ Status galoreRefreshMany(int dev, const GaloreRefreshEntry* entries, int64_t cou
       {
         std::lock_guard<std::mutex> lock(m);
         if (failedAt < count) break;
-        while (i < count && (taken[size_t(i)] || need[size_t(i)] > (ws[l] != nullptr ? wsFloats[l] : 0))) ++i;
+        while (i < count && (taken[size_t(i)] || (l > 0 && entries[i].floats > wsFloats[l]))) ++i;
         if (i == count) break;
         taken[size_t(i)] = true;
       }

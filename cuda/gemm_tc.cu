@@ -648,7 +648,7 @@ __global__ void __launch_bounds__(ST_THREADS, ST_BLOCKS_PER_SM) tcStreamKernel(c
 // - One launch takes up to 32 products (streamGemmMany), each block doing its share of each in
 //   turn, in that order, with one ring and one mbarrier sequence over all of them: the pipeline
 //   fills and drains once per launch. GaLore's 28 project-backs of a §6 step at r = 128 take
-//   2.60 ms so against 2.75 one launch each (bench gemm-back-all; less than a fixed per-launch
+//   2.60 ms grouped against 2.75 one launch each (bench gemm-back-all; less than a fixed per-launch
 //   cost would have saved: the shapes differ in rate, bench/NOTES.md).
 // Measured on the H200 (bench/micro/back_bulk.cu "wgmma pref", 11008 x 4096 x 128): 138 µs against
 // cuBLAS's 158 in the same run, 0.73 of the copy rate; 4096 x 4096: 63 against 74.

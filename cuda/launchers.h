@@ -69,10 +69,12 @@ Status galoreRefresh(int dev, const void* X, DType xt, int64_t rows, int64_t col
 // floats), taking the first entry left whose workspace fits. Each refresh is computed exactly as
 // alone; the lanes start after the work enqueued on the device's stream and that stream waits for
 // them. Most of a refresh is small, latency-bound solver work, which the other lanes' products
-// fill around. ws[0] is the largest, and every entry must fit it (checked before anything runs).
+// fill around. The caller checks the entries (galoreRefreshWorkspace gives `floats`), and that
+// ws[0] is the largest and fits every entry: lane 0 takes any entry, the others those that fit.
 struct GaloreRefreshEntry {
   const void* X;  // f32, rows x cols
   int64_t rows, cols, rank;
+  int64_t floats;  // the workspace its refresh needs
   bool left;
   float* P;
   const int32_t* flag;

@@ -93,6 +93,16 @@ export function rShape(s: Side, rows: number, cols: number, r: number): number[]
  *  cuda/launchers.h kBackTransposeMaxRank). */
 const BACK_TRANSPOSE_MAX_RANK = 128;
 
+/** R buffers of some tensors of a group for one step (GaLoreAdamW.allocHeld): on CUDA views over
+ *  one block, with the project-backs' transpose area cut from it. */
+interface HeldRs { slots: Map<Parameter, Tensor>; area?: Tensor; block?: Tensor }
+
+function disposeHeld(h: HeldRs): void {
+  for (const t of h.slots.values()) t.dispose();
+  h.area?.dispose();
+  h.block?.dispose();
+}
+
 function rNumelOf(q: LowRank): number {
   return rShape(q.side, q.rows, q.cols, q.rank).reduce((a, b) => a * b, 1);
 }
@@ -235,11 +245,6 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
   private paramFlags = new Map<Parameter, Tensor>();
   /** Projected gradients given for the next step (setProjectedGrad). */
   private projectedGrads = new Map<Parameter, Tensor>();
-  /** The one allocation behind a step's held Rs (projectFirstSlots), with the project-backs'
-   *  transpose area cut from it. */
-  private slotBlocks = new WeakMap<Map<Parameter, Tensor>, { block: Tensor; area?: Tensor }>();
-  /** Tensors of the group stepping now whose projectors refreshMany refreshed already. */
-  private refreshedNow = new Set<Parameter>();
 
   /** step() calls a new rank group starts from (see benchSkipFirstRefresh). */
   private initialCalls = 0;
@@ -381,16 +386,16 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     return out;
   }
 
-  /** On CUDA, the refresh of every f32-gradient tensor of g (both projectors of a "full" one) by
-   *  galoreRefreshMany, as many at once as there are workspaces; returns the tensors refreshed. */
-  private refreshMany(g: ParamGroup<GaLoreOptions>, s: RankGroupState, ws: Tensor[]): Set<Parameter> {
-    const done = new Set<Parameter>();
-    if (s.device.kind !== "cuda" || ws.length === 0) return done;
+  /** The refreshes of a group step, before any of its tensors steps (a refresh reads only its own
+   *  gradient and the group's flag): on CUDA every f32-gradient tensor's (both projectors of a
+   *  "full" one) by galoreRefreshMany, as many at once as there are workspaces in `ws`; the others
+   *  one by one (refreshTensor, on ws[0]). */
+  private refreshGroup(g: ParamGroup<GaLoreOptions>, s: RankGroupState, ws: Tensor[]): void {
+    const many = s.device.kind === "cuda" && ws.length > 0 ? g.params.filter((p) => p.grad.dtype === "f32") : [];
     const mode = this.refreshModeOf(g);
     const entries: [NativeBufferHandle, number, number, number, number, boolean, NativeBufferHandle, NativeBufferHandle, number, number][] = [];
-    for (const p of g.params) {
+    for (const p of many) {
       const q = s.params.get(p)!;
-      if (p.grad.dtype !== "f32") continue;
       const method = this.methodOf(g, q);
       const entry = (left: boolean, proj: Tensor) =>
         entries.push([p.grad.handle, DTYPE_CODE.f32, q.rows, q.cols, q.rank, left, proj.handle, s.flag.handle, method, mode]);
@@ -400,11 +405,17 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
       } else {
         entry(q.side === Side.Left, q.pA);
       }
-      done.add(p);
     }
     if (entries.length > 0) native().galoreRefreshMany(entries, ws.map((t) => t.handle));
-    for (const p of done) s.params.get(p)!.refreshed = true;
-    return done;
+    for (const p of many) s.params.get(p)!.refreshed = true;
+    for (const p of g.params) if (!many.includes(p)) this.refreshTensor(g, s, p, s.flag, ws[0]);
+  }
+
+  /** The refresh of one tensor's projector(s) from its gradient (kept when *flag != 0). */
+  private refreshTensor(g: ParamGroup<GaLoreOptions>, s: RankGroupState, p: Parameter, flag: Tensor, ws: Tensor | undefined): void {
+    const q = s.params.get(p)!;
+    refreshProjectors(p.grad, q, flag, this.methodOf(g, q), this.refreshModeOf(g), ws, this.scratch.get(s.device)!.sBig);
+    q.refreshed = true;
   }
 
   /** The refresh's GEMM mode: the group's, but tf32 for bf16 (the warm refresh's subspace iteration
@@ -531,21 +542,20 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
       return { g, engine: e };
     });
     const ws = new Map<Device, Tensor[]>();
-    const early = new Map<ParamGroup<GaLoreOptions>, Map<Parameter, Tensor>>();
+    const early = new Map<ParamGroup<GaLoreOptions>, HeldRs>();
     try {
       for (const [dev, lanes] of this.refreshWorkspace()) {
         ws.set(dev, []);
         for (const n of lanes) ws.get(dev)!.push(workspace(n, dev));
       }
       for (const { g, ranked } of plans) {
-        const slots = ranked && this.projectFirstSlots(g, ranked);
-        if (slots) early.set(g, slots);
+        const held = ranked && this.projectFirstSlots(g, ranked);
+        if (held) early.set(g, held);
       }
       this.runPlans(plans, ws, early);
     } finally {
-      this.refreshedNow.clear();  // also when a group threw part-way: a later step must refresh itself
       for (const lanes of ws.values()) for (const t of lanes) t.dispose();
-      for (const slots of early.values()) this.disposeSlots(slots);
+      for (const held of early.values()) disposeHeld(held);
     }
   }
 
@@ -588,49 +598,40 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     return held.sort((a, b) => a.i - b.i).map((x) => x.p);
   }
 
-  /** Per held tensor (heldForCheck), an uninitialised f32 buffer for its R, when this step of the
-   *  group projects first (checks enabled, no refresh); else undefined. Tensors given their R
-   *  (setProjectedGrad) need none. An E_OOM here falls back to the G scan. */
-  private projectFirstSlots(g: ParamGroup<GaLoreOptions>, s: RankGroupState): Map<Parameter, Tensor> | undefined {
+  /** The held tensors' R buffers (heldForCheck), uninitialised, when this step of the group projects
+   *  first (checks enabled, no refresh); else undefined. Tensors given their R (setProjectedGrad)
+   *  need none. An E_OOM here falls back to the G scan. */
+  private projectFirstSlots(g: ParamGroup<GaLoreOptions>, s: RankGroupState): HeldRs | undefined {
     if (g.skipNonFinite === false || refreshCall(g, s.calls)) return undefined;
     const held = this.heldForCheck(g, s);
-    if (held.length === 0) return undefined;
-    const sizes = held.map((p) => rNumelOf(s.params.get(p)!));
-    if (s.device.kind !== "cuda") {
-      const slots = new Map<Parameter, Tensor>();
-      try {
-        held.forEach((p, i) => slots.set(p, Tensor.empty([sizes[i]], "f32", s.device)));
-      } catch (e) {
-        for (const t of slots.values()) t.dispose();
-        if (e instanceof SlimoptError && e.code === "E_OOM") return undefined;
-        throw e;
-      }
-      return slots;
-    }
-    // On CUDA one allocation for all of them and the transpose area: an allocation per tensor
-    // costs the host the allocator's and V8's external-memory accounting each time, and the
-    // host's time per step at rank 128 on §6 is close to the device's (~3.5 ms).
-    const area = this.transposeAreaFloats(g, s, held, blockFloats(sizes) + 64);
-    let block: Tensor;
+    return held.length > 0 ? this.allocHeld(g, s, held) : undefined;
+  }
+
+  /** R buffers for `params` (of g), and on CUDA the project-backs' transpose area beside them within
+   *  the budget (transposeAreaFloats), as one allocation: an allocation per tensor costs the host
+   *  the allocator's and V8's external-memory accounting each time, and at rank 128 on §6 the
+   *  host's time per step is close to the device's (~3.5 ms). Undefined on E_OOM. */
+  private allocHeld(g: ParamGroup<GaLoreOptions>, s: RankGroupState, params: Parameter[]): HeldRs | undefined {
+    const sizes = params.map((p) => rNumelOf(s.params.get(p)!));
     try {
-      block = Tensor.empty([blockFloats([...sizes, area])], "f32", s.device);
+      if (s.device.kind !== "cuda") {
+        const slots = new Map<Parameter, Tensor>();
+        try {
+          params.forEach((p, i) => slots.set(p, Tensor.empty([sizes[i]], "f32", s.device)));
+        } catch (e) {
+          for (const t of slots.values()) t.dispose();
+          throw e;
+        }
+        return { slots };
+      }
+      const area = this.transposeAreaFloats(g, s, params, blockFloats(sizes) + 64);
+      const block = Tensor.empty([blockFloats([...sizes, area])], "f32", s.device);
+      const parts = sliceBlock(block, area > 0 ? [...sizes, area] : sizes);
+      return { slots: new Map(params.map((p, i) => [p, parts[i]])), area: parts[params.length], block };
     } catch (e) {
       if (e instanceof SlimoptError && e.code === "E_OOM") return undefined;
       throw e;
     }
-    const parts = sliceBlock(block, area > 0 ? [...sizes, area] : sizes);
-    const slots = new Map(held.map((p, i) => [p, parts[i]]));
-    this.slotBlocks.set(slots, { block, area: parts[held.length] });
-    return slots;
-  }
-
-  /** Frees the Rs of projectFirstSlots (and what they were cut from). */
-  private disposeSlots(slots: Map<Parameter, Tensor>): void {
-    for (const t of slots.values()) t.dispose();
-    const b = this.slotBlocks.get(slots);
-    b?.area?.dispose();
-    b?.block.dispose();
-    this.slotBlocks.delete(slots);
   }
 
   /** Projects each of `params` that has a slot into it, as its step would project it, then sets
@@ -657,7 +658,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
   }
 
   private runPlans(plans: { g: ParamGroup<GaLoreOptions>; ranked?: RankGroupState; engine?: AdamGroupEngine }[], wsLanes: Map<Device, Tensor[]>,
-                   early: Map<ParamGroup<GaLoreOptions>, Map<Parameter, Tensor>>): void {
+                   early: Map<ParamGroup<GaLoreOptions>, HeldRs>): void {
     const nat = native();
     for (const { g, ranked, engine } of plans) {
       if (engine) {
@@ -665,28 +666,25 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
         continue;
       }
       const s = ranked!;
-      const slots = early.get(g);
-      if (slots) {
-        this.projectAndCheck(g, s, s.flag, g.params, slots);
+      const held = early.get(g);
+      if (held) {
+        this.projectAndCheck(g, s, s.flag, g.params, held.slots);
       } else if (g.skipNonFinite !== false) {
         nat.galoreScan(s.flag.handle, g.params.map((p) => this.scanEntry(p)));
       } else {
         nat.fillZero(s.flag.handle, 4);
       }
-      const lanes = wsLanes.get(s.device) ?? [];
-      this.refreshedNow.clear();
-      if (refreshCall(g, s.calls)) for (const p of this.refreshMany(g, s, lanes)) this.refreshedNow.add(p);
+      if (refreshCall(g, s.calls)) this.refreshGroup(g, s, wsLanes.get(s.device) ?? []);
       let rest = g.params;
-      if (slots) {
-        this.stepProjected(g, s, slots, lanes[0]);
+      if (held) {
+        this.stepProjected(g, s, held);
         // Freed before the others' projections, so that their chunks have the whole budget.
-        this.disposeSlots(slots);
-        rest = g.params.filter((p) => !slots.has(p));
+        disposeHeld(held);
+        rest = g.params.filter((p) => !held.slots.has(p));
       }
-      for (const chunk of this.projectionChunks(g, s, rest)) this.stepChunk(g, s, chunk, lanes[0]);
+      for (const chunk of this.projectionChunks(g, s, rest)) this.stepChunk(g, s, chunk);
       nat.galoreFinish(s.counters.handle, s.flag.handle);
       s.calls++;
-      this.refreshedNow.clear();
     }
     this.projectedGrads.clear();
   }
@@ -730,35 +728,28 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
 
   /** Steps a chunk of projectionChunks(): a longer one projected first into its own R buffers (one
    *  per tensor, freed after); where those cannot be allocated (E_OOM), each projects itself. */
-  private stepChunk(g: ParamGroup<GaLoreOptions>, s: RankGroupState, chunk: Parameter[], ws: Tensor | undefined): void {
-    const step = (p: Parameter, r?: Tensor) => this.stepRankedTensor(g, s, p, s.counters, s.flag, ws, r);
-    if (chunk.length === 1) return step(chunk[0]);
-    const rs: Tensor[] = [];
-    try {
-      for (const p of chunk) rs.push(Tensor.empty([rNumelOf(s.params.get(p)!)], "f32", s.device));
-    } catch (e) {
-      for (const t of rs) t.dispose();
-      if (!(e instanceof SlimoptError && e.code === "E_OOM")) throw e;
-      for (const p of chunk) step(p);
+  private stepChunk(g: ParamGroup<GaLoreOptions>, s: RankGroupState, chunk: Parameter[]): void {
+    const held = chunk.length > 1 ? this.allocHeld(g, s, chunk) : undefined;
+    if (!held) {
+      for (const p of chunk) this.stepRankedTensor(g, s, p, s.counters, s.flag);
       return;
     }
     try {
-      this.projectMany(g, s, chunk.map((p, i) => [p, rs[i]]));
-      this.stepProjected(g, s, new Map(chunk.map((p, i) => [p, rs[i]])), ws);
+      this.projectMany(g, s, [...held.slots]);
+      this.stepProjected(g, s, held);
     } finally {
-      for (const t of rs) t.dispose();
+      disposeHeld(held);
     }
   }
 
-  /** Steps the tensors whose R `slots` holds (projected already): on CUDA Adam on every f32-state
+  /** Steps the tensors whose R `held` holds (projected already): on CUDA Adam on every f32-state
    *  one in one launch (adamMany: 3.6 TB/s at rank 512 on the §6 workload, where one launch per
    *  tensor ran at ~3.0) and their project-backs in one call (backMany); the others one by one. */
-  private stepProjected(g: ParamGroup<GaLoreOptions>, s: RankGroupState, slots: Map<Parameter, Tensor>,
-                        ws: Tensor | undefined): void {
-    const adamDone = this.adamMany(g, s, slots);
-    const backDone = this.backMany(g, s, slots, adamDone);
-    for (const [p, r] of slots) {
-      if (!backDone.has(p)) this.stepRankedTensor(g, s, p, s.counters, s.flag, ws, r, adamDone.has(p));
+  private stepProjected(g: ParamGroup<GaLoreOptions>, s: RankGroupState, held: HeldRs): void {
+    const adamDone = this.adamMany(g, s, held.slots);
+    const backDone = this.backMany(g, s, held, adamDone);
+    for (const [p, r] of held.slots) {
+      if (!backDone.has(p)) this.stepRankedTensor(g, s, p, s.counters, s.flag, r, adamDone.has(p));
     }
   }
 
@@ -782,26 +773,19 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
   /** On CUDA, the project-back of every one-sided f32 parameter that adamMany served, in one call
    *  (with cuBLAS at rank <= 128 on B transposed into sT; on the built-in path on Hopper grouped
    *  launches of the streaming kernel); returns the tensors it served, whose step is then done. */
-  private backMany(g: ParamGroup<GaLoreOptions>, s: RankGroupState, slots: Map<Parameter, Tensor>,
-                   adamDone: Set<Parameter>): Set<Parameter> {
+  private backMany(g: ParamGroup<GaLoreOptions>, s: RankGroupState, held: HeldRs, adamDone: Set<Parameter>): Set<Parameter> {
     const done = new Set<Parameter>();
     const entries: [NativeBufferHandle, NativeBufferHandle, NativeBufferHandle, number, number, number, number][] = [];
     for (const p of g.params) {
       const q = s.params.get(p)!;
       if (!adamDone.has(p) || p.dtype !== "f32" || q.side === Side.Full) continue;
-      entries.push([p.data.handle, q.pA.handle, slots.get(p)!.handle, q.side, q.rows, q.cols, q.rank]);
+      entries.push([p.data.handle, q.pA.handle, held.slots.get(p)!.handle, q.side, q.rows, q.cols, q.rank]);
       done.add(p);
     }
     if (entries.length > 0) {
       const sc = this.scratch.get(s.device)!;
-      const carved = this.slotBlocks.get(slots)?.area;
-      const area = carved ?? this.transposeArea(g, s, [...slots.keys()], slots);
-      try {
-        native().galoreBackMany(entries, s.flag.handle, sc.scalars!.handle, GEMM_MODE[g.precision as GemmPrecision],
-                                (area ?? sc.sT)?.handle ?? null);
-      } finally {
-        if (!carved) area?.dispose();
-      }
+      native().galoreBackMany(entries, s.flag.handle, sc.scalars!.handle, GEMM_MODE[g.precision as GemmPrecision],
+                              (held.area ?? sc.sT)?.handle ?? null);
     }
     return done;
   }
@@ -822,22 +806,6 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     return size > (this.scratch.get(s.device)?.sT?.numel ?? 0) ? size : 0;
   }
 
-  /** The transpose area of a chunk's project-backs (transposeAreaFloats beside the chunk's Rs in
-   *  `slots`), allocated; undefined where it is 0 or cannot be allocated. */
-  private transposeArea(g: ParamGroup<GaLoreOptions>, s: RankGroupState, params: Parameter[],
-                        slots: Map<Parameter, Tensor>): Tensor | undefined {
-    let held = 0;
-    for (const t of slots.values()) held += t.numel;
-    const size = this.transposeAreaFloats(g, s, params, held);
-    if (size === 0) return undefined;
-    try {
-      return Tensor.empty([size], "f32", s.device);
-    } catch (e) {
-      if (e instanceof SlimoptError && e.code === "E_OOM") return undefined;
-      throw e;
-    }
-  }
-
   private hyperOf(g: ParamGroup<GaLoreOptions>) {
     return {
       lr: g.lr, beta1: g.betas![0], beta2: g.betas![1], eps: g.eps!, weightDecay: g.weightDecay!,
@@ -845,21 +813,17 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     };
   }
 
-  /** Refresh (when due) and step of one tensor of a rank group, on the given counters and flag.
-   *  `early`: p's R, projected already (the step runs Adam on it in place, no projection);
-   *  `adamDone`: and Adam has run on it (adamMany), so the step only projects back. */
+  /** The step of one tensor of a rank group (its refresh, when due, done before), on the given
+   *  counters and flag. `early`: p's R, projected already (the step runs Adam on it in place, no
+   *  projection); `adamDone`: and Adam has run on it (adamMany), so the step only projects back. */
   private stepRankedTensor(g: ParamGroup<GaLoreOptions>, s: RankGroupState, p: Parameter, counters: Tensor, flag: Tensor,
-                           ws: Tensor | undefined, early?: Tensor, adamDone = false): void {
+                           early?: Tensor, adamDone = false): void {
     const nat = native();
     const sc = this.scratch.get(s.device)!;
     const refresh = refreshCall(g, s.calls);
     const h = this.hyperOf(g);
     const q = s.params.get(p)!;
     const gt = DTYPE_CODE[p.grad.dtype];
-    if (refresh && !this.refreshedNow.has(p)) {
-      refreshProjectors(p.grad, q, flag, this.methodOf(g, q), this.refreshModeOf(g), ws, sc.sBig);
-      q.refreshed = true;
-    }
     const given = early ?? this.projectedGrads.get(p);
     nat.galoreStep(p.data.handle, DTYPE_CODE[p.dtype], p.grad.handle, gt, q.m.handle, q.v.handle, q.pA.handle,
                    q.pB?.handle ?? null, q.side, q.rows, q.cols, q.rank, counters.handle, flag.handle,
@@ -903,7 +867,8 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
       } else {
         nat.fillZero(flag.handle, 4);
       }
-      this.stepRankedTensor(g, s, p, sub, flag, ws, early?.get(p));
+      if (refreshCall(g, s.calls)) this.refreshTensor(g, s, p, flag, ws);
+      this.stepRankedTensor(g, s, p, sub, flag, early?.get(p));
       nat.galoreFinish(sub.handle, flag.handle);
     } finally {
       ws?.dispose();
