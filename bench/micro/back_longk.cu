@@ -25,7 +25,13 @@
 #include <cstdlib>
 #include <vector>
 
-#include "check.cuh"
+#include "harness.cuh"
+
+using micro::CreateFn;
+using micro::fillKernel;
+using micro::SetIntFn;
+using micro::SgemmFn;
+using micro::timeUs;
 
 namespace {
 
@@ -214,14 +220,6 @@ __global__ void refKernel(int64_t M, int64_t N, int64_t K, const float* A, const
   }
 }
 
-__global__ void fillKernel(float* p, int64_t n, uint32_t seed, float scale) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    uint32_t x = uint32_t(i) * 2654435761u ^ seed;
-    x ^= x >> 16; x *= 0x7feb352d; x ^= x >> 15; x *= 0x846ca68b; x ^= x >> 16;
-    p[i] = scale * (float(x) * (1.0f / 4294967296.0f) - 0.5f);
-  }
-}
-
 __global__ void copyKernel(const float4* __restrict__ s, float4* __restrict__ d, int64_t nv) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < nv; i += int64_t(gridDim.x) * blockDim.x)
     d[i] = s[i];
@@ -237,30 +235,6 @@ __global__ void diffKernel(const float* x, const float* y, int64_t n, float* out
   }
   atomicMax(reinterpret_cast<int*>(out), __float_as_int(d));
   atomicMax(reinterpret_cast<int*>(out) + 1, __float_as_int(m));
-}
-
-typedef int (*CreateFn)(void**);
-typedef int (*SetIntFn)(void*, int);
-typedef int (*SgemmFn)(void*, int, int, int, int, int, const float*, const float*, int, const float*, int,
-                       const float*, float*, int);
-
-double median(std::vector<double> v) { std::sort(v.begin(), v.end()); return v[v.size() / 2]; }
-
-template <class F>
-double timeUs(F launch) {
-  cudaEvent_t a, b;
-  CK(cudaEventCreate(&a)); CK(cudaEventCreate(&b));
-  std::vector<double> us;
-  for (int i = 0; i < 22; ++i) {
-    CK(cudaEventRecord(a));
-    launch(i % 4);
-    CK(cudaEventRecord(b));
-    CK(cudaEventSynchronize(b));
-    CK(cudaGetLastError());
-    float t; CK(cudaEventElapsedTime(&t, a, b));
-    if (i >= 2) us.push_back(t * 1e3);
-  }
-  return median(us);
 }
 
 }  // namespace

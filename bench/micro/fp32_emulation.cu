@@ -16,17 +16,15 @@
 #include <cstdlib>
 #include <vector>
 
-#include "check.cuh"
+#include "harness.cuh"
+
+using micro::CreateFn;
+using micro::fillKernel;
+using micro::SetIntFn;
+using micro::SgemmFn;
 
 namespace {
 
-__global__ void fillKernel(float* p, int64_t n, uint32_t seed, float scale) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    uint32_t x = uint32_t(i) * 2654435761u ^ seed;
-    x ^= x >> 16; x *= 0x7feb352d; x ^= x >> 15; x *= 0x846ca68b; x ^= x >> 16;
-    p[i] = scale * (float(x) * (1.0f / 4294967296.0f) - 0.5f);
-  }
-}
 // C (M x N, row-major) = A (M x K) B (K x N) in f64, A and B row-major f32.
 __global__ void refKernel(int64_t M, int64_t N, int64_t K, const float* A, const float* B, double* C) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < M * N; i += int64_t(gridDim.x) * blockDim.x) {
@@ -48,28 +46,7 @@ __global__ void diffKernel(const float* x, const double* y, int64_t n, double* o
   atomicMax(reinterpret_cast<unsigned long long*>(out) + 1, __double_as_longlong(m));
 }
 
-typedef int (*CreateFn)(void**);
-typedef int (*SetIntFn)(void*, int);
-typedef int (*SgemmFn)(void*, int, int, int, int, int, const float*, const float*, int, const float*, int,
-                       const float*, float*, int);
 typedef int (*SsyrkFn)(void*, int, int, int, int, const float*, const float*, int, const float*, float*, int);
-
-double median(std::vector<double> v) { std::sort(v.begin(), v.end()); return v[v.size() / 2]; }
-template <class F>
-double timeUs(F launch) {
-  cudaEvent_t a, b;
-  CK(cudaEventCreate(&a)); CK(cudaEventCreate(&b));
-  std::vector<double> us;
-  for (int i = 0; i < 12; ++i) {
-    CK(cudaEventRecord(a));
-    launch();
-    CK(cudaEventRecord(b));
-    CK(cudaEventSynchronize(b));
-    float t; CK(cudaEventElapsedTime(&t, a, b));
-    if (i >= 2) us.push_back(t * 1e3);
-  }
-  return median(us);
-}
 
 }  // namespace
 
@@ -137,7 +114,7 @@ int main() {
       CK(cudaDeviceSynchronize());
       // The column-major lower triangle is the row-major upper one; the rest stays NaN.
       const double e = rc == 0 ? err(C, k * n) : -1.0;
-      const double us = rc == 0 ? timeUs([&] { ssyrk(h, 0, 0, int(n), int(K), &one, X, int(n), &zero, C, int(n)); }) : 0.0;
+      const double us = rc == 0 ? micro::timeUs([&](int) { ssyrk(h, 0, 0, int(n), int(K), &one, X, int(n), &zero, C, int(n)); }, 10) : 0.0;
       row(what, m, rc, us, e);
     }
     CK(cudaFree(Xt));
@@ -158,7 +135,7 @@ int main() {
       int rc = call();
       CK(cudaDeviceSynchronize());
       const double e = rc == 0 ? err(C, k * n) : -1.0;
-      const double us = rc == 0 ? timeUs([&] { call(); }) : 0.0;
+      const double us = rc == 0 ? micro::timeUs([&](int) { call(); }, 10) : 0.0;
       row("Sgemm 256x4096 by 4096x4096", m, rc, us, e);
     }
   }

@@ -17,7 +17,12 @@
 #include <cstdlib>
 #include <vector>
 
-#include "check.cuh"
+#include "harness.cuh"
+
+using micro::CreateFn;
+using micro::median;
+using micro::SetIntFn;
+using micro::SgemmFn;
 
 namespace {
 
@@ -45,6 +50,7 @@ __global__ void __launch_bounds__(256) adamKernel(float4* r, float4* m, float4* 
     r[i] = make_float4(b.x * rsqrtf(c.x + 1e-12f), b.y * rsqrtf(c.y + 1e-12f), b.z * rsqrtf(c.z + 1e-12f), b.w * rsqrtf(c.w + 1e-12f));
   }
 }
+// Positive values (Adam's v under the square root).
 __global__ void fillKernel(float* p, int64_t n, uint32_t seed, float scale) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     uint32_t x = uint32_t(i) * 2654435761u ^ seed;
@@ -53,13 +59,7 @@ __global__ void fillKernel(float* p, int64_t n, uint32_t seed, float scale) {
   }
 }
 
-typedef int (*CreateFn)(void**);
-typedef int (*SetIntFn)(void*, int);
 typedef int (*SetStreamFn)(void*, cudaStream_t);
-typedef int (*SgemmFn)(void*, int, int, int, int, int, const float*, const float*, int, const float*, int,
-                       const float*, float*, int);
-
-double median(std::vector<double> v) { std::sort(v.begin(), v.end()); return v[v.size() / 2]; }
 
 }  // namespace
 
