@@ -532,6 +532,9 @@ void registerGalore(Napi::Env env, Napi::Object exports) {
   exports.Set("galoreBackMany", Napi::Function::New(env, BackMany));
   exports.Set("galoreRefresh", Napi::Function::New(env, Refresh));
   exports.Set("galoreRefreshMany", Napi::Function::New(env, RefreshMany));
+  // The largest rank whose one-sided project-back takes B transposed through sT on CUDA: the
+  // optimizer sizes sT by it.
+  exports.Set("galoreBackTransposeMaxRank", Napi::Number::New(env, double(gpu::kBackTransposeMaxRank)));
   exports.Set("galoreRefreshWorkspace", Napi::Function::New(env, RefreshWorkspace));
   exports.Set("galoreStep", Napi::Function::New(env, Step));
   exports.Set("galoreFinish", Napi::Function::New(env, Finish));

@@ -33,6 +33,7 @@
 #include <cuda_runtime.h>
 #include <dlfcn.h>
 #include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -150,6 +151,7 @@ typedef int (*LtDescCreateFn)(void**, int, int);
 typedef int (*LtSetAttrFn)(void*, int, const void*, size_t);
 typedef int (*LtLayoutCreateFn)(void**, int, uint64_t, uint64_t, int64_t);
 typedef int (*LtPrefCreateFn)(void**);
+typedef int (*LtPrefDestroyFn)(void*);
 typedef int (*LtHeuristicFn)(void*, void*, void*, void*, void*, void*, void*, int, LtHeuristicResult*, int*);
 typedef int (*LtMatmulFn)(void*, void*, const void*, const void*, void*, const void*, void*, const void*,
                           const void*, void*, void*, void*, const LtAlgo*, void*, size_t, cudaStream_t);
@@ -183,12 +185,14 @@ struct Cublaslt {
   LtSetAttrFn prefSet = nullptr;
   LtLayoutCreateFn layoutCreate = nullptr;
   LtPrefCreateFn prefCreate = nullptr;
+  LtPrefDestroyFn prefDestroy = nullptr;  // optional: without it a plan's preference object is kept
   LtHeuristicFn heuristic = nullptr;
   LtMatmulFn matmul = nullptr;
   void* handles[64] = {};     // per device
   float* zeroOne[64] = {};    // per device: alpha 0, beta 1 in device memory, for ltPlan's timing
-  // Kept for the process, as the handles are: one per shape, layout and mode used.
-  std::map<std::vector<int64_t>, LtPlan> plans;
+  // Kept for the process, as the handles are: one per shape, alignment and mode used (the key:
+  // dev, M, N, K, lda, ldb, ldc, transA, transB, the alignments of B, A, C, mode).
+  std::map<std::array<int64_t, 13>, LtPlan> plans;
 };
 std::mutex gLtMutex;
 Cublaslt gLt;
@@ -208,6 +212,7 @@ Cublaslt* cublaslt(Cublas* b) {
       gLt.prefSet = reinterpret_cast<LtSetAttrFn>(dlsym(h, "cublasLtMatmulPreferenceSetAttribute"));
       gLt.layoutCreate = reinterpret_cast<LtLayoutCreateFn>(dlsym(h, "cublasLtMatrixLayoutCreate"));
       gLt.prefCreate = reinterpret_cast<LtPrefCreateFn>(dlsym(h, "cublasLtMatmulPreferenceCreate"));
+      gLt.prefDestroy = reinterpret_cast<LtPrefDestroyFn>(dlsym(h, "cublasLtMatmulPreferenceDestroy"));
       gLt.heuristic = reinterpret_cast<LtHeuristicFn>(dlsym(h, "cublasLtMatmulAlgoGetHeuristic"));
       gLt.matmul = reinterpret_cast<LtMatmulFn>(dlsym(h, "cublasLtMatmul"));
       if (gLt.create && gLt.descCreate && gLt.descSet && gLt.prefSet && gLt.layoutCreate && gLt.prefCreate &&
@@ -235,8 +240,8 @@ const LtPlan* ltPlan(Cublaslt* L, int dev, cudaStream_t st, const GemmArgs& g, G
   *handle = L->handles[dev];
   // Column-major, cuBLASLt's A is our B and its B our A; C and D are C.
   const uint32_t align[4] = {alignmentOf(g.B), alignmentOf(g.A), alignmentOf(g.C), alignmentOf(g.C)};
-  const std::vector<int64_t> key{dev,      g.M,      g.N,      g.K,      g.lda,    g.ldb,        g.ldc,
-                                 g.transA, g.transB, align[0], align[1], align[2], int64_t(mode)};
+  const std::array<int64_t, 13> key{dev,      g.M,      g.N,      g.K,      g.lda,    g.ldb,        g.ldc,
+                                    g.transA, g.transB, align[0], align[1], align[2], int64_t(mode)};
   auto it = L->plans.find(key);
   if (it != L->plans.end()) return it->second.ok ? &it->second : nullptr;
   LtPlan& p = L->plans[key];
@@ -257,9 +262,12 @@ const LtPlan* ltPlan(Cublaslt* L, int dev, cudaStream_t st, const GemmArgs& g, G
         L->prefSet(pref, kLtPrefAlignA, &align[0], 4) == 0 && L->prefSet(pref, kLtPrefAlignA + 1, &align[1], 4) == 0 &&
         L->prefSet(pref, kLtPrefAlignA + 2, &align[2], 4) == 0 && L->prefSet(pref, kLtPrefAlignA + 3, &align[3], 4) == 0 &&
         L->heuristic(L->handles[dev], p.desc, p.layoutA, p.layoutB, p.layoutC, p.layoutC, pref, kLtCandidates, r,
-                     &found) == 0 &&
-        found > 0))
+                     &found) == 0)) {
+    if (pref != nullptr && L->prefDestroy != nullptr) L->prefDestroy(pref);
     return nullptr;
+  }
+  if (L->prefDestroy != nullptr) L->prefDestroy(pref);  // the heuristic's answers are in r
+  if (found <= 0) return nullptr;
   // Timing: alpha and beta from device memory, as in the step (with a host alpha of 0 a library
   // may skip the product).
   if (L->zeroOne[dev] == nullptr) {

@@ -86,7 +86,7 @@ export interface NativeAddon {
                  h: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; scale: number; mode: number }): void;
   /** CUDA: the project-back of one-sided f32 parameters ([W, P, N, side, rows, cols, rank]) whose
    *  N galoreAdamMany wrote, with its scalars; nothing when the flag is set. sT (f32, rank x cols of
-   *  each entry of rank <= 128, or null): B transposed there for cuBLAS. */
+   *  each entry of rank <= galoreBackTransposeMaxRank, or null): B transposed there for cuBLAS. */
   galoreBackMany(entries: [NativeBufferHandle, NativeBufferHandle, NativeBufferHandle, number, number, number, number][],
                  flag: NativeBufferHandle, scalars: NativeBufferHandle, mode: number, sT?: NativeBufferHandle | null): void;
   galoreRefresh(g: NativeBufferHandle, gType: number, rows: number, cols: number, rank: number, left: boolean,
@@ -96,6 +96,9 @@ export interface NativeAddon {
    *  mode] (CUDA), as many at once as workspaces are given (1-4, the first the largest). */
   galoreRefreshMany(entries: [NativeBufferHandle, number, number, number, number, boolean, NativeBufferHandle, NativeBufferHandle, number, number][],
                     ws: NativeBufferHandle[]): void;
+  /** The largest rank whose one-sided project-back takes B transposed through sT on CUDA (with
+   *  cuBLAS; cuda/launchers.h kBackTransposeMaxRank). */
+  readonly galoreBackTransposeMaxRank: number;
   galoreRefreshWorkspace(onDevice: NativeBufferHandle, rows: number, cols: number, rank: number, left: boolean,
                          method: number): number;
   galoreStep(w: NativeBufferHandle, wType: number, g: NativeBufferHandle, gType: number, m: NativeBufferHandle,

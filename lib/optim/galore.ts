@@ -89,10 +89,6 @@ export function rShape(s: Side, rows: number, cols: number, r: number): number[]
   return s === Side.Right ? [rows, r] : s === Side.Left ? [r, cols] : [r, r];
 }
 
-/** The largest rank whose one-sided project-back goes through sT transposed on CUDA (with cuBLAS;
- *  cuda/launchers.h kBackTransposeMaxRank). */
-const BACK_TRANSPOSE_MAX_RANK = 128;
-
 /** R buffers of some tensors of a group for one step (GaLoreAdamW.allocHeld): on CUDA views over
  *  one block, with the project-backs' transpose area cut from it. */
 interface HeldRs { slots: Map<Parameter, Tensor>; area?: Tensor; block?: Tensor }
@@ -318,7 +314,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
         needR = Math.max(needR, rNumelOf(q));
         // sT: Full's r x cols product; on CUDA also the project-back's B transposed at rank <= 128
         // (cuda/launchers.h kBackTransposeMaxRank: cuBLAS's K-major kernels there).
-        if (q.side === Side.Full || (dev.kind === "cuda" && q.rank <= BACK_TRANSPOSE_MAX_RANK)) needT = Math.max(needT, q.rank * q.cols);
+        if (q.side === Side.Full || (dev.kind === "cuda" && q.rank <= native().galoreBackTransposeMaxRank)) needT = Math.max(needT, q.rank * q.cols);
       }
       if (dev.kind === "cuda") for (const p of g.params) if (p.dtype !== "f32") needBig = Math.max(needBig, p.numel);
       const grow = (t: Tensor | undefined, n: number): Tensor | undefined =>
@@ -800,7 +796,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     let need = 0;
     for (const p of params) {
       const q = s.params.get(p)!;
-      if (p.dtype === "f32" && q.side !== Side.Full && !q.absmaxM && q.rank <= BACK_TRANSPOSE_MAX_RANK) need += q.rank * q.cols;
+      if (p.dtype === "f32" && q.side !== Side.Full && !q.absmaxM && q.rank <= native().galoreBackTransposeMaxRank) need += q.rank * q.cols;
     }
     const size = Math.min(need, this.heldRBudget(g, s) - heldFloats);
     return size > (this.scratch.get(s.device)?.sT?.numel ?? 0) ? size : 0;
