@@ -34,6 +34,7 @@
 #include <dlfcn.h>
 #include <algorithm>
 #include <array>
+#include <cstdio>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -188,6 +189,7 @@ struct Cublaslt {
   LtPrefDestroyFn prefDestroy = nullptr;  // optional: without it a plan's preference object is kept
   LtHeuristicFn heuristic = nullptr;
   LtMatmulFn matmul = nullptr;
+  bool logPlans = false;      // SLIMOPT_GALORE_LT=log
   void* handles[64] = {};     // per device
   float* zeroOne[64] = {};    // per device: alpha 0, beta 1 in device memory, for ltPlan's timing
   // Kept for the process, as the handles are: one per shape, alignment and mode used (the key:
@@ -203,6 +205,7 @@ Cublaslt* cublaslt(Cublas* b) {
   std::lock_guard<std::mutex> lock(gLtMutex);
   if (!gLt.tried) {
     gLt.tried = true;
+    gLt.logPlans = envIs("SLIMOPT_GALORE_LT", "log");
     const std::string name = b->path.find(".so.12") != std::string::npos ? "libcublasLt.so.12" : "libcublasLt.so.13";
     void* h = dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (h != nullptr) {
@@ -227,11 +230,16 @@ Cublaslt* cublaslt(Cublas* b) {
 
 // The plan of g in mode (Tf32 or Strict) with alpha, beta in device memory; null where cublasSgemm
 // serves g (no plan, or cublasSgemm was the fastest). Made at g's first call, on its operands, on
-// stream st: the heuristic's first kLtCandidates algorithms and cublasSgemm each run 1 + 3 times
-// with alpha 0 and beta 1 (C keeps its values: C = 0 (A B) + C, A B finite), the fastest serves
-// from then on. (The first answer alone ran a §6 step's project-backs 0.67 ms slower than
-// cublasSgemm's kernels: bench/results/NVIDIA-H200-2026-11-25-23/lt-9544034/.)
-constexpr int kLtCandidates = 6;
+// stream st: the heuristic's first kLtCandidates algorithms that need no workspace and cublasSgemm
+// each run 1 + 3 times with alpha 0 and beta 1 (C keeps its values: C = 0 (A B) + C, A B finite),
+// the fastest serves from then on. (The first answer alone ran a §6 step's project-backs 0.67 ms
+// slower than cublasSgemm's kernels: bench/results/NVIDIA-H200-2026-11-25-23/lt-9544034/.)
+// The heuristic is asked with a workspace allowed: with none allowed, cuBLAS 13 on the H200 offers
+// only its older kernels (algorithm 21, 0.65-0.8x cublasSgemm), although its Hopper kernels
+// (algorithm 43) report needing no workspace (bench/results/NVIDIA-H200-2026-11-25-24/).
+// SLIMOPT_GALORE_LT=log prints each plan's timings to stderr.
+constexpr int kLtCandidates = 6, kLtAsked = 16;
+constexpr uint64_t kLtWorkspaceAsked = uint64_t(32) << 20;
 const LtPlan* ltPlan(Cublaslt* L, int dev, cudaStream_t st, const GemmArgs& g, GemmMode mode, void** handle) {
   if (dev < 0 || dev >= 64 || (mode != GemmMode::Tf32 && mode != GemmMode::Strict)) return nullptr;
   std::lock_guard<std::mutex> lock(gLtMutex);
@@ -249,8 +257,7 @@ const LtPlan* ltPlan(Cublaslt* L, int dev, cudaStream_t st, const GemmArgs& g, G
   const int ta = g.transB ? 1 : 0, tb = g.transA ? 1 : 0, pointerDevice = 1;
   const int compute = mode == GemmMode::Tf32 ? kComputeFastTf32 : kCompute32F;
   void* pref = nullptr;
-  const uint64_t noWorkspace = 0;
-  LtHeuristicResult r[kLtCandidates] = {};
+  LtHeuristicResult r[kLtAsked] = {};
   int found = 0;
   // (A failed plan is remembered as such; its pieces stay with it, as the handles do.)
   if (!(L->descCreate(&p.desc, compute, kCudaR32F) == 0 && L->descSet(p.desc, kLtDescTransA, &ta, 4) == 0 &&
@@ -258,10 +265,10 @@ const LtPlan* ltPlan(Cublaslt* L, int dev, cudaStream_t st, const GemmArgs& g, G
         L->layoutCreate(&p.layoutA, kCudaR32F, uint64_t(ta ? g.K : g.N), uint64_t(ta ? g.N : g.K), g.ldb) == 0 &&
         L->layoutCreate(&p.layoutB, kCudaR32F, uint64_t(tb ? g.M : g.K), uint64_t(tb ? g.K : g.M), g.lda) == 0 &&
         L->layoutCreate(&p.layoutC, kCudaR32F, uint64_t(g.N), uint64_t(g.M), g.ldc) == 0 && L->prefCreate(&pref) == 0 &&
-        L->prefSet(pref, kLtPrefMaxWorkspace, &noWorkspace, 8) == 0 &&
+        L->prefSet(pref, kLtPrefMaxWorkspace, &kLtWorkspaceAsked, 8) == 0 &&
         L->prefSet(pref, kLtPrefAlignA, &align[0], 4) == 0 && L->prefSet(pref, kLtPrefAlignA + 1, &align[1], 4) == 0 &&
         L->prefSet(pref, kLtPrefAlignA + 2, &align[2], 4) == 0 && L->prefSet(pref, kLtPrefAlignA + 3, &align[3], 4) == 0 &&
-        L->heuristic(L->handles[dev], p.desc, p.layoutA, p.layoutB, p.layoutC, p.layoutC, pref, kLtCandidates, r,
+        L->heuristic(L->handles[dev], p.desc, p.layoutA, p.layoutB, p.layoutC, p.layoutC, pref, kLtAsked, r,
                      &found) == 0)) {
     if (pref != nullptr && L->prefDestroy != nullptr) L->prefDestroy(pref);
     return nullptr;
@@ -301,13 +308,17 @@ const LtPlan* ltPlan(Cublaslt* L, int dev, cudaStream_t st, const GemmArgs& g, G
     return ms;
   };
   float best = timed([&]() { return runGemm(dev, g, mode, zeroOne, nullptr).ok(); });
+  const float sgemmMs = best;
+  std::string log;
   bool lt = false;
-  for (int i = 0; i < found; ++i) {
-    if (r[i].state != 0) continue;
+  for (int i = 0, tried = 0; i < found && tried < kLtCandidates; ++i) {
+    if (r[i].state != 0 || r[i].workspaceSize != 0) continue;
+    ++tried;
     const float ms = timed([&]() {
       return L->matmul(L->handles[dev], p.desc, zeroOne, g.B, p.layoutA, g.A, p.layoutB, zeroOne + 1, g.C,
                        p.layoutC, g.C, p.layoutC, &r[i].algo, nullptr, 0, st) == 0;
     });
+    if (L->logPlans) log += " " + std::to_string(ms * 1e3f / 3.0f);
     if (ms >= 0.0f && (best < 0.0f || ms < best)) {
       best = ms;
       p.algo = r[i].algo;
@@ -317,6 +328,9 @@ const LtPlan* ltPlan(Cublaslt* L, int dev, cudaStream_t st, const GemmArgs& g, G
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
   cudaGetLastError();  // a candidate that failed to launch leaves no error behind
+  if (L->logPlans)  // microseconds per run: cublasSgemm, then each candidate in the heuristic's order
+    std::fprintf(stderr, "slimopt lt plan M %lld N %lld K %lld: sgemm %.1f us, lt%s us -> %s\n", (long long)g.M,
+                 (long long)g.N, (long long)g.K, sgemmMs * 1e3f / 3.0f, log.c_str(), lt ? "lt" : "sgemm");
   p.ok = lt;
   return p.ok ? &p : nullptr;
 }
