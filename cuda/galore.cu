@@ -33,10 +33,7 @@
 #include <cuda_runtime.h>
 #include <dlfcn.h>
 #include <algorithm>
-#include <array>
-#include <cstdio>
 #include <cstdlib>
-#include <map>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -131,209 +128,6 @@ Cublas* cublas() {
 }
 
 void* blasHandle(Cublas* b, int dev, cudaStream_t st) { return streamHandle(b, gBlasMutex, dev, st); }
-
-// ---- cuBLASLt at run time: the project-backs' products at rank <= kBackTransposeMaxRank --------
-//
-// A §6 step at r = 128 enqueues 28 project-backs; through cublasSgemm they cost ~1 ms of host time
-// (bench/NOTES.md), with the host's enqueue of a step (2.9-3.3 ms) close to the device's 3.49. With
-// cuBLASLt the algorithm is chosen once per shape, by timing (ltPlan), and each call only
-// launches. libcublasLt is the library cuBLAS itself loads (same major version).
-// SLIMOPT_GALORE_LT=off: cublasSgemm.
-
-typedef struct { uint64_t data[8]; } LtAlgo;
-typedef struct {
-  LtAlgo algo;
-  size_t workspaceSize;
-  int state;
-  float wavesCount;
-  int reserved[4];
-} LtHeuristicResult;
-typedef int (*LtDescCreateFn)(void**, int, int);
-typedef int (*LtSetAttrFn)(void*, int, const void*, size_t);
-typedef int (*LtLayoutCreateFn)(void**, int, uint64_t, uint64_t, int64_t);
-typedef int (*LtPrefCreateFn)(void**);
-typedef int (*LtPrefDestroyFn)(void*);
-typedef int (*LtHeuristicFn)(void*, void*, void*, void*, void*, void*, void*, int, LtHeuristicResult*, int*);
-typedef int (*LtMatmulFn)(void*, void*, const void*, const void*, void*, const void*, void*, const void*,
-                          const void*, void*, void*, void*, const LtAlgo*, void*, size_t, cudaStream_t);
-// cublasLt.h: CUBLASLT_MATMUL_DESC_POINTER_MODE 2 (CUBLASLT_POINTER_MODE_DEVICE 1), _TRANSA 3, _TRANSB 4;
-// CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES 1 (uint64_t).
-// CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A/B/C/D_BYTES 5..8 (uint32_t, default 256).
-constexpr int kLtDescPointerMode = 2, kLtDescTransA = 3, kLtDescTransB = 4, kLtPrefMaxWorkspace = 1, kLtPrefAlignA = 5;
-
-// The largest power of two up to 256 that divides p's address (cuBLASLt's alignment preference).
-uint32_t alignmentOf(const void* p) {
-  uint32_t a = 256;
-  while (a > 4 && reinterpret_cast<uintptr_t>(p) % a != 0) a >>= 1;
-  return a;
-}
-
-// The product's column-major form (as cublasSgemm is called in runGemm) with its chosen algorithm.
-struct LtPlan {
-  void* desc = nullptr;
-  void* layoutA = nullptr;
-  void* layoutB = nullptr;
-  void* layoutC = nullptr;
-  LtAlgo algo{};
-  bool ok = false;
-};
-struct Cublaslt {
-  bool tried = false;
-  void* lib = nullptr;
-  CreateFn create = nullptr;
-  LtDescCreateFn descCreate = nullptr;
-  LtSetAttrFn descSet = nullptr;
-  LtSetAttrFn prefSet = nullptr;
-  LtLayoutCreateFn layoutCreate = nullptr;
-  LtPrefCreateFn prefCreate = nullptr;
-  LtPrefDestroyFn prefDestroy = nullptr;  // optional: without it a plan's preference object is kept
-  LtHeuristicFn heuristic = nullptr;
-  LtMatmulFn matmul = nullptr;
-  bool logPlans = false;      // SLIMOPT_GALORE_LT=log
-  void* handles[64] = {};     // per device
-  float* zeroOne[64] = {};    // per device: alpha 0, beta 1 in device memory, for ltPlan's timing
-  // Kept for the process, as the handles are: one per shape, alignment and mode used (the key:
-  // dev, M, N, K, lda, ldb, ldc, transA, transB, the alignments of B, A, C, mode).
-  std::map<std::array<int64_t, 13>, LtPlan> plans;
-};
-std::mutex gLtMutex;
-Cublaslt gLt;
-
-Cublaslt* cublaslt(Cublas* b) {
-  static const bool off = envIs("SLIMOPT_GALORE_LT", "off");
-  if (off || b == nullptr) return nullptr;
-  std::lock_guard<std::mutex> lock(gLtMutex);
-  if (!gLt.tried) {
-    gLt.tried = true;
-    gLt.logPlans = envIs("SLIMOPT_GALORE_LT", "log");
-    const std::string name = b->path.find(".so.12") != std::string::npos ? "libcublasLt.so.12" : "libcublasLt.so.13";
-    void* h = dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL);
-    if (h != nullptr) {
-      gLt.create = reinterpret_cast<CreateFn>(dlsym(h, "cublasLtCreate"));
-      gLt.descCreate = reinterpret_cast<LtDescCreateFn>(dlsym(h, "cublasLtMatmulDescCreate"));
-      gLt.descSet = reinterpret_cast<LtSetAttrFn>(dlsym(h, "cublasLtMatmulDescSetAttribute"));
-      gLt.prefSet = reinterpret_cast<LtSetAttrFn>(dlsym(h, "cublasLtMatmulPreferenceSetAttribute"));
-      gLt.layoutCreate = reinterpret_cast<LtLayoutCreateFn>(dlsym(h, "cublasLtMatrixLayoutCreate"));
-      gLt.prefCreate = reinterpret_cast<LtPrefCreateFn>(dlsym(h, "cublasLtMatmulPreferenceCreate"));
-      gLt.prefDestroy = reinterpret_cast<LtPrefDestroyFn>(dlsym(h, "cublasLtMatmulPreferenceDestroy"));
-      gLt.heuristic = reinterpret_cast<LtHeuristicFn>(dlsym(h, "cublasLtMatmulAlgoGetHeuristic"));
-      gLt.matmul = reinterpret_cast<LtMatmulFn>(dlsym(h, "cublasLtMatmul"));
-      if (gLt.create && gLt.descCreate && gLt.descSet && gLt.prefSet && gLt.layoutCreate && gLt.prefCreate &&
-          gLt.heuristic && gLt.matmul)
-        gLt.lib = h;
-      else
-        dlclose(h);
-    }
-  }
-  return gLt.lib != nullptr ? &gLt : nullptr;
-}
-
-// The plan of g in mode (Tf32 or Strict) with alpha, beta in device memory; null where cublasSgemm
-// serves g (no plan, or cublasSgemm was the fastest). Made at g's first call, on its operands, on
-// stream st: the heuristic's first kLtCandidates algorithms that need no workspace and cublasSgemm
-// each run 1 + 3 times with alpha 0 and beta 1 (C keeps its values: C = 0 (A B) + C, A B finite),
-// the fastest serves from then on. (The first answer alone ran a §6 step's project-backs 0.67 ms
-// slower than cublasSgemm's kernels: bench/results/NVIDIA-H200-2026-11-25-23/lt-9544034/.)
-// The heuristic is asked with a workspace allowed: with none allowed, cuBLAS 13 on the H200 offers
-// only its older kernels (algorithm 21, 0.65-0.8x cublasSgemm), although its Hopper kernels
-// (algorithm 43) report needing no workspace (bench/results/NVIDIA-H200-2026-11-25-24/).
-// SLIMOPT_GALORE_LT=log prints each plan's timings to stderr.
-constexpr int kLtCandidates = 6, kLtAsked = 16;
-constexpr uint64_t kLtWorkspaceAsked = uint64_t(32) << 20;
-const LtPlan* ltPlan(Cublaslt* L, int dev, cudaStream_t st, const GemmArgs& g, GemmMode mode, void** handle) {
-  if (dev < 0 || dev >= 64 || (mode != GemmMode::Tf32 && mode != GemmMode::Strict)) return nullptr;
-  std::lock_guard<std::mutex> lock(gLtMutex);
-  if (L->handles[dev] == nullptr && L->create(&L->handles[dev]) != 0) L->handles[dev] = nullptr;
-  if (L->handles[dev] == nullptr) return nullptr;
-  *handle = L->handles[dev];
-  // Column-major, cuBLASLt's A is our B and its B our A; C and D are C.
-  const uint32_t align[4] = {alignmentOf(g.B), alignmentOf(g.A), alignmentOf(g.C), alignmentOf(g.C)};
-  const std::array<int64_t, 13> key{dev,      g.M,      g.N,      g.K,      g.lda,    g.ldb,        g.ldc,
-                                    g.transA, g.transB, align[0], align[1], align[2], int64_t(mode)};
-  auto it = L->plans.find(key);
-  if (it != L->plans.end()) return it->second.ok ? &it->second : nullptr;
-  LtPlan& p = L->plans[key];
-  // Column-major: C^T (N x M) = op(B^T) op(A^T), as runGemm calls cublasSgemm.
-  const int ta = g.transB ? 1 : 0, tb = g.transA ? 1 : 0, pointerDevice = 1;
-  const int compute = mode == GemmMode::Tf32 ? kComputeFastTf32 : kCompute32F;
-  void* pref = nullptr;
-  LtHeuristicResult r[kLtAsked] = {};
-  int found = 0;
-  // (A failed plan is remembered as such; its pieces stay with it, as the handles do.)
-  if (!(L->descCreate(&p.desc, compute, kCudaR32F) == 0 && L->descSet(p.desc, kLtDescTransA, &ta, 4) == 0 &&
-        L->descSet(p.desc, kLtDescTransB, &tb, 4) == 0 &&
-        L->layoutCreate(&p.layoutA, kCudaR32F, uint64_t(ta ? g.K : g.N), uint64_t(ta ? g.N : g.K), g.ldb) == 0 &&
-        L->layoutCreate(&p.layoutB, kCudaR32F, uint64_t(tb ? g.M : g.K), uint64_t(tb ? g.K : g.M), g.lda) == 0 &&
-        L->layoutCreate(&p.layoutC, kCudaR32F, uint64_t(g.N), uint64_t(g.M), g.ldc) == 0 && L->prefCreate(&pref) == 0 &&
-        L->prefSet(pref, kLtPrefMaxWorkspace, &kLtWorkspaceAsked, 8) == 0 &&
-        L->prefSet(pref, kLtPrefAlignA, &align[0], 4) == 0 && L->prefSet(pref, kLtPrefAlignA + 1, &align[1], 4) == 0 &&
-        L->prefSet(pref, kLtPrefAlignA + 2, &align[2], 4) == 0 && L->prefSet(pref, kLtPrefAlignA + 3, &align[3], 4) == 0 &&
-        L->heuristic(L->handles[dev], p.desc, p.layoutA, p.layoutB, p.layoutC, p.layoutC, pref, kLtAsked, r,
-                     &found) == 0)) {
-    if (pref != nullptr && L->prefDestroy != nullptr) L->prefDestroy(pref);
-    return nullptr;
-  }
-  if (L->prefDestroy != nullptr) L->prefDestroy(pref);  // the heuristic's answers are in r
-  if (found <= 0) return nullptr;
-  // Timing: alpha and beta from device memory, as in the step (with a host alpha of 0 a library
-  // may skip the product).
-  if (L->zeroOne[dev] == nullptr) {
-    const float zeroOne[2] = {0.0f, 1.0f};
-    float* d = nullptr;
-    if (cudaMalloc(&d, sizeof zeroOne) != cudaSuccess || cudaMemcpy(d, zeroOne, sizeof zeroOne, cudaMemcpyHostToDevice) != cudaSuccess) {
-      cudaGetLastError();
-      if (d != nullptr) cudaFree(d);
-      return nullptr;
-    }
-    L->zeroOne[dev] = d;
-  }
-  const float* zeroOne = L->zeroOne[dev];
-  if (L->descSet(p.desc, kLtDescPointerMode, &pointerDevice, 4) != 0) return nullptr;
-  cudaEvent_t e0 = nullptr, e1 = nullptr;
-  if (cudaEventCreate(&e0) != cudaSuccess || cudaEventCreate(&e1) != cudaSuccess) {
-    cudaGetLastError();
-    if (e0 != nullptr) cudaEventDestroy(e0);
-    return nullptr;
-  }
-  // Milliseconds of three runs of `run` (after one untimed), or -1 where a run failed.
-  auto timed = [&](auto run) -> float {
-    if (!run()) return -1.0f;
-    if (cudaEventRecord(e0, st) != cudaSuccess) return -1.0f;
-    for (int i = 0; i < 3; ++i)
-      if (!run()) return -1.0f;
-    float ms = -1.0f;
-    if (cudaEventRecord(e1, st) != cudaSuccess || cudaEventSynchronize(e1) != cudaSuccess ||
-        cudaEventElapsedTime(&ms, e0, e1) != cudaSuccess)
-      return -1.0f;
-    return ms;
-  };
-  float best = timed([&]() { return runGemm(dev, g, mode, zeroOne, nullptr).ok(); });
-  const float sgemmMs = best;
-  std::string log;
-  bool lt = false;
-  for (int i = 0, tried = 0; i < found && tried < kLtCandidates; ++i) {
-    if (r[i].state != 0 || r[i].workspaceSize != 0) continue;
-    ++tried;
-    const float ms = timed([&]() {
-      return L->matmul(L->handles[dev], p.desc, zeroOne, g.B, p.layoutA, g.A, p.layoutB, zeroOne + 1, g.C,
-                       p.layoutC, g.C, p.layoutC, &r[i].algo, nullptr, 0, st) == 0;
-    });
-    if (L->logPlans) log += " " + std::to_string(ms * 1e3f / 3.0f);
-    if (ms >= 0.0f && (best < 0.0f || ms < best)) {
-      best = ms;
-      p.algo = r[i].algo;
-      lt = true;
-    }
-  }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  cudaGetLastError();  // a candidate that failed to launch leaves no error behind
-  if (L->logPlans)  // microseconds per run: cublasSgemm, then each candidate in the heuristic's order
-    std::fprintf(stderr, "slimopt lt plan M %lld N %lld K %lld: sgemm %.1f us, lt%s us -> %s\n", (long long)g.M,
-                 (long long)g.N, (long long)g.K, sgemmMs * 1e3f / 3.0f, log.c_str(), lt ? "lt" : "sgemm");
-  p.ok = lt;
-  return p.ok ? &p : nullptr;
-}
 
 Status blasFail(int code, const char* what) {
   Status s = invalidArg(std::string("cuBLAS status ") + std::to_string(code) + " in " + what);
@@ -827,21 +621,6 @@ bool backTransposes(int64_t r) {
   static const bool direct = envIs("SLIMOPT_GALORE_BACK", "direct");
   return !direct && r <= kBackTransposeMaxRank && cublas() != nullptr;
 }
-// One project-back product on cuBLASLt where it has a plan (alphaBeta in device memory, as every
-// project-back's is), else runGemm.
-Status runBackProduct(int dev, cudaStream_t st, const GemmArgs& t, GemmMode mode, const float* alphaBeta,
-                      const int32_t* flag) {
-  Cublaslt* L = alphaBeta != nullptr && t.M > 0 && t.N > 0 && t.M <= INT32_MAX && t.N <= INT32_MAX && t.K <= INT32_MAX
-                    ? cublaslt(cublas())
-                    : nullptr;
-  void* h = nullptr;
-  const LtPlan* p = L != nullptr ? ltPlan(L, dev, st, t, mode, &h) : nullptr;
-  if (p == nullptr) return runGemm(dev, t, mode, alphaBeta, flag);
-  const int rc = L->matmul(h, p->desc, alphaBeta, t.B, p->layoutA, t.A, p->layoutB, alphaBeta + 1, t.C, p->layoutC, t.C,
-                           p->layoutC, &p->algo, nullptr, 0, st);
-  if (rc != 0) return blasFail(rc, "cublasLtMatmul");
-  return lastError("gemm (cuBLASLt)");
-}
 // The products gs (one-sided project-backs, B r x n as given) in order, each on B transposed into
 // sT (sTFloats floats): as many Bs as fit there are transposed by one launch, then their products
 // run.
@@ -869,7 +648,7 @@ Status runBacksTransposed(int dev, cudaStream_t st, const GemmArgs* gs, int64_t 
       t.B = tg.y[k - i];
       t.ldb = t.K;
       t.transB = true;
-      ok = runBackProduct(dev, st, t, mode, alphaBeta, flag);
+      ok = runGemm(dev, t, mode, alphaBeta, flag);
     }
     if (!ok.ok()) return ok;
     i = j;
