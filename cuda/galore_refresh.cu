@@ -663,10 +663,14 @@ struct Plan {
   bool chol = false;     // orthonormaliser() may use Dpotrf + Xtrtri (else eigen64); filter plans only
   int cholLwork = 0;     // Dpotrf's workspace (doubles)
   size_t trtriDevice = 0, trtriHost = 0;  // Xtrtri's workspaces (bytes)
-  int64_t oChol = 0;     // Dpotrf's workspace, Xtrtri's, and the residual (one double)
+  // The filter's solver scratch (solverFloats: Dsyevd's workspace, or Dpotrf's, Xtrtri's and the
+  // residual): -1 where it borrows the Rayleigh-Ritz step's Z block (rayleighRitz). The
+  // refinement's follows its f64 k x k matrices at o64.
+  int64_t oSolver = -1;
   int passes = 0;        // of the refinement (see galoreRefresh)
   // Offsets in floats. oQ: k x n (the iteration's Z), followed by oY (its Y2); together they hold
-  // the refinement's f64 T. o64: the refinement's f64 k x k matrices (refine()).
+  // the refinement's f64 T. o64: the refinement's f64 k x k matrices (refine()), then its solver
+  // scratch.
   int64_t oA = 0, oW = 0, oWork = 0, oQ = 0, oY = 0, oB = 0, oT = 0, oS = 0, oEw = 0, oE = 0, oD = 0, oU = 0,
           oL = 0, o64 = 0, oF = 0, oR64 = 0, total = 0;
 };
@@ -713,22 +717,32 @@ int64_t cholTrtriOffset(int64_t potrfDoubles) { return (potrfDoubles + 32) / 32 
 // Floats of the refinement's f64 block: four k x k matrices, three k-vectors, Dsyevd's workspace.
 int64_t small64Floats(int64_t k, int64_t lwork64) { return 2 * (4 * k * k + 3 * k + lwork64); }
 
+// Floats of the solver scratch (Refresher::solverWork_): Dsyevd's workspace, or, at other times,
+// Dpotrf's, Xtrtri's and the Cholesky check's residual (never both at once).
+int64_t solverFloats(const Plan& p) {
+  const int64_t chol = p.chol ? cholTrtriOffset(p.cholLwork) + int64_t((p.trtriDevice + 7) / 8) + 1 : 0;
+  return 2 * std::max<int64_t>(p.lwork64, chol);
+}
+
 // The refinement's blocks (floats): oQ the f64 T (k x n), oT Y (k x other; the Gram side's result
-// after it), oL the next pass's vectors or the other side's result: inside the `room` floats at
-// `from` (workspace the refinement no longer needs) when they fit there, else new (take).
+// after it), oL the next pass's vectors or the other side's result, and (small > 0) o64, its f64
+// block of `small` floats: inside the `room` floats at `from` (workspace the refinement no longer
+// needs) when they fit there, else new (take).
 template <typename Take>
-void placeRefinement(Plan& p, int64_t k, int64_t room, int64_t from, Take& take) {
+void placeRefinement(Plan& p, int64_t k, int64_t room, int64_t from, Take& take, int64_t small = 0) {
   const bool wantL = !p.same || p.passes > 1;
   const int64_t q = 2 * align64(k * p.n), t = align64(k * p.other), l = wantL ? t : 0;
-  if (q + t + l <= room) {
+  if (q + t + l + align64(small) <= room) {
     p.oQ = from;
     p.oT = from + q;
     if (wantL) p.oL = from + q + t;
+    if (small > 0) p.o64 = from + q + t + l;
     return;
   }
   p.oQ = take(q);
   p.oT = take(k * p.other);
   if (wantL) p.oL = take(k * p.other);
+  if (small > 0) p.o64 = take(small);
 }
 
 Status makePlan(int dev, int64_t rows, int64_t cols, int64_t r, bool left, RefreshMethod method, Plan* out) {
@@ -776,13 +790,17 @@ Status makePlan(int dev, int64_t rows, int64_t cols, int64_t r, bool left, Refre
     p.oR64 = take(2 * (6 * kf * kf + 3 * kf));         // the Rayleigh-Ritz's f64 k x k matrices
     const int64_t deadAfterFilter = at - p.oA;         // A and the Rayleigh-Ritz scratch: the filter's only
     p.oF = take(3 * align64(kf * n));                  // three k x n f32 blocks of the filter
-    p.o64 = take(small64Floats(kf, p.lwork64));
-    if (p.chol) p.oChol = take(2 * (cholTrtriOffset(p.cholLwork) + int64_t((p.trtriDevice + 7) / 8) + 1));
+    // The solver's scratch during the filter borrows the block its Rayleigh-Ritz step writes last
+    // (Z) where it fits: at r = 128 on §6 that keeps a workspace small enough for the optimizer to
+    // run two refreshes at once within one f32 gradient (galoreRefreshMany's lanes).
+    const int64_t solver = solverFloats(p);
+    if (solver > align64(kf * n)) p.oSolver = take(solver);
     p.passes = double(kf) * double(n) * double(p.other) <= 1073741824.0 ? 2 : 1;
-    // The refinement's blocks (T, Y, the next pass's vectors) go where A and the Rayleigh-Ritz
-    // scratch were, when they fit: a refresh step's peak extra memory then stays within one f32
-    // gradient with the optimizer's scratch (§6 gate/up at r = 512: ~135 MB instead of ~212).
-    placeRefinement(p, kf, deadAfterFilter, p.oA, take);
+    // The refinement's blocks (T, Y, the next pass's vectors, its f64 block and solver scratch) go
+    // where A and the Rayleigh-Ritz scratch were, when they fit: a refresh step's peak extra memory
+    // then stays within one f32 gradient with the optimizer's scratch (§6 gate/up at r = 512:
+    // ~135 MB instead of ~212).
+    placeRefinement(p, kf, deadAfterFilter, p.oA, take, small64Floats(kf, 0) + solver);
     p.total = at;
     *out = p;
     return Status();
@@ -912,8 +930,7 @@ class Refresher {
     void* h = s ? solverHandle(s, dev_, st_) : nullptr;
     if (h == nullptr) return solverFail(-1, "cusolverDnCreate");
     int32_t* stw = reinterpret_cast<int32_t*>(ws_);
-    double* lwork = reinterpret_cast<double*>(ws_ + p_.o64) + small64Floats(p_.k, 0) / 2;
-    const int rc = s->dsyevd(h, kEigModeVector, kFillLower, k, S, k, w, lwork, p_.lwork64, stw + 5);
+    const int rc = s->dsyevd(h, kEigModeVector, kFillLower, k, S, k, w, solverWork_, p_.lwork64, stw + 5);
     if (rc != 0) return solverFail(rc, "cusolverDnDsyevd (refinement)");
     keepInfoKernel<<<1, 1, 0, st_>>>(stw);
     fromAscendingKernel<double><<<unsigned(k), 256, 0, st_>>>(S, w, k, false, E, d);
@@ -990,6 +1007,7 @@ class Refresher {
     double* sc = d + k;
     double* w = sc + k;
     float* Zn = ws_ + p_.oL;
+    solverWork_ = reinterpret_cast<double*>(ws_ + p_.o64 + small64Floats(k, 0));
     const Real F = Real::F32, D = Real::F64;
     const unsigned kkGrid = gridFor(dev_, k * k);
     const float* Z = Z0;
@@ -1165,7 +1183,7 @@ class Refresher {
     void* h = s ? solverHandle(s, dev_, st_) : nullptr;
     if (h == nullptr) return solverFail(-1, "cusolverDnCreate");
     int32_t* stw = reinterpret_cast<int32_t*>(ws_);
-    double* lwork = reinterpret_cast<double*>(ws_ + p_.oChol);
+    double* lwork = solverWork_;
     double* tdev = lwork + cholTrtriOffset(p_.cholLwork);
     double* residual = tdev + (p_.trtriDevice + 7) / 8;
     trtriHost_.resize(p_.trtriHost + 16);
@@ -1237,6 +1255,8 @@ class Refresher {
     double* d = work + kk;
     double* sc = d + k;
     double* w = sc + k;
+    // Z is written last: until then it can be the solver's scratch (Plan::oSolver).
+    solverWork_ = reinterpret_cast<double*>(p_.oSolver >= 0 ? ws_ + p_.oSolver : Z);
     const Real F32 = Real::F32, F64 = Real::F64;
     Status ok = productA(F, G, 1.0f, 0.0f);
     if (ok.ok()) ok = g64(k, k, n, F, F32, n, false, F, F32, n, true, S, F64);
@@ -1373,6 +1393,8 @@ class Refresher {
   GemmMode applyMode_;
   GemmMode filterMode_ = GemmMode::Strict;  // the filter's products with A (filterSolve switches it)
   std::vector<char> trtriHost_;  // Xtrtri's host workspace
+  // Dsyevd's workspace, or Dpotrf's, Xtrtri's and the residual: set by rayleighRitz and refine.
+  double* solverWork_ = nullptr;
 };
 
 }  // namespace
