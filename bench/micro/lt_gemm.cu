@@ -24,91 +24,30 @@
 #include <string>
 #include <vector>
 
-#include "check.cuh"
+#include "lt.cuh"
 
 namespace {
 
-typedef struct { uint64_t data[8]; } LtAlgo;
-typedef struct {
-  LtAlgo algo;
-  size_t workspaceSize;
-  int state;
-  float wavesCount;
-  int reserved[4];
-} LtHeuristic;
+using namespace lt;
 
-typedef int (*CreateFn)(void**);
+using micro::fillKernel;
+
 typedef int (*SetStreamFn)(void*, cudaStream_t);
-typedef int (*SetIntFn)(void*, int);
-typedef int (*SgemmFn)(void*, int, int, int, int, int, const float*, const float*, int, const float*, int,
-                       const float*, float*, int);
 // cublasGemmBatchedEx(handle, transa, transb, m, n, k, alpha, Aarray, Atype, lda, Barray, Btype, ldb, beta,
 // Carray, Ctype, ldc, batchCount, computeType, algo)
 typedef int (*GemmBatchedExFn)(void*, int, int, int, int, int, const void*, const void* const*, int, int,
                                const void* const*, int, int, const void*, void* const*, int, int, int, int, int);
-typedef int (*LtDescCreateFn)(void**, int, int);
-typedef int (*LtSetAttrFn)(void*, int, const void*, size_t);
-typedef int (*LtLayoutCreateFn)(void**, int, uint64_t, uint64_t, int64_t);
-typedef int (*LtPrefCreateFn)(void**);
-typedef int (*LtHeuristicFn)(void*, void*, void*, void*, void*, void*, void*, int, LtHeuristic*, int*);
-typedef int (*LtMatmulFn)(void*, void*, const void*, const void*, void*, const void*, void*, const void*,
-                          const void*, void*, void*, void*, const LtAlgo*, void*, size_t, cudaStream_t);
-typedef int (*LtAlgoConfigGetFn)(const LtAlgo*, int, void*, size_t, size_t*);
-
-// cublasLt.h: CUBLASLT_MATMUL_DESC_POINTER_MODE 2, _TRANSA 3, _TRANSB 4; CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES
-// 1 (uint64_t); CUBLAS_COMPUTE_32F_FAST_TF32 77; CUDA_R_32F 0; CUBLASLT_ALGO_CONFIG_ID 0, _TILE_ID 1,
-// _SPLITK_NUM 2, _REDUCTION_SCHEME 3, _CTA_SWIZZLING 4, _CUSTOM_OPTION 5, _STAGES_ID 6.
-constexpr int kDescPointerMode = 2, kDescTransA = 3, kDescTransB = 4, kPrefMaxWorkspace = 1;
-constexpr int kComputeTf32 = 77, kR32F = 0;
-
-struct Libs {
-  CreateFn create;
+// Base's entry points and the batched GEMM.
+struct Libs : Base {
   SetStreamFn setStream;
-  SetIntFn setMath, setPointer;
-  SgemmFn sgemm;
   GemmBatchedExFn gemmBatchedEx;
-  CreateFn ltCreate;
-  LtDescCreateFn descCreate;
-  LtSetAttrFn descSet, prefSet;
-  LtLayoutCreateFn layoutCreate;
-  LtPrefCreateFn prefCreate;
-  LtHeuristicFn heuristic;
-  LtMatmulFn matmul;
-  LtAlgoConfigGetFn algoGet;
 };
 
-void* sym(void* h, const char* n) {
-  void* p = dlsym(h, n);
-  if (p == nullptr) {
-    std::fprintf(stderr, "missing symbol %s\n", n);
-    std::exit(1);
-  }
-  return p;
-}
-
 Libs load() {
-  void* b = dlopen("libcublas.so.13", RTLD_NOW | RTLD_LOCAL);
-  void* lt = dlopen("libcublasLt.so.13", RTLD_NOW | RTLD_LOCAL);
-  if (b == nullptr || lt == nullptr) {
-    std::fprintf(stderr, "libcublas.so.13 / libcublasLt.so.13 not found\n");
-    std::exit(1);
-  }
   Libs L;
-  L.create = reinterpret_cast<CreateFn>(sym(b, "cublasCreate_v2"));
-  L.setStream = reinterpret_cast<SetStreamFn>(sym(b, "cublasSetStream_v2"));
-  L.setMath = reinterpret_cast<SetIntFn>(sym(b, "cublasSetMathMode"));
-  L.setPointer = reinterpret_cast<SetIntFn>(sym(b, "cublasSetPointerMode_v2"));
-  L.sgemm = reinterpret_cast<SgemmFn>(sym(b, "cublasSgemm_v2"));
-  L.gemmBatchedEx = reinterpret_cast<GemmBatchedExFn>(sym(b, "cublasGemmBatchedEx"));
-  L.ltCreate = reinterpret_cast<CreateFn>(sym(lt, "cublasLtCreate"));
-  L.descCreate = reinterpret_cast<LtDescCreateFn>(sym(lt, "cublasLtMatmulDescCreate"));
-  L.descSet = reinterpret_cast<LtSetAttrFn>(sym(lt, "cublasLtMatmulDescSetAttribute"));
-  L.prefSet = reinterpret_cast<LtSetAttrFn>(sym(lt, "cublasLtMatmulPreferenceSetAttribute"));
-  L.layoutCreate = reinterpret_cast<LtLayoutCreateFn>(sym(lt, "cublasLtMatrixLayoutCreate"));
-  L.prefCreate = reinterpret_cast<LtPrefCreateFn>(sym(lt, "cublasLtMatmulPreferenceCreate"));
-  L.heuristic = reinterpret_cast<LtHeuristicFn>(sym(lt, "cublasLtMatmulAlgoGetHeuristic"));
-  L.matmul = reinterpret_cast<LtMatmulFn>(sym(lt, "cublasLtMatmul"));
-  L.algoGet = reinterpret_cast<LtAlgoConfigGetFn>(sym(lt, "cublasLtMatmulAlgoConfigGetAttribute"));
+  loadBase(L);
+  L.setStream = reinterpret_cast<SetStreamFn>(sym(L.blasLib, "cublasSetStream_v2"));
+  L.gemmBatchedEx = reinterpret_cast<GemmBatchedExFn>(sym(L.blasLib, "cublasGemmBatchedEx"));
   return L;
 }
 
@@ -118,14 +57,6 @@ struct Case {
   bool transA, transB;
   float beta;  // 1: C read (project back, W in C); 0: C written only (projection)
 };
-
-__global__ void fillKernel(float* p, int64_t n, uint32_t seed, float scale) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    uint32_t x = uint32_t(i) * 2654435761u ^ seed;
-    x ^= x >> 16; x *= 0x7feb352d; x ^= x >> 15; x *= 0x846ca68b; x ^= x >> 16;
-    p[i] = scale * (float(x) * (1.0f / 4294967296.0f) - 0.5f);
-  }
-}
 
 template <typename F>
 double medianUs(cudaStream_t st, F launch, int reps = 15) {
@@ -147,27 +78,6 @@ double medianUs(cudaStream_t st, F launch, int reps = 15) {
   CK(cudaEventDestroy(a));
   CK(cudaEventDestroy(b));
   return t[t.size() / 2];
-}
-
-__global__ void diffKernel(const float* x, const float* y, int64_t n, double* sums) {
-  double num = 0, den = 0;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const double d = double(x[i]) - y[i];
-    num += d * d;
-    den += double(y[i]) * y[i];
-  }
-  atomicAdd(&sums[0], num);
-  atomicAdd(&sums[1], den);
-}
-
-// ‖x − y‖ / ‖y‖ on the device.
-double relDiff(const float* x, const float* y, int64_t n, double* sums, cudaStream_t st) {
-  CK(cudaMemsetAsync(sums, 0, 16, st));
-  diffKernel<<<264, 256, 0, st>>>(x, y, n, sums);
-  double h[2];
-  CK(cudaMemcpyAsync(h, sums, 16, cudaMemcpyDeviceToHost, st));
-  CK(cudaStreamSynchronize(st));
-  return std::sqrt(h[0] / std::max(h[1], 1e-300));
 }
 
 }  // namespace
@@ -300,13 +210,13 @@ int main(int argc, char** argv) {
       const double us = medianUs(st, [&] { run(C); });
       uint32_t id = 0, tile = 0, splitk = 0, red = 0, swz = 0, custom = 0, stages = 0;
       size_t w;
-      L.algoGet(&hr[i].algo, 0, &id, 4, &w);
-      L.algoGet(&hr[i].algo, 1, &tile, 4, &w);
-      L.algoGet(&hr[i].algo, 2, &splitk, 4, &w);
-      L.algoGet(&hr[i].algo, 3, &red, 4, &w);
-      L.algoGet(&hr[i].algo, 4, &swz, 4, &w);
-      L.algoGet(&hr[i].algo, 5, &custom, 4, &w);
-      L.algoGet(&hr[i].algo, 6, &stages, 4, &w);
+      L.cfgGet(&hr[i].algo, 0, &id, 4, &w);
+      L.cfgGet(&hr[i].algo, 1, &tile, 4, &w);
+      L.cfgGet(&hr[i].algo, 2, &splitk, 4, &w);
+      L.cfgGet(&hr[i].algo, 3, &red, 4, &w);
+      L.cfgGet(&hr[i].algo, 4, &swz, 4, &w);
+      L.cfgGet(&hr[i].algo, 5, &custom, 4, &w);
+      L.cfgGet(&hr[i].algo, 6, &stages, 4, &w);
       std::printf("  Lt #%-2d id %3u tile %2u stages %2u splitK %2u red %u swz %u opt %2u ws %6zu KB  %8.1f us  %.2f of floor  "
                   "rel diff %.1e\n",
                   i, id, tile, stages, splitk, red, swz, custom, hr[i].workspaceSize >> 10, us, floorUs / us, diff);

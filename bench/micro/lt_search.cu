@@ -19,96 +19,43 @@
 #include <vector>
 
 #include "harness.cuh"
+#include "lt.cuh"
 
 namespace {
 
-typedef struct { uint64_t data[8]; } LtAlgo;
-typedef struct {
-  LtAlgo algo;
-  size_t workspaceSize;
-  int state;
-  float wavesCount;
-  int reserved[4];
-} LtHeuristic;
+using namespace lt;
 
-typedef int (*LtDescCreateFn)(void**, int, int);
-typedef int (*LtSetAttrFn)(void*, int, const void*, size_t);
-typedef int (*LtLayoutCreateFn)(void**, int, uint64_t, uint64_t, int64_t);
-typedef int (*LtPrefCreateFn)(void**);
-typedef int (*LtHeuristicFn)(void*, void*, void*, void*, void*, void*, void*, int, LtHeuristic*, int*);
-typedef int (*LtMatmulFn)(void*, void*, const void*, const void*, void*, const void*, void*, const void*,
-                          const void*, void*, void*, void*, const LtAlgo*, void*, size_t, cudaStream_t);
 typedef int (*LtAlgoGetIdsFn)(void*, int, int, int, int, int, int, int, int*, int*);
 typedef int (*LtAlgoInitFn)(void*, int, int, int, int, int, int, int, LtAlgo*);
 typedef int (*LtAlgoCheckFn)(void*, void*, void*, void*, void*, void*, const LtAlgo*, LtHeuristic*);
 typedef int (*LtCapGetFn)(const LtAlgo*, int, void*, size_t, size_t*);
 typedef int (*LtConfigSetFn)(LtAlgo*, int, const void*, size_t);
-typedef int (*LtConfigGetFn)(const LtAlgo*, int, void*, size_t, size_t*);
 
-// cublasLt.h values. Descriptor: POINTER_MODE 2, TRANSA 3, TRANSB 4. Compute CUBLAS_COMPUTE_32F_FAST_TF32
-// 77, CUDA_R_32F 0. Caps: SPLITK_SUPPORT 0, CTA_SWIZZLING_SUPPORT 2, TILE_IDS 6, CUSTOM_OPTION_MAX 7,
-// STAGES_IDS 13. Config: ID 0, TILE_ID 1, SPLITK_NUM 2, REDUCTION_SCHEME 3, CTA_SWIZZLING 4,
-// CUSTOM_OPTION 5, STAGES_ID 6, INNER_SHAPE_ID 7, CLUSTER_SHAPE_ID 8 (0 auto, 2 1x1x1, 3 2x1x1,
-// 4 4x1x1, 5 1x2x1, 6 2x2x1, 8 1x4x1).
-constexpr int kDescPointerMode = 2, kDescTransA = 3, kDescTransB = 4;
-constexpr int kComputeTf32 = 77, kR32F = 0;
+// cublasLt.h values (the others in lt.cuh). Caps: SPLITK_SUPPORT 0, CTA_SWIZZLING_SUPPORT 2, TILE_IDS 6,
+// CUSTOM_OPTION_MAX 7, STAGES_IDS 13. Cluster shapes: 0 auto, 2 1x1x1, 3 2x1x1, 4 4x1x1, 5 1x2x1,
+// 6 2x2x1, 8 1x4x1.
 constexpr int kCapSwizzle = 2, kCapTiles = 6, kCapCustomMax = 7, kCapStages = 13;
 constexpr int kCfgId = 0, kCfgTile = 1, kCfgSplitK = 2, kCfgSwizzle = 4, kCfgCustom = 5, kCfgStages = 6,
               kCfgInner = 7, kCfgCluster = 8;
 
-struct Lt {
-  void* h = nullptr;
-  micro::SgemmFn sgemm;
-  micro::SetIntFn setMath, setPointer;
-  micro::CreateFn create, ltCreate;
-  LtDescCreateFn descCreate;
-  LtSetAttrFn descSet;
-  LtLayoutCreateFn layoutCreate;
-  LtPrefCreateFn prefCreate;
-  LtHeuristicFn heuristic;
-  LtMatmulFn matmul;
+// Base's entry points and the ones that enumerate and check configurations.
+struct Lt : Base {
   LtAlgoGetIdsFn getIds;
   LtAlgoInitFn init;
   LtAlgoCheckFn check;
   LtCapGetFn capGet;
   LtConfigSetFn cfgSet;
-  LtConfigGetFn cfgGet;
 };
 
-void* sym(void* h, const char* n) {
-  void* p = dlsym(h, n);
-  if (p == nullptr) {
-    std::fprintf(stderr, "missing symbol %s\n", n);
-    std::exit(1);
-  }
-  return p;
-}
-
 Lt load() {
-  void* b = dlopen("libcublas.so.13", RTLD_NOW | RTLD_LOCAL);
-  void* l = dlopen("libcublasLt.so.13", RTLD_NOW | RTLD_LOCAL);
-  if (b == nullptr || l == nullptr) {
-    std::fprintf(stderr, "libcublas.so.13 / libcublasLt.so.13 not found\n");
-    std::exit(1);
-  }
   Lt L;
-  L.create = reinterpret_cast<micro::CreateFn>(sym(b, "cublasCreate_v2"));
-  L.setMath = reinterpret_cast<micro::SetIntFn>(sym(b, "cublasSetMathMode"));
-  L.setPointer = reinterpret_cast<micro::SetIntFn>(sym(b, "cublasSetPointerMode_v2"));
-  L.sgemm = reinterpret_cast<micro::SgemmFn>(sym(b, "cublasSgemm_v2"));
-  L.ltCreate = reinterpret_cast<micro::CreateFn>(sym(l, "cublasLtCreate"));
-  L.descCreate = reinterpret_cast<LtDescCreateFn>(sym(l, "cublasLtMatmulDescCreate"));
-  L.descSet = reinterpret_cast<LtSetAttrFn>(sym(l, "cublasLtMatmulDescSetAttribute"));
-  L.layoutCreate = reinterpret_cast<LtLayoutCreateFn>(sym(l, "cublasLtMatrixLayoutCreate"));
-  L.prefCreate = reinterpret_cast<LtPrefCreateFn>(sym(l, "cublasLtMatmulPreferenceCreate"));
-  L.heuristic = reinterpret_cast<LtHeuristicFn>(sym(l, "cublasLtMatmulAlgoGetHeuristic"));
-  L.matmul = reinterpret_cast<LtMatmulFn>(sym(l, "cublasLtMatmul"));
+  loadBase(L);
+  void* l = L.ltLib;
   L.getIds = reinterpret_cast<LtAlgoGetIdsFn>(sym(l, "cublasLtMatmulAlgoGetIds"));
   L.init = reinterpret_cast<LtAlgoInitFn>(sym(l, "cublasLtMatmulAlgoInit"));
   L.check = reinterpret_cast<LtAlgoCheckFn>(sym(l, "cublasLtMatmulAlgoCheck"));
   L.capGet = reinterpret_cast<LtCapGetFn>(sym(l, "cublasLtMatmulAlgoCapGetAttribute"));
   L.cfgSet = reinterpret_cast<LtConfigSetFn>(sym(l, "cublasLtMatmulAlgoConfigSetAttribute"));
-  L.cfgGet = reinterpret_cast<LtConfigGetFn>(sym(l, "cublasLtMatmulAlgoConfigGetAttribute"));
   return L;
 }
 
@@ -142,25 +89,6 @@ struct Case {
   bool transA, transB;
   float beta;
 };
-
-__global__ void diffKernel(const float* x, const float* y, int64_t n, double* sums) {
-  double num = 0, den = 0;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const double d = double(x[i]) - y[i];
-    num += d * d;
-    den += double(y[i]) * y[i];
-  }
-  atomicAdd(&sums[0], num);
-  atomicAdd(&sums[1], den);
-}
-
-double relDiff(const float* x, const float* y, int64_t n, double* sums) {
-  CK(cudaMemset(sums, 0, 16));
-  diffKernel<<<264, 256>>>(x, y, n, sums);
-  double h[2];
-  CK(cudaMemcpy(h, sums, 16, cudaMemcpyDeviceToHost));
-  return std::sqrt(h[0] / std::max(h[1], 1e-300));
-}
 
 // Mean of `reps` back-to-back launches between two events, after one untimed.
 template <class F>
