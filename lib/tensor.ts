@@ -226,10 +226,15 @@ export function tensor(data: Float32Array | Float64Array | Uint16Array | Uint8Ar
   }
 }
 
-/** @internal f32 elements of a block that sliceBlock() cuts into parts of these sizes (each part
- *  starts 256 bytes aligned, as the GEMM libraries like). */
+/** f32 elements a part of k takes in a sliceBlock() block: rounded up so that the next part starts
+ *  256 bytes aligned, as the GEMM libraries like. */
+function partFloats(k: number): number {
+  return Math.ceil(k / 64) * 64;
+}
+
+/** @internal f32 elements of a block that sliceBlock() cuts into parts of these sizes. */
 export function blockFloats(sizes: readonly number[]): number {
-  return sizes.reduce((n, k) => n + Math.ceil(k / 64) * 64, 0);
+  return sizes.reduce((n, k) => n + partFloats(k), 0);
 }
 
 /** @internal f32 tensors over consecutive parts of `block` (blockFloats(sizes) elements or more):
@@ -244,7 +249,7 @@ export function sliceBlock(block: Tensor, sizes: readonly number[]): Tensor[] {
   let at = 0;
   for (const k of sizes) {
     out.push(new Tensor(new (native().NativeBuffer)(block.device.index, k * 4, base + BigInt(at * 4)), [k], "f32", block.device));
-    at += Math.ceil(k / 64) * 64;
+    at += partFloats(k);
   }
   return out;
 }

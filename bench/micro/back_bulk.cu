@@ -1,7 +1,7 @@
 // Microbenchmark: GaLore's project-back C <- beta C + alpha A B (A: M x K, B: K x N, row-major, f32,
 // K = r <= 128, TF32) against cublasSgemm (TF32 math) on the same data: which kernel structure
-// streams W nearer the copy rate than cuBLAS (0.55-0.65 of it)? Self-contained (cuBLAS by dlopen
-// as in lt_gemm.cu):
+// streams W nearer the copy rate than cuBLAS (0.55-0.65 of it)? Self-contained but for harness.cuh
+// (cuBLAS by dlopen):
 //
 //   nvcc -O3 -gencode arch=compute_90a,code=sm_90a -cudart static -o /tmp/back bench/micro/back_bulk.cu -ldl && /tmp/back
 //
@@ -32,7 +32,13 @@
 #include <cstdlib>
 #include <vector>
 
-#include "check.cuh"
+#include "harness.cuh"
+
+using micro::copyKernel;
+using micro::fillKernel;
+using micro::refKernel;
+using micro::SgemmFn;
+using micro::timeUs;
 
 namespace {
 
@@ -977,81 +983,15 @@ __global__ void __launch_bounds__(512, 1) backPrefKernel(const Args k) {
 }
 
 
-__global__ void refKernel(int64_t M, int64_t N, int64_t K, const float* A, const float* B, const float* C0, float* R,
-                          const float* ab) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < M * N; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t r = i / N, c = i % N;
-    float s = 0;
-    for (int64_t p = 0; p < K; ++p) s += A[r * K + p] * B[p * N + c];
-    R[i] = ab[0] * s + ab[1] * C0[i];
-  }
-}
-
-__global__ void fillKernel(float* p, int64_t n, uint32_t seed, float scale) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    uint32_t x = uint32_t(i) * 2654435761u ^ seed;
-    x ^= x >> 16; x *= 0x7feb352d; x ^= x >> 15; x *= 0x846ca68b; x ^= x >> 16;
-    p[i] = scale * (float(x) * (1.0f / 4294967296.0f) - 0.5f);
-  }
-}
-
-__global__ void copyKernel(const float4* __restrict__ s, float4* __restrict__ d, int64_t nv) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < nv; i += int64_t(gridDim.x) * blockDim.x)
-    d[i] = s[i];
-}
-
-// max |x - y| over max |y|
-__global__ void diffKernel(const float* x, const float* y, int64_t n, float* out) {
-  float d = 0, m = 0;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    d = fmaxf(d, fabsf(x[i] - y[i]));
-    m = fmaxf(m, fabsf(y[i]));
-  }
-  atomicMax(reinterpret_cast<int*>(out), __float_as_int(d));
-  atomicMax(reinterpret_cast<int*>(out) + 1, __float_as_int(m));
-}
-
-typedef int (*CreateFn)(void**);
-typedef int (*SetIntFn)(void*, int);
-typedef int (*SgemmFn)(void*, int, int, int, int, int, const float*, const float*, int, const float*, int,
-                       const float*, float*, int);
-
-double median(std::vector<double> v) { std::sort(v.begin(), v.end()); return v[v.size() / 2]; }
-
-template <class F>
-double timeUs(F launch) {
-  cudaEvent_t a, b;
-  CK(cudaEventCreate(&a)); CK(cudaEventCreate(&b));
-  std::vector<double> us;
-  for (int i = 0; i < 22; ++i) {
-    CK(cudaEventRecord(a));
-    launch(i % 4);
-    CK(cudaEventRecord(b));
-    CK(cudaEventSynchronize(b));
-    CK(cudaGetLastError());
-    float t; CK(cudaEventElapsedTime(&t, a, b));
-    if (i >= 2) us.push_back(t * 1e3);
-  }
-  return median(us);
-}
 
 }  // namespace
 
 int main() {
   int sms = 0;
   CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-  void* lib = dlopen("libcublas.so.13", RTLD_NOW | RTLD_LOCAL);
-  void* h = nullptr;
-  SgemmFn sgemm = nullptr;
-  if (lib) {
-    auto create = reinterpret_cast<CreateFn>(dlsym(lib, "cublasCreate_v2"));
-    auto setMath = reinterpret_cast<SetIntFn>(dlsym(lib, "cublasSetMathMode"));
-    auto setPtr = reinterpret_cast<SetIntFn>(dlsym(lib, "cublasSetPointerMode_v2"));
-    sgemm = reinterpret_cast<SgemmFn>(dlsym(lib, "cublasSgemm_v2"));
-    create(&h); setMath(h, 3); setPtr(h, 1);
-  } else {
-    std::printf("# libcublas.so.13 not found: no cuBLAS rows\n");
-  }
+  const micro::Tf32Sgemm cublas = micro::openTf32Sgemm();
+  void* h = cublas.handle;
+  const SgemmFn sgemm = cublas.fn;
   // Copy bandwidth on the largest C.
   const int64_t maxC = 11008LL * 4096;
   std::vector<float*> Cs(4);
@@ -1084,12 +1024,7 @@ int main() {
     k.strips = int((sh.N + BN - 1) / BN);
     k.tilesM = int((sh.M + BM - 1) / BM);
     k.phases = std::max(1, occ * sms / k.strips);
-    auto relErr = [&](float* out) {
-      CK(cudaMemset(dd, 0, 8));
-      diffKernel<<<1024, 256>>>(out, Ref, nC, dd);
-      float hd[2]; CK(cudaMemcpy(hd, dd, 8, cudaMemcpyDeviceToHost));
-      return hd[0] / hd[1];
-    };
+    auto relErr = [&](float* out) { return micro::maxRelDiff(out, Ref, nC, dd); };
     auto row = [&](const char* name, double us, float err) {
       std::printf("%s  {\"M\": %lld, \"N\": %lld, \"K\": %lld, \"kernel\": \"%s\", \"us\": %.1f, \"fracOfCopy\": %.3f, \"relErr\": %.2e}",
                   first ? "" : ",\n", (long long)sh.M, (long long)sh.N, (long long)sh.K, name, us, floorUs / us, err);

@@ -27,9 +27,9 @@
 
 #include "harness.cuh"
 
-using micro::CreateFn;
+using micro::copyKernel;
 using micro::fillKernel;
-using micro::SetIntFn;
+using micro::refKernel;
 using micro::SgemmFn;
 using micro::timeUs;
 
@@ -210,50 +210,16 @@ __global__ void transposeTf32Kernel(const float* B, float* Bt, int64_t rows, int
   }
 }
 
-__global__ void refKernel(int64_t M, int64_t N, int64_t K, const float* A, const float* B, const float* C0, float* R,
-                          const float* ab) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < M * N; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t r = i / N, c = i % N;
-    float s = 0;
-    for (int64_t p = 0; p < K; ++p) s += A[r * K + p] * B[p * N + c];
-    R[i] = ab[0] * s + ab[1] * C0[i];
-  }
-}
 
-__global__ void copyKernel(const float4* __restrict__ s, float4* __restrict__ d, int64_t nv) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < nv; i += int64_t(gridDim.x) * blockDim.x)
-    d[i] = s[i];
-}
-
-// max |x - y| over max |y|
-__global__ void diffKernel(const float* x, const float* y, int64_t n, float* out) {
-  float d = 0, m = 0;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    d = fmaxf(d, fabsf(x[i] - y[i]));
-    if (!(x[i] == x[i])) d = INFINITY;
-    m = fmaxf(m, fabsf(y[i]));
-  }
-  atomicMax(reinterpret_cast<int*>(out), __float_as_int(d));
-  atomicMax(reinterpret_cast<int*>(out) + 1, __float_as_int(m));
-}
 
 }  // namespace
 
 int main() {
   int sms = 0;
   CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-  void* lib = dlopen("libcublas.so.13", RTLD_NOW | RTLD_LOCAL);
-  void* h = nullptr;
-  SgemmFn sgemm = nullptr;
-  if (lib) {
-    auto create = reinterpret_cast<CreateFn>(dlsym(lib, "cublasCreate_v2"));
-    auto setMath = reinterpret_cast<SetIntFn>(dlsym(lib, "cublasSetMathMode"));
-    auto setPtr = reinterpret_cast<SetIntFn>(dlsym(lib, "cublasSetPointerMode_v2"));
-    sgemm = reinterpret_cast<SgemmFn>(dlsym(lib, "cublasSgemm_v2"));
-    create(&h); setMath(h, 3); setPtr(h, 1);
-  } else {
-    std::printf("# libcublas.so.13 not found: no cuBLAS rows\n");
-  }
+  const micro::Tf32Sgemm cublas = micro::openTf32Sgemm();
+  void* h = cublas.handle;
+  const SgemmFn sgemm = cublas.fn;
   const int64_t maxC = 11008LL * 4096, maxAB = 11008LL * 1024;
   std::vector<float*> Cs(4);
   for (auto& p : Cs) { CK(cudaMalloc(&p, maxC * 4)); fillKernel<<<1024, 256>>>(p, maxC, 3, 1.0f); }
@@ -289,12 +255,7 @@ int main() {
     transpose();
     k.tilesJ = int((sh.N + LK_BJ - 1) / LK_BJ);
     const int grid = k.tilesJ * int((sh.M + LK_BI - 1) / LK_BI);
-    auto relErr = [&](float* out) {
-      CK(cudaMemset(dd, 0, 8));
-      diffKernel<<<1024, 256>>>(out, Ref, nC, dd);
-      float hd[2]; CK(cudaMemcpy(hd, dd, 8, cudaMemcpyDeviceToHost));
-      return hd[0] / hd[1];
-    };
+    auto relErr = [&](float* out) { return micro::maxRelDiff(out, Ref, nC, dd); };
     auto row = [&](const char* name, double us, float err) {
       std::printf("%s  {\"M\": %lld, \"N\": %lld, \"K\": %lld, \"kernel\": \"%s\", \"us\": %.1f, \"tflops\": %.0f, \"fracOfCopy\": %.3f, \"relErr\": %.2e}",
                   first ? "" : ",\n", (long long)sh.M, (long long)sh.N, (long long)sh.K, name, us, flops / (us * 1e6),

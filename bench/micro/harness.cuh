@@ -1,9 +1,12 @@
-// What several micro benches share: deterministic fills, a median, CUDA-event timing, and the
-// cuBLAS prototypes they load by dlopen (as cuda/galore.cu does; the build has no cuBLAS headers).
+// What several micro benches share: deterministic fills, a copy kernel for the copy rate, a
+// max-difference check, a median, CUDA-event timing, and cuBLAS loaded by dlopen (as
+// cuda/galore.cu does; the build has no cuBLAS headers).
 #pragma once
 #include <cuda_runtime.h>
+#include <dlfcn.h>
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <vector>
 
 #include "check.cuh"
@@ -17,6 +20,46 @@ __global__ void fillKernel(float* p, int64_t n, uint32_t seed, float scale) {
     x ^= x >> 16; x *= 0x7feb352d; x ^= x >> 15; x *= 0x846ca68b; x ^= x >> 16;
     p[i] = scale * (float(x) * (1.0f / 4294967296.0f) - 0.5f);
   }
+}
+
+// The project-back benches' reference: R = ab[0] A B + ab[1] C0 (row-major, A M x K, B K x N),
+// a plain f32 sum per element.
+__global__ void refKernel(int64_t M, int64_t N, int64_t K, const float* A, const float* B, const float* C0, float* R,
+                          const float* ab) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < M * N; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / N, c = i % N;
+    float s = 0;
+    for (int64_t p = 0; p < K; ++p) s += A[r * K + p] * B[p * N + c];
+    R[i] = ab[0] * s + ab[1] * C0[i];
+  }
+}
+
+// d[i] = s[i] (16 bytes a thread per iteration): the copy rate the benches measure against.
+__global__ void copyKernel(const float4* __restrict__ s, float4* __restrict__ d, int64_t nv) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < nv; i += int64_t(gridDim.x) * blockDim.x)
+    d[i] = s[i];
+}
+
+// out[0] = max |x - y| (infinite where x holds a NaN), out[1] = max |y|: non-negative floats order
+// as their bit patterns, so atomicMax on ints serves.
+__global__ void maxDiffKernel(const float* x, const float* y, int64_t n, float* out) {
+  float d = 0, m = 0;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    d = fmaxf(d, fabsf(x[i] - y[i]));
+    if (!(x[i] == x[i])) d = INFINITY;
+    m = fmaxf(m, fabsf(y[i]));
+  }
+  atomicMax(reinterpret_cast<int*>(out), __float_as_int(d));
+  atomicMax(reinterpret_cast<int*>(out) + 1, __float_as_int(m));
+}
+
+// max |x - y| / max |y| over n floats; dd: two floats of device scratch.
+inline float maxRelDiff(const float* x, const float* y, int64_t n, float* dd) {
+  CK(cudaMemset(dd, 0, 8));
+  maxDiffKernel<<<1024, 256>>>(x, y, n, dd);
+  float h[2];
+  CK(cudaMemcpy(h, dd, 8, cudaMemcpyDeviceToHost));
+  return h[0] / h[1];
 }
 
 inline double median(std::vector<double> v) {
@@ -48,5 +91,26 @@ typedef int (*CreateFn)(void**);
 typedef int (*SetIntFn)(void*, int);
 typedef int (*SgemmFn)(void*, int, int, int, int, int, const float*, const float*, int, const float*, int,
                        const float*, float*, int);
+
+// cublasSgemm with TF32 math and device pointer mode on the default stream, or fn null (with a
+// line saying so) where libcublas.so.13 does not load.
+struct Tf32Sgemm {
+  void* handle = nullptr;
+  SgemmFn fn = nullptr;
+};
+inline Tf32Sgemm openTf32Sgemm() {
+  Tf32Sgemm s;
+  void* lib = dlopen("libcublas.so.13", RTLD_NOW | RTLD_LOCAL);
+  if (lib == nullptr) {
+    std::printf("# libcublas.so.13 not found: no cuBLAS rows\n");
+    return s;
+  }
+  auto create = reinterpret_cast<CreateFn>(dlsym(lib, "cublasCreate_v2"));
+  auto setMath = reinterpret_cast<SetIntFn>(dlsym(lib, "cublasSetMathMode"));
+  auto setPtr = reinterpret_cast<SetIntFn>(dlsym(lib, "cublasSetPointerMode_v2"));
+  s.fn = reinterpret_cast<SgemmFn>(dlsym(lib, "cublasSgemm_v2"));
+  create(&s.handle); setMath(s.handle, 3); setPtr(s.handle, 1);
+  return s;
+}
 
 }  // namespace micro

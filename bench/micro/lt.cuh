@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 
 #include "harness.cuh"
 
@@ -86,6 +87,57 @@ inline void loadBase(Base& L) {
   L.heuristic = reinterpret_cast<LtHeuristicFn>(sym(l, "cublasLtMatmulAlgoGetHeuristic"));
   L.matmul = reinterpret_cast<LtMatmulFn>(sym(l, "cublasLtMatmul"));
   L.cfgGet = reinterpret_cast<LtConfigGetFn>(sym(l, "cublasLtMatmulAlgoConfigGetAttribute"));
+}
+
+// A product in row-major terms, as GemmArgs: C[M×N] = α op(A) op(B) + β C.
+struct Case {
+  std::string name;
+  int64_t M, N, K;
+  bool transA, transB;
+  float beta;  // 1: C read (project back, W in C); 0: C written only (projection)
+};
+
+// c's operands on the device, filled (A, B, and C0, the C each run starts from), with C and Cref
+// for results. Row-major: A is M×K (K×M when transA), B is K×N (N×K when transB), C M×N.
+struct Operands {
+  int64_t lda, ldb, ldc, nA, nB, nC;
+  float *A, *B, *C0, *C, *Cref;
+  Operands(const Case& c, cudaStream_t st = nullptr)
+      : lda(c.transA ? c.M : c.K), ldb(c.transB ? c.K : c.N), ldc(c.N), nA(c.M * c.K), nB(c.K * c.N), nC(c.M * c.N) {
+    CK(cudaMalloc(&A, nA * 4));
+    CK(cudaMalloc(&B, nB * 4));
+    CK(cudaMalloc(&C0, nC * 4));
+    CK(cudaMalloc(&C, nC * 4));
+    CK(cudaMalloc(&Cref, nC * 4));
+    micro::fillKernel<<<1024, 256, 0, st>>>(A, nA, 1, 1.0f);
+    micro::fillKernel<<<1024, 256, 0, st>>>(B, nB, 2, 1.0f);
+    micro::fillKernel<<<1024, 256, 0, st>>>(C0, nC, 3, 1.0f);
+  }
+  ~Operands() {
+    for (float* p : {A, B, C0, C, Cref}) CK(cudaFree(p));
+  }
+  Operands(const Operands&) = delete;
+  Operands& operator=(const Operands&) = delete;
+};
+
+// c in cuBLASLt's column-major form, as runGemm calls cublasSgemm: A' = B (op transB), B' = A
+// (op transA), C' = C (N × M, ld N); TF32 compute, alpha and beta in device memory. Exits on failure.
+struct Desc {
+  void *desc, *la, *lb, *lc;
+};
+inline Desc makeDesc(const Base& L, const Case& c, const Operands& o) {
+  Desc d;
+  const int ta = c.transB ? 1 : 0, tb = c.transA ? 1 : 0, pm = 1;
+  // Column-major shapes of the stored matrices: A' is (ta ? K×N : N×K) rows×cols with ld ldb.
+  if (L.descCreate(&d.desc, kComputeTf32, kR32F) != 0 || L.descSet(d.desc, kDescTransA, &ta, 4) != 0 ||
+      L.descSet(d.desc, kDescTransB, &tb, 4) != 0 || L.descSet(d.desc, kDescPointerMode, &pm, 4) != 0 ||
+      L.layoutCreate(&d.la, kR32F, ta ? c.K : c.N, ta ? c.N : c.K, o.ldb) != 0 ||
+      L.layoutCreate(&d.lb, kR32F, tb ? c.M : c.K, tb ? c.K : c.M, o.lda) != 0 ||
+      L.layoutCreate(&d.lc, kR32F, c.N, c.M, o.ldc) != 0) {
+    std::fprintf(stderr, "Lt descriptor failed\n");
+    std::exit(1);
+  }
+  return d;
 }
 
 __global__ void diffKernel(const float* x, const float* y, int64_t n, double* sums) {

@@ -51,12 +51,6 @@ Libs load() {
   return L;
 }
 
-struct Case {
-  std::string name;
-  int64_t M, N, K;
-  bool transA, transB;
-  float beta;  // 1: C read (project back, W in C); 0: C written only (projection)
-};
 
 template <typename F>
 double medianUs(cudaStream_t st, F launch, int reps = 15) {
@@ -136,18 +130,9 @@ int main(int argc, char** argv) {
   CK(cudaMalloc(&sums, 16));
 
   for (const Case& c : cases) {
-    // Row-major operands: A is M×K (or K×M when transA), B is K×N (or N×K when transB), C M×N.
-    const int64_t lda = c.transA ? c.M : c.K, ldb = c.transB ? c.K : c.N, ldc = c.N;
-    const int64_t nA = c.M * c.K, nB = c.K * c.N, nC = c.M * c.N;
-    float *A, *B, *C0, *C, *Cref;
-    CK(cudaMalloc(&A, nA * 4));
-    CK(cudaMalloc(&B, nB * 4));
-    CK(cudaMalloc(&C0, nC * 4));
-    CK(cudaMalloc(&C, nC * 4));
-    CK(cudaMalloc(&Cref, nC * 4));
-    fillKernel<<<1024, 256, 0, st>>>(A, nA, 1, 1.0f);
-    fillKernel<<<1024, 256, 0, st>>>(B, nB, 2, 1.0f);
-    fillKernel<<<1024, 256, 0, st>>>(C0, nC, 3, 1.0f);
+    const Operands o(c, st);
+    const int64_t lda = o.lda, ldb = o.ldb, ldc = o.ldc, nA = o.nA, nB = o.nB, nC = o.nC;
+    float *A = o.A, *B = o.B, *C0 = o.C0, *C = o.C, *Cref = o.Cref;
     const float hab[2] = {c.beta != 0 ? -1e-3f : 1.0f, c.beta};
     CK(cudaMemcpyAsync(ab, hab, 8, cudaMemcpyHostToDevice, st));
     const double bytes = 4.0 * (nA + nB + nC * (c.beta != 0 ? 2 : 1));
@@ -170,18 +155,9 @@ int main(int argc, char** argv) {
                 (long long)c.N, (long long)c.K, bytes / 1e6, floorUs);
     std::printf("  cublasSgemm TF32            %8.1f us  %.2f of floor\n", sgemmUs, floorUs / sgemmUs);
 
-    // cuBLASLt: column-major, A' = B (op transB), B' = A (op transA), C' = C (N × M, ld N).
-    void *desc, *la, *lb, *lc, *pref;
-    const int ta = c.transB ? 1 : 0, tb = c.transA ? 1 : 0, pm = 1;
-    if (L.descCreate(&desc, kComputeTf32, kR32F) != 0 || L.descSet(desc, kDescTransA, &ta, 4) != 0 ||
-        L.descSet(desc, kDescTransB, &tb, 4) != 0 || L.descSet(desc, kDescPointerMode, &pm, 4) != 0) {
-      std::fprintf(stderr, "Lt descriptor failed\n");
-      return 1;
-    }
-    // Column-major shapes of the stored matrices: A' is (ta ? K×N : N×K) rows×cols with ld ldb.
-    L.layoutCreate(&la, kR32F, ta ? c.K : c.N, ta ? c.N : c.K, ldb);
-    L.layoutCreate(&lb, kR32F, tb ? c.M : c.K, tb ? c.K : c.M, lda);
-    L.layoutCreate(&lc, kR32F, c.N, c.M, ldc);
+    // cuBLASLt: the same product in column-major form (makeDesc).
+    const Desc dsc = makeDesc(L, c, o);
+    void *desc = dsc.desc, *la = dsc.la, *lb = dsc.lb, *lc = dsc.lc, *pref;
     L.prefCreate(&pref);
     const uint64_t wsMax = wsBytes;
     L.prefSet(pref, kPrefMaxWorkspace, &wsMax, 8);
@@ -228,11 +204,6 @@ int main(int argc, char** argv) {
     if (bestI >= 0)
       std::printf("  best Lt #%d %.1f us (%.2f of floor) vs cublasSgemm %.1f us: %.2fx\n", bestI, best, floorUs / best,
                   sgemmUs, sgemmUs / best);
-    CK(cudaFree(A));
-    CK(cudaFree(B));
-    CK(cudaFree(C0));
-    CK(cudaFree(C));
-    CK(cudaFree(Cref));
   }
   return 0;
 }

@@ -83,13 +83,6 @@ std::string describe(const Lt& L, const LtAlgo& a) {
   return s;
 }
 
-struct Case {
-  std::string name;
-  int64_t M, N, K;
-  bool transA, transB;
-  float beta;
-};
-
 // Mean of `reps` back-to-back launches between two events, after one untimed.
 template <class F>
 double screenUs(F launch, int reps = 3) {
@@ -148,17 +141,9 @@ int main() {
   const int clusters[] = {0, 2, 3, 4, 5, 6, 8};
 
   for (const Case& c : cases) {
-    const int64_t lda = c.transA ? c.M : c.K, ldb = c.transB ? c.K : c.N, ldc = c.N;
-    const int64_t nA = c.M * c.K, nB = c.K * c.N, nC = c.M * c.N;
-    float *A, *B, *C0, *C, *Cref;
-    CK(cudaMalloc(&A, nA * 4));
-    CK(cudaMalloc(&B, nB * 4));
-    CK(cudaMalloc(&C0, nC * 4));
-    CK(cudaMalloc(&C, nC * 4));
-    CK(cudaMalloc(&Cref, nC * 4));
-    micro::fillKernel<<<1024, 256>>>(A, nA, 1, 1.0f);
-    micro::fillKernel<<<1024, 256>>>(B, nB, 2, 1.0f);
-    micro::fillKernel<<<1024, 256>>>(C0, nC, 3, 1.0f);
+    const Operands o(c);
+    const int64_t lda = o.lda, ldb = o.ldb, ldc = o.ldc, nC = o.nC;
+    float *A = o.A, *B = o.B, *C0 = o.C0, *C = o.C, *Cref = o.Cref;
     const float hab[2] = {c.beta != 0 ? -1e-3f : 1.0f, c.beta};
     CK(cudaMemcpy(ab, hab, 8, cudaMemcpyHostToDevice));
     const double flops = 2.0 * c.M * c.N * c.K;
@@ -175,15 +160,8 @@ int main() {
     std::printf("\n== %s: M %lld N %lld K %lld ==\n  cublasSgemm %8.1f us  %5.0f TFLOP/s\n", c.name.c_str(),
                 (long long)c.M, (long long)c.N, (long long)c.K, sgemmUs, flops / sgemmUs * 1e-6);
 
-    void *desc, *la, *lb, *lc, *pref;
-    const int ta = c.transB ? 1 : 0, tb = c.transA ? 1 : 0, pm = 1;
-    L.descCreate(&desc, kComputeTf32, kR32F);
-    L.descSet(desc, kDescTransA, &ta, 4);
-    L.descSet(desc, kDescTransB, &tb, 4);
-    L.descSet(desc, kDescPointerMode, &pm, 4);
-    L.layoutCreate(&la, kR32F, ta ? c.K : c.N, ta ? c.N : c.K, ldb);
-    L.layoutCreate(&lb, kR32F, tb ? c.M : c.K, tb ? c.K : c.M, lda);
-    L.layoutCreate(&lc, kR32F, c.N, c.M, ldc);
+    const Desc dsc = makeDesc(L, c, o);
+    void *desc = dsc.desc, *la = dsc.la, *lb = dsc.lb, *lc = dsc.lc, *pref;
     L.prefCreate(&pref);
     auto run = [&](const LtAlgo& a, float* out) {
       return L.matmul(lt, desc, ab, B, la, A, lb, ab + 1, out, lc, out, lc, &a, nullptr, 0, nullptr);
@@ -256,11 +234,6 @@ int main() {
     std::printf("  best: search %.1f us, heuristic %.1f us, cublasSgemm %.1f us: search/sgemm %.3fx\n", best,
                 heurBest, sgemmUs, sgemmUs / best);
     std::fflush(stdout);
-    CK(cudaFree(A));
-    CK(cudaFree(B));
-    CK(cudaFree(C0));
-    CK(cudaFree(C));
-    CK(cudaFree(Cref));
   }
   return 0;
 }
