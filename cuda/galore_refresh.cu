@@ -30,8 +30,8 @@
 // Eigen-solvers of A:
 //  * The svd default: a Chebyshev-filtered subspace iteration on A with k = r + clamp(r, 32, 128)
 //    rows (Refresher::filterSolve: TF32 products while the error is far above TF32's rounding,
-//    strict f32 products after; an f64 Rayleigh-Ritz step after the first round, Cholesky
-//    orthonormalisation after the others; the k x k problems go to cuSOLVER when it loads, Dpotrf
+//    strict f32 products after; round 0 only the random rows' Rayleigh quotients, Cholesky
+//    orthonormalisation after each filtered round; the k x k problems go to cuSOLVER when it loads, Dpotrf
 //    + Xtrtri orthonormalising and Dsyevd solving, else to the f64 one-block Jacobi). With cuSOLVER
 //    loaded it serves blocks of up to kFilterMaxK rows; wider ones, and SLIMOPT_GRAM_SOLVER=syevdx,
 //    take Ssyevdx below. If it does not reach its target in kMaxRounds, the exact host solver does.
@@ -71,6 +71,7 @@
 #include <dlfcn.h>
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <mutex>
@@ -290,6 +291,21 @@ __global__ void rowDotKernel(const float* Y, const float* Z, int64_t len, double
   for (int64_t i = threadIdx.x; i < len; i += 256) s += double(y[i]) * z[i];
   s = blockSum<256>(s, sh);
   if (threadIdx.x == 0) d[blockIdx.x] = s;
+}
+
+// sq[i] = sum_j A[i, j]^2 in f64 and dg[i] = A[i, i], one block per row of the n x n A: the host
+// sums them in order (the same bits every run) for ||A||_F^2 / trace(A), a lower bound of lambda_1
+// (sum lambda^2 <= lambda_1 sum lambda for A >= 0) within 2x of it on a flat spectrum.
+__global__ void gramRowStatsKernel(const float* A, int64_t n, double* sq, double* dg) {
+  __shared__ double sh[8];
+  const float* a = A + blockIdx.x * n;
+  double s = 0.0;
+  for (int64_t i = threadIdx.x; i < n; i += 256) s += double(a[i]) * a[i];
+  s = blockSum<256>(s, sh);
+  if (threadIdx.x == 0) {
+    sq[blockIdx.x] = s;
+    dg[blockIdx.x] = a[blockIdx.x];
+  }
 }
 
 // cuSOLVER's k x k result (eigenvectors as rows, eigenvalues w ascending) in the Jacobi kernel's
@@ -702,6 +718,21 @@ bool rrEveryRound() {
   return on;
 }
 
+// SLIMOPT_FILTER_START=ritz: the filter's round 0 is the Rayleigh-Ritz step of the random rows (a
+// Dsyevd; the path before the Rayleigh quotients of Refresher::startEstimates, kept to compare the
+// two in one run).
+bool ritzStart() {
+  static const bool on = envIs("SLIMOPT_FILTER_START", "ritz");
+  return on;
+}
+
+// SLIMOPT_FILTER_TRACE=1: each filter round's estimates and next degree go to stderr (to see
+// where a refresh spends its rounds; no effect on the result).
+bool filterTrace() {
+  static const bool on = envIs("SLIMOPT_FILTER_TRACE", "1");
+  return on;
+}
+
 // SLIMOPT_FILTER_TF32=off: the filter multiplies in strict f32 in every round (the path before its
 // TF32 rounds, kept to compare the two in one run).
 bool filterTf32Off() {
@@ -931,7 +962,7 @@ class Refresher {
     if (h == nullptr) return solverFail(-1, "cusolverDnCreate");
     int32_t* stw = reinterpret_cast<int32_t*>(ws_);
     const int rc = s->dsyevd(h, kEigModeVector, kFillLower, k, S, k, w, solverWork_, p_.lwork64, stw + 5);
-    if (rc != 0) return solverFail(rc, "cusolverDnDsyevd (refinement)");
+    if (rc != 0) return solverFail(rc, "cusolverDnDsyevd");
     keepInfoKernel<<<1, 1, 0, st_>>>(stw);
     fromAscendingKernel<double><<<unsigned(k), 256, 0, st_>>>(S, w, k, false, E, d);
     return lastError("galoreRefresh (small eigen)");
@@ -1133,18 +1164,18 @@ class Refresher {
   // ---- the svd path: Chebyshev-filtered subspace iteration on A ----------------------------
   // k rows Z (k x n); each round applies T_d(2A/b - I) (Chebyshev polynomial of degree d: it stays
   // within [-1, 1] on the eigenvalues in [0, b] and grows fast above b) to them, then orthonormalises
-  // them. Round 0 is the Rayleigh-Ritz of random rows alone: Ritz vectors by descending value. Later
-  // rounds orthonormalise by Cholesky only, which keeps that order (row i is made orthogonal to the
-  // rows before it: simultaneous iteration), and take the rows' Rayleigh quotients as the Ritz
-  // values; a full Rayleigh-Ritz step (its k x k eigen-problem was ~1.8 ms of Dsyevd at k = 256)
+  // them. Round 0 takes the random rows' Rayleigh quotients for the first estimates (startEstimates;
+  // SLIMOPT_FILTER_START=ritz: their Rayleigh-Ritz step, as before). The filtered rounds
+  // orthonormalise by Cholesky only: row i is made orthogonal to the rows before it (simultaneous
+  // iteration, which orders the rows by eigenvalue as it converges), and the rows' Rayleigh
+  // quotients, sorted, stand in for the Ritz values; a full Rayleigh-Ritz step (its k x k eigen-problem was ~1.8 ms of Dsyevd at k = 256)
   // runs only where Cholesky fails its check. The span after each round, all the final refinement
   // uses, is p(A) span(Z) whatever the basis; the basis only sets how the f32 rows round and the
   // estimates below. The cut b is the smallest Ritz value of the previous round (a lower bound of
-  // lambda_k; the smallest Rayleigh quotient of ordered, nearly converged rows is close to it). A round of
-  // degree d (capped by kMaxGrowth) shrinks
-  // the part of vector i outside the block by about T_d(2 lambda_{k+1}/b - 1) / T_d(2 lambda_i/b - 1);
-  // the iteration stops when the product of these factors for i = r, estimated from the Ritz values,
-  // is below kFilterTarget (or the r-th and k-th Ritz values are no longer apart in f32). Products
+  // lambda_k; the smallest Rayleigh quotient of ordered, nearly converged rows is close to it). A
+  // round of degree d (capped by kMaxGrowth) shrinks the part of vector i outside the block by about
+  // T_d(2 lambda_{k+1}/b - 1) / T_d(2 lambda_i/b - 1); the iteration stops when the product of these
+  // factors for i = r, estimated from the Ritz values, is below kFilterTarget (or the r-th and k-th Ritz values are no longer apart in f32). Products
   // with A are TF32 GEMMs while the predicted error is above what TF32's rounding leaves
   // (kTf32Floor), then strict f32 GEMMs, which set the block's accuracy (TF32's rounding would;
   // the error of a TF32 GEMM also grows with its K on the H200); the small problems are f64.
@@ -1284,6 +1315,38 @@ class Refresher {
     return lastError("galoreRefresh (Ritz vectors)");
   }
 
+  // Round 0 without a k x k eigen-problem (a Dsyevd of ~1.8 ms at k = 256 on the H200): the random
+  // rows Z normalised, Y = Z A, and their Rayleigh quotients (*th, unsorted) as the first estimates.
+  // The first filtered round is close to a power step whatever its cut, and a cut above lambda_r
+  // only delays the vectors under it by a round (Cholesky keeps their directions, and the progress
+  // estimate counts no gain for them), so the quotients' smallest (about trace / n) serves as well
+  // as the smallest Ritz value of random rows did. Only the degree cap needs the top, which both
+  // put near trace / n on a steep spectrum: *topCap = max(largest quotient, ||A||_F^2 / trace(A)),
+  // a lower bound of lambda_1 (sum lambda^2 <= lambda_1 sum lambda), within 2x of it on a flat
+  // spectrum and close to it on a steep one. scratch: k + 2n doubles.
+  Status startEstimates(float* Z, float* Y, double* scratch, std::vector<double>* th, double* topCap) {
+    const int64_t k = p_.k, n = p_.n;
+    normalizeRowsKernel<<<unsigned(k), 256, 0, st_>>>(Z, n);
+    Status ok = lastError("galoreRefresh (filter start)");
+    if (ok.ok()) ok = productA(Z, Y, 1.0f, 0.0f);
+    if (!ok.ok()) return ok;
+    rowDotKernel<<<unsigned(k), 256, 0, st_>>>(Y, Z, n, scratch);
+    gramRowStatsKernel<<<unsigned(n), 256, 0, st_>>>(ws_ + p_.oA, n, scratch + k, scratch + k + n);
+    ok = lastError("galoreRefresh (filter start)");
+    std::vector<double> h(size_t(k + 2 * n));
+    if (ok.ok()) ok = copyDtoH(dev_, h.data(), scratch, h.size() * sizeof(double));
+    if (!ok.ok()) return ok;
+    th->assign(h.begin(), h.begin() + k);
+    double sq = 0.0, tr = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+      sq += h[size_t(k + i)];
+      tr += h[size_t(k + n + i)];
+    }
+    *topCap = *std::max_element(th->begin(), th->end());
+    if (tr > 0.0 && std::isfinite(sq / tr)) *topCap = std::max(*topCap, sq / tr);
+    return ok;
+  }
+
   // The top k Ritz vectors as rows of *V (ld n, descending). *done false: the filter did not reach
   // its target in kMaxRounds (the caller falls back to the exact host solver).
   Status filterSolve(const float** V, bool* done) {
@@ -1291,7 +1354,7 @@ class Refresher {
     float* buf[3] = {ws_ + p_.oF, ws_ + p_.oF + align64(k * n), ws_ + p_.oF + 2 * align64(k * n)};
     uint64_t seed = 0xc4eb0000ull + uint64_t(n) * 131 + uint64_t(k);
     *done = false;
-    // Start: random rows; their Rayleigh-Ritz values give the first cut and degree.
+    // Start: random rows; their Rayleigh quotients give the first cut and degree.
     randomRowsKernel<<<gridFor(dev_, k * n), 256, 0, st_>>>(buf[0], 0, k, n, seed);
     Status ok = lastError("galoreRefresh (filter start)");
     if (!ok.ok()) return ok;
@@ -1331,17 +1394,26 @@ class Refresher {
       // Rayleigh-Ritz of the rows in y1: G = y1 A into y0, Z into fr, Z A over y1.
       // After round 0 the rows are ordered Ritz vectors, so a round only orthonormalises them
       // (Cholesky, order kept) unless that fails its check or SLIMOPT_FILTER_RR=every.
+      // Round 0 (unless the block is the whole space, where its Rayleigh-Ritz step is the answer):
+      // the random rows' quotients (startEstimates); zc stays the rows, yc = zc A.
       double* theta = nullptr;
       bool ritz = true;
-      ok = rayleighRitz(y1, y0, fr, y1, &theta, seed + 1 + uint64_t(round), round > 0 && !rrEveryRound(), &ritz);
-      if (ok.ok()) ok = copyDtoH(dev_, th.data(), theta, size_t(k) * sizeof(double));
-      if (!ok.ok()) return ok;
+      double topCap = 0.0;
+      if (round == 0 && k < n && !ritzStart()) {
+        ok = startEstimates(y1, y0, reinterpret_cast<double*>(fr), &th, &topCap);
+        if (!ok.ok()) return ok;
+        ritz = false;
+      } else {
+        ok = rayleighRitz(y1, y0, fr, y1, &theta, seed + 1 + uint64_t(round), round > 0 && !rrEveryRound(), &ritz);
+        if (ok.ok()) ok = copyDtoH(dev_, th.data(), theta, size_t(k) * sizeof(double));
+        if (!ok.ok()) return ok;
+        zc = fr;
+        yc = y1;
+        fr = y0;
+      }
       // Rayleigh quotients of ordered rows are nearly but not exactly descending: the estimates
       // below take them sorted.
       if (!ritz) std::sort(th.begin(), th.end(), std::greater<double>());
-      zc = fr;
-      yc = y1;
-      fr = y0;
       if (k >= n) { *done = true; break; }  // the block is the whole space: Rayleigh-Ritz is exact
       // How far the r-th vector is. Ritz values at or under the f32 floor of A do not count.
       const double top = th[0];
@@ -1362,10 +1434,21 @@ class Refresher {
         return y > 40.0 ? y - std::log(2.0) : std::log(std::cosh(y));
       };
       const double tf32Floor = kTf32Floor * top / thr;
+      const bool wasTf32 = tf32;
+      auto trace = [&](int next) {
+        if (filterTrace())
+          std::fprintf(stderr, "filter n=%lld k=%lld round %d (degree %d, %s): top %.6g cap %.6g thr %.6g cut %.6g progress %.3g -> %s%d\n",
+                       (long long)n, (long long)k, round, d, wasTf32 ? "tf32" : "strict", top, topCap, thr, cut,
+                       progress, next < 0 ? "done" : tf32 ? "tf32 degree " : "strict degree ", next < 0 ? round : next);
+      };
       if (round > 0) {
         progress *= std::exp(lnCheb(d, 2.0 * cut / b - 1.0) - lnCheb(d, 2.0 * thr / b - 1.0));
         if (tf32) progress = std::max(progress, tf32Floor);
-        if (progress <= kFilterTarget) { *done = true; break; }
+        if (progress <= kFilterTarget) {
+          trace(-1);
+          *done = true;
+          break;
+        }
       }
       // (A gap under TF32's rounding of the Ritz values is looked at again in strict f32.)
       if (tf32 && (noGap || !(progress > tf32Floor && tf32Floor < kTf32Useful))) {
@@ -1376,9 +1459,10 @@ class Refresher {
       b = cut > 0.0 ? cut : 1e-3 * top;
       // The next degree: kFirstDegree, then kRoundDegree, as far as kMaxGrowth allows (at least 1).
       const int cap = round == 0 ? kFirstDegree : kRoundDegree;
-      const double x1 = 2.0 * top / b - 1.0, xr = 2.0 * thr / b - 1.0;
+      const double x1 = 2.0 * std::max(top, topCap) / b - 1.0, xr = 2.0 * thr / b - 1.0;
       degree = 1;
       while (degree < cap && lnCheb(degree + 1, x1) - lnCheb(degree + 1, xr) <= std::log(kMaxGrowth)) ++degree;
+      trace(degree);
     }
     *V = zc;
     return Status();
@@ -1406,8 +1490,9 @@ std::string solverPath() {
       return "cuSOLVER syevdx (" + s->path + ") on the f32 Gram matrix + an f64 Rayleigh-Ritz refinement, on the device";
     const bool chol = !cholOff() && s->dpotrf != nullptr && s->xtrtri != nullptr;
     const std::string products = filterTf32Off() ? "strict f32 products" : "TF32 then strict f32 products";
-    const std::string rounds = chol && !rrEveryRound() ? "a Dsyevd Rayleigh-Ritz step, then Dpotrf/Xtrtri-orthonormalised rounds"
-                                                       : "Dsyevd Rayleigh-Ritz steps";
+    const std::string rounds = !chol || rrEveryRound() ? "Dsyevd Rayleigh-Ritz steps"
+                               : ritzStart()           ? "a Dsyevd Rayleigh-Ritz step, then Dpotrf/Xtrtri-orthonormalised rounds"
+                                                       : "Dpotrf/Xtrtri-orthonormalised rounds";
     return "cuSOLVER (" + s->path + "): a Chebyshev-filtered subspace iteration on the f32 Gram matrix (" + products +
            "; " + rounds + ") for blocks of " +
            (filterForced() ? std::string("any width (forced)")
