@@ -31,9 +31,9 @@
 //  * The svd default: a Chebyshev-filtered subspace iteration on A with k = r + clamp(r, 32, 128)
 //    rows (Refresher::filterSolve: TF32 products while the error is far above TF32's rounding,
 //    strict f32 products after; round 0 only the random rows' Rayleigh quotients, Cholesky
-//    orthonormalisation after each filtered round; the k x k problems go to cuSOLVER when it loads, Dpotrf
-//    + Xtrtri orthonormalising and Dsyevd solving, else to the f64 one-block Jacobi). With cuSOLVER
-//    loaded it serves blocks of up to kFilterMaxK rows; wider ones, and SLIMOPT_GRAM_SOLVER=syevdx,
+//    orthonormalisation after each filtered round; the k x k problems go to cuSOLVER when it
+//    loads, Dpotrf + Xtrtri orthonormalising and Dsyevd (XsyevBatched up to kXsyevMaxK) solving,
+//    else to the f64 one-block Jacobi). With cuSOLVER loaded it serves blocks of up to kFilterMaxK rows; wider ones, and SLIMOPT_GRAM_SOLVER=syevdx,
 //    take Ssyevdx below. If it does not reach its target in kMaxRounds, the exact host solver does.
 //  * cuSOLVER (dlopen SLIMOPT_CUSOLVER, libcusolver.so.12, then .11; prototypes declared below
 //    because the build has no headers): cusolverDnSsyevdx with the index range [n-r+1, n], i.e.
@@ -109,6 +109,17 @@ typedef int (*DpotrfBufferSizeFn)(void*, int, int, double*, int, int*);
 typedef int (*DpotrfFn)(void*, int, int, double*, int, double*, int, int*);
 typedef int (*XtrtriBufferSizeFn)(void*, int, int, int64_t, int, void*, int64_t, size_t*, size_t*);
 typedef int (*XtrtriFn)(void*, int, int, int64_t, int, void*, int64_t, void*, size_t, void*, size_t, int*);
+// cusolverDnCreateParams(params); cusolverDnXsyevBatched_bufferSize(handle, params, jobz, uplo, n,
+// dataTypeA, A, lda, dataTypeW, W, computeType, deviceBytes, hostBytes, batchSize) /
+// cusolverDnXsyevBatched(handle, params, jobz, uplo, n, dataTypeA, A, lda, dataTypeW, W, computeType,
+// device, deviceBytes, host, hostBytes, info, batchSize) (CUDA 12.6+ libraries; optional). With one
+// matrix it takes Dsyevd's device time at k <= 256 on the H200, but without Dsyevd's wait on the
+// host for the stream (bench/micro/small_eig.cu, bench/results/NVIDIA-H200-2026-11-25-25/).
+typedef int (*CreateParamsFn)(void**);
+typedef int (*XsyevBatchedBufferSizeFn)(void*, void*, int, int, int64_t, int, const void*, int64_t, int, const void*,
+                                        int, size_t*, size_t*, int64_t);
+typedef int (*XsyevBatchedFn)(void*, void*, int, int, int64_t, int, void*, int64_t, int, void*, int, void*, size_t,
+                              void*, size_t, int*, int64_t);
 
 struct Cusolver {
   bool tried = false;
@@ -124,6 +135,10 @@ struct Cusolver {
   DpotrfFn dpotrf = nullptr;
   XtrtriBufferSizeFn xtrtriBufferSize = nullptr;
   XtrtriFn xtrtri = nullptr;
+  CreateParamsFn createParams = nullptr;  // optional: without them Dsyevd serves
+  XsyevBatchedBufferSizeFn xsyevBatchedBufferSize = nullptr;
+  XsyevBatchedFn xsyevBatched = nullptr;
+  void* params = nullptr;  // cusolverDnParams_t for XsyevBatched (default settings), made once
   std::vector<std::pair<cudaStream_t, void*>> handles[64];  // per device: one per stream used
 };
 
@@ -155,6 +170,13 @@ Cusolver* loadCusolver() {
       gSolver.dpotrf = reinterpret_cast<DpotrfFn>(dlsym(h, "cusolverDnDpotrf"));
       gSolver.xtrtriBufferSize = reinterpret_cast<XtrtriBufferSizeFn>(dlsym(h, "cusolverDnXtrtri_bufferSize"));
       gSolver.xtrtri = reinterpret_cast<XtrtriFn>(dlsym(h, "cusolverDnXtrtri"));
+      gSolver.createParams = reinterpret_cast<CreateParamsFn>(dlsym(h, "cusolverDnCreateParams"));
+      gSolver.xsyevBatchedBufferSize =
+          reinterpret_cast<XsyevBatchedBufferSizeFn>(dlsym(h, "cusolverDnXsyevBatched_bufferSize"));
+      gSolver.xsyevBatched = reinterpret_cast<XsyevBatchedFn>(dlsym(h, "cusolverDnXsyevBatched"));
+      if (gSolver.createParams == nullptr || gSolver.xsyevBatchedBufferSize == nullptr ||
+          gSolver.xsyevBatched == nullptr || gSolver.createParams(&gSolver.params) != 0)
+        gSolver.params = nullptr;
       if (gSolver.create && gSolver.setStream && gSolver.bufferSize && gSolver.syevdx) {
         gSolver.lib = h;
         gSolver.path = n;
@@ -673,6 +695,7 @@ struct Plan {
   bool host = false;     // the exact host solver (k over the one-block Jacobi's limit, no cuSOLVER)
   bool refine = false;   // the final two-sided Rayleigh-Ritz on X (k within the one-block Jacobi)
   bool dsyevd = false;   // the refinement's k x k f64 eigen-problems on cuSOLVER Dsyevd (else f64 Jacobi)
+  bool xsyev = false;    // ... on XsyevBatched instead (smallEigSizes)
   bool filter = false;   // svd by the Chebyshev-filtered iteration on A (Refresher::filterSolve)
   int lwork = 0;
   int lwork64 = 0;       // Dsyevd's workspace (doubles)
@@ -742,6 +765,18 @@ bool filterTf32Off() {
 
 int64_t align64(int64_t x) { return (x + 63) / 64 * 64; }
 
+// SLIMOPT_SMALL_EIG=dsyevd: the k x k f64 eigen-problems on Dsyevd even where XsyevBatched serves
+// (the path before it, kept to compare the two in one run).
+bool xsyevOff() {
+  static const bool off = envIs("SLIMOPT_SMALL_EIG", "dsyevd");
+  return off;
+}
+
+// XsyevBatched serves the k x k f64 eigen-problems up to this k: on the H200 it took Dsyevd's device
+// time at k = 192 and 256 without waiting on the host for the stream; at k = 640 it waited like
+// Dsyevd and took 3% longer (bench/results/NVIDIA-H200-2026-11-25-25/).
+constexpr int64_t kXsyevMaxK = 256;
+
 // Where Xtrtri's device workspace starts after Dpotrf's (doubles; 256-byte aligned).
 int64_t cholTrtriOffset(int64_t potrfDoubles) { return (potrfDoubles + 32) / 32 * 32; }
 
@@ -753,6 +788,23 @@ int64_t small64Floats(int64_t k, int64_t lwork64) { return 2 * (4 * k * k + 3 * 
 int64_t solverFloats(const Plan& p) {
   const int64_t chol = p.chol ? cholTrtriOffset(p.cholLwork) + int64_t((p.trtriDevice + 7) / 8) + 1 : 0;
   return 2 * std::max<int64_t>(p.lwork64, chol);
+}
+
+// Dsyevd's workspace for the k x k f64 eigen-problems (p.lwork64, doubles), and XsyevBatched's where
+// it serves (p.xsyev; its device bytes within p.lwork64). Only where it needs no host workspace: an
+// asynchronous call's host buffer would have to outlive the refresh.
+Status smallEigSizes(Cusolver* c, void* h, int64_t k, Plan& p) {
+  int rc = c->dBufferSize(h, kEigModeVector, kFillLower, int(k), nullptr, int(k), nullptr, &p.lwork64);
+  if (rc != 0) return solverFail(rc, "cusolverDnDsyevd_bufferSize");
+  p.dsyevd = true;
+  if (c->params == nullptr || k > kXsyevMaxK || xsyevOff()) return Status();
+  size_t device = 0, host = 0;
+  rc = c->xsyevBatchedBufferSize(h, c->params, kEigModeVector, kFillLower, k, kCudaR64F, nullptr, k, kCudaR64F, nullptr,
+                                 kCudaR64F, &device, &host, 1);
+  if (rc != 0 || host != 0 || (device + 7) / 8 > size_t(INT32_MAX)) return Status();
+  p.xsyev = true;
+  p.lwork64 = std::max<int>(p.lwork64, int((device + 7) / 8));
+  return Status();
 }
 
 // The refinement's blocks (floats): oQ the f64 T (k x n), oT Y (k x other; the Gram side's result
@@ -808,9 +860,8 @@ Status makePlan(int dev, int64_t rows, int64_t cols, int64_t r, bool left, Refre
       if (!ok.ok()) return ok;
       void* h = solverHandle(c, dev, st);
       if (h == nullptr) return solverFail(-1, "cusolverDnCreate");
-      const int rc = c->dBufferSize(h, kEigModeVector, kFillLower, int(kf), nullptr, int(kf), nullptr, &p.lwork64);
-      if (rc != 0) return solverFail(rc, "cusolverDnDsyevd_bufferSize");
-      p.dsyevd = true;
+      ok = smallEigSizes(c, h, kf, p);
+      if (!ok.ok()) return ok;
       if (!cholOff() && c->dpotrfBufferSize != nullptr && c->dpotrf != nullptr && c->xtrtriBufferSize != nullptr &&
           c->xtrtri != nullptr &&
           c->dpotrfBufferSize(h, kFillUpper, int(kf), nullptr, int(kf), &p.cholLwork) == 0 &&
@@ -850,9 +901,8 @@ Status makePlan(int dev, int64_t rows, int64_t cols, int64_t r, bool left, Refre
     p.solver = true;
     p.lwork = lwork;
     if (p.refine && s->dBufferSize != nullptr && s->dsyevd != nullptr) {
-      rc = s->dBufferSize(h, kEigModeVector, kFillLower, int(k), nullptr, int(k), nullptr, &p.lwork64);
-      if (rc != 0) return solverFail(rc, "cusolverDnDsyevd_bufferSize");
-      p.dsyevd = true;
+      ok = smallEigSizes(s, h, k, p);
+      if (!ok.ok()) return ok;
     }
     p.oA = take(n * n);
     p.oW = take(n);
@@ -961,8 +1011,14 @@ class Refresher {
     void* h = s ? solverHandle(s, dev_, st_) : nullptr;
     if (h == nullptr) return solverFail(-1, "cusolverDnCreate");
     int32_t* stw = reinterpret_cast<int32_t*>(ws_);
-    const int rc = s->dsyevd(h, kEigModeVector, kFillLower, k, S, k, w, solverWork_, p_.lwork64, stw + 5);
-    if (rc != 0) return solverFail(rc, "cusolverDnDsyevd");
+    if (p_.xsyev) {
+      const int rc = s->xsyevBatched(h, s->params, kEigModeVector, kFillLower, k, kCudaR64F, S, k, kCudaR64F, w,
+                                     kCudaR64F, solverWork_, size_t(p_.lwork64) * 8, nullptr, 0, stw + 5, 1);
+      if (rc != 0) return solverFail(rc, "cusolverDnXsyevBatched");
+    } else {
+      const int rc = s->dsyevd(h, kEigModeVector, kFillLower, k, S, k, w, solverWork_, p_.lwork64, stw + 5);
+      if (rc != 0) return solverFail(rc, "cusolverDnDsyevd");
+    }
     keepInfoKernel<<<1, 1, 0, st_>>>(stw);
     fromAscendingKernel<double><<<unsigned(k), 256, 0, st_>>>(S, w, k, false, E, d);
     return lastError("galoreRefresh (small eigen)");
@@ -1497,7 +1553,10 @@ std::string solverPath() {
            "; " + rounds + ") for blocks of " +
            (filterForced() ? std::string("any width (forced)")
                            : "up to " + std::to_string(kFilterMaxK) + " vectors, Ssyevdx on it for wider ones") +
-           "; + an f64 Rayleigh-Ritz refinement, on the device";
+           "; + an f64 Rayleigh-Ritz refinement, on the device" +
+           (s->params != nullptr && !xsyevOff() ? "; k x k eigen-problems up to k = " + std::to_string(kXsyevMaxK) +
+                                                      " on XsyevBatched"
+                                                : std::string());
   }
   return std::string("built-in: Chebyshev-filtered subspace iteration on the f32 Gram matrix with one-block f64 Jacobi "
                      "Rayleigh-Ritz + an f64 Rayleigh-Ritz refinement, on the device") +
