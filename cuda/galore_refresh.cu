@@ -749,6 +749,14 @@ bool ritzStart() {
   return on;
 }
 
+// SLIMOPT_FILTER_SCHEDULE=previous: the filter's cut follows every round's smallest quotient and
+// strict rounds take the full degree (the schedule before this one, kept to compare
+// the two in one run).
+bool previousSchedule() {
+  static const bool on = envIs("SLIMOPT_FILTER_SCHEDULE", "previous");
+  return on;
+}
+
 // SLIMOPT_FILTER_TRACE=1: each filter round's estimates and next degree go to stderr (to see
 // where a refresh spends its rounds; no effect on the result).
 bool filterTrace() {
@@ -1512,12 +1520,31 @@ class Refresher {
         filterMode_ = GemmMode::Strict;
         progress = std::max(progress, tf32Floor);
       }
-      b = cut > 0.0 ? cut : 1e-3 * top;
+      // A TF32 round's smallest Rayleigh quotient sits low: TF32's rounding leaves every row a little
+      // of the bottom of the spectrum (4096² at r = 128 on the H200: cut 11943 after round 1, 9614
+      // after round 2 at TF32's floor, 11976 after the first strict round), and a low cut made the
+      // first strict round a third as effective per degree. So after the second filtered round on, a
+      // TF32 round does not lower the cut; a strict round's stands as measured, as does the first
+      // filtered round's (round 0's quotients only seed it).
+      const double measured = cut > 0.0 ? cut : 1e-3 * top;
+      b = round > 1 && wasTf32 && !previousSchedule() ? std::max(b, measured) : measured;
       // The next degree: kFirstDegree, then kRoundDegree, as far as kMaxGrowth allows (at least 1).
       const int cap = round == 0 ? kFirstDegree : kRoundDegree;
       const double x1 = 2.0 * std::max(top, topCap) / b - 1.0, xr = 2.0 * thr / b - 1.0;
       degree = 1;
       while (degree < cap && lnCheb(degree + 1, x1) - lnCheb(degree + 1, xr) <= std::log(kMaxGrowth)) ++degree;
+      // A strict round predicted to reach the target takes the lowest degree that does so with 10x
+      // to spare, with the cut moved up by 15% of its gap to the r-th value (the traces' drift per
+      // round was 3-7%): a full degree overshot the target 10-20x.
+      if (!tf32 && !previousSchedule()) {
+        const double cutNext = measured + 0.15 * std::max(0.0, thr - measured);
+        for (int dd = 1; dd < degree; ++dd) {
+          if (progress * std::exp(lnCheb(dd, 2.0 * cutNext / b - 1.0) - lnCheb(dd, xr)) <= 0.1 * kFilterTarget) {
+            degree = dd;
+            break;
+          }
+        }
+      }
       trace(degree);
     }
     *V = zc;
