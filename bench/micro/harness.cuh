@@ -1,17 +1,40 @@
 // What several micro benches share: deterministic fills, a copy kernel for the copy rate, a
-// max-difference check, a median, CUDA-event timing, and cuBLAS loaded by dlopen (as
-// cuda/galore.cu does; the build has no cuBLAS headers).
+// max-difference check, a median, CUDA-event timing, and cuBLAS and cuSOLVER loaded by dlopen (as
+// cuda/galore.cu and cuda/galore_refresh.cu do; the build has neither's headers).
 #pragma once
 #include <cuda_runtime.h>
 #include <dlfcn.h>
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <vector>
 
 #include "check.cuh"
 
 namespace micro {
+
+// The cuSOLVER library as cuda/galore_refresh.cu finds it (libcusolver.so.12, then .11); exits
+// when neither loads.
+inline void* openCusolver() {
+  void* h = dlopen("libcusolver.so.12", RTLD_NOW | RTLD_LOCAL);
+  if (h == nullptr) h = dlopen("libcusolver.so.11", RTLD_NOW | RTLD_LOCAL);
+  if (h == nullptr) {
+    std::fprintf(stderr, "libcusolver.so.12 / .11 not found\n");
+    std::exit(1);
+  }
+  return h;
+}
+
+// dlsym that exits naming the symbol when the library lacks it.
+inline void* requiredSymbol(void* lib, const char* name) {
+  void* p = dlsym(lib, name);
+  if (p == nullptr) {
+    std::fprintf(stderr, "missing %s\n", name);
+    std::exit(1);
+  }
+  return p;
+}
 
 // p[i] = scale * (u - 0.5), u uniform in [0, 1) from a hash of (i, seed).
 __global__ void fillKernel(float* p, int64_t n, uint32_t seed, float scale) {

@@ -41,20 +41,8 @@ struct Solver {
 };
 
 Solver loadSolver() {
-  void* h = dlopen("libcusolver.so.12", RTLD_NOW | RTLD_LOCAL);
-  if (h == nullptr) h = dlopen("libcusolver.so.11", RTLD_NOW | RTLD_LOCAL);
-  if (h == nullptr) {
-    std::fprintf(stderr, "libcusolver.so.12 / .11 not found\n");
-    std::exit(1);
-  }
-  auto sym = [&](const char* n) {
-    void* p = dlsym(h, n);
-    if (p == nullptr) {
-      std::fprintf(stderr, "missing %s\n", n);
-      std::exit(1);
-    }
-    return p;
-  };
+  void* h = micro::openCusolver();
+  auto sym = [&](const char* n) { return micro::requiredSymbol(h, n); };
   Solver s;
   s.create = reinterpret_cast<SolverCreateFn>(sym("cusolverDnCreate"));
   s.setStream = reinterpret_cast<SolverSetStreamFn>(sym("cusolverDnSetStream"));

@@ -115,23 +115,9 @@ struct Solver {
 };
 
 Solver loadSolver() {
-  const char* names[] = {"libcusolver.so.12", "libcusolver.so.11"};
-  void* h = nullptr;
-  for (const char* name : names)
-    if ((h = dlopen(name, RTLD_NOW | RTLD_LOCAL)) != nullptr) break;
-  if (h == nullptr) {
-    std::fprintf(stderr, "libcusolver.so.12 / .11 not found\n");
-    std::exit(1);
-  }
+  void* h = micro::openCusolver();
   auto optional = [&](const char* n) { return dlsym(h, n); };
-  auto required = [&](const char* n) {
-    void* p = dlsym(h, n);
-    if (p == nullptr) {
-      std::fprintf(stderr, "missing %s\n", n);
-      std::exit(1);
-    }
-    return p;
-  };
+  auto required = [&](const char* n) { return micro::requiredSymbol(h, n); };
   Solver s;
   s.create = reinterpret_cast<CreateFn>(required("cusolverDnCreate"));
   s.destroy = reinterpret_cast<DestroyFn>(required("cusolverDnDestroy"));
