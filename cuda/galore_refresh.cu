@@ -33,8 +33,9 @@
 //    strict f32 products after; round 0 only the random rows' Rayleigh quotients, Cholesky
 //    orthonormalisation after each filtered round; the k x k problems go to cuSOLVER when it
 //    loads, Dpotrf + Xtrtri orthonormalising and Dsyevd (XsyevBatched up to kXsyevMaxK) solving,
-//    else to the f64 one-block Jacobi). With cuSOLVER loaded it serves blocks of up to kFilterMaxK rows; wider ones, and SLIMOPT_GRAM_SOLVER=syevdx,
-//    take Ssyevdx below. If it does not reach its target in kMaxRounds, the exact host solver does.
+//    else to the f64 one-block Jacobi). With cuSOLVER loaded it serves blocks of up to kFilterMaxK
+//    rows; wider ones, and SLIMOPT_GRAM_SOLVER=syevdx, take Ssyevdx below. If it does not reach
+//    its target in kMaxRounds, the exact host solver does.
 //  * cuSOLVER (dlopen SLIMOPT_CUSOLVER, libcusolver.so.12, then .11; prototypes declared below
 //    because the build has no headers): cusolverDnSsyevdx with the index range [n-r+1, n], i.e.
 //    exactly the r largest eigenpairs (ascending in A's first r columns). Enum values from the
@@ -698,7 +699,7 @@ struct Plan {
   bool xsyev = false;    // ... on XsyevBatched instead (smallEigSizes)
   bool filter = false;   // svd by the Chebyshev-filtered iteration on A (Refresher::filterSolve)
   int lwork = 0;
-  int lwork64 = 0;       // Dsyevd's workspace (doubles)
+  int lwork64 = 0;       // Dsyevd's workspace, or XsyevBatched's where larger (doubles)
   bool chol = false;     // orthonormaliser() may use Dpotrf + Xtrtri (else eigen64); filter plans only
   int cholLwork = 0;     // Dpotrf's workspace (doubles)
   size_t trtriDevice = 0, trtriHost = 0;  // Xtrtri's workspaces (bytes)
@@ -1227,25 +1228,27 @@ class Refresher {
 
   // ---- the svd path: Chebyshev-filtered subspace iteration on A ----------------------------
   // k rows Z (k x n); each round applies T_d(2A/b - I) (Chebyshev polynomial of degree d: it stays
-  // within [-1, 1] on the eigenvalues in [0, b] and grows fast above b) to them, then orthonormalises
-  // them. Round 0 takes the random rows' Rayleigh quotients for the first estimates (startEstimates;
-  // SLIMOPT_FILTER_START=ritz: their Rayleigh-Ritz step, as before). The filtered rounds
-  // orthonormalise by Cholesky only: row i is made orthogonal to the rows before it (simultaneous
-  // iteration, which orders the rows by eigenvalue as it converges), and the rows' Rayleigh
-  // quotients, sorted, stand in for the Ritz values; a full Rayleigh-Ritz step (its k x k eigen-problem was ~1.8 ms of Dsyevd at k = 256)
-  // runs only where Cholesky fails its check. The span after each round, all the final refinement
-  // uses, is p(A) span(Z) whatever the basis; the basis only sets how the f32 rows round and the
-  // estimates below. The cut b is the smallest Ritz value of the previous round (a lower bound of
-  // lambda_k; the smallest Rayleigh quotient of ordered, nearly converged rows is close to it). A
-  // round of degree d (capped by kMaxGrowth) shrinks the part of vector i outside the block by about
-  // T_d(2 lambda_{k+1}/b - 1) / T_d(2 lambda_i/b - 1); the iteration stops when the product of these
-  // factors for i = r, estimated from the Ritz values, is below kFilterTarget (or the r-th and k-th Ritz values are no longer apart in f32). Products
-  // with A are TF32 GEMMs while the predicted error is above what TF32's rounding leaves
-  // (kTf32Floor), then strict f32 GEMMs, which set the block's accuracy (TF32's rounding would;
-  // the error of a TF32 GEMM also grows with its K on the H200); the small problems are f64.
-  // Against cuSOLVER Ssyevdx on the same f32 A (the path before it): as exact after the final
-  // refinement (worst vector 1.7e-6 against 4.3e-6 in the PyTorch prototype, bench/proto), faster
-  // up to k = 640 on the H200 (see kFilterMaxK).
+  // within [-1, 1] on the eigenvalues in [0, b] and grows fast above b) to them, then
+  // orthonormalises them. Round 0 takes the random rows' Rayleigh quotients for the first estimates
+  // (startEstimates; SLIMOPT_FILTER_START=ritz: their Rayleigh-Ritz step, as before). The filtered
+  // rounds orthonormalise by Cholesky only: row i is made orthogonal to the rows before it
+  // (simultaneous iteration, which orders the rows by eigenvalue as it converges), and the rows'
+  // Rayleigh quotients, sorted, stand in for the Ritz values; a full Rayleigh-Ritz step (its k x k
+  // eigen-problem was ~1.8 ms of Dsyevd at k = 256) runs only where Cholesky fails its check. The
+  // span after each round, all the final refinement uses, is p(A) span(Z) whatever the basis; the
+  // basis only sets how the f32 rows round and the estimates below. The cut b is the smallest Ritz
+  // value of the previous round (a lower bound of lambda_k; the smallest Rayleigh quotient of
+  // ordered, nearly converged rows is close to it; a TF32 round after the first filtered one does
+  // not lower it, see the end of the loop). A round of degree d (capped by kMaxGrowth) shrinks the
+  // part of vector i outside the block by about T_d(2 lambda_{k+1}/b - 1) / T_d(2 lambda_i/b - 1);
+  // the iteration stops when the product of these factors for i = r, estimated from the Ritz
+  // values, is below kFilterTarget (or the r-th and k-th Ritz values are no longer apart in f32).
+  // Products with A are TF32 GEMMs while the predicted error is above what TF32's rounding leaves
+  // (kTf32Floor), then strict f32 GEMMs, which set the block's accuracy (TF32's rounding would; the
+  // error of a TF32 GEMM also grows with its K on the H200); the small problems are f64. Against
+  // cuSOLVER Ssyevdx on the same f32 A (the path before it): as exact after the final refinement
+  // (worst vector 1.7e-6 against 4.3e-6 in the PyTorch prototype, bench/proto), faster up to k =
+  // 640 on the H200 (see kFilterMaxK).
   Status g64(int64_t M, int64_t N, int64_t K, const void* A, Real at, int64_t lda, bool ta, const void* B, Real bt,
              int64_t ldb, bool tb, void* C, Real ct) {
     Gemm64Args g;
@@ -1455,11 +1458,11 @@ class Refresher {
         }
         if (!ok.ok()) return ok;
       }
-      // Rayleigh-Ritz of the rows in y1: G = y1 A into y0, Z into fr, Z A over y1.
-      // After round 0 the rows are ordered Ritz vectors, so a round only orthonormalises them
-      // (Cholesky, order kept) unless that fails its check or SLIMOPT_FILTER_RR=every.
       // Round 0 (unless the block is the whole space, where its Rayleigh-Ritz step is the answer):
-      // the random rows' quotients (startEstimates); zc stays the rows, yc = zc A.
+      // the random rows' quotients (startEstimates); zc stays the rows, yc = zc A. Other rounds:
+      // Rayleigh-Ritz of the rows in y1 (G = y1 A into y0, Z into fr, Z A over y1), which after
+      // round 0 only orthonormalises them (Cholesky, order kept) unless that fails its check or
+      // SLIMOPT_FILTER_RR=every.
       double* theta = nullptr;
       bool ritz = true;
       double topCap = 0.0;
@@ -1535,7 +1538,7 @@ class Refresher {
       while (degree < cap && lnCheb(degree + 1, x1) - lnCheb(degree + 1, xr) <= std::log(kMaxGrowth)) ++degree;
       // A strict round predicted to reach the target takes the lowest degree that does so with 10x
       // to spare, with the cut moved up by 15% of its gap to the r-th value (the traces' drift per
-      // round was 3-7%): a full degree overshot the target 10-20x.
+      // round was 2-7%): a full degree overshot the target 10-20x.
       if (!tf32 && !previousSchedule()) {
         const double cutNext = measured + 0.15 * std::max(0.0, thr - measured);
         for (int dd = 1; dd < degree; ++dd) {
@@ -1571,6 +1574,10 @@ std::string solverPath() {
   if (s != nullptr && !forceBuiltin()) {
     if (syevdxForced())
       return "cuSOLVER syevdx (" + s->path + ") on the f32 Gram matrix + an f64 Rayleigh-Ritz refinement, on the device";
+    // The k x k problems: where XsyevBatched takes them.
+    const std::string smallEig = s->params != nullptr && !xsyevOff()
+                                     ? "; k x k eigen-problems up to k = " + std::to_string(kXsyevMaxK) + " on XsyevBatched"
+                                     : std::string();
     const bool chol = !cholOff() && s->dpotrf != nullptr && s->xtrtri != nullptr;
     const std::string products = filterTf32Off() ? "strict f32 products" : "TF32 then strict f32 products";
     const std::string rounds = !chol || rrEveryRound() ? "Dsyevd Rayleigh-Ritz steps"
@@ -1580,10 +1587,7 @@ std::string solverPath() {
            "; " + rounds + ") for blocks of " +
            (filterForced() ? std::string("any width (forced)")
                            : "up to " + std::to_string(kFilterMaxK) + " vectors, Ssyevdx on it for wider ones") +
-           "; + an f64 Rayleigh-Ritz refinement, on the device" +
-           (s->params != nullptr && !xsyevOff() ? "; k x k eigen-problems up to k = " + std::to_string(kXsyevMaxK) +
-                                                      " on XsyevBatched"
-                                                : std::string());
+           "; + an f64 Rayleigh-Ritz refinement, on the device" + smallEig;
   }
   return std::string("built-in: Chebyshev-filtered subspace iteration on the f32 Gram matrix with one-block f64 Jacobi "
                      "Rayleigh-Ritz + an f64 Rayleigh-Ritz refinement, on the device") +

@@ -40,14 +40,7 @@ typedef int (*LtConfigGetFn)(const LtAlgo*, int, void*, size_t, size_t*);
 constexpr int kDescPointerMode = 2, kDescTransA = 3, kDescTransB = 4, kPrefMaxWorkspace = 1;
 constexpr int kComputeTf32 = 77, kR32F = 0;
 
-inline void* sym(void* h, const char* n) {
-  void* p = dlsym(h, n);
-  if (p == nullptr) {
-    std::fprintf(stderr, "missing symbol %s\n", n);
-    std::exit(1);
-  }
-  return p;
-}
+using micro::requiredSymbol;
 
 // The cuBLAS and cuBLASLt entry points both benches call, loaded from libcublas.so.13 and
 // libcublasLt.so.13 (exits when either is missing).
@@ -74,19 +67,19 @@ inline void loadBase(Base& L) {
     std::exit(1);
   }
   void *b = L.blasLib, *l = L.ltLib;
-  L.create = reinterpret_cast<micro::CreateFn>(sym(b, "cublasCreate_v2"));
-  L.setMath = reinterpret_cast<micro::SetIntFn>(sym(b, "cublasSetMathMode"));
-  L.setPointer = reinterpret_cast<micro::SetIntFn>(sym(b, "cublasSetPointerMode_v2"));
-  L.sgemm = reinterpret_cast<micro::SgemmFn>(sym(b, "cublasSgemm_v2"));
-  L.ltCreate = reinterpret_cast<micro::CreateFn>(sym(l, "cublasLtCreate"));
-  L.descCreate = reinterpret_cast<LtDescCreateFn>(sym(l, "cublasLtMatmulDescCreate"));
-  L.descSet = reinterpret_cast<LtSetAttrFn>(sym(l, "cublasLtMatmulDescSetAttribute"));
-  L.prefSet = reinterpret_cast<LtSetAttrFn>(sym(l, "cublasLtMatmulPreferenceSetAttribute"));
-  L.layoutCreate = reinterpret_cast<LtLayoutCreateFn>(sym(l, "cublasLtMatrixLayoutCreate"));
-  L.prefCreate = reinterpret_cast<LtPrefCreateFn>(sym(l, "cublasLtMatmulPreferenceCreate"));
-  L.heuristic = reinterpret_cast<LtHeuristicFn>(sym(l, "cublasLtMatmulAlgoGetHeuristic"));
-  L.matmul = reinterpret_cast<LtMatmulFn>(sym(l, "cublasLtMatmul"));
-  L.cfgGet = reinterpret_cast<LtConfigGetFn>(sym(l, "cublasLtMatmulAlgoConfigGetAttribute"));
+  L.create = reinterpret_cast<micro::CreateFn>(requiredSymbol(b, "cublasCreate_v2"));
+  L.setMath = reinterpret_cast<micro::SetIntFn>(requiredSymbol(b, "cublasSetMathMode"));
+  L.setPointer = reinterpret_cast<micro::SetIntFn>(requiredSymbol(b, "cublasSetPointerMode_v2"));
+  L.sgemm = reinterpret_cast<micro::SgemmFn>(requiredSymbol(b, "cublasSgemm_v2"));
+  L.ltCreate = reinterpret_cast<micro::CreateFn>(requiredSymbol(l, "cublasLtCreate"));
+  L.descCreate = reinterpret_cast<LtDescCreateFn>(requiredSymbol(l, "cublasLtMatmulDescCreate"));
+  L.descSet = reinterpret_cast<LtSetAttrFn>(requiredSymbol(l, "cublasLtMatmulDescSetAttribute"));
+  L.prefSet = reinterpret_cast<LtSetAttrFn>(requiredSymbol(l, "cublasLtMatmulPreferenceSetAttribute"));
+  L.layoutCreate = reinterpret_cast<LtLayoutCreateFn>(requiredSymbol(l, "cublasLtMatrixLayoutCreate"));
+  L.prefCreate = reinterpret_cast<LtPrefCreateFn>(requiredSymbol(l, "cublasLtMatmulPreferenceCreate"));
+  L.heuristic = reinterpret_cast<LtHeuristicFn>(requiredSymbol(l, "cublasLtMatmulAlgoGetHeuristic"));
+  L.matmul = reinterpret_cast<LtMatmulFn>(requiredSymbol(l, "cublasLtMatmul"));
+  L.cfgGet = reinterpret_cast<LtConfigGetFn>(requiredSymbol(l, "cublasLtMatmulAlgoConfigGetAttribute"));
 }
 
 // A product in row-major terms, as GemmArgs: C[M×N] = α op(A) op(B) + β C.

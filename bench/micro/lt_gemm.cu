@@ -46,8 +46,8 @@ struct Libs : Base {
 Libs load() {
   Libs L;
   loadBase(L);
-  L.setStream = reinterpret_cast<SetStreamFn>(sym(L.blasLib, "cublasSetStream_v2"));
-  L.gemmBatchedEx = reinterpret_cast<GemmBatchedExFn>(sym(L.blasLib, "cublasGemmBatchedEx"));
+  L.setStream = reinterpret_cast<SetStreamFn>(requiredSymbol(L.blasLib, "cublasSetStream_v2"));
+  L.gemmBatchedEx = reinterpret_cast<GemmBatchedExFn>(requiredSymbol(L.blasLib, "cublasGemmBatchedEx"));
   return L;
 }
 

@@ -51,11 +51,11 @@ Lt load() {
   Lt L;
   loadBase(L);
   void* l = L.ltLib;
-  L.getIds = reinterpret_cast<LtAlgoGetIdsFn>(sym(l, "cublasLtMatmulAlgoGetIds"));
-  L.init = reinterpret_cast<LtAlgoInitFn>(sym(l, "cublasLtMatmulAlgoInit"));
-  L.check = reinterpret_cast<LtAlgoCheckFn>(sym(l, "cublasLtMatmulAlgoCheck"));
-  L.capGet = reinterpret_cast<LtCapGetFn>(sym(l, "cublasLtMatmulAlgoCapGetAttribute"));
-  L.cfgSet = reinterpret_cast<LtConfigSetFn>(sym(l, "cublasLtMatmulAlgoConfigSetAttribute"));
+  L.getIds = reinterpret_cast<LtAlgoGetIdsFn>(requiredSymbol(l, "cublasLtMatmulAlgoGetIds"));
+  L.init = reinterpret_cast<LtAlgoInitFn>(requiredSymbol(l, "cublasLtMatmulAlgoInit"));
+  L.check = reinterpret_cast<LtAlgoCheckFn>(requiredSymbol(l, "cublasLtMatmulAlgoCheck"));
+  L.capGet = reinterpret_cast<LtCapGetFn>(requiredSymbol(l, "cublasLtMatmulAlgoCapGetAttribute"));
+  L.cfgSet = reinterpret_cast<LtConfigSetFn>(requiredSymbol(l, "cublasLtMatmulAlgoConfigSetAttribute"));
   return L;
 }
 
