@@ -55,7 +55,7 @@ Variant variant(const char* name) {
     int clusters = 0;
     CK(cudaOccupancyMaxActiveClusters(&clusters, kern, &cfg));
     grid = clusters * CL;
-    std::printf("# %s: %d clusters resident\n", name, clusters);
+    std::fprintf(stderr, "%s: %d clusters resident\n", name, clusters);
   }
   return Variant{name, BM, Cfg::THREADS, CL, grid, kern, Cfg::SMEM, bt::makeEntry<BM, BK, CL>};
 }
