@@ -68,6 +68,7 @@
 //
 // A gradient with NaN/Inf, an all-zero gradient, the group's skip flag or a solver failure leave
 // P as it was: the writer kernel checks the device status words, nothing is decided on the host.
+#include <cooperative_groups.h>
 #include <cuda_runtime.h>
 #include <dlfcn.h>
 #include <algorithm>
@@ -669,6 +670,130 @@ __global__ void __launch_bounds__(kJacobiThreads) jacobiKernel(const JacobiArgs<
   }
 }
 
+// The same Jacobi on a whole cooperative grid, for k whose matrix does not fit in one block's shared
+// memory (there one block's 1024 threads took ~1 s for a k = 640 f64 problem: 639 rounds a sweep,
+// each ~300 global-memory items a thread). Every block computes a round's rotations itself (k/2 of
+// them, from the same S), the grid shares its 2x2 and eigenvector updates, and one grid barrier
+// separates rounds. Each element is computed by the same expression as in jacobiKernel, so the
+// results are the same bits; the sweeps end where they end there (every block sees the same
+// rotations).
+template <typename T>
+__global__ void __launch_bounds__(kJacobiThreads) jacobiGridKernel(const JacobiArgs<T> a) {
+  namespace cg = cooperative_groups;
+  cg::grid_group grid = cg::this_grid();
+  __shared__ T cs[kMaxBlock / 2], sn[kMaxBlock / 2];
+  __shared__ int pp[kMaxBlock / 2], qq[kMaxBlock / 2];
+  __shared__ int rotated;
+  __shared__ T diagMax;
+  const int k = a.k, tid = threadIdx.x, nt = blockDim.x;
+  const int64_t kk = int64_t(k) * k, gt = int64_t(blockIdx.x) * nt + tid, gn = int64_t(gridDim.x) * nt;
+  T* const S = a.S;
+  for (int64_t e = gt; e < kk; e += gn) a.Ew[e] = (e / k == e % k) ? T(1) : T(0);
+  if (a.symmetrize) {
+    for (int64_t e = gt; e < kk; e += gn) {
+      const int i = int(e / k), j = int(e % k);
+      if (i < j) {
+        const T v = T(0.5) * (S[int64_t(i) * k + j] + S[int64_t(j) * k + i]);
+        S[int64_t(i) * k + j] = v;
+        S[int64_t(j) * k + i] = v;
+      }
+    }
+  }
+  grid.sync();
+  if (tid == 0) {
+    T m = 0;
+    for (int i = 0; i < k; ++i) m = fmax(m, fabs(S[int64_t(i) * k + i]));
+    diagMax = m;
+  }
+  __syncthreads();
+  const double tiny = double(diagMax) * 1e-30 + 1e-37;
+  const int N = k + (k & 1), half = N / 2;
+  for (int sweep = 0; sweep < a.maxSweeps && k > 1; ++sweep) {
+    if (tid == 0) rotated = 0;
+    __syncthreads();
+    for (int t = 0; t < N - 1; ++t) {
+      for (int i = tid; i < half; i += nt) {
+        const int x = seat(i, t, N), y = seat(N - 1 - i, t, N);
+        const int p = min(x, y), q = max(x, y);
+        T c = 1, s = 0;
+        if (q < k) {
+          const double apq = S[int64_t(p) * k + q], app = S[int64_t(p) * k + p], aqq = S[int64_t(q) * k + q];
+          if (fabs(apq) > JacobiTol<T>::v * sqrt(fabs(app * aqq)) && fabs(apq) > tiny) {
+            const double th = (aqq - app) / (2.0 * apq);
+            const double tt = (th >= 0.0 ? 1.0 : -1.0) / (fabs(th) + sqrt(th * th + 1.0));
+            const double cc = 1.0 / sqrt(tt * tt + 1.0);
+            c = T(cc);
+            s = T(tt * cc);
+            rotated = 1;
+          }
+        }
+        pp[i] = p; qq[i] = q; cs[i] = c; sn[i] = s;
+      }
+      __syncthreads();
+      const int64_t blocks = int64_t(half) * half;
+      for (int64_t e = gt; e < blocks; e += gn) {
+        const int i1 = int(e / half), i2 = int(e % half);
+        const T s1 = sn[i1], s2 = sn[i2];
+        if (s1 == T(0) && s2 == T(0)) continue;
+        const T c1 = cs[i1], c2 = cs[i2];
+        const int p1 = pp[i1], q1 = qq[i1], p2 = pp[i2], q2 = qq[i2];
+        const bool h1 = q1 < k, h2 = q2 < k;
+        const T a00 = S[int64_t(p1) * k + p2];
+        const T a01 = h2 ? S[int64_t(p1) * k + q2] : T(0);
+        const T a10 = h1 ? S[int64_t(q1) * k + p2] : T(0);
+        const T a11 = h1 && h2 ? S[int64_t(q1) * k + q2] : T(0);
+        const T t00 = c1 * a00 - s1 * a10, t01 = c1 * a01 - s1 * a11;
+        const T t10 = s1 * a00 + c1 * a10, t11 = s1 * a01 + c1 * a11;
+        T m00 = c2 * t00 - s2 * t01, m01 = s2 * t00 + c2 * t01;
+        T m10 = c2 * t10 - s2 * t11, m11 = s2 * t10 + c2 * t11;
+        if (i1 == i2) { m01 = 0; m10 = 0; }
+        S[int64_t(p1) * k + p2] = m00;
+        if (h2) S[int64_t(p1) * k + q2] = m01;
+        if (h1) S[int64_t(q1) * k + p2] = m10;
+        if (h1 && h2) S[int64_t(q1) * k + q2] = m11;
+      }
+      const int64_t items = int64_t(half) * k;
+      for (int64_t e = gt; e < items; e += gn) {
+        const int i = int(e / k), j = int(e % k);
+        const T s = sn[i];
+        if (s == T(0)) continue;
+        const T c = cs[i];
+        const int64_t p = pp[i], q = qq[i];
+        const T ep = a.Ew[p * k + j], eq = a.Ew[q * k + j];
+        a.Ew[p * k + j] = c * ep - s * eq;
+        a.Ew[q * k + j] = s * ep + c * eq;
+      }
+      grid.sync();
+    }
+    const bool again = rotated != 0;
+    __syncthreads();
+    if (!again) break;
+  }
+  for (int64_t i = gt; i < k; i += gn) {
+    const T di = S[i * k + i];
+    int rank = 0;
+    T dmax = di;
+    for (int j = 0; j < k; ++j) {
+      const T dj = S[int64_t(j) * k + j];
+      dmax = fmax(dmax, dj);
+      if (dj > di || (dj == di && j < i)) ++rank;
+    }
+    a.d[rank] = di;
+    T f = 1;
+    if (a.scale) f = (di > T(1e-12) * dmax && di > T(0)) ? T(1) / sqrt(di) : T(0);
+    const T* src = a.Ew + i * k;
+    T* dst = a.E + int64_t(rank) * k;
+    for (int j = 0; j < k; ++j) dst[j] = src[j] * f;
+  }
+}
+
+// SLIMOPT_JACOBI=block: the one-block Jacobi even where the grid's would serve (its times, and a
+// check that both give the same bits).
+bool oneBlockJacobiForced() {
+  static const bool on = envIs("SLIMOPT_JACOBI", "block");
+  return on;
+}
+
 unsigned gridFor(int dev, int64_t n) {
   int64_t b = (n + 255) / 256;
   return unsigned(std::max<int64_t>(1, std::min<int64_t>(b, int64_t(smCount(dev)) * 8)));
@@ -977,8 +1102,9 @@ class Refresher {
   Refresher(int dev, cudaStream_t st, const Plan& p, const float* X, float* ws, GemmMode applyMode)
       : dev_(dev), st_(st), p_(p), X_(X), ws_(ws), applyMode_(applyMode) {}
 
-  // The one-block Jacobi on the k x k S: E rows (by descending eigenvalue, times d^-1/2 if scale),
-  // d descending; Ew is work. S is destroyed.
+  // The Jacobi on the k x k S: E rows (by descending eigenvalue, times d^-1/2 if scale), d
+  // descending; Ew is work. S is destroyed. One block when S fits in its shared memory, else the
+  // cooperative grid's (the same bits).
   template <typename T>
   Status jacobi(T* S, int k, bool symmetrize, bool scale, T* Ew, T* E, T* d) {
     JacobiArgs<T> a;
@@ -998,6 +1124,25 @@ class Refresher {
     if (dyn > 0 && staticBytes + dyn > 48 * 1024) {
       cudaError_t e = cudaFuncSetAttribute(jacobiKernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(dyn));
       if (e != cudaSuccess) { (void)cudaGetLastError(); a.shared = 0; }
+    }
+    if (!a.shared && !oneBlockJacobiForced()) {
+      // A grid of as many blocks as are resident at once (a cooperative launch's limit), at most
+      // one per ~2048 items of a round's work.
+      int perSm = 0, coop = 0;
+      cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev_);
+      if (coop && cudaOccupancyMaxActiveBlocksPerMultiprocessor(&perSm, jacobiGridKernel<T>, kJacobiThreads, 0) == cudaSuccess &&
+          perSm > 0) {
+        const int64_t half = (k + 1) / 2, items = half * half + half * k;
+        const int blocks = int(std::max<int64_t>(1, std::min<int64_t>(int64_t(perSm) * smCount(dev_), items / 2048)));
+        void* args[] = {&a};
+        if (blocks > 1) {
+          cudaError_t e = cudaLaunchCooperativeKernel((const void*)jacobiGridKernel<T>, blocks, kJacobiThreads, args, 0, st_);
+          if (e == cudaSuccess) return Status();
+          (void)cudaGetLastError();
+        }
+      } else {
+        (void)cudaGetLastError();
+      }
     }
     jacobiKernel<T><<<1, kJacobiThreads, a.shared ? dyn : 0, st_>>>(a);
     return lastError("galoreRefresh (Jacobi)");
