@@ -673,8 +673,8 @@ __global__ void __launch_bounds__(kJacobiThreads) jacobiKernel(const JacobiArgs<
 // The same Jacobi on a whole cooperative grid, for k whose matrix does not fit in one block's shared
 // memory (there one block's 1024 threads took ~1 s for a k = 640 f64 problem: 639 rounds a sweep,
 // each ~300 global-memory items a thread). Every block computes a round's rotations itself (k/2 of
-// them, from the same S), the grid shares its 2x2 and eigenvector updates, and one grid barrier
-// separates rounds. Each element is computed by the same expression as in jacobiKernel, so the
+// them, from the same S), a grid barrier, the grid shares its 2x2 and eigenvector updates, and a
+// grid barrier again. Each element is computed by the same expression as in jacobiKernel, so the
 // results are the same bits; the sweeps end where they end there (every block sees the same
 // rotations).
 template <typename T>
@@ -729,7 +729,8 @@ __global__ void __launch_bounds__(kJacobiThreads) jacobiGridKernel(const JacobiA
         }
         pp[i] = p; qq[i] = q; cs[i] = c; sn[i] = s;
       }
-      __syncthreads();
+      // Every block has read the entries its rotations need before any block updates them.
+      grid.sync();
       const int64_t blocks = int64_t(half) * half;
       for (int64_t e = gt; e < blocks; e += gn) {
         const int i1 = int(e / half), i2 = int(e % half);
