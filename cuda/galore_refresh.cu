@@ -55,7 +55,8 @@
 //    orthogonal, and rows lost to rounding are refilled at random before the second pass). The
 //    k x k eigen-problems run in one 1024-thread block: cyclic Jacobi in round-robin order (k/2
 //    disjoint rotations per round, each 2x2 block of the matrix transformed by one thread), the
-//    matrix in shared memory when it fits. Exact to f32 rounding for separated singular values;
+//    matrix in shared memory when it fits, else on a cooperative grid (jacobiGridKernel, the same
+//    bits: k = 640 in f64 took ~1 s on one block). Exact to f32 rounding for separated singular values;
 //    k is limited to 2048 (beyond that, and without cuSOLVER, the exact host solver serves).
 //  * Warm ("warm" projector): the same iteration started from the previous projector (mapped to
 //    the Gram side through X where needed; zero or non-finite vectors replaced by random ones),
@@ -1718,12 +1719,13 @@ class Refresher {
 std::string solverPath() {
   Cusolver* s = loadCusolver();
   if (s != nullptr && !forceBuiltin()) {
-    if (syevdxForced())
-      return "cuSOLVER syevdx (" + s->path + ") on the f32 Gram matrix + an f64 Rayleigh-Ritz refinement, on the device";
     // The k x k problems: where XsyevBatched takes them.
     const std::string smallEig = s->params != nullptr && !xsyevOff()
                                      ? "; k x k eigen-problems up to k = " + std::to_string(kXsyevMaxK) + " on XsyevBatched"
                                      : std::string();
+    if (syevdxForced())
+      return "cuSOLVER syevdx (" + s->path + ") on the f32 Gram matrix + an f64 Rayleigh-Ritz refinement, on the device" +
+             smallEig;
     const bool chol = !cholOff() && s->dpotrf != nullptr && s->xtrtri != nullptr;
     const std::string products = filterTf32Off() ? "strict f32 products" : "TF32 then strict f32 products";
     const std::string rounds = !chol || rrEveryRound() ? "Dsyevd Rayleigh-Ritz steps"
@@ -1735,8 +1737,9 @@ std::string solverPath() {
                            : "up to " + std::to_string(kFilterMaxK) + " vectors, Ssyevdx on it for wider ones") +
            "; + an f64 Rayleigh-Ritz refinement, on the device" + smallEig;
   }
-  return std::string("built-in: Chebyshev-filtered subspace iteration on the f32 Gram matrix with one-block f64 Jacobi "
-                     "Rayleigh-Ritz + an f64 Rayleigh-Ritz refinement, on the device") +
+  return std::string("built-in: Chebyshev-filtered subspace iteration on the f32 Gram matrix with f64 Jacobi "
+                     "Rayleigh-Ritz (one block, or a cooperative grid where the k x k matrix does not fit in its "
+                     "shared memory) + an f64 Rayleigh-Ritz refinement, on the device") +
          (s != nullptr ? " (forced)" : " (cuSOLVER not found)");
 }
 
