@@ -221,14 +221,11 @@ int main() {
   void* h = cublas.handle;
   const SgemmFn sgemm = cublas.fn;
   const int64_t maxC = 11008LL * 4096, maxAB = 11008LL * 1024;
-  std::vector<float*> Cs(4);
-  for (auto& p : Cs) { CK(cudaMalloc(&p, maxC * 4)); fillKernel<<<1024, 256>>>(p, maxC, 3, 1.0f); }
-  float *C0, *Ref, *A, *B, *ab, *dd, *tmp;
-  CK(cudaMalloc(&C0, maxC * 4)); CK(cudaMalloc(&Ref, maxC * 4)); CK(cudaMalloc(&tmp, maxC * 4));
-  CK(cudaMalloc(&A, maxAB * 4)); CK(cudaMalloc(&B, maxAB * 4));
-  CK(cudaMalloc(&ab, 8)); CK(cudaMalloc(&dd, 8));
-  const double copyUs = timeUs([&](int i) { copyKernel<<<sms * 8, 256>>>((const float4*)Cs[i], (float4*)tmp, maxC / 4); });
-  const double copyGBps = 2.0 * maxC * 4 / (copyUs * 1e3);
+  const micro::BackBuffers bb = micro::backBuffers(sms, maxC, maxAB, maxAB);
+  const std::vector<float*>& Cs = bb.Cs;
+  float *const C0 = bb.C0, *const Ref = bb.Ref, *const A = bb.A, *const B = bb.B, *const ab = bb.ab, *const dd = bb.dd,
+        *const tmp = bb.tmp;
+  const double copyGBps = bb.copyGBps;
   std::printf("{\"copyGBps\": %.0f, \"rows\": [\n", copyGBps);
   float* Bt;
   CK(cudaMalloc(&Bt, maxAB * 4));
@@ -242,12 +239,7 @@ int main() {
   bool first = true;
   for (const Shape& sh : shapes) {
     const int64_t nC = sh.M * sh.N;
-    fillKernel<<<1024, 256>>>(A, sh.M * sh.K, 1, 1.0f);
-    fillKernel<<<1024, 256>>>(B, sh.K * sh.N, 2, 1.0f / 16);
-    fillKernel<<<1024, 256>>>(C0, nC, 3, 1.0f);
-    const float hab[2] = {-0.5f, 0.999f};
-    CK(cudaMemcpy(ab, hab, 8, cudaMemcpyHostToDevice));
-    refKernel<<<4096, 256>>>(sh.M, sh.N, sh.K, A, B, C0, Ref, ab);
+    micro::backProblem(bb, sh.M, sh.N, sh.K);
     const double floorUs = 2.0 * nC * 4 / (copyGBps * 1e3), flops = 2.0 * sh.M * sh.N * sh.K;
     Args k{sh.M, sh.N, sh.K, A, sh.K, Bt, sh.K, nullptr, sh.N, ab, 0};
     const dim3 tgrid(unsigned((sh.N + 31) / 32), unsigned((sh.K + 31) / 32)), tblock(32, 8);

@@ -104,14 +104,11 @@ int main(int argc, char** argv) {
   const bool profile = argc == 6 && std::string(argv[1]) == "profile";
   const micro::Tf32Sgemm cublas = micro::openTf32Sgemm();
   const int64_t maxC = 11008LL * 4096, maxAB = 11008LL * 1024;
-  std::vector<float*> Cs(4);
-  for (auto& p : Cs) { CK(cudaMalloc(&p, maxC * 4)); fillKernel<<<1024, 256>>>(p, maxC, 3, 1.0f); }
-  float *C0, *Ref, *A, *B, *ab, *dd, *tmp;
-  CK(cudaMalloc(&C0, maxC * 4)); CK(cudaMalloc(&Ref, maxC * 4)); CK(cudaMalloc(&tmp, maxC * 4));
-  CK(cudaMalloc(&A, maxAB * 4)); CK(cudaMalloc(&B, maxAB * 4));
-  CK(cudaMalloc(&ab, 8)); CK(cudaMalloc(&dd, 8));
-  const double copyUs = timeUs([&](int i) { copyKernel<<<gSms * 8, 256>>>((const float4*)Cs[i], (float4*)tmp, maxC / 4); });
-  const double copyGBps = 2.0 * maxC * 4 / (copyUs * 1e3);
+  const micro::BackBuffers bb = micro::backBuffers(gSms, maxC, maxAB, maxAB);
+  const std::vector<float*>& Cs = bb.Cs;
+  float *const C0 = bb.C0, *const Ref = bb.Ref, *const A = bb.A, *const B = bb.B, *const ab = bb.ab, *const dd = bb.dd,
+        *const tmp = bb.tmp;
+  const double copyGBps = bb.copyGBps;
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
   const char* commit = std::getenv("SLIMOPT_COMMIT");
@@ -153,12 +150,7 @@ int main(int argc, char** argv) {
   };
   for (const Shape& sh : shapes) {
     const int64_t nC = sh.M * sh.N;
-    fillKernel<<<1024, 256>>>(A, sh.M * sh.K, 1, 1.0f);
-    fillKernel<<<1024, 256>>>(B, sh.K * sh.N, 2, 1.0f / 16);
-    fillKernel<<<1024, 256>>>(C0, nC, 3, 1.0f);
-    const float hab[2] = {-0.5f, 0.999f};
-    CK(cudaMemcpy(ab, hab, 8, cudaMemcpyHostToDevice));
-    refKernel<<<4096, 256>>>(sh.M, sh.N, sh.K, A, B, C0, Ref, ab);
+    micro::backProblem(bb, sh.M, sh.N, sh.K);
     for (const Variant& v : vs) {
       CK(cudaMemcpy(tmp, C0, nC * 4, cudaMemcpyDeviceToDevice));
       launchAll(v, {{sh.M, sh.N, sh.K, A, B, tmp}}, ab);

@@ -110,6 +110,35 @@ double timeUs(F launch, int reps = 20) {
   return median(us);
 }
 
+// The project-back benches' buffers: four rotating C's (beyond L2 together), C0 (a problem's C),
+// Ref (its reference result), tmp (a result to check), A, B, ab (alpha, beta on the device), dd
+// (maxRelDiff's scratch), and the copy rate measured over the C's.
+struct BackBuffers {
+  std::vector<float*> Cs;
+  float *C0, *Ref, *tmp, *A, *B, *ab, *dd;
+  double copyGBps;
+};
+inline BackBuffers backBuffers(int sms, int64_t maxC, int64_t maxA, int64_t maxB) {
+  BackBuffers b;
+  b.Cs.resize(4);
+  for (auto& p : b.Cs) { CK(cudaMalloc(&p, maxC * 4)); fillKernel<<<1024, 256>>>(p, maxC, 3, 1.0f); }
+  CK(cudaMalloc(&b.C0, maxC * 4)); CK(cudaMalloc(&b.Ref, maxC * 4)); CK(cudaMalloc(&b.tmp, maxC * 4));
+  CK(cudaMalloc(&b.A, maxA * 4)); CK(cudaMalloc(&b.B, maxB * 4));
+  CK(cudaMalloc(&b.ab, 8)); CK(cudaMalloc(&b.dd, 8));
+  const double copyUs = timeUs([&](int i) { copyKernel<<<sms * 8, 256>>>((const float4*)b.Cs[i], (float4*)b.tmp, maxC / 4); });
+  b.copyGBps = 2.0 * maxC * 4 / (copyUs * 1e3);
+  return b;
+}
+// The problem C <- -0.5 A B + 0.999 C0 (A M x K, B K x N): A, B and C0 filled, ab set, Ref computed.
+inline void backProblem(const BackBuffers& b, int64_t M, int64_t N, int64_t K) {
+  fillKernel<<<1024, 256>>>(b.A, M * K, 1, 1.0f);
+  fillKernel<<<1024, 256>>>(b.B, K * N, 2, 1.0f / 16);
+  fillKernel<<<1024, 256>>>(b.C0, M * N, 3, 1.0f);
+  const float hab[2] = {-0.5f, 0.999f};
+  CK(cudaMemcpy(b.ab, hab, 8, cudaMemcpyHostToDevice));
+  refKernel<<<4096, 256>>>(M, N, K, b.A, b.B, b.C0, b.Ref, b.ab);
+}
+
 typedef int (*CreateFn)(void**);
 typedef int (*SetIntFn)(void*, int);
 typedef int (*SgemmFn)(void*, int, int, int, int, int, const float*, const float*, int, const float*, int,
