@@ -56,8 +56,9 @@
 //    k x k eigen-problems run in one 1024-thread block: cyclic Jacobi in round-robin order (k/2
 //    disjoint rotations per round, each 2x2 block of the matrix transformed by one thread), the
 //    matrix in shared memory when it fits, else on a cooperative grid (jacobiGridKernel, the same
-//    bits: k = 640 in f64 took ~1 s on one block). Exact to f32 rounding for separated singular values;
-//    k is limited to 2048 (beyond that, and without cuSOLVER, the exact host solver serves).
+//    bits; a 4096² refresh at r = 512 took 18.7 s with one block, 0.69 s with the grid). Exact to
+//    f32 rounding for separated singular values; k is limited to 2048 (beyond that, and without
+//    cuSOLVER, the exact host solver serves).
 //  * Warm ("warm" projector): the same iteration started from the previous projector (mapped to
 //    the Gram side through X where needed; zero or non-finite vectors replaced by random ones),
 //    a fixed 2 iterations (two applications of A, each with its Rayleigh-Ritz), with A applied
@@ -672,8 +673,8 @@ __global__ void __launch_bounds__(kJacobiThreads) jacobiKernel(const JacobiArgs<
 }
 
 // The same Jacobi on a whole cooperative grid, for k whose matrix does not fit in one block's shared
-// memory (there one block's 1024 threads took ~1 s for a k = 640 f64 problem: 639 rounds a sweep,
-// each ~300 global-memory items a thread). Every block computes a round's rotations itself (k/2 of
+// memory (there one block's 1024 threads have ~300 global-memory items each in every round at
+// k = 640, 639 rounds a sweep: a 4096² refresh at r = 512 took 18.7 s, 0.69 s with the grid). Every block computes a round's rotations itself (k/2 of
 // them, from the same S), a grid barrier, the grid shares its 2x2 and eigenvector updates, and a
 // grid barrier again. Each element is computed by the same expression as in jacobiKernel, so the
 // results are the same bits; the sweeps end where they end there (every block sees the same
@@ -1130,19 +1131,20 @@ class Refresher {
     if (!a.shared && !oneBlockJacobiForced()) {
       // A grid of as many blocks as are resident at once (a cooperative launch's limit), at most
       // one per ~2048 items of a round's work.
+      // (A failed query or launch is cleared, and the one-block kernel serves.)
       int perSm = 0, coop = 0;
-      cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev_);
-      if (coop && cudaOccupancyMaxActiveBlocksPerMultiprocessor(&perSm, jacobiGridKernel<T>, kJacobiThreads, 0) == cudaSuccess &&
-          perSm > 0) {
-        const int64_t half = (k + 1) / 2, items = half * half + half * k;
-        const int blocks = int(std::max<int64_t>(1, std::min<int64_t>(int64_t(perSm) * smCount(dev_), items / 2048)));
+      if (cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev_) != cudaSuccess ||
+          (coop && cudaOccupancyMaxActiveBlocksPerMultiprocessor(&perSm, jacobiGridKernel<T>, kJacobiThreads, 0) != cudaSuccess)) {
+        (void)cudaGetLastError();
+        perSm = 0;
+      }
+      const int64_t half = (k + 1) / 2, items = half * half + half * k;
+      const int64_t blocks = coop ? std::min<int64_t>(int64_t(perSm) * smCount(dev_), items / 2048) : 0;
+      if (blocks > 1) {
         void* args[] = {&a};
-        if (blocks > 1) {
-          cudaError_t e = cudaLaunchCooperativeKernel((const void*)jacobiGridKernel<T>, blocks, kJacobiThreads, args, 0, st_);
-          if (e == cudaSuccess) return Status();
-          (void)cudaGetLastError();
-        }
-      } else {
+        if (cudaLaunchCooperativeKernel((const void*)jacobiGridKernel<T>, unsigned(blocks), kJacobiThreads, args, 0, st_) ==
+            cudaSuccess)
+          return Status();
         (void)cudaGetLastError();
       }
     }

@@ -16,8 +16,8 @@
 //    B (col) B[t][g], C C[g][2t], C[g][2t + 1], C[g + 8][2t], C[g + 8][2t + 1]. With rows of
 //    128 + 4 (A) and 64 + 4 (B) doubles a half-warp's fragment read (k = t, m or n = g) touches 16
 //    distinct bank pairs, as does its store of a widened slice.
-//    SLIMOPT_GEMM64=tensor8 runs the previous kernel (gemm64Tensor8Kernel, kept as it was) instead,
-//    to time the two in one run; both give the same bits (the same k order per output).
+//    (Both sum each output in the same k order; with the previous kernel the refresh's projectors
+//    were bit-identical in bc59ac7's run, bench/results/NVIDIA-H200-2026-11-25-25/.)
 //  * Older GPUs: SIMT FMAs, a 64 x 64 tile of C per 256-thread block in K slices of 16, each
 //    thread owning a 4 x 4 block of C at stride 16 (rows ty + 16u,
 //    columns tx + 16w), so that a warp's shared memory reads are broadcasts (A) or consecutive
@@ -118,124 +118,10 @@ __global__ void splitSumKernel(const double* __restrict__ parts, int s, int64_t 
   }
 }
 
-// Both tensor-core kernels' tile: 128 x 64 of C per 256-thread block; its 8 warps form a 4 x 2 grid
+// The tensor-core kernel's tile: 128 x 64 of C per 256-thread block; its 8 warps form a 4 x 2 grid
 // of 32 x 32 warp tiles (32 f64 accumulators per thread): per k step of 4, 8 fragment reads from
-// shared memory per 16 m8n8k4 (or 8 m16n8k4), where 32 x 16 warp tiles took 6 per 8.
+// shared memory per 8 m16n8k4, where 32 x 16 warp tiles took 6 per 8.
 constexpr int TBM = 128, TBN = 64;
-
-// ---- gemm64Tensor8Kernel: the previous pipeline (K slices of 8, one slice prefetched in
-// registers), kept for SLIMOPT_GEMM64=tensor8 so that both can be timed in one run.
-constexpr int TBK8 = 8;
-// Doubles per shared row: a warp's m8n8k4 fragment read (k = t, m or n = g) touches every bank pair
-// exactly twice.
-constexpr int kStrideA8 = TBM + 8, kStrideB8 = TBN + 8;
-constexpr int kPerA8 = TBM * TBK8 / kThreads, kPerB8 = TBN * TBK8 / kThreads;
-static_assert(TBM * TBK8 % kThreads == 0 && TBN * TBK8 % kThreads == 0, "whole elements per thread");
-static_assert(BK % TBK8 == 0, "split-K ranges are whole slices of either kernel");
-
-// One thread's share of a K slice of one operand (the element at slice p0 is base + p0 * step,
-// present when `in` and pp + p0 < kEnd), the offsets that do not change from slice to slice
-// worked out once.
-template <int N>
-struct Stage {
-  int64_t base[N];
-  int pp[N], mn[N];
-  bool in[N];
-};
-
-// Operand A (rows i0.. of op(A), TBM of them) or B (columns j0.. of op(B), TBN): element e of the
-// slice is (mn, pp) with the contiguous index fastest, so that a warp's reads coalesce.
-template <int N, int EXT>
-__device__ __forceinline__ void stage(int64_t o0, int64_t limit, bool kContiguous, int64_t ld, Stage<N>& s) {
-#pragma unroll
-  for (int q = 0; q < N; ++q) {
-    const int e = threadIdx.x + q * kThreads;
-    int mn, pp;
-    if (kContiguous) { pp = e % TBK8; mn = e / TBK8; } else { mn = e % EXT; pp = e / EXT; }
-    const int64_t o = o0 + mn;
-    s.pp[q] = pp; s.mn[q] = mn; s.in[q] = o < limit;
-    s.base[q] = kContiguous ? o * ld + pp : int64_t(pp) * ld + o;
-  }
-}
-
-// The slice at p0 of one operand into registers (zeros past the edges), widened to f64.
-template <typename T, int N>
-__device__ __forceinline__ void fetch(const void* src, const Stage<N>& s, int64_t p0, int64_t step, int64_t kEnd,
-                                      double (&v)[N]) {
-#pragma unroll
-  for (int q = 0; q < N; ++q)
-    v[q] = (s.in[q] && p0 + s.pp[q] < kEnd) ? ld<T>(src, s.base[q] + p0 * step) : 0.0;
-}
-
-// Two shared buffers and the next slice fetched into registers while the current one is
-// multiplied: one barrier per slice, and the global loads' latency hidden behind the mma work (the
-// single-buffer version ran the refresh's f64-summed products at ~7-12 TFLOP/s on the H200,
-// bench/results/NVIDIA-H200-2026-11-25-10/ncu-refresh-r512-*.txt). Within a split-K range each
-// output's sum runs over K in index order; the ranges follow the tile count, so the bits differ
-// from the SIMT kernel's where it splits differently.
-template <typename TA, typename TB, typename TC>
-__global__ void __launch_bounds__(kThreads, 2) gemm64Tensor8Kernel(const K64 k) {
-  const Gemm64Args& g = k.g;
-  __shared__ double As[2][TBK8][kStrideA8];
-  __shared__ double Bs[2][TBK8][kStrideB8];
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const int gq = lane / 4, tq = lane % 4;
-  const int wm = (warp / 2) * 32, wn = (warp % 2) * 32;  // the warp tile's origin in the block tile
-  const int64_t i0 = int64_t(blockIdx.y) * TBM, j0 = int64_t(blockIdx.x) * TBN;
-  double acc[4][4][2];
-#pragma unroll
-  for (int mt = 0; mt < 4; ++mt)
-#pragma unroll
-    for (int nt = 0; nt < 4; ++nt) acc[mt][nt][0] = acc[mt][nt][1] = 0.0;
-  const int64_t kBegin = int64_t(blockIdx.z) * k.kPer, kEnd = min(g.K, kBegin + k.kPer);
-  // A is k-contiguous unless transposed (M x K rows), B only when transposed (N x K rows).
-  const int64_t stepA = g.transA ? g.lda : 1, stepB = g.transB ? 1 : g.ldb;
-  Stage<kPerA8> sa;
-  Stage<kPerB8> sb;
-  stage<kPerA8, TBM>(i0, g.M, !g.transA, g.lda, sa);
-  stage<kPerB8, TBN>(j0, g.N, g.transB, g.ldb, sb);
-  double ra[kPerA8], rb[kPerB8];
-  fetch<TA>(g.A, sa, kBegin, stepA, kEnd, ra);
-  fetch<TB>(g.B, sb, kBegin, stepB, kEnd, rb);
-  int buf = 0;
-  for (int64_t p0 = kBegin; p0 < kEnd; p0 += TBK8) {
-#pragma unroll
-    for (int q = 0; q < kPerA8; ++q) As[buf][sa.pp[q]][sa.mn[q]] = ra[q];
-#pragma unroll
-    for (int q = 0; q < kPerB8; ++q) Bs[buf][sb.pp[q]][sb.mn[q]] = rb[q];
-    __syncthreads();
-    if (p0 + TBK8 < kEnd) {
-      fetch<TA>(g.A, sa, p0 + TBK8, stepA, kEnd, ra);
-      fetch<TB>(g.B, sb, p0 + TBK8, stepB, kEnd, rb);
-    }
-#pragma unroll
-    for (int kk = 0; kk < TBK8; kk += 4) {
-      double a[4], b[4];
-#pragma unroll
-      for (int mt = 0; mt < 4; ++mt) a[mt] = As[buf][kk + tq][wm + mt * 8 + gq];
-#pragma unroll
-      for (int nt = 0; nt < 4; ++nt) b[nt] = Bs[buf][kk + tq][wn + nt * 8 + gq];
-#pragma unroll
-      for (int mt = 0; mt < 4; ++mt)
-#pragma unroll
-        for (int nt = 0; nt < 4; ++nt) mmaF64(acc[mt][nt][0], acc[mt][nt][1], a[mt], b[nt]);
-    }
-    // The other buffer was last read before this slice's barrier: free to fill next.
-    buf ^= 1;
-  }
-#pragma unroll
-  for (int mt = 0; mt < 4; ++mt) {
-    const int64_t i = i0 + wm + mt * 8 + gq;
-    if (i >= g.M) continue;
-#pragma unroll
-    for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int64_t j = j0 + wn + nt * 8 + 2 * tq + h;
-        if (j < g.N) put<TC>(k, i, j, acc[mt][nt][h]);
-      }
-  }
-}
 
 // ---- gemm64TensorKernel: K slices of 16 (see the header).
 constexpr int TBK = 16;
@@ -245,7 +131,7 @@ constexpr int TBK = 16;
 constexpr int kStrideA = TBM + 4, kStrideB = TBN + 4;
 constexpr int kPerA = TBM * TBK / kThreads, kPerB = TBN * TBK / kThreads;  // elements per thread
 static_assert(kPerA == 8 && kPerB == 4, "the element maps below assume 8 warps over 16 x 128 and 16 x 64");
-static_assert(BK % TBK == 0, "split-K ranges are whole slices of either kernel");
+static_assert(BK % TBK == 0, "split-K ranges are whole slices");
 // Two f64 slices of A and B: 51,200 bytes, over the 48 KB of static shared memory.
 constexpr size_t kTensorSmemBytes = size_t(2) * TBK * (kStrideA + kStrideB) * sizeof(double);
 
@@ -315,11 +201,13 @@ struct Feed {
 // last): 32 / 32 / 36 / 35 TFLOP/s on shape 256 x 4096 x 4096, f32 operands.
 constexpr int kStoreStep = 12;
 
-// The same pipeline as gemm64Tensor8Kernel (two f64 shared slices, the next slice loaded into
-// registers while the current one is multiplied, one barrier per slice) with slices of 16 and
-// m16n8k4: half the barriers and twice the time for each load to land, and the full FP64 tensor
-// rate on sm_90+ (see mma16x8x4). The sums are the same as gemm64Tensor8Kernel's bit for bit: per
-// output, f64 FMAs over k in increasing order within the same split-K ranges (multiples of BK).
+// Two f64 shared slices, the next slice loaded into registers while the current one is multiplied,
+// one barrier per slice; slices of 16 and m16n8k4: against the previous kernel (slices of 8,
+// m8n8k4; removed after bc59ac7's run) half the barriers and twice the time for each load to land,
+// and the full FP64 tensor rate on sm_90+ (see mma16x8x4). Per output the sum is the same as that
+// kernel's: f64 FMAs over k in increasing order within the same split-K ranges (multiples of BK). Within a split-K range each output's sum runs over K in index order; the
+// ranges follow the tile count, so the bits differ from the SIMT kernel's where it splits
+// differently.
 // Where a range's length is not a multiple of 16, the last slice adds up to one more step of exact
 // zeros (0 x 0), which leaves an f64 sum unchanged (but for a sum of -0, which becomes +0).
 template <typename TA, typename TB, typename TC>
@@ -436,7 +324,7 @@ __global__ void __launch_bounds__(kThreads) gemm64Kernel(const K64 k) {
   }
 }
 
-enum class Kernel { Simt, Tensor8, Tensor };
+enum class Kernel { Simt, Tensor };
 
 // Lets gemm64TensorKernel<TA, TB, TC> have its dynamic shared memory (over the 48 KB default) on
 // dev, the current device, once per device; an error comes back as is.
@@ -462,8 +350,6 @@ cudaError_t launch(int dev, cudaStream_t st, const K64& k, dim3 grid, Kernel kin
     const cudaError_t e = allowSmem<TA, TB, TC>(dev);
     if (e != cudaSuccess) return e;
     gemm64TensorKernel<TA, TB, TC><<<grid, kThreads, kTensorSmemBytes, st>>>(k);
-  } else if (kind == Kernel::Tensor8) {
-    gemm64Tensor8Kernel<TA, TB, TC><<<grid, kThreads, 0, st>>>(k);
   } else {
     gemm64Kernel<TA, TB, TC><<<grid, kThreads, 0, st>>>(k);
   }
@@ -494,12 +380,9 @@ Status gemm64(int dev, cudaStream_t st, const Gemm64Args& g) {
   if ((g.N + BN - 1) / BN > INT32_MAX || (g.M + BM - 1) / BM > 65535) return invalidArg("gemm64: too large");  // either tile
   int major = 0;
   if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) return lastError("gemm64");
-  // Diagnostics: SLIMOPT_GEMM64=simt runs the SIMT kernel everywhere, =tensor8 the previous
-  // tensor-core pipeline (to time the two in one run).
-  static const bool simt = envIs("SLIMOPT_GEMM64", "simt");
-  static const bool tensor8 = envIs("SLIMOPT_GEMM64", "tensor8");
+  static const bool simt = envIs("SLIMOPT_GEMM64", "simt");  // the SIMT kernel everywhere (diagnostics)
   const bool tensor = major >= 8 && !simt;
-  const Kernel kind = !tensor ? Kernel::Simt : tensor8 ? Kernel::Tensor8 : Kernel::Tensor;
+  const Kernel kind = tensor ? Kernel::Tensor : Kernel::Simt;
   const int64_t tm = tensor ? TBM : BM, tn = tensor ? TBN : BN;
   const int64_t tiles = ((g.N + tn - 1) / tn) * ((g.M + tm - 1) / tm), sms = smCount(dev);
   // Splits: about two blocks per SM, each K range at least kMinSplitK long, at most kMaxSplits.

@@ -24,9 +24,8 @@ struct Gemm64Args {
 };
 
 // On st, dev's stream: the FP64 tensor cores on sm_80+, SIMT FMAs before (SLIMOPT_GEMM64=simt
-// forces those everywhere, to tell the two apart in a diagnosis; SLIMOPT_GEMM64=tensor8 runs the
-// previous tensor-core kernel, to time it beside the current one: the same bits). Same sums either
-// way up to the order of f64 additions.
+// forces those everywhere, to tell the two apart in a diagnosis). Same sums either way up to the
+// order of f64 additions.
 Status gemm64(int dev, cudaStream_t st, const Gemm64Args& g);
 
 }  // namespace gpu
