@@ -39,6 +39,20 @@ __global__ void __launch_bounds__(256) scanKernel(const float4* p, int64_t n4, i
   }
   if (__syncthreads_or(bad) && threadIdx.x == 0) atomicOr(flag, 1);
 }
+// The same scan for a few SMs beside a GEMM held to the others (cublasSetSmCountTarget): one
+// 1024-thread block per SM (its registers fill the SM, so no two share one), 8 float4 a thread.
+__global__ void __launch_bounds__(1024, 1) scanWideKernel(const float4* p, int64_t n4, int* flag) {
+  bool bad = false;
+  const int64_t stride = int64_t(gridDim.x) * 1024 * 8;
+  for (int64_t i = blockIdx.x * int64_t(1024 * 8) + threadIdx.x; i < n4; i += stride) {
+    float4 v[8];
+#pragma unroll
+    for (int u = 0; u < 8; ++u) v[u] = i + 1024 * u < n4 ? p[i + 1024 * u] : make_float4(0, 0, 0, 0);
+#pragma unroll
+    for (int u = 0; u < 8; ++u) bad |= !isfinite(v[u].x + v[u].y + v[u].z + v[u].w);
+  }
+  if (__syncthreads_or(bad) && threadIdx.x == 0) atomicOr(flag, 1);
+}
 // Adam-shaped traffic: reads r, m, v, writes m, v, r (in place).
 __global__ void __launch_bounds__(256) adamKernel(float4* r, float4* m, float4* v, int64_t n4) {
   for (int64_t i = blockIdx.x * int64_t(256) + threadIdx.x; i < n4; i += int64_t(gridDim.x) * 256) {
@@ -143,8 +157,28 @@ int main() {
     std::snprintf(name, sizeof name, "adam 64M floats, grid %d, beside 4 project-backs", grid);
     row(name, time([&] { adam(grid); back(); }));
     std::snprintf(name, sizeof name, "adam 64M floats, grid %d, beside 4 projections", grid);
-    row(name, time([&] { adam(grid); project(); }), grid == 8 * sms);
+    row(name, time([&] { adam(grid); project(); }));
   }
+  // SMs split: the products held to sms - k SMs, the scan on k others, launched first.
+  auto setSms = reinterpret_cast<SetIntFn>(dlsym(lib, "cublasSetSmCountTarget"));
+  if (setSms) {
+    for (int k : {16, 24, 32, 44}) {
+      char name[160];
+      std::snprintf(name, sizeof name, "scan 1.9 GB on %d SMs (1024-thread blocks), alone", k);
+      row(name, time([&] { scanWideKernel<<<k, 1024, 0, s2>>>((const float4*)big, nScan / 4, flag); }));
+      if (setSms(h, sms - k) != 0) { std::printf("  {\"case\": \"cublasSetSmCountTarget failed\"}\n"); break; }
+      std::snprintf(name, sizeof name, "4 projections on %d SMs, alone", sms - k);
+      row(name, time([&] { project(); }));
+      std::snprintf(name, sizeof name, "scan 1.9 GB on %d SMs beside 4 projections on %d", k, sms - k);
+      row(name, time([&] { scanWideKernel<<<k, 1024, 0, s2>>>((const float4*)big, nScan / 4, flag); project(); }));
+      std::snprintf(name, sizeof name, "4 project-backs on %d SMs, alone", sms - k);
+      row(name, time([&] { back(); }));
+      std::snprintf(name, sizeof name, "scan 1.9 GB on %d SMs beside 4 project-backs on %d", k, sms - k);
+      row(name, time([&] { scanWideKernel<<<k, 1024, 0, s2>>>((const float4*)big, nScan / 4, flag); back(); }));
+      setSms(h, 0);
+    }
+  }
+  row("end", 0.0, true);
   std::printf("]}\n");
   return 0;
 }
