@@ -199,7 +199,9 @@ Status adafactorStep(int, const AdafactorTensor&, const AdafactorHyper&, const A
 namespace slimopt {
 namespace gpu {
 Status galoreProject(int, const GaloreTensor&, float*, float*, float*, GemmMode) { return noCuda(); }
-Status galoreProjectMany(int, const GaloreTensor*, float* const*, int64_t, float*, float*, GemmMode) { return noCuda(); }
+Status galoreProjectMany(int, const GaloreTensor*, float* const*, int64_t, float*, float*, GemmMode, float*, int64_t) {
+  return noCuda();
+}
 Status galoreBackF32(int, const GaloreTensor&, const float*, float*, float*, GemmMode) { return noCuda(); }
 Status galoreAdafactorStep(int, const GaloreTensor&, const AdafactorTensor&, const AdafactorHyper&, float, const AdamwCounters*,
                            const int32_t*, float*, float*, float*, float*, GemmMode) {

@@ -376,9 +376,10 @@ Napi::Value Project(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// galoreProjectMany(entries, sT, sBig, mode), entries: [G, gType, Pa, Pb, side, rows, cols, rank,
-// out] each, on one device: every galoreProject of the list, all checked before any runs (CUDA:
-// same-shaped f32 ones as one batched product). Outputs must not overlap each other or any input.
+// galoreProjectMany(entries, sT, sBig, mode[, sP]), entries: [G, gType, Pa, Pb, side, rows, cols,
+// rank, out] each, on one device: every galoreProject of the list, all checked before any runs
+// (CUDA: same-shaped f32 ones as one batched product). Outputs must not overlap each other or any
+// input. sP (CUDA, optional): scratch for left-side projectors transposed, any size.
 Napi::Value ProjectMany(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 4 || !info[0].IsArray()) throwError(env, "E_ARG", "galoreProjectMany(entries, sT, sBig, mode)");
@@ -407,7 +408,9 @@ Napi::Value ProjectMany(const Napi::CallbackInfo& info) {
     ts.push_back(p.T);
     outs.push_back(p.out);
   }
-  gpu::Status st = gpu::galoreProjectMany(dev, ts.data(), outs.data(), int64_t(ts.size()), sT, sBig, mode);
+  auto* sP = info.Length() > 4 ? static_cast<float*>(optBufArg(env, info[4], dev, 4, "scratch P")) : nullptr;
+  const int64_t sPFloats = sP ? int64_t(NativeBuffer::From(env, info[4], "scratch P")->bytes() / 4) : 0;
+  gpu::Status st = gpu::galoreProjectMany(dev, ts.data(), outs.data(), int64_t(ts.size()), sT, sBig, mode, sP, sPFloats);
   if (!st.ok()) throwCuda(env, dev, st, "galoreProjectMany");
   return env.Undefined();
 }

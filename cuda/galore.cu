@@ -866,8 +866,63 @@ Status galoreProject(int dev, const GaloreTensor& T, float* sR, float* sT, float
   return ok;
 }
 
+namespace {
+
+// A left-side projection R = P^T G reduces over G's rows, so cuBLAS gets both operands M/N-major
+// (P is stored rows x r). With P transposed (r x rows, K-major) its TF32 kernels on the H200 ran a
+// batch of four 4096 x 11008 projections at 69.9 / 134.3 / 253.6 us a matrix at r = 128 / 512 /
+// 1024, against 79.2 / 214.9 / 398.3 with P as stored (bench/results/NVIDIA-H200-2026-11-25-27/).
+// Measured in TF32 only, so only TF32 takes it. SLIMOPT_GALORE_LEFT=direct: P as stored.
+bool leftTransposes(GemmMode mode) {
+  static const bool direct = envIs("SLIMOPT_GALORE_LEFT", "direct");
+  return !direct && mode == GemmMode::Tf32 && cublas() != nullptr;
+}
+
+bool rangesOverlap(const void* a, size_t aBytes, const void* b, size_t bBytes) {
+  const char *p = static_cast<const char*>(a), *q = static_cast<const char*>(b);
+  return p < q + bBytes && q < p + aBytes;
+}
+
+// The left-side projections of `idx` (same shape, f32 G) as batched products on their Ps
+// transposed into sP (which overlaps no output), as many per launch as sP holds; false (nothing
+// run) where it holds none.
+bool projectLeftTransposed(int dev, const GaloreTensor* ts, float* const* outs, const std::vector<int64_t>& idx,
+                           float* sP, int64_t sPFloats, GemmMode mode, Status* ok) {
+  const GaloreTensor& T = ts[idx[0]];
+  const int64_t m = T.rows, n = T.cols, r = T.rank, each = r * m;
+  if (sP == nullptr || each > sPFloats) return false;
+  cudaStream_t st;
+  *ok = deviceStream(dev, &st, "galoreProjectMany");
+  if (!ok->ok()) return true;
+  const int64_t per = std::min<int64_t>(kTransposeGroup, sPFloats / each);
+  for (size_t at = 0; at < idx.size(); at += size_t(per)) {
+    const size_t count = std::min(idx.size() - at, size_t(per));
+    TransposeGroup tg{};
+    std::vector<GemmArgs> batch;
+    for (size_t k = 0; k < count; ++k) {
+      const GaloreTensor& U = ts[idx[at + k]];
+      tg.x[k] = U.projA;
+      tg.y[k] = sP + int64_t(k) * each;
+      tg.rows[k] = m;
+      tg.cols[k] = r;
+      batch.push_back(mk(r, n, m, tg.y[k], m, false, U.grad, n, false, outs[idx[at + k]], DType::F32, n));
+    }
+    const dim3 grid(unsigned((r + 31) / 32), unsigned((m + 31) / 32), unsigned(count)), block(32, 8);
+    transposeGroupKernel<<<grid, block, 0, st>>>(tg);
+    *ok = lastError("galore projection (P transposed)");
+    if (ok->ok()) *ok = runGemmBatched(dev, batch, mode);
+    if (!ok->ok()) return true;
+  }
+  return true;
+}
+
+}  // namespace
+
 Status galoreProjectMany(int dev, const GaloreTensor* ts, float* const* outs, int64_t n, float* sT, float* sBig,
-                         GemmMode mode) {
+                         GemmMode mode, float* sP, int64_t sPFloats) {
+  // sP where it overlaps an output would be overwritten after, or written before, that product.
+  for (int64_t i = 0; sP != nullptr && i < n; ++i)
+    if (rangesOverlap(sP, size_t(sPFloats) * 4, outs[i], size_t(galoreRNumel(ts[i])) * 4)) sP = nullptr;
   std::vector<bool> done(size_t(n), false);
   for (int64_t i = 0; i < n; ++i) {
     if (done[i]) continue;
@@ -877,16 +932,24 @@ Status galoreProjectMany(int dev, const GaloreTensor* ts, float* const* outs, in
       if (!ok.ok()) return ok;
       continue;
     }
-    std::vector<GemmArgs> batch;
+    std::vector<int64_t> idx;
     for (int64_t j = i; j < n; ++j) {
       const GaloreTensor& U = ts[j];
       if (done[j] || U.gradDtype != DType::F32 || U.side != T.side || U.rows != T.rows || U.cols != T.cols ||
           U.rank != T.rank)
         continue;
-      batch.push_back(oneSidedProjection(U, U.grad, outs[j]));
+      idx.push_back(j);
       done[j] = true;
     }
-    Status ok = runGemmBatched(dev, batch, mode);
+    Status ok;
+    if (T.side == GaloreSide::Left && leftTransposes(mode) &&
+        projectLeftTransposed(dev, ts, outs, idx, sP, sPFloats, mode, &ok)) {
+      if (!ok.ok()) return ok;
+      continue;
+    }
+    std::vector<GemmArgs> batch;
+    for (int64_t j : idx) batch.push_back(oneSidedProjection(ts[j], ts[j].grad, outs[j]));
+    ok = runGemmBatched(dev, batch, mode);
     if (!ok.ok()) return ok;
   }
   return Status();

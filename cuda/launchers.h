@@ -93,9 +93,11 @@ Status galoreStep(int dev, const GaloreTensor& T, const GaloreHyper& h, const Ad
 // galoreStep computes them (used by GaLoreAdafactor).
 Status galoreProject(int dev, const GaloreTensor& T, float* sR, float* sT, float* sBig, GemmMode mode);
 // galoreProject of n tensors into outs[i]; f32 gradients of one shape and side go to cuBLAS as one
-// batched call (sT, sBig as galoreProject: shared scratch for the tensors that need it).
+// batched call (sT, sBig as galoreProject: shared scratch for the tensors that need it). sP
+// (sPFloats, may be null): scratch for left-side projectors transposed (TF32 with cuBLAS); it must
+// not overlap the outputs (where it does, the Ps are used as stored).
 Status galoreProjectMany(int dev, const GaloreTensor* ts, float* const* outs, int64_t n, float* sT, float* sBig,
-                         GemmMode mode);
+                         GemmMode mode, float* sP, int64_t sPFloats);
 Status galoreBackF32(int dev, const GaloreTensor& T, const float* N, float* out, float* sT, GemmMode mode);
 // Adam on many f32-state Rs of one group in one launch (R becomes N in place) and the epilogue
 // scalars, as galoreStep's Adam kernel does for one; galoreStep with adamDone then projects back.

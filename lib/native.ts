@@ -111,10 +111,12 @@ export interface NativeAddon {
                 rows: number, cols: number, rank: number, out: NativeBufferHandle, sT: NativeBufferHandle | null,
                 sBig: NativeBufferHandle | null, mode: number): void;
   /** galoreProject of each entry [g, gType, pa, pb, side, rows, cols, rank, out], all checked first;
-   *  on CUDA same-shaped f32 projections run as one batched product. */
+   *  on CUDA same-shaped f32 projections run as one batched product. sP (CUDA, any size, not
+   *  overlapping the outputs): scratch for left-side projectors transposed. */
   galoreProjectMany(entries: [NativeBufferHandle, number, NativeBufferHandle, NativeBufferHandle | null, number, number,
                               number, number, NativeBufferHandle][],
-                    sT: NativeBufferHandle | null, sBig: NativeBufferHandle | null, mode: number): void;
+                    sT: NativeBufferHandle | null, sBig: NativeBufferHandle | null, mode: number,
+                    sP?: NativeBufferHandle | null): void;
   galoreFinish(counters: NativeBufferHandle, flag: NativeBufferHandle): void;
   apolloScratch(rows: number, cols: number, rank: number): { p: number; r: number; chan: number; norms: number; left: boolean };
   apolloProjection(p: NativeBufferHandle, seed: bigint, refreshIndex: number, rows: number, cols: number, rank: number): void;

@@ -76,10 +76,10 @@ double medianUs(cudaStream_t st, F launch, int reps = 15) {
 
 }  // namespace
 
-int runBatched(const Libs& L, void* h, cudaStream_t st, double copyGBps);
+int runBatched(const Libs& L, void* h, cudaStream_t st, double copyGBps, bool leftOnly);
 
 int main(int argc, char** argv) {
-  const bool batchedOnly = argc > 1 && std::string(argv[1]) == "batched";
+  const bool batchedOnly = argc > 1 && (std::string(argv[1]) == "batched" || std::string(argv[1]) == "batched-left");
   Libs L = load();
   cudaStream_t st;
   CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
@@ -107,9 +107,20 @@ int main(int argc, char** argv) {
   void* ws;
   CK(cudaMalloc(&ws, wsBytes));
 
-  if (batchedOnly) return runBatched(L, h, st, copyGBps);
+  if (batchedOnly) return runBatched(L, h, st, copyGBps, std::string(argv[1]) == "batched-left");
   std::vector<Case> cases;
+  // "left": the left-side projection R = P^T G (G 4096 x 11008, reduced over its rows) with P as
+  // the optimizer stores it (rows x r, so op(A) is M-major) and with P transposed (r x rows,
+  // K-major).
+  const bool leftOnly = argc > 1 && std::string(argv[1]) == "left";
   for (int r : {128, 512, 1024}) {
+    if (!leftOnly) break;
+    const std::string R = std::to_string(r);
+    cases.push_back({"project left 4096x11008 r" + R, r, 11008, 4096, true, false, 0.0f});
+    cases.push_back({"project left 4096x11008 Pt r" + R, r, 11008, 4096, false, false, 0.0f});
+  }
+  for (int r : {128, 512, 1024}) {
+    if (leftOnly) break;
     const std::string R = std::to_string(r);
     cases.push_back({"back right 11008x4096 r" + R, 11008, 4096, r, false, false, 1.0f});
     cases.push_back({"back left 4096x11008 r" + R, 4096, 11008, r, false, false, 1.0f});
@@ -211,11 +222,16 @@ int main(int argc, char** argv) {
 // The same products for a batch of B same-shaped matrices (separate allocations, as a GaLore group's
 // tensors are): B cublasSgemm calls back to back against one cublasGemmBatchedEx (TF32 compute
 // type), both timed as a whole (median of 15), reported per matrix; results compared.
-int runBatched(const Libs& L, void* h, cudaStream_t st, double copyGBps) {
+int runBatched(const Libs& L, void* h, cudaStream_t st, double copyGBps, bool leftOnly) {
   struct BCase { Case c; int batch; };
   std::vector<BCase> cases;
   for (int r : {128, 512, 1024}) {
     const std::string R = std::to_string(r);
+    if (leftOnly) {  // the left-side projections with P as stored (rows x r) and transposed (r x rows)
+      cases.push_back({{"project left 4096x11008 r" + R, r, 11008, 4096, true, false, 0.0f}, 4});
+      cases.push_back({{"project left 4096x11008 Pt r" + R, r, 11008, 4096, false, false, 0.0f}, 4});
+      continue;
+    }
     cases.push_back({{"back 4096x4096 r" + R, 4096, 4096, r, false, false, 1.0f}, 16});
     cases.push_back({{"project 4096x4096 r" + R, 4096, r, 4096, false, true, 0.0f}, 16});
     cases.push_back({{"back right 11008x4096 r" + R, 11008, 4096, r, false, false, 1.0f}, 8});

@@ -317,6 +317,58 @@ for (const builtin of [false, true]) {
       }
     });
 
+    test("galoreProjectMany of left-side tensors with sP (P transposed) in batches, short or overlapping sP, against float64", async () => {
+      const nat = native();
+      const rng = new Rng(78);
+      // Left: R (r x n) = P^T G, P m x r, G m x n. Three of one shape (batches of two in the
+      // two-P sP), two of another, and one right-side tensor between them.
+      const shapes: [number, number, number, number][] = [[40, 100, 8, 1], [33, 70, 5, 1], [40, 100, 8, 1], [72, 40, 8, 0],
+                                                          [40, 100, 8, 1], [33, 70, 5, 1]];
+      const made: Tensor[] = [];
+      try {
+        const inputs = shapes.map(([m, n, r, side]) => {
+          const g = rng.normals(m * n), p = rng.normals(side === 1 ? m * r : r * n);
+          const ref = new Float64Array(side === 1 ? r * n : m * r);
+          if (side === 1) {
+            for (let a = 0; a < r; a++) for (let j = 0; j < n; j++) {
+              let acc = 0;
+              for (let i = 0; i < m; i++) acc += p[i * r + a] * g[i * n + j];
+              ref[a * n + j] = acc;
+            }
+          } else {
+            for (let i = 0; i < m; i++) for (let a = 0; a < r; a++) {
+              let acc = 0;
+              for (let j = 0; j < n; j++) acc += g[i * n + j] * p[a * n + j];
+              ref[i * r + a] = acc;
+            }
+          }
+          const G = tensor(g, [m, n], { device: "cuda" }), P = tensor(p, [p.length], { device: "cuda" });
+          made.push(G, P);
+          return { G, P, ref, m, n, r, side };
+        });
+        const twoP = tensor(new Float32Array(2 * 8 * 40), [2 * 8 * 40], { device: "cuda" });
+        const shortP = tensor(new Float32Array(5 * 33 - 1), [5 * 33 - 1], { device: "cuda" });
+        made.push(twoP, shortP);
+        for (const [mode, tol] of [[0, 3e-3], [1, 1e-5]] as const) {
+          for (const sP of ["none", "two", "short", "overlapping"] as const) {
+            const outs = inputs.map(({ ref }) => tensor(new Float32Array(ref.length).fill(Number.NaN), [ref.length], { device: "cuda" }));
+            made.push(...outs);
+            const scratch = sP === "two" ? twoP.handle : sP === "short" ? shortP.handle : sP === "overlapping" ? outs[2].handle : null;
+            nat.galoreProjectMany(inputs.map(({ G, P, m, n, r, side }, k) => [G.handle, 0, P.handle, null, side, m, n, r, outs[k].handle]),
+                                  null, null, mode, scratch);
+            for (let k = 0; k < inputs.length; k++) {
+              const got = Float64Array.from(await f32(outs[k]));
+              const err = relErr(got, inputs[k].ref);
+              if (!(err < tol)) console.log(`mode ${mode} sP ${sP} tensor ${k}: ${err}`);
+              expect(err).toBeLessThan(tol);
+            }
+          }
+        }
+      } finally {
+        for (const t of made) t.dispose();
+      }
+    });
+
     // The refresh alone: one step with gap 1 refreshes every step; P after the first step and after
     // a later one (the sign rule against the previous P) against the CPU's exact solver.
     for (const projector of ["svd", "warm"] as const) {
