@@ -55,7 +55,7 @@
 //    orthogonal, and rows lost to rounding are refilled at random before the second pass). The
 //    k x k eigen-problems run in one 1024-thread block: cyclic Jacobi in round-robin order (k/2
 //    disjoint rotations per round, each 2x2 block of the matrix transformed by one thread), the
-//    matrix in shared memory when it fits, else on a cooperative grid (jacobiGridKernel, the same
+//    matrix in shared memory when it fits, else on a cooperative grid (jacobiKernel<T, true>, the same
 //    bits; a 4096² refresh at r = 512 took 18.7 s with one block, 0.69 s with the grid). Exact to
 //    f32 rounding for separated singular values; k is limited to 2048 (beyond that, and without
 //    cuSOLVER, the exact host solver serves).
@@ -556,7 +556,15 @@ template <typename T> struct JacobiTol;
 template <> struct JacobiTol<float> { static constexpr double v = 6.0e-8; };
 template <> struct JacobiTol<double> { static constexpr double v = 2.3e-16; };
 
-template <typename T>
+// One cyclic Jacobi for both launch forms. OnGrid = false: one block, S in dynamic shared memory
+// when a.shared. OnGrid = true: a cooperative grid, for k whose matrix does not fit in one block's
+// shared memory (there one block's 1024 threads have ~300 global-memory items each in every round at
+// k = 640, 639 rounds a sweep: a 4096² refresh at r = 512 took 18.7 s, 0.69 s with the grid). Every
+// block computes a round's rotations itself (k/2 of them, from the same S), a barrier, the threads
+// (of the block or the grid) share the 2x2 and eigenvector updates, and a barrier again. Each
+// element is computed by the same expression in both forms, so their results are the same bits;
+// the sweeps end where they end (every block sees the same rotations).
+template <typename T, bool OnGrid>
 __global__ void __launch_bounds__(kJacobiThreads) jacobiKernel(const JacobiArgs<T> a) {
   extern __shared__ __align__(8) unsigned char dynBytes[];
   __shared__ T cs[kMaxBlock / 2], sn[kMaxBlock / 2];
@@ -564,14 +572,20 @@ __global__ void __launch_bounds__(kJacobiThreads) jacobiKernel(const JacobiArgs<
   __shared__ int rotated;
   __shared__ T diagMax;
   const int k = a.k, tid = threadIdx.x, nt = blockDim.x;
-  const int64_t kk = int64_t(k) * k;
-  T* S = a.shared ? reinterpret_cast<T*>(dynBytes) : a.S;
-  if (a.shared)
+  // This thread's first work item and the stride over the threads sharing the updates.
+  const int64_t kk = int64_t(k) * k, gt = OnGrid ? int64_t(blockIdx.x) * nt + tid : tid,
+                gn = OnGrid ? int64_t(gridDim.x) * nt : nt;
+  auto barrier = [] {
+    if constexpr (OnGrid) cooperative_groups::this_grid().sync();
+    else __syncthreads();
+  };
+  T* const S = !OnGrid && a.shared ? reinterpret_cast<T*>(dynBytes) : a.S;
+  if (!OnGrid && a.shared)
     for (int64_t e = tid; e < kk; e += nt) S[e] = a.S[e];
-  for (int64_t e = tid; e < kk; e += nt) a.Ew[e] = (e / k == e % k) ? T(1) : T(0);
-  __syncthreads();
+  for (int64_t e = gt; e < kk; e += gn) a.Ew[e] = (e / k == e % k) ? T(1) : T(0);
+  barrier();
   if (a.symmetrize) {
-    for (int64_t e = tid; e < kk; e += nt) {
+    for (int64_t e = gt; e < kk; e += gn) {
       const int i = int(e / k), j = int(e % k);
       if (i < j) {
         const T v = T(0.5) * (S[int64_t(i) * k + j] + S[int64_t(j) * k + i]);
@@ -579,7 +593,7 @@ __global__ void __launch_bounds__(kJacobiThreads) jacobiKernel(const JacobiArgs<
         S[int64_t(j) * k + i] = v;
       }
     }
-    __syncthreads();
+    barrier();
   }
   if (tid == 0) {
     T m = 0;
@@ -611,10 +625,11 @@ __global__ void __launch_bounds__(kJacobiThreads) jacobiKernel(const JacobiArgs<
         }
         pp[i] = p; qq[i] = q; cs[i] = c; sn[i] = s;
       }
-      __syncthreads();
+      // Every thread has read the entries its rotations need before any updates them.
+      barrier();
       // S <- J^T S J, one 2x2 block (pair i1 rows, pair i2 columns) per work item.
       const int64_t blocks = int64_t(half) * half;
-      for (int64_t e = tid; e < blocks; e += nt) {
+      for (int64_t e = gt; e < blocks; e += gn) {
         const int i1 = int(e / half), i2 = int(e % half);
         const T s1 = sn[i1], s2 = sn[i2];
         if (s1 == T(0) && s2 == T(0)) continue;
@@ -637,125 +652,6 @@ __global__ void __launch_bounds__(kJacobiThreads) jacobiKernel(const JacobiArgs<
       }
       // Ew <- J^T Ew (rows p, q): the accumulated eigenvectors, as rows.
       const int64_t items = int64_t(half) * k;
-      for (int64_t e = tid; e < items; e += nt) {
-        const int i = int(e / k), j = int(e % k);
-        const T s = sn[i];
-        if (s == T(0)) continue;
-        const T c = cs[i];
-        const int64_t p = pp[i], q = qq[i];
-        const T ep = a.Ew[p * k + j], eq = a.Ew[q * k + j];
-        a.Ew[p * k + j] = c * ep - s * eq;
-        a.Ew[q * k + j] = s * ep + c * eq;
-      }
-      __syncthreads();
-    }
-    const bool again = rotated != 0;
-    __syncthreads();
-    if (!again) break;
-  }
-  // Sort descending (ties by index) and write out.
-  for (int i = tid; i < k; i += nt) {
-    const T di = S[int64_t(i) * k + i];
-    int rank = 0;
-    T dmax = di;
-    for (int j = 0; j < k; ++j) {
-      const T dj = S[int64_t(j) * k + j];
-      dmax = fmax(dmax, dj);
-      if (dj > di || (dj == di && j < i)) ++rank;
-    }
-    a.d[rank] = di;
-    T f = 1;
-    if (a.scale) f = (di > T(1e-12) * dmax && di > T(0)) ? T(1) / sqrt(di) : T(0);
-    const T* src = a.Ew + int64_t(i) * k;
-    T* dst = a.E + int64_t(rank) * k;
-    for (int j = 0; j < k; ++j) dst[j] = src[j] * f;
-  }
-}
-
-// The same Jacobi on a whole cooperative grid, for k whose matrix does not fit in one block's shared
-// memory (there one block's 1024 threads have ~300 global-memory items each in every round at
-// k = 640, 639 rounds a sweep: a 4096² refresh at r = 512 took 18.7 s, 0.69 s with the grid). Every block computes a round's rotations itself (k/2 of
-// them, from the same S), a grid barrier, the grid shares its 2x2 and eigenvector updates, and a
-// grid barrier again. Each element is computed by the same expression as in jacobiKernel, so the
-// results are the same bits; the sweeps end where they end there (every block sees the same
-// rotations).
-template <typename T>
-__global__ void __launch_bounds__(kJacobiThreads) jacobiGridKernel(const JacobiArgs<T> a) {
-  namespace cg = cooperative_groups;
-  cg::grid_group grid = cg::this_grid();
-  __shared__ T cs[kMaxBlock / 2], sn[kMaxBlock / 2];
-  __shared__ int pp[kMaxBlock / 2], qq[kMaxBlock / 2];
-  __shared__ int rotated;
-  __shared__ T diagMax;
-  const int k = a.k, tid = threadIdx.x, nt = blockDim.x;
-  const int64_t kk = int64_t(k) * k, gt = int64_t(blockIdx.x) * nt + tid, gn = int64_t(gridDim.x) * nt;
-  T* const S = a.S;
-  for (int64_t e = gt; e < kk; e += gn) a.Ew[e] = (e / k == e % k) ? T(1) : T(0);
-  if (a.symmetrize) {
-    for (int64_t e = gt; e < kk; e += gn) {
-      const int i = int(e / k), j = int(e % k);
-      if (i < j) {
-        const T v = T(0.5) * (S[int64_t(i) * k + j] + S[int64_t(j) * k + i]);
-        S[int64_t(i) * k + j] = v;
-        S[int64_t(j) * k + i] = v;
-      }
-    }
-  }
-  grid.sync();
-  if (tid == 0) {
-    T m = 0;
-    for (int i = 0; i < k; ++i) m = fmax(m, fabs(S[int64_t(i) * k + i]));
-    diagMax = m;
-  }
-  __syncthreads();
-  const double tiny = double(diagMax) * 1e-30 + 1e-37;
-  const int N = k + (k & 1), half = N / 2;
-  for (int sweep = 0; sweep < a.maxSweeps && k > 1; ++sweep) {
-    if (tid == 0) rotated = 0;
-    __syncthreads();
-    for (int t = 0; t < N - 1; ++t) {
-      for (int i = tid; i < half; i += nt) {
-        const int x = seat(i, t, N), y = seat(N - 1 - i, t, N);
-        const int p = min(x, y), q = max(x, y);
-        T c = 1, s = 0;
-        if (q < k) {
-          const double apq = S[int64_t(p) * k + q], app = S[int64_t(p) * k + p], aqq = S[int64_t(q) * k + q];
-          if (fabs(apq) > JacobiTol<T>::v * sqrt(fabs(app * aqq)) && fabs(apq) > tiny) {
-            const double th = (aqq - app) / (2.0 * apq);
-            const double tt = (th >= 0.0 ? 1.0 : -1.0) / (fabs(th) + sqrt(th * th + 1.0));
-            const double cc = 1.0 / sqrt(tt * tt + 1.0);
-            c = T(cc);
-            s = T(tt * cc);
-            rotated = 1;
-          }
-        }
-        pp[i] = p; qq[i] = q; cs[i] = c; sn[i] = s;
-      }
-      // Every block has read the entries its rotations need before any block updates them.
-      grid.sync();
-      const int64_t blocks = int64_t(half) * half;
-      for (int64_t e = gt; e < blocks; e += gn) {
-        const int i1 = int(e / half), i2 = int(e % half);
-        const T s1 = sn[i1], s2 = sn[i2];
-        if (s1 == T(0) && s2 == T(0)) continue;
-        const T c1 = cs[i1], c2 = cs[i2];
-        const int p1 = pp[i1], q1 = qq[i1], p2 = pp[i2], q2 = qq[i2];
-        const bool h1 = q1 < k, h2 = q2 < k;
-        const T a00 = S[int64_t(p1) * k + p2];
-        const T a01 = h2 ? S[int64_t(p1) * k + q2] : T(0);
-        const T a10 = h1 ? S[int64_t(q1) * k + p2] : T(0);
-        const T a11 = h1 && h2 ? S[int64_t(q1) * k + q2] : T(0);
-        const T t00 = c1 * a00 - s1 * a10, t01 = c1 * a01 - s1 * a11;
-        const T t10 = s1 * a00 + c1 * a10, t11 = s1 * a01 + c1 * a11;
-        T m00 = c2 * t00 - s2 * t01, m01 = s2 * t00 + c2 * t01;
-        T m10 = c2 * t10 - s2 * t11, m11 = s2 * t10 + c2 * t11;
-        if (i1 == i2) { m01 = 0; m10 = 0; }
-        S[int64_t(p1) * k + p2] = m00;
-        if (h2) S[int64_t(p1) * k + q2] = m01;
-        if (h1) S[int64_t(q1) * k + p2] = m10;
-        if (h1 && h2) S[int64_t(q1) * k + q2] = m11;
-      }
-      const int64_t items = int64_t(half) * k;
       for (int64_t e = gt; e < items; e += gn) {
         const int i = int(e / k), j = int(e % k);
         const T s = sn[i];
@@ -766,12 +662,13 @@ __global__ void __launch_bounds__(kJacobiThreads) jacobiGridKernel(const JacobiA
         a.Ew[p * k + j] = c * ep - s * eq;
         a.Ew[q * k + j] = s * ep + c * eq;
       }
-      grid.sync();
+      barrier();
     }
     const bool again = rotated != 0;
     __syncthreads();
     if (!again) break;
   }
+  // Sort descending (ties by index) and write out.
   for (int64_t i = gt; i < k; i += gn) {
     const T di = S[i * k + i];
     int rank = 0;
@@ -1120,12 +1017,12 @@ class Refresher {
     // (the f64 kernel's static part is ~24.6 KB, so k = 64 already needs the opt-in).
     cudaFuncAttributes fa{};
     size_t staticBytes = (sizeof(T) == 4 ? 20 : 28) * 1024;
-    if (cudaFuncGetAttributes(&fa, jacobiKernel<T>) == cudaSuccess) staticBytes = fa.sharedSizeBytes;
+    if (cudaFuncGetAttributes(&fa, jacobiKernel<T, false>) == cudaSuccess) staticBytes = fa.sharedSizeBytes;
     else (void)cudaGetLastError();
     a.shared = staticBytes + bytes + 1024 <= size_t(optin) ? 1 : 0;
     const size_t dyn = a.shared ? bytes : 0;
     if (dyn > 0 && staticBytes + dyn > 48 * 1024) {
-      cudaError_t e = cudaFuncSetAttribute(jacobiKernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(dyn));
+      cudaError_t e = cudaFuncSetAttribute(jacobiKernel<T, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(dyn));
       if (e != cudaSuccess) { (void)cudaGetLastError(); a.shared = 0; }
     }
     if (!a.shared && !oneBlockJacobiForced()) {
@@ -1134,7 +1031,7 @@ class Refresher {
       // (A failed query or launch is cleared, and the one-block kernel serves.)
       int perSm = 0, coop = 0;
       if (cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev_) != cudaSuccess ||
-          (coop && cudaOccupancyMaxActiveBlocksPerMultiprocessor(&perSm, jacobiGridKernel<T>, kJacobiThreads, 0) != cudaSuccess)) {
+          (coop && cudaOccupancyMaxActiveBlocksPerMultiprocessor(&perSm, jacobiKernel<T, true>, kJacobiThreads, 0) != cudaSuccess)) {
         (void)cudaGetLastError();
         perSm = 0;
       }
@@ -1142,13 +1039,13 @@ class Refresher {
       const int64_t blocks = coop ? std::min<int64_t>(int64_t(perSm) * smCount(dev_), items / 2048) : 0;
       if (blocks > 1) {
         void* args[] = {&a};
-        if (cudaLaunchCooperativeKernel((const void*)jacobiGridKernel<T>, unsigned(blocks), kJacobiThreads, args, 0, st_) ==
+        if (cudaLaunchCooperativeKernel((const void*)jacobiKernel<T, true>, unsigned(blocks), kJacobiThreads, args, 0, st_) ==
             cudaSuccess)
           return Status();
         (void)cudaGetLastError();
       }
     }
-    jacobiKernel<T><<<1, kJacobiThreads, a.shared ? dyn : 0, st_>>>(a);
+    jacobiKernel<T, false><<<1, kJacobiThreads, a.shared ? dyn : 0, st_>>>(a);
     return lastError("galoreRefresh (Jacobi)");
   }
   Status jacobi(float* S, int k, bool symmetrize, bool scale) {
