@@ -27,27 +27,16 @@ using micro::SgemmFn;
 namespace {
 
 // Sets *flag when any of n floats is not finite: 16-byte loads, 8 in flight per thread, grid-stride.
-__global__ void __launch_bounds__(256) scanKernel(const float4* p, int64_t n4, int* flag) {
+// Threads = 1024 (one block per SM: its registers fill the SM, so no two share one) for the scan on
+// a few SMs beside a GEMM held to the others (cublasSetSmCountTarget).
+template <int Threads>
+__global__ void __launch_bounds__(Threads, Threads == 1024 ? 1 : 0) scanKernel(const float4* p, int64_t n4, int* flag) {
   bool bad = false;
-  const int64_t stride = int64_t(gridDim.x) * 256 * 8;
-  for (int64_t i = blockIdx.x * int64_t(256 * 8) + threadIdx.x; i < n4; i += stride) {
+  const int64_t stride = int64_t(gridDim.x) * Threads * 8;
+  for (int64_t i = blockIdx.x * int64_t(Threads * 8) + threadIdx.x; i < n4; i += stride) {
     float4 v[8];
 #pragma unroll
-    for (int u = 0; u < 8; ++u) v[u] = i + 256 * u < n4 ? p[i + 256 * u] : make_float4(0, 0, 0, 0);
-#pragma unroll
-    for (int u = 0; u < 8; ++u) bad |= !isfinite(v[u].x + v[u].y + v[u].z + v[u].w);
-  }
-  if (__syncthreads_or(bad) && threadIdx.x == 0) atomicOr(flag, 1);
-}
-// The same scan for a few SMs beside a GEMM held to the others (cublasSetSmCountTarget): one
-// 1024-thread block per SM (its registers fill the SM, so no two share one), 8 float4 a thread.
-__global__ void __launch_bounds__(1024, 1) scanWideKernel(const float4* p, int64_t n4, int* flag) {
-  bool bad = false;
-  const int64_t stride = int64_t(gridDim.x) * 1024 * 8;
-  for (int64_t i = blockIdx.x * int64_t(1024 * 8) + threadIdx.x; i < n4; i += stride) {
-    float4 v[8];
-#pragma unroll
-    for (int u = 0; u < 8; ++u) v[u] = i + 1024 * u < n4 ? p[i + 1024 * u] : make_float4(0, 0, 0, 0);
+    for (int u = 0; u < 8; ++u) v[u] = i + Threads * u < n4 ? p[i + Threads * u] : make_float4(0, 0, 0, 0);
 #pragma unroll
     for (int u = 0; u < 8; ++u) bad |= !isfinite(v[u].x + v[u].y + v[u].z + v[u].w);
   }
@@ -114,7 +103,7 @@ int main() {
   auto back = [&]() {  // W += c R P: "nn"
     for (int i = 0; i < 4; ++i) sgemm(h, 0, 0, int(N), int(M), int(r), &minus, P, int(N), R, int(r), &one, W, int(N));
   };
-  auto scan = [&](int grid, int64_t n) { scanKernel<<<grid, 256, 0, s2>>>((const float4*)big, n / 4, flag); };
+  auto scan = [&](int grid, int64_t n) { scanKernel<256><<<grid, 256, 0, s2>>>((const float4*)big, n / 4, flag); };
   auto adam = [&](int grid) { adamKernel<<<grid, 256, 0, s2>>>((float4*)rr, (float4*)m, (float4*)v, nAdam / 4); };
   cudaEvent_t a, b, fork, join;
   CK(cudaEventCreate(&a)); CK(cudaEventCreate(&b)); CK(cudaEventCreate(&fork)); CK(cudaEventCreate(&join));
@@ -165,16 +154,16 @@ int main() {
     for (int k : {16, 24, 32, 44}) {
       char name[160];
       std::snprintf(name, sizeof name, "scan 1.9 GB on %d SMs (1024-thread blocks), alone", k);
-      row(name, time([&] { scanWideKernel<<<k, 1024, 0, s2>>>((const float4*)big, nScan / 4, flag); }));
+      row(name, time([&] { scanKernel<1024><<<k, 1024, 0, s2>>>((const float4*)big, nScan / 4, flag); }));
       if (setSms(h, sms - k) != 0) { std::printf("  {\"case\": \"cublasSetSmCountTarget failed\"}\n"); break; }
       std::snprintf(name, sizeof name, "4 projections on %d SMs, alone", sms - k);
       row(name, time([&] { project(); }));
       std::snprintf(name, sizeof name, "scan 1.9 GB on %d SMs beside 4 projections on %d", k, sms - k);
-      row(name, time([&] { scanWideKernel<<<k, 1024, 0, s2>>>((const float4*)big, nScan / 4, flag); project(); }));
+      row(name, time([&] { scanKernel<1024><<<k, 1024, 0, s2>>>((const float4*)big, nScan / 4, flag); project(); }));
       std::snprintf(name, sizeof name, "4 project-backs on %d SMs, alone", sms - k);
       row(name, time([&] { back(); }));
       std::snprintf(name, sizeof name, "scan 1.9 GB on %d SMs beside 4 project-backs on %d", k, sms - k);
-      row(name, time([&] { scanWideKernel<<<k, 1024, 0, s2>>>((const float4*)big, nScan / 4, flag); back(); }));
+      row(name, time([&] { scanKernel<1024><<<k, 1024, 0, s2>>>((const float4*)big, nScan / 4, flag); back(); }));
       setSms(h, 0);
     }
   }
