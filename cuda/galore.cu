@@ -638,6 +638,18 @@ __global__ void transposeGroupKernel(const TransposeGroup g) {
   }
 }
 
+// Launches the first `count` transposes of tg: the grid covers the largest.
+Status launchTransposes(cudaStream_t st, const TransposeGroup& tg, int64_t count, const char* what) {
+  int64_t rows = 0, cols = 0;
+  for (int64_t e = 0; e < count; ++e) {
+    rows = std::max(rows, tg.rows[e]);
+    cols = std::max(cols, tg.cols[e]);
+  }
+  const dim3 grid(unsigned((cols + 31) / 32), unsigned((rows + 31) / 32), unsigned(count)), block(32, 8);
+  transposeGroupKernel<<<grid, block, 0, st>>>(tg);
+  return lastError(what);
+}
+
 // The project-back of a one-sided f32 W (m x n) <- alpha A B + beta W at rank r <= 128 with cuBLAS
 // (A m x r; B r x n: the projector on the right, N on the left) runs on B transposed into sT
 // (n x r): cuBLAS's TF32 kernels on Hopper want both operands K-major (r contiguous), and with
@@ -656,7 +668,7 @@ Status runBacksTransposed(int dev, cudaStream_t st, const GemmArgs* gs, int64_t 
                           const float* alphaBeta, const int32_t* flag, float* sT, int64_t sTFloats) {
   for (int64_t i = 0; i < count;) {
     TransposeGroup tg{};
-    int64_t used = 0, j = i, maxRows = 0, maxCols = 0;
+    int64_t used = 0, j = i;
     for (; j < count && j - i < kTransposeGroup; ++j) {
       const int64_t r = gs[j].K, n = gs[j].N;
       if (j > i && used + r * n > sTFloats) break;
@@ -665,12 +677,8 @@ Status runBacksTransposed(int dev, cudaStream_t st, const GemmArgs* gs, int64_t 
       tg.rows[j - i] = r;
       tg.cols[j - i] = n;
       used += r * n;
-      maxRows = std::max(maxRows, r);
-      maxCols = std::max(maxCols, n);
     }
-    const dim3 grid(unsigned((maxCols + 31) / 32), unsigned((maxRows + 31) / 32), unsigned(j - i)), block(32, 8);
-    transposeGroupKernel<<<grid, block, 0, st>>>(tg);
-    Status ok = lastError("galore project-back (B transposed)");
+    Status ok = launchTransposes(st, tg, j - i, "galore project-back (B transposed)");
     for (int64_t k = i; ok.ok() && k < j; ++k) {
       GemmArgs t = gs[k];
       t.B = tg.y[k - i];
@@ -878,11 +886,6 @@ bool leftTransposes(GemmMode mode) {
   return !direct && mode == GemmMode::Tf32 && cublas() != nullptr;
 }
 
-bool rangesOverlap(const void* a, size_t aBytes, const void* b, size_t bBytes) {
-  const char *p = static_cast<const char*>(a), *q = static_cast<const char*>(b);
-  return p < q + bBytes && q < p + aBytes;
-}
-
 // The left-side projections of `idx` (same shape, f32 G) as batched products on their Ps
 // transposed into sP (which overlaps no output), as many per launch as sP holds; false (nothing
 // run) where it holds none.
@@ -907,9 +910,7 @@ bool projectLeftTransposed(int dev, const GaloreTensor* ts, float* const* outs, 
       tg.cols[k] = r;
       batch.push_back(mk(r, n, m, tg.y[k], m, false, U.grad, n, false, outs[idx[at + k]], DType::F32, n));
     }
-    const dim3 grid(unsigned((r + 31) / 32), unsigned((m + 31) / 32), unsigned(count)), block(32, 8);
-    transposeGroupKernel<<<grid, block, 0, st>>>(tg);
-    *ok = lastError("galore projection (P transposed)");
+    *ok = launchTransposes(st, tg, int64_t(count), "galore projection (P transposed)");
     if (ok->ok()) *ok = runGemmBatched(dev, batch, mode);
     if (!ok->ok()) return true;
   }
@@ -921,8 +922,10 @@ bool projectLeftTransposed(int dev, const GaloreTensor* ts, float* const* outs, 
 Status galoreProjectMany(int dev, const GaloreTensor* ts, float* const* outs, int64_t n, float* sT, float* sBig,
                          GemmMode mode, float* sP, int64_t sPFloats) {
   // sP where it overlaps an output would be overwritten after, or written before, that product.
-  for (int64_t i = 0; sP != nullptr && i < n; ++i)
-    if (rangesOverlap(sP, size_t(sPFloats) * 4, outs[i], size_t(galoreRNumel(ts[i])) * 4)) sP = nullptr;
+  for (int64_t i = 0; sP != nullptr && i < n; ++i) {
+    const int64_t rn = galoreRNumel(ts[i]);
+    if (overlap(spanOf(sP, 1, sPFloats, sPFloats), spanOf(outs[i], 1, rn, rn))) sP = nullptr;
+  }
   std::vector<bool> done(size_t(n), false);
   for (int64_t i = 0; i < n; ++i) {
     if (done[i]) continue;

@@ -79,10 +79,10 @@ __device__ __forceinline__ void mmaF64(double& d0, double& d1, double a, double 
 
 // d += a b for one 16 x 8 x 4 f64 tile (fragments as PTX's m16n8k4 .f64: a = A[g][t], A[g + 8][t];
 // b = B[t][g]; d = D[g][2t], D[g][2t + 1], D[g + 8][2t], D[g + 8][2t + 1]). sm_90+ runs it as one
-// instruction: there the m8n8k4 shape issues at half the FP64 tensor rate (33 of 66 TFLOP/s
-// measured on the H200; m16n8k4 63). Older GPUs run it as two m8n8k4. Every shape computes each
-// output as a chain of f64 FMAs in k order (measured on the H200: m8n8k4, m16n8k4 and m16n8k16 give
-// the same bits as one another and as std::fma in a loop), so the sums do not depend on the shape.
+// instruction: there the m8n8k4 shape issues at half the FP64 tensor rate (~33 of ~66 TFLOP/s in
+// a standalone H200 run, m16n8k4 ~63; bench/results/NVIDIA-H200-2026-11-25-25/README.md). Older
+// GPUs run it as two m8n8k4. Each output is a chain of f64 FMAs in k order with either shape: the
+// kernel on it gave the m8n8k4 kernel's bits on the 303 cases of that run and in the refresh.
 __device__ __forceinline__ void mma16x8x4(double (&d)[4], const double (&a)[2], double b) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("mma.sync.aligned.m16n8k4.row.col.f64.f64.f64.f64 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};\n"
@@ -204,10 +204,9 @@ constexpr int kStoreStep = 12;
 // Two f64 shared slices, the next slice loaded into registers while the current one is multiplied,
 // one barrier per slice; slices of 16 and m16n8k4: against the previous kernel (slices of 8,
 // m8n8k4; removed after bc59ac7's run) half the barriers and twice the time for each load to land,
-// and the full FP64 tensor rate on sm_90+ (see mma16x8x4). Per output the sum is the same as that
-// kernel's: f64 FMAs over k in increasing order within the same split-K ranges (multiples of BK). Within a split-K range each output's sum runs over K in index order; the
-// ranges follow the tile count, so the bits differ from the SIMT kernel's where it splits
-// differently.
+// and the full FP64 tensor rate on sm_90+ (see mma16x8x4). Per output the sum is that kernel's: f64
+// FMAs over k in increasing order within each split-K range (multiples of BK). The ranges follow
+// the tile count, so the bits differ from the SIMT kernel's where it splits differently.
 // Where a range's length is not a multiple of 16, the last slice adds up to one more step of exact
 // zeros (0 x 0), which leaves an f64 sum unchanged (but for a sum of -0, which becomes +0).
 template <typename TA, typename TB, typename TC>
