@@ -230,6 +230,8 @@ int runBatched(const Libs& L, void* h, cudaStream_t st, double copyGBps, bool le
     if (leftOnly) {  // the left-side projections with P as stored (rows x r) and transposed (r x rows)
       cases.push_back({{"project left 4096x11008 r" + R, r, 11008, 4096, true, false, 0.0f}, 4});
       cases.push_back({{"project left 4096x11008 Pt r" + R, r, 11008, 4096, false, false, 0.0f}, 4});
+      // Batches of two: what the step runs where sR holds two transposed Ps.
+      cases.push_back({{"project left 4096x11008 Pt r" + R, r, 11008, 4096, false, false, 0.0f}, 2});
       continue;
     }
     cases.push_back({{"back 4096x4096 r" + R, 4096, 4096, r, false, false, 1.0f}, 16});
