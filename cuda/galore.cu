@@ -474,21 +474,9 @@ __device__ __forceinline__ void adamRElement(float* r, float* m, float* v, int64
   v[i] = vi;
 }
 
-// Adam on R in place (R becomes N), and the epilogue scalars. With the flag set: N = 0 and
-// (alpha, beta) = (0, 1), m and v untouched.
-__global__ void adamRKernel(float* r, float* m, float* v, int64_t n, GaloreHyper h, const AdamwCounters* counters,
-                            const int32_t* flag, float* scalars) {
-  const bool skip = *flag != 0;
-  const int64_t i0 = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (i0 == 0) {
-    if (skip) { scalars[0] = 0.0f; scalars[1] = 1.0f; }
-    else galoreEpilogue(h, counters->step + 1, &scalars[0], &scalars[1]);
-  }
-  for (int64_t i = i0; i < n; i += int64_t(gridDim.x) * blockDim.x) adamRElement(r, m, v, i, h, skip);
-}
-
-// adamRKernel over a group's Rs in one launch (BatchBlocks; the same hyper-parameters and counters,
-// so the same scalars), kAdamChunk elements per block.
+// Adam on R in place (R becomes N) over a group's Rs in one launch (BatchBlocks; the same
+// hyper-parameters and counters, so the same scalars), kAdamChunk elements per block; block 0 writes
+// the epilogue scalars. With the flag set: N = 0 and (alpha, beta) = (0, 1), m and v untouched.
 constexpr int64_t kAdamChunk = 4096;
 struct AdamBatch {
   float* r[kLaunchBatch];
@@ -541,7 +529,7 @@ __global__ void __launch_bounds__(256) adamManyKernel(const AdamBatch ab, Galore
   }
 }
 
-// adamRKernel with 8-bit states: a warp per 256-block (8 elements per lane, strided by 32 so the
+// Adam on R with 8-bit states: a warp per 256-block (8 elements per lane, strided by 32 so the
 // codes are read and written contiguously across the warp): decode, Adam, N into R, the block's
 // new absmax by warp reductions, re-encode. The maps are staged in shared memory per block; the
 // grid is at most one wave so the staging is amortised. With the flag set: N = 0, states untouched.
@@ -998,10 +986,13 @@ Status galoreStep(int dev, const GaloreTensor& T, const GaloreHyper& h, const Ad
     // A warp per 256-block, 8 per CTA; at most one wave (3 CTAs per SM fit the ~65 KB of maps).
     const int64_t ctas = std::max<int64_t>(1, std::min<int64_t>((rn + 8 * kQ8Block - 1) / (8 * kQ8Block), int64_t(smCount(dev)) * 3));
     adamRQ8Kernel<<<unsigned(ctas), 256, smem, st>>>(T, sR, rn, h, counters, flag, scalars);
+    ok = lastError("galore Adam on R");
   } else {
-    adamRKernel<<<gridFor(dev, rn), 256, 0, st>>>(sR, T.expAvg, T.expAvgSq, rn, h, counters, flag, scalars);
+    // The group's kernel on one entry: whole chunks load before they store (ncu on §6 at rank
+    // 1024: ~3.9 TB/s, where a grid-stride loop ran at ~2.7).
+    const GaloreAdamEntry one{sR, T.expAvg, T.expAvgSq, rn};
+    ok = galoreAdamMany(dev, &one, 1, h, counters, flag, scalars);
   }
-  ok = lastError("galore Adam on R");
   if (!ok.ok()) return ok;
   // Project back into W (f32 W, or any W on the built-in path) or into sBig then axpy.
   const bool viaScratch = T.paramDtype != DType::F32 && cublas() != nullptr && !tensorCoreGemmAvailable(dev);

@@ -696,8 +696,8 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
   // bench/NOTES.md), each chunk's R buffers together within one f32 gradient of the group, as
   // projecting first allows itself; the chunk then steps as the held Rs do (stepProjected).
 
-  /** `params` (of g) in the order they step, as chunks: a chunk of one projects in its own step; a
-   *  longer one is projected together first. */
+  /** `params` (of g) in the order they step, as chunks (stepChunk): same-shaped tensors that
+   *  projectsInChunks together, each other tensor alone. */
   private projectionChunks(g: ParamGroup<GaLoreOptions>, s: RankGroupState, params: Parameter[]): Parameter[][] {
     const refresh = refreshCall(g, s.calls);
     if (s.device.kind !== "cuda" || refresh) return params.map((p) => [p]);
@@ -706,7 +706,7 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     const chunks: Parameter[][] = [];
     for (const p of params) {
       const q = s.params.get(p)!;
-      if (p.grad.dtype !== "f32" || q.side === Side.Full || this.projectedGrads.has(p)) {
+      if (!this.projectsInChunks(s, p)) {
         chunks.push([p]);
         continue;
       }
@@ -725,10 +725,22 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     return chunks;
   }
 
-  /** Steps a chunk of projectionChunks(): a longer one projected first into its own R buffers (one
-   *  per tensor, freed after); where those cannot be allocated (E_OOM), each projects itself. */
+  /** Whether p (of a CUDA group, off a refresh) is projected by projectMany in a chunk: a one-sided
+   *  tensor with an f32 gradient not given its R. */
+  private projectsInChunks(s: RankGroupState, p: Parameter): boolean {
+    return p.grad.dtype === "f32" && s.params.get(p)!.side !== Side.Full && !this.projectedGrads.has(p);
+  }
+
+  /** Steps a chunk of projectionChunks() projected first into its own R buffers (one per tensor,
+   *  freed after). So does a chunk of one with f32 states, for projectMany's paths (a left-side
+   *  projector transposed: ncu on §6 at rank 1024, 270 against 416 us) and adamMany's kernel; with
+   *  8-bit states it would only add a copy of R. The others, and where those buffers cannot be
+   *  allocated (E_OOM), each project themselves. */
   private stepChunk(g: ParamGroup<GaLoreOptions>, s: RankGroupState, chunk: Parameter[]): void {
-    const held = chunk.length > 1 ? this.allocHeld(g, s, chunk) : undefined;
+    const one = chunk[0];
+    const together = chunk.length > 1 || (s.device.kind === "cuda" && !refreshCall(g, s.calls) &&
+                                          this.projectsInChunks(s, one) && !s.params.get(one)!.absmaxM);
+    const held = together ? this.allocHeld(g, s, chunk) : undefined;
     if (!held) {
       for (const p of chunk) this.stepRankedTensor(g, s, p, s.counters, s.flag);
       return;
