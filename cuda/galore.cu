@@ -875,16 +875,15 @@ bool leftTransposes(GemmMode mode) {
 }
 
 // The left-side projections of `idx` (same shape, f32 G) as batched products on their Ps
-// transposed into sP (which overlaps no output), as many per launch as sP holds; false (nothing
-// run) where it holds none.
-bool projectLeftTransposed(int dev, const GaloreTensor* ts, float* const* outs, const std::vector<int64_t>& idx,
-                           float* sP, int64_t sPFloats, GemmMode mode, Status* ok) {
+// transposed into sP (which overlaps no output and holds at least one, rank x rows), as many per
+// launch as sP holds.
+Status projectLeftTransposed(int dev, const GaloreTensor* ts, float* const* outs, const std::vector<int64_t>& idx,
+                             float* sP, int64_t sPFloats, GemmMode mode) {
   const GaloreTensor& T = ts[idx[0]];
   const int64_t m = T.rows, n = T.cols, r = T.rank, each = r * m;
-  if (sP == nullptr || each > sPFloats) return false;
   cudaStream_t st;
-  *ok = deviceStream(dev, &st, "galoreProjectMany");
-  if (!ok->ok()) return true;
+  Status ok = deviceStream(dev, &st, "galoreProjectMany");
+  if (!ok.ok()) return ok;
   const int64_t per = std::min<int64_t>(kTransposeGroup, sPFloats / each);
   for (size_t at = 0; at < idx.size(); at += size_t(per)) {
     const size_t count = std::min(idx.size() - at, size_t(per));
@@ -898,11 +897,11 @@ bool projectLeftTransposed(int dev, const GaloreTensor* ts, float* const* outs, 
       tg.cols[k] = r;
       batch.push_back(mk(r, n, m, tg.y[k], m, false, U.grad, n, false, outs[idx[at + k]], DType::F32, n));
     }
-    *ok = launchTransposes(st, tg, int64_t(count), "galore projection (P transposed)");
-    if (ok->ok()) *ok = runGemmBatched(dev, batch, mode);
-    if (!ok->ok()) return true;
+    ok = launchTransposes(st, tg, int64_t(count), "galore projection (P transposed)");
+    if (ok.ok()) ok = runGemmBatched(dev, batch, mode);
+    if (!ok.ok()) return ok;
   }
-  return true;
+  return ok;
 }
 
 }  // namespace
@@ -933,14 +932,13 @@ Status galoreProjectMany(int dev, const GaloreTensor* ts, float* const* outs, in
       done[j] = true;
     }
     Status ok;
-    if (T.side == GaloreSide::Left && leftTransposes(mode) &&
-        projectLeftTransposed(dev, ts, outs, idx, sP, sPFloats, mode, &ok)) {
-      if (!ok.ok()) return ok;
-      continue;
+    if (T.side == GaloreSide::Left && leftTransposes(mode) && sP != nullptr && T.rank * T.rows <= sPFloats) {
+      ok = projectLeftTransposed(dev, ts, outs, idx, sP, sPFloats, mode);
+    } else {
+      std::vector<GemmArgs> batch;
+      for (int64_t j : idx) batch.push_back(oneSidedProjection(ts[j], ts[j].grad, outs[j]));
+      ok = runGemmBatched(dev, batch, mode);
     }
-    std::vector<GemmArgs> batch;
-    for (int64_t j : idx) batch.push_back(oneSidedProjection(ts[j], ts[j].grad, outs[j]));
-    ok = runGemmBatched(dev, batch, mode);
     if (!ok.ok()) return ok;
   }
   return Status();
@@ -989,7 +987,7 @@ Status galoreStep(int dev, const GaloreTensor& T, const GaloreHyper& h, const Ad
     ok = lastError("galore Adam on R");
   } else {
     // The group's kernel on one entry: whole chunks load before they store (ncu on §6 at rank
-    // 1024: ~3.9 TB/s, where a grid-stride loop ran at ~2.7).
+    // 1024, one 11008 x 1024 R: ~3.6 TB/s, where a grid-stride loop ran at ~2.7).
     const GaloreAdamEntry one{sR, T.expAvg, T.expAvgSq, rn};
     ok = galoreAdamMany(dev, &one, 1, h, counters, flag, scalars);
   }

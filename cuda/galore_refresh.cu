@@ -559,7 +559,7 @@ template <> struct JacobiTol<double> { static constexpr double v = 2.3e-16; };
 // One cyclic Jacobi for both launch forms. OnGrid = false: one block, S in dynamic shared memory
 // when a.shared. OnGrid = true: a cooperative grid, for k whose matrix does not fit in one block's
 // shared memory (there one block's 1024 threads have ~300 global-memory items each in every round at
-// k = 640, 639 rounds a sweep: a 4096² refresh at r = 512 took 18.7 s, 0.69 s with the grid). Every
+// k = 640, 639 rounds a sweep; the header has the times). Every
 // block computes a round's rotations itself (k/2 of them, from the same S), a barrier, the threads
 // (of the block or the grid) share the 2x2 and eigenvector updates, and a barrier again. Each
 // element is computed by the same expression in both forms, so their results are the same bits;

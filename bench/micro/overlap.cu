@@ -126,7 +126,12 @@ int main() {
   };
   const int64_t nScan = 480LL << 20;  // ~1.9 GB: the step's scan at r = 512
   std::printf("{\"rows\": [\n");
-  auto row = [&](const char* name, double us, bool last = false) { std::printf("  {\"case\": \"%s\", \"us\": %.1f}%s\n", name, us, last ? "" : ","); std::fflush(stdout); };
+  bool first = true;  // rows are separated by a comma before each but the first
+  auto row = [&](const char* name, double us) {
+    std::printf("%s  {\"case\": \"%s\", \"us\": %.1f}", first ? "" : ",\n", name, us);
+    first = false;
+    std::fflush(stdout);
+  };
   row("4 projections 11008x4096 -> r512 (tn)", time([&] { project(); }));
   row("4 project-backs 11008x4096 r512 (nn)", time([&] { back(); }));
   const int chunkGrid = int(nScan / 16384);
@@ -155,7 +160,7 @@ int main() {
       char name[160];
       std::snprintf(name, sizeof name, "scan 1.9 GB on %d SMs (1024-thread blocks), alone", k);
       row(name, time([&] { scanKernel<1024><<<k, 1024, 0, s2>>>((const float4*)big, nScan / 4, flag); }));
-      if (setSms(h, sms - k) != 0) { std::printf("  {\"case\": \"cublasSetSmCountTarget failed\"}\n"); break; }
+      if (setSms(h, sms - k) != 0) { std::printf(",\n  {\"case\": \"cublasSetSmCountTarget failed\"}"); break; }
       std::snprintf(name, sizeof name, "4 projections on %d SMs, alone", sms - k);
       row(name, time([&] { project(); }));
       std::snprintf(name, sizeof name, "scan 1.9 GB on %d SMs beside 4 projections on %d", k, sms - k);
@@ -167,7 +172,6 @@ int main() {
       setSms(h, 0);
     }
   }
-  row("end", 0.0, true);
-  std::printf("]}\n");
+  std::printf("\n]}\n");
   return 0;
 }

@@ -92,6 +92,9 @@ export function rShape(s: Side, rows: number, cols: number, r: number): number[]
 /** R buffers of some tensors of a group for one step (GaLoreAdamW.allocHeld): on CUDA views over
  *  one block, with the project-backs' transpose area cut from it. */
 interface HeldRs { slots: Map<Parameter, Tensor>; area?: Tensor; block?: Tensor }
+/** Tensors that step one after another (GaLoreAdamW.projectionChunks); `together`: projected first,
+ *  in one call, into R buffers of their own. */
+interface ProjectionChunk { params: Parameter[]; together: boolean }
 
 function disposeHeld(h: HeldRs): void {
   for (const t of h.slots.values()) t.dispose();
@@ -696,18 +699,22 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
   // bench/NOTES.md), each chunk's R buffers together within one f32 gradient of the group, as
   // projecting first allows itself; the chunk then steps as the held Rs do (stepProjected).
 
-  /** `params` (of g) in the order they step, as chunks (stepChunk): same-shaped tensors that
-   *  projectsInChunks together, each other tensor alone. */
-  private projectionChunks(g: ParamGroup<GaLoreOptions>, s: RankGroupState, params: Parameter[]): Parameter[][] {
+  /** `params` (of g) in the order they step, as chunks for stepChunk. On CUDA off a refresh,
+   *  same-shaped tensors that projectsInChunks go together, projected first into their own R
+   *  buffers (`together`); so does one such tensor alone when its states are f32, for projectMany's
+   *  paths (a left-side projector transposed: ncu on §6 at rank 1024, 270 against 416 us) and
+   *  adamMany's kernel (with 8-bit states it would only add a copy of R). Each other tensor steps
+   *  alone on its own path. */
+  private projectionChunks(g: ParamGroup<GaLoreOptions>, s: RankGroupState, params: Parameter[]): ProjectionChunk[] {
     const refresh = refreshCall(g, s.calls);
-    if (s.device.kind !== "cuda" || refresh) return params.map((p) => [p]);
+    if (s.device.kind !== "cuda" || refresh) return params.map((p) => ({ params: [p], together: false }));
     const budget = this.heldRBudget(g, s);
     const byShape = new Map<string, Parameter[][]>();
-    const chunks: Parameter[][] = [];
+    const chunks: { params: Parameter[]; batched: boolean }[] = [];
     for (const p of params) {
       const q = s.params.get(p)!;
       if (!this.projectsInChunks(s, p)) {
-        chunks.push([p]);
+        chunks.push({ params: [p], batched: false });
         continue;
       }
       const key = `${q.side} ${q.rows} ${q.cols} ${q.rank}`;
@@ -717,12 +724,14 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
         last.push(p);
       } else {
         const c = [p];
-        chunks.push(c);
+        chunks.push({ params: c, batched: true });
         if (open) open.push(c);
         else byShape.set(key, [c]);
       }
     }
-    return chunks;
+    return chunks.map(({ params: c, batched }) => ({
+      params: c, together: batched && (c.length > 1 || !s.params.get(c[0])!.absmaxM),
+    }));
   }
 
   /** Whether p (of a CUDA group, off a refresh) is projected by projectMany in a chunk: a one-sided
@@ -731,18 +740,13 @@ export class GaLoreAdamW extends Optimizer<GaLoreOptions> {
     return p.grad.dtype === "f32" && s.params.get(p)!.side !== Side.Full && !this.projectedGrads.has(p);
   }
 
-  /** Steps a chunk of projectionChunks() projected first into its own R buffers (one per tensor,
-   *  freed after). So does a chunk of one with f32 states, for projectMany's paths (a left-side
-   *  projector transposed: ncu on §6 at rank 1024, 270 against 416 us) and adamMany's kernel; with
-   *  8-bit states it would only add a copy of R. The others, and where those buffers cannot be
-   *  allocated (E_OOM), each project themselves. */
-  private stepChunk(g: ParamGroup<GaLoreOptions>, s: RankGroupState, chunk: Parameter[]): void {
-    const one = chunk[0];
-    const together = chunk.length > 1 || (s.device.kind === "cuda" && !refreshCall(g, s.calls) &&
-                                          this.projectsInChunks(s, one) && !s.params.get(one)!.absmaxM);
-    const held = together ? this.allocHeld(g, s, chunk) : undefined;
+  /** Steps a chunk of projectionChunks(): one projected together first into its own R buffers (one
+   *  per tensor, freed after), stepped as the held Rs are; the others, and where those buffers
+   *  cannot be allocated (E_OOM), each project themselves. */
+  private stepChunk(g: ParamGroup<GaLoreOptions>, s: RankGroupState, chunk: ProjectionChunk): void {
+    const held = chunk.together ? this.allocHeld(g, s, chunk.params) : undefined;
     if (!held) {
-      for (const p of chunk) this.stepRankedTensor(g, s, p, s.counters, s.flag);
+      for (const p of chunk.params) this.stepRankedTensor(g, s, p, s.counters, s.flag);
       return;
     }
     try {
